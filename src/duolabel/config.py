@@ -1,0 +1,311 @@
+"""The project file, ``duolabel.yaml``, parsed into strict pydantic models.
+
+Every setting has a default and one line of help (its ``description``); ``duolabel init``
+writes the file from these models, and ``docs/configuration.md`` is generated from them,
+so the docs cannot miss a setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from duolabel.errors import ConfigError
+
+__all__ = [
+    "PROJECT_FILE",
+    "AuditConfig",
+    "CalibrationConfig",
+    "CostsConfig",
+    "DataSource",
+    "LabelSpec",
+    "LabelerConfig",
+    "ProjectConfig",
+    "QualityConfig",
+    "RoutingConfig",
+    "TaskConfig",
+    "load_config",
+    "render_config",
+]
+
+PROJECT_FILE = "duolabel.yaml"
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class LabelSpec(_Strict):
+    name: str = Field(description="The label as it is stored and exported.", min_length=1)
+    description: str = Field("", description="One line shown to annotators and used in prompts.")
+
+
+class TaskConfig(_Strict):
+    type: Literal["single_label"] = Field(
+        "single_label", description="Task type; only single_label is supported so far."
+    )
+    labels: list[LabelSpec] = Field(
+        description="The labels, in display order, each with a one-line description.", min_length=2
+    )
+    instructions: str = Field("", description="Instructions shown to annotators and to LLM labelers.")
+    text_fields: list[str] = Field(
+        ["text"], description="Input columns that make up an item's text, joined in this order.",
+        min_length=1,
+    )
+    id_field: str = Field("id", description="Input column holding the item's stable id.")
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[LabelSpec]) -> list[LabelSpec]:
+        seen: set[str] = set()
+        for spec in labels:
+            if spec.name in seen:
+                raise ValueError(f"label '{spec.name}' is listed twice")
+            seen.add(spec.name)
+        return labels
+
+    @property
+    def label_names(self) -> list[str]:
+        return [spec.name for spec in self.labels]
+
+
+class DataSource(_Strict):
+    path: str = Field(description="CSV, JSONL or Parquet file, relative to the project folder.")
+    role: Literal["regular", "golden"] = Field(
+        "regular", description="golden: expert-labelled items used to train and calibrate."
+    )
+    gold_column: str | None = Field(
+        None, description="Column holding the known label (required for golden files)."
+    )
+    columns: dict[str, str] = Field(
+        {}, description="Rename input columns: {column in the file: field in the project}."
+    )
+    batch: str | None = Field(None, description="Batch name for these items (default: file name).")
+
+    @model_validator(mode="after")
+    def _golden_needs_gold(self) -> DataSource:
+        if self.role == "golden" and not self.gold_column:
+            raise ValueError(f"data source '{self.path}' has role golden but no gold_column")
+        return self
+
+
+class LabelerConfig(_Strict):
+    backend: Literal["embedding"] = Field("embedding", description="Which labeler labels the items.")
+    model: str | None = Field(
+        None,
+        description="Sentence-transformers model folder; empty means the bundled all-MiniLM-L6-v2.",
+    )
+    head: Literal["logistic_regression"] = Field(
+        "logistic_regression", description="scikit-learn head trained on the embeddings."
+    )
+    regularization: float = Field(1.0, gt=0, description="Inverse regularization strength C of the head.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Texts encoded per batch.")
+    cv_folds: int = Field(
+        5, ge=2, le=20, description="Folds for out-of-fold probabilities on the training items."
+    )
+
+
+class CalibrationConfig(_Strict):
+    method: Literal["temperature", "none"] = Field(
+        "temperature", description="How raw probabilities are calibrated on the golden items."
+    )
+    min_golden_per_label: int = Field(
+        3, ge=1, description="Refuse to train or calibrate with fewer golden items per label."
+    )
+
+
+class RoutingConfig(_Strict):
+    policy: Literal["threshold"] = Field("threshold", description="Routing policy.")
+    threshold: Fraction = Field(
+        0.9, description="Accept the model's label when its calibrated confidence is at least this."
+    )
+    overlap: int = Field(3, ge=1, le=20, description="Human answers asked for each routed item.")
+
+
+class QualityConfig(_Strict):
+    control_rate: Fraction = Field(0.1, description="Share of tasks that are hidden control items.")
+    exam_size: int = Field(10, ge=0, description="Exam items a new annotator answers before work.")
+    pass_mark: Fraction = Field(0.8, description="Exam accuracy needed to be activated.")
+    min_seconds: float = Field(1.0, ge=0, description="Answers faster than this are flagged.")
+    lease_minutes: float = Field(15.0, gt=0, description="How long an assigned task stays reserved.")
+
+
+class CostsConfig(_Strict):
+    currency: str = Field("USD", description="Currency of every price below.")
+    human_answer: float = Field(0.05, ge=0, description="Price of one human answer.")
+    platform_fee: Fraction = Field(0.2, description="Platform fee on human payments, as a fraction.")
+    expert_answer: float = Field(1.0, ge=0, description="Price of one expert answer.")
+    llm_input_per_million: float = Field(0.0, ge=0, description="Price per 1M LLM input tokens.")
+    llm_output_per_million: float = Field(0.0, ge=0, description="Price per 1M LLM output tokens.")
+    compute_hour: float = Field(
+        0.1, ge=0, description="Price of one hour of the machine that runs local models."
+    )
+    setup: float = Field(0.0, ge=0, description="Fixed set-up cost (golden set, development).")
+
+
+class AuditConfig(_Strict):
+    sample_rate: Fraction = Field(0.05, description="Share of final labels drawn for expert audit.")
+
+
+class ExportConfig(_Strict):
+    path: str = Field("out/labels.csv", description="Where `duolabel run` writes the final labels.")
+
+
+class ProjectConfig(_Strict):
+    task: TaskConfig = Field(description="What is labelled and with which labels.")
+    data: list[DataSource] = Field([], description="Files `duolabel run` imports (optional).")
+    labeler: LabelerConfig = Field(LabelerConfig(), description="The model that labels every item.")
+    calibration: CalibrationConfig = Field(CalibrationConfig(), description="Confidence calibration.")
+    routing: RoutingConfig = Field(RoutingConfig(), description="Which items people label.")
+    quality: QualityConfig = Field(QualityConfig(), description="Quality control for people.")
+    costs: CostsConfig = Field(CostsConfig(), description="Prices for the cost ledger.")
+    audit: AuditConfig = Field(AuditConfig(), description="Expert audits of shipped labels.")
+    export: ExportConfig = Field(ExportConfig(), description="Where final labels are written.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the store; empty means duolabel.db in the project folder.",
+    )
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed next to the unknown key at ``loc``."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if current is None:
+            return []
+    return list(current.model_fields)
+
+
+def _format_error(err: dict[str, Any], source: str) -> str:
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(ProjectConfig, loc))
+        return f"{source}: unknown key '{_loc(loc)}'; allowed here: {allowed}"
+    if err["type"] == "missing":
+        return f"{source}: missing key '{_loc(loc)}'"
+    got = err.get("input")
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{source}: key '{_loc(loc)}': got {got!r}, expected {msg[0].lower() + msg[1:]}"
+
+
+def parse_config(data: Any, *, source: str = PROJECT_FILE) -> ProjectConfig:
+    """Validate a mapping as a project configuration; errors name the key and value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(e, source) for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(project_dir: str | Path) -> ProjectConfig:
+    """Read and validate ``duolabel.yaml`` in ``project_dir``."""
+    path = Path(project_dir) / PROJECT_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no project file here; create one with 'duolabel init {project_dir}'"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return parse_config(data, source=str(path))
+
+
+# ---------------------------------------------------------------------------
+# Writing the commented project file and the settings reference
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix(
+        "\n..."
+    ).strip()
+
+
+def _render_section(model: BaseModel, indent: str) -> list[str]:
+    lines: list[str] = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        help_line = f"{indent}# {field.description}" if field.description else None
+        if help_line:
+            lines.append(help_line)
+        if isinstance(value, BaseModel):
+            lines.append(f"{indent}{name}:")
+            lines.extend(_render_section(value, indent + "  "))
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            lines.append(f"{indent}{name}:")
+            for entry in value:
+                dumped = entry.model_dump(exclude_defaults=False)
+                first = True
+                for key, item in dumped.items():
+                    prefix = f"{indent}  - " if first else f"{indent}    "
+                    lines.append(f"{prefix}{key}: {_yaml_value(item)}")
+                    first = False
+        else:
+            lines.append(f"{indent}{name}: {_yaml_value(value)}")
+    return lines
+
+
+def render_config(config: ProjectConfig) -> str:
+    """The project file for ``config``, every setting with its one-line help as a comment."""
+    header = [
+        "# duolabel project file. Every key is optional except task.labels;",
+        "# see docs/configuration.md for the full reference.",
+    ]
+    return "\n".join(header + _render_section(config, "")) + "\n"
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """Every setting as (dotted key, default, help), for the docs."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{name}"
+            annotation = field.annotation
+            args = getattr(annotation, "__args__", ())
+            nested = next(
+                (a for a in [annotation, *args] if isinstance(a, type) and issubclass(a, BaseModel)),
+                None,
+            )
+            default = "(required)" if field.is_required() else _yaml_value(
+                field.default.model_dump() if isinstance(field.default, BaseModel) else field.default
+            )
+            if nested is not None and not (getattr(annotation, "__origin__", None) is list):
+                rows.append((key, "", field.description or ""))
+                walk(nested, key + ".")
+            else:
+                rows.append((key, default, field.description or ""))
+                if nested is not None:
+                    walk(nested, key + "[].")
+
+    walk(ProjectConfig, "")
+    return rows

@@ -1,0 +1,84 @@
+"""The one exception tree of duolabel.
+
+::
+
+    DuolabelError                 anything a user can fix; the CLI prints one line, exit code 2
+    ├── ConfigError               duolabel.yaml is missing, malformed or has a bad value
+    ├── DataError                 an input file has bad rows (carries file, row, column per problem)
+    ├── ProjectError              the project or its store is in a state the command cannot work on
+    ├── SetupError                a dependency, model or service is missing; the message has the fix
+    └── LabelerError              a labeler cannot produce probabilities (e.g. too few golden items)
+
+Anything else escaping to the CLI is a bug in duolabel and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DuolabelError",
+    "LabelerError",
+    "Problem",
+    "ProjectError",
+    "SetupError",
+]
+
+
+class DuolabelError(Exception):
+    """Base of every error a user can act on."""
+
+    exit_code = 2
+
+
+class ConfigError(DuolabelError):
+    """The project file is missing, malformed or holds a bad value."""
+
+
+class ProjectError(DuolabelError):
+    """The project or its store cannot serve the request."""
+
+
+class SetupError(DuolabelError):
+    """A dependency, model or service is missing; the message says how to install it."""
+
+
+class LabelerError(DuolabelError):
+    """A labeler cannot produce probabilities."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad cell of an input file: where it is and what is wrong."""
+
+    file: str
+    row: int | None
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        return f"{', '.join(where)}: {self.message}"
+
+
+class DataError(DuolabelError):
+    """An input file has one or more bad rows; nothing was imported.
+
+    ``problems`` holds every problem found (up to the validation cap);
+    ``str()`` is all of them, one per line, with a count of any left unreported.
+    """
+
+    def __init__(self, problems: list[Problem], *, more: int = 0) -> None:
+        self.problems = list(problems)
+        self.more = more
+        lines = [str(p) for p in self.problems]
+        if more:
+            lines.append(f"... and {more} more problem(s) not shown")
+        lines.append("Nothing was imported.")
+        super().__init__("\n".join(lines))

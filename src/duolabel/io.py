@@ -1,0 +1,492 @@
+"""Items in (CSV, JSONL, Parquet, DataFrame) and final labels out, streaming.
+
+Import reads a file in chunks and inserts each chunk inside one transaction, so memory
+does not grow with the file and a file with any bad row imports nothing. Validation is
+the one place that checks the input contract; every problem found (up to ``max_problems``)
+is reported as ``file, row N, column 'x': got ..., expected ...``.
+
+Row numbers are the ones a person finds in the file: for CSV the physical line where the
+record starts (the header is row 1, as in a spreadsheet); for JSONL the line number; for
+Parquet and DataFrames the 1-based record number.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select
+
+from duolabel.config import TaskConfig
+from duolabel.errors import DataError, Problem, ProjectError
+from duolabel.store import FinalLabel, Item, Prediction, Store
+from duolabel.store.tables import utcnow
+
+__all__ = ["ImportResult", "export_labels", "import_file", "import_records", "read_records"]
+
+CHUNK_ROWS = 5_000
+MAX_PROBLEMS = 50
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+# Python's csv module refuses fields over 128 KiB by default; a long document is not an error.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclass
+class ImportResult:
+    """What an import did: rows read, items added, items already present unchanged."""
+
+    file: str
+    rows: int = 0
+    added: int = 0
+    unchanged: int = 0
+    run_id: int | None = None
+
+
+@dataclass
+class _Row:
+    number: int
+    values: dict[str, Any] | None
+    problem: Problem | None = None
+
+
+@dataclass
+class _Problems:
+    file: str
+    cap: int
+    found: list[Problem] = field(default_factory=list)
+    more: int = 0
+
+    def add(self, row: int | None, column: str | None, message: str) -> None:
+        if len(self.found) < self.cap:
+            self.found.append(Problem(self.file, row, column, message))
+        else:
+            self.more += 1
+
+    def add_problem(self, problem: Problem) -> None:
+        self.add(problem.row, problem.column, problem.message)
+
+
+def detect_format(path: Path, fmt: str | None = None) -> str:
+    if fmt:
+        if fmt not in set(FORMATS.values()):
+            raise DataError([Problem(str(path), None, None, f"format {fmt!r} is not one of csv, jsonl, parquet")])
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(
+            [Problem(str(path), None, None,
+                     f"cannot tell the format from the extension {suffix!r}; expected "
+                     ".csv, .jsonl or .parquet (or pass --format)")],
+        )
+    return FORMATS[suffix]
+
+
+# ---------------------------------------------------------------------------
+# Readers: each yields the header (or None when rows carry their own keys) and rows.
+
+
+def _read_csv(path: Path) -> tuple[list[str], Iterator[_Row]]:
+    # surrogateescape keeps undecodable bytes as lone surrogates, so one bad cell is
+    # reported with its row and column instead of aborting the whole read.
+    handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(handle)
+    try:
+        header = next(reader)
+    except StopIteration:
+        handle.close()
+        return [], iter(())
+    except csv.Error as exc:
+        handle.close()
+        raise DataError([Problem(str(path), 1, None, f"not valid CSV: {exc}")]) from None
+
+    def rows() -> Iterator[_Row]:
+        with handle:
+            line = reader.line_num + 1
+            while True:
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield _Row(line, None, Problem(str(path), line, None, f"not valid CSV: {exc}"))
+                    return
+                if record:
+                    if len(record) != len(header):
+                        yield _Row(line, None, Problem(
+                            str(path), line, None,
+                            f"got {len(record)} fields, expected {len(header)} (as in the header)"))
+                    else:
+                        yield _Row(line, dict(zip(header, record, strict=True)))
+                line = reader.line_num + 1
+
+    return header, rows()
+
+
+def _read_jsonl(path: Path) -> tuple[None, Iterator[_Row]]:
+    def rows() -> Iterator[_Row]:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield _Row(number, None, Problem(
+                        str(path), number, None,
+                        f"undecodable bytes at position {exc.start}: expected UTF-8 text"))
+                    continue
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    yield _Row(number, None, Problem(
+                        str(path), number, None, f"malformed JSON line: {exc.msg} at column {exc.colno}"))
+                    continue
+                if not isinstance(value, dict):
+                    yield _Row(number, None, Problem(
+                        str(path), number, None,
+                        f"got a JSON {type(value).__name__}, expected an object with the item's fields"))
+                    continue
+                yield _Row(number, value)
+
+    return None, rows()
+
+
+def _read_parquet(path: Path) -> tuple[list[str], Iterator[_Row]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+        raise DataError([Problem(str(path), None, None, f"not a readable Parquet file: {exc}")]) from None
+    header = list(parquet.schema_arrow.names)
+
+    def rows() -> Iterator[_Row]:
+        number = 0
+        for batch in parquet.iter_batches(batch_size=CHUNK_ROWS):
+            for record in batch.to_pylist():
+                number += 1
+                yield _Row(number, record)
+
+    return header, rows()
+
+
+def _read_frame(frame: Any) -> tuple[list[str], Iterator[_Row]]:
+    header = [str(c) for c in frame.columns]
+
+    def rows() -> Iterator[_Row]:
+        for start in range(0, len(frame), CHUNK_ROWS):
+            chunk = frame.iloc[start:start + CHUNK_ROWS]
+            for offset, record in enumerate(chunk.to_dict("records")):
+                yield _Row(start + offset + 1, {str(k): v for k, v in record.items()})
+
+    return header, rows()
+
+
+def read_records(path: Path, fmt: str | None = None) -> tuple[list[str] | None, Iterator[_Row]]:
+    """Open ``path`` for streaming: its header (None for JSONL) and an iterator of rows."""
+    if not path.is_file():
+        raise DataError([Problem(str(path), None, None, "no such file")])
+    kind = detect_format(path, fmt)
+    return {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[kind](path)
+
+
+# ---------------------------------------------------------------------------
+# Validation and insertion
+
+
+def _cell(value: Any) -> str | None:
+    """A cell as text; None for missing / NaN / empty."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from pandas / Parquet
+        return None
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    return text or None
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def content_hash(text: str, fields: dict[str, Any], role: str, gold: str | None) -> str:
+    payload = json.dumps([text, fields, role, gold], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, float):
+        return None if value != value else value
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    return str(value)
+
+
+def import_records(
+    store: Store,
+    task: TaskConfig,
+    *,
+    source: str,
+    header: list[str] | None,
+    rows: Iterable[_Row],
+    role: str = "regular",
+    gold_column: str | None = None,
+    columns: dict[str, str] | None = None,
+    batch: str | None = None,
+    max_problems: int = MAX_PROBLEMS,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Validate and import a stream of rows in one transaction; see the module docstring."""
+    if role not in ("regular", "golden"):
+        raise ProjectError(f"role {role!r} is not one of 'regular', 'golden'")
+    if role == "golden" and not gold_column:
+        raise ProjectError(f"{source}: golden items need a gold-label column (--gold COLUMN)")
+    rename = dict(columns or {})
+    labels = task.label_names
+    label_set = set(labels)
+    label_list = ", ".join(repr(x) for x in labels)
+    id_field = task.id_field
+    required = [id_field, *task.text_fields] + ([gold_column] if gold_column else [])
+    reserved = {id_field, *task.text_fields, *([gold_column] if gold_column else [])}
+    problems = _Problems(source, max_problems)
+    result = ImportResult(file=source)
+
+    if header is not None:
+        present = {rename.get(c, c) for c in header}
+        missing = [c for c in required if c not in present]
+        if missing:
+            raise DataError([
+                Problem(source, 1 if header else None, c,
+                        f"missing column; the file has {', '.join(repr(h) for h in header) or 'no columns'}"
+                        + (f" (map one with --map FILE_COLUMN={c})" if header else ""))
+                for c in missing
+            ])
+
+    batch_name = batch or Path(source).stem
+    with store.write() as session:
+        start_seq = session.scalar(select(func.coalesce(func.max(Item.seq), 0))) or 0
+        seq = start_seq
+        chunk: list[tuple[int, dict[str, Any]]] = []
+
+        def flush() -> None:
+            nonlocal seq
+            if not chunk:
+                return
+            ids = [values["id"] for _, values in chunk]
+            existing = {
+                row.id: (row.content_hash, row.seq)
+                for row in session.execute(
+                    select(Item.id, Item.content_hash, Item.seq).where(Item.id.in_(ids))
+                )
+            }
+            fresh: list[dict[str, Any]] = []
+            seen_here: set[str] = set()
+            now = utcnow()
+            for number, values in chunk:
+                item_id = values["id"]
+                if item_id in seen_here or (item_id in existing and existing[item_id][1] > start_seq):
+                    problems.add(number, id_field, f"duplicate id {item_id!r}: it appears earlier in this file")
+                    continue
+                seen_here.add(item_id)
+                if item_id in existing:
+                    if existing[item_id][0] == values["content_hash"]:
+                        result.unchanged += 1
+                    else:
+                        problems.add(number, id_field,
+                                     f"id {item_id!r} is already in the project with different content; "
+                                     "give the item a new id or keep the old content")
+                    continue
+                seq += 1
+                fresh.append({**values, "seq": seq, "batch": batch_name, "role": role, "created_at": now})
+            if fresh:
+                session.execute(insert(Item), fresh)
+                result.added += len(fresh)
+            chunk.clear()
+
+        for row in rows:
+            result.rows += 1
+            if progress is not None and result.rows % 1000 == 0:
+                progress(1000)
+            if row.problem is not None:
+                problems.add_problem(row.problem)
+                continue
+            raw = row.values or {}
+            values = {rename.get(k, k): v for k, v in raw.items()}
+            bad = False
+            for col in required:
+                if col not in values:
+                    problems.add(row.number, col, "missing field")
+                    bad = True
+            if bad:
+                continue
+            cells = {}
+            for col, value in values.items():
+                cell = _cell(value) if col in reserved else value
+                if isinstance(cell, str) and _has_surrogates(cell):
+                    problems.add(row.number, col, "undecodable bytes: expected UTF-8 text")
+                    bad = True
+                cells[col] = cell
+            if bad:
+                continue
+            item_id = cells[id_field]
+            if item_id is None:
+                problems.add(row.number, id_field, "got an empty id, expected a non-empty id")
+                continue
+            parts = [cells[c] for c in task.text_fields]
+            if all(p is None for p in parts):
+                col = task.text_fields[0] if len(task.text_fields) == 1 else "/".join(task.text_fields)
+                problems.add(row.number, col, "got empty text, expected the item's text")
+                continue
+            text = "\n\n".join(p for p in parts if p is not None)
+            gold = cells[gold_column] if gold_column else None
+            if gold is not None and gold not in label_set:
+                problems.add(row.number, gold_column, f"got {gold!r}, expected one of {label_list}")
+                continue
+            if gold is None and role == "golden":
+                problems.add(row.number, gold_column, f"got an empty gold label, expected one of {label_list}")
+                continue
+            extra = {k: _jsonable(v) for k, v in cells.items() if k not in reserved}
+            chunk.append((row.number, {
+                "id": item_id,
+                "text": text,
+                "fields": extra,
+                "gold_label": gold,
+                "gold_source": source if gold is not None else None,
+                "content_hash": content_hash(text, extra, role, gold),
+            }))
+            if len(chunk) >= CHUNK_ROWS:
+                flush()
+        flush()
+        if result.rows == 0 and not problems.found:
+            problems.add(None, None, "the file has no rows")
+        if problems.found:
+            # Raising inside the transaction rolls back every chunk already inserted.
+            raise DataError(problems.found, more=problems.more)
+    return result
+
+
+def import_file(
+    store: Store,
+    task: TaskConfig,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    **options: Any,
+) -> ImportResult:
+    """Import one CSV / JSONL / Parquet file of items; see :func:`import_records`."""
+    path = Path(path)
+    header, rows = read_records(path, fmt)
+    return import_records(store, task, source=str(path), header=header, rows=rows, **options)
+
+
+def import_frame(store: Store, task: TaskConfig, frame: Any, **options: Any) -> ImportResult:
+    header, rows = _read_frame(frame)
+    return import_records(store, task, source="DataFrame", header=header, rows=rows, **options)
+
+
+# ---------------------------------------------------------------------------
+# Export
+
+EXPORT_COLUMNS = [
+    "id", "text", "label", "source", "confidence", "human_votes", "annotators",
+    "model_label", "model_probability", "gold_label", "batch",
+]
+
+
+def _export_rows(store: Store, model_version: str | None, include_pending: bool) -> Iterator[list[dict[str, Any]]]:
+    with store.read() as session:
+        query = (
+            select(Item, FinalLabel, Prediction)
+            .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
+            .outerjoin(
+                Prediction,
+                (Prediction.item_id == Item.id) & (Prediction.model_version == (model_version or "")),
+            )
+            .order_by(Item.seq)
+            .execution_options(yield_per=CHUNK_ROWS)
+        )
+        if not include_pending:
+            query = query.where(FinalLabel.item_id.is_not(None))
+        out: list[dict[str, Any]] = []
+        for item, final, pred in session.execute(query):
+            probs = (pred.calibrated or pred.probs) if pred is not None else None
+            out.append({
+                "id": item.id,
+                "text": item.text,
+                "label": final.label if final else None,
+                "source": final.source if final else "pending",
+                "confidence": round(final.confidence, 6) if final else None,
+                "human_votes": final.n_votes if final else 0,
+                "annotators": ";".join(str(a) for a in final.annotators) if final else "",
+                "model_label": pred.label if pred is not None else None,
+                "model_probability": round(max(probs.values()), 6) if probs else None,
+                "gold_label": item.gold_label,
+                "batch": item.batch,
+            })
+            if len(out) >= CHUNK_ROWS:
+                yield out
+                out = []
+        if out:
+            yield out
+
+
+def export_labels(
+    store: Store,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    model_version: str | None = None,
+    include_pending: bool = False,
+) -> int:
+    """Write final labels with their provenance; returns the number of rows written.
+
+    The file is written next to its destination and moved into place at the end, so a
+    crash never leaves a half-written export behind.
+    """
+    path = Path(path)
+    kind = detect_format(path, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    count = 0
+    chunks = _export_rows(store, model_version, include_pending)
+    if kind == "csv":
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
+            writer.writeheader()
+            for chunk in chunks:
+                writer.writerows(chunk)
+                count += len(chunk)
+    elif kind == "jsonl":
+        with tmp.open("w", encoding="utf-8") as handle:
+            for chunk in chunks:
+                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk)
+                count += len(chunk)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([
+            ("id", pa.string()), ("text", pa.string()), ("label", pa.string()), ("source", pa.string()),
+            ("confidence", pa.float64()), ("human_votes", pa.int64()), ("annotators", pa.string()),
+            ("model_label", pa.string()), ("model_probability", pa.float64()),
+            ("gold_label", pa.string()), ("batch", pa.string()),
+        ])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for chunk in chunks:
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                count += len(chunk)
+    tmp.replace(path)
+    return count

@@ -1,0 +1,105 @@
+"""The ``run`` loop and the project status: glue over the stages, nothing more.
+
+Every stage reads from and writes to the store and skips work already done, so a run
+killed at any point continues where it stopped when started again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from duolabel.aggregation import AggregateResult, aggregate_project
+from duolabel.calibration import CalibrationResult, calibrate_project
+from duolabel.costs import CostSummary, cost_summary
+from duolabel.io import ImportResult, export_labels, import_file
+from duolabel.labelers import LabelResult, current_model_version, label_project
+from duolabel.progress import Reporter, quiet
+from duolabel.routing import RouteResult, route_project
+from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route
+
+if TYPE_CHECKING:
+    from duolabel.project import Project
+
+__all__ = ["RunSummary", "Status", "project_status", "run_project"]
+
+
+@dataclass
+class Status:
+    """Counts per stage and the cost so far."""
+
+    items: int
+    golden: int
+    model_version: str | None
+    predicted: int
+    calibrated: int
+    accepted: int
+    routed_to_people: int
+    waiting_for_people: int
+    answers: int
+    final_by_source: dict[str, int]
+    cost: CostSummary
+
+    @property
+    def final(self) -> int:
+        return sum(self.final_by_source.values())
+
+
+def project_status(project: Project) -> Status:
+    version = current_model_version(project)
+    with project.store.read() as session:
+        count = lambda q: session.scalar(q) or 0  # noqa: E731
+        items = count(select(func.count()).select_from(Item))
+        golden = count(select(func.count()).select_from(Item).where(Item.role == "golden"))
+        by_version = select(func.count()).select_from(Prediction).where(Prediction.model_version == (version or ""))
+        predicted = count(by_version)
+        calibrated = count(by_version.where(Prediction.confidence.is_not(None)))
+        routes = dict(session.execute(select(Route.decision, func.count()).group_by(Route.decision)).all())
+        final = dict(session.execute(select(FinalLabel.source, func.count()).group_by(FinalLabel.source)).all())
+        waiting = count(
+            select(func.count()).select_from(Route)
+            .where(Route.decision == "humans", Route.item_id.not_in(select(FinalLabel.item_id))))
+        answers = count(select(func.count()).select_from(Annotation))
+    return Status(
+        items=items, golden=golden, model_version=version, predicted=predicted, calibrated=calibrated,
+        accepted=routes.get("accept", 0), routed_to_people=routes.get("humans", 0),
+        waiting_for_people=waiting, answers=answers, final_by_source=final,
+        cost=cost_summary(project.store, project.config.costs),
+    )
+
+
+@dataclass
+class RunSummary:
+    imports: list[ImportResult] = field(default_factory=list)
+    label: LabelResult | None = None
+    calibration: CalibrationResult | None = None
+    route: RouteResult | None = None
+    aggregate: AggregateResult | None = None
+    exported: int = 0
+    export_path: Path | None = None
+    status: Status | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
+    """import -> label -> calibrate -> route -> aggregate -> export, resumable."""
+    summary = RunSummary()
+    for source in project.config.data:
+        with progress(f"Importing {source.path}", None) as advance:
+            summary.imports.append(import_file(
+                project.store, project.config.task, project.resolve(source.path),
+                role=source.role, gold_column=source.gold_column, columns=source.columns,
+                batch=source.batch, progress=advance,
+            ))
+    summary.label = label_project(project, progress=progress)
+    summary.calibration = calibrate_project(project)
+    summary.route = route_project(project, progress=progress)
+    summary.aggregate = aggregate_project(project)
+    summary.export_path = project.resolve(project.config.export.path)
+    summary.exported = export_labels(project.store, summary.export_path,
+                                     model_version=summary.label.model_version)
+    summary.status = project_status(project)
+    return summary

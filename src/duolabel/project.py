@@ -1,0 +1,135 @@
+"""A project: a folder with ``duolabel.yaml`` and its store. The library's entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from duolabel.config import PROJECT_FILE, ProjectConfig, load_config, parse_config, render_config
+from duolabel.errors import ConfigError, ProjectError
+from duolabel.store import Store, open_store
+
+__all__ = ["Project", "init_project"]
+
+
+class Project:
+    """An open project: its validated configuration and its store.
+
+    Examples
+    --------
+    >>> import duolabel, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> project = duolabel.init_project(folder, labels=["spam", "ham"])
+    >>> project.config.task.label_names
+    ['spam', 'ham']
+    >>> project.close()
+    """
+
+    def __init__(self, path: Path, config: ProjectConfig, store: Store) -> None:
+        self.path = path
+        self.config = config
+        self.store = store
+
+    @classmethod
+    def open(cls, path: str | Path) -> Project:
+        """Open the project in folder ``path`` (its store is created or migrated)."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise ProjectError(f"{folder}: no such project folder; create one with 'duolabel init {folder}'")
+        config = load_config(folder)
+        return cls(folder, config, open_store(config.database_url, folder))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def resolve(self, relative: str | Path) -> Path:
+        """A path from the project file, relative to the project folder."""
+        path = Path(relative)
+        return path if path.is_absolute() else self.path / path
+
+    # -- the stages, each a thin call into its module ---------------------
+
+    def add_items(self, frame: Any, **options: Any) -> Any:
+        """Import a pandas DataFrame of items; options as for :meth:`import_file`."""
+        from duolabel.io import import_frame
+
+        return import_frame(self.store, self.config.task, frame, **options)
+
+    def import_file(self, path: str | Path, **options: Any) -> Any:
+        """Import a CSV / JSONL / Parquet file (``role``, ``gold_column``, ``columns``, ``batch``)."""
+        from duolabel.io import import_file
+
+        return import_file(self.store, self.config.task, path, **options)
+
+    def export(self, path: str | Path, **options: Any) -> int:
+        """Write final labels with their provenance; returns the rows written."""
+        from duolabel.io import export_labels
+        from duolabel.labelers import current_model_version
+
+        options.setdefault("model_version", current_model_version(self))
+        return export_labels(self.store, path, **options)
+
+    def label(self, **options: Any) -> Any:
+        from duolabel.labelers import label_project
+
+        return label_project(self, **options)
+
+    def calibrate(self) -> Any:
+        from duolabel.calibration import calibrate_project
+
+        return calibrate_project(self)
+
+    def route(self, **options: Any) -> Any:
+        from duolabel.routing import route_project
+
+        return route_project(self, **options)
+
+    def aggregate(self) -> Any:
+        from duolabel.aggregation import aggregate_project
+
+        return aggregate_project(self)
+
+    def status(self) -> Any:
+        from duolabel.pipeline import project_status
+
+        return project_status(self)
+
+    def run(self, **options: Any) -> Any:
+        """The whole loop: import, label, calibrate, route, aggregate, export."""
+        from duolabel.pipeline import run_project
+
+        return run_project(self, **options)
+
+
+def init_project(
+    path: str | Path,
+    *,
+    labels: list[str] | None = None,
+    force: bool = False,
+    **task: Any,
+) -> Project:
+    """Create a project folder with a commented ``duolabel.yaml`` and an empty store."""
+    folder = Path(path)
+    target = folder / PROJECT_FILE
+    if target.exists() and not force:
+        raise ProjectError(f"{target} already exists; pass --force to overwrite it")
+    names = labels or ["positive", "negative"]
+    config = parse_config({
+        "task": {
+            "labels": [{"name": n, "description": f"The item is {n}."} for n in names],
+            "instructions": "Choose the label that best describes the text.",
+            **task,
+        }
+    })
+    folder.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_config(config), encoding="utf-8")
+    try:
+        return Project.open(folder)
+    except ConfigError:  # pragma: no cover - render_config and parse_config disagree
+        raise

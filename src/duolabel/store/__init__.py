@@ -1,0 +1,148 @@
+"""The project store: one database per project, migrated on open.
+
+SQLite (the default, ``duolabel.db`` in the project folder) runs in WAL mode so that the
+web server and a labeling job can work on one project at once: readers never block, and
+every write transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the busy
+timeout instead of failing with "database is locked" half-way through a transaction.
+PostgreSQL (``database_url: postgresql://...``) uses the same tables and migrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from duolabel.errors import ProjectError, SetupError
+from duolabel.store import tables
+from duolabel.store.tables import (
+    Annotation,
+    Annotator,
+    Assignment,
+    Embedding,
+    FinalLabel,
+    Item,
+    Prediction,
+    Route,
+    Run,
+)
+
+__all__ = [
+    "Annotation",
+    "Annotator",
+    "Assignment",
+    "Embedding",
+    "FinalLabel",
+    "Item",
+    "Prediction",
+    "Route",
+    "Run",
+    "Store",
+    "open_store",
+    "tables",
+]
+
+DB_FILE = "duolabel.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    # pysqlite's own transaction handling issues BEGIN lazily (deferred), which lets two
+    # writers deadlock on the read->write lock upgrade; take control of BEGIN instead.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get("duolabel_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Store:
+    """A migrated database with short read and write transactions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        writer = engine.execution_options(duolabel_write=True) if self.is_sqlite else engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(writer, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any error."""
+        with self._write() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session (SQLite: it never takes the write lock)."""
+        with self._read() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _migrations_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(resources.files("duolabel.store") / "migrations"))
+    return cfg
+
+
+def _resolve_url(url: str | None, project_dir: Path) -> str:
+    if not url:
+        return f"sqlite:///{(project_dir / DB_FILE).resolve()}"
+    if url.startswith("postgresql://"):
+        # psycopg 3 is the driver the `postgres` extra installs.
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def open_store(database_url: str | None, project_dir: str | Path = ".") -> Store:
+    """Open (and create or migrate) the store for a project."""
+    url = _resolve_url(database_url, Path(project_dir))
+    try:
+        engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    except NoSuchModuleError as exc:
+        raise ProjectError(f"database_url {database_url!r}: unknown database kind ({exc})") from None
+    except ArgumentError as exc:
+        raise ProjectError(f"database_url {database_url!r}: not a database URL ({exc})") from None
+    except ModuleNotFoundError as exc:
+        raise SetupError(
+            f"database_url {database_url!r} needs the driver {exc.name!r}: "
+            "pip install 'duolabel[postgres]'"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_setup(engine)
+    cfg = _migrations_config()
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except OperationalError as exc:
+        engine.dispose()
+        raise ProjectError(f"cannot open the store at {_safe(url)}: {exc.orig}") from None
+    return Store(engine)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
