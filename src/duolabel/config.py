@@ -205,8 +205,9 @@ def _format_error(err: dict[str, Any], source: str) -> str:
         return f"{source}: missing key '{_loc(loc)}'"
     got = err.get("input")
     msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+    for prefix in ("Value error, ", "Input should be ", "List should have "):
+        msg = msg.removeprefix(prefix)
+    msg = msg.removesuffix(" after validation")
     return f"{source}: key '{_loc(loc)}': got {got!r}, expected {msg[0].lower() + msg[1:]}"
 
 
@@ -309,3 +310,22 @@ def settings_reference() -> list[tuple[str, str, str]]:
 
     walk(ProjectConfig, "")
     return rows
+
+
+def settings_markdown() -> str:
+    """docs/configuration.md: every setting with its default and help."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `duolabel/config.py` by `python tools/gen_docs.py`; a test fails when it",
+        "is out of date. Every key of `duolabel.yaml` is listed with its default. Unknown keys",
+        "are errors that name the key.",
+        "",
+        "| key | default | what it does |",
+        "|---|---|---|",
+    ]
+    for key, default, help_text in settings_reference():
+        shown = f"`{default}`" if default else ""
+        escaped = help_text.replace("|", "\\|")
+        lines.append(f"| `{key}` | {shown} | {escaped} |")
+    return "\n".join(lines) + "\n"

@@ -92,22 +92,23 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 # Readers: each yields the header (or None when rows carry their own keys) and rows.
 
 
-def _read_csv(path: Path) -> tuple[list[str], Iterator[_Row]]:
+def _open_csv(path: Path) -> Any:
     # surrogateescape keeps undecodable bytes as lone surrogates, so one bad cell is
     # reported with its row and column instead of aborting the whole read.
-    handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(handle)
-    try:
-        header = next(reader)
-    except StopIteration:
-        handle.close()
-        return [], iter(())
-    except csv.Error as exc:
-        handle.close()
-        raise DataError([Problem(str(path), 1, None, f"not valid CSV: {exc}")]) from None
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _read_csv(path: Path) -> tuple[list[str], Iterator[_Row]]:
+    with _open_csv(path) as handle:
+        try:
+            header = next(csv.reader(handle), [])
+        except csv.Error as exc:
+            raise DataError([Problem(str(path), 1, None, f"not valid CSV: {exc}")]) from None
 
     def rows() -> Iterator[_Row]:
-        with handle:
+        with _open_csv(path) as handle:
+            reader = csv.reader(handle)
+            next(reader, None)
             line = reader.line_num + 1
             while True:
                 try:

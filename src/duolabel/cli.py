@@ -1,0 +1,231 @@
+"""The ``duolabel`` command: one short function per command (parse, call, print)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from duolabel.errors import DuolabelError, ProjectError
+from duolabel.progress import rich_reporter
+
+app = typer.Typer(
+    help="Label text datasets with a model and people together.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+annotators_app = typer.Typer(help="Manage the people who label.", no_args_is_help=True)
+app.add_typer(annotators_app, name="annotators")
+
+out = Console()
+err = Console(stderr=True)
+
+ProjectArg = Annotated[Path, typer.Argument(help="The project folder (holds duolabel.yaml).")]
+ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="The project folder.")]
+
+
+def _open(path: Path):  # noqa: ANN202 - the Project type is imported lazily
+    from duolabel.project import Project
+
+    return Project.open(path)
+
+
+def _money(value: float, currency: str) -> str:
+    return f"{value:,.4f} {currency}" if value < 1 else f"{value:,.2f} {currency}"
+
+
+def _status_table(status) -> Table:  # noqa: ANN001
+    table = Table(title="Project status", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows = [
+        ("items", status.items),
+        ("  golden (expert labels)", status.golden),
+        ("predicted by the model", status.predicted),
+        ("calibrated", status.calibrated),
+        ("accepted from the model", status.accepted),
+        ("routed to people", status.routed_to_people),
+        ("  waiting for people", status.waiting_for_people),
+        ("human answers", status.answers),
+    ]
+    rows += [(f"final labels: {src}", n) for src, n in sorted(status.final_by_source.items())]
+    for what, n in rows:
+        table.add_row(what, f"{n:,}")
+    cost = status.cost
+    table.add_row("cost: model", _money(cost.model, cost.currency))
+    table.add_row(f"cost: people ({cost.human_answers:,} answers)", _money(cost.humans, cost.currency))
+    if cost.setup:
+        table.add_row("cost: set-up", _money(cost.setup, cost.currency))
+    table.add_row("cost so far", _money(cost.total, cost.currency))
+    return table
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="A label (repeat).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing duolabel.yaml.")] = False,
+) -> None:
+    """Create a project folder with a commented duolabel.yaml."""
+    from duolabel.project import init_project
+
+    init_project(folder, labels=label, force=force).close()
+    out.print(f"Created {folder / 'duolabel.yaml'}; edit the labels, then 'duolabel import FILE -p {folder}'.")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of items.")],
+    project: ProjectOpt = Path("."),
+    role: Annotated[str, typer.Option(help="regular, or golden for expert-labelled items.")] = "regular",
+    gold: Annotated[Optional[str], typer.Option(help="Column holding a known label.")] = None,
+    map_: Annotated[
+        Optional[list[str]], typer.Option("--map", help="Rename a column: FILE_COLUMN=FIELD (repeat).")
+    ] = None,
+    batch: Annotated[Optional[str], typer.Option(help="Batch name (default: the file name).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+) -> None:
+    """Import items; nothing is imported when any row is bad."""
+    columns = {}
+    for pair in map_ or []:
+        if "=" not in pair:
+            raise ProjectError(f"--map {pair!r}: expected FILE_COLUMN=FIELD")
+        src, dst = pair.split("=", 1)
+        columns[src] = dst
+    with _open(project) as proj:
+        result = proj.import_file(file, fmt=fmt, role=role, gold_column=gold, columns=columns, batch=batch)
+    out.print(f"{file}: {result.rows:,} rows, {result.added:,} new items, {result.unchanged:,} already imported.")
+
+
+@app.command()
+def label(project: ProjectArg = Path(".")) -> None:
+    """Train the labeler on the golden items and label every item."""
+    with _open(project) as proj:
+        result = proj.label(progress=rich_reporter(err))
+    out.print(f"Model {result.model_version}: {result.predicted:,} items labelled, "
+              f"{result.already_done:,} already done.")
+
+
+@app.command()
+def calibrate(project: ProjectArg = Path(".")) -> None:
+    """Calibrate the model's confidence on the golden items; prints before/after metrics."""
+    with _open(project) as proj:
+        result = proj.calibrate()
+    table = Table(title=f"Calibration ({result.method}) on {int(result.before['ece_bins'])}-bin ECE")
+    for col in ("metric", "before", "after"):
+        table.add_column(col)
+    for key in ("accuracy", "ece", "brier", "nll"):
+        table.add_row(key, f"{result.before[key]:.4f}", f"{result.after[key]:.4f}")
+    out.print(table)
+    out.print(", ".join(f"{k} = {v:.4f}" for k, v in result.params.items()))
+
+
+@app.command()
+def route(project: ProjectArg = Path(".")) -> None:
+    """Accept confident model labels; send the rest to people."""
+    with _open(project) as proj:
+        result = proj.route(progress=rich_reporter(err))
+    out.print(f"Accepted {result.decided['accept']:,}, sent to people {result.decided['humans']:,}, "
+              f"already decided {result.unchanged:,}.")
+
+
+@app.command()
+def aggregate(project: ProjectArg = Path(".")) -> None:
+    """Turn complete sets of human answers into final labels (majority vote)."""
+    with _open(project) as proj:
+        result = proj.aggregate()
+    out.print(f"{result.finalized:,} items finalized from {result.answers:,} answers; "
+              f"{result.waiting:,} items still wait for people.")
+
+
+@app.command()
+def export(
+    file: Annotated[Path, typer.Argument(help="Output .csv, .jsonl or .parquet file.")],
+    project: ProjectOpt = Path("."),
+    include_pending: Annotated[bool, typer.Option(help="Also write items without a final label.")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+) -> None:
+    """Write final labels with their provenance."""
+    with _open(project) as proj:
+        n = proj.export(file, fmt=fmt, include_pending=include_pending)
+    out.print(f"Wrote {n:,} rows to {file}.")
+
+
+@app.command()
+def status(project: ProjectArg = Path(".")) -> None:
+    """Counts per stage and the cost so far."""
+    with _open(project) as proj:
+        out.print(_status_table(proj.status()))
+
+
+@app.command()
+def run(project: ProjectArg = Path(".")) -> None:
+    """The whole loop: import, label, calibrate, route, aggregate, export. Resumable."""
+    with _open(project) as proj:
+        summary = proj.run(progress=rich_reporter(err))
+    for result in summary.imports:
+        out.print(f"{result.file}: {result.added:,} new items, {result.unchanged:,} already imported.")
+    cal = summary.calibration
+    out.print(f"Calibration: golden accuracy {cal.after['accuracy']:.1%}, "
+              f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f}.")
+    out.print(_status_table(summary.status))
+    out.print(f"Wrote {summary.exported:,} final labels to {summary.export_path}.")
+    if summary.status.waiting_for_people:
+        out.print(f"{summary.status.waiting_for_people:,} items wait for people. Next: "
+                  f"'duolabel annotators add NAME -p {project}', then 'duolabel serve {project}'.")
+
+
+@app.command()
+def serve(
+    project: ProjectArg = Path("."),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the annotation web app."""
+    try:
+        from duolabel.web import serve as serve_app
+    except ModuleNotFoundError as exc:
+        raise DuolabelError(f"the web app needs {exc.name!r}: pip install 'duolabel[web]'") from None
+    with _open(project) as proj:
+        out.print(f"Annotators log in at http://{host}:{port}/ (Ctrl+C stops).")
+        serve_app(proj, host=host, port=port)
+
+
+@annotators_app.command("add")
+def annotators_add(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    project: ProjectOpt = Path("."),
+    role: Annotated[str, typer.Option(help="annotator, expert or admin.")] = "annotator",
+    password_env: Annotated[
+        Optional[str], typer.Option(help="Read the password from this environment variable.")
+    ] = None,
+) -> None:
+    """Create an account (the password is asked for, or read from --password-env)."""
+    from duolabel.accounts import add_annotator
+
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise ProjectError(f"--password-env {password_env}: that environment variable is empty")
+    else:
+        password = getpass.getpass(f"Password for {name}: ")
+    with _open(project) as proj:
+        add_annotator(proj.store, name, password, role=role)
+    out.print(f"Created {role} '{name}'.")
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line and exit code 2, never a traceback."""
+    try:
+        app()
+    except DuolabelError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
