@@ -23,7 +23,12 @@ from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import Progress, TextItem, Usage
 from duolabel.store import Embedding, Store
 
-__all__ = ["EmbeddingLabeler", "StoreEmbeddingCache", "default_model_path"]
+__all__ = [
+    "EmbeddingLabeler",
+    "MemoryEmbeddingCache",
+    "StoreEmbeddingCache",
+    "default_model_path",
+]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -43,6 +48,21 @@ def default_model_path() -> Path:
 class EmbeddingCache(Protocol):
     def get(self, items: Sequence[TextItem]) -> dict[str, np.ndarray]: ...
     def put(self, items: Sequence[TextItem], vectors: np.ndarray) -> None: ...
+
+
+class MemoryEmbeddingCache:
+    """Embeddings kept in memory for the life of the object (library use, tests)."""
+
+    def __init__(self) -> None:
+        self._vectors: dict[tuple[str, str], np.ndarray] = {}
+
+    def get(self, items: Sequence[TextItem]) -> dict[str, np.ndarray]:
+        found = ((item.id, self._vectors.get((item.id, item.content_hash))) for item in items)
+        return {item_id: vec for item_id, vec in found if vec is not None}
+
+    def put(self, items: Sequence[TextItem], vectors: np.ndarray) -> None:
+        for item, vector in zip(items, vectors, strict=True):
+            self._vectors[(item.id, item.content_hash)] = vector
 
 
 class StoreEmbeddingCache:
@@ -138,11 +158,17 @@ class EmbeddingLabeler:
             # Never reach for a model hub: everything is local.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            # Our own Rich bars report progress; the library's tqdm bars would interleave.
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
             try:
                 from sentence_transformers import SentenceTransformer
             except ModuleNotFoundError:
                 raise SetupError("the embedding labeler needs sentence-transformers: "
                                  "pip install sentence-transformers") from None
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
             try:
                 self._encoder = SentenceTransformer(str(path), device="cpu")
             except (OSError, ValueError) as exc:
