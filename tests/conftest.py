@@ -59,8 +59,9 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
 LABELS = ["billing", "shipping", "account", "product", "technical"]
 
 
-def write_project(folder: Path, *, labels: list[str] = LABELS, database_url: str | None = None,
-                  **settings: object) -> Path:
+def write_project(
+    folder: Path, *, labels: list[str] = LABELS, database_url: str | None = None, **settings: object
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config: dict[str, object] = {
         "task": {"labels": [{"name": name, "description": f"about {name}"} for name in labels]},

@@ -8,8 +8,20 @@ from typer.testing import CliRunner
 
 from duolabel.cli import app
 
-COMMANDS = ["init", "import", "label", "calibrate", "route", "aggregate", "export", "status", "run",
-            "serve", "annotators", "annotators add"]
+COMMANDS = [
+    "init",
+    "import",
+    "label",
+    "calibrate",
+    "route",
+    "aggregate",
+    "export",
+    "status",
+    "run",
+    "serve",
+    "annotators",
+    "annotators add",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -20,8 +32,13 @@ def test_help_of_every_command(command):
 
 
 def duolabel(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from duolabel.cli import main; main()", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", "from duolabel.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path):

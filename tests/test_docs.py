@@ -13,8 +13,11 @@ import gen_docs  # noqa: E402
 
 
 def test_generated_docs_are_current():
-    stale = [str(path.relative_to(REPO)) for path, text in gen_docs.generated().items()
-             if not path.exists() or path.read_text(encoding="utf-8") != text]
+    stale = [
+        str(path.relative_to(REPO))
+        for path, text in gen_docs.generated().items()
+        if not path.exists() or path.read_text(encoding="utf-8") != text
+    ]
     assert stale == [], f"run 'python tools/gen_docs.py' to refresh {stale}"
 
 

@@ -45,20 +45,28 @@ def test_csv_import_and_reimport_is_a_noop(project, tmp_path):
     assert count_items(project) == 2
     with project.store.read() as session:
         item = session.get(Item, "a1")
-        assert (item.text, item.gold_label, item.role, item.batch) == ("refund please", "billing", "regular", "items")
+        assert (item.text, item.gold_label, item.role, item.batch) == (
+            "refund please",
+            "billing",
+            "regular",
+            "items",
+        )
         assert session.get(Item, "a2").gold_label is None
 
 
 def test_every_bad_row_is_reported_and_nothing_imported(project, tmp_path):
-    path = write_csv(tmp_path / "bad.csv", [
-        ["id", "text", "gold"],
-        ["b1", "fine", "billing"],
-        ["b2", "   ", "billing"],          # empty text
-        ["b1", "again", "billing"],        # duplicate id
-        ["b4", "typo label", "biling"],    # gold outside the label set
-        ["", "no id", ""],                 # empty id
-        ["b6", "fine too", "shipping"],
-    ])
+    path = write_csv(
+        tmp_path / "bad.csv",
+        [
+            ["id", "text", "gold"],
+            ["b1", "fine", "billing"],
+            ["b2", "   ", "billing"],  # empty text
+            ["b1", "again", "billing"],  # duplicate id
+            ["b4", "typo label", "biling"],  # gold outside the label set
+            ["", "no id", ""],  # empty id
+            ["b6", "fine too", "shipping"],
+        ],
+    )
     with pytest.raises(DataError) as info:
         project.import_file(path, gold_column="gold")
     found = {(p.row, p.column) for p in info.value.problems}
@@ -97,7 +105,9 @@ def test_undecodable_bytes_in_csv_and_jsonl(project, tmp_path):
 
 def test_malformed_json_lines_are_all_reported(project, tmp_path):
     path = tmp_path / "items.jsonl"
-    path.write_text('{"id": "1", "text": "ok"}\n{"id": "2", "text": \n[1, 2]\n{"id": "4"}\n', encoding="utf-8")
+    path.write_text(
+        '{"id": "1", "text": "ok"}\n{"id": "2", "text": \n[1, 2]\n{"id": "4"}\n', encoding="utf-8"
+    )
     with pytest.raises(DataError) as info:
         project.import_file(path)
     problems = {(p.row, p.column): p.message for p in info.value.problems}
@@ -110,13 +120,17 @@ def test_malformed_json_lines_are_all_reported(project, tmp_path):
 def test_changed_content_under_a_known_id_is_an_error(project, tmp_path):
     project.import_file(write_csv(tmp_path / "one.csv", [["id", "text"], ["x1", "first"]]))
     with pytest.raises(DataError) as info:
-        project.import_file(write_csv(tmp_path / "two.csv", [["id", "text"], ["x2", "new"], ["x1", "edited"]]))
+        project.import_file(
+            write_csv(tmp_path / "two.csv", [["id", "text"], ["x2", "new"], ["x1", "edited"]])
+        )
     assert "id 'x1' is already in the project with different content" in str(info.value)
     assert count_items(project) == 1  # x2 was not imported either
 
 
 def test_golden_needs_a_gold_label_per_row(project, tmp_path):
-    path = write_csv(tmp_path / "gold.csv", [["id", "text", "label"], ["g1", "a", "billing"], ["g2", "b", ""]])
+    path = write_csv(
+        tmp_path / "gold.csv", [["id", "text", "label"], ["g1", "a", "billing"], ["g2", "b", ""]]
+    )
     with pytest.raises(ProjectError):
         project.import_file(path, role="golden")
     with pytest.raises(DataError) as info:
@@ -162,13 +176,25 @@ def test_unknown_format_and_missing_file(project, tmp_path):
 def test_export_writes_final_labels_with_provenance(project, tmp_path, suffix):
     project.import_file(write_csv(tmp_path / "items.csv", GOOD), gold_column="gold")
     with project.store.write() as session:
-        session.add(FinalLabel(item_id="a1", label="billing", source="humans", confidence=2 / 3,
-                               votes={"billing": 2, "account": 1}, n_votes=3, annotators=["ann", "bo", "cy"],
-                               model_probability=0.55))
+        session.add(
+            FinalLabel(
+                item_id="a1",
+                label="billing",
+                source="humans",
+                confidence=2 / 3,
+                votes={"billing": 2, "account": 1},
+                n_votes=3,
+                annotators=["ann", "bo", "cy"],
+                model_probability=0.55,
+            )
+        )
     out = tmp_path / f"labels{suffix}"
     assert project.export(out) == 1
-    frame = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True),
-             ".parquet": pd.read_parquet}[suffix](out)
+    frame = {
+        ".csv": pd.read_csv,
+        ".jsonl": lambda p: pd.read_json(p, lines=True),
+        ".parquet": pd.read_parquet,
+    }[suffix](out)
     row = frame.iloc[0]
     assert (row["id"], row["label"], row["source"], int(row["human_votes"])) == ("a1", "billing", "humans", 3)
     assert row["annotators"] == "ann;bo;cy"

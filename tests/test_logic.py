@@ -12,8 +12,9 @@ from duolabel.aggregation import MajorityVote
 from duolabel.calibration import TemperatureScaling, calibration_metrics, expected_calibration_error
 from duolabel.routing import Decision, ThresholdPolicy
 
-probability_rows = arrays(np.float64, st.tuples(st.integers(2, 40), st.integers(2, 6)),
-                          elements=st.floats(0.01, 1.0)).map(lambda a: a / a.sum(axis=1, keepdims=True))
+probability_rows = arrays(
+    np.float64, st.tuples(st.integers(2, 40), st.integers(2, 6)), elements=st.floats(0.01, 1.0)
+).map(lambda a: a / a.sum(axis=1, keepdims=True))
 
 
 @settings(max_examples=50, deadline=None)
@@ -60,7 +61,9 @@ def test_threshold_policy_accepts_exactly_the_confident(probs, threshold, overla
 
 answers_strategy = st.lists(
     st.tuples(st.sampled_from("abcdef"), st.integers(0, 7), st.sampled_from(["x", "y", "z"])),
-    min_size=1, max_size=40, unique_by=lambda t: (t[0], t[1]),
+    min_size=1,
+    max_size=40,
+    unique_by=lambda t: (t[0], t[1]),
 )
 
 
@@ -77,8 +80,9 @@ def test_majority_vote_ignores_worker_names_and_row_order(rows, rnd):
 
 
 def test_unanimity_wins_and_ties_follow_the_model():
-    frame = pd.DataFrame({"task": ["u"] * 3 + ["t"] * 2, "worker": [1, 2, 3, 1, 2],
-                          "label": ["z", "z", "z", "x", "y"]})
+    frame = pd.DataFrame(
+        {"task": ["u"] * 3 + ["t"] * 2, "worker": [1, 2, 3, 1, 2], "label": ["z", "z", "z", "x", "y"]}
+    )
     vote = MajorityVote(labels=["x", "y", "z"])
     assert vote.fit_predict(frame).to_dict() == {"t": "x", "u": "z"}
     assert vote.fit_predict(frame, tie_break={"t": {"x": 0.2, "y": 0.7}})["t"] == "y"

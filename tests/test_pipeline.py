@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import signal
@@ -24,8 +25,13 @@ pytestmark = pytest.mark.slow
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from duolabel.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-c", "from duolabel.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def answer(project: Project, item_ids: list[str], workers: list[str], label_for) -> None:
@@ -41,7 +47,9 @@ def answer(project: Project, item_ids: list[str], workers: list[str], label_for)
             people.append(person)
         for item_id in item_ids:
             for person in people:
-                session.add(Annotation(item_id=item_id, annotator_id=person.id, label=label_for(item_id, person.name)))
+                session.add(
+                    Annotation(item_id=item_id, annotator_id=person.id, label=label_for(item_id, person.name))
+                )
 
 
 def test_example_runs_end_to_end_and_people_close_the_loop(example_copy: Path):
@@ -64,8 +72,12 @@ def test_example_runs_end_to_end_and_people_close_the_loop(example_copy: Path):
         with project.store.read() as session:
             queued = list(session.scalars(select(Route.item_id).where(Route.decision == "humans")))
         # Two items get three answers each (one split vote), the rest stay in the queue.
-        answer(project, queued[:2], ["ann", "bo", "cy"],
-               lambda item, who: "billing" if who != "cy" else "shipping")
+        answer(
+            project,
+            queued[:2],
+            ["ann", "bo", "cy"],
+            lambda item, who: "billing" if who != "cy" else "shipping",
+        )
         result = project.aggregate()
         assert (result.finalized, result.waiting) == (2, len(queued) - 2)
         with project.store.read() as session:
@@ -76,10 +88,9 @@ def test_example_runs_end_to_end_and_people_close_the_loop(example_copy: Path):
 
     again = cli("run", str(example_copy))  # nothing new: no re-labelling, human labels kept
     assert again.returncode == 0, again.stderr
-    with Project.open(example_copy) as project:
-        with project.store.read() as session:
-            assert session.scalar(select(func.count()).select_from(Prediction)) == 360
-            assert session.get(FinalLabel, queued[0]).source == "humans"
+    with Project.open(example_copy) as project, project.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 360
+        assert session.get(FinalLabel, queued[0]).source == "humans"
     with labels_csv.open(encoding="utf-8") as handle:
         human_rows = [r for r in csv.DictReader(handle) if r["source"] == "humans"]
     assert len(human_rows) == 2 and human_rows[0]["human_votes"] == "3"
@@ -87,18 +98,18 @@ def test_example_runs_end_to_end_and_people_close_the_loop(example_copy: Path):
 
 def write_emotion_project(folder: Path, n_golden: int, n_items: int) -> None:
     with (shared_data("emotion") / "items.jsonl").open(encoding="utf-8") as handle:
-        rows = [json.loads(line) for line, _ in zip(handle, range(n_golden + n_items))]
+        rows = [json.loads(line) for line in itertools.islice(handle, n_golden + n_items)]
     folder.mkdir()
     with (folder / "golden.jsonl").open("w", encoding="utf-8") as out:
-        out.writelines(json.dumps({"id": r["id"], "text": r["text"], "label": r["gold"]}) + "\n"
-                       for r in rows[:n_golden])
+        out.writelines(
+            json.dumps({"id": r["id"], "text": r["text"], "label": r["gold"]}) + "\n" for r in rows[:n_golden]
+        )
     with (folder / "items.jsonl").open("w", encoding="utf-8") as out:
         out.writelines(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows[n_golden:])
     labels = json.loads((shared_data("emotion") / "labels.json").read_text())["labels"]
     config = {
         "task": {"labels": [{"name": name} for name in labels]},
-        "data": [{"path": "golden.jsonl", "role": "golden", "gold_column": "label"},
-                 {"path": "items.jsonl"}],
+        "data": [{"path": "golden.jsonl", "role": "golden", "gold_column": "label"}, {"path": "items.jsonl"}],
         "routing": {"threshold": 0.8, "overlap": 2},
     }
     (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -114,8 +125,12 @@ def test_a_killed_run_resumes_without_duplicates_or_lost_answers(tmp_path: Path)
     write_emotion_project(folder, n_golden=180, n_items=4000)
     db = folder / "duolabel.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", "from duolabel.cli import main; main()", "run", str(folder)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from duolabel.cli import main; main()", "run", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.time() + 300
     answered = False
     try:
@@ -131,10 +146,14 @@ def test_a_killed_run_resumes_without_duplicates_or_lost_answers(tmp_path: Path)
             if done >= 512 and not answered:
                 # A person answers while the job is running (as through the web app).
                 with sqlite3.connect(db, timeout=30) as conn:
-                    conn.execute("insert into annotators (name, role, password_hash, status, skills, created_at)"
-                                 " values ('ann', 'annotator', '-', 'active', '{}', CURRENT_TIMESTAMP)")
-                    conn.execute("insert into annotations (item_id, annotator_id, label, created_at) values "
-                                  "('emotion-train-00190', 1, 'joy', CURRENT_TIMESTAMP)")
+                    conn.execute(
+                        "insert into annotators (name, role, password_hash, status, skills, created_at)"
+                        " values ('ann', 'annotator', '-', 'active', '{}', CURRENT_TIMESTAMP)"
+                    )
+                    conn.execute(
+                        "insert into annotations (item_id, annotator_id, label, created_at) values "
+                        "('emotion-train-00190', 1, 'joy', CURRENT_TIMESTAMP)"
+                    )
                 answered = True
             if answered and done >= 1024:
                 break
@@ -149,8 +168,14 @@ def test_a_killed_run_resumes_without_duplicates_or_lost_answers(tmp_path: Path)
     result = cli("run", str(folder))
     assert result.returncode == 0, result.stderr
     assert count(db, "select count(*) from predictions") == 4180
-    assert count(db, "select count(*) from (select item_id from predictions group by item_id, model_version"
-                     " having count(*) > 1)") == 0
+    assert (
+        count(
+            db,
+            "select count(*) from (select item_id from predictions group by item_id, model_version"
+            " having count(*) > 1)",
+        )
+        == 0
+    )
     assert count(db, "select count(*) from annotations") == 1
     assert count(db, "select count(*) from runs where kind = 'label' and status = 'interrupted'") == 1
     assert count(db, "select count(*) from items") == 4180

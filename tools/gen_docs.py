@@ -14,12 +14,35 @@ def cli_markdown() -> str:
     from duolabel.cli import app
 
     runner = CliRunner()
-    commands = [[]] + [[c] for c in ("init", "import", "label", "calibrate", "route", "aggregate",
-                                    "export", "status", "run", "serve", "annotators")] + [["annotators", "add"]]
+    commands = (
+        [[]]
+        + [
+            [c]
+            for c in (
+                "init",
+                "import",
+                "label",
+                "calibrate",
+                "route",
+                "aggregate",
+                "export",
+                "status",
+                "run",
+                "serve",
+                "annotators",
+            )
+        ]
+        + [["annotators", "add"]]
+    )
     parts = ["# CLI reference", "", "Generated from `--help` by `python tools/gen_docs.py`.", ""]
     for args in commands:
-        result = runner.invoke(app, [*args, "--help"], prog_name="duolabel", terminal_width=100,
-                               env={"NO_COLOR": "1", "COLUMNS": "100"})
+        result = runner.invoke(
+            app,
+            [*args, "--help"],
+            prog_name="duolabel",
+            terminal_width=100,
+            env={"NO_COLOR": "1", "COLUMNS": "100"},
+        )
         text = "\n".join(line.rstrip() for line in result.output.strip().splitlines())
         parts += [f"## duolabel {' '.join(args)}".rstrip(), "", "```", text, "```", ""]
     return "\n".join(parts)

@@ -41,7 +41,9 @@ class MajorityVote:
         self, answers: pd.DataFrame, tie_break: Mapping[str, Mapping[str, float]] | None = None
     ) -> MajorityVote:
         counts = (
-            answers.groupby(["task", "label"]).size().unstack(fill_value=0)
+            answers.groupby(["task", "label"])
+            .size()
+            .unstack(fill_value=0)
             .reindex(columns=self.labels, fill_value=0)
         )
         self.probas_ = counts.div(counts.sum(axis=1), axis=0)
@@ -79,6 +81,8 @@ def aggregate_project(project: Project) -> AggregateResult:
     Suspended annotators' answers are left out (and kept). The model's calibrated
     probabilities break ties between equally voted labels.
     """
+    from duolabel.labelers import current_model_version
+
     labels = project.config.task.label_names
     store = project.store
     with store.read() as session:
@@ -88,8 +92,9 @@ def aggregate_project(project: Project) -> AggregateResult:
             .join(Annotator, Annotator.id == Annotation.annotator_id)
             .where(Annotator.status != "suspended", Annotation.item_id.in_(list(routes)))
         ).all()
-        people_final = set(session.scalars(
-            select(FinalLabel.item_id).where(FinalLabel.source.in_(["humans", "expert"]))))
+        people_final = set(
+            session.scalars(select(FinalLabel.item_id).where(FinalLabel.source.in_(["humans", "expert"])))
+        )
     frame = pd.DataFrame(answers, columns=["task", "worker", "label"])
     counts = frame.groupby("task").size() if len(frame) else pd.Series(dtype=int)
     complete = [item for item, route in routes.items() if counts.get(item, 0) >= route.overlap]
@@ -97,10 +102,15 @@ def aggregate_project(project: Project) -> AggregateResult:
     todo = [item for item in complete if item not in people_final]
     if not todo:
         return AggregateResult(len(frame), 0, waiting)
+    version = current_model_version(project)
     with store.read() as session:
         priors = {
             p.item_id: p.calibrated or p.probs
-            for p in session.scalars(select(Prediction).where(Prediction.item_id.in_(todo)))
+            for p in session.scalars(
+                select(Prediction).where(
+                    Prediction.item_id.in_(todo), Prediction.model_version == (version or "")
+                )
+            )
         }
     subset = frame[frame["task"].isin(todo)]
     vote = MajorityVote(labels=labels).fit(subset, tie_break=priors)
@@ -109,12 +119,20 @@ def aggregate_project(project: Project) -> AggregateResult:
         for item, label in vote.labels_.items():
             rows = subset[subset["task"] == item]
             votes = rows["label"].value_counts().to_dict()
-            session.add(FinalLabel(
-                item_id=item, label=label, source="humans",
-                confidence=float(vote.probas_.loc[item, label]),
-                votes={str(k): int(v) for k, v in votes.items()}, n_votes=len(rows),
-                annotators=sorted(rows["worker"].astype(str)),
-                model_probability=(priors.get(item) or {}).get(label),
-                model_version=None, policy_version=routes[item].policy_version, updated_at=utcnow()))
+            session.add(
+                FinalLabel(
+                    item_id=item,
+                    label=label,
+                    source="humans",
+                    confidence=float(vote.probas_.loc[item, label]),
+                    votes={str(k): int(v) for k, v in votes.items()},
+                    n_votes=len(rows),
+                    annotators=sorted(rows["worker"].astype(str)),
+                    model_probability=(priors.get(item) or {}).get(label),
+                    model_version=None,
+                    policy_version=routes[item].policy_version,
+                    updated_at=utcnow(),
+                )
+            )
         run.record(session, {"answers": len(subset), "items": len(todo)}, 0.0)
     return AggregateResult(len(frame), len(todo), waiting)

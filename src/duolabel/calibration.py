@@ -140,8 +140,11 @@ def calibrate_project(project: Project) -> CalibrationResult:
         rows = session.execute(
             select(Prediction.probs, Item.gold_label)
             .join(Item, Item.id == Prediction.item_id)
-            .where(Prediction.model_version == version, Prediction.out_of_fold.is_(True),
-                   Item.gold_label.is_not(None))
+            .where(
+                Prediction.model_version == version,
+                Prediction.out_of_fold.is_(True),
+                Item.gold_label.is_not(None),
+            )
         ).all()
     probs = np.array([[r.probs[label] for label in labels] for r in rows])
     gold = np.array([labels.index(r.gold_label) for r in rows])
@@ -157,7 +160,9 @@ def calibrate_project(project: Project) -> CalibrationResult:
             ids = list(session.scalars(select(Prediction.id).where(Prediction.model_version == version)))
         for start in range(0, len(ids), 2000):
             with store.write() as session:
-                preds = session.scalars(select(Prediction).where(Prediction.id.in_(ids[start:start + 2000])))
+                preds = session.scalars(
+                    select(Prediction).where(Prediction.id.in_(ids[start : start + 2000]))
+                )
                 batch = list(preds)
                 raw = np.array([[p.probs[label] for label in labels] for p in batch])
                 cal = calibrator.transform(raw)
@@ -166,5 +171,7 @@ def calibrate_project(project: Project) -> CalibrationResult:
                     pred.confidence = float(row.max())
                 updated += len(batch)
         with store.write() as session:
-            run.record(session, {"items": updated, "golden": len(gold), "before": before, "after": after}, 0.0)
+            run.record(
+                session, {"items": updated, "golden": len(gold), "before": before, "after": after}, 0.0
+            )
     return CalibrationResult(version, method, params, before, after, updated)

@@ -6,7 +6,7 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -32,7 +32,7 @@ ProjectArg = Annotated[Path, typer.Argument(help="The project folder (holds duol
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="The project folder.")]
 
 
-def _open(path: Path):  # noqa: ANN202 - the Project type is imported lazily
+def _open(path: Path):
     from duolabel.project import Project
 
     return Project.open(path)
@@ -42,7 +42,7 @@ def _money(value: float, currency: str) -> str:
     return f"{value:,.4f} {currency}" if value < 1 else f"{value:,.2f} {currency}"
 
 
-def _status_table(status) -> Table:  # noqa: ANN001
+def _status_table(status) -> Table:
     table = Table(title="Project status", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -71,14 +71,16 @@ def _status_table(status) -> Table:  # noqa: ANN001
 @app.command()
 def init(
     folder: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="A label (repeat).")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="A label (repeat).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing duolabel.yaml.")] = False,
 ) -> None:
     """Create a project folder with a commented duolabel.yaml."""
     from duolabel.project import init_project
 
     init_project(folder, labels=label, force=force).close()
-    out.print(f"Created {folder / 'duolabel.yaml'}; edit the labels, then 'duolabel import FILE -p {folder}'.")
+    out.print(
+        f"Created {folder / 'duolabel.yaml'}; edit the labels, then 'duolabel import FILE -p {folder}'."
+    )
 
 
 @app.command("import")
@@ -86,12 +88,12 @@ def import_(
     file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of items.")],
     project: ProjectOpt = Path("."),
     role: Annotated[str, typer.Option(help="regular, or golden for expert-labelled items.")] = "regular",
-    gold: Annotated[Optional[str], typer.Option(help="Column holding a known label.")] = None,
+    gold: Annotated[str | None, typer.Option(help="Column holding a known label.")] = None,
     map_: Annotated[
-        Optional[list[str]], typer.Option("--map", help="Rename a column: FILE_COLUMN=FIELD (repeat).")
+        list[str] | None, typer.Option("--map", help="Rename a column: FILE_COLUMN=FIELD (repeat).")
     ] = None,
-    batch: Annotated[Optional[str], typer.Option(help="Batch name (default: the file name).")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Batch name (default: the file name).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
 ) -> None:
     """Import items; nothing is imported when any row is bad."""
     columns = {}
@@ -102,7 +104,9 @@ def import_(
         columns[src] = dst
     with _open(project) as proj:
         result = proj.import_file(file, fmt=fmt, role=role, gold_column=gold, columns=columns, batch=batch)
-    out.print(f"{file}: {result.rows:,} rows, {result.added:,} new items, {result.unchanged:,} already imported.")
+    out.print(
+        f"{file}: {result.rows:,} rows, {result.added:,} new items, {result.unchanged:,} already imported."
+    )
 
 
 @app.command()
@@ -110,8 +114,10 @@ def label(project: ProjectArg = Path(".")) -> None:
     """Train the labeler on the golden items and label every item."""
     with _open(project) as proj:
         result = proj.label(progress=rich_reporter(err))
-    out.print(f"Model {result.model_version}: {result.predicted:,} items labelled, "
-              f"{result.already_done:,} already done.")
+    out.print(
+        f"Model {result.model_version}: {result.predicted:,} items labelled, "
+        f"{result.already_done:,} already done."
+    )
 
 
 @app.command()
@@ -133,8 +139,10 @@ def route(project: ProjectArg = Path(".")) -> None:
     """Accept confident model labels; send the rest to people."""
     with _open(project) as proj:
         result = proj.route(progress=rich_reporter(err))
-    out.print(f"Accepted {result.decided['accept']:,}, sent to people {result.decided['humans']:,}, "
-              f"already decided {result.unchanged:,}.")
+    out.print(
+        f"Accepted {result.decided['accept']:,}, sent to people {result.decided['humans']:,}, "
+        f"already decided {result.unchanged:,}."
+    )
 
 
 @app.command()
@@ -142,8 +150,10 @@ def aggregate(project: ProjectArg = Path(".")) -> None:
     """Turn complete sets of human answers into final labels (majority vote)."""
     with _open(project) as proj:
         result = proj.aggregate()
-    out.print(f"{result.finalized:,} items finalized from {result.answers:,} answers; "
-              f"{result.waiting:,} items still wait for people.")
+    out.print(
+        f"{result.finalized:,} items finalized from {result.answers:,} answers; "
+        f"{result.waiting:,} items still wait for people."
+    )
 
 
 @app.command()
@@ -151,7 +161,7 @@ def export(
     file: Annotated[Path, typer.Argument(help="Output .csv, .jsonl or .parquet file.")],
     project: ProjectOpt = Path("."),
     include_pending: Annotated[bool, typer.Option(help="Also write items without a final label.")] = False,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
 ) -> None:
     """Write final labels with their provenance."""
     with _open(project) as proj:
@@ -174,13 +184,17 @@ def run(project: ProjectArg = Path(".")) -> None:
     for result in summary.imports:
         out.print(f"{result.file}: {result.added:,} new items, {result.unchanged:,} already imported.")
     cal = summary.calibration
-    out.print(f"Calibration: golden accuracy {cal.after['accuracy']:.1%}, "
-              f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f}.")
+    out.print(
+        f"Calibration: golden accuracy {cal.after['accuracy']:.1%}, "
+        f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f}."
+    )
     out.print(_status_table(summary.status))
     out.print(f"Wrote {summary.exported:,} final labels to {summary.export_path}.")
     if summary.status.waiting_for_people:
-        out.print(f"{summary.status.waiting_for_people:,} items wait for people. Next: "
-                  f"'duolabel annotators add NAME -p {project}', then 'duolabel serve {project}'.")
+        out.print(
+            f"{summary.status.waiting_for_people:,} items wait for people. Next: "
+            f"'duolabel annotators add NAME -p {project}', then 'duolabel serve {project}'."
+        )
 
 
 @app.command()
@@ -205,7 +219,7 @@ def annotators_add(
     project: ProjectOpt = Path("."),
     role: Annotated[str, typer.Option(help="annotator, expert or admin.")] = "annotator",
     password_env: Annotated[
-        Optional[str], typer.Option(help="Read the password from this environment variable.")
+        str | None, typer.Option(help="Read the password from this environment variable.")
     ] = None,
 ) -> None:
     """Create an account (the password is asked for, or read from --password-env)."""

@@ -54,7 +54,8 @@ class TaskConfig(_Strict):
     )
     instructions: str = Field("", description="Instructions shown to annotators and to LLM labelers.")
     text_fields: list[str] = Field(
-        ["text"], description="Input columns that make up an item's text, joined in this order.",
+        ["text"],
+        description="Input columns that make up an item's text, joined in this order.",
         min_length=1,
     )
     id_field: str = Field("id", description="Input column holding the item's stable id.")
@@ -188,9 +189,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         annotation = field.annotation
         args = getattr(annotation, "__args__", ())
         candidates = [annotation, *args]
-        current = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if current is None:
             return []
     return list(current.model_fields)
@@ -226,9 +225,7 @@ def load_config(project_dir: str | Path) -> ProjectConfig:
     """Read and validate ``duolabel.yaml`` in ``project_dir``."""
     path = Path(project_dir) / PROJECT_FILE
     if not path.is_file():
-        raise ConfigError(
-            f"{path}: no project file here; create one with 'duolabel init {project_dir}'"
-        )
+        raise ConfigError(f"{path}: no project file here; create one with 'duolabel init {project_dir}'")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -246,9 +243,12 @@ def load_config(project_dir: str | Path) -> ProjectConfig:
 
 
 def _yaml_value(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix(
-        "\n..."
-    ).strip()
+    return (
+        yaml.safe_dump(value, default_flow_style=True, allow_unicode=True)
+        .strip()
+        .removesuffix("\n...")
+        .strip()
+    )
 
 
 def _render_section(model: BaseModel, indent: str) -> list[str]:
@@ -297,10 +297,14 @@ def settings_reference() -> list[tuple[str, str, str]]:
                 (a for a in [annotation, *args] if isinstance(a, type) and issubclass(a, BaseModel)),
                 None,
             )
-            default = "(required)" if field.is_required() else _yaml_value(
-                field.default.model_dump() if isinstance(field.default, BaseModel) else field.default
+            default = (
+                "(required)"
+                if field.is_required()
+                else _yaml_value(
+                    field.default.model_dump() if isinstance(field.default, BaseModel) else field.default
+                )
             )
-            if nested is not None and not (getattr(annotation, "__origin__", None) is list):
+            if nested is not None and getattr(annotation, "__origin__", None) is not list:
                 rows.append((key, "", field.description or ""))
                 walk(nested, key + ".")
             else:

@@ -55,8 +55,11 @@ def ledger_run(store: Store, kind: str, config: dict[str, Any]) -> Iterator[Ledg
         yield entry
     except BaseException as exc:
         with store.write() as session:
-            session.execute(update(Run).where(Run.id == run_id).values(
-                status="failed", ended_at=utcnow(), message=str(exc)[:2000] or type(exc).__name__))
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(status="failed", ended_at=utcnow(), message=str(exc)[:2000] or type(exc).__name__)
+            )
         raise
     with store.write() as session:
         session.execute(update(Run).where(Run.id == run_id).values(status="done", ended_at=utcnow()))

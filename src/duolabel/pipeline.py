@@ -54,19 +54,32 @@ def project_status(project: Project) -> Status:
         count = lambda q: session.scalar(q) or 0  # noqa: E731
         items = count(select(func.count()).select_from(Item))
         golden = count(select(func.count()).select_from(Item).where(Item.role == "golden"))
-        by_version = select(func.count()).select_from(Prediction).where(Prediction.model_version == (version or ""))
+        by_version = (
+            select(func.count()).select_from(Prediction).where(Prediction.model_version == (version or ""))
+        )
         predicted = count(by_version)
         calibrated = count(by_version.where(Prediction.confidence.is_not(None)))
         routes = dict(session.execute(select(Route.decision, func.count()).group_by(Route.decision)).all())
-        final = dict(session.execute(select(FinalLabel.source, func.count()).group_by(FinalLabel.source)).all())
+        final = dict(
+            session.execute(select(FinalLabel.source, func.count()).group_by(FinalLabel.source)).all()
+        )
         waiting = count(
-            select(func.count()).select_from(Route)
-            .where(Route.decision == "humans", Route.item_id.not_in(select(FinalLabel.item_id))))
+            select(func.count())
+            .select_from(Route)
+            .where(Route.decision == "humans", Route.item_id.not_in(select(FinalLabel.item_id)))
+        )
         answers = count(select(func.count()).select_from(Annotation))
     return Status(
-        items=items, golden=golden, model_version=version, predicted=predicted, calibrated=calibrated,
-        accepted=routes.get("accept", 0), routed_to_people=routes.get("humans", 0),
-        waiting_for_people=waiting, answers=answers, final_by_source=final,
+        items=items,
+        golden=golden,
+        model_version=version,
+        predicted=predicted,
+        calibrated=calibrated,
+        accepted=routes.get("accept", 0),
+        routed_to_people=routes.get("humans", 0),
+        waiting_for_people=waiting,
+        answers=answers,
+        final_by_source=final,
         cost=cost_summary(project.store, project.config.costs),
     )
 
@@ -89,17 +102,25 @@ def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
     summary = RunSummary()
     for source in project.config.data:
         with progress(f"Importing {source.path}", None) as advance:
-            summary.imports.append(import_file(
-                project.store, project.config.task, project.resolve(source.path),
-                role=source.role, gold_column=source.gold_column, columns=source.columns,
-                batch=source.batch, progress=advance,
-            ))
+            summary.imports.append(
+                import_file(
+                    project.store,
+                    project.config.task,
+                    project.resolve(source.path),
+                    role=source.role,
+                    gold_column=source.gold_column,
+                    columns=source.columns,
+                    batch=source.batch,
+                    progress=advance,
+                )
+            )
     summary.label = label_project(project, progress=progress)
     summary.calibration = calibrate_project(project)
     summary.route = route_project(project, progress=progress)
     summary.aggregate = aggregate_project(project)
     summary.export_path = project.resolve(project.config.export.path)
-    summary.exported = export_labels(project.store, summary.export_path,
-                                     model_version=summary.label.model_version)
+    summary.exported = export_labels(
+        project.store, summary.export_path, model_version=summary.label.model_version
+    )
     summary.status = project_status(project)
     return summary

@@ -120,13 +120,15 @@ def init_project(
     if target.exists() and not force:
         raise ProjectError(f"{target} already exists; pass --force to overwrite it")
     names = labels or ["positive", "negative"]
-    config = parse_config({
-        "task": {
-            "labels": [{"name": n, "description": f"The item is {n}."} for n in names],
-            "instructions": "Choose the label that best describes the text.",
-            **task,
+    config = parse_config(
+        {
+            "task": {
+                "labels": [{"name": n, "description": f"The item is {n}."} for n in names],
+                "instructions": "Choose the label that best describes the text.",
+                **task,
+            }
         }
-    })
+    )
     folder.mkdir(parents=True, exist_ok=True)
     target.write_text(render_config(config), encoding="utf-8")
     try:

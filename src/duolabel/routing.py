@@ -95,41 +95,83 @@ def route_project(project: Project, *, progress: Reporter = quiet) -> RouteResul
     store = project.store
     result = RouteResult(policy_version)
     with store.read() as session:
-        people_done = set(session.scalars(
-            select(FinalLabel.item_id).where(FinalLabel.source.in_(["humans", "expert"]))))
+        people_done = set(
+            session.scalars(select(FinalLabel.item_id).where(FinalLabel.source.in_(["humans", "expert"])))
+        )
         decided = set(session.scalars(select(Route.item_id).where(Route.policy_version == policy_version)))
-        todo = [pid for pid, item_id in session.execute(
-            select(Prediction.id, Prediction.item_id).join(Item, Item.id == Prediction.item_id)
-            .where(Prediction.model_version == version, Prediction.confidence.is_not(None),
-                   Item.role != "golden").order_by(Item.seq))
-            if item_id not in people_done and item_id not in decided]
+        todo = [
+            pid
+            for pid, item_id in session.execute(
+                select(Prediction.id, Prediction.item_id)
+                .join(Item, Item.id == Prediction.item_id)
+                .where(
+                    Prediction.model_version == version,
+                    Prediction.confidence.is_not(None),
+                    Item.role != "golden",
+                )
+                .order_by(Item.seq)
+            )
+            if item_id not in people_done and item_id not in decided
+        ]
         golden = session.execute(
-            select(Item.id, Item.gold_label).where(Item.role == "golden", Item.gold_label.is_not(None))
-            .where(Item.id.not_in(select(FinalLabel.item_id)))).all()
+            select(Item.id, Item.gold_label)
+            .where(Item.role == "golden", Item.gold_label.is_not(None))
+            .where(Item.id.not_in(select(FinalLabel.item_id)))
+        ).all()
     result.unchanged = len(decided)
     run_config = {"policy": cfg.model_dump(), "model_version": version, "policy_version": policy_version}
     with ledger_run(store, "route", run_config) as run, progress("Routing items", len(todo)) as advance:
         with store.write() as session:
             for item_id, gold in golden:
-                session.add(FinalLabel(item_id=item_id, label=gold, source="expert", confidence=1.0,
-                                       votes={}, n_votes=0, annotators=[], updated_at=utcnow()))
+                session.add(
+                    FinalLabel(
+                        item_id=item_id,
+                        label=gold,
+                        source="expert",
+                        confidence=1.0,
+                        votes={},
+                        n_votes=0,
+                        annotators=[],
+                        updated_at=utcnow(),
+                    )
+                )
         for start in range(0, len(todo), CHUNK):
             with store.write() as session:
-                preds = list(session.scalars(select(Prediction).where(Prediction.id.in_(todo[start:start + CHUNK]))))
+                preds = list(
+                    session.scalars(select(Prediction).where(Prediction.id.in_(todo[start : start + CHUNK])))
+                )
                 probs = np.array([[p.calibrated[label] for label in labels] for p in preds])
                 decisions = policy.decide(probs)
                 ids = [p.item_id for p in preds]
                 session.execute(delete(Route).where(Route.item_id.in_(ids)))
                 session.execute(delete(FinalLabel).where(FinalLabel.item_id.in_(ids)))
                 for pred, decision in zip(preds, decisions, strict=True):
-                    session.add(Route(item_id=pred.item_id, decision=decision.kind, overlap=decision.overlap,
-                                      confidence=pred.confidence, policy_version=policy_version, run_id=run.id))
+                    session.add(
+                        Route(
+                            item_id=pred.item_id,
+                            decision=decision.kind,
+                            overlap=decision.overlap,
+                            confidence=pred.confidence,
+                            policy_version=policy_version,
+                            run_id=run.id,
+                        )
+                    )
                     if decision.kind == "accept":
-                        session.add(FinalLabel(
-                            item_id=pred.item_id, label=pred.label, source="model",
-                            confidence=pred.confidence, votes={}, n_votes=0, annotators=[],
-                            model_probability=pred.confidence, model_version=version,
-                            policy_version=policy_version, updated_at=utcnow()))
+                        session.add(
+                            FinalLabel(
+                                item_id=pred.item_id,
+                                label=pred.label,
+                                source="model",
+                                confidence=pred.confidence,
+                                votes={},
+                                n_votes=0,
+                                annotators=[],
+                                model_probability=pred.confidence,
+                                model_version=version,
+                                policy_version=policy_version,
+                                updated_at=utcnow(),
+                            )
+                        )
                     result.decided[decision.kind] += 1
             advance(len(preds))
         with store.write() as session:

