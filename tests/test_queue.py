@@ -1,0 +1,252 @@
+"""Accounts and the human queue, on SQLite and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from duolabel.accounts import add_annotator, authenticate
+from duolabel.errors import ProjectError
+from duolabel.project import Project
+from duolabel.queue import answers_given, lease_task, next_task, queue_counts, submit_answer
+from duolabel.store import Annotation, Annotator, Assignment
+from duolabel.store.tables import utcnow
+from tests.web_fixtures import LABELS, PASSWORD, add_routed_items, make_project
+
+LEASE = 15.0
+
+
+@pytest.fixture
+def qproject(tmp_path: Path, database_url: str | None) -> Iterator[Project]:
+    project = make_project(tmp_path / "proj", database_url=database_url)
+    try:
+        yield project
+    finally:
+        project.close()
+
+
+def people(project: Project, *names: str) -> list[int]:
+    return [add_annotator(project.store, name, PASSWORD).id for name in names]
+
+
+def answer(project: Project, annotator_id: int, label: str = "billing") -> str | None:
+    task = lease_task(project.store, annotator_id, lease_minutes=LEASE)
+    if task is None:
+        return None
+    submit_answer(
+        project.store, annotator_id, task.assignment_id, label, labels=LABELS, seconds=2.5
+    )
+    return task.item.id
+
+
+def expire_leases(project: Project, annotator_id: int) -> None:
+    with project.store.write() as session:
+        session.execute(
+            update(Assignment)
+            .where(Assignment.annotator_id == annotator_id)
+            .values(lease_expires=utcnow() - timedelta(minutes=1))
+        )
+
+
+def count(project: Project, model: type, **where: object) -> int:
+    with project.store.read() as session:
+        query = select(func.count()).select_from(model).filter_by(**where)
+        return int(session.scalar(query) or 0)
+
+
+# -- accounts ---------------------------------------------------------------
+
+
+def test_passwords_are_hashed_and_checked(qproject: Project) -> None:
+    alice = add_annotator(qproject.store, "alice", PASSWORD, role="expert")
+    assert alice.role == "expert" and alice.status == "active"
+    assert PASSWORD not in alice.password_hash and alice.password_hash.startswith("$argon2id$")
+    found = authenticate(qproject.store, "alice", PASSWORD)
+    assert found is not None and found.id == alice.id
+    assert authenticate(qproject.store, "alice", PASSWORD + "!") is None
+    assert authenticate(qproject.store, "alice", "") is None
+    assert authenticate(qproject.store, "nobody", PASSWORD) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "role", "message"),
+    [
+        ("bob", "short", "annotator", "5 characters long; use at least 8"),
+        ("bob", "", "annotator", "0 characters long"),
+        ("  ", PASSWORD, "annotator", "name is empty"),
+        ("bob", PASSWORD, "boss", "role 'boss' is not one of 'annotator', 'expert', 'admin'"),
+    ],
+)
+def test_bad_accounts_are_refused(
+    qproject: Project, name: str, password: str, role: str, message: str
+) -> None:
+    with pytest.raises(ProjectError, match=message):
+        add_annotator(qproject.store, name, password, role=role)
+    assert count(qproject, Annotator) == 0
+
+
+def test_duplicate_name_is_refused(qproject: Project) -> None:
+    add_annotator(qproject.store, "alice", PASSWORD)
+    with pytest.raises(ProjectError, match="annotator 'alice' already exists; choose another name"):
+        add_annotator(qproject.store, " alice ", "another password")
+    assert count(qproject, Annotator) == 1
+
+
+# -- the queue ---------------------------------------------------------------
+
+
+def test_overlap_is_respected(qproject: Project) -> None:
+    items = add_routed_items(qproject, 2, overlap=2)
+    a, b, c, d, e = people(qproject, "a", "b", "c", "d", "e")
+    leased = [next_task(qproject.store, who, lease_minutes=LEASE) for who in (a, b, c, d)]
+    assert [item.id if item else None for item in leased] == [items[0]] * 2 + [items[1]] * 2
+    assert next_task(qproject.store, e, lease_minutes=LEASE) is None
+    assert queue_counts(qproject.store) == {
+        "routed": 2, "waiting": 2, "leased": 4, "answers": 0, "complete": 0,
+    }
+    for who in (a, b, c, d):
+        answer(qproject, who)
+    assert next_task(qproject.store, e, lease_minutes=LEASE) is None
+    assert Counter(count(qproject, Annotation, item_id=i) for i in items) == {2: 2}
+    assert queue_counts(qproject.store) == {
+        "routed": 2, "waiting": 0, "leased": 0, "answers": 4, "complete": 2,
+    }
+
+
+def test_only_items_routed_to_humans_are_queued(qproject: Project) -> None:
+    add_routed_items(qproject, 2, overlap=1, decision="accept")
+    add_routed_items(qproject, 1, overlap=1, decision="expert", start=2)
+    (a,) = people(qproject, "a")
+    assert next_task(qproject.store, a, lease_minutes=LEASE) is None
+    assert queue_counts(qproject.store)["routed"] == 0
+
+
+def test_never_the_same_item_twice(qproject: Project) -> None:
+    items = add_routed_items(qproject, 3, overlap=3)
+    (a,) = people(qproject, "a")
+    assert [answer(qproject, a) for _ in range(4)] == [*items, None]
+    assert answers_given(qproject.store, a) == 3
+
+
+def test_reload_returns_the_same_lease(qproject: Project) -> None:
+    items = add_routed_items(qproject, 2, overlap=1)
+    (a,) = people(qproject, "a")
+    first = lease_task(qproject.store, a, lease_minutes=LEASE)
+    again = lease_task(qproject.store, a, lease_minutes=LEASE)
+    assert first is not None and again is not None
+    assert (again.assignment_id, again.item.id) == (first.assignment_id, items[0])
+    assert count(qproject, Assignment) == 1
+
+
+def test_expired_lease_returns_the_item_to_the_pool(qproject: Project) -> None:
+    items = add_routed_items(qproject, 1, overlap=1)
+    a, b = people(qproject, "a", "b")
+    stale = lease_task(qproject.store, a, lease_minutes=LEASE)
+    assert stale is not None
+    assert next_task(qproject.store, b, lease_minutes=LEASE) is None
+    expire_leases(qproject, a)
+    taken = lease_task(qproject.store, b, lease_minutes=LEASE)
+    assert taken is not None and taken.item.id == items[0]
+    assert count(qproject, Assignment, annotator_id=a, state="expired") == 1
+    with pytest.raises(ProjectError, match="expired and the item was given to someone else"):
+        submit_answer(qproject.store, a, stale.assignment_id, "billing", labels=LABELS, seconds=1)
+    # a had the item once: it is not offered to a again
+    assert next_task(qproject.store, a, lease_minutes=LEASE) is None
+    submit_answer(qproject.store, b, taken.assignment_id, "other", labels=LABELS, seconds=1)
+    assert count(qproject, Annotation) == 1
+
+
+def test_expired_lease_nobody_took_may_still_be_answered(qproject: Project) -> None:
+    add_routed_items(qproject, 1, overlap=2)
+    a, b = people(qproject, "a", "b")
+    task = lease_task(qproject.store, a, lease_minutes=LEASE)
+    assert task is not None
+    expire_leases(qproject, a)
+    assert next_task(qproject.store, b, lease_minutes=LEASE) is not None  # a free slot, not a's
+    submit_answer(qproject.store, a, task.assignment_id, "shipping", labels=LABELS, seconds=None)
+    assert count(qproject, Annotation, annotator_id=a, label="shipping") == 1
+    assert count(qproject, Assignment, annotator_id=a, state="done") == 1
+
+
+def test_wrong_annotator_is_refused_and_nothing_written(qproject: Project) -> None:
+    add_routed_items(qproject, 1, overlap=2)
+    a, b = people(qproject, "a", "b")
+    task = lease_task(qproject.store, a, lease_minutes=LEASE)
+    assert task is not None
+    for assignment_id in (task.assignment_id, 999_999):
+        with pytest.raises(ProjectError, match=f"assignment {assignment_id} is not one of yours"):
+            submit_answer(qproject.store, b, assignment_id, "billing", labels=LABELS, seconds=1)
+    assert count(qproject, Annotation) == 0
+    assert count(qproject, Assignment, state="leased") == 1
+
+
+def test_wrong_label_is_refused_and_nothing_written(qproject: Project) -> None:
+    add_routed_items(qproject, 1, overlap=1)
+    (a,) = people(qproject, "a")
+    task = lease_task(qproject.store, a, lease_minutes=LEASE)
+    assert task is not None
+    expected = "label 'postal' is not one of 'billing', 'shipping', 'other'"
+    with pytest.raises(ProjectError, match=expected):
+        submit_answer(qproject.store, a, task.assignment_id, "postal", labels=LABELS, seconds=1)
+    with pytest.raises(ProjectError, match="seconds must be a non-negative number"):
+        submit_answer(qproject.store, a, task.assignment_id, "other", labels=LABELS, seconds=-1)
+    assert count(qproject, Annotation) == 0
+    assert count(qproject, Assignment, state="leased") == 1
+
+
+def test_an_assignment_is_answered_once(qproject: Project) -> None:
+    add_routed_items(qproject, 1, overlap=1)
+    (a,) = people(qproject, "a")
+    task = lease_task(qproject.store, a, lease_minutes=LEASE)
+    assert task is not None
+    submit_answer(qproject.store, a, task.assignment_id, "other", labels=LABELS, seconds=1)
+    with pytest.raises(ProjectError, match="was already answered"):
+        submit_answer(qproject.store, a, task.assignment_id, "billing", labels=LABELS, seconds=1)
+    assert count(qproject, Annotation) == 1
+
+
+def test_suspended_annotator_gets_nothing(qproject: Project) -> None:
+    add_routed_items(qproject, 2, overlap=1)
+    a, b = people(qproject, "a", "b")
+    task = lease_task(qproject.store, a, lease_minutes=LEASE)
+    assert task is not None
+    with qproject.store.write() as session:
+        session.execute(update(Annotator).values(status="suspended"))
+    assert next_task(qproject.store, a, lease_minutes=LEASE) is None
+    assert next_task(qproject.store, b, lease_minutes=LEASE) is None
+    with pytest.raises(ProjectError, match="not active"):
+        submit_answer(qproject.store, a, task.assignment_id, "other", labels=LABELS, seconds=1)
+    assert count(qproject, Annotation) == 0
+
+
+def test_concurrent_annotators_never_overfill_an_item(qproject: Project) -> None:
+    items = add_routed_items(qproject, 12, overlap=2)
+    workers = people(qproject, *(f"w{i}" for i in range(6)))
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(workers))
+
+    def work(annotator_id: int) -> None:
+        try:
+            start.wait()
+            while answer(qproject, annotator_id) is not None:
+                pass
+        except BaseException as exc:  # handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    with qproject.store.read() as session:
+        rows = session.execute(select(Annotation.item_id, Annotation.annotator_id)).all()
+    assert Counter(item for item, _ in rows) == dict.fromkeys(items, 2)
+    assert len(set(rows)) == len(rows)  # nobody answered an item twice
+    assert count(qproject, Assignment, state="leased") == 0
