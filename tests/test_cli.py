@@ -6,27 +6,14 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from duolabel.cli import app
+from duolabel.cli import app, command_paths
 
-COMMANDS = [
-    "init",
-    "import",
-    "label",
-    "calibrate",
-    "route",
-    "aggregate",
-    "export",
-    "status",
-    "run",
-    "serve",
-    "annotators",
-    "annotators add",
-]
+COMMANDS = [" ".join(path) for path in command_paths()]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_of_every_command(command):
-    result = CliRunner().invoke(app, [*command.split(), "--help"])
+    result = CliRunner().invoke(app, [*command.split(), "--help"], prog_name="duolabel")
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
 

@@ -11,29 +11,10 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def cli_markdown() -> str:
     from typer.testing import CliRunner
 
-    from duolabel.cli import app
+    from duolabel.cli import app, command_paths
 
     runner = CliRunner()
-    commands = (
-        [[]]
-        + [
-            [c]
-            for c in (
-                "init",
-                "import",
-                "label",
-                "calibrate",
-                "route",
-                "aggregate",
-                "export",
-                "status",
-                "run",
-                "serve",
-                "annotators",
-            )
-        ]
-        + [["annotators", "add"]]
-    )
+    commands = command_paths()
     parts = ["# CLI reference", "", "Generated from `--help` by `python tools/gen_docs.py`.", ""]
     for args in commands:
         result = runner.invoke(

@@ -236,6 +236,19 @@ def annotators_add(
     out.print(f"Created {role} '{name}'.")
 
 
+def command_paths() -> list[list[str]]:
+    """Every command and group as its argv path (for --help tests and the CLI reference)."""
+    import typer.main
+
+    def walk(group: object, prefix: list[str]) -> list[list[str]]:
+        paths = [prefix]
+        for name, sub in sorted(getattr(group, "commands", {}).items()):
+            paths += walk(sub, [*prefix, name])
+        return paths
+
+    return walk(typer.main.get_command(app), [])
+
+
 def main() -> None:
     """Entry point: user mistakes become one line and exit code 2, never a traceback."""
     try:
