@@ -6,6 +6,7 @@ labels, then transforms every prediction of the same model version.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,12 +22,19 @@ if TYPE_CHECKING:
     from duolabel.project import Project
 
 __all__ = [
+    "CALIBRATORS",
     "CalibrationResult",
+    "HistogramBinning",
     "Identity",
+    "IsotonicCalibration",
     "TemperatureScaling",
+    "VectorScaling",
     "calibrate_project",
     "calibration_metrics",
+    "error_detection_auroc",
     "expected_calibration_error",
+    "reliability_diagram",
+    "select_calibrator",
 ]
 
 _EPS = 1e-12
@@ -84,6 +92,148 @@ class Identity:
         return probs
 
 
+class VectorScaling:
+    """A learned scale and bias per label on log-probabilities (Platt scaling for two
+    labels, its multi-class generalisation otherwise; Guo et al., 2017).
+
+    A small L2 penalty pulls the parameters towards the identity map, so a small
+    golden set shrinks towards plain probabilities instead of overfitting.
+    """
+
+    def __init__(self, *, penalty: float = 1e-2) -> None:
+        self.penalty = penalty
+
+    def fit(self, probs: np.ndarray, gold: np.ndarray) -> VectorScaling:
+        from scipy.optimize import minimize
+
+        logp = np.log(np.clip(probs, _EPS, 1.0))
+        n, k = logp.shape
+        onehot = np.eye(k)[gold]
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            scale, bias = theta[:k], theta[k:]
+            p = _softmax(logp * scale + bias)
+            nll = -np.sum(onehot * np.log(np.clip(p, _EPS, 1.0))) / n
+            diff = (p - onehot) / n
+            grad = np.concatenate([(diff * logp).sum(axis=0), diff.sum(axis=0)])
+            reg = self.penalty * (np.sum((scale - 1.0) ** 2) + np.sum(bias**2))
+            grad += 2 * self.penalty * np.concatenate([scale - 1.0, bias])
+            return nll + reg, grad
+
+        start = np.concatenate([np.ones(k), np.zeros(k)])
+        result = minimize(loss, start, jac=True, method="L-BFGS-B")
+        self.scale_, self.bias_ = result.x[:k], result.x[k:]
+        return self
+
+    def transform(self, probs: np.ndarray) -> np.ndarray:
+        logp = np.log(np.clip(probs, _EPS, 1.0))
+        return _softmax(logp * self.scale_ + self.bias_)
+
+
+class _OneVsRest:
+    """Calibrate each label's probability on its own, then renormalise the row
+    (Zadrozny & Elkan, 2002): the shape isotonic regression and histogram binning share."""
+
+    def _fit_one(self, score: np.ndarray, target: np.ndarray) -> object:
+        raise NotImplementedError
+
+    def _apply_one(self, model: object, score: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, probs: np.ndarray, gold: np.ndarray) -> _OneVsRest:
+        self.models_ = [self._fit_one(probs[:, j], (gold == j).astype(float)) for j in range(probs.shape[1])]
+        return self
+
+    def transform(self, probs: np.ndarray) -> np.ndarray:
+        out = np.column_stack([self._apply_one(m, probs[:, j]) for j, m in enumerate(self.models_)])
+        out = np.clip(out, 1e-6, None)
+        return out / out.sum(axis=1, keepdims=True)
+
+
+class IsotonicCalibration(_OneVsRest):
+    """Monotone, non-parametric per-label calibration (isotonic regression)."""
+
+    def _fit_one(self, score: np.ndarray, target: np.ndarray) -> object:
+        from sklearn.isotonic import IsotonicRegression
+
+        return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, target)
+
+    def _apply_one(self, model: object, score: np.ndarray) -> np.ndarray:
+        return model.predict(score)  # type: ignore[attr-defined]
+
+
+class HistogramBinning(_OneVsRest):
+    """Per-label equal-mass bins; each bin predicts its observed frequency (Zadrozny & Elkan, 2001).
+
+    Bin frequencies are smoothed towards the label's base rate (one pseudo-observation),
+    so an empty or tiny bin does not predict a hard 0 or 1.
+    """
+
+    def __init__(self, *, n_bins: int = 10) -> None:
+        self.n_bins = n_bins
+
+    def _fit_one(self, score: np.ndarray, target: np.ndarray) -> object:
+        edges = np.unique(np.quantile(score, np.linspace(0, 1, self.n_bins + 1)[1:-1]))
+        bins = np.searchsorted(edges, score, side="right")
+        base = target.mean()
+        freq = np.array(
+            [(target[bins == b].sum() + base) / ((bins == b).sum() + 1.0) for b in range(len(edges) + 1)]
+        )
+        return edges, freq
+
+    def _apply_one(self, model: object, score: np.ndarray) -> np.ndarray:
+        edges, freq = model  # type: ignore[misc]
+        return freq[np.searchsorted(edges, score, side="right")]
+
+
+CALIBRATORS: dict[str, type] = {
+    "none": Identity,
+    "temperature": TemperatureScaling,
+    "vector": VectorScaling,
+    "isotonic": IsotonicCalibration,
+    "histogram": HistogramBinning,
+}
+
+
+def cross_validated(
+    name: str, probs: np.ndarray, gold: np.ndarray, *, folds: int = 5, random_state: int = 0
+) -> np.ndarray:
+    """Out-of-fold calibrated probabilities: each golden item calibrated by a calibrator
+    that never saw it, so metrics after calibration are not in-sample."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(gold, minlength=probs.shape[1])
+    n_splits = int(min(folds, counts[counts > 0].min()))
+    if n_splits < 2:
+        return CALIBRATORS[name]().fit(probs, gold).transform(probs)
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    out = np.zeros_like(probs)
+    for train, test in splitter.split(probs, gold):
+        out[test] = CALIBRATORS[name]().fit(probs[train], gold[train]).transform(probs[test])
+    return out
+
+
+def select_calibrator(
+    probs: np.ndarray,
+    gold: np.ndarray,
+    *,
+    candidates: Sequence[str] = ("temperature", "vector", "isotonic", "histogram"),
+    folds: int = 5,
+) -> tuple[str, dict[str, float]]:
+    """The calibrator with the lowest cross-validated log-loss (``calibration.method: auto``).
+
+    Returns the chosen name and every candidate's out-of-fold NLL.
+    """
+    rows = np.arange(len(gold))
+    scores = {
+        name: float(
+            -np.log(np.clip(cross_validated(name, probs, gold, folds=folds)[rows, gold], _EPS, 1.0)).mean()
+        )
+        for name in candidates
+    }
+    return min(scores, key=scores.__getitem__), scores
+
+
 def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, *, n_bins: int = 10) -> float:
     """ECE of the top-label confidence over equal-mass bins (``n_bins`` of them)."""
     confidence = probs.max(axis=1)
@@ -96,8 +246,33 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, *, n_bins: i
     return total / max(len(order), 1)
 
 
+def error_detection_auroc(probs: np.ndarray, gold: np.ndarray) -> float:
+    """AUROC of (1 - confidence) for telling the model's wrong labels from its right ones.
+
+    0.5 is chance; NaN when the model is always right or always wrong.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    wrong = probs.argmax(axis=1) != gold
+    if wrong.all() or not wrong.any():
+        return float("nan")
+    return float(roc_auc_score(wrong, -probs.max(axis=1)))
+
+
+def reliability_diagram(probs: np.ndarray, gold: np.ndarray, *, n_bins: int = 10) -> list[dict[str, float]]:
+    """Equal-mass bins of top-label confidence: mean confidence, accuracy and count of each."""
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == gold).astype(float)
+    order = np.argsort(confidence, kind="stable")
+    return [
+        {"confidence": float(confidence[c].mean()), "accuracy": float(correct[c].mean()), "count": len(c)}
+        for c in np.array_split(order, min(n_bins, len(order)))
+        if len(c)
+    ]
+
+
 def calibration_metrics(probs: np.ndarray, gold: np.ndarray, *, n_bins: int = 10) -> dict[str, float]:
-    """Accuracy, ECE (equal-mass bins), Brier score and NLL of ``probs`` against ``gold``."""
+    """Accuracy, ECE (equal-mass bins), Brier score, NLL and error-detection AUROC."""
     rows = np.arange(len(gold))
     onehot = np.zeros_like(probs)
     onehot[rows, gold] = 1.0
@@ -107,6 +282,7 @@ def calibration_metrics(probs: np.ndarray, gold: np.ndarray, *, n_bins: int = 10
         "ece_bins": float(min(n_bins, len(gold))),
         "brier": float(((probs - onehot) ** 2).sum(axis=1).mean()),
         "nll": float(-np.log(np.clip(probs[rows, gold], _EPS, 1.0)).mean()),
+        "auroc": error_detection_auroc(probs, gold),
     }
 
 
@@ -116,12 +292,30 @@ def calibration_metrics(probs: np.ndarray, gold: np.ndarray, *, n_bins: int = 10
 
 @dataclass
 class CalibrationResult:
+    """What the calibration stage did; ``after`` is cross-validated on the golden items."""
+
     model_version: str
     method: str
     params: dict[str, float]
     before: dict[str, float]
     after: dict[str, float]
     updated: int
+
+
+def _params(calibrator: object) -> dict[str, float]:
+    if isinstance(calibrator, TemperatureScaling):
+        return {"temperature": calibrator.temperature_}
+    if isinstance(calibrator, VectorScaling):
+        return {
+            **{f"scale_{i}": float(v) for i, v in enumerate(calibrator.scale_)},
+            **{f"bias_{i}": float(v) for i, v in enumerate(calibrator.bias_)},
+        }
+    return {}
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: an undefined metric is stored as null."""
+    return {k: (None if v != v else v) for k, v in metrics.items()}
 
 
 def calibrate_project(project: Project) -> CalibrationResult:
@@ -148,14 +342,16 @@ def calibrate_project(project: Project) -> CalibrationResult:
         ).all()
     probs = np.array([[r.probs[label] for label in labels] for r in rows])
     gold = np.array([labels.index(r.gold_label) for r in rows])
-    calibrator: TemperatureScaling | Identity = (
-        TemperatureScaling() if method == "temperature" else Identity()
-    ).fit(probs, gold)
-    params = {"temperature": calibrator.temperature_} if method == "temperature" else {}
+    scores: dict[str, float] = {}
+    if method == "auto":
+        method, scores = select_calibrator(probs, gold)
+    calibrator = CALIBRATORS[method]().fit(probs, gold)
+    params = _params(calibrator)
     before = calibration_metrics(probs, gold)
-    after = calibration_metrics(calibrator.transform(probs), gold)
+    after = calibration_metrics(cross_validated(method, probs, gold), gold)
     updated = 0
-    with ledger_run(store, "calibrate", {"model_version": version, "method": method, **params}) as run:
+    run_config = {"model_version": version, "method": method, "params": params, "cv_nll": scores}
+    with ledger_run(store, "calibrate", run_config) as run:
         with store.read() as session:
             ids = list(session.scalars(select(Prediction.id).where(Prediction.model_version == version)))
         for start in range(0, len(ids), 2000):
@@ -171,7 +367,11 @@ def calibrate_project(project: Project) -> CalibrationResult:
                     pred.confidence = float(row.max())
                 updated += len(batch)
         with store.write() as session:
-            run.record(
-                session, {"items": updated, "golden": len(gold), "before": before, "after": after}, 0.0
-            )
+            usage = {
+                "items": updated,
+                "golden": len(gold),
+                "before": _finite(before),
+                "after": _finite(after),
+            }
+            run.record(session, usage, 0.0)
     return CalibrationResult(version, method, params, before, after, updated)

@@ -125,13 +125,16 @@ def calibrate(project: ProjectArg = Path(".")) -> None:
     """Calibrate the model's confidence on the golden items; prints before/after metrics."""
     with _open(project) as proj:
         result = proj.calibrate()
-    table = Table(title=f"Calibration ({result.method}) on {int(result.before['ece_bins'])}-bin ECE")
-    for col in ("metric", "before", "after"):
+    bins = int(result.before["ece_bins"])
+    table = Table(title=f"Calibration on the golden items: {result.method}")
+    for col in ("metric", "before", "after (cross-validated)"):
         table.add_column(col)
-    for key in ("accuracy", "ece", "brier", "nll"):
-        table.add_row(key, f"{result.before[key]:.4f}", f"{result.after[key]:.4f}")
+    names = {"ece": f"ECE ({bins} equal-mass bins)", "auroc": "error-detection AUROC"}
+    for key in ("accuracy", "ece", "brier", "nll", "auroc"):
+        table.add_row(names.get(key, key), f"{result.before[key]:.4f}", f"{result.after[key]:.4f}")
     out.print(table)
-    out.print(", ".join(f"{k} = {v:.4f}" for k, v in result.params.items()))
+    if "temperature" in result.params:
+        out.print(f"temperature = {result.params['temperature']:.4f}")
 
 
 @app.command()

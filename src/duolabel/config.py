@@ -112,8 +112,9 @@ class LabelerConfig(_Strict):
 
 
 class CalibrationConfig(_Strict):
-    method: Literal["temperature", "none"] = Field(
-        "temperature", description="How raw probabilities are calibrated on the golden items."
+    method: Literal["temperature", "vector", "isotonic", "histogram", "auto", "none"] = Field(
+        "temperature",
+        description="Calibrator fitted on the golden items; auto picks the lowest cross-validated log-loss.",
     )
     min_golden_per_label: int = Field(
         3, ge=1, description="Refuse to train or calibrate with fewer golden items per label."
