@@ -58,7 +58,13 @@ class Labeler(Protocol):
 
     ``predict_proba`` returns an array of shape ``(len(items), len(labels))`` whose rows
     sum to 1, in the order of ``labels``, and the usage of the call. A labeler never
-    returns free text.
+    returns free text and never guesses: a row of NaN is an abstention (the model gave
+    no usable answer for that item), and the item goes to people.
+
+    A trainable labeler's ``fit`` sets ``version_`` (a short hash of everything that
+    determines its outputs) and may set ``oof_proba_``, out-of-fold probabilities for the
+    items it was fitted on; one without it must give those items honest predictions
+    from ``predict_proba`` (for instance never using an item as its own example).
     """
 
     labels: list[str]

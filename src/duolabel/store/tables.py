@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 __all__ = [
     "Annotation",
@@ -32,6 +33,7 @@ __all__ = [
     "Embedding",
     "FinalLabel",
     "Item",
+    "LLMCache",
     "Prediction",
     "Route",
     "Run",
@@ -102,7 +104,20 @@ class Prediction(Base):
     raw_confidence: Mapped[float] = mapped_column(Float)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     out_of_fold: Mapped[bool] = mapped_column(default=False)
+    abstained: Mapped[bool] = mapped_column(
+        default=False, server_default=false(), doc="The labeler gave no usable answer; people decide."
+    )
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LLMCache(Base):
+    """LLM responses keyed by a hash of model + prompt + parameters: a re-run costs nothing."""
+
+    __tablename__ = "llm_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

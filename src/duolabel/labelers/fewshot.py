@@ -1,0 +1,54 @@
+"""Few-shot examples for LLM labelers, chosen from the golden set by embedding similarity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from duolabel.labelers.base import TextItem
+
+__all__ = ["FewShotSelector"]
+
+Encode = Callable[[Sequence[TextItem]], np.ndarray]
+
+
+class FewShotSelector:
+    """The ``k`` golden items nearest to an item (cosine similarity of normalised embeddings).
+
+    An item is never its own example, so golden items labelled this way get honest,
+    leave-one-out predictions for calibration. Examples are listed least similar first,
+    so the nearest one sits right before the item.
+    """
+
+    def __init__(self, *, encode: Encode | None, k: int = 4) -> None:
+        self.encode = encode
+        self.k = k
+
+    def fit(self, items: Sequence[TextItem], labels: Sequence[str]) -> FewShotSelector:
+        self.items_ = list(items)
+        self.labels_ = list(labels)
+        if self.k and self.items_ and self.encode is not None:
+            self.vectors_ = self.encode(self.items_)
+        else:
+            self.vectors_ = np.zeros((len(self.items_), 1))
+        return self
+
+    def select(self, items: Sequence[TextItem]) -> list[list[tuple[str, str]]]:
+        """For each item, its (text, label) examples."""
+        if not self.k or not self.items_:
+            return [[] for _ in items]
+        if self.encode is None:  # no encoder: the first k golden items, in order
+            sims = np.zeros((len(items), len(self.items_)))
+        else:
+            sims = self.encode(items) @ self.vectors_.T
+        position = {g.id: i for i, g in enumerate(self.items_)}
+        out = []
+        for row, item in zip(sims, items, strict=True):
+            row = row.copy()
+            if item.id in position:
+                row[position[item.id]] = -np.inf
+            best = np.argsort(-row, kind="stable")[: self.k]
+            best = [int(i) for i in best if np.isfinite(row[i])]
+            out.append([(self.items_[i].text, self.labels_[i]) for i in reversed(best)])
+        return out
