@@ -31,7 +31,9 @@ def test_bad_value_names_key_value_and_what_is_allowed():
     message = one_line(with_(routing={"threshold": 1.5}))
     assert "key 'routing.threshold': got 1.5, expected less than or equal to 1" in message
     message = one_line(with_(labeler={"backend": "gpt"}))
-    assert "key 'labeler.backend': got 'gpt', expected 'embedding'" in message
+    assert "key 'labeler.0.backend': got 'gpt', expected one of 'embedding', 'llama', 'openai'" in message
+    message = one_line(with_(labeler={"backend": "llama", "nctx": 512}))
+    assert "unknown key 'labeler.0.nctx'" in message and "n_ctx" in message
 
 
 def test_labels_must_be_unique_and_at_least_two():
@@ -55,10 +57,25 @@ def test_init_writes_a_commented_file_that_round_trips(tmp_path):
     project = init_project(tmp_path / "p", labels=["spam", "ham"])
     project.close()
     text = (tmp_path / "p" / "duolabel.yaml").read_text()
-    assert text.count("# ") >= len(settings_reference()) - 5  # one help comment per setting
+    lines = text.splitlines()
+    for before, line in zip(lines, lines[1:], strict=False):
+        if (
+            line.strip()
+            and not line.lstrip().startswith(("#", "-"))
+            and not before.startswith(" " * 4 + "  ")
+        ):
+            assert before.lstrip().startswith(("#", "-")), f"no help comment above {line!r}"
     config = load_config(tmp_path / "p")
     assert config.task.label_names == ["spam", "ham"]
     assert parse_config(yaml.safe_load(render_config(config))) == config
+
+
+def test_one_or_several_labelers():
+    assert [lab.backend for lab in parse_config(BASE).labeler] == ["embedding"]
+    several = parse_config(with_(labeler=[{}, {"backend": "llama", "weight": 0.5}]))
+    assert [(lab.label_name, lab.weight) for lab in several.labeler] == [("embedding", 1.0), ("llama", 0.5)]
+    assert "must be unique" in one_line(with_(labeler=[{}, {}]))
+    assert "missing key 'labeler.0.model'" in one_line(with_(labeler={"backend": "openai"}))
 
 
 def test_every_setting_has_help():

@@ -22,7 +22,6 @@ MIN_PASSWORD_LENGTH = 8
 MAX_NAME_LENGTH = 100  # the width of annotators.name
 
 
-
 @cache
 def _hasher() -> PasswordHasher:
     try:
@@ -47,15 +46,12 @@ def add_annotator(store: Store, name: str, password: str, *, role: str = "annota
     if not name:
         raise ProjectError("annotator name is empty; give a name such as 'alice'")
     if len(name) > MAX_NAME_LENGTH:
-        raise ProjectError(
-            f"annotator name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
-        )
+        raise ProjectError(f"annotator name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
     if role not in ROLES:
         raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ProjectError(
-            f"password for '{name}' is {len(password)} characters long; "
-            f"use at least {MIN_PASSWORD_LENGTH}"
+            f"password for '{name}' is {len(password)} characters long; use at least {MIN_PASSWORD_LENGTH}"
         )
     password_hash = _hasher().hash(password)
     annotator = Annotator(name=name, role=role, password_hash=password_hash, status="active")

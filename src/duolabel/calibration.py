@@ -6,17 +6,19 @@ labels, then transforms every prediction of the same model version.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select, update
 
 from duolabel.costs import ledger_run
 from duolabel.errors import ProjectError
-from duolabel.store import Item, Prediction
+from duolabel.store import Item, Prediction, Run
 
 if TYPE_CHECKING:
     from duolabel.project import Project
@@ -292,8 +294,10 @@ def calibration_metrics(probs: np.ndarray, gold: np.ndarray, *, n_bins: int = 10
 
 @dataclass
 class CalibrationResult:
-    """What the calibration stage did; ``after`` is cross-validated on the golden items."""
+    """What calibration did for one labeler (or the ensemble); ``after`` is cross-validated
+    on the golden items (for the ensemble: its members' cross-validated outputs)."""
 
+    labeler: str
     model_version: str
     method: str
     params: dict[str, float]
@@ -318,60 +322,169 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if v != v else v) for k, v in metrics.items()}
 
 
-def calibrate_project(project: Project) -> CalibrationResult:
-    """Fit the calibrator on the golden items' out-of-fold probabilities and apply it to
-    every prediction of the current model version."""
-    from duolabel.labelers import current_model_version, golden_items
+def _matrix(dists: Sequence[dict[str, float]], labels: Sequence[str]) -> np.ndarray:
+    return np.array([[d[label] for label in labels] for d in dists]).reshape(len(dists), len(labels))
 
-    version = current_model_version(project)
-    if version is None:
-        raise ProjectError("nothing to calibrate yet: run 'duolabel label' first")
-    golden_items(project)  # refuses when a label has too few golden items
+
+def _calibrate_one(
+    project: Project, name: str, version: str, scored: dict[str, np.ndarray]
+) -> CalibrationResult:
     labels = project.config.task.label_names
     method = project.config.calibration.method
     store = project.store
+    mine = (Prediction.model_version == version) & (Prediction.labeler == name)
     with store.read() as session:
         rows = session.execute(
-            select(Prediction.probs, Item.gold_label)
+            select(Prediction.item_id, Prediction.probs, Item.gold_label)
             .join(Item, Item.id == Prediction.item_id)
-            .where(
-                Prediction.model_version == version,
-                Prediction.out_of_fold.is_(True),
-                Item.gold_label.is_not(None),
-            )
+            .where(mine, Prediction.out_of_fold.is_(True), Prediction.abstained.is_(False))
+            .where(Item.gold_label.is_not(None))
+            .order_by(Item.seq)
         ).all()
-    probs = np.array([[r.probs[label] for label in labels] for r in rows])
+        ids = list(session.scalars(select(Prediction.id).where(mine, Prediction.abstained.is_(False))))
+    if not rows:
+        raise ProjectError(f"labeler {name!r} has no usable predictions on golden items to calibrate on")
+    probs = _matrix([r.probs for r in rows], labels)
     gold = np.array([labels.index(r.gold_label) for r in rows])
     scores: dict[str, float] = {}
     if method == "auto":
         method, scores = select_calibrator(probs, gold)
     calibrator = CALIBRATORS[method]().fit(probs, gold)
-    params = _params(calibrator)
-    before = calibration_metrics(probs, gold)
-    after = calibration_metrics(cross_validated(method, probs, gold), gold)
-    updated = 0
-    run_config = {"model_version": version, "method": method, "params": params, "cv_nll": scores}
-    with ledger_run(store, "calibrate", run_config) as run:
-        with store.read() as session:
-            ids = list(session.scalars(select(Prediction.id).where(Prediction.model_version == version)))
-        for start in range(0, len(ids), 2000):
-            with store.write() as session:
-                preds = session.scalars(
-                    select(Prediction).where(Prediction.id.in_(ids[start : start + 2000]))
-                )
-                batch = list(preds)
-                raw = np.array([[p.probs[label] for label in labels] for p in batch])
-                cal = calibrator.transform(raw)
-                for pred, row in zip(batch, cal, strict=True):
-                    pred.calibrated = {label: float(v) for label, v in zip(labels, row, strict=True)}
-                    pred.confidence = float(row.max())
-                updated += len(batch)
+    honest = cross_validated(method, probs, gold)
+    scored.update({r.item_id: p for r, p in zip(rows, honest, strict=True)})
+    for start in range(0, len(ids), 2000):
         with store.write() as session:
-            usage = {
-                "items": updated,
-                "golden": len(gold),
-                "before": _finite(before),
-                "after": _finite(after),
-            }
+            batch = list(
+                session.scalars(select(Prediction).where(Prediction.id.in_(ids[start : start + 2000])))
+            )
+            calibrated = calibrator.transform(_matrix([p.probs for p in batch], labels))
+            for pred, row in zip(batch, calibrated, strict=True):
+                pred.calibrated = {label: float(v) for label, v in zip(labels, row, strict=True)}
+                pred.confidence = float(row.max())
+    params = {**_params(calibrator), **{f"cv_nll_{k}": v for k, v in scores.items()}}
+    return CalibrationResult(
+        name,
+        version,
+        method,
+        params,
+        calibration_metrics(probs, gold),
+        calibration_metrics(honest, gold),
+        len(ids),
+    )
+
+
+def ensemble_version(members: dict[str, str], weights: dict[str, float], method: str) -> str:
+    key = json.dumps({"members": members, "weights": weights, "method": method}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _ensemble(
+    project: Project, versions: dict[str, str], honest: dict[str, dict[str, np.ndarray]]
+) -> tuple[str, list[dict[str, object]], list[tuple[np.ndarray, int]]]:
+    """Weighted average of the members' calibrated distributions, with their disagreement
+    (mean total-variation distance from the average) kept as a routing feature."""
+    from duolabel.labelers import ENSEMBLE
+
+    labels = project.config.task.label_names
+    weights = {c.label_name: c.weight for c in project.config.labeler}
+    version = ensemble_version(versions, weights, project.config.calibration.method)
+    store = project.store
+    with store.read() as session:
+        members: dict[str, list[tuple[str, dict[str, float], bool]]] = {}
+        for item_id, name, calibrated, oof in session.execute(
+            select(Prediction.item_id, Prediction.labeler, Prediction.calibrated, Prediction.out_of_fold)
+            .where(Prediction.abstained.is_(False), Prediction.calibrated.is_not(None))
+            .where(
+                or_(
+                    *[
+                        (Prediction.labeler == n) & (Prediction.model_version == v)
+                        for n, v in versions.items()
+                    ]
+                )
+            )
+        ):
+            members.setdefault(item_id, []).append((name, calibrated, oof))
+        all_items = list(session.scalars(select(Item.id).order_by(Item.seq)))
+        gold = dict(session.execute(select(Item.id, Item.gold_label).where(Item.role == "golden")).all())
+    rows = []
+    golden_avg: list[tuple[np.ndarray, int]] = []
+    for item_id in all_items:
+        votes = members.get(item_id, [])
+        base = dict(item_id=item_id, labeler=ENSEMBLE, model_version=version, run_id=None)
+        if not votes:
+            rows.append(dict(base, probs={}, label="", raw_confidence=0.0, abstained=True, out_of_fold=False))
+            continue
+        w = np.array([weights[name] for name, _, _ in votes])
+        dists = _matrix([d for _, d, _ in votes], labels)
+        avg = (w[:, None] * dists).sum(axis=0) / w.sum()
+        disagreement = float((w * 0.5 * np.abs(dists - avg).sum(axis=1)).sum() / w.sum())
+        as_dict = {label: float(v) for label, v in zip(labels, avg, strict=True)}
+        oof = all(flag for _, _, flag in votes)
+        rows.append(
+            dict(
+                base,
+                probs=as_dict,
+                calibrated=as_dict,
+                label=labels[int(avg.argmax())],
+                raw_confidence=float(avg.max()),
+                confidence=float(avg.max()),
+                abstained=False,
+                out_of_fold=oof,
+                features={"disagreement": disagreement, "members": len(votes)},
+            )
+        )
+        if oof and gold.get(item_id) is not None:
+            cv = [honest[name].get(item_id) for name, _, _ in votes]
+            if all(c is not None for c in cv):
+                golden_avg.append(
+                    ((w[:, None] * np.array(cv)).sum(axis=0) / w.sum(), labels.index(gold[item_id]))
+                )
+    return version, rows, golden_avg
+
+
+def calibrate_project(project: Project) -> list[CalibrationResult]:
+    """Calibrate each labeler on the golden items' out-of-fold probabilities and apply it to
+    all its predictions; with several labelers, also build their weighted ensemble."""
+    from duolabel.labelers import ENSEMBLE, golden_items, labeler_versions
+
+    versions = labeler_versions(project)
+    missing = [c.label_name for c in project.config.labeler if c.label_name not in versions]
+    if missing:
+        raise ProjectError(f"nothing to calibrate yet for {', '.join(missing)}: run 'duolabel label' first")
+    golden_items(project)  # refuses when a label has too few golden items
+    store = project.store
+    honest: dict[str, dict[str, np.ndarray]] = {}
+    config: dict[str, object] = {"members": versions, "method": project.config.calibration.method}
+    with ledger_run(store, "calibrate", config) as run:
+        results = []
+        for name, version in versions.items():
+            honest[name] = {}
+            results.append(_calibrate_one(project, name, version, honest[name]))
+        if len(versions) > 1:
+            version, rows, golden_avg = _ensemble(project, versions, honest)
+            with store.write() as session:
+                session.execute(
+                    delete(Prediction).where(
+                        Prediction.labeler == ENSEMBLE, Prediction.model_version == version
+                    )
+                )
+                session.add_all(Prediction(**{**r, "run_id": run.id}) for r in rows)
+            if not golden_avg:
+                raise ProjectError(
+                    "no golden item has a prediction from every labeler; cannot check the ensemble"
+                )
+            after = calibration_metrics(
+                np.array([p for p, _ in golden_avg]), np.array([g for _, g in golden_avg])
+            )
+            results.append(
+                CalibrationResult(ENSEMBLE, version, "weighted average", {}, after, after, len(rows))
+            )
+            config["ensemble_version"] = version
+        usage = {
+            r.labeler: {"before": _finite(r.before), "after": _finite(r.after), "items": r.updated}
+            for r in results
+        }
+        with store.write() as session:
+            session.execute(update(Run).where(Run.id == run.id).values(config=config))
             run.record(session, usage, 0.0)
-    return CalibrationResult(version, method, params, before, after, updated)
+    return results

@@ -110,31 +110,41 @@ def import_(
 
 
 @app.command()
-def label(project: ProjectArg = Path(".")) -> None:
-    """Train the labeler on the golden items and label every item."""
+def label(
+    project: ProjectArg = Path("."),
+    labeler: Annotated[
+        str | None, typer.Option(help="Run only the labeler with this name (default: all of them).")
+    ] = None,
+) -> None:
+    """Fit the labeler(s) on the golden items and label every item."""
     with _open(project) as proj:
-        result = proj.label(progress=rich_reporter(err))
-    out.print(
-        f"Model {result.model_version}: {result.predicted:,} items labelled, "
-        f"{result.already_done:,} already done."
-    )
+        results = proj.label(labeler=labeler, progress=rich_reporter(err))
+    for result in results:
+        abstained = f", {result.abstained:,} abstentions" if result.abstained else ""
+        out.print(
+            f"{result.labeler} ({result.model_version}): {result.predicted:,} items labelled, "
+            f"{result.already_done:,} already done{abstained}."
+        )
 
 
-@app.command()
-def calibrate(project: ProjectArg = Path(".")) -> None:
-    """Calibrate the model's confidence on the golden items; prints before/after metrics."""
-    with _open(project) as proj:
-        result = proj.calibrate()
+def _calibration_table(result) -> Table:
     bins = int(result.before["ece_bins"])
-    table = Table(title=f"Calibration on the golden items: {result.method}")
+    table = Table(title=f"Calibration of {result.labeler} on the golden items: {result.method}")
     for col in ("metric", "before", "after (cross-validated)"):
         table.add_column(col)
     names = {"ece": f"ECE ({bins} equal-mass bins)", "auroc": "error-detection AUROC"}
     for key in ("accuracy", "ece", "brier", "nll", "auroc"):
         table.add_row(names.get(key, key), f"{result.before[key]:.4f}", f"{result.after[key]:.4f}")
-    out.print(table)
-    if "temperature" in result.params:
-        out.print(f"temperature = {result.params['temperature']:.4f}")
+    return table
+
+
+@app.command()
+def calibrate(project: ProjectArg = Path(".")) -> None:
+    """Calibrate each labeler's confidence on the golden items; prints before/after metrics."""
+    with _open(project) as proj:
+        results = proj.calibrate()
+    for result in results:
+        out.print(_calibration_table(result))
 
 
 @app.command()
@@ -186,10 +196,10 @@ def run(project: ProjectArg = Path(".")) -> None:
         summary = proj.run(progress=rich_reporter(err))
     for result in summary.imports:
         out.print(f"{result.file}: {result.added:,} new items, {result.unchanged:,} already imported.")
-    cal = summary.calibration
+    cal = summary.calibration[-1]
     out.print(
-        f"Calibration: golden accuracy {cal.after['accuracy']:.1%}, "
-        f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f}."
+        f"Calibration ({cal.labeler}): golden accuracy {cal.after['accuracy']:.1%}, "
+        f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f} (cross-validated)."
     )
     out.print(_status_table(summary.status))
     out.print(f"Wrote {summary.exported:,} final labels to {summary.export_path}.")

@@ -16,13 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from duolabel.errors import ConfigError
 
 __all__ = [
+    "BACKENDS",
     "PROJECT_FILE",
     "AuditConfig",
     "CalibrationConfig",
     "CostsConfig",
     "DataSource",
+    "EmbeddingLabelerConfig",
     "LabelSpec",
     "LabelerConfig",
+    "LlamaLabelerConfig",
+    "OpenAILabelerConfig",
     "ProjectConfig",
     "QualityConfig",
     "RoutingConfig",
@@ -95,7 +99,18 @@ class DataSource(_Strict):
         return self
 
 
-class LabelerConfig(_Strict):
+class _LabelerCommon(_Strict):
+    name: str | None = Field(
+        None, description="Name of this labeler in the store, the CLI and ensembles (default: the backend)."
+    )
+    weight: float = Field(1.0, gt=0, description="Weight of this labeler in the ensemble average.")
+
+    @property
+    def label_name(self) -> str:
+        return self.name or self.backend  # type: ignore[attr-defined]
+
+
+class EmbeddingLabelerConfig(_LabelerCommon):
     backend: Literal["embedding"] = Field("embedding", description="Which labeler labels the items.")
     model: str | None = Field(
         None,
@@ -109,6 +124,51 @@ class LabelerConfig(_Strict):
     cv_folds: int = Field(
         5, ge=2, le=20, description="Folds for out-of-fold probabilities on the training items."
     )
+
+
+class LlamaLabelerConfig(_LabelerCommon):
+    backend: Literal["llama"] = Field(description="A GGUF model run in-process by llama.cpp.")
+    model_path: str | None = Field(
+        None, description="GGUF file; empty means the bundled Gemma 3 270M (weak: for trying the path)."
+    )
+    n_ctx: int = Field(2048, ge=128, description="Context window in tokens.")
+    few_shot: int = Field(4, ge=0, le=64, description="Golden examples in each prompt, nearest first.")
+    permutations: int = Field(
+        1, ge=1, le=24, description="Label orders averaged over, against option-order bias."
+    )
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; empty means llama.cpp's default.")
+
+
+class OpenAILabelerConfig(_LabelerCommon):
+    backend: Literal["openai"] = Field(description="Any OpenAI-compatible server.")
+    model: str = Field(description="Model name as the server knows it.")
+    base_url: str | None = Field(
+        None, description="Server URL such as http://127.0.0.1:8080/v1; empty means OpenAI."
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    endpoint: Literal["completions", "chat"] = Field("completions", description="Which API to call.")
+    few_shot: int = Field(4, ge=0, le=64, description="Golden examples in each prompt, nearest first.")
+    top_logprobs: int = Field(5, ge=1, le=20, description="Alternatives asked for per answer token.")
+    samples: int = Field(
+        5, ge=1, le=50, description="Answers sampled per item when the server gives no log-probabilities."
+    )
+    verbalized: bool = Field(False, description="Ask the model for its confidence (only when set).")
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
+    timeout: float = Field(60.0, gt=0, description="Seconds before one request is given up.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries on 429, 5xx and connection errors.")
+    budget: float | None = Field(
+        None, ge=0, description="Stop a labeling run once it has cost this much (costs.currency)."
+    )
+
+
+LabelerConfig = Annotated[
+    EmbeddingLabelerConfig | LlamaLabelerConfig | OpenAILabelerConfig, Field(discriminator="backend")
+]
+BACKENDS: dict[str, type[BaseModel]] = {
+    "embedding": EmbeddingLabelerConfig,
+    "llama": LlamaLabelerConfig,
+    "openai": OpenAILabelerConfig,
+}
 
 
 class CalibrationConfig(_Strict):
@@ -161,7 +221,10 @@ class ExportConfig(_Strict):
 class ProjectConfig(_Strict):
     task: TaskConfig = Field(description="What is labelled and with which labels.")
     data: list[DataSource] = Field([], description="Files `duolabel run` imports (optional).")
-    labeler: LabelerConfig = Field(LabelerConfig(), description="The model that labels every item.")
+    labeler: list[LabelerConfig] = Field(
+        [EmbeddingLabelerConfig()],
+        description="The labeler, or a list of labelers whose calibrated outputs are averaged.",
+    )
     calibration: CalibrationConfig = Field(CalibrationConfig(), description="Confidence calibration.")
     routing: RoutingConfig = Field(RoutingConfig(), description="Which items people label.")
     quality: QualityConfig = Field(QualityConfig(), description="Quality control for people.")
@@ -173,26 +236,58 @@ class ProjectConfig(_Strict):
         description="SQLAlchemy URL of the store; empty means duolabel.db in the project folder.",
     )
 
+    @field_validator("labeler", mode="before")
+    @classmethod
+    def _labeler_list(cls, value: Any) -> Any:
+        # One labeler may be written as a mapping; `backend` defaults to embedding.
+        entries = [value] if isinstance(value, dict) else value
+        if isinstance(entries, list):
+            return [{"backend": "embedding", **e} if isinstance(e, dict) else e for e in entries]
+        return value
+
+    @field_validator("labeler")
+    @classmethod
+    def _unique_names(cls, labelers: list[Any]) -> list[Any]:
+        names = [lab.label_name for lab in labelers]
+        if not labelers:
+            raise ValueError("at least one labeler")
+        if len(set(names)) != len(names) or "ensemble" in names:
+            raise ValueError(f"labeler names must be unique and not 'ensemble' (got {names}); set name:")
+        return labelers
+
+
+def _clean(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The location without pydantic's union tags (``labeler.0.llama.n_ctx`` -> ``labeler.0.n_ctx``)."""
+    return tuple(p for p in loc if p not in BACKENDS)
+
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+    return ".".join(str(p) for p in _clean(loc)) or "(top level)"
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    for candidate in [annotation, *getattr(annotation, "__args__", ())]:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed next to the unknown key at ``loc``."""
     current: Any = model
     for part in loc[:-1]:
+        if part in BACKENDS:
+            current = BACKENDS[part]
+            continue
         if isinstance(part, int):
             continue
         field = current.model_fields.get(part)
         if field is None:
             return []
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
-        candidates = [annotation, *args]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        current = _nested_model(field.annotation)
         if current is None:
-            return []
+            # a list of a tagged union: the tag that follows in loc picks the model
+            current = model
     return list(current.model_fields)
 
 
@@ -201,6 +296,10 @@ def _format_error(err: dict[str, Any], source: str) -> str:
     if err["type"] == "extra_forbidden":
         allowed = ", ".join(_allowed_keys(ProjectConfig, loc))
         return f"{source}: unknown key '{_loc(loc)}'; allowed here: {allowed}"
+    if err["type"] == "union_tag_invalid":
+        allowed = ", ".join(repr(b) for b in BACKENDS)
+        got = err["ctx"].get("tag")
+        return f"{source}: key '{_loc(loc)}.backend': got {got!r}, expected one of {allowed}"
     if err["type"] == "missing":
         return f"{source}: missing key '{_loc(loc)}'"
     got = err.get("input")
@@ -259,6 +358,8 @@ def _render_section(model: BaseModel, indent: str) -> list[str]:
         help_line = f"{indent}# {field.description}" if field.description else None
         if help_line:
             lines.append(help_line)
+        if isinstance(value, list) and len(value) == 1 and name == "labeler":
+            value = value[0]  # one labeler is written as a mapping, with its help comments
         if isinstance(value, BaseModel):
             lines.append(f"{indent}{name}:")
             lines.extend(_render_section(value, indent + "  "))
@@ -292,6 +393,11 @@ def settings_reference() -> list[tuple[str, str, str]]:
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             key = f"{prefix}{name}"
+            if name == "labeler" and model is ProjectConfig:
+                rows.append((key, "", field.description or ""))
+                for backend, config in BACKENDS.items():
+                    walk(config, f"labeler ({backend}).")
+                continue
             annotation = field.annotation
             args = getattr(annotation, "__args__", ())
             nested = next(

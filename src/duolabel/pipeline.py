@@ -24,7 +24,7 @@ from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route
 if TYPE_CHECKING:
     from duolabel.project import Project
 
-__all__ = ["RunSummary", "Status", "project_status", "run_project"]
+__all__ = ["RunSummary", "Status", "import_sources", "project_status", "run_project"]
 
 
 @dataclass
@@ -87,8 +87,8 @@ def project_status(project: Project) -> Status:
 @dataclass
 class RunSummary:
     imports: list[ImportResult] = field(default_factory=list)
-    label: LabelResult | None = None
-    calibration: CalibrationResult | None = None
+    label: list[LabelResult] = field(default_factory=list)
+    calibration: list[CalibrationResult] = field(default_factory=list)
     route: RouteResult | None = None
     aggregate: AggregateResult | None = None
     exported: int = 0
@@ -97,12 +97,12 @@ class RunSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
-    """import -> label -> calibrate -> route -> aggregate -> export, resumable."""
-    summary = RunSummary()
+def import_sources(project: Project, *, progress: Reporter = quiet) -> list[ImportResult]:
+    """Import the files the project file names under ``data`` (already imported ones are no-ops)."""
+    results = []
     for source in project.config.data:
         with progress(f"Importing {source.path}", None) as advance:
-            summary.imports.append(
+            results.append(
                 import_file(
                     project.store,
                     project.config.task,
@@ -114,13 +114,19 @@ def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
                     progress=advance,
                 )
             )
+    return results
+
+
+def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
+    """import -> label -> calibrate -> route -> aggregate -> export, resumable."""
+    summary = RunSummary(imports=import_sources(project, progress=progress))
     summary.label = label_project(project, progress=progress)
     summary.calibration = calibrate_project(project)
     summary.route = route_project(project, progress=progress)
     summary.aggregate = aggregate_project(project)
     summary.export_path = project.resolve(project.config.export.path)
     summary.exported = export_labels(
-        project.store, summary.export_path, model_version=summary.label.model_version
+        project.store, summary.export_path, model_version=current_model_version(project)
     )
     summary.status = project_status(project)
     return summary

@@ -67,6 +67,12 @@ class Project:
 
         return import_file(self.store, self.config.task, path, **options)
 
+    def import_data(self, **options: Any) -> Any:
+        """Import the files named under ``data`` in the project file."""
+        from duolabel.pipeline import import_sources
+
+        return import_sources(self, **options)
+
     def export(self, path: str | Path, **options: Any) -> int:
         """Write final labels with their provenance; returns the rows written."""
         from duolabel.io import export_labels

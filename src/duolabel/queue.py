@@ -131,9 +131,7 @@ def submit_answer(
             # The same message whether the id exists or not: ids of others stay private.
             raise ProjectError(f"assignment {assignment_id} is not one of yours")
         # Same lock order as lease_task (route, then assignment) so the two cannot deadlock.
-        session.scalar(
-            select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update()
-        )
+        session.scalar(select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update())
         session.refresh(assignment, with_for_update=True)
         annotator = session.get(Annotator, annotator_id)
         if annotator is None or annotator.status != "active":
@@ -168,9 +166,7 @@ def answers_given(store: Store, annotator_id: int) -> int:
     """How many answers this annotator has given."""
     with store.read() as session:
         count = session.scalar(
-            select(func.count())
-            .select_from(Annotation)
-            .where(Annotation.annotator_id == annotator_id)
+            select(func.count()).select_from(Annotation).where(Annotation.annotator_id == annotator_id)
         )
     return int(count or 0)
 
@@ -215,12 +211,7 @@ def queue_counts(store: Store) -> dict[str, int]:
 
 
 def _answer_count(item_id: ColumnElement[str]) -> ColumnElement[int]:
-    return (
-        select(func.count())
-        .select_from(Annotation)
-        .where(Annotation.item_id == item_id)
-        .scalar_subquery()
-    )
+    return select(func.count()).select_from(Annotation).where(Annotation.item_id == item_id).scalar_subquery()
 
 
 def _lease_count(item_id: ColumnElement[str], now: datetime) -> ColumnElement[int]:
@@ -238,12 +229,8 @@ def _lease_count(item_id: ColumnElement[str], now: datetime) -> ColumnElement[in
 
 def _open_items(annotator_id: int, now: datetime) -> Select[tuple[str]]:
     """Routed items with a free slot that this annotator has never been given."""
-    seen_answer = exists().where(
-        Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id
-    )
-    seen_lease = exists().where(
-        Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id
-    )
+    seen_answer = exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id)
+    seen_lease = exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id)
     return (
         select(Route.item_id)
         .join(Item, Item.id == Route.item_id)
@@ -256,9 +243,7 @@ def _open_items(annotator_id: int, now: datetime) -> Select[tuple[str]]:
     )
 
 
-def _lease(
-    session: Session, item_id: str, annotator_id: int, now: datetime, length: timedelta
-) -> Task:
+def _lease(session: Session, item_id: str, annotator_id: int, now: datetime, length: timedelta) -> Task:
     assignment = Assignment(
         item_id=item_id,
         annotator_id=annotator_id,
@@ -281,11 +266,14 @@ def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> N
     """
     route = session.get(Route, item_id)
     assert route is not None
-    taken = session.scalar(
-        select(_answer_count(Route.item_id) + _lease_count(Route.item_id, now)).where(
-            Route.item_id == item_id
+    taken = (
+        session.scalar(
+            select(_answer_count(Route.item_id) + _lease_count(Route.item_id, now)).where(
+                Route.item_id == item_id
+            )
         )
-    ) or 0
+        or 0
+    )
     stale = session.scalars(
         select(Assignment)
         .where(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from duolabel.costs import ledger_run
 from duolabel.errors import ProjectError
@@ -106,7 +106,7 @@ def route_project(project: Project, *, progress: Reporter = quiet) -> RouteResul
                 .join(Item, Item.id == Prediction.item_id)
                 .where(
                     Prediction.model_version == version,
-                    Prediction.confidence.is_not(None),
+                    or_(Prediction.confidence.is_not(None), Prediction.abstained.is_(True)),
                     Item.role != "golden",
                 )
                 .order_by(Item.seq)
@@ -140,8 +140,13 @@ def route_project(project: Project, *, progress: Reporter = quiet) -> RouteResul
                 preds = list(
                     session.scalars(select(Prediction).where(Prediction.id.in_(todo[start : start + CHUNK])))
                 )
-                probs = np.array([[p.calibrated[label] for label in labels] for p in preds])
-                decisions = policy.decide(probs)
+                usable = [p for p in preds if not p.abstained]
+                probs = np.array([[p.calibrated[label] for label in labels] for p in usable])
+                decided = iter(policy.decide(probs.reshape(len(usable), len(labels))))
+                # An abstention is never accepted: people label the item.
+                decisions = [
+                    Decision("humans", policy.overlap) if p.abstained else next(decided) for p in preds
+                ]
                 ids = [p.item_id for p in preds]
                 session.execute(delete(Route).where(Route.item_id.in_(ids)))
                 session.execute(delete(FinalLabel).where(FinalLabel.item_id.in_(ids)))

@@ -108,6 +108,9 @@ class Prediction(Base):
         default=False, server_default=false(), doc="The labeler gave no usable answer; people decide."
     )
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    features: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, nullable=True, doc="Routing features, e.g. the disagreement between ensemble members."
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

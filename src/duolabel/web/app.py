@@ -93,9 +93,7 @@ def create_app(project: Project) -> FastAPI:
             response.headers.setdefault("cache-control", "no-store")
         return response
 
-    def render(
-        request: Request, template: str, status_code: int = 200, /, **context: Any
-    ) -> Response:
+    def render(request: Request, template: str, status_code: int = 200, /, **context: Any) -> Response:
         context["csrf_token"] = _csrf_token(request)
         return templates.TemplateResponse(request, template, context, status_code=status_code)
 
@@ -180,12 +178,17 @@ def create_app(project: Project) -> FastAPI:
             answers=answers_given(store, annotator.id),
             instructions=task_config.instructions,
             labels=[
-                {"key": key if key <= SHORTCUT_KEYS else None, "name": spec.name,
-                 "description": spec.description}
+                {
+                    "key": key if key <= SHORTCUT_KEYS else None,
+                    "name": spec.name,
+                    "description": spec.description,
+                }
                 for key, spec in enumerate(task_config.labels, start=1)
             ],
             # Only what the annotator needs: never the Item itself, which holds the gold label.
-            task=None if task is None else {
+            task=None
+            if task is None
+            else {
                 "assignment_id": task.assignment_id,
                 "item_id": task.item.id,
                 "text": task.item.text,
@@ -206,9 +209,7 @@ def create_app(project: Project) -> FastAPI:
             assignment = int(assignment_id)
         except ValueError:
             raise ProjectError(f"assignment_id must be a number, got {assignment_id!r}") from None
-        submit_answer(
-            store, annotator.id, assignment, label, labels=label_names, seconds=_seconds(seconds)
-        )
+        submit_answer(store, annotator.id, assignment, label, labels=label_names, seconds=_seconds(seconds))
         return RedirectResponse("/", status_code=303)
 
     return app
@@ -233,9 +234,7 @@ def _csrf_token(request: Request) -> str:
 
 def _check_csrf(request: Request, submitted: str) -> None:
     expected = request.session.get("csrf")
-    if not isinstance(expected, str) or not secrets.compare_digest(
-        expected.encode(), submitted.encode()
-    ):
+    if not isinstance(expected, str) or not secrets.compare_digest(expected.encode(), submitted.encode()):
         raise _Forbidden(
             "this form has expired or did not come from this site; reload the page and try again"
         )
