@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(PIP) install -e '.[web,postgres,dev]'
+	$(PIP) install -e '.[web,postgres,openai,llama,dev]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -50,6 +50,8 @@ def test_two_labelers_make_a_weighted_ensemble_that_routes(example_copy):
         ) / 3
         assert np.allclose([ens.calibrated[k] for k in labels], expected)
         assert 0.0 <= ens.features["disagreement"] <= 1.0 and ens.features["members"] == 2
+        assert wide.features["max_prob"] == pytest.approx(wide.confidence)
+        assert 0.0 <= wide.features["margin"] <= wide.features["max_prob"] and wide.features["entropy"] >= 0
         assert project.status().model_version == ensemble_version
 
 

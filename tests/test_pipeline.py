@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import func, select
 
 from duolabel import Project
-from duolabel.store import Annotation, Annotator, FinalLabel, Prediction, Route
+from duolabel.store import Annotation, Annotator, FinalLabel, Prediction, Route, Run
 from tests.conftest import shared_data
 
 pytestmark = pytest.mark.slow
@@ -86,11 +86,18 @@ def test_example_runs_end_to_end_and_people_close_the_loop(example_copy: Path):
         assert final.annotators == ["ann", "bo", "cy"] and abs(final.confidence - 2 / 3) < 1e-9
         assert project.status().cost.human_answers == 6
 
-    again = cli("run", str(example_copy))  # nothing new: no re-labelling, human labels kept
+    # The next run retrains on the two human labels (a new model version), keeps them.
+    again = cli("run", str(example_copy))
     assert again.returncode == 0, again.stderr
     with Project.open(example_copy) as project, project.store.read() as session:
-        assert session.scalar(select(func.count()).select_from(Prediction)) == 360
+        runs = list(session.scalars(select(Run).where(Run.kind == "label", Run.status == "done")))
+        assert [r.config["human_labelled"] for r in runs] == [0, 2]
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 720
         assert session.get(FinalLabel, queued[0]).source == "humans"
+    third = cli("run", str(example_copy))  # nothing new: nothing is labelled again
+    assert third.returncode == 0, third.stderr
+    with Project.open(example_copy) as project, project.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 720
     with labels_csv.open(encoding="utf-8") as handle:
         human_rows = [r for r in csv.DictReader(handle) if r["source"] == "humans"]
     assert len(human_rows) == 2 and human_rows[0]["human_votes"] == "3"

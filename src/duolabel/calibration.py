@@ -33,6 +33,7 @@ __all__ = [
     "VectorScaling",
     "calibrate_project",
     "calibration_metrics",
+    "confidence_signals",
     "error_detection_auroc",
     "expected_calibration_error",
     "reliability_diagram",
@@ -248,6 +249,13 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, *, n_bins: i
     return total / max(len(order), 1)
 
 
+def confidence_signals(row: np.ndarray) -> dict[str, float]:
+    """Per-item confidence signals kept for routing: top probability, margin, entropy."""
+    top2 = np.sort(row)[-2:]
+    entropy = float(-(row * np.log(np.clip(row, _EPS, 1.0))).sum())
+    return {"max_prob": float(top2[-1]), "margin": float(top2[-1] - top2[0]), "entropy": entropy}
+
+
 def error_detection_auroc(probs: np.ndarray, gold: np.ndarray) -> float:
     """AUROC of (1 - confidence) for telling the model's wrong labels from its right ones.
 
@@ -361,6 +369,7 @@ def _calibrate_one(
             for pred, row in zip(batch, calibrated, strict=True):
                 pred.calibrated = {label: float(v) for label, v in zip(labels, row, strict=True)}
                 pred.confidence = float(row.max())
+                pred.features = {**(pred.features or {}), **confidence_signals(row)}
     params = {**_params(calibrator), **{f"cv_nll_{k}": v for k, v in scores.items()}}
     return CalibrationResult(
         name,
@@ -430,7 +439,7 @@ def _ensemble(
                 confidence=float(avg.max()),
                 abstained=False,
                 out_of_fold=oof,
-                features={"disagreement": disagreement, "members": len(votes)},
+                features={"disagreement": disagreement, "members": len(votes), **confidence_signals(avg)},
             )
         )
         if oof and gold.get(item_id) is not None:

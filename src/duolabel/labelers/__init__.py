@@ -22,7 +22,7 @@ from duolabel.errors import LabelerError, ProjectError
 from duolabel.labelers.base import Labeler, TextItem, TrainableLabeler, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
 from duolabel.progress import Reporter, quiet
-from duolabel.store import Item, Prediction, Run
+from duolabel.store import FinalLabel, Item, Prediction, Run
 
 if TYPE_CHECKING:
     from duolabel.project import Project
@@ -231,8 +231,27 @@ def label_project(
     return [_label_one(project, cfg, progress) for cfg in _select_configs(project, labeler)]
 
 
+def human_labelled_items(project: Project) -> tuple[list[TextItem], list[str]]:
+    """Regular items whose final label came from people: more training data for the next batch."""
+    with project.store.read() as session:
+        rows = session.execute(
+            select(Item.id, Item.text, Item.content_hash, FinalLabel.label)
+            .join(FinalLabel, FinalLabel.item_id == Item.id)
+            .where(Item.role != "golden", FinalLabel.source.in_(["humans", "expert"]))
+            .order_by(Item.seq)
+        ).all()
+    return [TextItem(r.id, r.text, r.content_hash) for r in rows], [r.label for r in rows]
+
+
 def _label_one(project: Project, cfg: LabelerConfig, progress: Reporter) -> LabelResult:
     train, gold = golden_items(project)
+    n_golden = len(train)
+    if isinstance(cfg, EmbeddingLabelerConfig):
+        # A trainable labeler retrains on what people have labelled since; those items get
+        # out-of-fold predictions like the golden ones (calibration still uses golden only).
+        extra, extra_labels = human_labelled_items(project)
+        train, gold = train + extra, gold + extra_labels
+    train_ids = {item.id for item in train}
     model = build_labeler(project, cfg)
     name = cfg.label_name
     labels = project.config.task.label_names
@@ -246,7 +265,8 @@ def _label_one(project: Project, cfg: LabelerConfig, progress: Reporter) -> Labe
         "labeler": cfg.model_dump(),
         "labeler_name": name,
         "model_version": version,
-        "golden": len(train),
+        "golden": n_golden,
+        "human_labelled": len(train) - n_golden,
     }
     with ledger_run(store, "label", config) as run:
         with store.read() as session:
@@ -264,7 +284,7 @@ def _label_one(project: Project, cfg: LabelerConfig, progress: Reporter) -> Labe
                     .where(Item.role != "golden")
                     .order_by(Item.seq)
                 )
-                if r.id not in done
+                if r.id not in done and r.id not in train_ids
             ]
         golden_todo = [i for i, item in enumerate(train) if item.id not in done]
         oof = getattr(model, "oof_proba_", None)
