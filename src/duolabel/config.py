@@ -148,7 +148,10 @@ class OpenAILabelerConfig(_LabelerCommon):
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     endpoint: Literal["completions", "chat"] = Field("completions", description="Which API to call.")
     few_shot: int = Field(4, ge=0, le=64, description="Golden examples in each prompt, nearest first.")
-    top_logprobs: int = Field(5, ge=1, le=20, description="Alternatives asked for per answer token.")
+    top_logprobs: int = Field(
+        5, ge=0, le=20, description="Alternatives asked for per answer token; 0 means vote share only."
+    )
+    answer_tokens: int = Field(2, ge=1, le=16, description="Tokens generated when reading log-probabilities.")
     samples: int = Field(
         5, ge=1, le=50, description="Answers sampled per item when the server gives no log-probabilities."
     )

@@ -17,7 +17,13 @@ __all__ = ["CostSummary", "cost_summary", "ledger_run", "model_cost"]
 
 
 def model_cost(costs: CostsConfig, usage: dict[str, Any]) -> float:
-    """The price of one labeler run's usage: compute time plus LLM tokens."""
+    """The price of one labeler run's usage: compute time plus LLM tokens.
+
+    A labeler that prices its own calls (an API with its own prices) reports ``cost``
+    in its usage; otherwise tokens are priced with the project's per-million prices.
+    """
+    if "cost" in usage:
+        return costs.compute_hour * float(usage.get("seconds", 0.0)) / 3600.0 + float(usage["cost"])
     return (
         costs.compute_hour * float(usage.get("seconds", 0.0)) / 3600.0
         + costs.llm_input_per_million * float(usage.get("input_tokens", 0)) / 1e6

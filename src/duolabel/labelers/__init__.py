@@ -19,7 +19,7 @@ from sqlalchemy import select
 from duolabel.config import EmbeddingLabelerConfig, LabelerConfig, LlamaLabelerConfig
 from duolabel.costs import ledger_run, model_cost
 from duolabel.errors import LabelerError, ProjectError
-from duolabel.labelers.base import Labeler, TextItem, TrainableLabeler, Usage
+from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, TrainableLabeler, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
 from duolabel.progress import Reporter, quiet
 from duolabel.store import FinalLabel, Item, Prediction, Run
@@ -114,6 +114,7 @@ def build_labeler(project: Project, cfg: LabelerConfig) -> Any:
         api_key_env=cfg.api_key_env,
         endpoint=cfg.endpoint,
         top_logprobs=cfg.top_logprobs,
+        answer_tokens=cfg.answer_tokens,
         samples=cfg.samples,
         verbalized=cfg.verbalized,
         concurrency=cfg.concurrency,
@@ -309,7 +310,8 @@ def _label_one(project: Project, cfg: LabelerConfig, progress: Reporter) -> Labe
                         seconds_per_item=part_usage.seconds / max(len(part), 1),
                     )
                 )
-                run.record(session, usage.as_dict(), model_cost(costs, usage.as_dict()))
+                spent = usage.as_dict()
+                run.record(session, spent, model_cost(costs, spent))
 
         if oof is not None:
             save([train[i] for i in golden_todo], oof[golden_todo], Usage(), True)
@@ -320,8 +322,18 @@ def _label_one(project: Project, cfg: LabelerConfig, progress: Reporter) -> Labe
                 part = todo[start : start + CHUNK]
                 for out_of_fold in (True, False):
                     items = [item for item, oof_flag in part if oof_flag is out_of_fold]
-                    if items:
+                    if not items:
+                        continue
+                    if getattr(cfg, "budget", None) is not None:
+                        # labeler.budget is per run; the labeler itself counts per call.
+                        model.budget = max(cfg.budget - usage.extra.get("cost", 0.0), 0.0)
+                    try:
                         probs, part_usage = model.predict_proba(items)
-                        save(items, probs, part_usage, out_of_fold)
+                    except LabelingStopped as stop:
+                        # Keep what was answered; the next run continues from there.
+                        partial, part_usage = stop.partial
+                        save(items[: stop.done], partial, part_usage, out_of_fold)
+                        raise
+                    save(items, probs, part_usage, out_of_fold)
                 advance(len(part))
     return LabelResult(name, version, len(todo), len(done), abstained, usage.as_dict())

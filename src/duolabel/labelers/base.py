@@ -8,7 +8,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Labeler", "TextItem", "TrainableLabeler", "Usage"]
+from duolabel.errors import LabelerError
+
+__all__ = ["Labeler", "LabelingStopped", "TextItem", "TrainableLabeler", "Usage"]
 
 Progress = Callable[[int], None]
 
@@ -39,6 +41,8 @@ class Usage:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.cached += other.cached
+        for key, value in other.extra.items():
+            self.extra[key] = self.extra.get(key, 0.0) + value
         return self
 
     def as_dict(self) -> dict[str, float]:
@@ -50,6 +54,21 @@ class Usage:
             "cached": self.cached,
             **self.extra,
         }
+
+
+class LabelingStopped(LabelerError):
+    """A run stopped early (budget reached, server gone); what was answered is kept.
+
+    ``partial`` is ``(probs, usage)``: the probabilities of the first ``done`` items, in
+    the order given (the longest answered prefix), and the usage of the whole call.
+    Items answered beyond that prefix are in the response cache, so running the same
+    items again continues without paying for them twice.
+    """
+
+    def __init__(self, message: str, *, probs: np.ndarray, usage: Usage) -> None:
+        super().__init__(message)
+        self.partial = (probs, usage)
+        self.done = len(probs)
 
 
 @runtime_checkable

@@ -1,0 +1,630 @@
+"""The ``openai`` labeler: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp server).
+
+Each item becomes one prompt (:func:`~duolabel.labelers.prompts.build_prompt`, with few-shot
+examples from the golden set). The distribution over the labels is read from the
+log-probabilities of the first answer token: every top token is matched to the label(s) it
+spells the start of, their probabilities are summed per label and renormalised over the
+labels. A server that returns no log-probabilities is asked for a few samples instead and
+the vote share is used; ``verbalized=True`` asks the model to state its confidence.
+
+Requests run concurrently (bounded), each with a timeout, and are retried with exponential
+backoff on rate limits, server errors and lost connections. Every answer is written to the
+response cache as soon as it arrives, so a run stopped by its budget, a dead server or a
+Ctrl-C is resumed by running it again, without paying twice for what was answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import os
+import re
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from duolabel.errors import LabelerError, SetupError
+from duolabel.labelers.base import LabelingStopped, Progress, TextItem, Usage
+from duolabel.labelers.cache import ResponseCache, cache_key
+from duolabel.labelers.fewshot import Encode, FewShotSelector
+from duolabel.labelers.prompts import build_prompt
+
+__all__ = ["LabelingStopped", "OpenAILabeler", "logprob_distribution", "match_label"]
+
+OPENAI_URL = "https://api.openai.com/v1"
+# A local server (llama.cpp, vLLM, Ollama) checks no key, but the client insists on one.
+PLACEHOLDER_KEY = "not-needed"
+SAMPLE_TOKENS = 8  # enough to spell a label name when sampling answers as text
+VERBALIZED_TOKENS = 16  # a label name, a comma and a number
+VERBALIZED_HINT = (
+    "After the label, say how sure you are that it is right, as a number from 0 to 1, "
+    "in the form: label, confidence."
+)
+_PUNCTUATION = string.punctuation + "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2026\u2013\u2014 "
+_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:label|answer|category|class)\s*(?:is\s*)?[:=]?\s*")
+_CONFIDENCE = re.compile(
+    r"^(?P<label>.*?)[\s,;:(\[-]*(?:confidence\s*[:=]?\s*)?(?P<conf>\d*\.?\d+)[)\]]?\s*$"
+)
+_RETRYABLE_STATUS = {408, 409, 425, 429}
+_NO_LOGPROBS = re.compile(
+    r"logprob.*(not supported|unsupported|not support)|(not support|unsupported).*logprob", re.I
+)
+Mode = Literal["logprobs", "samples", "verbalized"]
+
+
+# -- answers to labels (pure functions) ---------------------------------------
+
+
+def _norm(text: str) -> str:
+    """Case, spacing, ``_``/``-`` and surrounding punctuation do not change a label."""
+    text = text.lower().replace("_", " ").replace("-", " ")
+    return " ".join(text.split()).strip(_PUNCTUATION)
+
+
+def match_label(answer: str, labels: Sequence[str]) -> int | None:
+    """The index of the label a free-text answer names, or None when that is not clear.
+
+    The first non-empty line is read. It names a label when, ignoring case, spacing and
+    punctuation, it equals the label, is the start of exactly one label, or starts with
+    exactly one label followed by a separator (``billing, 0.9``). Anything else, including
+    an answer that fits two labels equally, is None: the item is then an abstention.
+
+    Examples
+    --------
+    >>> match_label(" Billing.", ["billing", "shipping"]), match_label("ship", ["billing", "shipping"])
+    (0, 1)
+    >>> match_label("refund", ["billing", "shipping"]) is None
+    True
+    """
+    line = _norm(next((ln for ln in answer.splitlines() if ln.strip()), ""))
+    names = [_norm(label) for label in labels]
+    # "Label: billing" is read as "billing", unless "label: billing" is itself a label.
+    for got in dict.fromkeys([line, _ANSWER_PREFIX.sub("", line)]):
+        if not got:
+            continue
+        for fits in (
+            lambda name, got=got: name == got,
+            lambda name, got=got: name.startswith(got),
+            lambda name, got=got: re.match(re.escape(name) + r"\s*[,;:(|/]", got) is not None,
+        ):
+            hits = [i for i, name in enumerate(names) if name and fits(name)]
+            if hits:
+                return hits[0] if len(hits) == 1 else None
+    return None
+
+
+def logprob_distribution(
+    positions: Sequence[Sequence[tuple[str, float]]], labels: Sequence[str]
+) -> np.ndarray | None:
+    """Probabilities over ``labels`` from the top log-probabilities of the answer tokens.
+
+    ``positions`` holds, for each generated token in order, its top ``(token, logprob)``
+    pairs, the chosen token first. At the first position where any top token spells the
+    start of a label (ignoring case and spacing), each such token's probability goes to
+    the label(s) it fits, split evenly when it fits several, and the result is
+    renormalised over the labels. Positions whose chosen token is only whitespace or
+    punctuation (a newline, ``**``) are skipped; a position chosen as some other word
+    ends the search: the answer is not a label, and the result is None (an abstention).
+    """
+    names = [_norm(label) for label in labels]
+    for top in positions:
+        mass = np.zeros(len(labels))
+        for token, logprob in top:
+            tok = _norm(token)
+            if not tok or not math.isfinite(logprob):
+                continue
+            hits = [i for i, name in enumerate(names) if name.startswith(tok)]
+            if hits:
+                mass[hits] += math.exp(logprob) / len(hits)
+        if mass.sum() > 0:
+            return mass / mass.sum()
+        if not top or _norm(top[0][0]):
+            return None
+    return None
+
+
+def _verbalized_distribution(answer: str, labels: Sequence[str]) -> np.ndarray | None:
+    """``label, 0.8`` -> 0.8 on the label and the rest spread evenly; None if unreadable."""
+    line = next((ln.strip() for ln in answer.splitlines() if ln.strip()), "")
+    found = _CONFIDENCE.match(line)
+    if found is None:
+        return None
+    label = match_label(found["label"], labels)
+    confidence = float(found["conf"])
+    if label is None or not 0.0 <= confidence <= 1.0:
+        return None
+    if len(labels) == 1:
+        return np.ones(1)
+    probs = np.full(len(labels), (1.0 - confidence) / (len(labels) - 1))
+    probs[label] = confidence
+    return probs
+
+
+def _vote_share(texts: Sequence[str], labels: Sequence[str]) -> np.ndarray | None:
+    votes = np.zeros(len(labels))
+    for text in texts:
+        label = match_label(text, labels)
+        if label is not None:
+            votes[label] += 1
+    return votes / votes.sum() if votes.sum() else None
+
+
+# -- the labeler ----------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """The state of one ``predict_proba`` call (so that threads may share a labeler)."""
+
+    probs: np.ndarray
+    done: np.ndarray
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    abstained: int = 0
+    sampled: int = 0
+    no_logprobs: bool = False
+    failure: str | None = None
+
+
+class OpenAILabeler:
+    """Labels items with a model behind any OpenAI-compatible API.
+
+    Parameters
+    ----------
+    labels : list of str
+        The project's labels; probability columns follow this order.
+    descriptions : list of str
+        One line per label, shown in the prompt.
+    instructions : str
+        The task instructions, shown first in the prompt.
+    model : str
+        The model name sent to the server.
+    base_url : str, optional
+        The server (``http://127.0.0.1:8000/v1``); OpenAI itself when omitted.
+    api_key_env : str
+        The environment variable holding the API key. The key is read from there only and
+        never stored or logged; a server at ``base_url`` needs none.
+    endpoint : {"completions", "chat"}
+        ``/v1/completions`` (the prompt is continued) or ``/v1/chat/completions`` (the
+        prompt is one user message).
+    few_shot : int
+        Golden examples in each prompt, the most similar (by ``encode``) nearest the item.
+    top_logprobs : int
+        Top tokens read at each answer position (OpenAI allows 5 on completions, 20 on
+        chat). 0 never asks for log-probabilities: the vote share of samples is used.
+    samples : int
+        Answers sampled (temperature 1) per item when the server gives no log-probabilities.
+    verbalized : bool
+        Ask for "label, confidence" (0 to 1) and use the stated confidence instead.
+    answer_tokens : int
+        Tokens generated per answer when reading log-probabilities; more lets the reading
+        look past leading whitespace or markup, at a cost on servers that compute top
+        tokens slowly (llama.cpp's Python server takes about 1 s per token for Gemma).
+    concurrency : int
+        Requests in flight at once.
+    timeout : float
+        Seconds one request may take.
+    max_retries : int
+        Retries of a request after a rate limit, server error, timeout or lost connection.
+    backoff : float
+        Seconds before the first retry, doubled for each next one.
+    budget : float, optional
+        Most this call may spend (in the currency of the prices); once the cost of its
+        answered requests reaches it, no new request is sent. Requests already in flight
+        finish, so the cost can pass the budget by up to ``concurrency - 1`` requests.
+    price_input_per_million, price_output_per_million : float
+        Price per million prompt and completion tokens, for ``Usage.extra["cost"]``.
+    cache : ResponseCache, optional
+        Where answers are kept; a cached answer costs no request.
+    encode : callable, optional
+        Embeddings of items (normalised), for choosing similar few-shot examples; without
+        it the first ``few_shot`` golden items are used.
+    seed : int
+        Seed of the sampled answers.
+
+    Examples
+    --------
+    >>> labeler = OpenAILabeler(labels=["billing", "shipping"], model="gemma-3-270m",
+    ...                         base_url="http://127.0.0.1:8000/v1")
+    >>> probs, usage = labeler.fit(golden, gold).predict_proba(items)  # doctest: +SKIP
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        labels: Sequence[str],
+        descriptions: Sequence[str] = (),
+        instructions: str = "",
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        endpoint: Literal["completions", "chat"] = "completions",
+        few_shot: int = 4,
+        top_logprobs: int = 5,
+        samples: int = 5,
+        verbalized: bool = False,
+        answer_tokens: int = 2,
+        concurrency: int = 4,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        budget: float | None = None,
+        price_input_per_million: float = 0.0,
+        price_output_per_million: float = 0.0,
+        cache: ResponseCache | None = None,
+        encode: Encode | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.labels = list(labels)
+        self.descriptions = list(descriptions)
+        self.instructions = instructions
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.endpoint = endpoint
+        self.few_shot = few_shot
+        self.top_logprobs = top_logprobs
+        self.samples = samples
+        self.verbalized = verbalized
+        self.answer_tokens = answer_tokens
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.budget = budget
+        self.price_input_per_million = price_input_per_million
+        self.price_output_per_million = price_output_per_million
+        self.cache = cache
+        self.encode = encode
+        self.seed = seed
+
+    # -- prompts and keys ---------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server's address, as named in errors."""
+        return (self.base_url or OPENAI_URL).rstrip("/")
+
+    def _prompt(self, text: str, examples: Sequence[tuple[str, str]] = ()) -> str:
+        instructions = self.instructions
+        if self.verbalized:
+            instructions = f"{instructions} {VERBALIZED_HINT}".strip()
+        return build_prompt(
+            instructions=instructions,
+            labels=self.labels,
+            descriptions=self.descriptions or [""] * len(self.labels),
+            text=text,
+            examples=examples,
+        ).text
+
+    def _base_mode(self) -> Mode:
+        if self.verbalized:
+            return "verbalized"
+        return "logprobs" if self.top_logprobs > 0 else "samples"
+
+    def _params(self, mode: Mode) -> dict[str, Any]:
+        """What is sent besides the prompt; it is part of every cache key."""
+        if mode == "logprobs":
+            if self.endpoint == "chat":
+                extra: dict[str, Any] = {"logprobs": True, "top_logprobs": self.top_logprobs}
+            else:
+                extra = {"logprobs": self.top_logprobs}
+            return {"max_tokens": self.answer_tokens, "temperature": 0.0, **extra}
+        if mode == "samples":
+            return {"max_tokens": SAMPLE_TOKENS, "temperature": 1.0, "n": self.samples, "seed": self.seed}
+        return {"max_tokens": VERBALIZED_TOKENS, "temperature": 0.0}
+
+    def _key(self, prompt: str, mode: Mode) -> str:
+        return cache_key(
+            model=self.model,
+            base_url=self.base_url,
+            endpoint=self.endpoint,
+            prompt=prompt,
+            params=self._params(mode),
+        )
+
+    # -- learning -----------------------------------------------------------
+
+    def fit(
+        self, items: Sequence[TextItem], labels: Sequence[str], *, progress: Progress | None = None
+    ) -> OpenAILabeler:
+        """Keep the golden items as few-shot examples; nothing is sent to the server."""
+        unknown = sorted(set(labels) - set(self.labels))
+        if unknown:
+            raise LabelerError(f"training labels {unknown} are not among the project's labels")
+        started = time.perf_counter()
+        self.selector_ = FewShotSelector(encode=self.encode, k=self.few_shot).fit(items, labels)
+        if progress is not None:
+            progress(len(items))
+        self.fit_usage_ = Usage(items=len(items), seconds=time.perf_counter() - started)
+        self.version_ = cache_key(
+            labeler=self.name,
+            model=self.model,
+            base_url=self.base_url,
+            endpoint=self.endpoint,
+            params={mode: self._params(mode) for mode in ("logprobs", "samples", "verbalized")},
+            mode=self._base_mode(),
+            few_shot=self.few_shot,
+            encode=getattr(self.encode, "__qualname__", None),
+            template=self._prompt("{text}"),
+            golden=[(i.id, label, i.content_hash) for i, label in zip(items, labels, strict=True)],
+        )[:16]
+        return self
+
+    # -- predicting ---------------------------------------------------------
+
+    def predict_proba(
+        self, items: Sequence[TextItem], *, progress: Progress | None = None
+    ) -> tuple[np.ndarray, Usage]:
+        """Probabilities over ``labels`` for ``items``; a NaN row is an abstention.
+
+        Runs its own event loop, so call it from plain (sync) code, any thread. Raises
+        :class:`LabelingStopped` (a ``LabelerError``) when the budget is reached or the
+        server stops answering; its ``partial`` keeps what was answered.
+        """
+        items = list(items)
+        if not items:
+            return np.zeros((0, len(self.labels))), Usage(extra={"cost": 0.0, "abstained": 0.0})
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._predict(items, progress))
+        # Called from inside an event loop (a notebook, an async web handler): that
+        # loop cannot be blocked on, so this call gets a loop of its own in a thread.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self._predict(items, progress)).result()
+
+    def _client(self) -> Any:
+        try:
+            import openai
+        except ModuleNotFoundError:
+            raise SetupError(
+                "the openai labeler needs the openai package: pip install 'duolabel[openai]'"
+            ) from None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            if self.base_url is None:
+                raise SetupError(
+                    f"set {self.api_key_env}: the OpenAI API needs a key (export {self.api_key_env}=...), "
+                    "or point labeler.base_url at your own server"
+                )
+            key = PLACEHOLDER_KEY
+        # Retries are ours (max_retries=0): the SDK's would hide a dead server for minutes.
+        return openai.AsyncOpenAI(api_key=key, base_url=self.url, timeout=self.timeout, max_retries=0)
+
+    def _cached(self, prompt: str) -> tuple[Mode, dict[str, Any]] | None:
+        if self.cache is None:
+            return None
+        modes: list[Mode] = [self._base_mode()]
+        if modes[0] == "logprobs":
+            modes.append("samples")  # answered by the fallback on an earlier run
+        for mode in modes:
+            found = self.cache.get(self._key(prompt, mode))
+            if found is not None:
+                return mode, found
+        return None
+
+    async def _predict(self, items: list[TextItem], progress: Progress | None) -> tuple[np.ndarray, Usage]:
+        started = time.perf_counter()
+        selector = getattr(self, "selector_", None)
+        examples = selector.select(items) if selector is not None else [[] for _ in items]
+        prompts = [self._prompt(item.text, ex) for item, ex in zip(items, examples, strict=True)]
+        run = _Run(
+            probs=np.full((len(items), len(self.labels)), np.nan), done=np.zeros(len(items), dtype=bool)
+        )
+        client: Any = None  # made at the first request: a fully cached run needs no server or key
+        slots = asyncio.Semaphore(max(1, self.concurrency))
+        stop: str | None = None
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for i, prompt in enumerate(prompts):
+                hit = self._cached(prompt)
+                if hit is not None:
+                    run.usage.cached += 1
+                    self._record(run, i, *hit, progress)
+                    continue
+                await slots.acquire()
+                if run.failure is None and self.budget is not None and run.cost >= self.budget:
+                    stop = (
+                        f"the budget of {self.budget:g} was reached after {int(run.done.sum())} items "
+                        f"(cost {run.cost:.4g}); raise labeler.budget, or run again to continue "
+                        "(answered items are cached)"
+                    )
+                if run.failure is not None or stop is not None:
+                    slots.release()
+                    break
+                if client is None:
+                    client = self._client()
+                tasks.append(asyncio.create_task(self._one(client, run, i, prompt, slots, progress)))
+        finally:
+            # In-flight requests are paid for: let them land in the cache before leaving.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if client is not None:
+                await client.close()
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]  # a bug, not a server problem
+        run.usage.items = int(run.done.sum())
+        run.usage.seconds = time.perf_counter() - started
+        run.usage.extra.update(cost=run.cost, abstained=float(run.abstained), sampled=float(run.sampled))
+        message = run.failure or stop
+        if message is not None:
+            done = len(items) if run.done.all() else int(np.argmin(run.done))
+            raise LabelingStopped(message, probs=run.probs[:done].copy(), usage=run.usage)
+        return run.probs, run.usage
+
+    async def _one(
+        self,
+        client: Any,
+        run: _Run,
+        i: int,
+        prompt: str,
+        slots: asyncio.Semaphore,
+        progress: Progress | None,
+    ) -> None:
+        mode = self._base_mode()
+        if mode == "logprobs" and run.no_logprobs:
+            mode = "samples"
+        try:
+            try:
+                answer = await self._ask(client, run, prompt, mode)
+                if mode == "logprobs" and answer["positions"] is None:
+                    raise _NoLogprobs
+            except _NoLogprobs:
+                run.no_logprobs = True  # this server gives none: sample from now on
+                mode = "samples"
+                answer = await self._ask(client, run, prompt, mode)
+        except LabelerError as exc:
+            run.failure = run.failure or str(exc)
+            return
+        finally:
+            slots.release()
+        if self.cache is not None:
+            self.cache.put(self._key(prompt, mode), answer)
+        self._record(run, i, mode, answer, progress)
+
+    def _record(
+        self, run: _Run, i: int, mode: Mode, answer: dict[str, Any], progress: Progress | None
+    ) -> None:
+        if mode == "logprobs":
+            positions = [[(tok, lp) for tok, lp in top] for top in answer["positions"] or []]
+            probs = logprob_distribution(positions, self.labels)
+        elif mode == "samples":
+            probs = _vote_share(answer["texts"], self.labels)
+            run.sampled += 1
+        else:
+            probs = _verbalized_distribution(answer["texts"][0] if answer["texts"] else "", self.labels)
+        if probs is None:
+            run.abstained += 1
+        else:
+            run.probs[i] = probs
+        run.done[i] = True
+        if progress is not None:
+            progress(1)
+
+    async def _ask(self, client: Any, run: _Run, prompt: str, mode: Mode) -> dict[str, Any]:
+        """One item's answer, as kept in the cache: texts, top tokens per position, tokens."""
+        params = self._params(mode)
+        answer: dict[str, Any] = {"texts": [], "positions": None, "input_tokens": 0, "output_tokens": 0}
+        calls = 0
+        # Servers that ignore ``n`` (llama.cpp) are asked again, with a new seed each time.
+        while calls == 0 or (
+            mode == "samples" and len(answer["texts"]) < self.samples and calls < self.samples
+        ):
+            if mode == "samples":
+                params = {**params, "n": self.samples - len(answer["texts"]), "seed": self.seed + calls}
+            response = await self._request(client, prompt, params)
+            calls += 1
+            usage = response.get("usage") or {}
+            answer["input_tokens"] += int(usage.get("prompt_tokens") or 0)
+            answer["output_tokens"] += int(usage.get("completion_tokens") or 0)
+            run.usage.input_tokens += int(usage.get("prompt_tokens") or 0)
+            run.usage.output_tokens += int(usage.get("completion_tokens") or 0)
+            run.cost += (
+                int(usage.get("prompt_tokens") or 0) * self.price_input_per_million
+                + int(usage.get("completion_tokens") or 0) * self.price_output_per_million
+            ) / 1e6
+            choices = response.get("choices") or []
+            answer["texts"] += [_choice_text(choice) for choice in choices]
+            if mode == "logprobs" and choices:
+                answer["positions"] = _top_tokens(choices[0].get("logprobs"))
+        return answer
+
+    async def _request(self, client: Any, prompt: str, params: dict[str, Any]) -> dict[str, Any]:
+        import openai
+
+        if self.endpoint == "chat":
+            create: Any = client.chat.completions.create
+            body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}]}
+        else:
+            create = client.completions.create
+            body = {"prompt": prompt}
+        reason = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = await create(model=self.model, **body, **params)
+            except openai.APIConnectionError as exc:  # refused, reset, timed out
+                reason = _reason(exc)
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                # The server's text may quote part of the key: it is not repeated here.
+                raise LabelerError(
+                    f"the server at {self.url} refused the API key ({exc.status_code}): "
+                    f"check {self.api_key_env}"
+                ) from None
+            except openai.APIStatusError as exc:
+                if "logprobs" in params and _NO_LOGPROBS.search(_reason(exc)):
+                    # e.g. llama.cpp without logits_all: "logprobs is not supported" (a 500).
+                    # A bad value (too many top tokens) is not this: it stays an error.
+                    raise _NoLogprobs from None
+                if exc.status_code < 500 and exc.status_code not in _RETRYABLE_STATUS:
+                    raise LabelerError(
+                        f"the server at {self.url} refused the request ({exc.status_code}): {_reason(exc)}"
+                    ) from None
+                reason = f"{exc.status_code} {_reason(exc)}"
+            except openai.APIResponseValidationError as exc:
+                raise LabelerError(
+                    f"the server at {self.url} sent an unreadable answer: {_reason(exc)}"
+                ) from None
+            else:
+                return response.model_dump()
+        raise LabelerError(
+            f"the server at {self.url} is not answering: {reason} (tried {self.max_retries + 1} times); "
+            "check that it is running, then run again to continue (answered items are cached)"
+        )
+
+
+class _NoLogprobs(Exception):
+    """The server gives no log-probabilities (it left them out, or refused the request)."""
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the error and, where it has one, its cause (``Connection refused``)."""
+    text = str(getattr(exc, "message", "") or exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text.rstrip('.')}: {cause}"
+    return " ".join(text.split())[:300]
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    message = choice.get("message")
+    if message is not None:
+        return str(message.get("content") or "")
+    return str(choice.get("text") or "")
+
+
+def _top_tokens(logprobs: dict[str, Any] | None) -> list[list[list[Any]]] | None:
+    """Top ``[token, logprob]`` pairs per position, chosen token first; None when absent.
+
+    Completions give ``top_logprobs`` as one dict per position; chat gives ``content``, a
+    list of tokens each with its ``top_logprobs`` list.
+    """
+    if not logprobs:
+        return None
+    positions: list[list[list[Any]]] = []
+    if logprobs.get("content") is not None:  # chat
+        for entry in logprobs["content"]:
+            top = [[t["token"], float(t["logprob"])] for t in entry.get("top_logprobs") or []]
+            positions.append(_chosen_first(top, entry.get("token")))
+    elif logprobs.get("top_logprobs") is not None:  # completions
+        chosen = logprobs.get("tokens") or []
+        for k, entry in enumerate(logprobs["top_logprobs"]):
+            top = [[tok, float(lp)] for tok, lp in (entry or {}).items()]
+            positions.append(_chosen_first(top, chosen[k] if k < len(chosen) else None))
+    return positions or None
+
+
+def _chosen_first(top: list[list[Any]], chosen: str | None) -> list[list[Any]]:
+    top.sort(key=lambda pair: -pair[1])
+    if chosen is not None:
+        top.sort(key=lambda pair: pair[0] != chosen)  # stable: the rest stay by probability
+    return top
