@@ -56,6 +56,20 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(scope="module")
+def llm_server():
+    """The real llama.cpp OpenAI-compatible server on loopback, serving the bundled GGUF."""
+    from tests.llm_server import LlamaServer, gguf_path, llm_missing
+
+    if why := llm_missing():
+        pytest.skip(why)
+    server = LlamaServer(gguf_path()).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 LABELS = ["billing", "shipping", "account", "product", "technical"]
 
 

@@ -103,14 +103,8 @@ def one_line(error: Exception) -> str:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LlamaServer]:
-    if why := llm_missing():
-        pytest.skip(why)
-    srv = LlamaServer(gguf_path()).start()
-    try:
-        yield srv
-    finally:
-        srv.close()
+def server(llm_server):
+    return llm_server
 
 
 @pytest.fixture(scope="module")

@@ -481,6 +481,8 @@ class OpenAILabeler:
                 run.no_logprobs = True  # this server gives none: sample from now on
                 mode = "samples"
                 answer = await self._ask(client, run, prompt, mode)
+        except _TooLong:
+            answer = {"texts": [], "positions": None, "input_tokens": 0, "output_tokens": 0, "too_long": True}
         except LabelerError as exc:
             run.failure = run.failure or str(exc)
             return
@@ -493,6 +495,12 @@ class OpenAILabeler:
     def _record(
         self, run: _Run, i: int, mode: Mode, answer: dict[str, Any], progress: Progress | None
     ) -> None:
+        if answer.get("too_long"):
+            run.abstained += 1  # the prompt does not fit the model's context window
+            run.done[i] = True
+            if progress is not None:
+                progress(1)
+            return
         if mode == "logprobs":
             positions = [[(tok, lp) for tok, lp in top] for top in answer["positions"] or []]
             probs = logprob_distribution(positions, self.labels)
@@ -565,6 +573,8 @@ class OpenAILabeler:
                     # e.g. llama.cpp without logits_all: "logprobs is not supported" (a 500).
                     # A bad value (too many top tokens) is not this: it stays an error.
                     raise _NoLogprobs from None
+                if exc.status_code == 400 and _TOO_LONG.search(_reason(exc)):
+                    raise _TooLong from None  # this item's prompt: an abstention, not a failed run
                 if exc.status_code < 500 and exc.status_code not in _RETRYABLE_STATUS:
                     raise LabelerError(
                         f"the server at {self.url} refused the request ({exc.status_code}): {_reason(exc)}"
@@ -580,6 +590,13 @@ class OpenAILabeler:
             f"the server at {self.url} is not answering: {reason} (tried {self.max_retries + 1} times); "
             "check that it is running, then run again to continue (answered items are cached)"
         )
+
+
+_TOO_LONG = re.compile(r"context|too long|maximum.*tokens|exceeds", re.I)
+
+
+class _TooLong(Exception):
+    """The server refused one prompt as longer than its context window."""
 
 
 class _NoLogprobs(Exception):
