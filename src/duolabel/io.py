@@ -197,7 +197,10 @@ def _read_parquet(path: Path) -> tuple[list[str], Iterator[_Row]]:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        # pre_buffer (pyarrow's default) reads every column chunk of the file ahead into
+        # memory, so peak memory would grow with the file; reading one row group at a time
+        # is as fast for a local file.
+        parquet = pq.ParquetFile(path, pre_buffer=False)
     except Exception as exc:  # pyarrow raises several types for a non-Parquet file
         raise DataError([Problem(str(path), None, None, f"not a readable Parquet file: {exc}")]) from None
     header = list(parquet.schema_arrow.names)
