@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-INTRO = "# Benchmarks\n\nFigures measured by the scripts in benchmarks/; each section names the command that produced it.\n"
+INTRO = (
+    "# Benchmarks\n\n"
+    "Figures measured by the scripts in benchmarks/; each section names the command that produced it.\n"
+)
 
 
 def record_section(heading: str, body: str) -> None:

@@ -85,11 +85,14 @@ def quality(train, train_gold, test, test_gold, labels, *, method: str) -> dict[
     }
 
 
-def fmt_quality(name: str, result: dict[str, dict[str, float]], method: str, n_train: int, n_test: int) -> str:
+def fmt_quality(
+    name: str, result: dict[str, dict[str, float]], method: str, n_train: int, n_test: int
+) -> str:
     b, a = result["before"], result["after"]
     return (
         f"| {name} | {n_train:,} | {n_test:,} | {a['accuracy']:.3f} | {b['ece']:.3f} | {a['ece']:.3f} "
-        f"({method}) | {b['brier']:.3f} / {a['brier']:.3f} | {b['nll']:.3f} / {a['nll']:.3f} | {a['auroc']:.3f} |"
+        f"({method}) | {b['brier']:.3f} / {a['brier']:.3f} | {b['nll']:.3f} / {a['nll']:.3f} "
+        f"| {a['auroc']:.3f} |"
     )
 
 
@@ -109,13 +112,27 @@ def main() -> None:
     e_val = [r for r in emotion if r["split"] == "validation"]
 
     speed = throughput(items_of(e_val), emotion_labels)
-    print(f"throughput on {speed['items']} emotion tweets: encoder {speed['encoder_items_s']:.0f} items/s, "
-          f"embedding labeler {speed['labeler_items_s']:.0f} items/s, ratio {speed['ratio']:.2f}")
-    amazon_q = quality(items_of(golden), [r["gold"] for r in golden], items_of(rest), [r["gold"] for r in rest],
-                       amazon_labels, method=args.method)
+    print(
+        f"throughput on {speed['items']} emotion tweets: encoder {speed['encoder_items_s']:.0f} items/s, "
+        f"embedding labeler {speed['labeler_items_s']:.0f} items/s, ratio {speed['ratio']:.2f}"
+    )
+    amazon_q = quality(
+        items_of(golden),
+        [r["gold"] for r in golden],
+        items_of(rest),
+        [r["gold"] for r in rest],
+        amazon_labels,
+        method=args.method,
+    )
     print("amazon_isbook", amazon_q)
-    emotion_q = quality(items_of(e_train), [r["gold"] for r in e_train], items_of(e_val),
-                        [r["gold"] for r in e_val], emotion_labels, method=args.method)
+    emotion_q = quality(
+        items_of(e_train),
+        [r["gold"] for r in e_train],
+        items_of(e_val),
+        [r["gold"] for r in e_val],
+        emotion_labels,
+        method=args.method,
+    )
     print("emotion", emotion_q)
 
     ece = emotion_q["after"]["ece"]
