@@ -18,6 +18,7 @@ reported apart. Timings are wall clock and process CPU time (the machine may be 
 
     python benchmarks/llama_scoring.py                 # 40 items, bundled Gemma 3 270M
     python benchmarks/llama_scoring.py --items 20 --model path/to/model.gguf
+    python benchmarks/llama_scoring.py --record        # also write its section of docs/benchmarks.md
 
 Target: scoring >= 5x the items/s of naive generation.
 
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="llama.cpp threads (default: half the cores)"
     )
+    parser.add_argument("--record", action="store_true", help="rewrite this section of docs/benchmarks.md")
     args = parser.parse_args(argv)
     command = "python benchmarks/llama_scoring.py" + "".join(
         f" {shlex.quote(a)}" for a in (argv or sys.argv[1:])
@@ -240,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         f"- Scoring abstentions (prompt too long): {int(usage.extra['abstained'])}",
     ]
     print("\n".join(lines))
+    if args.record:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _record import record_section  # the helper every benchmarks/ script shares
+
+        record_section(lines[0].removeprefix("## "), "\n".join(lines[2:]))
+        print("recorded in docs/benchmarks.md", file=sys.stderr)
     return 0
 
 

@@ -136,7 +136,7 @@ class LlamaLabelerConfig(_LabelerCommon):
     permutations: int = Field(
         1, ge=1, le=24, description="Label orders averaged over, against option-order bias."
     )
-    n_threads: int | None = Field(None, ge=1, description="CPU threads; empty means llama.cpp's default.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; empty means half the CPU cores.")
 
 
 class OpenAILabelerConfig(_LabelerCommon):

@@ -68,8 +68,14 @@ def _encoder(project: Project) -> EmbeddingLabeler:
 
 
 def _encode_fn(project: Project) -> Any:
+    """Few-shot similarity through the project's encoder (and its store cache)."""
     encoder = _encoder(project)
-    return lambda items: encoder.encode(items)[0]
+
+    def encode(items: Sequence[TextItem]) -> np.ndarray:
+        return encoder.encode(items)[0]
+
+    encode.model_name = encoder.model_name  # type: ignore[attr-defined]  # part of LLM versions
+    return encode
 
 
 def build_labeler(project: Project, cfg: LabelerConfig) -> Any:

@@ -189,8 +189,11 @@ class EmbeddingLabeler:
             progress(len(cached))
         todo = [item for item in items if item.id not in cached]
         started = time.perf_counter()
-        for start in range(0, len(todo), self.batch_size * 4):
-            part = todo[start : start + self.batch_size * 4]
+        # sentence-transformers sorts each call's texts by length to pad less; large slices
+        # keep that benefit (and the store cache writes few, large transactions).
+        step = self.batch_size * 32
+        for start in range(0, len(todo), step):
+            part = todo[start : start + step]
             encoder = self._load_encoder()
             vectors = encoder.encode(
                 [item.text for item in part],

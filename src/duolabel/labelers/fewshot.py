@@ -8,9 +8,19 @@ import numpy as np
 
 from duolabel.labelers.base import TextItem
 
-__all__ = ["FewShotSelector"]
+__all__ = ["FewShotSelector", "encoder_name"]
 
 Encode = Callable[[Sequence[TextItem]], np.ndarray]
+
+
+def encoder_name(encode: Encode | None) -> str:
+    """Which encoder picks the examples, for version hashes (its ``model_name`` when it has one)."""
+    if encode is None:
+        return "first-k"
+    model = getattr(encode, "model_name", None) or getattr(
+        getattr(encode, "__self__", None), "model_name", ""
+    )
+    return f"{getattr(encode, '__qualname__', type(encode).__name__)}:{model}"
 
 
 class FewShotSelector:

@@ -31,7 +31,7 @@ import numpy as np
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import LabelingStopped, Progress, TextItem, Usage
 from duolabel.labelers.cache import ResponseCache, cache_key
-from duolabel.labelers.fewshot import Encode, FewShotSelector
+from duolabel.labelers.fewshot import Encode, FewShotSelector, encoder_name
 from duolabel.labelers.prompts import build_prompt
 
 __all__ = ["LabelingStopped", "OpenAILabeler", "logprob_distribution", "match_label"]
@@ -352,7 +352,7 @@ class OpenAILabeler:
             params={mode: self._params(mode) for mode in ("logprobs", "samples", "verbalized")},
             mode=self._base_mode(),
             few_shot=self.few_shot,
-            encode=getattr(self.encode, "__qualname__", None),
+            encode=encoder_name(self.encode),
             template=self._prompt("{text}"),
             golden=[(i.id, label, i.content_hash) for i, label in zip(items, labels, strict=True)],
         )[:16]
