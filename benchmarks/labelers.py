@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -139,6 +140,8 @@ def main() -> None:
     lines = [
         f"Command: `python benchmarks/labelers.py --record` — {date.today().isoformat()}, "
         f"{platform.machine()}, 2 cores, Python {platform.python_version()}, CPU only.",
+        "",
+        f"Load average (1/5/15 min) at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
         "Throughput, measured side by side in one process on the emotion validation tweets:",
         "",
