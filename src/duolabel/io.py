@@ -124,25 +124,21 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[_Row]]:
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    yield _Row(line, None, Problem(str(path), line, None, f"not valid CSV: {exc}"))
+                    yield _bad_row(path, line, f"not valid CSV: {exc}")
                     return
                 if record:
                     if len(record) != len(header):
-                        yield _Row(
-                            line,
-                            None,
-                            Problem(
-                                str(path),
-                                line,
-                                None,
-                                f"got {len(record)} fields, expected {len(header)} (as in the header)",
-                            ),
-                        )
+                        expected = f"expected {len(header)} (as in the header)"
+                        yield _bad_row(path, line, f"got {len(record)} fields, {expected}")
                     else:
                         yield _Row(line, dict(zip(header, record, strict=True)))
                 line = reader.line_num + 1
 
     return header, rows()
+
+
+def _bad_row(path: Path, number: int, message: str) -> _Row:
+    return _Row(number, None, Problem(str(path), number, None, message))
 
 
 def _read_jsonl(path: Path) -> tuple[None, Iterator[_Row]]:
@@ -152,40 +148,19 @@ def _read_jsonl(path: Path) -> tuple[None, Iterator[_Row]]:
                 if not raw.strip():
                     continue
                 try:
-                    text = raw.decode("utf-8")
+                    value = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError as exc:
-                    yield _Row(
-                        number,
-                        None,
-                        Problem(
-                            str(path),
-                            number,
-                            None,
-                            f"undecodable bytes at position {exc.start}: expected UTF-8 text",
-                        ),
+                    yield _bad_row(
+                        path, number, f"undecodable bytes at position {exc.start}: expected UTF-8 text"
                     )
                     continue
-                try:
-                    value = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    yield _Row(
-                        number,
-                        None,
-                        Problem(
-                            str(path), number, None, f"malformed JSON line: {exc.msg} at column {exc.colno}"
-                        ),
-                    )
+                    yield _bad_row(path, number, f"malformed JSON line: {exc.msg} at column {exc.colno}")
                     continue
                 if not isinstance(value, dict):
-                    yield _Row(
-                        number,
-                        None,
-                        Problem(
-                            str(path),
-                            number,
-                            None,
-                            f"got a JSON {type(value).__name__}, expected an object with the item's fields",
-                        ),
+                    kind = type(value).__name__
+                    yield _bad_row(
+                        path, number, f"got a JSON {kind}, expected an object with the item's fields"
                     )
                     continue
                 yield _Row(number, value)
