@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from duolabel.config import PROJECT_FILE, ProjectConfig, load_config, parse_config, render_config
-from duolabel.errors import ConfigError, ProjectError
+from duolabel.errors import ProjectError
 from duolabel.store import Store, open_store
 
 __all__ = ["Project", "init_project"]
@@ -137,7 +137,4 @@ def init_project(
     )
     folder.mkdir(parents=True, exist_ok=True)
     target.write_text(render_config(config), encoding="utf-8")
-    try:
-        return Project.open(folder)
-    except ConfigError:  # pragma: no cover - render_config and parse_config disagree
-        raise
+    return Project.open(folder)
