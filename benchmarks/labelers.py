@@ -74,7 +74,11 @@ def throughput(texts: list[TextItem], labels: list[str]) -> dict[str, float]:
     }
 
 
-def quality(train, train_gold, test, test_gold, labels, *, method: str) -> dict[str, dict[str, float]]:
+def quality(
+    train_rows: list[dict], test_rows: list[dict], labels, *, method: str
+) -> dict[str, dict[str, float]]:
+    train, train_gold = items_of(train_rows), [r["gold"] for r in train_rows]
+    test, test_gold = items_of(test_rows), [r["gold"] for r in test_rows]
     labeler = EmbeddingLabeler(labels=labels, cache=MemoryEmbeddingCache()).fit(train, train_gold)
     y_train = np.array([labels.index(g) for g in train_gold])
     y_test = np.array([labels.index(g) for g in test_gold])
@@ -117,23 +121,9 @@ def main() -> None:
         f"throughput on {speed['items']} emotion tweets: encoder {speed['encoder_items_s']:.0f} items/s, "
         f"embedding labeler {speed['labeler_items_s']:.0f} items/s, ratio {speed['ratio']:.2f}"
     )
-    amazon_q = quality(
-        items_of(golden),
-        [r["gold"] for r in golden],
-        items_of(rest),
-        [r["gold"] for r in rest],
-        amazon_labels,
-        method=args.method,
-    )
+    amazon_q = quality(golden, rest, amazon_labels, method=args.method)
     print("amazon_isbook", amazon_q)
-    emotion_q = quality(
-        items_of(e_train),
-        [r["gold"] for r in e_train],
-        items_of(e_val),
-        [r["gold"] for r in e_val],
-        emotion_labels,
-        method=args.method,
-    )
+    emotion_q = quality(e_train, e_val, emotion_labels, method=args.method)
     print("emotion", emotion_q)
 
     ece = emotion_q["after"]["ece"]

@@ -34,8 +34,7 @@ def model_cost(costs: CostsConfig, usage: dict[str, Any]) -> float:
 class LedgerEntry:
     """A run in progress; ``record`` writes its usage and cost inside the caller's transaction."""
 
-    def __init__(self, store: Store, run_id: int) -> None:
-        self.store = store
+    def __init__(self, run_id: int) -> None:
         self.id = run_id
 
     def record(self, session: Any, usage: dict[str, Any], cost: float) -> None:
@@ -56,7 +55,7 @@ def ledger_run(store: Store, kind: str, config: dict[str, Any]) -> Iterator[Ledg
         session.add(run)
         session.flush()
         run_id = run.id
-    entry = LedgerEntry(store, run_id)
+    entry = LedgerEntry(run_id)
     try:
         yield entry
     except BaseException as exc:

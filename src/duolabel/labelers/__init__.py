@@ -59,12 +59,7 @@ class LabelResult:
 def _encoder(project: Project) -> EmbeddingLabeler:
     """The embedding model used for few-shot similarity (the project's, or the default)."""
     cfg = next((c for c in project.config.labeler if isinstance(c, EmbeddingLabelerConfig)), None)
-    labeler = EmbeddingLabeler(
-        labels=project.config.task.label_names,
-        model_path=project.resolve(cfg.model) if cfg and cfg.model else None,
-    )
-    labeler.cache = StoreEmbeddingCache(project.store, labeler.model_name)
-    return labeler
+    return build_labeler(project, cfg or EmbeddingLabelerConfig())
 
 
 def _encode_fn(project: Project) -> Any:
