@@ -39,7 +39,7 @@ def _open(path: Path):
 
 
 def _money(value: float, currency: str) -> str:
-    return f"{value:,.4f} {currency}" if value < 1 else f"{value:,.2f} {currency}"
+    return f"{value:,.4f} {currency}" if abs(value) < 1 else f"{value:,.2f} {currency}"
 
 
 def _status_table(status) -> Table:
@@ -62,9 +62,20 @@ def _status_table(status) -> Table:
     cost = status.cost
     table.add_row("cost: model", _money(cost.model, cost.currency))
     table.add_row(f"cost: people ({cost.human_answers:,} answers)", _money(cost.humans, cost.currency))
+    if cost.expert_answers:
+        table.add_row(f"cost: experts ({cost.expert_answers:,} answers)", _money(cost.experts, cost.currency))
     if cost.setup:
         table.add_row("cost: set-up", _money(cost.setup, cost.currency))
     table.add_row("cost so far", _money(cost.total, cost.currency))
+    cmp = status.comparison
+    table.add_section()
+    table.add_row(f"people alone, {cmp.items:,} items (estimate)", _money(cmp.humans_only, cmp.currency))
+    table.add_row("model alone (ledger)", _money(cmp.model_only, cmp.currency))
+    table.add_row("hybrid, when people finish", _money(cmp.hybrid, cmp.currency))
+    table.add_row("golden set (experts + set-up)", _money(cmp.golden_set, cmp.currency))
+    table.add_row("saving vs people alone", _money(cmp.saving, cmp.currency))
+    if cmp.roi is not None:
+        table.add_row("return on the model + golden set", f"{cmp.roi:,.1f}x")
     return table
 
 
@@ -152,9 +163,10 @@ def route(project: ProjectArg = Path(".")) -> None:
     """Accept confident model labels; send the rest to people."""
     with _open(project) as proj:
         result = proj.route(progress=rich_reporter(err))
+    out.print(f"Routing: {result.message}.")
     out.print(
         f"Accepted {result.decided['accept']:,}, sent to people {result.decided['humans']:,}, "
-        f"already decided {result.unchanged:,}."
+        f"to experts {result.decided['expert']:,}, already decided {result.unchanged:,}."
     )
 
 
@@ -201,6 +213,8 @@ def run(project: ProjectArg = Path(".")) -> None:
         f"Calibration ({cal.labeler}): golden accuracy {cal.after['accuracy']:.1%}, "
         f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f} (cross-validated)."
     )
+    if summary.route is not None:
+        out.print(f"Routing: {summary.route.message}.")
     out.print(_status_table(summary.status))
     out.print(f"Wrote {summary.exported:,} final labels to {summary.export_path}.")
     if summary.status.waiting_for_people:
