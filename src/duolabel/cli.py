@@ -225,6 +225,66 @@ def run(project: ProjectArg = Path(".")) -> None:
 
 
 @app.command()
+def simulate(
+    project: ProjectArg = Path("."),
+    answers: Annotated[
+        Path,
+        typer.Option(
+            "--answers", "-a", help="Recorded answers: annotations.jsonl or a CSV with item, worker, label."
+        ),
+    ] = Path("annotations.jsonl"),
+    seed: Annotated[int, typer.Option(help="Seed of the order in which recorded answers are drawn.")] = 0,
+    curve: Annotated[Path | None, typer.Option(help="Also write the realised curve to this CSV.")] = None,
+) -> None:
+    """Replay the routing policies on items with known labels and recorded human answers."""
+    from duolabel.simulate import simulate_project
+
+    with _open(project) as proj:
+        result = simulate_project(proj, answers, seed=seed)
+        currency = proj.config.costs.currency
+    table = Table(
+        title=f"Simulation ({currency}; crowd majority vote over all answers: {result.crowd_accuracy:.3f})"
+    )
+    for column in (
+        "policy",
+        "operating point",
+        "human accuracy",
+        "model accuracy",
+        "hybrid accuracy",
+        "human cost reduction",
+        "human share",
+        "cost",
+        "ran out",
+    ):
+        table.add_column(column, justify="left" if column in ("policy", "operating point") else "right")
+    for row in result.rows:
+        table.add_row(
+            row.policy,
+            row.point,
+            f"{row.human_accuracy:.3f}",
+            f"{row.model_accuracy:.3f}",
+            f"{row.hybrid_accuracy:.3f}",
+            f"{row.cost_reduction:.0%}",
+            f"{row.human_share:.0%}",
+            _money(row.cost, currency),
+            f"{row.ran_out:,}",
+        )
+    out.print(table)
+    for row in result.rows:
+        if row.guarantee and row.policy == "threshold":
+            out.print(f"{row.point}: {row.guarantee}.")
+    if curve is not None:
+        import csv
+
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        with curve.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(result.curve[0]))
+            writer.writeheader()
+            writer.writerows(result.curve)
+        out.print(f"Wrote the curve to {curve}.")
+
+
+@app.command()
 def serve(
     project: ProjectArg = Path("."),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
