@@ -285,6 +285,21 @@ def simulate(
 
 
 @app.command()
+def report(
+    project: ProjectArg = Path("."),
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file to write (default: PROJECT/report.html).")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report: curve, calibration, cost, confusion, routing, people."""
+    from duolabel.report import write_report
+
+    with _open(project) as proj:
+        path = write_report(proj, output or proj.resolve("report.html"))
+    out.print(f"Wrote {path}.")
+
+
+@app.command()
 def serve(
     project: ProjectArg = Path("."),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ __all__ = [
 # Candidate thresholds, fixed before any data is seen (the guarantee needs a grid that does
 # not depend on which golden items the model got right): a uniform grid plus points close
 # to 1 where confident models put most items, and +inf (accept nothing).
-GRID = np.unique(np.concatenate([np.linspace(0.0, 1.0, 1001), 1.0 - np.logspace(-6, -3, 16), [np.inf]]))
+GRID = np.unique(np.concatenate([np.linspace(0.0, 1.0, 1001), 1.0 - np.logspace(-9, -3, 61), [np.inf]]))
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,10 @@ def quality_curve(
     ]
 
 
-def _binom_cdf(k: int, n: int, p: float) -> float:
+def _binom_cdf(k: Any, n: Any, p: float) -> Any:
     from scipy.stats import binom
 
-    return float(binom.cdf(k, n, p))
+    return binom.cdf(k, n, p)
 
 
 def _error_bound(k: int, n: int, risk: float) -> float:
@@ -244,24 +245,35 @@ def certify_target(
     cum_wrong = np.concatenate([[0], np.cumsum(wrong[np.argsort(-scores, kind="stable")])])
     start = math.ceil(total / 2)
     best = TargetCertificate(target, risk, total)
-    for t in sorted(np.asarray(thresholds, dtype=float), reverse=True):
-        n = int(np.searchsorted(-sorted_scores, -t, side="right"))
-        if n < max(start, 1):
-            continue
-        k = int(cum_wrong[n])
-        if _binom_cdf(k, n, eps) > risk:
-            break
-        best = TargetCertificate(target, risk, total, float(t), n, k, _error_bound(k, n, risk))
+    strict_first = np.sort(np.asarray(thresholds, dtype=float))[::-1]
+    counts = np.searchsorted(-sorted_scores, -strict_first, side="right")
+    tested = counts >= max(start, 1)
+    strict_first, counts = strict_first[tested], counts[tested]
+    errors = cum_wrong[counts]
+    rejected = _binom_cdf(errors, counts, eps) <= risk
+    # Fixed-sequence testing: keep the thresholds before the first that is not rejected.
+    run = int(np.argmin(rejected)) if not rejected.all() else len(rejected)
+    if run:
+        n, k = int(counts[run - 1]), int(errors[run - 1])
+        best = TargetCertificate(
+            target, risk, total, float(strict_first[run - 1]), n, k, _error_bound(k, n, risk)
+        )
     if best.certified or total == 0:
         return best
     # Nothing certified: say how many golden items would certify the largest point that
-    # meets the target on paper, if the model kept its accuracy there.
-    feasible = [(n / total, cum_wrong[n] / n) for n in range(max(start, 1), total + 1)]
+    # meets the target on paper, if the model kept its accuracy there. The sequence must
+    # pass its first test too, at half the golden items, with the top half's error rate.
+    first = max(start, 1)
+    top_half = golden_needed(0.5, cum_wrong[first] / first, target, risk)
+    feasible = [(n / total, cum_wrong[n] / n) for n in range(first, total + 1)]
     feasible = [(share, rate) for share, rate in feasible if rate < eps]
     if not feasible:
         return TargetCertificate(target, risk, total, reachable=False)
-    counts = [c for c in (golden_needed(s, r, target, risk) for s, r in feasible) if c is not None]
-    return TargetCertificate(target, risk, total, needed=min(counts) if counts else None)
+    if top_half is None:
+        return TargetCertificate(target, risk, total)
+    step = max(len(feasible) // 25, 1)  # a few candidates are enough for an estimate
+    counts = [c for c in (golden_needed(s, r, target, risk) for s, r in feasible[::step]) if c is not None]
+    return TargetCertificate(target, risk, total, needed=max(min(counts), top_half) if counts else None)
 
 
 def choose_budget(
