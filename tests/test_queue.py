@@ -39,9 +39,7 @@ def answer(project: Project, annotator_id: int, label: str = "billing") -> str |
     task = lease_task(project.store, annotator_id, lease_minutes=LEASE)
     if task is None:
         return None
-    submit_answer(
-        project.store, annotator_id, task.assignment_id, label, labels=LABELS, seconds=2.5
-    )
+    submit_answer(project.store, annotator_id, task.assignment_id, label, labels=LABELS, seconds=2.5)
     return task.item.id
 
 
@@ -108,14 +106,22 @@ def test_overlap_is_respected(qproject: Project) -> None:
     assert [item.id if item else None for item in leased] == [items[0]] * 2 + [items[1]] * 2
     assert next_task(qproject.store, e, lease_minutes=LEASE) is None
     assert queue_counts(qproject.store) == {
-        "routed": 2, "waiting": 2, "leased": 4, "answers": 0, "complete": 0,
+        "routed": 2,
+        "waiting": 2,
+        "leased": 4,
+        "answers": 0,
+        "complete": 0,
     }
     for who in (a, b, c, d):
         answer(qproject, who)
     assert next_task(qproject.store, e, lease_minutes=LEASE) is None
     assert Counter(count(qproject, Annotation, item_id=i) for i in items) == {2: 2}
     assert queue_counts(qproject.store) == {
-        "routed": 2, "waiting": 0, "leased": 0, "answers": 4, "complete": 2,
+        "routed": 2,
+        "waiting": 0,
+        "leased": 0,
+        "answers": 4,
+        "complete": 2,
     }
 
 

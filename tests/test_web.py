@@ -82,22 +82,16 @@ def test_every_page_but_login_needs_a_login(client: TestClient) -> None:
 def test_wrong_password_or_name_is_refused(client: TestClient) -> None:
     for name, password in (("alice", "wrong password"), ("mallory", PASSWORD)):
         token = csrf(client.get("/login").text)
-        response = client.post(
-            "/login", data={"name": name, "password": password, "csrf_token": token}
-        )
+        response = client.post("/login", data={"name": name, "password": password, "csrf_token": token})
         assert response.status_code == 401
         assert "wrong name or password" in response.text
         assert client.get("/").status_code == 303
 
 
-def test_suspended_annotator_is_refused_and_logged_out(
-    client: TestClient, project: Project
-) -> None:
+def test_suspended_annotator_is_refused_and_logged_out(client: TestClient, project: Project) -> None:
     log_in(client)
     with project.store.write() as session:
-        session.execute(
-            update(Annotator).where(Annotator.name == "alice").values(status="suspended")
-        )
+        session.execute(update(Annotator).where(Annotator.name == "alice").values(status="suspended"))
     assert client.get("/").headers["location"] == "/login"
     token = csrf(client.get("/login").text)
     form = {"name": "alice", "password": PASSWORD, "csrf_token": token}
@@ -132,8 +126,12 @@ def test_an_answer_is_stored_and_the_next_item_shown(client: TestClient, project
         assert f'data-key="{shortcut}"' in html and f'value="{label}"' in html
     assert "Choose the label that best describes the text." in html
     assert "The item is shipping." in html
-    form = {"csrf_token": csrf(html), "assignment_id": assignment_id(html), "label": "shipping",
-            "seconds": "3.25"}
+    form = {
+        "csrf_token": csrf(html),
+        "assignment_id": assignment_id(html),
+        "label": "shipping",
+        "seconds": "3.25",
+    }
     response = client.post("/answer", data=form)
     assert response.status_code == 303 and response.headers["location"] == "/"
     assert annotations(project) == [("item-000", "alice", "shipping", 3.25)]
@@ -156,9 +154,10 @@ def test_bad_answers_are_one_line_errors(client: TestClient, project: Project) -
     html = log_in(client)
     token, assignment = csrf(html), assignment_id(html)
     cases = [
-        ({"assignment_id": assignment, "label": "postal"},
-         "label &#39;postal&#39; is not one of &#39;billing&#39;, &#39;shipping&#39;, "
-         "&#39;other&#39;"),
+        (
+            {"assignment_id": assignment, "label": "postal"},
+            "label &#39;postal&#39; is not one of &#39;billing&#39;, &#39;shipping&#39;, &#39;other&#39;",
+        ),
         ({"assignment_id": "x", "label": "billing"}, "assignment_id must be a number"),
         ({"assignment_id": "999999", "label": "billing"}, "assignment 999999 is not one of yours"),
     ]

@@ -267,9 +267,10 @@ _WORKER_COLUMNS = ("annotator", "worker")
 
 def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> dict[str, list[tuple[str, str]]]:
     """Recorded answers from ``annotations.jsonl`` (``item_id, annotator, label``) or a CSV
-    with ``item, worker, label`` columns; every bad row is reported at once."""
+    with ``item, worker, label`` columns, for the project's ``items`` (answers for other
+    items are left out); every bad row is reported at once."""
     if not path.exists():
-        raise DataError([Problem(str(path), None, None, "no such file")])
+        raise DataError([Problem(str(path), None, None, "no such file")], outcome="Nothing was simulated.")
     rows: list[tuple[int, dict[str, object]]] = []
     problems: list[Problem] = []
     with path.open(encoding="utf-8", newline="") as handle:
@@ -291,22 +292,24 @@ def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> dict[str
         item = next((record[c] for c in _ITEM_COLUMNS if c in record), None)
         worker = next((record[c] for c in _WORKER_COLUMNS if c in record), None)
         label = record.get("label")
-        if item is None or worker is None or label is None:
-            missing = [
-                name
-                for name, value in (("item", item), ("worker", worker), ("label", label))
-                if value is None
-            ]
+        missing = [
+            name
+            for name, value in (("item", item), ("worker", worker), ("label", label))
+            if value in (None, "")
+        ]
+        if missing:
             problems.append(Problem(str(path), number, missing[0], f"missing {', '.join(missing)}"))
-        elif str(item) not in items:
-            problems.append(Problem(str(path), number, "item", f"got {item!r}, not an item of the project"))
         elif str(label) not in label_set:
             expected = ", ".join(repr(x) for x in labels)
             problems.append(Problem(str(path), number, "label", f"got {label!r}, expected one of {expected}"))
-        else:
+        elif str(item) in items:  # answers for items outside the project are left out
             answers[str(item)].append((str(worker), str(label)))
     if problems:
-        raise DataError(problems[:MAX_PROBLEMS], more=max(len(problems) - MAX_PROBLEMS, 0))
+        raise DataError(
+            problems[:MAX_PROBLEMS],
+            more=max(len(problems) - MAX_PROBLEMS, 0),
+            outcome="Nothing was simulated.",
+        )
     return answers
 
 

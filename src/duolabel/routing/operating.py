@@ -284,7 +284,7 @@ def choose_budget(
     fits = [p for p in curve if cost_per_item[p.threshold] <= budget_per_item + 1e-12]
     if not fits:  # cannot happen while accepting every item is free of human cost
         fits = [min(curve, key=lambda p: cost_per_item[p.threshold])]
-    return max(fits, key=lambda p: (p.hybrid_accuracy, -cost_per_item[p.threshold], p.threshold))
+    return max(fits, key=lambda p: (p.hybrid_accuracy, -cost_per_item[p.threshold], -p.threshold))
 
 
 def choose_cost(curve: list[CurvePoint]) -> CurvePoint:
