@@ -134,10 +134,19 @@ def simulate(
     risk: float = 0.1,
     budget_per_item: float | None = None,
     policies: Sequence[str] = ("threshold", "dynamic", "meta"),
+    aggregate: str = "fused",
+    escalate: bool = True,
     seed: int = 0,
 ) -> SimulationResult:
     """Replay each policy at each operating point (target mode for every ``targets``, cost
-    mode, the best expected quality, and budget mode when ``budget_per_item`` is given)."""
+    mode, the best expected quality, and budget mode when ``budget_per_item`` is given).
+
+    People's answers on a routed item become its label by ``aggregate``: ``fused`` (the
+    model's calibrated distribution as the prior, each answer weighted by its worker's
+    accuracy on the golden items, see :func:`duolabel.routing.fuse`) or ``majority`` (ties go
+    to the model's choice). With ``escalate``, the dynamic policy sends items still unsure
+    after ``max_overlap`` answers to an expert, who is taken to be right.
+    """
     price = answer_price(costs)
     golden_answers = _shuffled(data.golden_answers, seed)
     test_answers = _shuffled(data.test_answers, seed + 1)
@@ -185,13 +194,22 @@ def simulate(
                 given = test_answers[i]
                 if name == "dynamic":
                     label, used, escalated, short = _dynamic(
-                        data.test_probs[i], given, skills, pooled, posterior_target, max_overlap
+                        data.test_probs[i], given, skills, pooled, posterior_target, max_overlap, escalate
                     )
                     final[i] = test_gold[i] if escalated else label
                     experts += int(escalated)
                 else:
                     used, short = min(len(given), overlap), len(given) < overlap
-                    final[i] = _majority(given[:overlap], data.test_probs[i]) if given else test_model[i]
+                    if not given:
+                        final[i] = test_model[i]
+                    elif aggregate == "fused":
+                        taken = given[:overlap]
+                        accuracies = [skills.get(w, pooled) for w, _ in taken]
+                        final[i] = int(
+                            fuse(data.test_probs[i], [lab for _, lab in taken], accuracies).argmax()
+                        )
+                    else:
+                        final[i] = _majority(given[:overlap], data.test_probs[i])
                 answers_used += used
                 ran_out += int(short)
             cost = answers_used * price + experts * costs.expert_answer
@@ -224,6 +242,7 @@ def _dynamic(
     pooled: float,
     posterior_target: float,
     max_overlap: int,
+    escalate: bool,
 ) -> tuple[int, int, bool, bool]:
     """(label, answers used, escalated to an expert, ran out of recorded answers)."""
     used: list[tuple[str, int]] = []
@@ -232,10 +251,10 @@ def _dynamic(
         posterior = fuse(prior, [lab for _, lab in used], [skills.get(w, pooled) for w, _ in used])
         if posterior.max() >= posterior_target:
             return int(posterior.argmax()), len(used), False, False
+    posterior = fuse(prior, [lab for _, lab in used], [skills.get(w, pooled) for w, _ in used])
     if len(used) < max_overlap:  # the recorded answers ran out before the policy was sure
-        posterior = fuse(prior, [lab for _, lab in used], [skills.get(w, pooled) for w, _ in used])
         return int(posterior.argmax()), len(used), False, True
-    return 0, len(used), True, False
+    return int(posterior.argmax()), len(used), escalate, False
 
 
 def _realised_curve(data: SimulationInput, answers: Answers, overlap: int) -> list[dict[str, float]]:
