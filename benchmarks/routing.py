@@ -265,7 +265,8 @@ def main() -> None:
     ]
     checks = [
         validity("amazon_isbook", 150, 0.95, 0.1, args.splits),
-        validity("emotion", 300, 0.8, 0.1, args.splits, limit=3000),
+        validity("medrel", 150, 0.85, 0.1, args.splits),
+        validity("emotion", 300, 0.7, 0.1, args.splits, limit=3000),
     ]
     lines += [
         f"### Target-mode guarantee over {args.splits} random golden/test splits",
