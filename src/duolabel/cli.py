@@ -79,6 +79,32 @@ def _status_table(status) -> Table:
     return table
 
 
+def _batch_table(reports) -> Table:
+    table = Table(title="Batches")
+    for column in (
+        "batch",
+        "items",
+        "accepted",
+        "to people",
+        "human share",
+        "waiting",
+        "model (golden acc.)",
+    ):
+        table.add_column(column, justify="left" if column == "batch" else "right")
+    for r in reports:
+        accuracy = "–" if r.golden_accuracy is None else f"{r.golden_accuracy:.3f}"
+        table.add_row(
+            r.batch,
+            f"{r.items:,}",
+            f"{r.accepted:,}",
+            f"{r.to_people:,}",
+            f"{r.human_share:.0%}",
+            f"{r.waiting:,}",
+            f"{(r.model_version or '–')[:8]} ({accuracy})",
+        )
+    return table
+
+
 @app.command()
 def init(
     folder: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
@@ -197,8 +223,13 @@ def export(
 @app.command()
 def status(project: ProjectArg = Path(".")) -> None:
     """Counts per stage and the cost so far."""
+    from duolabel.pipeline import batch_reports
+
     with _open(project) as proj:
         out.print(_status_table(proj.status()))
+        reports = batch_reports(proj)
+    if len(reports) > 1:
+        out.print(_batch_table(reports))
 
 
 @app.command()
@@ -216,7 +247,14 @@ def run(project: ProjectArg = Path(".")) -> None:
     if summary.route is not None:
         out.print(f"Routing: {summary.route.message}.")
     out.print(_status_table(summary.status))
+    if len(summary.batches) > 1:
+        out.print(_batch_table(summary.batches))
     out.print(f"Wrote {summary.exported:,} final labels to {summary.export_path}.")
+    if summary.waiting_batch is not None and len(summary.batches) > 1:
+        out.print(
+            f"Batch {summary.waiting_batch!r} waits for people; later batches start once its answers "
+            "are in and 'duolabel run' is started again."
+        )
     if summary.status.waiting_for_people:
         out.print(
             f"{summary.status.waiting_for_people:,} items wait for people. Next: "

@@ -467,7 +467,10 @@ def _export_rows(
             .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
             .outerjoin(
                 Prediction,
-                (Prediction.item_id == Item.id) & (Prediction.model_version == (model_version or "")),
+                # The prediction of the model that decided the item (a finished batch keeps
+                # the model of its time), else the current model's.
+                (Prediction.item_id == Item.id)
+                & (Prediction.model_version == func.coalesce(FinalLabel.model_version, model_version or "")),
             )
             .order_by(Item.seq)
             .execution_options(yield_per=CHUNK_ROWS)

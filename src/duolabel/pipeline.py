@@ -6,6 +6,7 @@ killed at any point continues where it stopped when started again.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 
 from duolabel.aggregation import AggregateResult, aggregate_project
 from duolabel.calibration import CalibrationResult, calibrate_project
-from duolabel.costs import CostComparison, CostSummary, cost_comparison, cost_summary
+from duolabel.costs import CostComparison, CostSummary, cost_comparison, cost_summary, ledger_run
 from duolabel.io import ImportResult, export_labels, import_file
 from duolabel.labelers import LabelResult, current_model_version, label_project
 from duolabel.progress import Reporter, quiet
@@ -24,7 +25,16 @@ from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
 if TYPE_CHECKING:
     from duolabel.project import Project
 
-__all__ = ["RunSummary", "Status", "import_sources", "project_status", "run_project"]
+__all__ = [
+    "BatchReport",
+    "RunSummary",
+    "Status",
+    "batch_order",
+    "batch_reports",
+    "import_sources",
+    "project_status",
+    "run_project",
+]
 
 
 @dataclass
@@ -135,6 +145,8 @@ class RunSummary:
     exported: int = 0
     export_path: Path | None = None
     status: Status | None = None
+    batches: list[BatchReport] = field(default_factory=list)
+    waiting_batch: str | None = None  # the batch whose items wait for people
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,16 +170,134 @@ def import_sources(project: Project, *, progress: Reporter = quiet) -> list[Impo
     return results
 
 
+def batch_order(project: Project) -> list[str]:
+    """The batches of regular items, in the order they were imported."""
+    with project.store.read() as session:
+        rows = session.execute(
+            select(Item.batch, func.min(Item.seq))
+            .where(Item.role != "golden")
+            .group_by(Item.batch)
+            .order_by(func.min(Item.seq))
+        ).all()
+    return [batch for batch, _ in rows]
+
+
+def _waiting(project: Project, batches: list[str]) -> int:
+    with project.store.read() as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Route)
+                .join(Item, Item.id == Route.item_id)
+                .where(Route.decision.in_(["humans", "expert"]), Item.batch.in_(batches))
+                .where(Route.item_id.not_in(select(FinalLabel.item_id)))
+            )
+            or 0
+        )
+
+
+@dataclass
+class BatchReport:
+    """How one batch was labelled: the model's share, the people's, and the model that routed it."""
+
+    batch: str
+    items: int
+    accepted: int
+    to_people: int
+    waiting: int
+    model_version: str | None
+    golden_accuracy: float | None  # cross-validated, of the model that routed the batch
+
+    @property
+    def human_share(self) -> float:
+        decided = self.accepted + self.to_people
+        return self.to_people / decided if decided else 0.0
+
+
+def batch_reports(project: Project) -> list[BatchReport]:
+    """One line per batch, from the routes and the ledger's ``batch`` entries."""
+    with project.store.read() as session:
+        counts: dict[str, Counter[str]] = {}
+        for batch, decision, final, n in session.execute(
+            select(Item.batch, Route.decision, FinalLabel.item_id.is_not(None), func.count())
+            .join(Route, Route.item_id == Item.id)
+            .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
+            .group_by(Item.batch, Route.decision, FinalLabel.item_id.is_not(None))
+        ):
+            counts.setdefault(batch, Counter())[decision] += n
+            if decision != "accept" and not final:
+                counts[batch]["waiting"] += n
+        sizes = dict(
+            session.execute(
+                select(Item.batch, func.count()).where(Item.role != "golden").group_by(Item.batch)
+            ).all()
+        )
+        ledger = {
+            run.usage.get("batch"): run.usage
+            for run in session.scalars(
+                select(Run).where(Run.kind == "batch", Run.status == "done").order_by(Run.id)
+            )
+        }
+    reports = []
+    for batch in batch_order(project):
+        c = counts.get(batch, Counter())
+        entry = ledger.get(batch, {})
+        reports.append(
+            BatchReport(
+                batch,
+                sizes.get(batch, 0),
+                c["accept"],
+                c["humans"] + c["expert"],
+                c["waiting"],
+                entry.get("model_version"),
+                entry.get("golden_accuracy"),
+            )
+        )
+    return reports
+
+
 def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
-    """import -> label -> calibrate -> route -> aggregate -> export, resumable."""
+    """import -> for each batch: label -> calibrate -> route -> aggregate; then export. Resumable.
+
+    Batches are processed in import order. A batch whose items wait for people stops the loop:
+    the next run aggregates their answers, retrains the labeler on them (a new model version,
+    with out-of-fold predictions for the next calibration) and goes on with the next batch. A
+    finished batch keeps its labels: later models label and route only later batches.
+    """
     summary = RunSummary(imports=import_sources(project, progress=progress))
-    summary.label = label_project(project, progress=progress)
-    summary.calibration = calibrate_project(project)
-    summary.route = route_project(project, progress=progress)
-    summary.aggregate = aggregate_project(project)
+    batches = batch_order(project)
+    for batch in batches or [None]:
+        active = [batch] if batch is not None else None
+        summary.label = label_project(project, batches=active, progress=progress)
+        summary.calibration = calibrate_project(project)
+        summary.route = route_project(project, batches=active, progress=progress)
+        summary.aggregate = aggregate_project(project)
+        if batch is None:
+            break
+        _record_batch(project, batch, summary)
+        if _waiting(project, [batch]):
+            summary.waiting_batch = batch
+            break
+    summary.batches = batch_reports(project)
     summary.export_path = project.resolve(project.config.export.path)
     summary.exported = export_labels(
         project.store, summary.export_path, model_version=current_model_version(project)
     )
     summary.status = project_status(project)
     return summary
+
+
+def _record_batch(project: Project, batch: str, summary: RunSummary) -> None:
+    """A ledger entry per processed batch: the model that routed it and how well it did."""
+    version = current_model_version(project)
+    accuracy = summary.calibration[-1].after.get("accuracy") if summary.calibration else None
+    route = summary.route
+    config = {"batch": batch, "model_version": version}
+    with ledger_run(project.store, "batch", config) as run, project.store.write() as session:
+        usage = {
+            "batch": batch,
+            "model_version": version,
+            "golden_accuracy": accuracy,
+            **({k: int(v) for k, v in route.decided.items()} if route else {}),
+        }
+        run.record(session, usage, 0.0)

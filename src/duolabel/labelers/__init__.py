@@ -227,10 +227,15 @@ def _select_configs(project: Project, name: str | None) -> list[LabelerConfig]:
 
 
 def label_project(
-    project: Project, *, labeler: str | None = None, progress: Reporter = quiet
+    project: Project,
+    *,
+    labeler: str | None = None,
+    batches: Sequence[str] | None = None,
+    progress: Reporter = quiet,
 ) -> list[LabelResult]:
-    """Fit each labeler (or the one named) on the golden items and predict every item."""
-    return [_label_one(project, cfg, progress) for cfg in _select_configs(project, labeler)]
+    """Fit each labeler (or the one named) on the golden items and predict every item (or
+    every item of ``batches``)."""
+    return [_label_one(project, cfg, progress, batches) for cfg in _select_configs(project, labeler)]
 
 
 def human_labelled_items(project: Project) -> tuple[list[TextItem], list[str]]:
@@ -239,13 +244,15 @@ def human_labelled_items(project: Project) -> tuple[list[TextItem], list[str]]:
         rows = session.execute(
             select(Item.id, Item.text, Item.content_hash, FinalLabel.label)
             .join(FinalLabel, FinalLabel.item_id == Item.id)
-            .where(Item.role != "golden", FinalLabel.source.in_(["humans", "expert"]))
+            .where(Item.role != "golden", FinalLabel.source.in_(["humans", "fused", "expert"]))
             .order_by(Item.seq)
         ).all()
     return [TextItem(r.id, r.text, r.content_hash) for r in rows], [r.label for r in rows]
 
 
-def _label_one(project: Project, cfg: LabelerConfig, progress: Reporter) -> LabelResult:
+def _label_one(
+    project: Project, cfg: LabelerConfig, progress: Reporter, batches: Sequence[str] | None = None
+) -> LabelResult:
     train, gold = golden_items(project)
     n_golden = len(train)
     if isinstance(cfg, EmbeddingLabelerConfig):
@@ -279,13 +286,12 @@ def _label_one(project: Project, cfg: LabelerConfig, progress: Reporter) -> Labe
                     )
                 )
             )
+            wanted = select(Item.id, Item.text, Item.content_hash).where(Item.role != "golden")
+            if batches is not None:
+                wanted = wanted.where(Item.batch.in_(list(batches)))
             regular = [
                 TextItem(r.id, r.text, r.content_hash)
-                for r in session.execute(
-                    select(Item.id, Item.text, Item.content_hash)
-                    .where(Item.role != "golden")
-                    .order_by(Item.seq)
-                )
+                for r in session.execute(wanted.order_by(Item.seq))
                 if r.id not in done and r.id not in train_ids
             ]
         golden_todo = [i for i, item in enumerate(train) if item.id not in done]

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select, true, update
 
 from duolabel.config import RoutingConfig
 from duolabel.costs import answer_price, ledger_run
@@ -299,13 +300,16 @@ def _item_features(project: Project, plan: Plan, preds: list[Prediction]) -> dic
     }
 
 
-def route_project(project: Project, *, progress: Reporter = quiet) -> RouteResult:
+def route_project(
+    project: Project, *, batches: Sequence[str] | None = None, progress: Reporter = quiet
+) -> RouteResult:
     """Decide every calibrated item not yet decided under the current operating point.
 
     Accepted items get the model's label as their final label; the others join the human
     queue with the policy's overlap, or the expert queue. Golden items keep their expert
     label. Items people have already labelled are never re-routed. With the dynamic
     policy, items whose answers are in are first followed up (:func:`follow_up_project`).
+    ``batches`` limits routing to the items of those batches.
     """
     followed = follow_up_project(project)
     store = project.store
@@ -330,6 +334,7 @@ def route_project(project: Project, *, progress: Reporter = quiet) -> RouteResul
                     Prediction.model_version == version,
                     or_(Prediction.confidence.is_not(None), Prediction.abstained.is_(True)),
                     Item.role != "golden",
+                    Item.batch.in_(list(batches)) if batches is not None else true(),
                 )
                 .order_by(Item.seq)
             )
