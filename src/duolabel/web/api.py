@@ -8,9 +8,10 @@ error has one shape: ``{"error": {"type": ..., "message": ..., "status": ...}}``
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,6 +92,16 @@ def _post(request: Request, access: tuple[tuple[str, ...], tuple[str, ...]]) -> 
     return web, who
 
 
+def posting(access: tuple[tuple[str, ...], tuple[str, ...]]) -> Callable[[Request], Who]:
+    """A dependency checking role and CSRF token; it runs before the body is read, so a
+    refused caller learns nothing about what the body should hold."""
+
+    def check(request: Request) -> Who:
+        return _post(request, access)[1]
+
+    return check
+
+
 def _me(web: Web, who: Who) -> dict[str, Any]:
     person = who.annotator
     skills = person.skills or {}
@@ -157,8 +168,10 @@ def api_task_by_id(request: Request, assignment_id: int) -> dict[str, Any]:
 
 
 @router.post("/answer")
-def api_answer(request: Request, body: AnswerBody) -> dict[str, Any]:
-    web, who = _post(request, ANNOTATOR)
+def api_answer(
+    request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(ANNOTATOR))]
+) -> dict[str, Any]:
+    web = _web(request)
     annotation = submit_answer(
         web.store,
         who.id,
@@ -172,8 +185,10 @@ def api_answer(request: Request, body: AnswerBody) -> dict[str, Any]:
 
 
 @router.post("/skip")
-def api_skip(request: Request, body: SkipBody) -> dict[str, Any]:
-    web, who = _post(request, ANNOTATOR)
+def api_skip(
+    request: Request, body: SkipBody, who: Annotated[Who, Depends(posting(ANNOTATOR))]
+) -> dict[str, Any]:
+    web = _web(request)
     skip_task(web.store, who.id, body.assignment_id)
     return {"ok": True}
 
@@ -205,8 +220,10 @@ def api_exam_task(request: Request) -> dict[str, Any]:
 
 
 @router.post("/exam/answer")
-def api_exam_answer(request: Request, body: AnswerBody) -> dict[str, Any]:
-    web, who = _post(request, ONBOARDING)
+def api_exam_answer(
+    request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(ONBOARDING))]
+) -> dict[str, Any]:
+    web = _web(request)
     open_task(web, who, body.assignment_id, ("exam",))
     annotation = submit_answer(
         web.store,
@@ -275,8 +292,10 @@ def api_expert_task(request: Request, reason: str | None = None) -> dict[str, An
 
 
 @router.post("/expert/answer")
-def api_expert_answer(request: Request, body: AnswerBody) -> dict[str, Any]:
-    web, who = _post(request, EXPERT)
+def api_expert_answer(
+    request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(EXPERT))]
+) -> dict[str, Any]:
+    web = _web(request)
     annotation = submit_expert_answer(
         web.store, who.id, body.assignment_id, body.label, labels=web.labels, seconds=body.seconds
     )
@@ -302,8 +321,10 @@ def api_admin_table(request: Request, name: str) -> Response:
 
 
 @router.post("/admin/invitations")
-def api_invite(request: Request, body: InviteBody) -> dict[str, Any]:
-    web, who = _post(request, ADMIN)
+def api_invite(
+    request: Request, body: InviteBody, who: Annotated[Who, Depends(posting(ADMIN))]
+) -> dict[str, Any]:
+    web = _web(request)
     token = create_invitation(
         web.store, role=body.role, hours=web.config.web.invitation_hours, created_by=who.id
     )
@@ -311,15 +332,19 @@ def api_invite(request: Request, body: InviteBody) -> dict[str, Any]:
 
 
 @router.post("/admin/accounts")
-def api_add_account(request: Request, body: AccountBody) -> dict[str, Any]:
-    web, _ = _post(request, ADMIN)
+def api_add_account(
+    request: Request, body: AccountBody, _who: Annotated[Who, Depends(posting(ADMIN))]
+) -> dict[str, Any]:
+    web = _web(request)
     annotator = add_annotator(web.store, body.name, body.password, role=body.role)
     return {"name": annotator.name, "role": annotator.role, "status": annotator.status}
 
 
 @router.post("/admin/status")
-def api_status(request: Request, body: StatusBody) -> dict[str, Any]:
-    web, who = _post(request, ADMIN)
+def api_status(
+    request: Request, body: StatusBody, who: Annotated[Who, Depends(posting(ADMIN))]
+) -> dict[str, Any]:
+    web = _web(request)
     if body.name.strip() == who.annotator.name:
         from duolabel.errors import ProjectError
 

@@ -70,12 +70,12 @@ class Web:
         token = request.session.get("sid")
         found = session_of(self.store, token) if isinstance(token, str) else None
         if found is None:
-            request.session.clear()
+            request.session.pop("sid", None)  # keeps the login form's CSRF token
             raise AccessError("log in first", status=401)
         annotator, csrf = found
         roles, statuses = access
         if annotator.status not in ("active", "onboarding") and annotator.status not in statuses:
-            request.session.clear()
+            request.session.pop("sid", None)
             raise AccessError(f"your account is {annotator.status}; ask a project admin", status=401)
         if annotator.role not in roles:
             raise AccessError(_FORBIDDEN, status=403)
@@ -84,12 +84,16 @@ class Web:
         return Who(annotator, csrf)
 
     def check_csrf(self, request: Request, submitted: str | None, who: Who | None = None) -> None:
-        expected = who.csrf if who is not None else request.session.get("csrf")
-        if (
-            not isinstance(expected, str)
-            or not submitted
-            or not secrets.compare_digest(expected.encode(), submitted.encode())
-        ):
+        """Refuse a POST whose token is not the session's (or, on the public forms, the
+        browser's pre-login token)."""
+        if who is None:
+            token = request.session.get("sid")
+            found = session_of(self.store, token) if isinstance(token, str) else None
+            expected = [request.session.get("csrf"), found[1] if found else None]
+        else:
+            expected = [who.csrf]
+        valid = [e for e in expected if isinstance(e, str) and e]
+        if not submitted or not any(secrets.compare_digest(e.encode(), submitted.encode()) for e in valid):
             raise AccessError(
                 "this form has expired or did not come from this site; reload the page and try again"
             )
