@@ -135,10 +135,12 @@ def lease_task(
             if session.scalar(still_open) is None:
                 tried.append(item_id)
                 continue
-            length = timedelta(minutes=lease_minutes)
+            expires = now + timedelta(minutes=lease_minutes)
             if control_id is not None and draw < control_rate:
-                return _new_lease(session, control_id, annotator_id, "control", now + length)
-            task = _new_lease(session, item_id, annotator_id, "regular", now + length)
+                task = _new_lease(session, control_id, annotator_id, "control", expires)
+            else:
+                task = _new_lease(session, item_id, annotator_id, "regular", expires)
+            # Run for a control too (it is harmless there): the same statements either way.
             _retire_displaced_leases(session, item_id, now)
             return task
     return None
