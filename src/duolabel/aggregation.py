@@ -6,17 +6,56 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import delete, select
 
 from duolabel.costs import ledger_run
+from duolabel.errors import DuolabelError
 from duolabel.store import Annotation, Annotator, FinalLabel, Prediction, Route
 from duolabel.store.tables import utcnow
 
 if TYPE_CHECKING:
     from duolabel.project import Project
 
-__all__ = ["AggregateResult", "MajorityVote", "aggregate_project"]
+__all__ = ["AggregateResult", "MajorityVote", "aggregate_project", "check_answers"]
+
+COLUMNS = ("task", "worker", "label")
+_SHOWN = 10
+
+
+def check_answers(answers: pd.DataFrame, labels: Sequence[str], *, name: str = "answers") -> None:
+    """Check the answers contract once, at the boundary; raise a DuolabelError naming every bad row.
+
+    ``answers`` needs the columns ``task, worker, label`` without missing values, every label
+    among ``labels``, and at most one answer per worker and task.
+    """
+    missing = [c for c in COLUMNS if c not in answers.columns]
+    if missing:
+        raise DuolabelError(
+            f"{name}: missing column(s) {', '.join(missing)}; expected the columns task, worker, label."
+        )
+    problems: list[str] = []
+    nulls = answers[list(COLUMNS)].isna().any(axis=1).to_numpy()
+    for pos in np.flatnonzero(nulls)[:_SHOWN]:
+        problems.append(f"row {pos}: a missing task, worker or label")
+    allowed = set(labels)
+    bad = ~answers["label"].isin(allowed).to_numpy() & ~nulls
+    for pos in np.flatnonzero(bad)[:_SHOWN]:
+        problems.append(
+            f"row {pos}, task {answers['task'].iloc[pos]!r}, column 'label': {answers['label'].iloc[pos]!r}"
+            f" is not one of {', '.join(map(repr, labels))}"
+        )
+    dup = answers.duplicated(subset=["task", "worker"], keep="first").to_numpy() & ~nulls
+    for pos in np.flatnonzero(dup)[:_SHOWN]:
+        problems.append(
+            f"row {pos}: worker {answers['worker'].iloc[pos]!r} answered task "
+            f"{answers['task'].iloc[pos]!r} more than once"
+        )
+    if problems:
+        total = int(nulls.sum() + bad.sum() + dup.sum())
+        more = f"\n... and {total - len(problems)} more" if total > len(problems) else ""
+        raise DuolabelError(f"{name}: {total} bad row(s):\n" + "\n".join(problems) + more)
 
 
 class MajorityVote:
