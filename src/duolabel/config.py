@@ -18,6 +18,7 @@ from duolabel.errors import ConfigError
 __all__ = [
     "BACKENDS",
     "PROJECT_FILE",
+    "AggregationConfig",
     "AuditConfig",
     "CalibrationConfig",
     "CostsConfig",
@@ -255,6 +256,26 @@ class AuditConfig(_Strict):
     sample_rate: Fraction = Field(0.05, description="Share of final labels drawn for expert audit.")
 
 
+class AggregationConfig(_Strict):
+    method: Literal["majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace"] = Field(
+        "majority_vote", description="How each item's answers become its final label."
+    )
+    fuse_model: bool = Field(
+        False,
+        description="dawid_skene only: the model's calibrated distribution is one more, learned, annotator.",
+    )
+    smoothing: float = Field(
+        0.01, ge=0, description="dawid_skene: pseudo-count added to every confusion-matrix cell."
+    )
+    n_iter: int = Field(100, ge=1, le=10000, description="Most EM iterations of dawid_skene and glad.")
+
+    @model_validator(mode="after")
+    def _fusion_needs_dawid_skene(self) -> AggregationConfig:
+        if self.fuse_model and self.method != "dawid_skene":
+            raise ValueError(f"fuse_model needs method: dawid_skene (got method: {self.method})")
+        return self
+
+
 class ExportConfig(_Strict):
     path: str = Field("out/labels.csv", description="Where `duolabel run` writes the final labels.")
 
@@ -271,6 +292,9 @@ class ProjectConfig(_Strict):
     quality: QualityConfig = Field(QualityConfig(), description="Quality control for people.")
     costs: CostsConfig = Field(CostsConfig(), description="Prices for the cost ledger.")
     audit: AuditConfig = Field(AuditConfig(), description="Expert audits of shipped labels.")
+    aggregation: AggregationConfig = Field(
+        AggregationConfig(), description="How people's answers (and the model) become final labels."
+    )
     web: WebConfig = Field(WebConfig(), description="The annotation web app: logins and invitations.")
     export: ExportConfig = Field(ExportConfig(), description="Where final labels are written.")
     database_url: str | None = Field(
