@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
@@ -442,7 +443,14 @@ def test_admin_dashboard_tables_and_csv(project: Project, alice: Person) -> None
     admin = Person(alice.client.app)
     admin.login("root")
     html = admin.get("/admin").text
-    for title in ("Progress per stage", "Progress per batch", "Queue sizes", "Annotators", "Cost so far"):
+    for title in (
+        "Progress per stage",
+        "Progress per batch",
+        "Queue sizes",
+        "Annotators",
+        "Cost so far",
+        "Agreement",
+    ):
         assert title in html
     assert 'hx-get="/admin/tables"' in html and "/static/htmx.min.js" in html
     assert admin.client.get("/static/htmx.min.js").status_code == 200
@@ -451,7 +459,7 @@ def test_admin_dashboard_tables_and_csv(project: Project, alice: Person) -> None
     lines = csv.text.splitlines()
     assert lines[0].startswith("name,role,status,answers,controls,control_accuracy")
     assert any(line.startswith("alice,annotator,active,1,") for line in lines)
-    for name in ("progress", "batches", "queues", "costs"):
+    for name in ("progress", "batches", "queues", "costs", "agreement"):
         assert admin.client.get(f"/admin/{name}.csv").status_code == 200
     costs = admin.client.get("/admin/costs.csv").text
     assert "people (1 answers),0.06,USD" in costs  # 0.05 plus the 20% platform fee
@@ -460,6 +468,48 @@ def test_admin_dashboard_tables_and_csv(project: Project, alice: Person) -> None
     assert admin.client.get("/admin/nope.csv").status_code == 404
     assert admin.post("/admin/status", name="alice", status="suspended").status_code == 303
     assert alice.get("/label").url.path == "/login"
+
+
+def test_agreement_figures(folder: Path) -> None:
+    project = make_project(folder)
+    add_routed_items(project, 4, overlap=2)
+    for name in ("ann", "ben", "cid"):
+        add_annotator(project.store, name, PASSWORD, role="admin" if name == "cid" else "annotator")
+    app = create_app(project)
+    ann, ben, cid = Person(app), Person(app), Person(app)
+    for person, name in ((ann, "ann"), (ben, "ben"), (cid, "cid")):
+        person.login(name)
+    for label_a, label_b in (
+        ("billing", "billing"),
+        ("other", "other"),
+        ("billing", "other"),
+        ("other", "other"),
+    ):
+        ann.answer(label_a)
+        ben.answer(label_b)
+    rows = {r["figure"]: r for r in cid.api("GET", "/admin/tables/agreement").json()}
+    # 4 items x 2 answers, 3 of 4 agreeing; the values of duolabel.quality on the same answers
+    from duolabel.quality import fleiss_kappa, krippendorff_alpha
+
+    frame = pd.DataFrame(
+        [
+            (i, w, lab)
+            for i, pair in enumerate(
+                [("billing", "billing"), ("other", "other"), ("billing", "other"), ("other", "other")]
+            )
+            for w, lab in zip("ab", pair, strict=True)
+        ],
+        columns=["task", "worker", "label"],
+    )
+    assert rows["Fleiss' kappa"]["value"] == pytest.approx(fleiss_kappa(frame, LABELS), abs=1e-4)
+    assert rows["Krippendorff's alpha (nominal)"]["value"] == pytest.approx(
+        krippendorff_alpha(frame, LABELS), abs=1e-4
+    )
+    assert (
+        0 < rows["Fleiss' kappa"]["value"] < 1 and rows["Fleiss' kappa"]["items_with_2_or_more_answers"] == 4
+    )
+    assert "Krippendorff" in cid.get("/admin").text
+    project.close()
 
 
 def test_expert_queue_pages(project: Project) -> None:

@@ -9,10 +9,10 @@ import pandas as pd
 from sqlalchemy import case, func, select
 
 from duolabel.costs import cost_summary
-from duolabel.errors import AccessError
+from duolabel.errors import AccessError, DuolabelError
 from duolabel.qc import annotator_table
 from duolabel.queue import expert_queue_counts, queue_counts
-from duolabel.store import Annotation, FinalLabel, Item, Route
+from duolabel.store import Annotation, Annotator, FinalLabel, Item, Route
 
 if TYPE_CHECKING:
     from duolabel.project import Project
@@ -96,12 +96,41 @@ def annotators_table(project: Project) -> pd.DataFrame:
     return annotator_table(project.store, project.config.quality)
 
 
+def agreement_table(project: Project) -> pd.DataFrame:
+    """Krippendorff's alpha and Fleiss' kappa (:mod:`duolabel.quality`) over the answers to
+    routed items, suspended annotators left out; blank while no item has two answers."""
+    from duolabel.quality import fleiss_kappa, krippendorff_alpha
+
+    labels = project.config.task.label_names
+    with project.store.read() as session:
+        rows = session.execute(
+            select(Annotation.item_id, Annotation.annotator_id, Annotation.label)
+            .join(Annotator, Annotator.id == Annotation.annotator_id)
+            .where(Annotation.kind == "regular", Annotator.status != "suspended")
+        ).all()
+    frame = pd.DataFrame(rows, columns=["task", "worker", "label"])
+    sizes = frame.groupby("task").size() if len(frame) else pd.Series(dtype=int)
+    shared = int((sizes >= 2).sum())
+    out = []
+    for name, function in (
+        ("Krippendorff's alpha (nominal)", krippendorff_alpha),
+        ("Fleiss' kappa", fleiss_kappa),
+    ):
+        try:
+            value: float | None = round(float(function(frame, labels)), 4) if shared else None
+        except DuolabelError:
+            value = None
+        out.append((name, value, shared))
+    return pd.DataFrame(out, columns=["figure", "value", "items_with_2_or_more_answers"])
+
+
 TABLES: dict[str, Callable[[Project], pd.DataFrame]] = {
     "progress": progress_table,
     "batches": batches_table,
     "queues": queues_table,
     "annotators": annotators_table,
     "costs": costs_table,
+    "agreement": agreement_table,
 }
 
 
