@@ -289,13 +289,12 @@ def session_of(store: Store, token: str) -> tuple[Annotator, str] | None:
     if not token:
         return None
     with store.read() as session:
-        row = session.get(WebSession, _digest(token))
-        if row is None or row.expires_at < utcnow():
-            return None
-        annotator = session.get(Annotator, row.annotator_id)
-        if annotator is None:
-            return None
-        return annotator, row.csrf
+        found = session.execute(
+            select(Annotator, WebSession.csrf)
+            .join(WebSession, WebSession.annotator_id == Annotator.id)
+            .where(WebSession.id_hash == _digest(token), WebSession.expires_at >= utcnow())
+        ).first()
+    return None if found is None else (found[0], found[1])
 
 
 def end_session(store: Store, token: str) -> None:

@@ -165,7 +165,11 @@ class Annotator(Base):
 
 class Assignment(Base):
     __tablename__ = "assignments"
-    __table_args__ = (Index("ix_assignments_item_state", "item_id", "state"),)
+    __table_args__ = (
+        Index("ix_assignments_item_state", "item_id", "state"),
+        # "has this person been given this item?" on every next-task
+        Index("ix_assignments_annotator_item", "annotator_id", "item_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"))

@@ -99,6 +99,9 @@ def upgrade() -> None:
             postgresql_where=sa.text("state = 'open'"),
         )
 
+    with op.batch_alter_table("assignments", schema=None) as batch_op:
+        batch_op.create_index("ix_assignments_annotator_item", ["annotator_id", "item_id"], unique=False)
+
     with op.batch_alter_table("annotations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("kind", sa.String(length=16), server_default="regular", nullable=False))
 
@@ -119,6 +122,9 @@ def downgrade() -> None:
 
     with op.batch_alter_table("annotations", schema=None) as batch_op:
         batch_op.drop_column("kind")
+
+    with op.batch_alter_table("assignments", schema=None) as batch_op:
+        batch_op.drop_index("ix_assignments_annotator_item")
 
     with op.batch_alter_table("expert_tasks", schema=None) as batch_op:
         batch_op.drop_index(
