@@ -408,3 +408,16 @@ def test_expert_queue(qproject: Project) -> None:
         done = session.scalars(select(ExpertTask).where(ExpertTask.state == "done")).all()
     assert [(t.item_id, t.reason) for t in done] == [(items[0], "escalated")] and done[0].annotation_id
     assert count(qproject, Annotation, kind="expert") == 1
+
+
+def test_an_expert_answer_takes_no_crowd_slot(qproject: Project) -> None:
+    (item,) = add_routed_items(qproject, 1, overlap=1)
+    expert = add_annotator(qproject.store, "e", PASSWORD, role="expert").id
+    (a,) = people(qproject, "a")
+    with qproject.store.write() as session:
+        enqueue_expert(session, [item], "audit")
+    task = next_expert_task(qproject.store, expert, lease_minutes=LEASE)
+    assert queue_counts(qproject.store)["leased"] == 0  # nor does an expert's lease
+    submit_expert_answer(qproject.store, expert, task.assignment_id, "billing", labels=LABELS, seconds=1)
+    assert next_task(qproject.store, a, lease_minutes=LEASE).id == item
+    assert queue_counts(qproject.store)["answers"] == 0

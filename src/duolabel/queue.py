@@ -294,6 +294,7 @@ def queue_counts(store: Store) -> dict[str, int]:
             .join(Route, Route.item_id == Assignment.item_id)
             .where(
                 Route.decision == HUMANS,
+                Assignment.kind == "regular",
                 Assignment.state == "leased",
                 Assignment.lease_expires >= now,
             )
@@ -683,7 +684,13 @@ def _open_task(item_id: str, reason: str) -> Select[tuple[int]]:
 
 
 def _answer_count(item_id: ColumnElement[str]) -> ColumnElement[int]:
-    return select(func.count()).select_from(Annotation).where(Annotation.item_id == item_id).scalar_subquery()
+    """Crowd answers to an item: an expert's answer (an audit) never takes a crowd slot."""
+    return (
+        select(func.count())
+        .select_from(Annotation)
+        .where(Annotation.item_id == item_id, Annotation.kind == "regular")
+        .scalar_subquery()
+    )
 
 
 def _lease_count(item_id: ColumnElement[str], now: datetime) -> ColumnElement[int]:
@@ -692,6 +699,7 @@ def _lease_count(item_id: ColumnElement[str], now: datetime) -> ColumnElement[in
         .select_from(Assignment)
         .where(
             Assignment.item_id == item_id,
+            Assignment.kind == "regular",
             Assignment.state == "leased",
             Assignment.lease_expires >= now,
         )
