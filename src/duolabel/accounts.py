@@ -161,6 +161,21 @@ def create_invitation(
     """A one-time invitation token for an account with ``role``, valid for ``hours``.
 
     Only the token's SHA-256 is stored; the token itself is shown once (in a link).
+
+    Examples
+    --------
+    >>> import tempfile, duolabel
+    >>> project = duolabel.init_project(tempfile.mkdtemp(), labels=["spam", "ham"])
+    >>> token = create_invitation(project.store, role="annotator")
+    >>> invitation_role(project.store, token)
+    'annotator'
+    >>> carol = accept_invitation(project.store, token, "carol", "a long password", exam=True)
+    >>> carol.role, carol.status
+    ('annotator', 'onboarding')
+    >>> accept_invitation(project.store, token, "dave", "a long password", exam=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    duolabel.errors.AccessError: this invitation link is unknown, used or expired; ask ...
+    >>> project.close()
     """
     if role not in ROLES:
         raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")

@@ -164,7 +164,7 @@ def refresh_annotator(session: Session, annotator: Annotator, quality: QualityCo
 
 def score_exam(session: Session, annotator: Annotator, quality: QualityConfig) -> None:
     """After an exam answer: once the attempt is complete, activate, keep for a retry, or decline."""
-    from duolabel.queue import exam_items
+    from duolabel.exam import exam_items
 
     items = exam_items(session, annotator.exam_attempt, quality.exam_size)
     rows = session.execute(

@@ -6,7 +6,7 @@ later: the item is then offered again). A slot is taken by an answer or by an un
 lease, so an item is never handed out more often than it needs. Control items (items
 with a known label, outside the exam pool) are mixed in at ``control_rate``: they are
 leased and answered by exactly the same code path, so neither the page nor the time a
-request takes tells them apart. New annotators first take the exam (:func:`exam_task`);
+request takes tells them apart. New annotators first take the exam (:mod:`duolabel.exam`);
 experts work through the expert queue (:func:`enqueue_expert`, :func:`next_expert_task`).
 
 Concurrency: every pick-and-lease and every answer runs in one ``store.write()``
@@ -38,20 +38,16 @@ from duolabel.store.tables import utcnow
 
 __all__ = [
     "EXPERT_REASONS",
-    "ExamResult",
     "ExpertTaskView",
     "Task",
     "answers_given",
     "enqueue_expert",
-    "exam_result",
-    "exam_task",
     "expert_queue_counts",
     "lease_task",
     "next_expert_task",
     "next_task",
     "open_expert_tasks",
     "queue_counts",
-    "retry_exam",
     "skip_task",
     "submit_answer",
     "undo_last_answer",
@@ -104,6 +100,29 @@ def lease_task(
     ``exam_pool`` items with a known label are the exam's, never controls). Controls are
     only mixed into real work: when no routed item is open, nothing is given. Annotators
     who are not active get nothing.
+
+    Examples
+    --------
+    >>> import tempfile, duolabel
+    >>> from duolabel.accounts import add_annotator
+    >>> from duolabel.store import Item, Route, Run
+    >>> project = duolabel.init_project(tempfile.mkdtemp(), labels=["spam", "ham"])
+    >>> with project.store.write() as session:
+    ...     run = Run(kind="route")
+    ...     session.add_all([run, Item(id="a", seq=0, text="win money", content_hash="h")])
+    ...     session.flush()
+    ...     session.add(Route(item_id="a", decision="humans", overlap=1, policy_version="v", run_id=run.id))
+    >>> alice = add_annotator(project.store, "alice", "a long password").id
+    >>> task = lease_task(project.store, alice, lease_minutes=15)
+    >>> task.item.text
+    'win money'
+    >>> labels = ["spam", "ham"]
+    >>> answer = submit_answer(project.store, alice, task.assignment_id, "spam", labels=labels, seconds=2)
+    >>> answer.label, answer.kind
+    ('spam', 'regular')
+    >>> lease_task(project.store, alice, lease_minutes=15) is None  # overlap 1: done
+    True
+    >>> project.close()
     """
     _check_lease(lease_minutes)
     if not 0.0 <= control_rate <= 1.0:
@@ -308,121 +327,6 @@ def queue_counts(store: Store) -> dict[str, int]:
     }
 
 
-# -- the onboarding exam -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExamResult:
-    """A finished exam attempt; ``review`` holds (text, given label, right label) per item."""
-
-    attempt: int
-    correct: int
-    total: int
-    passed: bool
-    can_retry: bool
-    review: list[tuple[str, str, str]]
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total if self.total else 0.0
-
-
-def exam_items(session: Session, attempt: int, exam_size: int) -> list[str]:
-    """The ids of attempt ``attempt``'s exam items: the next ``exam_size`` items with a known label.
-
-    Items with a known label are taken in import order; each attempt gets fresh ones, since
-    the feedback of an attempt shows its right answers.
-    """
-    if attempt < 1 or exam_size < 1:
-        return []
-    return list(
-        session.scalars(_gold_items().order_by(Item.seq).offset((attempt - 1) * exam_size).limit(exam_size))
-    )
-
-
-def exam_task(
-    store: Store, annotator_id: int, *, quality: QualityConfig, lease_minutes: float
-) -> Task | None:
-    """The next exam item for an onboarding annotator, leased to them.
-
-    ``None`` when the current attempt is answered in full (see :func:`exam_result`) or the
-    annotator is not onboarding. Raises ``ProjectError`` when the project has no items
-    with a known label to examine with.
-    """
-    _check_lease(lease_minutes)
-    now = utcnow()
-    with store.write() as session:
-        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
-        if annotator is None or annotator.status != "onboarding":
-            return None
-        if annotator.exam_attempt == 0:
-            annotator.exam_attempt = 1
-        own = _own_lease(session, annotator_id, ("exam",), now)
-        if own is not None:
-            return own
-        items = exam_items(session, annotator.exam_attempt, quality.exam_size)
-        if not items:
-            raise ProjectError(
-                "the exam has no items: the project needs items with a known label "
-                "(import a golden set); ask a project admin"
-            )
-        given = set(
-            session.scalars(
-                select(Assignment.item_id).where(
-                    Assignment.annotator_id == annotator_id, Assignment.item_id.in_(items)
-                )
-            )
-        )
-        todo = [item for item in items if item not in given]
-        if not todo:
-            return None
-        return _new_lease(session, todo[0], annotator_id, "exam", now + timedelta(minutes=lease_minutes))
-
-
-def exam_result(store: Store, annotator_id: int, *, quality: QualityConfig) -> ExamResult | None:
-    """The latest exam attempt if it is answered in full, with its right answers; else ``None``."""
-    with store.read() as session:
-        annotator = session.get(Annotator, annotator_id)
-        if annotator is None or annotator.exam_attempt < 1:
-            return None
-        items = exam_items(session, annotator.exam_attempt, quality.exam_size)
-        rows = session.execute(
-            select(Item.id, Item.text, Annotation.label, Item.gold_label)
-            .join(Annotation, Annotation.item_id == Item.id)
-            .where(
-                Annotation.annotator_id == annotator_id,
-                Annotation.kind == "exam",
-                Item.id.in_(items),
-            )
-        ).all()
-        if not items or len(rows) < len(items):
-            return None
-        order = {item: i for i, item in enumerate(items)}
-        rows = sorted(rows, key=lambda row: order[row[0]])
-        correct = sum(row[2] == row[3] for row in rows)
-        passed = correct >= quality.pass_mark * len(items) - 1e-9
-        retry_items = exam_items(session, annotator.exam_attempt + 1, quality.exam_size)
-        can_retry = (
-            not passed
-            and annotator.status == "onboarding"
-            and annotator.exam_attempt <= quality.exam_retries
-            and bool(retry_items)
-        )
-        review = [(row[1], row[2], row[3] or "") for row in rows]
-    return ExamResult(annotator.exam_attempt, correct, len(items), passed, can_retry, review)
-
-
-def retry_exam(store: Store, annotator_id: int, *, quality: QualityConfig) -> None:
-    """Start the next exam attempt (on fresh items) after a failed one, if a retry is left."""
-    result = exam_result(store, annotator_id, quality=quality)
-    if result is None or not result.can_retry:
-        raise ProjectError("there is no exam retry to start")
-    with store.write() as session:
-        annotator = session.get(Annotator, annotator_id, with_for_update=True)
-        if annotator is not None and annotator.exam_attempt == result.attempt:
-            annotator.exam_attempt += 1
-
-
 # -- the expert queue ----------------------------------------------------------
 
 
@@ -441,6 +345,20 @@ def enqueue_expert(session: Session, item_ids: Iterable[str], reason: str, run_i
 
     Idempotent: an item that already has an open task for the same reason is left alone.
     Runs inside the caller's transaction; returns how many tasks were added.
+
+    Examples
+    --------
+    >>> import tempfile, duolabel
+    >>> from duolabel.store import Item
+    >>> project = duolabel.init_project(tempfile.mkdtemp(), labels=["spam", "ham"])
+    >>> with project.store.write() as session:
+    ...     session.add(Item(id="a", seq=0, text="win money", content_hash="h"))
+    ...     session.flush()
+    ...     enqueue_expert(session, ["a"], "escalated"), enqueue_expert(session, ["a"], "escalated")
+    (1, 0)
+    >>> expert_queue_counts(project.store)
+    {'escalated': 1, 'audit': 0}
+    >>> project.close()
     """
     if reason not in EXPERT_REASONS:
         raise ProjectError(f"reason {reason!r} is not one of {', '.join(map(repr, EXPERT_REASONS))}")

@@ -16,14 +16,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from duolabel.accounts import add_annotator, create_invitation, log_in, set_status
+from duolabel.exam import exam_result, exam_task, retry_exam
 from duolabel.queue import (
     answers_given,
-    exam_result,
-    exam_task,
     expert_queue_counts,
     next_expert_task,
     open_expert_tasks,
-    retry_exam,
     skip_task,
     submit_answer,
     submit_expert_answer,

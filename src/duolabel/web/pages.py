@@ -10,17 +10,15 @@ from fastapi.responses import RedirectResponse, Response
 
 from duolabel.accounts import add_annotator, create_invitation, set_status
 from duolabel.errors import AccessError, ProjectError
+from duolabel.exam import exam_result, exam_task, retry_exam
 from duolabel.queue import (
     WORK_KINDS,
     Task,
     answers_given,
-    exam_result,
-    exam_task,
     expert_queue_counts,
     lease_task,
     next_expert_task,
     open_expert_tasks,
-    retry_exam,
     skip_task,
     submit_answer,
     submit_expert_answer,
