@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select
 from sqlalchemy.orm import Session
 
 from duolabel.config import QualityConfig
@@ -142,23 +142,24 @@ def lease_task(
         # Both candidates are looked up every time, so the response time does not say
         # whether a control was drawn.
         control_id = session.scalar(_control_candidates(annotator_id, exam_pool).limit(1))
-        sqlite = store.is_sqlite
         floor = _floor(store, session, now)
         tried: list[str] = []
-        query = _open_items(annotator_id, now, sqlite).order_by(Item.seq).limit(1)
         for _ in range(_MAX_TRIES):
-            if tried:
-                query = query.where(Route.item_id.not_in(tried))
-            item_id = session.scalar(query.where(Item.seq >= floor))
-            if item_id is None and floor > 0:
+            found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+            if found is None and floor > 0:
                 floor = 0  # nothing open past the floor for this person: look below it too
-                item_id = session.scalar(query)
-            if item_id is None:
+                found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+            if found is None:
                 return None
-            session.scalar(select(Route.item_id).where(Route.item_id == item_id).with_for_update())
+            item_id = found[0]
+            # SKIP LOCKED: when another server is leasing this very item, move on to the next
+            # one rather than queue behind it (everyone starts at the same first open item).
+            locked = session.scalar(
+                select(Route.item_id).where(Route.item_id == item_id).with_for_update(skip_locked=True)
+            )
             # Read again under the lock: another writer may have taken the slot meanwhile.
-            still_open = _open_items(annotator_id, now, sqlite).where(Route.item_id == item_id)
-            if session.scalar(still_open) is None:
+            still_open = _open_items(annotator_id, now).where(Route.item_id == item_id)
+            if locked is None or session.scalar(still_open) is None:
                 tried.append(item_id)
                 continue
             expires = now + timedelta(minutes=lease_minutes)
@@ -625,27 +626,59 @@ def _lease_count(item_id: ColumnElement[str], now: datetime) -> ColumnElement[in
     )
 
 
-def _routed_to_humans(sqlite: bool) -> ColumnElement[bool]:
-    # On SQLite, tell the planner that most routes are for people, so it walks items in
-    # import order (and stops at the first open one) instead of sorting every routed item.
-    condition = Route.decision == HUMANS
-    return func.likelihood(condition, literal_column("0.9")) if sqlite else condition
-
-
 def _has_free_slot(now: datetime) -> ColumnElement[bool]:
     return _answer_count(Route.item_id) + _lease_count(Route.item_id, now) < Route.overlap
 
 
-def _open_items(annotator_id: int, now: datetime, sqlite: bool = False) -> Select[tuple[str]]:
+def _open_items(annotator_id: int, now: datetime) -> Select[tuple[str]]:
     """Routed items with a free slot that this annotator has never been given."""
     seen_answer = exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id)
     seen_lease = exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id)
     return (
         select(Route.item_id)
-        .select_from(Item)
-        .join(Route, Route.item_id == Item.id)
-        .where(_routed_to_humans(sqlite), _has_free_slot(now), ~seen_answer, ~seen_lease)
+        .join(Item, Item.id == Route.item_id)
+        .where(Route.decision == HUMANS, _has_free_slot(now), ~seen_answer, ~seen_lease)
     )
+
+
+_WINDOW = 64
+
+
+def _first_open(
+    session: Session, now: datetime, start: int, *, annotator_id: int | None, skip: Sequence[str] = ()
+) -> tuple[str, int] | None:
+    """The first routed item by import order, from ``start`` on, with a free slot (and, for an
+    annotator, never given to them): ``(item id, seq)``.
+
+    Items are read in windows of import order taken through the ``items.seq`` index, so
+    neither SQLite's nor PostgreSQL's planner can choose to check every routed item and
+    sort them; a window with nothing open doubles the next one.
+    """
+    window, low = _WINDOW, start
+    while True:
+        chunk = select(Item.id, Item.seq).where(Item.seq >= low).order_by(Item.seq).limit(window).subquery()
+        query = (
+            select(Route.item_id, chunk.c.seq)
+            .select_from(chunk)
+            .join(Route, Route.item_id == chunk.c.id)
+            .where(Route.decision == HUMANS, _has_free_slot(now))
+            .order_by(chunk.c.seq)
+            .limit(1)
+        )
+        if annotator_id is not None:
+            query = query.where(
+                ~exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id),
+                ~exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id),
+            )
+        if skip:
+            query = query.where(Route.item_id.not_in(list(skip)))
+        found = session.execute(query).first()
+        if found is not None:
+            return str(found[0]), int(found[1])
+        last = session.scalar(select(func.max(chunk.c.seq)))
+        if last is None:
+            return None
+        low, window = int(last) + 1, window * 2
 
 
 # Items fill up in import order, so the first item with a free slot (the floor) only moves
@@ -660,15 +693,8 @@ _floors: weakref.WeakKeyDictionary[Store, tuple[int, float]] = weakref.WeakKeyDi
 def _floor(store: Store, session: Session, now: datetime) -> int:
     cached, when = _floors.get(store, (0, 0.0))
     start = cached if time.monotonic() - when < _FLOOR_SECONDS else 0
-    first = session.scalar(
-        select(Item.seq)
-        .select_from(Item)
-        .join(Route, Route.item_id == Item.id)
-        .where(_routed_to_humans(store.is_sqlite), _has_free_slot(now), Item.seq >= start)
-        .order_by(Item.seq)
-        .limit(1)
-    )
-    floor = start if first is None else int(first)
+    first = _first_open(session, now, start, annotator_id=None)
+    floor = start if first is None else first[1]
     _floors[store] = (floor, when if start else time.monotonic())
     return floor
 
