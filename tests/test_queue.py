@@ -421,3 +421,10 @@ def test_an_expert_answer_takes_no_crowd_slot(qproject: Project) -> None:
     submit_expert_answer(qproject.store, expert, task.assignment_id, "billing", labels=LABELS, seconds=1)
     assert next_task(qproject.store, a, lease_minutes=LEASE).id == item
     assert queue_counts(qproject.store)["answers"] == 0
+
+
+def test_next_task_finds_work_past_many_items_not_for_people(qproject: Project) -> None:
+    add_routed_items(qproject, 300, overlap=1, decision="accept")  # several empty windows
+    items = add_routed_items(qproject, 2, overlap=1, start=300)
+    (a,) = people(qproject, "a")
+    assert [answer(qproject, a) for _ in range(3)] == [*items, None]
