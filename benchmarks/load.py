@@ -54,6 +54,8 @@ class Stats:
     acknowledged: list[int] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
     empty: int = 0
+    uncertain: int = 0  # answers whose response was lost in transport (then retried)
+    retried_and_found: int = 0  # ... and found stored on the retry
 
 
 def free_port() -> int:
@@ -149,10 +151,16 @@ async def work(
     seed: int,
 ) -> None:
     """One simulated annotator: next task, answer, as fast as the server allows, until the deadline."""
+    import httpx
+
     rng = random.Random(seed)
     while time.monotonic() < deadline:
         start = time.perf_counter()
-        response = await client.get("/api/v1/task")
+        try:
+            response = await client.get("/api/v1/task")
+        except httpx.TransportError as exc:  # counted; next-task is safe to repeat
+            stats.refused[f"next: {type(exc).__name__}"] += 1
+            continue
         stats.next_ms.append((time.perf_counter() - start) * 1000)
         if response.status_code != 200:
             stats.refused[f"next {response.status_code}"] += 1
@@ -167,13 +175,26 @@ async def work(
         true = truth[task["text"]]
         label = true if rng.random() < TRUTHFUL else rng.choice([x for x in LABELS if x != true])
         body = {"assignment_id": task["assignment_id"], "label": label, "seconds": 1.5}
-        start = time.perf_counter()
-        answer = await client.post("/api/v1/answer", json=body, headers=headers)
-        stats.submit_ms.append((time.perf_counter() - start) * 1000)
-        if answer.status_code == 200:
-            stats.acknowledged.append(answer.json()["annotation_id"])
-        else:
-            stats.refused[f"answer {answer.status_code}: {answer.json()['error']['message'][:60]}"] += 1
+        for attempt in range(3):
+            start = time.perf_counter()
+            try:
+                answer = await client.post("/api/v1/answer", json=body, headers=headers)
+            except httpx.TransportError as exc:
+                # The answer may or may not have been stored: send it again. The server
+                # refuses a second answer to one assignment, so a retry cannot duplicate.
+                stats.refused[f"answer: {type(exc).__name__}"] += 1
+                stats.uncertain += 1
+                continue
+            stats.submit_ms.append((time.perf_counter() - start) * 1000)
+            if answer.status_code == 200:
+                stats.acknowledged.append(answer.json()["annotation_id"])
+            else:
+                message = answer.json()["error"]["message"]
+                if attempt and "already answered" in message:
+                    stats.retried_and_found += 1
+                else:
+                    stats.refused[f"answer {answer.status_code}: {message[:60]}"] += 1
+            break
 
 
 def percentiles(values: list[float]) -> tuple[float, float, float]:

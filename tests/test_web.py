@@ -466,6 +466,8 @@ def test_admin_dashboard_tables_and_csv(project: Project, alice: Person) -> None
     queues = admin.api("GET", "/admin/tables/queues").json()
     assert {"queue": "people: answers", "count": 1} in queues
     assert admin.client.get("/admin/nope.csv").status_code == 404
+    add_annotator(project.store, "=HYPERLINK(1)", PASSWORD)
+    assert "'=HYPERLINK(1),annotator" in admin.client.get("/admin/annotators.csv").text
     assert admin.post("/admin/status", name="alice", status="suspended").status_code == 303
     assert alice.get("/label").url.path == "/login"
 

@@ -353,12 +353,24 @@ def admin_csv(request: Request, name: str) -> Response:
     web.who(request, ADMIN)
     frame = dashboard_table(web.project, name)
     buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
+    _defuse_formulas(frame).to_csv(buffer, index=False)
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}.csv"'},
     )
+
+
+def _defuse_formulas(frame: Any) -> Any:
+    """Text cells that a spreadsheet would run as a formula (a name like ``=HYPERLINK(...)``)
+    get a leading apostrophe (OWASP's advice against CSV injection)."""
+
+    def defuse(value: Any) -> Any:
+        return (
+            "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+        )
+
+    return frame.apply(lambda column: column.map(defuse) if column.dtype == object else column)
 
 
 @router.post("/admin/invite")
