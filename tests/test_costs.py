@@ -28,8 +28,12 @@ def test_ledger_records_done_failed_and_interrupted_runs(tmp_path, database_url)
         pass
     with store.read() as session:
         runs = [(r.kind, r.status, r.cost) for r in session.scalars(select(Run).order_by(Run.id))]
-    assert runs == [("label", "done", 0.5), ("label", "failed", 0.0), ("route", "interrupted", 0.0),
-                    ("route", "done", 0.0)]
+    assert runs == [
+        ("label", "done", 0.5),
+        ("label", "failed", 0.0),
+        ("route", "interrupted", 0.0),
+        ("route", "done", 0.0),
+    ]
     summary = cost_summary(store, costs)
     assert summary.model == pytest.approx(0.5) and summary.humans == 0 and summary.total == pytest.approx(0.5)
     store.close()

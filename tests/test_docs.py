@@ -36,3 +36,22 @@ def test_every_setting_is_documented():
 
     text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert [key for key, _, _ in settings_reference() if f"`{key}`" not in text] == []
+
+
+def test_docstring_examples_run():
+    """Every ``Examples`` section in the package runs and prints what it shows."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import duolabel
+
+    failed: list[str] = []
+    for info in pkgutil.walk_packages(duolabel.__path__, "duolabel."):
+        if ".migrations" in info.name:
+            continue  # Alembic scripts run only inside Alembic
+        module = importlib.import_module(info.name)
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        if result.failed:
+            failed.append(f"{info.name}: {result.failed} of {result.attempted}")
+    assert not failed, failed

@@ -149,8 +149,9 @@ def test_a_prompt_longer_than_the_context_is_an_abstention(server):
     from duolabel.labelers import TextItem
     from duolabel.labelers.openai import OpenAILabeler
 
-    labeler = OpenAILabeler(labels=LABELS, model=MODEL_ALIAS, base_url=server.base_url, few_shot=0,
-                            answer_tokens=1)
+    labeler = OpenAILabeler(
+        labels=LABELS, model=MODEL_ALIAS, base_url=server.base_url, few_shot=0, answer_tokens=1
+    )
     long_text = " ".join(["word"] * 3000)  # far past the server's 1,024-token window
     probs, usage = labeler.predict_proba([TextItem("long", long_text), TextItem("short", "A fine novel.")])
     assert all(p != p for p in probs[0])  # NaN row: an abstention, and the run went on

@@ -3,8 +3,8 @@
 Examples
 --------
 >>> import duolabel
->>> sorted(duolabel.__all__)[:3]
-['DataError', 'DuolabelError', 'Project']
+>>> "Project" in duolabel.__all__ and "DataError" in duolabel.__all__
+True
 """
 
 from duolabel.errors import ConfigError, DataError, DuolabelError, ProjectError, SetupError

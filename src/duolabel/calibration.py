@@ -367,6 +367,10 @@ def _calibrate_one(
             )
             calibrated = calibrator.transform(_matrix([p.probs for p in batch], labels))
             for pred, row in zip(batch, calibrated, strict=True):
+                if pred.out_of_fold and pred.item_id in scored:
+                    # Golden items keep the calibration of a calibrator that never saw
+                    # them, so routing chooses its threshold on honest confidences.
+                    row = scored[pred.item_id]
                 pred.calibrated = {label: float(v) for label, v in zip(labels, row, strict=True)}
                 pred.confidence = float(row.max())
                 pred.features = {**(pred.features or {}), **confidence_signals(row)}
@@ -445,9 +449,11 @@ def _ensemble(
         if oof and gold.get(item_id) is not None:
             cv = [honest[name].get(item_id) for name, _, _ in votes]
             if all(c is not None for c in cv):
-                golden_avg.append(
-                    ((w[:, None] * np.array(cv)).sum(axis=0) / w.sum(), labels.index(gold[item_id]))
-                )
+                honest_avg = (w[:, None] * np.array(cv)).sum(axis=0) / w.sum()
+                golden_avg.append((honest_avg, labels.index(gold[item_id])))
+                # As for single labelers, golden items keep their cross-fitted distribution.
+                as_dict = {label: float(v) for label, v in zip(labels, honest_avg, strict=True)}
+                rows[-1].update(calibrated=as_dict, confidence=float(honest_avg.max()))
     return version, rows, golden_avg
 
 

@@ -39,7 +39,7 @@ def _open(path: Path):
 
 
 def _money(value: float, currency: str) -> str:
-    return f"{value:,.4f} {currency}" if value < 1 else f"{value:,.2f} {currency}"
+    return f"{value:,.4f} {currency}" if abs(value) < 1 else f"{value:,.2f} {currency}"
 
 
 def _status_table(status) -> Table:
@@ -62,9 +62,20 @@ def _status_table(status) -> Table:
     cost = status.cost
     table.add_row("cost: model", _money(cost.model, cost.currency))
     table.add_row(f"cost: people ({cost.human_answers:,} answers)", _money(cost.humans, cost.currency))
+    if cost.expert_answers:
+        table.add_row(f"cost: experts ({cost.expert_answers:,} answers)", _money(cost.experts, cost.currency))
     if cost.setup:
         table.add_row("cost: set-up", _money(cost.setup, cost.currency))
     table.add_row("cost so far", _money(cost.total, cost.currency))
+    cmp = status.comparison
+    table.add_section()
+    table.add_row(f"people alone, {cmp.items:,} items (estimate)", _money(cmp.humans_only, cmp.currency))
+    table.add_row("model alone (ledger)", _money(cmp.model_only, cmp.currency))
+    table.add_row("hybrid, when people finish", _money(cmp.hybrid, cmp.currency))
+    table.add_row("golden set (experts + set-up)", _money(cmp.golden_set, cmp.currency))
+    table.add_row("saving vs people alone", _money(cmp.saving, cmp.currency))
+    if cmp.roi is not None:
+        table.add_row("return on the model + golden set", f"{cmp.roi:,.1f}x")
     return table
 
 
@@ -152,9 +163,10 @@ def route(project: ProjectArg = Path(".")) -> None:
     """Accept confident model labels; send the rest to people."""
     with _open(project) as proj:
         result = proj.route(progress=rich_reporter(err))
+    out.print(f"Routing: {result.message}.")
     out.print(
         f"Accepted {result.decided['accept']:,}, sent to people {result.decided['humans']:,}, "
-        f"already decided {result.unchanged:,}."
+        f"to experts {result.decided['expert']:,}, already decided {result.unchanged:,}."
     )
 
 
@@ -201,6 +213,8 @@ def run(project: ProjectArg = Path(".")) -> None:
         f"Calibration ({cal.labeler}): golden accuracy {cal.after['accuracy']:.1%}, "
         f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f} (cross-validated)."
     )
+    if summary.route is not None:
+        out.print(f"Routing: {summary.route.message}.")
     out.print(_status_table(summary.status))
     out.print(f"Wrote {summary.exported:,} final labels to {summary.export_path}.")
     if summary.status.waiting_for_people:
@@ -208,6 +222,81 @@ def run(project: ProjectArg = Path(".")) -> None:
             f"{summary.status.waiting_for_people:,} items wait for people. Next: "
             f"'duolabel annotators add NAME -p {project}', then 'duolabel serve {project}'."
         )
+
+
+@app.command()
+def simulate(
+    project: ProjectArg = Path("."),
+    answers: Annotated[
+        Path,
+        typer.Option(
+            "--answers", "-a", help="Recorded answers: annotations.jsonl or a CSV with item, worker, label."
+        ),
+    ] = Path("annotations.jsonl"),
+    seed: Annotated[int, typer.Option(help="Seed of the order in which recorded answers are drawn.")] = 0,
+    curve: Annotated[Path | None, typer.Option(help="Also write the realised curve to this CSV.")] = None,
+) -> None:
+    """Replay the routing policies on items with known labels and recorded human answers."""
+    from duolabel.simulate import simulate_project
+
+    with _open(project) as proj:
+        result = simulate_project(proj, answers, seed=seed)
+        currency = proj.config.costs.currency
+    table = Table(
+        title=f"Simulation ({currency}; crowd majority vote over all answers: {result.crowd_accuracy:.3f})"
+    )
+    for column in (
+        "policy",
+        "operating point",
+        "human accuracy",
+        "model accuracy",
+        "hybrid accuracy",
+        "human cost reduction",
+        "human share",
+        "cost",
+        "ran out",
+    ):
+        table.add_column(column, justify="left" if column in ("policy", "operating point") else "right")
+    for row in result.rows:
+        table.add_row(
+            row.policy,
+            row.point,
+            f"{row.human_accuracy:.3f}",
+            f"{row.model_accuracy:.3f}",
+            f"{row.hybrid_accuracy:.3f}",
+            f"{row.cost_reduction:.0%}",
+            f"{row.human_share:.0%}",
+            _money(row.cost, currency),
+            f"{row.ran_out:,}",
+        )
+    out.print(table)
+    for row in result.rows:
+        if row.guarantee and row.policy == "threshold":
+            out.print(f"{row.point}: {row.guarantee}.")
+    if curve is not None:
+        import csv
+
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        with curve.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(result.curve[0]))
+            writer.writeheader()
+            writer.writerows(result.curve)
+        out.print(f"Wrote the curve to {curve}.")
+
+
+@app.command()
+def report(
+    project: ProjectArg = Path("."),
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file to write (default: PROJECT/report.html).")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report: curve, calibration, cost, confusion, routing, people."""
+    from duolabel.report import write_report
+
+    with _open(project) as proj:
+        path = write_report(proj, output or proj.resolve("report.html"))
+    out.print(f"Wrote {path}.")
 
 
 @app.command()

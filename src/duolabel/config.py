@@ -187,11 +187,50 @@ class CalibrationConfig(_Strict):
 
 
 class RoutingConfig(_Strict):
-    policy: Literal["threshold"] = Field("threshold", description="Routing policy.")
+    policy: Literal["threshold", "dynamic", "meta"] = Field(
+        "threshold",
+        description="threshold: confidence vs a threshold, fixed overlap; dynamic: ask one person at a "
+        "time until the fused posterior is sure; meta: a classifier predicts the model's errors.",
+    )
+    mode: Literal["fixed", "target", "budget", "cost"] = Field(
+        "target",
+        description="How the threshold is chosen: fixed (use `threshold`); target (cheapest point "
+        "certified to reach `target_accuracy` at risk `risk`); budget (best expected accuracy within "
+        "`budget`); cost (cheapest point at least as accurate as people alone).",
+    )
     threshold: Fraction = Field(
-        0.9, description="Accept the model's label when its calibrated confidence is at least this."
+        0.9, description="In fixed mode: accept the model's label when its score is at least this."
+    )
+    target_accuracy: Fraction = Field(
+        0.9, description="In target mode: accuracy the accepted model labels must reach."
+    )
+    risk: float = Field(
+        0.1, gt=0, lt=1, description="In target mode: allowed probability that the accuracy guarantee fails."
+    )
+    budget: float | None = Field(
+        None, ge=0, description="In budget mode: money for human and expert answers per routing run."
     )
     overlap: int = Field(3, ge=1, le=20, description="Human answers asked for each routed item.")
+    max_overlap: int = Field(5, ge=1, le=20, description="Dynamic policy: most people asked per item.")
+    posterior_target: Fraction = Field(
+        0.95, description="Dynamic policy: stop asking once the fused top-label posterior reaches this."
+    )
+    escalate: bool = Field(
+        True, description="Dynamic policy: items still unsure after `max_overlap` answers go to an expert."
+    )
+    expert_share: Fraction = Field(
+        0.0, description="Share of the routed items (the least confident) sent straight to experts."
+    )
+    human_accuracy: Fraction = Field(
+        0.9,
+        description="Accuracy of one human answer, for planning until control items measure it.",
+    )
+
+    @model_validator(mode="after")
+    def _budget_mode_needs_budget(self) -> RoutingConfig:
+        if self.mode == "budget" and self.budget is None:
+            raise ValueError("routing mode 'budget' needs routing.budget (money per routing run)")
+        return self
 
 
 class QualityConfig(_Strict):

@@ -10,10 +10,18 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from duolabel.config import CostsConfig
-from duolabel.store import Annotation, Run, Store
+from duolabel.store import Annotation, Annotator, Run, Store
 from duolabel.store.tables import utcnow
 
-__all__ = ["CostSummary", "cost_summary", "ledger_run", "model_cost"]
+__all__ = [
+    "CostComparison",
+    "CostSummary",
+    "answer_price",
+    "cost_comparison",
+    "cost_summary",
+    "ledger_run",
+    "model_cost",
+]
 
 
 def model_cost(costs: CostsConfig, usage: dict[str, Any]) -> float:
@@ -70,23 +78,98 @@ def ledger_run(store: Store, kind: str, config: dict[str, Any]) -> Iterator[Ledg
         session.execute(update(Run).where(Run.id == run_id).values(status="done", ended_at=utcnow()))
 
 
+def answer_price(costs: CostsConfig) -> float:
+    """What one human answer costs, platform fee included."""
+    return costs.human_answer * (1.0 + costs.platform_fee)
+
+
 @dataclass
 class CostSummary:
+    """Money spent so far: model runs from the ledger, answers at the configured prices."""
+
     currency: str
     model: float
     humans: float
     human_answers: int
     setup: float
+    experts: float = 0.0
+    expert_answers: int = 0
 
     @property
     def total(self) -> float:
-        return self.model + self.humans + self.setup
+        return self.model + self.humans + self.experts + self.setup
 
 
 def cost_summary(store: Store, costs: CostsConfig) -> CostSummary:
-    """Cost so far: model runs from the ledger, human answers at the configured price."""
+    """Cost so far: model runs from the ledger, human and expert answers at their prices."""
     with store.read() as session:
         model = session.scalar(select(func.coalesce(func.sum(Run.cost), 0.0))) or 0.0
-        answers = session.scalar(select(func.count()).select_from(Annotation)) or 0
-    per_answer = costs.human_answer * (1.0 + costs.platform_fee)
-    return CostSummary(costs.currency, float(model), answers * per_answer, int(answers), costs.setup)
+        by_role = dict(
+            session.execute(
+                select(Annotator.role, func.count())
+                .select_from(Annotation)
+                .join(Annotator, Annotator.id == Annotation.annotator_id)
+                .group_by(Annotator.role)
+            ).all()
+        )
+    expert_answers = int(by_role.pop("expert", 0))
+    answers = int(sum(by_role.values()))
+    return CostSummary(
+        costs.currency,
+        float(model),
+        answers * answer_price(costs),
+        answers,
+        costs.setup,
+        expert_answers * costs.expert_answer,
+        expert_answers,
+    )
+
+
+@dataclass
+class CostComparison:
+    """People alone vs the model alone vs the hybrid, for the project's non-golden items.
+
+    ``humans_only`` is what people would cost for every item at the configured overlap;
+    ``hybrid`` is the model's ledger cost plus every human and expert answer given or still
+    asked for; the golden set (expert labels plus set-up) is kept apart.
+    """
+
+    currency: str
+    items: int
+    humans_only: float
+    model_only: float
+    hybrid: float
+    golden_set: float
+
+    @property
+    def saving(self) -> float:
+        """Money saved against people alone, after paying for the golden set."""
+        return self.humans_only - self.hybrid - self.golden_set
+
+    @property
+    def roi(self) -> float | None:
+        """Saving per unit of money invested in the model and the golden set."""
+        invested = self.model_only + self.golden_set
+        return self.saving / invested if invested > 0 else None
+
+
+def cost_comparison(
+    spent: CostSummary,
+    costs: CostsConfig,
+    *,
+    items: int,
+    golden: int,
+    overlap: int,
+    answers_pending: int,
+    experts_pending: int,
+) -> CostComparison:
+    """Compare the ways of labelling ``items`` from what was spent and what is still asked."""
+    price = answer_price(costs)
+    return CostComparison(
+        costs.currency,
+        items,
+        items * overlap * price,
+        spent.model,
+        spent.total - spent.setup + answers_pending * price + experts_pending * costs.expert_answer,
+        golden * costs.expert_answer + costs.setup,
+    )

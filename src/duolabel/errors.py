@@ -88,11 +88,13 @@ class DataError(DuolabelError):
     ``str()`` is all of them, one per line, with a count of any left unreported.
     """
 
-    def __init__(self, problems: list[Problem], *, more: int = 0) -> None:
+    def __init__(
+        self, problems: list[Problem], *, more: int = 0, outcome: str = "Nothing was imported."
+    ) -> None:
         self.problems = list(problems)
         self.more = more
         lines = [str(p) for p in self.problems]
         if more:
             lines.append(f"... and {more} more problem(s) not shown")
-        lines.append("Nothing was imported.")
+        lines.append(outcome)
         super().__init__("\n".join(lines))

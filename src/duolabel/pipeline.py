@@ -14,12 +14,12 @@ from sqlalchemy import func, select
 
 from duolabel.aggregation import AggregateResult, aggregate_project
 from duolabel.calibration import CalibrationResult, calibrate_project
-from duolabel.costs import CostSummary, cost_summary
+from duolabel.costs import CostComparison, CostSummary, cost_comparison, cost_summary
 from duolabel.io import ImportResult, export_labels, import_file
 from duolabel.labelers import LabelResult, current_model_version, label_project
 from duolabel.progress import Reporter, quiet
 from duolabel.routing import RouteResult, route_project
-from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route
+from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
 
 if TYPE_CHECKING:
     from duolabel.project import Project
@@ -42,6 +42,8 @@ class Status:
     answers: int
     final_by_source: dict[str, int]
     cost: CostSummary
+    comparison: CostComparison
+    routing: str = ""  # the operating point of the latest routing run, in words
 
     @property
     def final(self) -> int:
@@ -69,6 +71,43 @@ def project_status(project: Project) -> Status:
             .where(Route.decision == "humans", Route.item_id.not_in(select(FinalLabel.item_id)))
         )
         answers = count(select(func.count()).select_from(Annotation))
+        given = dict(
+            session.execute(
+                select(Annotation.item_id, func.count())
+                .join(Route, Route.item_id == Annotation.item_id)
+                .where(Route.decision == "humans", Route.item_id.not_in(select(FinalLabel.item_id)))
+                .group_by(Annotation.item_id)
+            ).all()
+        )
+        pending = sum(
+            max(overlap - given.get(item_id, 0), 0)
+            for item_id, overlap in session.execute(
+                select(Route.item_id, Route.overlap).where(
+                    Route.decision == "humans", Route.item_id.not_in(select(FinalLabel.item_id))
+                )
+            )
+        )
+        experts_pending = count(
+            select(func.count())
+            .select_from(Route)
+            .where(Route.decision == "expert", Route.item_id.not_in(select(FinalLabel.item_id)))
+        )
+        last_route = session.scalar(
+            select(Run.config)
+            .where(Run.kind == "route", Run.status == "done")
+            .order_by(Run.id.desc())
+            .limit(1)
+        )
+    spent = cost_summary(project.store, project.config.costs)
+    comparison = cost_comparison(
+        spent,
+        project.config.costs,
+        items=items - golden,
+        golden=golden,
+        overlap=project.config.routing.overlap,
+        answers_pending=pending,
+        experts_pending=experts_pending,
+    )
     return Status(
         items=items,
         golden=golden,
@@ -80,7 +119,9 @@ def project_status(project: Project) -> Status:
         waiting_for_people=waiting,
         answers=answers,
         final_by_source=final,
-        cost=cost_summary(project.store, project.config.costs),
+        cost=spent,
+        comparison=comparison,
+        routing=(last_route or {}).get("guarantee", ""),
     )
 
 

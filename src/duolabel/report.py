@@ -1,0 +1,197 @@
+"""``duolabel report``: one self-contained HTML file (plots embedded as PNG data, no network)
+with the quality-versus-human-share curve and the chosen point, the reliability diagram
+before and after calibration, the cost comparison, the per-label confusion, the routing
+breakdown and, once people have worked, the annotator table."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from duolabel.calibration import calibration_metrics, reliability_diagram
+from duolabel.errors import ProjectError
+from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
+
+if TYPE_CHECKING:
+    from duolabel.project import Project
+
+__all__ = ["write_report"]
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.clf()
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@dataclass
+class _Golden:
+    raw: np.ndarray
+    calibrated: np.ndarray
+    gold: np.ndarray
+
+
+def _golden(project: Project, version: str) -> _Golden:
+    from duolabel.routing.stage import _matrix
+
+    labels = project.config.task.label_names
+    with project.store.read() as session:
+        rows = session.execute(
+            select(Prediction.probs, Prediction.calibrated, Item.gold_label)
+            .join(Item, Item.id == Prediction.item_id)
+            .where(Prediction.model_version == version, Prediction.out_of_fold.is_(True))
+            .where(Prediction.calibrated.is_not(None), Item.role == "golden", Item.gold_label.is_not(None))
+        ).all()
+    return _Golden(
+        _matrix([r.probs for r in rows], labels),
+        _matrix([r.calibrated for r in rows], labels),
+        np.array([labels.index(r.gold_label) for r in rows]),
+    )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def write_report(project: Project, path: Path) -> Path:
+    """Write the project's report to ``path`` (one HTML file) and return the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from jinja2 import Environment
+
+    from duolabel.labelers import current_model_version
+    from duolabel.pipeline import project_status
+    from duolabel.routing import plan_routing
+
+    version = current_model_version(project)
+    if version is None:
+        raise ProjectError("nothing to report yet: run 'duolabel run' (or label and calibrate) first")
+    labels = project.config.task.label_names
+    plan = plan_routing(project)
+    golden = _golden(project, version)
+    status = project_status(project)
+    plots: dict[str, str] = {}
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    curve = list(
+        {round(p.human_share, 9): p for p in sorted(plan.curve, key=lambda p: p.human_share)}.values()
+    )
+    share = [p.human_share for p in curve]
+    ax.fill_between(share, [p.low for p in curve], [p.high for p in curve], alpha=0.25, label="90% interval")
+    ax.plot(share, [p.hybrid_accuracy for p in curve], label="hybrid (expected)")
+    point = plan.point
+    ax.scatter(
+        [1 - point.model_share], [point.expected_accuracy], color="crimson", zorder=3, label="chosen point"
+    )
+    if point.certificate is not None and point.certificate.certified:
+        ax.axhline(point.certificate.target, color="crimson", linestyle=":", label="target")
+    ax.set_xlabel("share of items sent to people")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="lower right")
+    plots["curve"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    for name, probs in (("before", golden.raw), ("after (cross-validated)", golden.calibrated)):
+        bins = reliability_diagram(probs, golden.gold) if len(probs) else []
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=name)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left")
+    plots["reliability"] = _png(fig)
+
+    cmp = status.comparison
+    fig, ax = plt.subplots(figsize=(7, 3))
+    names = ["people alone", "model alone", "hybrid", "golden set"]
+    values = [cmp.humans_only, cmp.model_only, cmp.hybrid, cmp.golden_set]
+    ax.barh(names, values, color=["#888", "#4c72b0", "#55a868", "#c44e52"])
+    ax.invert_yaxis()
+    ax.set_xlabel(cmp.currency)
+    plots["cost"] = _png(fig)
+    plt.close("all")
+
+    metric_names = ["accuracy", "ece", "brier", "nll", "auroc"]
+    metrics = []
+    for name, probs in (("before", golden.raw), ("after", golden.calibrated)):
+        m = calibration_metrics(probs, golden.gold) if len(probs) else {}
+        metrics.append((name, {k: _fmt(m.get(k)) for k in metric_names}))
+    confusion = np.zeros((len(labels), len(labels)), dtype=int)
+    for g, p in zip(golden.gold, golden.calibrated.argmax(axis=1), strict=True):
+        confusion[g, p] += 1
+    money = lambda v: f"{v:,.2f} {cmp.currency}"  # noqa: E731
+    costs = [
+        ("spent so far", money(status.cost.total)),
+        (f"people alone, {cmp.items:,} items (estimate)", money(cmp.humans_only)),
+        ("model alone (ledger)", money(cmp.model_only)),
+        ("hybrid, when people finish", money(cmp.hybrid)),
+        ("golden set (experts + set-up)", money(cmp.golden_set)),
+        ("saving vs people alone", money(cmp.saving)),
+        ("return on the model + golden set", "–" if cmp.roi is None else f"{cmp.roi:,.1f}x"),
+    ]
+    with project.store.read() as session:
+        routes = Counter(
+            dict(session.execute(select(Route.decision, func.count()).group_by(Route.decision)).all())
+        )
+        finals = dict(
+            session.execute(select(FinalLabel.source, func.count()).group_by(FinalLabel.source)).all()
+        )
+        answers = dict(
+            session.execute(
+                select(Annotation.annotator_id, func.count()).group_by(Annotation.annotator_id)
+            ).all()
+        )
+        people = list(session.scalars(select(Annotator).order_by(Annotator.name)))
+        annotators = [
+            {
+                "name": a.name,
+                "role": a.role,
+                "status": a.status,
+                "answers": answers.get(a.id, 0),
+                "controls": (a.skills or {}).get("controls", 0),
+                "accuracy": _fmt((a.skills or {}).get("accuracy")),
+            }
+            for a in people
+        ]
+    from datetime import UTC, datetime
+
+    template = (Path(__file__).parent / "templates" / "report.html").read_text(encoding="utf-8")
+    html = (
+        Environment(autoescape=True)
+        .from_string(template)
+        .render(
+            name=project.path.name,
+            model_version=version,
+            golden=len(golden.gold),
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            guarantee=plan_message(plan),
+            plots=plots,
+            metric_names=metric_names,
+            metrics=metrics,
+            costs=costs,
+            labels=labels,
+            confusion=list(zip(labels, confusion.tolist(), strict=True)),
+            routes=[(k, routes.get(k, 0)) for k in ("accept", "humans", "expert")],
+            finals=sorted(finals.items()),
+            annotators=annotators if any(a["answers"] for a in annotators) else [],
+        )
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def plan_message(plan: Any) -> str:
+    from duolabel.routing import RouteResult
+
+    return RouteResult(plan.version, point=plan.point).message

@@ -1,0 +1,494 @@
+"""The routing stage: choose the operating point on the golden items, then decide every
+calibrated item not yet decided under it; and, for the dynamic policy, decide after each
+answer whether to ask one more person."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import delete, or_, select, update
+
+from duolabel.config import RoutingConfig
+from duolabel.costs import answer_price, ledger_run
+from duolabel.errors import ProjectError
+from duolabel.progress import Reporter, quiet
+from duolabel.routing.operating import (
+    CurvePoint,
+    OperatingPoint,
+    certify_target,
+    choose_budget,
+    choose_cost,
+    majority_accuracy,
+    quality_curve,
+)
+from duolabel.routing.policies import (
+    Decision,
+    DynamicOverlap,
+    MetaRouter,
+    ThresholdPolicy,
+    expert_tier,
+    policy_version,
+)
+from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
+from duolabel.store.tables import utcnow
+
+if TYPE_CHECKING:
+    from duolabel.project import Project
+
+__all__ = ["Evidence", "Plan", "RouteResult", "follow_up_project", "plan_routing", "route_project"]
+
+CHUNK = 2000
+MIN_CONTROLS = 5  # control answers before a person's measured accuracy replaces the prior
+NEIGHBOURS = 10
+
+
+@dataclass
+class Evidence:
+    """What the golden items say about the model and about people, cross-fitted."""
+
+    ids: list[str]
+    probs: np.ndarray  # cross-fitted calibrated distributions
+    gold: np.ndarray  # label indices
+    features: dict[str, np.ndarray]
+    human_correct: np.ndarray  # probability that people's aggregated label is right
+    human_accuracy: float  # of one answer: measured on controls, or the configured prior
+
+    @property
+    def model_correct(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) == self.gold
+
+
+@dataclass
+class Plan:
+    """The policy, its scores on the golden items, the curve and the chosen point."""
+
+    policy: ThresholdPolicy
+    evidence: Evidence
+    scores: np.ndarray
+    curve: list[CurvePoint]
+    point: OperatingPoint
+    version: str
+    model_version: str
+
+
+@dataclass
+class RouteResult:
+    policy_version: str
+    decided: Counter[str] = field(default_factory=Counter)
+    unchanged: int = 0
+    point: OperatingPoint | None = None
+    followed_up: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def message(self) -> str:
+        if self.point is None:
+            return ""
+        if self.point.certificate is not None:
+            return self.point.certificate.describe()
+        return (
+            f"{self.point.mode} mode: threshold {self.point.threshold:.4g}, model labels "
+            f"{self.point.model_share:.0%} of golden items, "
+            f"expected accuracy {self.point.expected_accuracy:.3f}"
+        )
+
+
+def _skills(project: Project) -> dict[str, float]:
+    """Each person's measured accuracy, where enough control answers exist."""
+    with project.store.read() as session:
+        rows = session.execute(select(Annotator.name, Annotator.skills)).all()
+    out = {}
+    for name, skills in rows:
+        skills = skills or {}
+        if (skills.get("controls") or 0) >= MIN_CONTROLS and skills.get("accuracy") is not None:
+            out[name] = float(skills["accuracy"])
+    return out
+
+
+def _labelled_text_length(texts: list[str]) -> np.ndarray:
+    return np.log1p(np.array([len(t) for t in texts], dtype=float))
+
+
+def _matrix(dists: list[dict[str, float]], labels: list[str]) -> np.ndarray:
+    return np.array([[d[label] for label in labels] for d in dists], dtype=float).reshape(
+        len(dists), len(labels)
+    )
+
+
+def load_evidence(project: Project, model_version: str) -> Evidence:
+    cfg = project.config.routing
+    labels = project.config.task.label_names
+    with project.store.read() as session:
+        rows = session.execute(
+            select(Item.id, Item.text, Item.gold_label, Prediction.calibrated, Prediction.features)
+            .join(Prediction, Prediction.item_id == Item.id)
+            .where(
+                Item.role == "golden",
+                Item.gold_label.is_not(None),
+                Prediction.model_version == model_version,
+                Prediction.out_of_fold.is_(True),
+                Prediction.calibrated.is_not(None),
+            )
+            .order_by(Item.seq)
+        ).all()
+        answers = session.execute(
+            select(Annotation.item_id, Annotation.label)
+            .join(Annotator, Annotator.id == Annotation.annotator_id)
+            .join(Item, Item.id == Annotation.item_id)
+            .where(Item.role == "golden", Annotator.status != "suspended", Annotator.role != "expert")
+        ).all()
+    if not rows:
+        raise ProjectError(
+            "no calibrated golden items to choose the routing threshold on: run 'duolabel calibrate'"
+        )
+    skills = _skills(project)
+    accuracy = float(np.mean(list(skills.values()))) if skills else cfg.human_accuracy
+    overlap = cfg.max_overlap if cfg.policy == "dynamic" else cfg.overlap
+    prior = majority_accuracy(accuracy, overlap, len(labels))
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    for item_id, label in answers:
+        votes[item_id][label] += 1
+    human_correct = []
+    for r in rows:
+        counts = votes.get(r.id)
+        if counts and sum(counts.values()) >= overlap:
+            top = max(counts.values())
+            winners = [k for k, v in counts.items() if v == top]
+            human_correct.append((r.gold_label in winners) / len(winners))
+        else:
+            human_correct.append(prior)
+    features = {
+        "disagreement": np.array([(r.features or {}).get("disagreement", 0.0) for r in rows]),
+        "log_length": _labelled_text_length([r.text for r in rows]),
+    }
+    return Evidence(
+        [r.id for r in rows],
+        _matrix([r.calibrated for r in rows], labels),
+        np.array([labels.index(r.gold_label) for r in rows]),
+        features,
+        np.array(human_correct, dtype=float),
+        accuracy,
+    )
+
+
+def _neighbourhood_accuracy(
+    project: Project, golden_ids: list[str], correct: np.ndarray, item_ids: list[str]
+) -> np.ndarray:
+    """The model's accuracy on the nearest golden items of each item (a golden item is not
+    its own neighbour)."""
+    from duolabel.labelers import _encoder
+    from duolabel.labelers.base import TextItem
+
+    with project.store.read() as session:
+        rows = {
+            r.id: TextItem(r.id, r.text, r.content_hash)
+            for r in session.execute(
+                select(Item.id, Item.text, Item.content_hash).where(
+                    Item.id.in_(set(golden_ids) | set(item_ids))
+                )
+            )
+        }
+    encoder = _encoder(project)
+    golden_vectors = encoder.encode([rows[i] for i in golden_ids])[0]
+    vectors = (
+        encoder.encode([rows[i] for i in item_ids])[0] if item_ids else np.zeros((0, golden_vectors.shape[1]))
+    )
+    norm = lambda m: m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)  # noqa: E731
+    sims = norm(vectors) @ norm(golden_vectors).T
+    golden_index = {g: j for j, g in enumerate(golden_ids)}
+    for i, item_id in enumerate(item_ids):
+        if item_id in golden_index:
+            sims[i, golden_index[item_id]] = -np.inf
+    k = min(NEIGHBOURS, max(len(golden_ids) - 1, 1))
+    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return correct[nearest].mean(axis=1) if len(item_ids) else np.zeros(0)
+
+
+def _cost_per_item(cfg: RoutingConfig, project: Project, curve: list[CurvePoint]) -> dict[float, float]:
+    answers = cfg.overlap if cfg.policy != "dynamic" else (1 + cfg.max_overlap) / 2
+    routed = (1 - cfg.expert_share) * answers * answer_price(project.config.costs) + cfg.expert_share * (
+        project.config.costs.expert_answer
+    )
+    return {p.threshold: p.human_share * routed for p in curve}
+
+
+def plan_routing(project: Project, *, items_to_route: int = 0) -> Plan:
+    """Choose the policy's operating point from the golden items (see RoutingConfig.mode)."""
+    from duolabel.labelers import current_model_version
+
+    model_version = current_model_version(project)
+    if model_version is None:
+        raise ProjectError("nothing to route yet: run 'duolabel label' first")
+    cfg = project.config.routing
+    evidence = load_evidence(project, model_version)
+    policy: ThresholdPolicy
+    if cfg.policy == "meta":
+        evidence.features["neighbourhood_accuracy"] = _neighbourhood_accuracy(
+            project, evidence.ids, evidence.model_correct.astype(float), evidence.ids
+        )
+        policy = MetaRouter(overlap=cfg.overlap)
+        wrong = ~evidence.model_correct
+        scores = policy.cross_fit_scores(evidence.probs, evidence.features, wrong)
+        policy.fit(evidence.probs, evidence.features, wrong)
+    elif cfg.policy == "dynamic":
+        policy = DynamicOverlap(
+            posterior_target=cfg.posterior_target, max_overlap=cfg.max_overlap, escalate=cfg.escalate
+        )
+        scores = policy.score(evidence.probs)
+    else:
+        policy = ThresholdPolicy(overlap=cfg.overlap)
+        scores = policy.score(evidence.probs)
+    curve = quality_curve(scores, evidence.model_correct, evidence.human_correct)
+    cost = _cost_per_item(cfg, project, curve)
+    certificate = None
+    if cfg.mode == "fixed":
+        threshold = cfg.threshold
+    elif cfg.mode == "target":
+        certificate = certify_target(
+            scores, evidence.model_correct, target=cfg.target_accuracy, risk=cfg.risk
+        )
+        threshold = certificate.threshold
+    elif cfg.mode == "budget":
+        assert cfg.budget is not None  # checked by the config
+        threshold = choose_budget(curve, cost, budget_per_item=cfg.budget / max(items_to_route, 1)).threshold
+    else:
+        threshold = choose_cost(curve).threshold
+    point_on_curve = quality_curve(
+        scores, evidence.model_correct, evidence.human_correct, thresholds=np.array([threshold]), n_boot=0
+    )[0]
+    human_share = point_on_curve.human_share
+    point = OperatingPoint(
+        cfg.mode,
+        threshold,
+        point_on_curve.model_share,
+        point_on_curve.hybrid_accuracy,
+        _cost_per_item(cfg, project, [point_on_curve])[threshold] if human_share else 0.0,
+        certificate,
+    )
+    policy.threshold = threshold
+    params: dict[str, Any] = {
+        "threshold": threshold,
+        **cfg.model_dump(include={"overlap", "max_overlap", "posterior_target", "escalate", "expert_share"}),
+    }
+    return Plan(
+        policy,
+        evidence,
+        scores,
+        curve,
+        point,
+        policy_version(cfg.policy, params, model_version),
+        model_version,
+    )
+
+
+def _item_features(project: Project, plan: Plan, preds: list[Prediction]) -> dict[str, np.ndarray]:
+    if not isinstance(plan.policy, MetaRouter):
+        return {}
+    ids = [p.item_id for p in preds]
+    with project.store.read() as session:
+        texts = dict(session.execute(select(Item.id, Item.text).where(Item.id.in_(ids))).all())
+    return {
+        "disagreement": np.array([(p.features or {}).get("disagreement", 0.0) for p in preds]),
+        "log_length": _labelled_text_length([texts[i] for i in ids]),
+        "neighbourhood_accuracy": _neighbourhood_accuracy(
+            project, plan.evidence.ids, plan.evidence.model_correct.astype(float), ids
+        ),
+    }
+
+
+def route_project(project: Project, *, progress: Reporter = quiet) -> RouteResult:
+    """Decide every calibrated item not yet decided under the current operating point.
+
+    Accepted items get the model's label as their final label; the others join the human
+    queue with the policy's overlap, or the expert queue. Golden items keep their expert
+    label. Items people have already labelled are never re-routed. With the dynamic
+    policy, items whose answers are in are first followed up (:func:`follow_up_project`).
+    """
+    followed = follow_up_project(project)
+    store = project.store
+    with store.read() as session:
+        people_done = set(
+            session.scalars(
+                select(FinalLabel.item_id).where(FinalLabel.source.in_(["humans", "expert", "fused"]))
+            )
+        )
+    from duolabel.labelers import current_model_version
+
+    version = current_model_version(project)
+    if version is None:
+        raise ProjectError("nothing to route yet: run 'duolabel label' first")
+    with store.read() as session:
+        candidates = [
+            (pid, item_id)
+            for pid, item_id in session.execute(
+                select(Prediction.id, Prediction.item_id)
+                .join(Item, Item.id == Prediction.item_id)
+                .where(
+                    Prediction.model_version == version,
+                    or_(Prediction.confidence.is_not(None), Prediction.abstained.is_(True)),
+                    Item.role != "golden",
+                )
+                .order_by(Item.seq)
+            )
+            if item_id not in people_done
+        ]
+    plan = plan_routing(project, items_to_route=len(candidates))
+    labels = project.config.task.label_names
+    cfg = project.config.routing
+    with store.read() as session:
+        decided = set(session.scalars(select(Route.item_id).where(Route.policy_version == plan.version)))
+        golden = session.execute(
+            select(Item.id, Item.gold_label)
+            .where(Item.role == "golden", Item.gold_label.is_not(None))
+            .where(Item.id.not_in(select(FinalLabel.item_id)))
+        ).all()
+    todo = [pid for pid, item_id in candidates if item_id not in decided]
+    result = RouteResult(plan.version, unchanged=len(decided), point=plan.point, followed_up=followed)
+    point = plan.point
+    run_config = {
+        "policy": cfg.model_dump(),
+        "model_version": version,
+        "policy_version": plan.version,
+        "threshold": None if math.isinf(point.threshold) else point.threshold,
+        "model_share": point.model_share,
+        "expected_accuracy": point.expected_accuracy,
+        "guarantee": result.message,
+    }
+    with ledger_run(store, "route", run_config) as run, progress("Routing items", len(todo)) as advance:
+        with store.write() as session:
+            for item_id, gold in golden:
+                session.add(
+                    FinalLabel(
+                        item_id=item_id,
+                        label=gold,
+                        source="expert",
+                        confidence=1.0,
+                        votes={},
+                        n_votes=0,
+                        annotators=[],
+                        updated_at=utcnow(),
+                    )
+                )
+        for start in range(0, len(todo), CHUNK):
+            with store.write() as session:
+                preds = list(
+                    session.scalars(select(Prediction).where(Prediction.id.in_(todo[start : start + CHUNK])))
+                )
+                usable = [p for p in preds if not p.abstained]
+                probs = _matrix([p.calibrated for p in usable], labels)
+                features = _item_features(project, plan, usable)
+                scores = plan.policy.score(probs, features)
+                decisions = expert_tier(plan.policy.decide(probs, features), scores, share=cfg.expert_share)
+                by_item = dict(zip([p.item_id for p in usable], decisions, strict=True))
+                # An abstention is never accepted: people label the item.
+                first = Decision("humans", plan.policy.overlap)
+                ids = [p.item_id for p in preds]
+                session.execute(delete(Route).where(Route.item_id.in_(ids)))
+                session.execute(delete(FinalLabel).where(FinalLabel.item_id.in_(ids)))
+                for pred in preds:
+                    decision = by_item.get(pred.item_id, first)
+                    session.add(
+                        Route(
+                            item_id=pred.item_id,
+                            decision=decision.kind,
+                            overlap=decision.overlap,
+                            confidence=pred.confidence,
+                            policy_version=plan.version,
+                            run_id=run.id,
+                        )
+                    )
+                    if decision.kind == "accept":
+                        session.add(
+                            FinalLabel(
+                                item_id=pred.item_id,
+                                label=pred.label,
+                                source="model",
+                                confidence=pred.confidence,
+                                votes={},
+                                n_votes=0,
+                                annotators=[],
+                                model_probability=pred.confidence,
+                                model_version=version,
+                                policy_version=plan.version,
+                                updated_at=utcnow(),
+                            )
+                        )
+                    result.decided[decision.kind] += 1
+            advance(len(preds))
+        with store.write() as session:
+            run.record(session, {"items": sum(result.decided.values()), **result.decided}, 0.0)
+    return result
+
+
+def follow_up_project(project: Project) -> Counter[str]:
+    """Dynamic overlap: for each routed item whose asked-for answers are all in, fuse them with
+    the model's distribution and either stop (aggregation then finalizes the item), ask one
+    more person (the route's overlap grows by one) or escalate to an expert."""
+    from duolabel.labelers import current_model_version
+
+    cfg = project.config.routing
+    done: Counter[str] = Counter()
+    if cfg.policy != "dynamic":
+        return done
+    labels = project.config.task.label_names
+    policy = DynamicOverlap(
+        posterior_target=cfg.posterior_target, max_overlap=cfg.max_overlap, escalate=cfg.escalate
+    )
+    skills = _skills(project)
+    with project.store.read() as session:
+        routes = {
+            r.item_id: r
+            for r in session.scalars(
+                select(Route)
+                .where(Route.decision == "humans")
+                .where(Route.item_id.not_in(select(FinalLabel.item_id)))
+            )
+        }
+        answers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for item_id, name, label in session.execute(
+            select(Annotation.item_id, Annotator.name, Annotation.label)
+            .join(Annotator, Annotator.id == Annotation.annotator_id)
+            .where(Annotator.status != "suspended", Annotator.role != "expert")
+            .where(Annotation.item_id.in_(list(routes)))
+            .order_by(Annotation.id)
+        ):
+            answers[item_id].append((name, label))
+        ready = [i for i, r in routes.items() if len(answers.get(i, [])) >= r.overlap]
+        priors = dict(
+            session.execute(
+                select(Prediction.item_id, Prediction.calibrated).where(
+                    Prediction.item_id.in_(ready),
+                    Prediction.model_version == (current_model_version(project) or ""),
+                    Prediction.calibrated.is_not(None),
+                )
+            ).all()
+        )
+    updates: dict[str, Decision] = {}
+    for item_id in ready:
+        given = answers[item_id]
+        prior_dist = priors.get(item_id)
+        prior = (
+            np.array([prior_dist[label] for label in labels])
+            if prior_dist
+            else np.full(len(labels), 1.0 / len(labels))
+        )
+        decision = policy.follow_up(
+            prior,
+            [labels.index(label) for _, label in given],
+            [skills.get(name, cfg.human_accuracy) for name, _ in given],
+        )
+        done[decision.kind] += 1
+        if decision.kind != "accept":
+            updates[item_id] = decision
+    if updates:
+        with project.store.write() as session:
+            for item_id, decision in updates.items():
+                session.execute(
+                    update(Route)
+                    .where(Route.item_id == item_id)
+                    .values(decision=decision.kind, overlap=decision.overlap)
+                )
+    return done

@@ -1,0 +1,408 @@
+"""Simulation before spending: replay routing policies on items whose gold labels and past
+human answers are known, so the cost and quality of each policy are seen before anyone is
+paid.
+
+People are answered from the recorded answers: each item's answers are put in one seeded
+random order and a policy asking for k answers gets the first k (drawn without
+replacement). An item that runs out of recorded answers is counted and reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from duolabel.config import CostsConfig
+from duolabel.costs import answer_price
+from duolabel.errors import DataError, Problem
+from duolabel.routing.operating import (
+    certify_target,
+    choose_budget,
+    choose_cost,
+    quality_curve,
+)
+from duolabel.routing.policies import MetaRouter, fuse
+
+if TYPE_CHECKING:
+    from duolabel.project import Project
+
+__all__ = ["Answers", "SimulationInput", "SimulationResult", "SimulationRow", "read_answers", "simulate"]
+
+MIN_CONTROLS = 5
+MAX_PROBLEMS = 20
+
+Answers = list[list[tuple[str, int]]]  # per item: (worker, label index) in replay order
+
+
+@dataclass
+class SimulationInput:
+    """Golden items (to choose operating points on) and test items (to replay on)."""
+
+    labels: list[str]
+    golden_probs: np.ndarray
+    golden_gold: np.ndarray
+    golden_answers: Answers
+    test_probs: np.ndarray
+    test_gold: np.ndarray
+    test_answers: Answers
+    golden_features: dict[str, np.ndarray] = field(default_factory=dict)
+    test_features: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SimulationRow:
+    """One policy at one operating point, replayed on the test items."""
+
+    policy: str
+    point: str
+    threshold: float
+    human_accuracy: float  # people alone at the same overlap
+    model_accuracy: float  # the model alone
+    hybrid_accuracy: float
+    human_share: float
+    human_answers: int
+    expert_answers: int
+    cost: float
+    humans_only_cost: float
+    ran_out: int  # items that needed more answers than were recorded
+    guarantee: str = ""
+
+    @property
+    def cost_reduction(self) -> float:
+        return 1.0 - self.cost / self.humans_only_cost if self.humans_only_cost else 0.0
+
+
+@dataclass
+class SimulationResult:
+    rows: list[SimulationRow]
+    curve: list[dict[str, float]]  # the threshold policy's realised curve on the test items
+    crowd_accuracy: float  # majority vote over every recorded answer
+
+
+def _shuffled(answers: Answers, seed: int) -> Answers:
+    rng = np.random.default_rng(seed)
+    out = []
+    for given in answers:
+        order = rng.permutation(len(given))
+        out.append([given[i] for i in order])
+    return out
+
+
+def _majority(given: Sequence[tuple[str, int]], prior: np.ndarray) -> int:
+    """Majority vote; ties go to the label the model finds more likely."""
+    counts = np.bincount([label for _, label in given], minlength=len(prior)).astype(float)
+    top = counts == counts.max()
+    return int(np.argmax(np.where(top, prior + 1.0, 0.0)))
+
+
+def _worker_accuracy(golden_answers: Answers, gold: np.ndarray) -> tuple[dict[str, float], float]:
+    """Each worker's accuracy on golden items (with enough of them) and the pooled accuracy."""
+    right: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    for given, truth in zip(golden_answers, gold, strict=True):
+        for worker, label in given:
+            seen[worker] += 1
+            right[worker] += int(label == truth)
+    pooled = sum(right.values()) / sum(seen.values()) if seen else 0.8
+    return {w: right[w] / n for w, n in seen.items() if n >= MIN_CONTROLS}, pooled
+
+
+def _human_correct(answers: Answers, probs: np.ndarray, gold: np.ndarray, overlap: int) -> np.ndarray:
+    return np.array(
+        [
+            float(_majority(given[:overlap], p) == g) if given else 0.0
+            for given, p, g in zip(answers, probs, gold, strict=True)
+        ]
+    )
+
+
+def simulate(
+    data: SimulationInput,
+    *,
+    costs: CostsConfig,
+    overlap: int = 3,
+    max_overlap: int = 5,
+    posterior_target: float = 0.95,
+    targets: Sequence[float] = (0.9, 0.95),
+    risk: float = 0.1,
+    budget_per_item: float | None = None,
+    policies: Sequence[str] = ("threshold", "dynamic", "meta"),
+    aggregate: str = "fused",
+    escalate: bool = True,
+    seed: int = 0,
+) -> SimulationResult:
+    """Replay each policy at each operating point (target mode for every ``targets``, cost
+    mode, the best expected quality, and budget mode when ``budget_per_item`` is given).
+
+    People's answers on a routed item become its label by ``aggregate``: ``fused`` (the
+    model's calibrated distribution as the prior, each answer weighted by its worker's
+    accuracy on the golden items, see :func:`duolabel.routing.fuse`) or ``majority`` (ties go
+    to the model's choice). With ``escalate``, the dynamic policy sends items still unsure
+    after ``max_overlap`` answers to an expert, who is taken to be right.
+    """
+    price = answer_price(costs)
+    golden_answers = _shuffled(data.golden_answers, seed)
+    test_answers = _shuffled(data.test_answers, seed + 1)
+    gold, test_gold = data.golden_gold, data.test_gold
+    skills, pooled = _worker_accuracy(golden_answers, gold)
+    model_correct = data.golden_probs.argmax(axis=1) == gold
+    test_model = data.test_probs.argmax(axis=1)
+    model_accuracy = float((test_model == test_gold).mean())
+    humans_alone = np.array(
+        [_majority(given[:overlap], p) for given, p in zip(test_answers, data.test_probs, strict=True)]
+    )
+    human_accuracy = float((humans_alone == test_gold).mean())
+    humans_only_answers = sum(min(len(given), overlap) for given in test_answers)
+    crowd = np.array([_majority(given, p) for given, p in zip(test_answers, data.test_probs, strict=True)])
+    rows: list[SimulationRow] = []
+    for name in policies:
+        if name == "meta":
+            router = MetaRouter()
+            golden_scores = router.cross_fit_scores(data.golden_probs, data.golden_features, ~model_correct)
+            router.fit(data.golden_probs, data.golden_features, ~model_correct)
+            test_scores = router.score(data.test_probs, data.test_features)
+        else:
+            golden_scores = data.golden_probs.max(axis=1)
+            test_scores = data.test_probs.max(axis=1)
+        k = max_overlap if name == "dynamic" else overlap
+        human_correct = _human_correct(golden_answers, data.golden_probs, gold, k)
+        curve = quality_curve(golden_scores, model_correct, human_correct, n_boot=0)
+        points: list[tuple[str, float, str]] = []
+        for target in targets:
+            cert = certify_target(golden_scores, model_correct, target=target, risk=risk)
+            points.append((f"target {target:g}", cert.threshold, cert.describe()))
+        points.append(("cost", choose_cost(curve).threshold, ""))
+        best = max(curve, key=lambda p: (round(p.hybrid_accuracy, 12), p.model_share))
+        points.append(("best quality", best.threshold, ""))
+        if budget_per_item is not None:
+            per_item = {p.threshold: p.human_share * k * price for p in curve}
+            points.append(
+                ("budget", choose_budget(curve, per_item, budget_per_item=budget_per_item).threshold, "")
+            )
+        for point, threshold, guarantee in points:
+            accept = test_scores >= threshold
+            final = test_model.copy()
+            answers_used = experts = ran_out = 0
+            for i in np.flatnonzero(~accept):
+                given = test_answers[i]
+                if name == "dynamic":
+                    label, used, escalated, short = _dynamic(
+                        data.test_probs[i], given, skills, pooled, posterior_target, max_overlap, escalate
+                    )
+                    final[i] = test_gold[i] if escalated else label
+                    experts += int(escalated)
+                else:
+                    used, short = min(len(given), overlap), len(given) < overlap
+                    if not given:
+                        final[i] = test_model[i]
+                    elif aggregate == "fused":
+                        taken = given[:overlap]
+                        accuracies = [skills.get(w, pooled) for w, _ in taken]
+                        final[i] = int(
+                            fuse(data.test_probs[i], [lab for _, lab in taken], accuracies).argmax()
+                        )
+                    else:
+                        final[i] = _majority(given[:overlap], data.test_probs[i])
+                answers_used += used
+                ran_out += int(short)
+            cost = answers_used * price + experts * costs.expert_answer
+            rows.append(
+                SimulationRow(
+                    name,
+                    point,
+                    float(threshold),
+                    human_accuracy,
+                    model_accuracy,
+                    float((final == test_gold).mean()),
+                    float((~accept).mean()),
+                    answers_used,
+                    experts,
+                    cost,
+                    humans_only_answers * price,
+                    ran_out,
+                    guarantee,
+                )
+            )
+    return SimulationResult(
+        rows, _realised_curve(data, test_answers, overlap), float((crowd == test_gold).mean())
+    )
+
+
+def _dynamic(
+    prior: np.ndarray,
+    given: Sequence[tuple[str, int]],
+    skills: Mapping[str, float],
+    pooled: float,
+    posterior_target: float,
+    max_overlap: int,
+    escalate: bool,
+) -> tuple[int, int, bool, bool]:
+    """(label, answers used, escalated to an expert, ran out of recorded answers)."""
+    used: list[tuple[str, int]] = []
+    for worker, label in given[:max_overlap]:
+        used.append((worker, label))
+        posterior = fuse(prior, [lab for _, lab in used], [skills.get(w, pooled) for w, _ in used])
+        if posterior.max() >= posterior_target:
+            return int(posterior.argmax()), len(used), False, False
+    posterior = fuse(prior, [lab for _, lab in used], [skills.get(w, pooled) for w, _ in used])
+    if len(used) < max_overlap:  # the recorded answers ran out before the policy was sure
+        return int(posterior.argmax()), len(used), False, True
+    return int(posterior.argmax()), len(used), escalate, False
+
+
+def _realised_curve(data: SimulationInput, answers: Answers, overlap: int) -> list[dict[str, float]]:
+    """Hybrid accuracy against human share on the test items, threshold policy."""
+    scores = data.test_probs.max(axis=1)
+    model_right = (data.test_probs.argmax(axis=1) == data.test_gold).astype(float)
+    human_right = np.array(
+        [
+            float(_majority(given[:overlap], p) == g) if given else 0.0
+            for given, p, g in zip(answers, data.test_probs, data.test_gold, strict=True)
+        ]
+    )
+    thresholds = np.unique(np.quantile(scores, np.linspace(0, 1, 51)))
+    curve = quality_curve(
+        scores, model_right, human_right, thresholds=np.append(thresholds, np.inf), n_boot=0
+    )
+    return [
+        {"threshold": p.threshold, "human_share": p.human_share, "hybrid_accuracy": p.hybrid_accuracy}
+        for p in curve
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Reading recorded answers and simulating a project's own items
+
+_ITEM_COLUMNS = ("item_id", "item", "task")
+_WORKER_COLUMNS = ("annotator", "worker")
+
+
+def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> dict[str, list[tuple[str, str]]]:
+    """Recorded answers from ``annotations.jsonl`` (``item_id, annotator, label``) or a CSV
+    with ``item, worker, label`` columns, for the project's ``items`` (answers for other
+    items are left out); every bad row is reported at once."""
+    if not path.exists():
+        raise DataError([Problem(str(path), None, None, "no such file")], outcome="Nothing was simulated.")
+    rows: list[tuple[int, dict[str, object]]] = []
+    problems: list[Problem] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        if path.suffix.lower() in (".jsonl", ".json"):
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    problems.append(Problem(str(path), number, None, f"not valid JSON ({exc.msg})"))
+                    continue
+                rows.append((number, record if isinstance(record, dict) else {}))
+        else:
+            rows = [(number, dict(r)) for number, r in enumerate(csv.DictReader(handle), start=2)]
+    answers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    label_set = set(labels)
+    for number, record in rows:
+        item = next((record[c] for c in _ITEM_COLUMNS if c in record), None)
+        worker = next((record[c] for c in _WORKER_COLUMNS if c in record), None)
+        label = record.get("label")
+        missing = [
+            name
+            for name, value in (("item", item), ("worker", worker), ("label", label))
+            if value in (None, "")
+        ]
+        if missing:
+            problems.append(Problem(str(path), number, missing[0], f"missing {', '.join(missing)}"))
+        elif str(label) not in label_set:
+            expected = ", ".join(repr(x) for x in labels)
+            problems.append(Problem(str(path), number, "label", f"got {label!r}, expected one of {expected}"))
+        elif str(item) in items:  # answers for items outside the project are left out
+            answers[str(item)].append((str(worker), str(label)))
+    if problems:
+        raise DataError(
+            problems[:MAX_PROBLEMS],
+            more=max(len(problems) - MAX_PROBLEMS, 0),
+            outcome="Nothing was simulated.",
+        )
+    return answers
+
+
+def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> SimulationResult:
+    """Simulate on the project's own items: golden items choose the operating points; the
+    other items with a known label (from their ``gold_column``) are replayed."""
+    from sqlalchemy import select
+
+    from duolabel.errors import ProjectError
+    from duolabel.labelers import current_model_version
+    from duolabel.routing.stage import _matrix, _neighbourhood_accuracy
+    from duolabel.store import Item, Prediction
+
+    version = current_model_version(project)
+    if version is None:
+        raise ProjectError("nothing to simulate yet: run 'duolabel label' and 'duolabel calibrate' first")
+    labels = project.config.task.label_names
+    with project.store.read() as session:
+        rows = session.execute(
+            select(Item.id, Item.role, Item.text, Item.gold_label, Prediction.calibrated)
+            .join(Prediction, Prediction.item_id == Item.id)
+            .where(Prediction.model_version == version, Prediction.calibrated.is_not(None))
+            .where(Item.gold_label.is_not(None))
+            .order_by(Item.seq)
+        ).all()
+        all_items = set(session.scalars(select(Item.id)))
+    recorded = read_answers(answers_path, labels, all_items)
+    golden = [r for r in rows if r.role == "golden"]
+    test = [r for r in rows if r.role != "golden" and recorded.get(r.id)]
+    if not golden or not test:
+        raise ProjectError(
+            "simulation needs calibrated golden items and non-golden items with both a known label "
+            f"and recorded answers (found {len(golden)} golden, {len(test)} to replay)"
+        )
+    index = {label: i for i, label in enumerate(labels)}
+
+    def answers(rs: list) -> Answers:
+        return [[(w, index[lab]) for w, lab in recorded.get(r.id, [])] for r in rs]
+
+    golden_probs = _matrix([r.calibrated for r in golden], labels)
+    golden_gold = np.array([index[r.gold_label] for r in golden])
+    golden_ids = [r.id for r in golden]
+    correct = (golden_probs.argmax(axis=1) == golden_gold).astype(float)
+
+    def features(rs: list) -> dict[str, np.ndarray]:
+        return {
+            "log_length": np.log1p([len(r.text) for r in rs]),
+            "neighbourhood_accuracy": _neighbourhood_accuracy(
+                project, golden_ids, correct, [r.id for r in rs]
+            ),
+        }
+
+    data = SimulationInput(
+        labels,
+        golden_probs,
+        golden_gold,
+        answers(golden),
+        _matrix([r.calibrated for r in test], labels),
+        np.array([index[r.gold_label] for r in test]),
+        answers(test),
+        features(golden),
+        features(test),
+    )
+    cfg = project.config.routing
+    budget = cfg.budget / len(test) if cfg.budget is not None else None
+    return simulate(
+        data,
+        costs=project.config.costs,
+        overlap=cfg.overlap,
+        max_overlap=cfg.max_overlap,
+        posterior_target=cfg.posterior_target,
+        targets=sorted({cfg.target_accuracy, 0.95}),
+        risk=cfg.risk,
+        budget_per_item=budget,
+        policies=("threshold", "dynamic", "meta"),
+        seed=seed,
+    )
