@@ -370,7 +370,7 @@ def _defuse_formulas(frame: Any) -> Any:
             "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
         )
 
-    return frame.apply(lambda column: column.map(defuse) if column.dtype == object else column)
+    return frame.map(defuse)
 
 
 @router.post("/admin/invite")
