@@ -560,7 +560,8 @@ def test_api_labeling_and_its_one_error_shape(project: Project) -> None:
         "POST", "/answer", {"assignment_id": task["assignment_id"], "label": "billing", "seconds": 2}
     )
     assert ok.status_code == 200 and "annotation_id" in ok.json()
-    assert person.api("GET", "/me").json()["answers"] == 1
+    me = person.api("GET", "/me").json()
+    assert me["answers"] == 1 and not {"controls", "accuracy", "skills"} & set(me)
     assert person.api("POST", "/undo").status_code == 200
     assert person.api("GET", "/me").json()["answers"] == 0
     assert person.api("GET", "/nope").json()["error"]["status"] == 404

@@ -102,14 +102,14 @@ def posting(access: tuple[tuple[str, ...], tuple[str, ...]]) -> Callable[[Reques
 
 def _me(web: Web, who: Who) -> dict[str, Any]:
     person = who.annotator
-    skills = person.skills or {}
     me: dict[str, Any] = {"name": person.name, "role": person.role, "status": person.status}
     if person.role == "annotator":
         answers = answers_given(web.store, who.id)
         me["answers"] = answers
         me["earnings"] = round(answers * web.config.costs.human_answer, 4)
         me["currency"] = web.config.costs.currency
-        me["controls"] = skills.get("controls", 0)
+        # No control count or accuracy here: polling it after each answer would tell
+        # which tasks were controls. Admins see both on /admin.
     return me
 
 
