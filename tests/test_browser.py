@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from duolabel.accounts import add_annotator
 from duolabel.project import Project
-from duolabel.store import Annotation, Annotator
+from duolabel.queue import lease_task
+from duolabel.store import Annotation, Annotator, Item
 from duolabel.web import create_app
-from tests.web_fixtures import PASSWORD, add_routed_items, make_project
+from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, make_project
 
 pytestmark = pytest.mark.browser
 
@@ -45,6 +46,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
 
 @pytest.fixture
 def server_url(project: Project) -> Iterator[str]:
+    yield from _serve(project)
+
+
+def _serve(project: Project) -> Iterator[str]:
     """The app served by uvicorn on a free loopback port, in a background thread."""
     import uvicorn
 
@@ -124,3 +129,174 @@ def test_log_in_and_label_with_a_digit_key(page, project: Project) -> None:
     expect(page.get_by_text("Nothing to do right now")).to_be_visible()
     assert "billing" not in page.locator("main").inner_text()  # no labels, no gold when empty
     assert errors == []  # the strict CSP lets our script run and nothing else fails
+
+
+# -- the whole journey of an annotator, watched by an admin ------------------------------
+
+
+@pytest.fixture
+def journey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
+    quality = {
+        "exam_size": 2,
+        "pass_mark": 0.5,
+        "exam_retries": 0,
+        "control_rate": 1.0,
+        "min_controls": 2,
+        "min_control_accuracy": 0.9,
+    }
+    project = make_project(tmp_path / "journey", quality=quality)
+    add_gold_items(project, 3)  # gold-000, gold-001: the exam; gold-002: a control
+    add_routed_items(project, 6, overlap=1)
+    add_annotator(project.store, "root", PASSWORD, role="admin")
+    add_annotator(project.store, "bob", PASSWORD)
+    try:
+        yield project
+    finally:
+        project.close()
+
+
+@pytest.fixture
+def journey_url(journey: Project) -> Iterator[str]:
+    yield from _serve(journey)
+
+
+@pytest.fixture
+def browser(journey_url: str) -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield lambda: chromium.new_context(base_url=journey_url).new_page()
+        finally:
+            chromium.close()
+
+
+def _shown_gold(project: Project, page) -> tuple[str, str]:
+    """The text on screen and the gold label of that item, looked up in the store (as a cheat would)."""
+    text = page.locator("#item-text").inner_text()
+    with project.store.read() as session:
+        gold = session.scalar(select(Item.gold_label).where(Item.text == text))
+    return text, gold
+
+
+def _key(label: str) -> str:
+    return str(LABELS.index(label) + 1)
+
+
+def _accuracy_cell(admin) -> str:
+    admin.goto("/admin")
+    row = admin.locator("#table-annotators tbody tr", has_text="carol")
+    return row.locator("td").nth(5).inner_text()
+
+
+def test_invitation_exam_keyboard_controls_and_suspension(browser, journey: Project) -> None:
+    from playwright.sync_api import expect
+
+    admin = browser()
+    admin.goto("/login")
+    admin.fill("input[name=name]", "root")
+    admin.fill("input[name=password]", PASSWORD)
+    admin.click("button[type=submit]")
+    expect(admin).to_have_url("/admin")
+    admin.select_option("select[name=role] >> nth=0", "annotator")
+    admin.click("text=Create invitation link")
+    link = admin.locator("#invitation-link").input_value()
+    assert "/invite/" in link
+
+    carol = browser()
+    errors: list[str] = []
+    carol.on("pageerror", lambda exc: errors.append(str(exc)))
+    carol.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    carol.goto(link)
+    carol.fill("input[name=name]", "carol")
+    carol.fill("input[name=password]", PASSWORD)
+    carol.click("button[type=submit]")
+    expect(carol).to_have_url("/exam")
+    carol.click("text=Log out")
+    expect(carol).to_have_url("/login")
+    carol.fill("input[name=name]", "carol")
+    carol.fill("input[name=password]", PASSWORD)
+    carol.click("button[type=submit]")
+    expect(carol).to_have_url("/exam")
+
+    # The exam: one right, one wrong (pass mark 50%), answered with the keyboard.
+    for right in (True, False):
+        expect(carol.locator(".banner")).to_contain_text("Onboarding exam")
+        text, gold = _shown_gold(journey, carol)
+        label = gold if right else next(x for x in LABELS if x != gold)
+        carol.keyboard.press(_key(label))
+        if right:
+            expect(carol.locator("#item-text")).not_to_have_text(text)
+    expect(carol).to_have_url("/exam/result")
+    expect(carol.locator("#exam-verdict")).to_contain_text("You passed")
+    expect(carol.locator("table.review")).to_contain_text("known text gold-001")  # the exam's answers
+
+    # Work: the control first (rate 1), answered right; then regular items by keyboard.
+    carol.click("text=Start labelling")
+    text, gold = _shown_gold(journey, carol)
+    assert text == "known text gold-002"
+    source = carol.content()
+    assert "control" not in source.lower() and "gold" not in source.replace(text, "").lower()
+    carol.keyboard.press(_key(gold))
+    expect(carol.locator("#item-text")).to_contain_text("text of item-000")
+    assert _accuracy_cell(admin) == "1.000"
+    carol.keyboard.press("2")
+    expect(carol.locator("#item-text")).to_contain_text("text of item-001")
+    carol.keyboard.press("s")  # skip item-001
+    expect(carol.locator("#item-text")).to_contain_text("text of item-002")
+    carol.keyboard.press("3")
+    expect(carol.locator("#answers")).to_have_text("3")
+    carol.keyboard.press("u")  # undo: item-002 comes back
+    expect(carol.locator("#item-text")).to_contain_text("text of item-002")
+    expect(carol.locator("#answers")).to_have_text("2")
+    carol.keyboard.press("?")
+    expect(carol.locator("#instructions .label-help")).to_be_visible()
+    carol.keyboard.press("1")
+    expect(carol.locator("#item-text")).to_contain_text("text of item-003")
+
+    # What carol must not reach: bob's task, the admin pages, a post without the CSRF token.
+    bobs = lease_task(journey.store, _id(journey, "bob"), lease_minutes=15)
+    assert bobs is not None
+    response = carol.goto(f"/task/{bobs.assignment_id}")
+    assert response.status == 404 and "text of" not in carol.content()
+    assert carol.goto("/admin").status == 403
+    assert carol.goto("/admin/annotators.csv").status == 403
+    refused = carol.request.post("/answer", form={"assignment_id": str(bobs.assignment_id), "label": "other"})
+    assert refused.status == 403 and "did not come from this site" in refused.text()
+    refused = carol.request.post("/skip", form={"assignment_id": "1", "csrf_token": "forged"})
+    assert refused.status == 403
+
+    # A second control, answered wrong: accuracy falls to 50% and carol is suspended.
+    add_gold_items(journey, 1, start=3)
+    carol.goto("/label")
+    expect(carol.locator("#item-text")).to_contain_text("text of item-003")  # her lease first
+    carol.keyboard.press("1")
+    expect(carol.locator("#item-text")).to_contain_text("known text")
+    text, gold = _shown_gold(journey, carol)
+    assert text == "known text gold-003"
+    carol.keyboard.press(_key(next(x for x in LABELS if x != gold)))
+    expect(carol).to_have_url("/login")
+    assert _accuracy_cell(admin) == "0.500"
+    row = admin.locator("#table-annotators tbody tr", has_text="carol")
+    expect(row).to_contain_text("suspended")
+    carol.fill("input[name=name]", "carol")
+    carol.fill("input[name=password]", PASSWORD)
+    carol.click("button[type=submit]")
+    expect(carol.locator(".error")).to_contain_text("your account is suspended")
+    with journey.store.read() as session:
+        kept = session.scalar(
+            select(func.count()).select_from(Annotation).join(Annotator).where(Annotator.name == "carol")
+        )
+    assert kept == 7  # 2 exam + 2 controls + 3 regular answers, all kept
+    # The refused pages above log "Failed to load resource"; nothing else may fail (no
+    # script error, no CSP violation).
+    assert [e for e in errors if not e.startswith("Failed to load resource")] == []
+
+
+def _id(project: Project, name: str) -> int:
+    with project.store.read() as session:
+        return session.scalar(select(Annotator.id).where(Annotator.name == name))

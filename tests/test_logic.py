@@ -85,5 +85,5 @@ def test_unanimity_wins_and_ties_follow_the_model():
     )
     vote = MajorityVote(labels=["x", "y", "z"])
     assert vote.fit_predict(frame).to_dict() == {"t": "x", "u": "z"}
-    assert vote.fit_predict(frame, tie_break={"t": {"x": 0.2, "y": 0.7}})["t"] == "y"
+    assert vote.fit_predict(frame, model_probas={"t": {"x": 0.2, "y": 0.7}})["t"] == "y"
     assert vote.probas_.loc["u", "z"] == 1.0

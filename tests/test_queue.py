@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from duolabel.accounts import add_annotator, authenticate
 from duolabel.errors import ProjectError
 from duolabel.project import Project
-from duolabel.queue import answers_given, lease_task, next_task, queue_counts, submit_answer
-from duolabel.store import Annotation, Annotator, Assignment
+from duolabel.queue import (
+    answers_given,
+    enqueue_expert,
+    expert_queue_counts,
+    lease_task,
+    next_expert_task,
+    next_task,
+    queue_counts,
+    skip_task,
+    submit_answer,
+    submit_expert_answer,
+    undo_last_answer,
+)
+from duolabel.store import Annotation, Annotator, Assignment, ExpertTask
 from duolabel.store.tables import utcnow
-from tests.web_fixtures import LABELS, PASSWORD, add_routed_items, make_project
+from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, make_project
 
 LEASE = 15.0
 
@@ -256,3 +269,162 @@ def test_concurrent_annotators_never_overfill_an_item(qproject: Project) -> None
     assert Counter(item for item, _ in rows) == dict.fromkeys(items, 2)
     assert len(set(rows)) == len(rows)  # nobody answered an item twice
     assert count(qproject, Assignment, state="leased") == 0
+
+
+# -- controls, skip, undo ------------------------------------------------------------
+
+
+def lease_kinds(project: Project, annotator_id: int, n: int, **options: object) -> list[str]:
+    kinds = []
+    for _ in range(n):
+        task = lease_task(project.store, annotator_id, lease_minutes=LEASE, **options)
+        if task is None:
+            break
+        submit_answer(project.store, annotator_id, task.assignment_id, "billing", labels=LABELS, seconds=2)
+        kinds.append(task.kind)
+    return kinds
+
+
+def test_controls_are_mixed_in_at_the_rate(qproject: Project) -> None:
+    add_routed_items(qproject, 60, overlap=1)
+    add_gold_items(qproject, 60)
+    (a,) = people(qproject, "a")
+    kinds = lease_kinds(qproject, a, 100, control_rate=0.25, rng=random.Random(7))
+    controls = kinds.count("control")
+    # Binomial(100, 0.25) lies in [12, 38] with probability > 0.999.
+    assert 12 <= controls <= 38 and kinds.count("regular") == 60
+    assert len(kinds) == 60 + controls  # controls only while real work is left
+    with qproject.store.read() as session:
+        rows = session.execute(select(Annotation.item_id, Annotation.kind)).all()
+    assert all(item.startswith("gold-") == (kind == "control") for item, kind in rows)
+    assert len({item for item, _ in rows}) == len(rows)  # no item twice, controls included
+
+
+def test_exam_items_are_never_controls(qproject: Project) -> None:
+    add_routed_items(qproject, 10, overlap=1)
+    exam = add_gold_items(qproject, 4)
+    controls = add_gold_items(qproject, 2, start=4)
+    (a,) = people(qproject, "a")
+    lease_kinds(qproject, a, 10, control_rate=1.0, exam_pool=4)
+    with qproject.store.read() as session:
+        given = set(session.scalars(select(Annotation.item_id).where(Annotation.kind == "control")))
+    assert given == set(controls) and not given & set(exam)
+
+
+def count_statements(project: Project, action: Callable[[], object]) -> int:
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(project.store.engine, "before_cursor_execute", record)
+    try:
+        action()
+    finally:
+        event.remove(project.store.engine, "before_cursor_execute", record)
+    return len(statements)
+
+
+def test_a_control_costs_the_same_work_as_a_regular_task(qproject: Project) -> None:
+    """The response time must not tell a control apart: the same statements run for both."""
+    from duolabel.config import QualityConfig
+
+    add_routed_items(qproject, 4, overlap=2)
+    add_gold_items(qproject, 4)
+    a, b = people(qproject, "a", "b")
+    quality = QualityConfig(min_controls=50)
+    counts: dict[str, list[int]] = {"control": [], "regular": []}
+    for who, rate in ((a, 1.0), (b, 0.0), (a, 1.0), (b, 0.0)):
+        box: list[object] = []
+        lease_count = count_statements(
+            qproject,
+            lambda who=who, rate=rate, box=box: box.append(
+                lease_task(qproject.store, who, lease_minutes=LEASE, control_rate=rate)
+            ),
+        )
+        task = box[0]
+        submit_count = count_statements(
+            qproject,
+            lambda who=who, task=task: submit_answer(
+                qproject.store, who, task.assignment_id, "other", labels=LABELS, seconds=3, quality=quality
+            ),
+        )
+        counts[task.kind].append((lease_count, submit_count))
+    assert counts["control"] and counts["control"] == counts["regular"]
+
+
+def test_skip_frees_the_slot_and_is_never_offered_again(qproject: Project) -> None:
+    items = add_routed_items(qproject, 2, overlap=1)
+    a, b = people(qproject, "a", "b")
+    task = lease_task(qproject.store, a, lease_minutes=LEASE)
+    skip_task(qproject.store, a, task.assignment_id)
+    assert next_task(qproject.store, a, lease_minutes=LEASE).id == items[1]
+    assert next_task(qproject.store, b, lease_minutes=LEASE).id == items[0]
+    with pytest.raises(ProjectError, match="was skipped"):
+        submit_answer(qproject.store, a, task.assignment_id, "other", labels=LABELS, seconds=1)
+
+
+def test_undo_gives_the_same_item_back(qproject: Project) -> None:
+    add_routed_items(qproject, 2, overlap=1)
+    (a,) = people(qproject, "a")
+    with pytest.raises(ProjectError, match="no answer to undo"):
+        undo_last_answer(qproject.store, a, window_seconds=30, lease_minutes=LEASE)
+    first = answer(qproject, a, "shipping")
+    again = undo_last_answer(qproject.store, a, window_seconds=30, lease_minutes=LEASE)
+    assert count(qproject, Annotation) == 0
+    task = lease_task(qproject.store, a, lease_minutes=LEASE)
+    assert (task.assignment_id, task.item.id) == (again, first)
+    submit_answer(qproject.store, a, again, "other", labels=LABELS, seconds=1)
+    assert count(qproject, Annotation, label="other") == 1
+
+
+# -- the expert queue -------------------------------------------------------------------
+
+
+def test_expert_queue(qproject: Project) -> None:
+    items = add_routed_items(qproject, 3, overlap=1, decision="expert")
+    e1 = add_annotator(qproject.store, "e1", PASSWORD, role="expert").id
+    e2 = add_annotator(qproject.store, "e2", PASSWORD, role="expert").id
+    (worker,) = people(qproject, "w")
+    with qproject.store.write() as session:
+        assert enqueue_expert(session, items, "escalated", run_id=None) == 3
+        assert enqueue_expert(session, items[:1], "escalated") == 0
+        assert enqueue_expert(session, items[:1], "audit") == 1
+    with pytest.raises(ProjectError, match="reason 'later' is not one of"), qproject.store.write() as session:
+        enqueue_expert(session, items, "later")
+    assert expert_queue_counts(qproject.store) == {"escalated": 3, "audit": 1}
+    assert next_expert_task(qproject.store, worker, lease_minutes=LEASE) is None  # not an expert
+    t1 = next_expert_task(qproject.store, e1, lease_minutes=LEASE, reason="escalated")
+    t2 = next_expert_task(qproject.store, e2, lease_minutes=LEASE, reason="escalated")
+    assert t1.item.id == items[0] and t2.item.id == items[1]  # leased: never both on one task
+    assert next_expert_task(qproject.store, e1, lease_minutes=LEASE).task_id == t1.task_id  # reload
+    submit_expert_answer(qproject.store, e1, t1.assignment_id, "billing", labels=LABELS, seconds=4)
+    assert expert_queue_counts(qproject.store) == {"escalated": 2, "audit": 1}
+    # e1 answered items[0]; its audit task goes to someone else
+    assert next_expert_task(qproject.store, e1, lease_minutes=LEASE, reason="audit") is None
+    audit = next_expert_task(qproject.store, e2, lease_minutes=LEASE, reason="audit")
+    assert (audit.item.id, audit.reason) == (items[0], "audit")
+    with qproject.store.read() as session:
+        done = session.scalars(select(ExpertTask).where(ExpertTask.state == "done")).all()
+    assert [(t.item_id, t.reason) for t in done] == [(items[0], "escalated")] and done[0].annotation_id
+    assert count(qproject, Annotation, kind="expert") == 1
+
+
+def test_an_expert_answer_takes_no_crowd_slot(qproject: Project) -> None:
+    (item,) = add_routed_items(qproject, 1, overlap=1)
+    expert = add_annotator(qproject.store, "e", PASSWORD, role="expert").id
+    (a,) = people(qproject, "a")
+    with qproject.store.write() as session:
+        enqueue_expert(session, [item], "audit")
+    task = next_expert_task(qproject.store, expert, lease_minutes=LEASE)
+    assert queue_counts(qproject.store)["leased"] == 0  # nor does an expert's lease
+    submit_expert_answer(qproject.store, expert, task.assignment_id, "billing", labels=LABELS, seconds=1)
+    assert next_task(qproject.store, a, lease_minutes=LEASE).id == item
+    assert queue_counts(qproject.store)["answers"] == 0
+
+
+def test_next_task_finds_work_past_many_items_not_for_people(qproject: Project) -> None:
+    add_routed_items(qproject, 300, overlap=1, decision="accept")  # several empty windows
+    items = add_routed_items(qproject, 2, overlap=1, start=300)
+    (a,) = people(qproject, "a")
+    assert [answer(qproject, a) for _ in range(3)] == [*items, None]

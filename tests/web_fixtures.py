@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
 
 from duolabel.config import PROJECT_FILE, render_config
 from duolabel.project import Project, init_project
@@ -12,15 +15,53 @@ LABELS = ["billing", "shipping", "other"]
 PASSWORD = "correct horse battery"
 
 
-def make_project(folder: Path, *, database_url: str | None = None) -> Project:
-    """A fresh project with LABELS; on PostgreSQL when ``database_url`` is given."""
+def make_project(
+    folder: Path, *, database_url: str | None = None, quality: dict[str, Any] | None = None, **sections: Any
+) -> Project:
+    """A fresh project with LABELS; on PostgreSQL when ``database_url`` is given.
+
+    ``quality`` overrides settings of the quality section (the default here: no exam,
+    no controls, so tests that do not look at them see only routed items).
+    """
     project = init_project(folder, labels=LABELS)
-    if database_url is None:
-        return project
     project.close()
-    config = project.config.model_copy(update={"database_url": database_url})
+    settings = {"exam_size": 0, "control_rate": 0.0, **(quality or {})}
+    update: dict[str, Any] = {"quality": project.config.quality.model_copy(update=settings)}
+    if database_url is not None:
+        update["database_url"] = database_url
+    for name, values in sections.items():
+        update[name] = getattr(project.config, name).model_copy(update=values)
+    config = project.config.model_copy(update=update)
+    # Through the YAML file, so every override is validated like a user's.
     (folder / PROJECT_FILE).write_text(render_config(config), encoding="utf-8")
     return Project.open(folder)
+
+
+def add_gold_items(project: Project, n: int, *, start: int = 0, role: str = "golden") -> list[str]:
+    """Insert ``n`` items with a known label (LABELS in turn), unrouted: exam and control items."""
+    ids = [f"gold-{i:03d}" for i in range(start, start + n)]
+    with project.store.write() as session:
+        for offset, item_id in enumerate(ids):
+            session.add(
+                Item(
+                    id=item_id,
+                    seq=10_000 + start + offset,
+                    text=f"known text {item_id}",
+                    fields={},
+                    content_hash="g",
+                    batch="golden",
+                    role=role,
+                    gold_label=LABELS[(start + offset) % len(LABELS)],
+                    gold_source="expert",
+                )
+            )
+    return ids
+
+
+def gold_of(project: Project, item_ids: list[str]) -> dict[str, str]:
+    with project.store.read() as session:
+        rows = session.execute(select(Item.id, Item.gold_label).where(Item.id.in_(item_ids))).all()
+    return {item_id: gold for item_id, gold in rows}
 
 
 def add_routed_items(

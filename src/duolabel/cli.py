@@ -376,6 +376,60 @@ def annotators_add(
     out.print(f"Created {role} '{name}'.")
 
 
+@annotators_app.command("invite")
+def annotators_invite(
+    project: ProjectOpt = Path("."),
+    role: Annotated[str, typer.Option(help="annotator, expert or admin.")] = "annotator",
+    base_url: Annotated[
+        str, typer.Option(help="The address people open the app at.")
+    ] = "http://127.0.0.1:8000",
+) -> None:
+    """Print a one-time invitation link (annotators take the exam after signing up)."""
+    from duolabel.accounts import create_invitation
+
+    with _open(project) as proj:
+        token = create_invitation(proj.store, role=role, hours=proj.config.web.invitation_hours)
+        hours = proj.config.web.invitation_hours
+    out.print(f"{base_url.rstrip('/')}/invite/{token}", soft_wrap=True, highlight=False)
+    err.print(f"One-time link for a new {role}, valid for {hours:g} hours.")
+
+
+@annotators_app.command("list")
+def annotators_list(project: ProjectOpt = Path(".")) -> None:
+    """Accounts with their status, answers, control accuracy and flags."""
+    from duolabel.qc import annotator_table
+
+    with _open(project) as proj:
+        frame = annotator_table(proj.store, proj.config.quality)
+    table = Table(title="Accounts")
+    for column in ("name", "role", "status", "answers", "controls", "control accuracy", "flags"):
+        table.add_column(column)
+    for row in frame.itertuples():
+        accuracy = (
+            ""
+            if row.control_accuracy is None or row.control_accuracy != row.control_accuracy
+            else (f"{row.control_accuracy:.0%} [{row.accuracy_low:.0%}, {row.accuracy_high:.0%}]")
+        )
+        table.add_row(
+            row.name, row.role, row.status, str(row.answers), str(row.controls), accuracy, row.flags
+        )
+    out.print(table)
+
+
+@annotators_app.command("set-status")
+def annotators_set_status(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    status: Annotated[str, typer.Argument(help="active, suspended, onboarding or declined.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Suspend or reactivate an account (a suspended person's answers are kept but not used)."""
+    from duolabel.accounts import set_status
+
+    with _open(project) as proj:
+        set_status(proj.store, name, status)
+    out.print(f"'{name}' is now {status}.")
+
+
 def command_paths() -> list[list[str]]:
     """Every command and group as its argv path (for --help tests and the CLI reference)."""
     import typer.main

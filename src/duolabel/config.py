@@ -18,6 +18,7 @@ from duolabel.errors import ConfigError
 __all__ = [
     "BACKENDS",
     "PROJECT_FILE",
+    "AggregationConfig",
     "AuditConfig",
     "CalibrationConfig",
     "CostsConfig",
@@ -31,6 +32,7 @@ __all__ = [
     "QualityConfig",
     "RoutingConfig",
     "TaskConfig",
+    "WebConfig",
     "load_config",
     "render_config",
 ]
@@ -237,6 +239,32 @@ class QualityConfig(_Strict):
     pass_mark: Fraction = Field(0.8, description="Exam accuracy needed to be activated.")
     min_seconds: float = Field(1.0, ge=0, description="Answers faster than this are flagged.")
     lease_minutes: float = Field(15.0, gt=0, description="How long an assigned task stays reserved.")
+    exam_retries: int = Field(1, ge=0, le=5, description="Exam retries (on fresh items) before declining.")
+    min_controls: int = Field(
+        10, ge=1, description="Control answers needed before an annotator can be suspended."
+    )
+    min_control_accuracy: Fraction = Field(
+        0.7, description="Suspend when the control accuracy's upper confidence bound falls below this."
+    )
+    confidence_level: float = Field(
+        0.9, gt=0, lt=1, description="Level of the Wilson interval around each annotator's accuracy."
+    )
+    max_fast_share: Fraction = Field(
+        0.3, description="Flag 'fast' when more than this share of answers beat min_seconds."
+    )
+    max_same_label_streak: int = Field(
+        20, ge=2, description="Flag 'streak' after this many identical answers in a row."
+    )
+    min_agreement: Fraction = Field(
+        0.4, description="Flag 'low_agreement' when agreement with the others' majority is below this."
+    )
+    min_answers_for_flags: int = Field(
+        10, ge=1, description="Answers needed before the fast and agreement flags are judged."
+    )
+    undo_seconds: float = Field(10.0, ge=0, description="How long after answering the answer can be undone.")
+    show_model_suggestion: bool = Field(
+        False, description="Co-pilot mode: show the model's label to annotators (it anchors them)."
+    )
 
 
 class CostsConfig(_Strict):
@@ -252,8 +280,39 @@ class CostsConfig(_Strict):
     setup: float = Field(0.0, ge=0, description="Fixed set-up cost (golden set, development).")
 
 
+class WebConfig(_Strict):
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per name or address before logins are refused for a while."
+    )
+    login_window_minutes: float = Field(
+        15.0, gt=0, description="How long failed logins count, and how long a lockout lasts."
+    )
+    invitation_hours: float = Field(72.0, gt=0, description="How long an invitation link stays valid.")
+    session_hours: float = Field(12.0, gt=0, description="How long a login lasts.")
+
+
 class AuditConfig(_Strict):
     sample_rate: Fraction = Field(0.05, description="Share of final labels drawn for expert audit.")
+
+
+class AggregationConfig(_Strict):
+    method: Literal["majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace"] = Field(
+        "majority_vote", description="How each item's answers become its final label."
+    )
+    fuse_model: bool = Field(
+        False,
+        description="dawid_skene only: the model's calibrated distribution is one more, learned, annotator.",
+    )
+    smoothing: float = Field(
+        0.01, ge=0, description="dawid_skene: pseudo-count added to every confusion-matrix cell."
+    )
+    n_iter: int = Field(100, ge=1, le=10000, description="Most EM iterations of dawid_skene and glad.")
+
+    @model_validator(mode="after")
+    def _fusion_needs_dawid_skene(self) -> AggregationConfig:
+        if self.fuse_model and self.method != "dawid_skene":
+            raise ValueError(f"fuse_model needs method: dawid_skene (got method: {self.method})")
+        return self
 
 
 class ExportConfig(_Strict):
@@ -272,6 +331,10 @@ class ProjectConfig(_Strict):
     quality: QualityConfig = Field(QualityConfig(), description="Quality control for people.")
     costs: CostsConfig = Field(CostsConfig(), description="Prices for the cost ledger.")
     audit: AuditConfig = Field(AuditConfig(), description="Expert audits of shipped labels.")
+    aggregation: AggregationConfig = Field(
+        AggregationConfig(), description="How people's answers (and the model) become final labels."
+    )
+    web: WebConfig = Field(WebConfig(), description="The annotation web app: logins and invitations.")
     export: ExportConfig = Field(ExportConfig(), description="Where final labels are written.")
     database_url: str | None = Field(
         None,

@@ -7,7 +7,8 @@
     ├── DataError                 an input file has bad rows (carries file, row, column per problem)
     ├── ProjectError              the project or its store is in a state the command cannot work on
     ├── SetupError                a dependency, model or service is missing; the message has the fix
-    └── LabelerError              a labeler cannot produce probabilities (e.g. too few golden items)
+    ├── LabelerError              a labeler cannot produce probabilities (e.g. too few golden items)
+    └── AccessError               the web app refuses a request: no login, wrong role, too many tries
 
 Anything else escaping to the CLI is a bug in duolabel and keeps its traceback.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AccessError",
     "ConfigError",
     "DataError",
     "DuolabelError",
@@ -47,6 +49,18 @@ class SetupError(DuolabelError):
 
 class LabelerError(DuolabelError):
     """A labeler cannot produce probabilities."""
+
+
+class AccessError(DuolabelError):
+    """The web app refuses a request; ``status`` is its HTTP status code.
+
+    401: not logged in; 403: the role or account may not do this; 404: not yours (the
+    same answer as for something that does not exist); 429: too many failed logins.
+    """
+
+    def __init__(self, message: str, *, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)

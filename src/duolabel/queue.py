@@ -1,39 +1,62 @@
 """The human queue: leasing routed items to annotators and taking their answers.
 
 An item waits for people when its row in ``routes`` says ``decision == "humans"``; it
-needs ``routes.overlap`` answers from different annotators. A slot is taken by an answer
-or by an unexpired lease, so an item is never handed out more often than it needs.
+needs ``routes.overlap`` answers from different annotators (routing may raise the overlap
+later: the item is then offered again). A slot is taken by an answer or by an unexpired
+lease, so an item is never handed out more often than it needs. Control items (items
+with a known label, outside the exam pool) are mixed in at ``control_rate``: they are
+leased and answered by exactly the same code path, so neither the page nor the time a
+request takes tells them apart. New annotators first take the exam (:mod:`duolabel.exam`);
+experts work through the expert queue (:func:`enqueue_expert`, :func:`next_expert_task`).
 
 Concurrency: every pick-and-lease and every answer runs in one ``store.write()``
 transaction. On SQLite that transaction holds the database write lock from its first
 statement (``BEGIN IMMEDIATE``), so the whole queue is serialised. On PostgreSQL the
-chosen item's ``routes`` row is locked with ``SELECT ... FOR UPDATE`` and the slot count is
-read again after the lock is held, so two servers cannot both fill the last slot.
+annotator's row is locked first, then the chosen item's ``routes`` row is locked with
+``SELECT ... FOR UPDATE`` and the slot count is read again after the lock is held, so two
+servers cannot both fill the last slot. Every function takes its locks in that order
+(annotator, route, assignment), so none can deadlock with another.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import time
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select
 from sqlalchemy.orm import Session
 
+from duolabel.config import QualityConfig
 from duolabel.errors import ProjectError
-from duolabel.store import Annotation, Annotator, Assignment, Item, Route, Store
+from duolabel.store import Annotation, Annotator, Assignment, ExpertTask, FinalLabel, Item, Route, Store
 from duolabel.store.tables import utcnow
 
 __all__ = [
+    "EXPERT_REASONS",
+    "ExpertTaskView",
     "Task",
     "answers_given",
+    "enqueue_expert",
+    "expert_queue_counts",
     "lease_task",
+    "next_expert_task",
     "next_task",
+    "open_expert_tasks",
     "queue_counts",
+    "skip_task",
     "submit_answer",
+    "undo_last_answer",
 ]
 
 HUMANS = "humans"
+EXPERT_REASONS = ("escalated", "audit")
+GOLD_ROLES = ("golden", "control")
+WORK_KINDS = ("regular", "control")  # what an active annotator is given; paid answers
 # Each failed re-check means another writer just took that item; a few tries are plenty
 # before the next call (a page reload) tries again.
 _MAX_TRIES = 20
@@ -41,11 +64,16 @@ _MAX_TRIES = 20
 
 @dataclass(frozen=True)
 class Task:
-    """An item leased to one annotator until ``lease_expires`` (UTC)."""
+    """An item leased to one annotator until ``lease_expires`` (UTC).
+
+    ``kind`` is for the server only (regular, control, exam, audit, escalated): pages and
+    API answers never show it, so a control looks like any other task.
+    """
 
     assignment_id: int
     item: Item
     lease_expires: datetime
+    kind: str = "regular"
 
 
 def next_task(store: Store, annotator_id: int, *, lease_minutes: float) -> Item | None:
@@ -54,16 +82,52 @@ def next_task(store: Store, annotator_id: int, *, lease_minutes: float) -> Item 
     return task.item if task is not None else None
 
 
-def lease_task(store: Store, annotator_id: int, *, lease_minutes: float) -> Task | None:
+def lease_task(
+    store: Store,
+    annotator_id: int,
+    *,
+    lease_minutes: float,
+    control_rate: float = 0.0,
+    exam_pool: int = 0,
+    rng: random.Random | None = None,
+) -> Task | None:
     """Like :func:`next_task`, with the assignment the answer must be submitted against.
 
     The annotator's own unexpired lease comes back first (a page reload shows the same
     item). Otherwise the first item by import order that still has a free slot and that
-    this annotator has never been given is leased for ``lease_minutes``. Annotators who
-    are not active get nothing.
+    this annotator has never been given is leased for ``lease_minutes``; with probability
+    ``control_rate`` a control item they have never seen is leased instead (the first
+    ``exam_pool`` items with a known label are the exam's, never controls). Controls are
+    only mixed into real work: when no routed item is open, nothing is given. Annotators
+    who are not active get nothing.
+
+    Examples
+    --------
+    >>> import tempfile, duolabel
+    >>> from duolabel.accounts import add_annotator
+    >>> from duolabel.store import Item, Route, Run
+    >>> project = duolabel.init_project(tempfile.mkdtemp(), labels=["spam", "ham"])
+    >>> with project.store.write() as session:
+    ...     run = Run(kind="route")
+    ...     session.add_all([run, Item(id="a", seq=0, text="win money", content_hash="h")])
+    ...     session.flush()
+    ...     session.add(Route(item_id="a", decision="humans", overlap=1, policy_version="v", run_id=run.id))
+    >>> alice = add_annotator(project.store, "alice", "a long password").id
+    >>> task = lease_task(project.store, alice, lease_minutes=15)
+    >>> task.item.text
+    'win money'
+    >>> labels = ["spam", "ham"]
+    >>> answer = submit_answer(project.store, alice, task.assignment_id, "spam", labels=labels, seconds=2)
+    >>> answer.label, answer.kind
+    ('spam', 'regular')
+    >>> lease_task(project.store, alice, lease_minutes=15) is None  # overlap 1: done
+    True
+    >>> project.close()
     """
-    if not lease_minutes > 0:
-        raise ProjectError(f"lease_minutes must be positive, got {lease_minutes}")
+    _check_lease(lease_minutes)
+    if not 0.0 <= control_rate <= 1.0:
+        raise ProjectError(f"control_rate must be between 0 and 1, got {control_rate}")
+    draw = (rng or _RNG).random()
     now = utcnow()
     with store.write() as session:
         # Locking the annotator serialises two tabs of one person on PostgreSQL, so they
@@ -72,37 +136,40 @@ def lease_task(store: Store, annotator_id: int, *, lease_minutes: float) -> Task
         annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
         if annotator is None or annotator.status != "active":
             return None
-        own = session.scalar(
-            select(Assignment)
-            .where(
-                Assignment.annotator_id == annotator_id,
-                Assignment.kind == "regular",
-                Assignment.state == "leased",
-                Assignment.lease_expires >= now,
-            )
-            .order_by(Assignment.id)
-            .limit(1)
-        )
+        own = _own_lease(session, annotator_id, WORK_KINDS, now)
         if own is not None:
-            item = session.get(Item, own.item_id)
-            assert item is not None  # items.id is a foreign key
-            return Task(own.id, item, own.lease_expires)
-
+            return own
+        # Both candidates are looked up every time, so the response time does not say
+        # whether a control was drawn.
+        control_id = session.scalar(_control_candidates(annotator_id, exam_pool).limit(1))
+        floor = _floor(store, session, now)
         tried: list[str] = []
         for _ in range(_MAX_TRIES):
-            query = _open_items(annotator_id, now).order_by(Item.seq).limit(1)
-            if tried:
-                query = query.where(Route.item_id.not_in(tried))
-            item_id = session.scalar(query)
-            if item_id is None:
+            found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+            if found is None and floor > 0:
+                floor = 0  # nothing open past the floor for this person: look below it too
+                found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+            if found is None:
                 return None
-            session.scalar(select(Route.item_id).where(Route.item_id == item_id).with_for_update())
+            item_id = found[0]
+            # SKIP LOCKED: when another server is leasing this very item, move on to the next
+            # one rather than queue behind it (everyone starts at the same first open item).
+            locked = session.scalar(
+                select(Route.item_id).where(Route.item_id == item_id).with_for_update(skip_locked=True)
+            )
             # Read again under the lock: another writer may have taken the slot meanwhile.
             still_open = _open_items(annotator_id, now).where(Route.item_id == item_id)
-            if session.scalar(still_open) is None:
+            if locked is None or session.scalar(still_open) is None:
                 tried.append(item_id)
                 continue
-            return _lease(session, item_id, annotator_id, now, timedelta(minutes=lease_minutes))
+            expires = now + timedelta(minutes=lease_minutes)
+            if control_id is not None and draw < control_rate:
+                task = _new_lease(session, control_id, annotator_id, "control", expires)
+            else:
+                task = _new_lease(session, item_id, annotator_id, "regular", expires)
+            # Run for a control too (it is harmless there): the same statements either way.
+            _retire_displaced_leases(session, item_id, now)
+            return task
     return None
 
 
@@ -112,61 +179,114 @@ def submit_answer(
     assignment_id: int,
     label: str,
     *,
-    labels: list[str],
+    labels: Sequence[str],
     seconds: float | None,
+    quality: QualityConfig | None = None,
 ) -> Annotation:
     """Record an annotator's answer to their leased assignment and close the assignment.
 
-    Raises ``ProjectError`` (and writes nothing) when the label is not one of ``labels``,
-    the assignment is not this annotator's, or it is no longer leased. A lease that ran
-    out may still be answered as long as nobody else has been given its slot.
+    With ``quality`` the annotator's skills, flags and status are brought up to date in
+    the same transaction (:func:`duolabel.qc.refresh_annotator`), for every kind of task
+    alike, and a finished exam attempt is scored. Raises ``ProjectError`` (and writes
+    nothing) when the label is not one of ``labels``, the assignment is not this
+    annotator's, or it is no longer leased. A lease that ran out may still be answered as
+    long as nobody else has been given its slot.
     """
-    if label not in labels:
-        raise ProjectError(f"label {label!r} is not one of {', '.join(map(repr, labels))}")
-    if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
-        raise ProjectError(f"seconds must be a non-negative number, got {seconds}")
+    _check_answer(label, labels, seconds)
     with store.write() as session:
-        assignment = session.get(Assignment, assignment_id)
-        if assignment is None or assignment.annotator_id != annotator_id:
-            # The same message whether the id exists or not: ids of others stay private.
-            raise ProjectError(f"assignment {assignment_id} is not one of yours")
-        # Same lock order as lease_task (route, then assignment) so the two cannot deadlock.
+        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        assignment = _own_assignment(session, annotator_id, assignment_id)
+        if assignment.kind in EXPERT_REASONS:
+            raise ProjectError(f"assignment {assignment_id} is an expert task; answer it on the expert page")
+        # Same lock order as lease_task (annotator, route, then assignment).
         session.scalar(select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update())
         session.refresh(assignment, with_for_update=True)
-        annotator = session.get(Annotator, annotator_id)
-        if annotator is None or annotator.status != "active":
+        wanted = "onboarding" if assignment.kind == "exam" else "active"
+        if annotator is None or annotator.status != wanted:
             raise ProjectError("your account is not active; answers are not accepted")
-        if assignment.state != "leased":
-            reason = {
-                "done": "was already answered",
-                "expired": "expired and the item was given to someone else",
-            }.get(assignment.state, f"is {assignment.state}")
-            raise ProjectError(f"assignment {assignment_id} {reason}; load the next item")
-        answered = session.scalar(
-            select(Annotation.id).where(
-                Annotation.item_id == assignment.item_id, Annotation.annotator_id == annotator_id
-            )
-        )
-        if answered is not None:
-            raise ProjectError(f"item '{assignment.item_id}' was already answered by you")
-        annotation = Annotation(
-            item_id=assignment.item_id,
-            annotator_id=annotator_id,
-            label=label,
-            seconds=seconds,
-            assignment_id=assignment.id,
-        )
-        session.add(annotation)
-        assignment.state = "done"
-        session.flush()
+        annotation = _record(session, assignment, annotator_id, label, seconds, assignment.kind)
+        if quality is not None:
+            from duolabel.qc import refresh_annotator, score_exam
+
+            if assignment.kind == "exam":
+                score_exam(session, annotator, quality)
+            else:
+                refresh_annotator(session, annotator, quality)
     return annotation
 
 
+def skip_task(store: Store, annotator_id: int, assignment_id: int) -> None:
+    """Give a leased task back: its slot is free at once and it is never offered to this person again."""
+    with store.write() as session:
+        session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        assignment = _own_assignment(session, annotator_id, assignment_id)
+        if assignment.kind not in WORK_KINDS:
+            raise ProjectError(f"assignment {assignment_id} cannot be skipped")
+        session.scalar(select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update())
+        session.refresh(assignment, with_for_update=True)
+        if assignment.state != "leased":
+            raise ProjectError(
+                f"assignment {assignment_id} {_why_closed(assignment.state)}; load the next item"
+            )
+        assignment.state = "skipped"
+
+
+def undo_last_answer(
+    store: Store,
+    annotator_id: int,
+    *,
+    window_seconds: float,
+    lease_minutes: float,
+    quality: QualityConfig | None = None,
+) -> int:
+    """Take back this annotator's last answer if it is at most ``window_seconds`` old.
+
+    The answer is removed and its assignment leased to them again, so the same item comes
+    back to be answered anew; returns that assignment's id. Raises ``ProjectError`` when
+    there is nothing to undo (no answer, too old, or the item already has a final label).
+    """
+    _check_lease(lease_minutes)
+    now = utcnow()
+    with store.write() as session:
+        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        if annotator is None or annotator.status != "active":
+            raise ProjectError("your account is not active; nothing can be undone")
+        last = session.scalar(
+            select(Annotation)
+            .where(Annotation.annotator_id == annotator_id, Annotation.kind.in_(WORK_KINDS))
+            .order_by(Annotation.id.desc())
+            .limit(1)
+        )
+        if last is None or last.assignment_id is None:
+            raise ProjectError("there is no answer to undo")
+        age = (now - last.created_at).total_seconds()
+        if age > window_seconds:
+            raise ProjectError(
+                f"your last answer was given {age:.0f} s ago; answers can be undone for {window_seconds:g} s"
+            )
+        if session.scalar(select(FinalLabel.item_id).where(FinalLabel.item_id == last.item_id)) is not None:
+            raise ProjectError("that item already has its final label; the answer stays")
+        session.scalar(select(Route.item_id).where(Route.item_id == last.item_id).with_for_update())
+        assignment = session.get(Assignment, last.assignment_id, with_for_update=True)
+        assert assignment is not None  # annotations.assignment_id is a foreign key
+        session.delete(last)
+        assignment.state = "leased"
+        assignment.lease_expires = now + timedelta(minutes=lease_minutes)
+        session.flush()
+        if quality is not None:
+            from duolabel.qc import refresh_annotator
+
+            refresh_annotator(session, annotator, quality)
+        return assignment.id
+
+
 def answers_given(store: Store, annotator_id: int) -> int:
-    """How many answers this annotator has given."""
+    """How many answers this annotator has given to work (regular and control tasks)."""
     with store.read() as session:
         count = session.scalar(
-            select(func.count()).select_from(Annotation).where(Annotation.annotator_id == annotator_id)
+            select(func.count())
+            .select_from(Annotation)
+            .where(Annotation.annotator_id == annotator_id, Annotation.kind.in_(WORK_KINDS))
         )
     return int(count or 0)
 
@@ -194,6 +314,7 @@ def queue_counts(store: Store) -> dict[str, int]:
             .join(Route, Route.item_id == Assignment.item_id)
             .where(
                 Route.decision == HUMANS,
+                Assignment.kind == "regular",
                 Assignment.state == "leased",
                 Assignment.lease_expires >= now,
             )
@@ -207,11 +328,288 @@ def queue_counts(store: Store) -> dict[str, int]:
     }
 
 
+# -- the expert queue ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpertTaskView:
+    """An expert task leased to one expert: answer it against ``assignment_id``."""
+
+    task_id: int
+    assignment_id: int
+    reason: str
+    item: Item
+
+
+def enqueue_expert(session: Session, item_ids: Iterable[str], reason: str, run_id: int | None = None) -> int:
+    """Put items in the expert queue for ``reason`` (``"escalated"`` or ``"audit"``).
+
+    Idempotent: an item that already has an open task for the same reason is left alone.
+    Runs inside the caller's transaction; returns how many tasks were added.
+
+    Examples
+    --------
+    >>> import tempfile, duolabel
+    >>> from duolabel.store import Item
+    >>> project = duolabel.init_project(tempfile.mkdtemp(), labels=["spam", "ham"])
+    >>> with project.store.write() as session:
+    ...     session.add(Item(id="a", seq=0, text="win money", content_hash="h"))
+    ...     session.flush()
+    ...     enqueue_expert(session, ["a"], "escalated"), enqueue_expert(session, ["a"], "escalated")
+    (1, 0)
+    >>> expert_queue_counts(project.store)
+    {'escalated': 1, 'audit': 0}
+    >>> project.close()
+    """
+    if reason not in EXPERT_REASONS:
+        raise ProjectError(f"reason {reason!r} is not one of {', '.join(map(repr, EXPERT_REASONS))}")
+    wanted = list(dict.fromkeys(item_ids))
+    added = 0
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        already = set(
+            session.scalars(
+                select(ExpertTask.item_id).where(
+                    ExpertTask.item_id.in_(chunk), ExpertTask.reason == reason, ExpertTask.state == "open"
+                )
+            )
+        )
+        for item_id in chunk:
+            if item_id not in already:
+                session.add(ExpertTask(item_id=item_id, reason=reason, state="open", run_id=run_id))
+                added += 1
+    session.flush()
+    return added
+
+
+def next_expert_task(
+    store: Store, expert_id: int, *, lease_minutes: float, reason: str | None = None
+) -> ExpertTaskView | None:
+    """The oldest open expert task (of ``reason``, or any) leased to this expert.
+
+    The expert's own unexpired lease comes back first. A task leased to another expert,
+    or about an item this expert has already answered, is passed over.
+    """
+    _check_lease(lease_minutes)
+    reasons = EXPERT_REASONS if reason is None else (reason,)
+    if reason is not None and reason not in EXPERT_REASONS:
+        raise ProjectError(f"reason {reason!r} is not one of {', '.join(map(repr, EXPERT_REASONS))}")
+    now = utcnow()
+    with store.write() as session:
+        expert = session.get(Annotator, expert_id, with_for_update={"key_share": True})
+        if expert is None or expert.status != "active" or expert.role not in ("expert", "admin"):
+            return None
+        own = _own_lease(session, expert_id, reasons, now)
+        if own is not None:
+            task_id = session.scalar(_open_task(own.item.id, own.kind))
+            if task_id is not None:
+                return ExpertTaskView(task_id, own.assignment_id, own.kind, own.item)
+        leased = exists().where(
+            Assignment.item_id == ExpertTask.item_id,
+            Assignment.kind == ExpertTask.reason,
+            Assignment.state == "leased",
+            Assignment.lease_expires >= now,
+        )
+        answered = exists().where(
+            Annotation.item_id == ExpertTask.item_id, Annotation.annotator_id == expert_id
+        )
+        candidates = (
+            select(ExpertTask)
+            .where(ExpertTask.state == "open", ExpertTask.reason.in_(reasons), ~leased, ~answered)
+            .order_by(ExpertTask.id)
+            .limit(1)
+        )
+        for _ in range(_MAX_TRIES):
+            task = session.scalar(candidates)
+            if task is None:
+                return None
+            session.refresh(task, with_for_update=True)
+            if task.state != "open" or session.scalar(select(leased).where(ExpertTask.id == task.id)):
+                candidates = candidates.where(ExpertTask.id != task.id)
+                continue
+            lease = _new_lease(
+                session, task.item_id, expert_id, task.reason, now + timedelta(minutes=lease_minutes)
+            )
+            return ExpertTaskView(task.id, lease.assignment_id, task.reason, lease.item)
+    return None
+
+
+def submit_expert_answer(
+    store: Store,
+    expert_id: int,
+    assignment_id: int,
+    label: str,
+    *,
+    labels: Sequence[str],
+    seconds: float | None,
+) -> Annotation:
+    """Record an expert's answer (an ``Annotation`` of kind ``expert``) and close the task."""
+    _check_answer(label, labels, seconds)
+    with store.write() as session:
+        expert = session.get(Annotator, expert_id, with_for_update={"key_share": True})
+        if expert is None or expert.status != "active" or expert.role not in ("expert", "admin"):
+            raise ProjectError("only active experts answer expert tasks")
+        assignment = _own_assignment(session, expert_id, assignment_id)
+        if assignment.kind not in EXPERT_REASONS:
+            raise ProjectError(f"assignment {assignment_id} is not an expert task")
+        session.refresh(assignment, with_for_update=True)
+        annotation = _record(session, assignment, expert_id, label, seconds, "expert")
+        task = session.scalar(
+            select(ExpertTask).where(
+                ExpertTask.item_id == assignment.item_id,
+                ExpertTask.reason == assignment.kind,
+                ExpertTask.state == "open",
+            )
+        )
+        if task is not None:
+            task.state = "done"
+            task.annotation_id = annotation.id
+            task.done_at = utcnow()
+    return annotation
+
+
+def expert_queue_counts(store: Store) -> dict[str, int]:
+    """Open expert tasks per reason."""
+    with store.read() as session:
+        rows = dict(
+            session.execute(
+                select(ExpertTask.reason, func.count())
+                .where(ExpertTask.state == "open")
+                .group_by(ExpertTask.reason)
+            ).all()
+        )
+    return {reason: int(rows.get(reason, 0)) for reason in EXPERT_REASONS}
+
+
+def open_expert_tasks(
+    store: Store, *, reason: str | None = None, limit: int = 200
+) -> list[dict[str, object]]:
+    """Open expert tasks, oldest first: id, item id, reason, created (for the expert pages)."""
+    query = select(ExpertTask.id, ExpertTask.item_id, ExpertTask.reason, ExpertTask.created_at).where(
+        ExpertTask.state == "open"
+    )
+    if reason is not None:
+        query = query.where(ExpertTask.reason == reason)
+    with store.read() as session:
+        rows = session.execute(query.order_by(ExpertTask.id).limit(limit)).all()
+    return [
+        {"task": row[0], "item": row[1], "reason": row[2], "created": row[3].isoformat(timespec="seconds")}
+        for row in rows
+    ]
+
+
+# -- shared steps ---------------------------------------------------------------
+
+_RNG = random.SystemRandom()
+
+
+def _check_lease(lease_minutes: float) -> None:
+    if not lease_minutes > 0:
+        raise ProjectError(f"lease_minutes must be positive, got {lease_minutes}")
+
+
+def _check_answer(label: str, labels: Sequence[str], seconds: float | None) -> None:
+    if label not in labels:
+        raise ProjectError(f"label {label!r} is not one of {', '.join(map(repr, labels))}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+        raise ProjectError(f"seconds must be a non-negative number, got {seconds}")
+
+
+def _why_closed(state: str) -> str:
+    return {
+        "done": "was already answered",
+        "expired": "expired and the item was given to someone else",
+        "skipped": "was skipped",
+    }.get(state, f"is {state}")
+
+
+def _own_assignment(session: Session, annotator_id: int, assignment_id: int) -> Assignment:
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None or assignment.annotator_id != annotator_id:
+        # The same message whether the id exists or not: ids of others stay private.
+        raise ProjectError(f"assignment {assignment_id} is not one of yours")
+    return assignment
+
+
+def _own_lease(session: Session, annotator_id: int, kinds: Sequence[str], now: datetime) -> Task | None:
+    own = session.scalar(
+        select(Assignment)
+        .where(
+            Assignment.annotator_id == annotator_id,
+            Assignment.kind.in_(kinds),
+            Assignment.state == "leased",
+            Assignment.lease_expires >= now,
+        )
+        .order_by(Assignment.id)
+        .limit(1)
+    )
+    if own is None:
+        return None
+    item = session.get(Item, own.item_id)
+    assert item is not None  # items.id is a foreign key
+    return Task(own.id, item, own.lease_expires, own.kind)
+
+
+def _record(
+    session: Session, assignment: Assignment, annotator_id: int, label: str, seconds: float | None, kind: str
+) -> Annotation:
+    if assignment.state != "leased":
+        raise ProjectError(f"assignment {assignment.id} {_why_closed(assignment.state)}; load the next item")
+    answered = session.scalar(
+        select(Annotation.id).where(
+            Annotation.item_id == assignment.item_id, Annotation.annotator_id == annotator_id
+        )
+    )
+    if answered is not None:
+        raise ProjectError(f"item '{assignment.item_id}' was already answered by you")
+    annotation = Annotation(
+        item_id=assignment.item_id,
+        annotator_id=annotator_id,
+        label=label,
+        kind=kind,
+        seconds=seconds,
+        assignment_id=assignment.id,
+    )
+    session.add(annotation)
+    assignment.state = "done"
+    session.flush()
+    return annotation
+
+
 # -- the rule, in SQL ------------------------------------------------------
 
 
+def _gold_items() -> Select[tuple[str]]:
+    """Items with a known label: the pool of exam and control items."""
+    return select(Item.id).where(Item.role.in_(GOLD_ROLES), Item.gold_label.is_not(None))
+
+
+def _control_candidates(annotator_id: int, exam_pool: int) -> Select[tuple[str]]:
+    """Control items this annotator has never been given, in a random order."""
+    exam = _gold_items().order_by(Item.seq).limit(exam_pool).subquery() if exam_pool > 0 else None
+    query = _gold_items().where(
+        ~exists().where(Assignment.item_id == Item.id, Assignment.annotator_id == annotator_id),
+        ~exists().where(Annotation.item_id == Item.id, Annotation.annotator_id == annotator_id),
+    )
+    if exam is not None:
+        query = query.where(Item.id.not_in(select(exam.c.id)))
+    return query.order_by(func.random())
+
+
+def _open_task(item_id: str, reason: str) -> Select[tuple[int]]:
+    return select(ExpertTask.id).where(
+        ExpertTask.item_id == item_id, ExpertTask.reason == reason, ExpertTask.state == "open"
+    )
+
+
 def _answer_count(item_id: ColumnElement[str]) -> ColumnElement[int]:
-    return select(func.count()).select_from(Annotation).where(Annotation.item_id == item_id).scalar_subquery()
+    """Crowd answers to an item: an expert's answer (an audit) never takes a crowd slot."""
+    return (
+        select(func.count())
+        .select_from(Annotation)
+        .where(Annotation.item_id == item_id, Annotation.kind == "regular")
+        .scalar_subquery()
+    )
 
 
 def _lease_count(item_id: ColumnElement[str], now: datetime) -> ColumnElement[int]:
@@ -220,11 +618,16 @@ def _lease_count(item_id: ColumnElement[str], now: datetime) -> ColumnElement[in
         .select_from(Assignment)
         .where(
             Assignment.item_id == item_id,
+            Assignment.kind == "regular",
             Assignment.state == "leased",
             Assignment.lease_expires >= now,
         )
         .scalar_subquery()
     )
+
+
+def _has_free_slot(now: datetime) -> ColumnElement[bool]:
+    return _answer_count(Route.item_id) + _lease_count(Route.item_id, now) < Route.overlap
 
 
 def _open_items(annotator_id: int, now: datetime) -> Select[tuple[str]]:
@@ -234,29 +637,77 @@ def _open_items(annotator_id: int, now: datetime) -> Select[tuple[str]]:
     return (
         select(Route.item_id)
         .join(Item, Item.id == Route.item_id)
-        .where(
-            Route.decision == HUMANS,
-            _answer_count(Route.item_id) + _lease_count(Route.item_id, now) < Route.overlap,
-            ~seen_answer,
-            ~seen_lease,
-        )
+        .where(Route.decision == HUMANS, _has_free_slot(now), ~seen_answer, ~seen_lease)
     )
 
 
-def _lease(session: Session, item_id: str, annotator_id: int, now: datetime, length: timedelta) -> Task:
+_WINDOW = 64
+
+
+def _first_open(
+    session: Session, now: datetime, start: int, *, annotator_id: int | None, skip: Sequence[str] = ()
+) -> tuple[str, int] | None:
+    """The first routed item by import order, from ``start`` on, with a free slot (and, for an
+    annotator, never given to them): ``(item id, seq)``.
+
+    Items are read in windows of import order taken through the ``items.seq`` index, so
+    neither SQLite's nor PostgreSQL's planner can choose to check every routed item and
+    sort them; a window with nothing open doubles the next one.
+    """
+    window, low = _WINDOW, start
+    while True:
+        chunk = select(Item.id, Item.seq).where(Item.seq >= low).order_by(Item.seq).limit(window).subquery()
+        query = (
+            select(Route.item_id, chunk.c.seq)
+            .select_from(chunk)
+            .join(Route, Route.item_id == chunk.c.id)
+            .where(Route.decision == HUMANS, _has_free_slot(now))
+            .order_by(chunk.c.seq)
+            .limit(1)
+        )
+        if annotator_id is not None:
+            query = query.where(
+                ~exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id),
+                ~exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id),
+            )
+        if skip:
+            query = query.where(Route.item_id.not_in(list(skip)))
+        found = session.execute(query).first()
+        if found is not None:
+            return str(found[0]), int(found[1])
+        last = session.scalar(select(func.max(chunk.c.seq)))
+        if last is None:
+            return None
+        low, window = int(last) + 1, window * 2
+
+
+# Items fill up in import order, so the first item with a free slot (the floor) only moves
+# forward; searching from it keeps next-task from re-reading every finished item. Items
+# below it can open again (a lease runs out, a skip, a larger overlap): the floor is
+# recomputed from the start every _FLOOR_SECONDS, and a search that finds nothing past
+# it looks below it at once.
+_FLOOR_SECONDS = 30.0
+_floors: weakref.WeakKeyDictionary[Store, tuple[int, float]] = weakref.WeakKeyDictionary()
+
+
+def _floor(store: Store, session: Session, now: datetime) -> int:
+    cached, when = _floors.get(store, (0, 0.0))
+    start = cached if time.monotonic() - when < _FLOOR_SECONDS else 0
+    first = _first_open(session, now, start, annotator_id=None)
+    floor = start if first is None else first[1]
+    _floors[store] = (floor, when if start else time.monotonic())
+    return floor
+
+
+def _new_lease(session: Session, item_id: str, annotator_id: int, kind: str, expires: datetime) -> Task:
     assignment = Assignment(
-        item_id=item_id,
-        annotator_id=annotator_id,
-        kind="regular",
-        state="leased",
-        lease_expires=now + length,
+        item_id=item_id, annotator_id=annotator_id, kind=kind, state="leased", lease_expires=expires
     )
     session.add(assignment)
     session.flush()
-    _retire_displaced_leases(session, item_id, now)
     item = session.get(Item, item_id)
     assert item is not None
-    return Task(assignment.id, item, assignment.lease_expires)
+    return Task(assignment.id, item, assignment.lease_expires, kind)
 
 
 def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> None:

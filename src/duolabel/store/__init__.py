@@ -9,8 +9,9 @@ PostgreSQL (``database_url: postgresql://...``) uses the same tables and migrati
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,16 @@ from duolabel.store.tables import (
     Annotator,
     Assignment,
     Embedding,
+    ExpertTask,
     FinalLabel,
+    Invitation,
     Item,
     LLMCache,
+    LoginFailure,
     Prediction,
     Route,
     Run,
+    WebSession,
 )
 
 __all__ = [
@@ -41,13 +46,17 @@ __all__ = [
     "Annotator",
     "Assignment",
     "Embedding",
+    "ExpertTask",
     "FinalLabel",
+    "Invitation",
     "Item",
     "LLMCache",
+    "LoginFailure",
     "Prediction",
     "Route",
     "Run",
     "Store",
+    "WebSession",
     "open_store",
     "tables",
 ]
@@ -81,6 +90,11 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time. Writers of this process queue on this lock,
+        # in turn; without it they poll SQLite's busy handler, which sleeps up to 100 ms
+        # between tries, and a busy web server's latency goes to seconds. Other
+        # processes still wait on the busy timeout.
+        self._write_lock = threading.RLock() if self.is_sqlite else None
         writer = engine.execution_options(duolabel_write=True) if self.is_sqlite else engine
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(writer, expire_on_commit=False)
@@ -88,7 +102,7 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction: committed on success, rolled back on any error."""
-        with self._write() as session, session.begin():
+        with self._write_lock or nullcontext(), self._write() as session, session.begin():
             yield session
 
     @contextmanager

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.sql.expression import false
+from sqlalchemy.sql.expression import false, text
 
 __all__ = [
     "Annotation",
@@ -31,12 +31,16 @@ __all__ = [
     "Assignment",
     "Base",
     "Embedding",
+    "ExpertTask",
     "FinalLabel",
+    "Invitation",
     "Item",
     "LLMCache",
+    "LoginFailure",
     "Prediction",
     "Route",
     "Run",
+    "WebSession",
     "utcnow",
 ]
 
@@ -145,20 +149,35 @@ class Annotator(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="annotator")
     password_hash: Mapped[str] = mapped_column(String(255))
+    # onboarding (taking the exam) | active | suspended | declined (failed the exam twice)
     status: Mapped[str] = mapped_column(String(16), default="active")
-    skills: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    skills: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, doc="Control accuracy and its interval, answer counts (see duolabel.qc)."
+    )
+    flags: Mapped[list[Any]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'"), doc="Fraud flags raised by duolabel.qc."
+    )
+    exam_attempt: Mapped[int] = mapped_column(
+        Integer, default=0, server_default=text("0"), doc="Exam attempts started (0: none yet)."
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Assignment(Base):
     __tablename__ = "assignments"
-    __table_args__ = (Index("ix_assignments_item_state", "item_id", "state"),)
+    __table_args__ = (
+        Index("ix_assignments_item_state", "item_id", "state"),
+        # "has this person been given this item?" on every next-task
+        Index("ix_assignments_annotator_item", "annotator_id", "item_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"))
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"), index=True)
+    # regular | control | exam | audit | escalated
     kind: Mapped[str] = mapped_column(String(16), default="regular")
-    state: Mapped[str] = mapped_column(String(16), default="leased")  # leased | done | expired
+    # leased | done | expired | skipped
+    state: Mapped[str] = mapped_column(String(16), default="leased")
     lease_expires: Mapped[datetime] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -171,6 +190,12 @@ class Annotation(Base):
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"), index=True)
     label: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(
+        String(16),
+        default="regular",
+        server_default="regular",
+        doc="regular | control | exam | expert: what the answer was given to.",
+    )
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     assignment_id: Mapped[int | None] = mapped_column(ForeignKey("assignments.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -190,3 +215,66 @@ class FinalLabel(Base):
     model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     policy_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ExpertTask(Base):
+    """An item waiting for an expert: escalated by routing, or drawn for an audit."""
+
+    __tablename__ = "expert_tasks"
+    __table_args__ = (
+        # One open task per item and reason; done tasks stay as history.
+        Index(
+            "ux_expert_tasks_open",
+            "item_id",
+            "reason",
+            unique=True,
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(16))  # escalated | audit
+    state: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | done
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Invitation(Base):
+    """A one-time link that lets its holder create an account with the given role."""
+
+    __tablename__ = "invitations"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True, doc="SHA-256 of the token.")
+    role: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("annotators.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    annotator_id: Mapped[int | None] = mapped_column(ForeignKey("annotators.id"), nullable=True)
+
+
+class LoginFailure(Base):
+    """A failed login, kept for a while to slow down password guessing."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class WebSession(Base):
+    """A logged-in browser: the cookie holds a random id, the store its SHA-256."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)

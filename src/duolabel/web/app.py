@@ -1,10 +1,14 @@
-"""The annotation web app: people log in and label the items routed to them.
+"""The annotation web app: annotators label, experts audit, admins run the project.
 
-Server-rendered pages, no JavaScript needed except the keyboard shortcuts. Every POST
-form carries a CSRF token that must match the one in the signed session cookie; every
-page but /login needs an active annotator, checked against the store on each request
-so that suspending someone takes effect at once. Gold labels never reach a template:
-the label page gets the item's id and text only.
+Server-rendered pages (Jinja2, with htmx for the parts of the admin page that refresh)
+and a JSON API under ``/api/v1`` for the same operations. Every route names the roles
+and account statuses that may use it (see ``common.py``) and checks them against the
+store on each request, so suspending someone takes effect at once. Every POST form
+carries a CSRF token (the API takes it in the ``X-CSRF-Token`` header). Gold labels of
+control and exam items never reach a page or an API answer; the only right answers ever
+shown are those of a finished exam attempt, on its feedback page.
+
+Errors: pages show one line; the API answers ``{"error": {"type", "message", "status"}}``.
 """
 
 from __future__ import annotations
@@ -14,41 +18,37 @@ import secrets
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from duolabel.errors import ProjectError, SetupError
+from duolabel.errors import AccessError, DuolabelError, ProjectError, SetupError
 
 try:
     from fastapi import FastAPI, Form, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import RedirectResponse, Response
+    from fastapi.responses import JSONResponse, RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
-    from fastapi.templating import Jinja2Templates
     from starlette.exceptions import HTTPException
     from starlette.middleware.sessions import SessionMiddleware
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise SetupError(f"the web app needs {exc.name!r}: pip install 'duolabel[web]'") from None
 
-from duolabel.accounts import authenticate
+from duolabel.accounts import accept_invitation, end_session, invitation_role, log_in, start_session
 from duolabel.project import Project
-from duolabel.queue import answers_given, lease_task, submit_answer
-from duolabel.store import Annotator
+from duolabel.web.common import ANYONE, HERE, Web, Who
 
 __all__ = ["SECRET_FILE", "create_app", "serve"]
 
-HERE = Path(__file__).parent
 SECRET_FILE = ".duolabel-secret"
 SECRET_ENV = "DUOLABEL_SECRET"
 MIN_SECRET_LENGTH = 16
 SESSION_COOKIE = "duolabel_session"
-SESSION_MAX_AGE = 12 * 60 * 60  # one working day; people log in again the next morning
-SHORTCUT_KEYS = 9
 
 SECURITY_HEADERS = {
     # No inline script or style anywhere, so a stored-XSS payload in an item cannot run.
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "object-src 'none'"
     ),
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
@@ -56,28 +56,19 @@ SECURITY_HEADERS = {
 }
 
 
-class _LoginRequired(Exception):
-    """No active annotator in the session: send the browser to /login."""
-
-
-class _Forbidden(Exception):
-    """A request that must not go through (e.g. a bad CSRF token)."""
-
-
 def create_app(project: Project) -> FastAPI:
-    """The annotation app for an open project (served by :func:`serve` or any ASGI server)."""
-    store = project.store
-    task_config = project.config.task
-    label_names = task_config.label_names
-    lease_minutes = project.config.quality.lease_minutes
-    templates = Jinja2Templates(directory=HERE / "templates")
+    """The web app for an open project (served by :func:`serve` or any ASGI server)."""
+    from duolabel.web.api import router as api_router
+    from duolabel.web.pages import router as pages_router
 
+    web = Web(project)
     app = FastAPI(title="duolabel", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.web = web
     app.add_middleware(
         SessionMiddleware,
         secret_key=session_secret(project.path),
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE,
+        max_age=int(project.config.web.session_hours * 3600),
         same_site="lax",
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -93,53 +84,41 @@ def create_app(project: Project) -> FastAPI:
             response.headers.setdefault("cache-control", "no-store")
         return response
 
-    def render(request: Request, template: str, status_code: int = 200, /, **context: Any) -> Response:
-        context["csrf_token"] = _csrf_token(request)
-        return templates.TemplateResponse(request, template, context, status_code=status_code)
+    # -- errors: one line on a page or one JSON shape, never a traceback ------------
 
-    def current_annotator(request: Request) -> Annotator:
-        annotator_id = request.session.get("annotator_id")
-        if not isinstance(annotator_id, int):
-            raise _LoginRequired
-        with store.read() as session:
-            annotator = session.get(Annotator, annotator_id)
-        if annotator is None or annotator.status != "active":
-            request.session.clear()
-            raise _LoginRequired
-        return annotator
+    def error(request: Request, status: int, exc: Exception | str) -> Response:
+        message = str(exc).splitlines()[0] if str(exc) else "error"
+        if request.url.path.startswith("/api/"):
+            kind = type(exc).__name__ if isinstance(exc, Exception) else "HTTPError"
+            return JSONResponse({"error": {"type": kind, "message": message, "status": status}}, status)
+        if status == 401:
+            return RedirectResponse("/login", status_code=303)
+        who = _maybe_who(request, web)
+        return web.render(request, "error.html", status, who=who, message=message)
 
-    # -- errors: one line on a page, never a traceback -------------------------
+    @app.exception_handler(AccessError)
+    def access_error(request: Request, exc: AccessError) -> Response:
+        return error(request, exc.status, exc)
 
-    def error_page(request: Request, status_code: int, message: str) -> Response:
-        return render(request, "error.html", status_code, message=message)
-
-    @app.exception_handler(_LoginRequired)
-    def login_required(request: Request, exc: _LoginRequired) -> Response:
-        return RedirectResponse("/login", status_code=303)
-
-    @app.exception_handler(_Forbidden)
-    def forbidden(request: Request, exc: _Forbidden) -> Response:
-        return error_page(request, 403, str(exc))
-
-    @app.exception_handler(ProjectError)
-    def project_error(request: Request, exc: ProjectError) -> Response:
-        return error_page(request, 400, str(exc).splitlines()[0])
+    @app.exception_handler(DuolabelError)
+    def user_error(request: Request, exc: DuolabelError) -> Response:
+        return error(request, 400, exc)
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException) -> Response:
-        return error_page(request, exc.status_code, str(exc.detail))
+        return error(request, exc.status_code, AccessError(str(exc.detail), status=exc.status_code))
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        return error_page(request, 400, "the form was incomplete; reload the page and try again")
+        return error(request, 400, ProjectError("the request was incomplete; reload the page and try again"))
 
-    # -- pages -----------------------------------------------------------------
+    # -- logging in and out, invitations ----------------------------------------------
 
     @app.get("/login")
     def login_page(request: Request) -> Response:
-        if isinstance(request.session.get("annotator_id"), int):
+        if _maybe_who(request, web) is not None:
             return RedirectResponse("/", status_code=303)
-        return render(request, "login.html", error=None, name="")
+        return web.render(request, "login.html", error=None, name="")
 
     @app.post("/login")
     def login(
@@ -148,71 +127,76 @@ def create_app(project: Project) -> FastAPI:
         name: Annotated[str, Form()] = "",
         password: Annotated[str, Form()] = "",
     ) -> Response:
-        _check_csrf(request, csrf_token)
-        annotator = authenticate(store, name, password)
-        if annotator is None:
-            return render(request, "login.html", 401, error="wrong name or password", name=name)
-        if annotator.status != "active":
-            message = f"your account is {annotator.status}; ask a project admin to activate it"
-            return render(request, "login.html", 403, error=message, name=name)
-        # A fresh session (and CSRF token) on every login.
-        request.session.clear()
-        request.session["annotator_id"] = annotator.id
-        request.session["csrf"] = secrets.token_urlsafe(32)
+        web.check_csrf(request, csrf_token)
+        try:
+            annotator = log_in(web.store, name, password, address=_address(request), web=web.config.web)
+        except AccessError as exc:
+            return web.render(request, "login.html", exc.status, error=str(exc), name=name)
+        begin_session(request, web, annotator.id)
         return RedirectResponse("/", status_code=303)
 
     @app.post("/logout")
     def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
-        _check_csrf(request, csrf_token)
-        request.session.clear()
+        web.check_csrf(request, csrf_token, _maybe_who(request, web))
+        finish_session(request, web)
         return RedirectResponse("/login", status_code=303)
 
-    @app.get("/")
-    def label_page(request: Request) -> Response:
-        annotator = current_annotator(request)
-        task = lease_task(store, annotator.id, lease_minutes=lease_minutes)
-        return render(
-            request,
-            "label.html",
-            annotator_name=annotator.name,
-            answers=answers_given(store, annotator.id),
-            instructions=task_config.instructions,
-            labels=[
-                {
-                    "key": key if key <= SHORTCUT_KEYS else None,
-                    "name": spec.name,
-                    "description": spec.description,
-                }
-                for key, spec in enumerate(task_config.labels, start=1)
-            ],
-            # Only what the annotator needs: never the Item itself, which holds the gold label.
-            task=None
-            if task is None
-            else {
-                "assignment_id": task.assignment_id,
-                "item_id": task.item.id,
-                "text": task.item.text,
-            },
-        )
+    @app.get("/invite/{token}")
+    def invite_page(request: Request, token: str) -> Response:
+        role = invitation_role(web.store, token)
+        return web.render(request, "invite.html", role=role, token=token, error=None, name="")
 
-    @app.post("/answer")
-    def answer(
+    @app.post("/invite/{token}")
+    def accept_invite(
         request: Request,
+        token: str,
         csrf_token: Annotated[str, Form()] = "",
-        assignment_id: Annotated[str, Form()] = "",
-        label: Annotated[str, Form()] = "",
-        seconds: Annotated[str, Form()] = "",
+        name: Annotated[str, Form()] = "",
+        password: Annotated[str, Form()] = "",
     ) -> Response:
-        annotator = current_annotator(request)
-        _check_csrf(request, csrf_token)
+        web.check_csrf(request, csrf_token)
+        role = invitation_role(web.store, token)
         try:
-            assignment = int(assignment_id)
-        except ValueError:
-            raise ProjectError(f"assignment_id must be a number, got {assignment_id!r}") from None
-        submit_answer(store, annotator.id, assignment, label, labels=label_names, seconds=_seconds(seconds))
+            annotator = accept_invitation(
+                web.store, token, name, password, exam=web.config.quality.exam_size > 0
+            )
+        except ProjectError as exc:
+            return web.render(request, "invite.html", 400, role=role, token=token, error=str(exc), name=name)
+        begin_session(request, web, annotator.id)
         return RedirectResponse("/", status_code=303)
 
+    app.include_router(pages_router)
+    app.include_router(api_router)
     return app
+
+
+def begin_session(request: Request, web: Web, annotator_id: int) -> str:
+    """Log a browser in with a brand-new session id (never one it brought); returns the CSRF token."""
+    old = request.session.get("sid")
+    if isinstance(old, str):
+        end_session(web.store, old)
+    request.session.clear()
+    login = start_session(web.store, annotator_id, hours=web.config.web.session_hours)
+    request.session["sid"] = login.token
+    return login.csrf
+
+
+def finish_session(request: Request, web: Web) -> None:
+    token = request.session.get("sid")
+    if isinstance(token, str):
+        end_session(web.store, token)
+    request.session.clear()
+
+
+def _maybe_who(request: Request, web: Web) -> Who | None:
+    try:
+        return web.who(request, ANYONE)
+    except AccessError:
+        return None
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
 
 
 def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -222,31 +206,7 @@ def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000) -> Non
     uvicorn.run(create_app(project), host=host, port=port, server_header=False)
 
 
-# -- helpers -------------------------------------------------------------------
-
-
-def _csrf_token(request: Request) -> str:
-    token = request.session.get("csrf")
-    if not isinstance(token, str) or not token:
-        token = request.session["csrf"] = secrets.token_urlsafe(32)
-    return token
-
-
-def _check_csrf(request: Request, submitted: str) -> None:
-    expected = request.session.get("csrf")
-    if not isinstance(expected, str) or not secrets.compare_digest(expected.encode(), submitted.encode()):
-        raise _Forbidden(
-            "this form has expired or did not come from this site; reload the page and try again"
-        )
-
-
-def _seconds(value: str) -> float | None:
-    """Seconds the page was open, as the browser measured them; absent or junk means unknown."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds < float("inf") else None
+# -- the session secret ------------------------------------------------------------
 
 
 def session_secret(project_dir: Path) -> str:

@@ -1,24 +1,42 @@
-// Keyboard shortcuts (1..9 choose a label) and the time spent on the item.
+// Keyboard-first labelling: 1..9 choose a label, s skips, u undoes the last answer,
+// ? opens the instructions. Also measures the time spent on the item.
 (() => {
   "use strict";
   const form = document.getElementById("answer");
-  if (!form) return;
   const started = performance.now();
   let sent = false;
-  form.addEventListener("submit", (event) => {
+  const once = (event) => {
     if (sent) {  // one answer per page, however fast the keys are pressed
       event.preventDefault();
-      return;
+      return false;
     }
     sent = true;
-    form.elements.seconds.value = ((performance.now() - started) / 1000).toFixed(2);
-  });
+    return true;
+  };
+  if (form) {
+    form.addEventListener("submit", (event) => {
+      if (once(event)) form.elements.seconds.value = ((performance.now() - started) / 1000).toFixed(2);
+    });
+  }
+  for (const id of ["skip", "undo"]) {
+    const other = document.getElementById(id);
+    if (other) other.addEventListener("submit", once);
+  }
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     if (event.target instanceof Element && event.target.closest("input, textarea, select")) return;
-    const button = form.querySelector(`button[data-key="${event.key}"]`);
-    if (!button) return;
+    if (event.key === "?") {
+      const help = document.getElementById("instructions");
+      if (help) {
+        event.preventDefault();
+        help.open = !help.open;
+      }
+      return;
+    }
+    const key = event.key.toLowerCase();
+    const button = document.querySelector(`button[data-key="${key}"]`);
+    if (!button || !button.form) return;
     event.preventDefault();
-    form.requestSubmit(button);
+    button.form.requestSubmit(button);
   });
 })();

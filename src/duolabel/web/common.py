@@ -1,0 +1,171 @@
+"""What every route of the web app shares: who is asking, role checks, CSRF, rendering.
+
+A browser holds one signed, HttpOnly, SameSite=Lax cookie. Before login it carries only
+a CSRF token for the login form; at login it is replaced by a fresh server-side session
+id (:func:`duolabel.accounts.start_session`), so a session id planted before login is
+worthless, and logging out or being suspended ends the session on the server.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+
+from duolabel.accounts import session_of
+from duolabel.errors import AccessError
+from duolabel.store import Annotator, Prediction
+
+if TYPE_CHECKING:
+    from duolabel.project import Project
+    from duolabel.queue import Task
+
+HERE = Path(__file__).parent
+SHORTCUT_KEYS = 9
+CSRF_HEADER = "x-csrf-token"
+
+# Which roles and account statuses may use each group of routes; every route names one.
+ANNOTATOR = (("annotator",), ("active",))
+ONBOARDING = (("annotator",), ("onboarding",))
+EXPERT = (("expert", "admin"), ("active",))
+ADMIN = (("admin",), ("active",))
+ANYONE = (("annotator", "expert", "admin"), ("active", "onboarding"))
+# A declined annotator may still read the feedback of their last exam attempt.
+EXAM_RESULT = (("annotator",), ("active", "onboarding", "declined"))
+
+_FORBIDDEN = "this page is not for your account"
+
+
+@dataclass(frozen=True)
+class Who:
+    """The logged-in account of a request and its session's CSRF token."""
+
+    annotator: Annotator
+    csrf: str
+
+    @property
+    def id(self) -> int:
+        return self.annotator.id
+
+
+class Web:
+    """The app's shared state: the project, its settings and the templates."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.store = project.store
+        self.config = project.config
+        self.labels = project.config.task.label_names
+        self.templates = Jinja2Templates(directory=HERE / "templates")
+
+    # -- who is asking ------------------------------------------------------------
+
+    def who(self, request: Request, access: tuple[tuple[str, ...], tuple[str, ...]]) -> Who:
+        """The logged-in account, if its role and status may use this route; else ``AccessError``."""
+        token = request.session.get("sid")
+        found = session_of(self.store, token) if isinstance(token, str) else None
+        if found is None:
+            request.session.pop("sid", None)  # keeps the login form's CSRF token
+            raise AccessError("log in first", status=401)
+        annotator, csrf = found
+        roles, statuses = access
+        if annotator.status not in ("active", "onboarding") and annotator.status not in statuses:
+            request.session.pop("sid", None)
+            raise AccessError(f"your account is {annotator.status}; ask a project admin", status=401)
+        if annotator.role not in roles:
+            raise AccessError(_FORBIDDEN, status=403)
+        if annotator.status not in statuses:
+            raise AccessError(f"{_FORBIDDEN} while your account is {annotator.status}", status=403)
+        return Who(annotator, csrf)
+
+    def check_csrf(self, request: Request, submitted: str | None, who: Who | None = None) -> None:
+        """Refuse a POST whose token is not the session's (or, on the public forms, the
+        browser's pre-login token)."""
+        if who is None:
+            token = request.session.get("sid")
+            found = session_of(self.store, token) if isinstance(token, str) else None
+            expected = [request.session.get("csrf"), found[1] if found else None]
+        else:
+            expected = [who.csrf]
+        valid = [e for e in expected if isinstance(e, str) and e]
+        if not submitted or not any(secrets.compare_digest(e.encode(), submitted.encode()) for e in valid):
+            raise AccessError(
+                "this form has expired or did not come from this site; reload the page and try again"
+            )
+
+    # -- pages --------------------------------------------------------------------
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        status_code: int = 200,
+        /,
+        who: Who | None = None,
+        **context: Any,
+    ) -> Response:
+        context["csrf_token"] = who.csrf if who is not None else anonymous_csrf(request)
+        context["me"] = who.annotator if who is not None else None
+        context.setdefault("instructions", self.config.task.instructions)
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+    def label_buttons(self) -> list[dict[str, Any]]:
+        return [
+            {"key": key if key <= SHORTCUT_KEYS else None, "name": spec.name, "description": spec.description}
+            for key, spec in enumerate(self.config.task.labels, start=1)
+        ]
+
+    def task_view(self, task: Task) -> dict[str, Any]:
+        """Only what a person needs to see of a task. Never the ``Item`` itself (it holds the
+        gold label), never the item id (a golden item's id could give a control away), never
+        the task's kind."""
+        view: dict[str, Any] = {
+            "assignment_id": task.assignment_id,
+            "text": task.item.text,
+            "lease_expires": task.lease_expires.isoformat(timespec="seconds") + "Z",
+        }
+        if self.config.quality.show_model_suggestion:
+            view["suggestion"] = self.suggestion(task.item.id)
+        return view
+
+    def suggestion(self, item_id: str) -> str | None:
+        """The model's latest label for an item (co-pilot mode only)."""
+        from sqlalchemy import select
+
+        with self.store.read() as session:
+            return session.scalar(
+                select(Prediction.label)
+                .where(Prediction.item_id == item_id, Prediction.abstained.is_(False))
+                .order_by(Prediction.id.desc())
+                .limit(1)
+            )
+
+
+def anonymous_csrf(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str) or not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def parse_seconds(value: Any) -> float | None:
+    """Seconds the page was open, as the browser measured them; absent or junk means unknown."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def parse_id(value: Any, what: str = "assignment_id") -> int:
+    from duolabel.errors import ProjectError
+
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ProjectError(f"{what} must be a number, got {value!r}") from None
