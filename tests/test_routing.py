@@ -255,7 +255,7 @@ def test_cost_is_never_negative_and_adds_up_over_batches(tmp_path_factory, batch
                 if i < answers:
                     session.add(Annotation(item_id=item, annotator_id=ids["ann"], label="a"))
                 if i < expert_answers:
-                    session.add(Annotation(item_id=item, annotator_id=ids["exp"], label="a"))
+                    session.add(Annotation(item_id=item, annotator_id=ids["exp"], label="a", kind="expert"))
         running += model_cost + answers * answer_price(costs) + expert_answers * costs.expert_answer
         summary = cost_summary(store, costs)
         assert summary.total >= 0

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from duolabel import Project
 from duolabel.errors import DataError, ProjectError
+from duolabel.queue import expert_queue_counts
 from duolabel.routing import follow_up_project, plan_routing, route_project
 from duolabel.store import FinalLabel, Route, Run
 from tests.conftest import shared_data
@@ -114,6 +115,8 @@ def test_expert_share_and_meta_policy(example: Path):
         humans = [r for r in routes.values() if r.decision == "humans"]
         assert experts and humans and result.decided["expert"] == len(experts)
         assert len(experts) == pytest.approx(0.2 * (len(experts) + len(humans)), abs=2)
+        # Each escalated item waits in the experts' queue.
+        assert expert_queue_counts(project.store)["escalated"] == len(experts)
         plan = plan_routing(project)
         assert plan.evidence.features["neighbourhood_accuracy"].shape == (60,)
 
@@ -150,6 +153,7 @@ def test_dynamic_overlap_asks_one_more_only_while_unsure(example: Path):
         answer(project, [disagree], ["p3"], lambda item, _: others[item][2])
         follow_up_project(project)
         assert decisions(project)[disagree].decision == "expert"
+        assert expert_queue_counts(project.store)["escalated"] == 1
         # Agreeing people settle an item: it keeps its overlap and waits for aggregation.
         answer(project, [agree], ["p2"], lambda item, _: model_label[item])
         follow_up_project(project)

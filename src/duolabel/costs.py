@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from duolabel.config import CostsConfig
-from duolabel.store import Annotation, Annotator, Run, Store
+from duolabel.store import Annotation, Run, Store
 from duolabel.store.tables import utcnow
 
 __all__ = [
@@ -104,16 +104,11 @@ def cost_summary(store: Store, costs: CostsConfig) -> CostSummary:
     """Cost so far: model runs from the ledger, human and expert answers at their prices."""
     with store.read() as session:
         model = session.scalar(select(func.coalesce(func.sum(Run.cost), 0.0))) or 0.0
-        by_role = dict(
-            session.execute(
-                select(Annotator.role, func.count())
-                .select_from(Annotation)
-                .join(Annotator, Annotator.id == Annotation.annotator_id)
-                .group_by(Annotator.role)
-            ).all()
-        )
-    expert_answers = int(by_role.pop("expert", 0))
-    answers = int(sum(by_role.values()))
+        by_kind = dict(session.execute(select(Annotation.kind, func.count()).group_by(Annotation.kind)).all())
+    # Experts are paid per answer at their price; every other answer (work, controls and exam
+    # items alike) at the crowd's.
+    expert_answers = int(by_kind.pop("expert", 0))
+    answers = int(sum(by_kind.values()))
     return CostSummary(
         costs.currency,
         float(model),

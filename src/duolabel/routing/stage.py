@@ -17,6 +17,7 @@ from duolabel.config import RoutingConfig
 from duolabel.costs import answer_price, ledger_run
 from duolabel.errors import ProjectError
 from duolabel.progress import Reporter, quiet
+from duolabel.queue import enqueue_expert
 from duolabel.routing.operating import (
     CurvePoint,
     OperatingPoint,
@@ -422,6 +423,9 @@ def route_project(
                             )
                         )
                     result.decided[decision.kind] += 1
+                experts = [p.item_id for p in preds if by_item.get(p.item_id, first).kind == "expert"]
+                if experts:
+                    enqueue_expert(session, experts, "escalated", run.id)
             advance(len(preds))
         with store.write() as session:
             run.record(session, {"items": sum(result.decided.values()), **result.decided}, 0.0)
@@ -496,4 +500,7 @@ def follow_up_project(project: Project) -> Counter[str]:
                     .where(Route.item_id == item_id)
                     .values(decision=decision.kind, overlap=decision.overlap)
                 )
+            escalated = [i for i, d in updates.items() if d.kind == "expert"]
+            if escalated:
+                enqueue_expert(session, escalated, "escalated")
     return done
