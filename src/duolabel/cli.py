@@ -226,8 +226,11 @@ def status(project: ProjectArg = Path(".")) -> None:
     from duolabel.pipeline import batch_reports
 
     with _open(project) as proj:
-        out.print(_status_table(proj.status()))
+        status_now = proj.status()
+        out.print(_status_table(status_now))
         reports = batch_reports(proj)
+    for alarm in status_now.alarms:
+        out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
     if len(reports) > 1:
         out.print(_batch_table(reports))
 
@@ -249,6 +252,8 @@ def run(project: ProjectArg = Path(".")) -> None:
     out.print(_status_table(summary.status))
     if len(summary.batches) > 1:
         out.print(_batch_table(summary.batches))
+    for alarm in summary.status.alarms:
+        out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
     out.print(f"Wrote {summary.exported:,} final labels to {summary.export_path}.")
     if summary.waiting_batch is not None and len(summary.batches) > 1:
         out.print(
@@ -335,6 +340,48 @@ def report(
     with _open(project) as proj:
         path = write_report(proj, output or proj.resolve("report.html"))
     out.print(f"Wrote {path}.")
+
+
+@app.command()
+def audit(
+    project: ProjectArg = Path("."),
+    rate: Annotated[
+        float | None, typer.Option(help="Share of shipped labels to draw (default: audit.sample_rate).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the draw (default: a fresh one).")] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report", help="Only show the estimates from the audits answered so far.")
+    ] = False,
+) -> None:
+    """Draw shipped labels into the experts' audit queue; show the audited accuracy per source."""
+    from duolabel.audit import alarms, apply_expert_answers, audit_estimates, draw_audit
+
+    with _open(project) as proj:
+        if not report_only:
+            drawn = draw_audit(proj, rate=rate, seed=seed)
+            strata = ", ".join(f"{name}: {n}" for name, n in drawn.strata.items()) or "nothing to draw"
+            out.print(f"Drew {drawn.drawn:,} final labels for expert audit ({strata}).")
+        apply_expert_answers(proj)
+        estimates = audit_estimates(proj)
+        found = alarms(proj)
+        confidence = proj.config.audit.confidence
+    if estimates:
+        table = Table(title=f"Audited accuracy of shipped labels ({confidence:.0%} intervals)")
+        for column in ("source", "audited", "expert agreed", "accuracy", "interval"):
+            table.add_column(column, justify="left" if column == "source" else "right")
+        for e in estimates:
+            table.add_row(
+                e.source,
+                f"{e.audited:,}",
+                f"{e.agreed:,}",
+                f"{e.accuracy:.1%}",
+                f"{e.low:.1%} – {e.high:.1%}",
+            )
+        out.print(table)
+    else:
+        out.print("No audit has been answered yet: experts answer them on the web app's expert page.")
+    for alarm in found:
+        out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
 
 
 @app.command()

@@ -293,6 +293,21 @@ class WebConfig(_Strict):
 
 class AuditConfig(_Strict):
     sample_rate: Fraction = Field(0.05, description="Share of final labels drawn for expert audit.")
+    bands: list[Fraction] = Field(
+        [0.8, 0.95], description="Confidence cut points; audits are stratified by source and by these bands."
+    )
+    confidence: float = Field(
+        0.9, gt=0.5, lt=1, description="Confidence level of audit intervals and of monitoring alarms."
+    )
+    control_window: int = Field(
+        200, ge=10, description="Monitoring: recent control answers whose accuracy is watched."
+    )
+    auto_tighten: bool = Field(
+        False,
+        description="When an alarm says shipped model labels miss the target, raise the routing "
+        "target (or threshold) for the next batch by `tighten_step`.",
+    )
+    tighten_step: Fraction = Field(0.02, description="How much one alarm raises the target or threshold.")
 
 
 class AggregationConfig(_Strict):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from duolabel.aggregation import AggregateResult, aggregate_project
+from duolabel.audit import Alarm, alarms, apply_expert_answers, tighten
 from duolabel.calibration import CalibrationResult, calibrate_project
 from duolabel.costs import CostComparison, CostSummary, cost_comparison, cost_summary, ledger_run
 from duolabel.io import ImportResult, export_labels, import_file
@@ -54,6 +55,7 @@ class Status:
     cost: CostSummary
     comparison: CostComparison
     routing: str = ""  # the operating point of the latest routing run, in words
+    alarms: list[Alarm] = field(default_factory=list)
 
     @property
     def final(self) -> int:
@@ -132,6 +134,7 @@ def project_status(project: Project) -> Status:
         cost=spent,
         comparison=comparison,
         routing=(last_route or {}).get("guarantee", ""),
+        alarms=alarms(project),
     )
 
 
@@ -272,9 +275,11 @@ def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
         summary.calibration = calibrate_project(project)
         summary.route = route_project(project, batches=active, progress=progress)
         summary.aggregate = aggregate_project(project)
+        apply_expert_answers(project)
         if batch is None:
             break
         _record_batch(project, batch, summary)
+        tighten(project, alarms(project))
         if _waiting(project, [batch]):
             summary.waiting_batch = batch
             break

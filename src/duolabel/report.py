@@ -165,6 +165,13 @@ def write_report(project: Project, path: Path) -> Path:
         ]
     from datetime import UTC, datetime
 
+    from duolabel.audit import audit_estimates
+
+    audits = [
+        (e.source, e.audited, e.agreed, f"{e.accuracy:.1%}", f"{e.low:.1%} – {e.high:.1%}")
+        for e in audit_estimates(project)
+    ]
+
     template = (Path(__file__).parent / "templates" / "report.html").read_text(encoding="utf-8")
     html = (
         Environment(autoescape=True)
@@ -184,6 +191,8 @@ def write_report(project: Project, path: Path) -> Path:
             routes=[(k, routes.get(k, 0)) for k in ("accept", "humans", "expert")],
             finals=sorted(finals.items()),
             annotators=annotators if any(a["answers"] for a in annotators) else [],
+            audits=audits,
+            alarms=[a.message for a in status.alarms],
         )
     )
     path.parent.mkdir(parents=True, exist_ok=True)

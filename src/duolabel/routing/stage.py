@@ -219,12 +219,13 @@ def _cost_per_item(cfg: RoutingConfig, project: Project, curve: list[CurvePoint]
 
 def plan_routing(project: Project, *, items_to_route: int = 0) -> Plan:
     """Choose the policy's operating point from the golden items (see RoutingConfig.mode)."""
+    from duolabel.audit import effective_routing
     from duolabel.labelers import current_model_version
 
     model_version = current_model_version(project)
     if model_version is None:
         raise ProjectError("nothing to route yet: run 'duolabel label' first")
-    cfg = project.config.routing
+    cfg = effective_routing(project)  # the project's settings, tightened after alarms
     evidence = load_evidence(project, model_version)
     policy: ThresholdPolicy
     if cfg.policy == "meta":

@@ -28,6 +28,7 @@ from duolabel.store.tables import (
     Annotation,
     Annotator,
     Assignment,
+    Audit,
     Embedding,
     ExpertTask,
     FinalLabel,
@@ -43,6 +44,7 @@ from duolabel.store.tables import (
 
 __all__ = [
     "Annotation",
+    "Audit",
     "Annotator",
     "Assignment",
     "Embedding",

@@ -278,3 +278,22 @@ class WebSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Audit(Base):
+    """A shipped final label drawn for an expert audit, as it was when drawn.
+
+    ``weight`` is the number of final labels of its stratum (source and confidence band)
+    that each drawn label stands for, so accuracy estimates are unbiased for the whole."""
+
+    __tablename__ = "audits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(16))
+    band: Mapped[str] = mapped_column(String(16))
+    batch: Mapped[str] = mapped_column(String(200))
+    weight: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -83,6 +83,7 @@ def costs_table(project: Project) -> pd.DataFrame:
     rows = [
         ("model", cost.model),
         (f"people ({cost.human_answers} answers)", cost.humans),
+        (f"experts ({cost.expert_answers} answers)", cost.experts),
         ("set-up", cost.setup),
         ("total", cost.total),
     ]
@@ -124,13 +125,35 @@ def agreement_table(project: Project) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["figure", "value", "items_with_2_or_more_answers"])
 
 
+def audits_table(project: Project) -> pd.DataFrame:
+    """Audited accuracy of the shipped labels per source (:func:`duolabel.audit.audit_estimates`)."""
+    from duolabel.audit import audit_estimates
+
+    rows = [
+        (e.source, e.audited, e.agreed, round(e.accuracy, 4), round(e.low, 4), round(e.high, 4))
+        for e in audit_estimates(project)
+    ]
+    return pd.DataFrame(rows, columns=["source", "audited", "expert_agreed", "accuracy", "low", "high"])
+
+
+def alarms_table(project: Project) -> pd.DataFrame:
+    """Quality alarms (:func:`duolabel.audit.alarms`)."""
+    from duolabel.audit import alarms
+
+    return pd.DataFrame(
+        [(a.kind, a.scope, a.message) for a in alarms(project)], columns=["kind", "scope", "alarm"]
+    )
+
+
 TABLES: dict[str, Callable[[Project], pd.DataFrame]] = {
+    "alarms": alarms_table,
     "progress": progress_table,
     "batches": batches_table,
     "queues": queues_table,
     "annotators": annotators_table,
     "costs": costs_table,
     "agreement": agreement_table,
+    "audits": audits_table,
 }
 
 
