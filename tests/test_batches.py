@@ -57,5 +57,18 @@ def test_batches_wait_for_people_and_retrain_the_model(example_copy: Path):
         with project.store.read() as session:
             label_runs = session.scalars(select(Run).where(Run.kind == "label", Run.status == "done")).all()
         assert label_runs[-1].config["human_labelled"] == len(waiting)
+        # Once people finish the second batch too, a run has nothing left to label.
+        with project.store.read() as session:
+            model_label = dict(session.execute(select(Prediction.item_id, Prediction.label)).all())
+            waiting = list(session.scalars(select(Route.item_id).where(Route.decision == "humans")))
+        answer(
+            project,
+            [i for i in waiting if i in second],
+            ["ann", "bob", "cy"],
+            lambda item, _: model_label[item],
+        )
+    result = cli("run", str(example_copy))
+    assert result.returncode == 0, result.stderr
+    assert "Every batch is finished" in result.stdout
     result = cli("status", str(example_copy))
     assert result.returncode == 0 and "Batches" in result.stdout and "second" in result.stdout

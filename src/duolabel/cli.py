@@ -242,11 +242,14 @@ def run(project: ProjectArg = Path(".")) -> None:
         summary = proj.run(progress=rich_reporter(err))
     for result in summary.imports:
         out.print(f"{result.file}: {result.added:,} new items, {result.unchanged:,} already imported.")
-    cal = summary.calibration[-1]
-    out.print(
-        f"Calibration ({cal.labeler}): golden accuracy {cal.after['accuracy']:.1%}, "
-        f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f} (cross-validated)."
-    )
+    if summary.calibration:
+        cal = summary.calibration[-1]
+        out.print(
+            f"Calibration ({cal.labeler}): golden accuracy {cal.after['accuracy']:.1%}, "
+            f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f} (cross-validated)."
+        )
+    else:
+        out.print("Every batch is finished: nothing to label or route.")
     if summary.route is not None:
         out.print(f"Routing: {summary.route.message}.")
     out.print(_status_table(summary.status))

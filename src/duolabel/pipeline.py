@@ -199,6 +199,18 @@ def _waiting(project: Project, batches: list[str]) -> int:
         )
 
 
+def _finished(project: Project, batch: str) -> bool:
+    """Every item of the batch has a final label."""
+    with project.store.read() as session:
+        open_items = session.scalar(
+            select(func.count())
+            .select_from(Item)
+            .where(Item.batch == batch, Item.role != "golden")
+            .where(Item.id.not_in(select(FinalLabel.item_id)))
+        )
+    return not open_items
+
+
 @dataclass
 class BatchReport:
     """How one batch was labelled: the model's share, the people's, and the model that routed it."""
@@ -269,7 +281,14 @@ def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
     """
     summary = RunSummary(imports=import_sources(project, progress=progress))
     batches = batch_order(project)
+    if batches:
+        # Answers given since the last run finish their items first, so the labeler of the
+        # next batch learns from them.
+        summary.aggregate = aggregate_project(project)
+        apply_expert_answers(project)
     for batch in batches or [None]:
+        if batch is not None and _finished(project, batch):
+            continue
         active = [batch] if batch is not None else None
         summary.label = label_project(project, batches=active, progress=progress)
         summary.calibration = calibrate_project(project)
