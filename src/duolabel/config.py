@@ -229,6 +229,9 @@ class AggregationConfig(_Strict):
     smoothing: float = Field(
         0.01, ge=0, description="dawid_skene: pseudo-count added to every confusion-matrix cell."
     )
+    diagonal_prior: float = Field(
+        1.0, ge=0, description="dawid_skene: imagined correct answers per label for every annotator."
+    )
     n_iter: int = Field(100, ge=1, le=10000, description="Most EM iterations of dawid_skene and glad.")
 
     @model_validator(mode="after")
