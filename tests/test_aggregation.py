@@ -350,7 +350,10 @@ def build_project(folder: Path, method: str, fuse: bool, *, suspended_answers: b
         people = {}
         for name in [*sorted(set(frame["worker"])), "spammer"]:
             person = Annotator(
-                name=name, password_hash="-", status="suspended" if name == "spammer" else "active"
+                name=name,
+                password_hash="-",
+                status="suspended" if name == "spammer" else "active",
+                skills={"controls": 10, "control_correct": 9 if name == "w3" else 7},
             )
             session.add(person)
             session.flush()
@@ -368,7 +371,8 @@ def build_project(folder: Path, method: str, fuse: bool, *, suspended_answers: b
 
 
 @pytest.mark.parametrize(
-    ("method", "fuse"), [("majority_vote", False), ("dawid_skene", True), ("mace", False)]
+    ("method", "fuse"),
+    [("majority_vote", False), ("weighted_majority_vote", False), ("dawid_skene", True), ("mace", False)],
 )
 def test_aggregate_project_provenance_and_suspended_annotators(tmp_path, method, fuse):
     from sqlalchemy import select
