@@ -255,7 +255,6 @@ def accuracy(labels: pd.Series, gold: pd.Series) -> float:
     return float((labels == gold.loc[labels.index]).mean())
 
 
-@pytest.mark.slow
 def test_medrel_against_crowdkit():
     from crowdkit.aggregation import GLAD as CrowdKitGLAD
     from crowdkit.aggregation import MACE as CrowdKitMACE
