@@ -404,3 +404,20 @@ def test_aggregate_project_provenance_and_suspended_annotators(tmp_path, method,
             project.close()
     # a suspended annotator's answers change nothing, not even the version
     assert finals[False] == finals[True]
+
+
+def test_fusion_can_judge_the_model_on_known_items_only():
+    frame, gold = simulate(300, [0.7] * 5, 3, seed=12)
+    model = strong_model(gold, 0.8, seed=13)
+    known = {t: gold[t] for t in gold.index[:60]}
+    ds = DawidSkene(labels=LABELS, fuse_model=True, model_errors="known", model_bands=1)
+    ds.fit(frame, known=known, model_probas=model)
+    # with one band the matrix is the count of (true, model's top label) on known items + the prior
+    top = model.loc[list(known)].idxmax(axis=1)
+    counts = pd.crosstab(pd.Series(known), top).reindex(index=LABELS, columns=LABELS, fill_value=0)
+    expected = counts.to_numpy() + ds.smoothing + ds.diagonal_prior * np.eye(3)
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.allclose(ds.model_errors_.to_numpy(), expected)
+    assert (ds.labels_ == gold).mean() > 0.85
+    with pytest.raises(DuolabelError, match="model_errors='known' needs known answers"):
+        DawidSkene(labels=LABELS, fuse_model=True, model_errors="known").fit(frame, model_probas=model)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import numpy as np
 import pandas as pd
@@ -336,6 +336,12 @@ class DawidSkene(_Base):
     dilutes the model's evidence, and a model right 83% of the time broke only 66% of human ties
     correctly (80% with the banded vote) in ``tests/test_aggregation.py``'s simulation.
 
+    ``model_errors="known"`` learns the model's matrix from the known items only (still inside
+    the same EM, with the people's matrices learned from everything). Jointly, the model is
+    judged against posteriors the crowd shapes, so a crowd that is wrong in a systematic way
+    teaches EM that the model is wrong where it is right; the known items are an unbiased
+    yardstick (the golden out-of-fold predictions calibration uses). See docs/benchmarks.md.
+
     Attributes
     ----------
     labels_, probas_ : the label and the posterior of every task.
@@ -362,6 +368,7 @@ class DawidSkene(_Base):
         diagonal_prior: float = 1.0,
         fuse_model: bool = False,
         model_bands: int = 3,
+        model_errors: Literal["joint", "known"] = "joint",
     ) -> None:
         self.labels = list(labels)
         self.n_iter = n_iter
@@ -370,6 +377,7 @@ class DawidSkene(_Base):
         self.diagonal_prior = diagonal_prior
         self.fuse_model = fuse_model
         self.model_bands = model_bands
+        self.model_errors = model_errors
 
     def _m_step(self, coded: _Coded, probas: np.ndarray, n_workers: int) -> np.ndarray:
         k = len(self.labels)
@@ -433,6 +441,13 @@ class DawidSkene(_Base):
         anchor = np.eye(k)[coded.known[fixed]]
         fuse = self.fuse_model and coded.model is not None
         has = ~np.isnan(coded.model).any(axis=1) if fuse else np.zeros(n, dtype=bool)  # type: ignore[union-attr]
+        # the tasks the model's confusion matrix is learned from
+        judged = has & fixed if self.model_errors == "known" else has
+        if fuse and self.model_errors == "known" and not judged.any():
+            raise DuolabelError(
+                "model_errors='known' needs known answers on items the model labelled "
+                "(golden items); got none."
+            )
         q, n_bands = self._model_votes(coded.model, has) if fuse else (None, 1)  # type: ignore[arg-type]
         # Start from the people's vote shares (the model's distribution where nobody answered).
         probas = _shares(_vote_counts(coded, k))
@@ -442,7 +457,7 @@ class DawidSkene(_Base):
         probas[fixed] = anchor
         priors = np.clip(probas.mean(axis=0), 1e-10, None)
         errors = self._m_step(coded, probas, n_workers)
-        model_errors = self._model_m_step(q, has, probas, n_bands) if fuse else None
+        model_errors = self._model_m_step(q, judged, probas, n_bands) if fuse else None
         elbo = -np.inf
         self.n_iter_ = 0
         for _ in range(self.n_iter):
@@ -454,7 +469,7 @@ class DawidSkene(_Base):
             priors = np.clip(probas.mean(axis=0), 1e-10, None)
             errors = self._m_step(coded, probas, n_workers)
             if fuse:
-                model_errors = self._model_m_step(q, has, probas, n_bands)
+                model_errors = self._model_m_step(q, judged, probas, n_bands)
             # crowd-kit's evidence lower bound, so that both stop after the same iteration: the
             # log prior enters once per answer (not once per task), and the sum is per answer.
             per_task_answers = np.bincount(coded.t, minlength=n)[:, None]
@@ -642,6 +657,7 @@ def _params(project: Project, skills: Mapping[str, float]) -> dict[str, Any]:
             "smoothing": cfg.smoothing,
             "diagonal_prior": cfg.diagonal_prior,
             "fuse_model": cfg.fuse_model,
+            "model_errors": cfg.model_errors,
         }
     if cfg.method == "glad":
         return {"n_iter": cfg.n_iter}
