@@ -556,9 +556,11 @@ class GLAD(_CrowdKitMethod):
         from crowdkit.aggregation import GLAD as CrowdKitGLAD
 
         coded = _encode(answers, self.labels, known, model_probas)
-        fitted = _run_crowdkit(
-            CrowdKitGLAD(n_iter=self.n_iter, tol=self.tol), _crowdkit_frame(coded, self.labels)
-        )
+        # Uniform priors over every label of the task: by default crowd-kit takes the labels seen in
+        # the answers, and with a single one its error term is log(K - 1) = log(0).
+        priors = pd.Series(1.0 / len(self.labels), index=self.labels)
+        model = CrowdKitGLAD(n_iter=self.n_iter, tol=self.tol, labels_priors=priors)
+        fitted = _run_crowdkit(model, _crowdkit_frame(coded, self.labels))
         alphas = fitted.alphas_.reindex(range(len(coded.workers))).to_numpy(float)
         self.skills_ = pd.Series(alphas, index=coded.workers, name="alpha")
         self._finish(coded, self._probas(coded, fitted))
