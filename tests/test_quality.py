@@ -169,3 +169,23 @@ def test_agreement_ignores_worker_names_and_row_order(rows, rnd):
         assert np.isclose(a, b) or (np.isnan(a) and np.isnan(b))
     assert np.isclose(fleiss_kappa(df, labels), fleiss_kappa(other, labels))
     assert item_disagreement(df, labels).equals(item_disagreement(other, labels))
+
+
+def test_confusion_accuracy_of_a_dawid_skene_fit_covers_the_true_skills():
+    from duolabel.aggregation import DawidSkene
+
+    rng = np.random.default_rng(0)
+    skills = {"a": 0.9, "b": 0.75, "c": 0.6, "d": 0.5, "e": 0.85}
+    truth = rng.integers(0, 3, 400)
+    rows = []
+    for task in range(400):
+        for worker, skill in skills.items():
+            label = truth[task] if rng.random() < skill else (truth[task] + rng.integers(1, 3)) % 3
+            rows.append((f"t{task}", worker, "xyz"[label]))
+    df = pd.DataFrame(rows, columns=["task", "worker", "label"])
+    ds = DawidSkene(labels=list("xyz")).fit(df)
+    table = confusion_accuracy(df, ds.probas_)
+    assert all(table.loc[w, "low"] - 0.03 <= s <= table.loc[w, "high"] + 0.03 for w, s in skills.items())
+    assert table["accuracy"].rank().to_dict() == pd.Series(skills).rank().to_dict()
+    # the model's own skill estimate from its confusion matrices agrees
+    assert np.allclose(ds.skills_.loc[table.index], table["accuracy"], atol=0.03)

@@ -197,12 +197,18 @@ def route(project: ProjectArg = Path(".")) -> None:
 
 
 @app.command()
-def aggregate(project: ProjectArg = Path(".")) -> None:
-    """Turn complete sets of human answers into final labels (majority vote)."""
+def aggregate(
+    project: ProjectArg = Path("."),
+    refresh: Annotated[
+        bool, typer.Option(help="Re-aggregate every item people labelled, not only new ones.")
+    ] = False,
+) -> None:
+    """Turn complete sets of human answers into final labels (the method of `aggregation.method`)."""
     with _open(project) as proj:
-        result = proj.aggregate()
+        result = proj.aggregate(refresh=refresh)
+    version = f" (aggregation {result.version})" if result.version else ""
     out.print(
-        f"{result.finalized:,} items finalized from {result.answers:,} answers; "
+        f"{result.finalized:,} items finalized from {result.answers:,} answers{version}; "
         f"{result.waiting:,} items still wait for people."
     )
 

@@ -318,8 +318,15 @@ class AggregationConfig(_Strict):
         False,
         description="dawid_skene only: the model's calibrated distribution is one more, learned, annotator.",
     )
+    model_errors: Literal["joint", "known"] = Field(
+        "joint",
+        description="fuse_model: learn the model's confusion from every item (joint) or golden items only.",
+    )
     smoothing: float = Field(
         0.01, ge=0, description="dawid_skene: pseudo-count added to every confusion-matrix cell."
+    )
+    diagonal_prior: float = Field(
+        1.0, ge=0, description="dawid_skene: imagined correct answers per label for every annotator."
     )
     n_iter: int = Field(100, ge=1, le=10000, description="Most EM iterations of dawid_skene and glad.")
 

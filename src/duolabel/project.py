@@ -96,10 +96,10 @@ class Project:
 
         return route_project(self, **options)
 
-    def aggregate(self) -> Any:
+    def aggregate(self, *, refresh: bool = False) -> Any:
         from duolabel.aggregation import aggregate_project
 
-        return aggregate_project(self)
+        return aggregate_project(self, refresh=refresh)
 
     def status(self) -> Any:
         from duolabel.pipeline import project_status
