@@ -681,7 +681,11 @@ def aggregate_project(project: Project, *, refresh: bool = False) -> AggregateRe
     import json
 
     from duolabel.labelers import current_model_version
+    from duolabel.routing import follow_up_project
 
+    # With dynamic overlap, an item whose answers leave the posterior unsure gets one more
+    # person (or an expert) instead of being finalized here.
+    follow_up_project(project)
     cfg = project.config.aggregation
     labels = project.config.task.label_names
     store = project.store
@@ -699,6 +703,7 @@ def aggregate_project(project: Project, *, refresh: bool = False) -> AggregateRe
             select(Annotation.item_id, Annotator.name, Annotation.label, Annotator.skills)
             .join(Annotator, Annotator.id == Annotation.annotator_id)
             .where(Annotator.status != "suspended", Annotation.item_id.in_(list(routes) + list(known)))
+            .where(Annotation.kind != "expert")  # an expert's answer is final on its own
         ).all()
         people_final = set(
             session.scalars(
