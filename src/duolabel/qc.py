@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from statistics import NormalDist, median
+from statistics import median
 from typing import Any
 
 import pandas as pd
@@ -30,6 +30,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from duolabel.config import QualityConfig
+from duolabel.quality import binomial_interval
 from duolabel.store import Annotation, Annotator, Item, Store
 
 __all__ = [
@@ -58,16 +59,9 @@ def wilson_interval(correct: int, n: int, *, confidence: float = 0.9) -> tuple[f
     >>> wilson_interval(0, 0)
     (0.0, 1.0)
     """
-    if n <= 0:
-        return (0.0, 1.0)
-    if not 0 <= correct <= n:
+    if not 0 <= correct <= max(n, 0):
         raise ValueError(f"correct must be between 0 and n={n}, got {correct}")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return binomial_interval(correct, max(n, 0), confidence, "wilson")
 
 
 def control_skills(correct: int, n: int, *, confidence: float) -> dict[str, Any]:

@@ -165,7 +165,9 @@ def item_disagreement(answers: pd.DataFrame, labels: Sequence[str]) -> pd.DataFr
     )
 
 
-def _binomial_interval(correct: int, n: int, confidence: float, method: str) -> tuple[float, float]:
+def binomial_interval(correct: int, n: int, confidence: float, method: str) -> tuple[float, float]:
+    """Interval of a proportion ``correct / n``: ``method`` is scipy's ``wilson`` or ``exact``
+    (Clopper-Pearson); ``(0, 1)`` with no observations."""
     from scipy.stats import binomtest
 
     if n == 0:
@@ -207,7 +209,7 @@ def control_accuracy(
     rows = []
     for worker, group in on_known.groupby("worker", sort=True):
         n, k = len(group), int(group["correct"].sum())
-        low, high = _binomial_interval(k, n, confidence, method)
+        low, high = binomial_interval(k, n, confidence, method)
         rows.append(
             {"worker": worker, "controls": n, "correct": k, "accuracy": k / n, "low": low, "high": high}
         )
