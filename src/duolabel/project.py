@@ -97,9 +97,13 @@ class Project:
         return route_project(self, **options)
 
     def aggregate(self, *, refresh: bool = False) -> Any:
+        """People's answers become final labels; then experts' answers replace theirs."""
         from duolabel.aggregation import aggregate_project
+        from duolabel.audit import apply_expert_answers
 
-        return aggregate_project(self, refresh=refresh)
+        result = aggregate_project(self, refresh=refresh)
+        apply_expert_answers(self)
+        return result
 
     def status(self) -> Any:
         from duolabel.pipeline import project_status
