@@ -248,7 +248,6 @@ def main() -> None:
                 f"| {reduction:.0%} |"
             )
         lines.append("")
-        print(lines[-(len(sim["points"]) + 4) :], sep="\n")
     isbook = sims[0]
     cost_acc, cost_red, per_draw = isbook["points"][("threshold", "cost")]
     best_acc, _, _ = isbook["points"][("threshold", "best quality")]
