@@ -181,7 +181,7 @@ def write_report(project: Project, path: Path) -> Path:
             model_version=version,
             golden=len(golden.gold),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            guarantee=plan_message(plan),
+            guarantee=plan.point.describe(),
             plots=plots,
             metric_names=metric_names,
             metrics=metrics,
@@ -198,9 +198,3 @@ def write_report(project: Project, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
     return path
-
-
-def plan_message(plan: Any) -> str:
-    from duolabel.routing import RouteResult
-
-    return RouteResult(plan.version, point=plan.point).message

@@ -18,7 +18,7 @@ are all this module needs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -104,7 +104,15 @@ class OperatingPoint:
     expected_accuracy: float
     expected_cost_per_item: float
     certificate: TargetCertificate | None = None
-    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """The point in words: its guarantee in target mode, else its expected figures."""
+        if self.certificate is not None:
+            return self.certificate.describe()
+        return (
+            f"{self.mode} mode: threshold {self.threshold:.4g}, model labels {self.model_share:.0%} of "
+            f"golden items, expected accuracy {self.expected_accuracy:.3f}"
+        )
 
 
 def _accepted(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -87,15 +87,7 @@ class RouteResult:
 
     @property
     def message(self) -> str:
-        if self.point is None:
-            return ""
-        if self.point.certificate is not None:
-            return self.point.certificate.describe()
-        return (
-            f"{self.point.mode} mode: threshold {self.point.threshold:.4g}, model labels "
-            f"{self.point.model_share:.0%} of golden items, "
-            f"expected accuracy {self.point.expected_accuracy:.3f}"
-        )
+        return "" if self.point is None else self.point.describe()
 
 
 def _skills(project: Project) -> dict[str, float]:
@@ -110,7 +102,7 @@ def _skills(project: Project) -> dict[str, float]:
     return out
 
 
-def _labelled_text_length(texts: list[str]) -> np.ndarray:
+def _log_length(texts: list[str]) -> np.ndarray:
     return np.log1p(np.array([len(t) for t in texts], dtype=float))
 
 
@@ -164,7 +156,7 @@ def load_evidence(project: Project, model_version: str) -> Evidence:
             human_correct.append(prior)
     features = {
         "disagreement": np.array([(r.features or {}).get("disagreement", 0.0) for r in rows]),
-        "log_length": _labelled_text_length([r.text for r in rows]),
+        "log_length": _log_length([r.text for r in rows]),
     }
     return Evidence(
         [r.id for r in rows],
@@ -295,7 +287,7 @@ def _item_features(project: Project, plan: Plan, preds: list[Prediction]) -> dic
         texts = dict(session.execute(select(Item.id, Item.text).where(Item.id.in_(ids))).all())
     return {
         "disagreement": np.array([(p.features or {}).get("disagreement", 0.0) for p in preds]),
-        "log_length": _labelled_text_length([texts[i] for i in ids]),
+        "log_length": _log_length([texts[i] for i in ids]),
         "neighbourhood_accuracy": _neighbourhood_accuracy(
             project, plan.evidence.ids, plan.evidence.model_correct.astype(float), ids
         ),
