@@ -176,9 +176,17 @@ def _estimate(source: str, weights: np.ndarray, right: np.ndarray, confidence: f
     return AuditEstimate(source, len(right), int(right.sum()), accuracy, low, high)
 
 
-def audit_estimates(project: Project, *, batch: str | None = None) -> list[AuditEstimate]:
-    """Accuracy of the shipped labels per source and overall, from the answered audits."""
-    confidence = project.config.audit.confidence
+@dataclass(frozen=True)
+class _Answered:
+    """One answered audit: was the shipped label the expert's?"""
+
+    batch: str
+    source: str
+    weight: float
+    right: bool
+
+
+def _answered(project: Project) -> list[_Answered]:
     with project.store.read() as session:
         audits = session.execute(
             select(Audit.item_id, Audit.label, Audit.source, Audit.weight, Audit.batch).order_by(Audit.id)
@@ -190,15 +198,28 @@ def audit_estimates(project: Project, *, batch: str | None = None) -> list[Audit
                 .order_by(Annotation.id)
             ).all()
         )
-    answered = [a for a in audits if a.item_id in expert and (batch is None or a.batch == batch)]
+    return [
+        _Answered(a.batch, a.source, a.weight, a.label == expert[a.item_id])
+        for a in audits
+        if a.item_id in expert
+    ]
+
+
+def _per_source(answered: list[_Answered], confidence: float) -> list[AuditEstimate]:
     out = []
     for source in [*SHIPPED, "all"]:
         rows = [a for a in answered if source == "all" or a.source == source]
         if rows:
             weights = np.array([a.weight for a in rows])
-            right = np.array([a.label == expert[a.item_id] for a in rows], dtype=float)
+            right = np.array([a.right for a in rows], dtype=float)
             out.append(_estimate(source, weights, right, confidence))
     return out
+
+
+def audit_estimates(project: Project, *, batch: str | None = None) -> list[AuditEstimate]:
+    """Accuracy of the shipped labels per source and overall, from the answered audits."""
+    answered = [a for a in _answered(project) if batch is None or a.batch == batch]
+    return _per_source(answered, project.config.audit.confidence)
 
 
 @dataclass(frozen=True)
@@ -214,11 +235,11 @@ def alarms(project: Project) -> list[Alarm]:
     control answers (upper bound below ``quality.min_control_accuracy``)."""
     cfg = project.config
     found = []
-    with project.store.read() as session:
-        batches = list(session.scalars(select(Audit.batch).distinct().order_by(Audit.batch)))
+    answered = _answered(project)  # read once, then estimated batch by batch
     target = effective_routing(project).target_accuracy
-    for batch in batches:
-        for est in audit_estimates(project, batch=batch):
+    for batch in sorted({a.batch for a in answered}):
+        in_batch = [a for a in answered if a.batch == batch]
+        for est in _per_source(in_batch, cfg.audit.confidence):
             if est.source == "model" and est.high < target:
                 found.append(
                     Alarm(

@@ -29,13 +29,13 @@ from duolabel.routing.operating import (
     quality_curve,
 )
 from duolabel.routing.policies import MetaRouter, fuse
+from duolabel.routing.stage import MIN_CONTROLS
 
 if TYPE_CHECKING:
     from duolabel.project import Project
 
 __all__ = ["Answers", "SimulationInput", "SimulationResult", "SimulationRow", "read_answers", "simulate"]
 
-MIN_CONTROLS = 5
 MAX_PROBLEMS = 20
 
 Answers = list[list[tuple[str, int]]]  # per item: (worker, label index) in replay order
@@ -261,12 +261,7 @@ def _realised_curve(data: SimulationInput, answers: Answers, overlap: int) -> li
     """Hybrid accuracy against human share on the test items, threshold policy."""
     scores = data.test_probs.max(axis=1)
     model_right = (data.test_probs.argmax(axis=1) == data.test_gold).astype(float)
-    human_right = np.array(
-        [
-            float(_majority(given[:overlap], p) == g) if given else 0.0
-            for given, p, g in zip(answers, data.test_probs, data.test_gold, strict=True)
-        ]
-    )
+    human_right = _human_correct(answers, data.test_probs, data.test_gold, overlap)
     thresholds = np.unique(np.quantile(scores, np.linspace(0, 1, 51)))
     curve = quality_curve(
         scores, model_right, human_right, thresholds=np.append(thresholds, np.inf), n_boot=0
