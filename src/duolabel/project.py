@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from duolabel.config import PROJECT_FILE, ProjectConfig, load_config, parse_config, render_config
+from duolabel.config import PROJECT_FILE, load_config, parse_config, render_config
+from duolabel.context import Context
 from duolabel.errors import ProjectError
-from duolabel.store import Store, open_store
+from duolabel.store import open_store
 
 __all__ = ["Project", "init_project"]
 
 
-class Project:
+class Project(Context):
     """An open project: its validated configuration and its store.
 
     Examples
@@ -24,11 +25,6 @@ class Project:
     ['spam', 'ham']
     >>> project.close()
     """
-
-    def __init__(self, path: Path, config: ProjectConfig, store: Store) -> None:
-        self.path = path
-        self.config = config
-        self.store = store
 
     @classmethod
     def open(cls, path: str | Path) -> Project:
@@ -47,11 +43,6 @@ class Project:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def resolve(self, relative: str | Path) -> Path:
-        """A path from the project file, relative to the project folder."""
-        path = Path(relative)
-        return path if path.is_absolute() else self.path / path
 
     # -- the stages, each a thin call into its module ---------------------
 
