@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import duolabel.aggregation as aggregation
-from duolabel.aggregation import (
+import duolabel.core.aggregation as aggregation
+from duolabel.core.aggregation import (
     GLAD,
     MACE,
     DawidSkene,
@@ -376,6 +376,7 @@ def build_project(folder: Path, method: str, fuse: bool, *, suspended_answers: b
 def test_aggregate_project_provenance_and_suspended_annotators(tmp_path, method, fuse):
     from sqlalchemy import select
 
+    from duolabel.stages.aggregate import aggregate_project
     from duolabel.store import FinalLabel, Run
 
     finals = {}
@@ -384,7 +385,7 @@ def test_aggregate_project_provenance_and_suspended_annotators(tmp_path, method,
         try:
             result = project.aggregate()
             assert (result.finalized, result.waiting) == (32, 0)
-            again = aggregation.aggregate_project(project, refresh=True)
+            again = aggregate_project(project, refresh=True)
             assert again.version == result.version  # same answers, same settings: same version
             with project.store.read() as session:
                 rows = {f.item_id: f for f in session.scalars(select(FinalLabel))}
