@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import duolabel.core.aggregation as aggregation
 from duolabel.core.aggregation import (
+    AGGREGATORS,
     GLAD,
     MACE,
     DawidSkene,
@@ -228,6 +229,16 @@ def test_fusion_a_random_model_is_discounted():
     assert (fused.labels_ == people.labels_).mean() > 0.98
     rows = fused.model_errors_.to_numpy()
     assert np.abs(rows - rows.mean(axis=0)).max() < 0.1  # every true label predicts the same mix
+
+
+def test_every_configurable_method_is_registered():
+    from typing import get_args
+
+    from duolabel.config import AggregationConfig
+
+    methods = get_args(AggregationConfig.model_fields["method"].annotation)
+    assert set(methods) <= set(AGGREGATORS.names())
+    assert AGGREGATORS.get("dawid_skene") is DawidSkene and AGGREGATORS.get("mace") is MACE
 
 
 def test_make_aggregator():

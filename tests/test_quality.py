@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import duolabel.core.quality as quality
-from duolabel.errors import DuolabelError
 from duolabel.core.quality import (
     cohen_kappa,
     confusion_accuracy,
@@ -20,6 +19,7 @@ from duolabel.core.quality import (
     item_disagreement,
     krippendorff_alpha,
 )
+from duolabel.errors import DuolabelError
 
 
 def frame_from_counts(counts: list[list[int]], labels: list[str]) -> pd.DataFrame:

@@ -111,9 +111,7 @@ class Alarm:
     message: str
 
 
-def model_label_alarms(
-    answered: Sequence[AnsweredAudit], *, target: float, confidence: float
-) -> list[Alarm]:
+def model_label_alarms(answered: Sequence[AnsweredAudit], *, target: float, confidence: float) -> list[Alarm]:
     """An alarm for each batch whose audited model labels are below ``target`` with
     ``confidence`` (the upper end of their interval is below it), batches in sorted order."""
     found = []
