@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import duolabel.aggregation as aggregation
-from duolabel.aggregation import (
+import duolabel.core.aggregation as aggregation
+from duolabel.core.aggregation import (
+    AGGREGATORS,
     GLAD,
     MACE,
     DawidSkene,
@@ -230,6 +231,16 @@ def test_fusion_a_random_model_is_discounted():
     assert np.abs(rows - rows.mean(axis=0)).max() < 0.1  # every true label predicts the same mix
 
 
+def test_every_configurable_method_is_registered():
+    from typing import get_args
+
+    from duolabel.config import AggregationConfig
+
+    methods = get_args(AggregationConfig.model_fields["method"].annotation)
+    assert set(methods) <= set(AGGREGATORS.names())
+    assert AGGREGATORS.get("dawid_skene") is DawidSkene and AGGREGATORS.get("mace") is MACE
+
+
 def test_make_aggregator():
     assert isinstance(make_aggregator("mace", labels=LABELS), MACE)
     with pytest.raises(DuolabelError, match="'vote' is not one of majority_vote"):
@@ -376,6 +387,7 @@ def build_project(folder: Path, method: str, fuse: bool, *, suspended_answers: b
 def test_aggregate_project_provenance_and_suspended_annotators(tmp_path, method, fuse):
     from sqlalchemy import select
 
+    from duolabel.stages.aggregate import aggregate_project
     from duolabel.store import FinalLabel, Run
 
     finals = {}
@@ -384,7 +396,7 @@ def test_aggregate_project_provenance_and_suspended_annotators(tmp_path, method,
         try:
             result = project.aggregate()
             assert (result.finalized, result.waiting) == (32, 0)
-            again = aggregation.aggregate_project(project, refresh=True)
+            again = aggregate_project(project, refresh=True)
             assert again.version == result.version  # same answers, same settings: same version
             with project.store.read() as session:
                 rows = {f.item_id: f for f in session.scalars(select(FinalLabel))}

@@ -13,18 +13,17 @@ from sqlalchemy import func, select
 
 from duolabel import Project
 from duolabel.accounts import add_annotator
-from duolabel.audit import (
-    _estimate,
+from duolabel.core.audit import band_of, weighted_estimate
+from duolabel.queue import expert_queue_counts, next_expert_task, submit_expert_answer
+from duolabel.routing import plan_routing
+from duolabel.stages.audit import (
     alarms,
     apply_expert_answers,
     audit_estimates,
-    band_of,
     draw_audit,
     effective_routing,
     tighten,
 )
-from duolabel.queue import expert_queue_counts, next_expert_task, submit_expert_answer
-from duolabel.routing import plan_routing
 from duolabel.store import Audit, FinalLabel, Run
 from tests.test_pipeline import cli
 
@@ -153,7 +152,7 @@ def test_audit_command_draws_and_reports(example: Path):
 
 
 def test_weighted_estimate_and_bands():
-    est = _estimate("model", np.array([10.0, 10.0, 1.0]), np.array([1.0, 1.0, 0.0]), 0.9)
+    est = weighted_estimate("model", np.array([10.0, 10.0, 1.0]), np.array([1.0, 1.0, 0.0]), 0.9)
     assert est.accuracy == pytest.approx(20 / 21)
     assert est.low < est.accuracy < est.high <= 1
     assert band_of(0.8, [0.8, 0.95]) == "0.8-0.95" and band_of(1.0, [0.8, 0.95]) == "0.95-1"

@@ -1,4 +1,4 @@
-"""Agreement and annotator skill (quality.py) against published worked examples."""
+"""Agreement and annotator skill (core/quality.py) against published worked examples."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import duolabel.quality as quality
-from duolabel.errors import DuolabelError
-from duolabel.quality import (
+import duolabel.core.quality as quality
+from duolabel.core.quality import (
     cohen_kappa,
     confusion_accuracy,
     control_accuracy,
@@ -20,6 +19,7 @@ from duolabel.quality import (
     item_disagreement,
     krippendorff_alpha,
 )
+from duolabel.errors import DuolabelError
 
 
 def frame_from_counts(counts: list[list[int]], labels: list[str]) -> pd.DataFrame:
@@ -172,7 +172,7 @@ def test_agreement_ignores_worker_names_and_row_order(rows, rnd):
 
 
 def test_confusion_accuracy_of_a_dawid_skene_fit_covers_the_true_skills():
-    from duolabel.aggregation import DawidSkene
+    from duolabel.core.aggregation import DawidSkene
 
     rng = np.random.default_rng(0)
     skills = {"a": 0.9, "b": 0.75, "c": 0.6, "d": 0.5, "e": 0.85}
