@@ -38,6 +38,7 @@ __all__ = [
     "Aggregator",
     "DawidSkene",
     "MajorityVote",
+    "MedianVote",
     "WeightedMajorityVote",
     "check_answers",
     "make_aggregator",
@@ -48,7 +49,7 @@ AGGREGATORS: Registry[Callable[..., Aggregator]] = Registry("aggregator", group=
 """Aggregation methods by name (``aggregation.method``); each is built with ``labels=`` and its
 keyword parameters."""
 # The built-in methods in the order error messages list them (the project file's order).
-BUILT_IN = ("majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace")
+BUILT_IN = ("majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace", "median")
 _SHOWN = 10
 # Probabilities closer than this count as a tie, so that float rounding in sums taken in a
 # different row order can never flip a label.
@@ -260,6 +261,53 @@ class MajorityVote(_Base):
     ) -> MajorityVote:
         coded = _encode(answers, self.labels, known, model_probas)
         self._finish(coded, _shares(_vote_counts(coded, len(self.labels))))
+        return self
+
+
+@AGGREGATORS.register("median")
+class MedianVote(_Base):
+    """The median answer on an ordered scale (``labels`` in scale order): the ``ordinal`` default.
+
+    A near miss pulls the label less than a far one: answers low, low, high give low, where low,
+    mid, high give mid. When the answers split evenly, every rank between the two middle
+    answers is a median; the one the model finds likelier wins, else the middle of that range.
+    ``probas_`` are the vote shares (so the confidence of a final label is the share of the
+    answers that chose it). Known answers are returned as given.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"task": ["a"] * 3 + ["b"] * 2, "worker": [1, 2, 3, 1, 2],
+    ...                    "label": ["low", "high", "high", "low", "high"]})
+    >>> MedianVote(labels=["low", "mid", "high"]).fit_predict(df).to_dict()
+    {'a': 'high', 'b': 'mid'}
+    """
+
+    def __init__(self, *, labels: Sequence[str]) -> None:
+        self.labels = list(labels)
+
+    def fit(
+        self, answers: pd.DataFrame, *, known: Mapping[Any, str] | None = None, model_probas: Any = None
+    ) -> MedianVote:
+        coded = _encode(answers, self.labels, known, model_probas)
+        shares = _shares(_vote_counts(coded, len(self.labels)))
+        self._finish(coded, shares)
+        cum = np.cumsum(shares, axis=1)
+        lower = np.argmax(cum >= 0.5 - _TIE, axis=1)
+        upper = np.argmax(cum > 0.5 + _TIE, axis=1)
+        pick = (lower + upper) // 2
+        if coded.model is not None:
+            ranks = np.arange(len(self.labels))
+            between = (ranks >= lower[:, None]) & (ranks <= upper[:, None])
+            model = np.where(between, np.nan_to_num(coded.model, nan=0.0), -1.0)
+            best = model.max(axis=1, keepdims=True)
+            sure = ((model >= best - _TIE) & between).sum(axis=1) == 1  # one likeliest rank
+            pick = np.where(sure & (best[:, 0] > 0), model.argmax(axis=1), pick)
+        fixed = coded.known >= 0
+        pick[fixed] = coded.known[fixed]
+        self.labels_ = pd.Series(
+            np.asarray(self.labels, dtype=object)[pick], index=coded.tasks, name="agg_label"
+        )
         return self
 
 
