@@ -1,5 +1,6 @@
 """Choosing the operating point: the quality-versus-human-share curve measured on golden
-items, and the three ways of picking a threshold on it.
+items, and the ways of picking a threshold on it (:func:`choose_operating_point` is the one
+entry, used by the route stage and by ``simulate`` alike).
 
 Every policy reduces to a score per item (calibrated confidence, or one minus the
 meta-router's predicted error) and a threshold: items scoring at least the threshold
@@ -12,7 +13,8 @@ are all this module needs.
   (Clopper-Pearson) test per threshold, with fixed-sequence testing from the strictest
   threshold down, so no multiple-testing correction is needed);
 - **budget**: the best expected accuracy whose expected cost fits the budget;
-- **cost**: the cheapest point whose expected accuracy is at least the humans-only accuracy.
+- **cost**: the cheapest point whose expected accuracy is at least the humans-only accuracy;
+- **fixed**: the configured threshold.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ __all__ = [
     "OperatingPoint",
     "TargetCertificate",
     "certify_target",
+    "choose_best",
     "choose_budget",
     "choose_cost",
+    "choose_operating_point",
     "golden_needed",
     "majority_accuracy",
     "quality_curve",
@@ -98,6 +102,9 @@ class TargetCertificate:
 
 @dataclass(frozen=True)
 class OperatingPoint:
+    """The chosen threshold and what the golden items expect of it (its certificate in
+    target mode)."""
+
     mode: str
     threshold: float
     model_share: float
@@ -321,3 +328,68 @@ def majority_accuracy(accuracy: float, overlap: int, n_labels: int, *, draws: in
     top = counts.max(axis=1)
     winners = (counts == top[:, None]).sum(axis=1)
     return float(np.where(counts[:, 0] == top, 1.0 / winners, 0.0).mean())
+
+
+def choose_best(curve: list[CurvePoint]) -> CurvePoint:
+    """The point with the best expected accuracy (ties: the larger model share)."""
+    return max(curve, key=lambda p: (round(p.hybrid_accuracy, 12), p.model_share))
+
+
+def choose_operating_point(
+    mode: str,
+    scores: np.ndarray,
+    model_correct: np.ndarray,
+    human_correct: np.ndarray,
+    *,
+    routed_cost: float,
+    threshold: float = 0.9,
+    target: float = 0.9,
+    risk: float = 0.1,
+    budget_per_item: float | None = None,
+    curve: list[CurvePoint] | None = None,
+) -> OperatingPoint:
+    """The operating point of a routing ``mode`` from the golden items' evidence.
+
+    ``mode`` is ``fixed`` (use ``threshold``), ``target`` (:func:`certify_target` at
+    ``target`` and ``risk``), ``budget`` (:func:`choose_budget` within ``budget_per_item``),
+    ``cost`` (:func:`choose_cost`) or ``best`` (:func:`choose_best`). ``scores`` are the
+    golden items' cross-fitted scores, ``model_correct`` and ``human_correct`` as in
+    :func:`quality_curve`; ``routed_cost`` is the expected money one routed item costs.
+    ``curve`` is the quality curve on the same evidence when the caller has it already.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> point = choose_operating_point("fixed", np.array([0.9, 0.6]), np.array([1, 0]),
+    ...                                np.array([1.0, 1.0]), routed_cost=0.2, threshold=0.8)
+    >>> point.model_share, point.expected_accuracy, point.expected_cost_per_item
+    (0.5, 1.0, 0.1)
+    """
+    if curve is None:
+        curve = quality_curve(scores, model_correct, human_correct, n_boot=0)
+    certificate = None
+    if mode == "fixed":
+        chosen = threshold
+    elif mode == "target":
+        certificate = certify_target(scores, model_correct, target=target, risk=risk)
+        chosen = certificate.threshold
+    elif mode == "budget":
+        if budget_per_item is None:
+            raise ValueError("budget mode needs budget_per_item")
+        cost = {p.threshold: p.human_share * routed_cost for p in curve}
+        chosen = choose_budget(curve, cost, budget_per_item=budget_per_item).threshold
+    elif mode == "cost":
+        chosen = choose_cost(curve).threshold
+    elif mode == "best":
+        chosen = choose_best(curve).threshold
+    else:
+        raise ValueError(f"unknown routing mode {mode!r}; choose one of: fixed, target, budget, cost, best")
+    at = quality_curve(scores, model_correct, human_correct, thresholds=np.array([chosen]), n_boot=0)[0]
+    return OperatingPoint(
+        mode,
+        chosen,
+        at.model_share,
+        at.hybrid_accuracy,
+        at.human_share * routed_cost if at.human_share else 0.0,
+        certificate,
+    )

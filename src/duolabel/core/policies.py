@@ -1,7 +1,7 @@
 """Routing policies: for each item, accept the model's label, ask people, or ask an expert.
 
 A policy scores items (higher = more likely right) and compares the score with a
-threshold chosen on the golden items (see :mod:`duolabel.routing.operating`):
+threshold chosen on the golden items (see :mod:`duolabel.core.operating`):
 
 - :class:`ThresholdPolicy` scores by calibrated confidence and asks a fixed number of people;
 - :class:`DynamicOverlap` accepts the same way, but asks one person at a time and fuses their
@@ -10,44 +10,73 @@ threshold chosen on the golden items (see :mod:`duolabel.routing.operating`):
   wrong, from a classifier trained (cross-fitted) on the golden items.
 
 The expert tier (:func:`expert_tier`) sends the lowest-scoring share of the routed items to
-experts instead of people.
+experts instead of people; :func:`route_items` applies a policy and the tier together.
+
+Policies are found by name in :data:`POLICIES` (the ``routing.policy`` setting); a new one is
+a subclass of :class:`ThresholdPolicy` (it inherits the members the route stage and
+``simulate`` use) plus ``@POLICIES.register("name")``, or an entry point in the
+``duolabel.policies`` group. :func:`make_policy` builds one from the routing settings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from duolabel.core.registry import Registry
+
 __all__ = [
     "FEATURES",
+    "POLICIES",
     "Decision",
     "DynamicOverlap",
+    "FollowUpPolicy",
     "MetaRouter",
     "Policy",
     "ThresholdPolicy",
     "expert_tier",
+    "feature_matrix",
     "fuse",
+    "make_policy",
     "policy_version",
+    "route_items",
 ]
 
 _EPS = 1e-12
 
+POLICIES: Registry[type[ThresholdPolicy]] = Registry("policy", group="duolabel.policies")
+
 
 @dataclass(frozen=True)
 class Decision:
+    """What happens to one item: the model's label is ``accept``-ed, or ``overlap`` people
+    (``humans``) or an ``expert`` label it."""
+
     kind: Literal["accept", "humans", "expert"]
     overlap: int = 0
 
 
 class Policy(Protocol):
+    """The one required method of a routing policy: a decision per item."""
+
     def decide(
         self, probs: np.ndarray, features: Mapping[str, np.ndarray] | None = None
     ) -> list[Decision]: ...
+
+
+@runtime_checkable
+class FollowUpPolicy(Protocol):
+    """A policy that decides again once people's answers are in (dynamic overlap)."""
+
+    def follow_up(
+        self, prior: np.ndarray, answers: Sequence[int], accuracies: Sequence[float]
+    ) -> Decision: ...
 
 
 def policy_version(kind: str, params: Mapping[str, object], model_version: str) -> str:
@@ -60,9 +89,14 @@ def _top(probs: np.ndarray) -> np.ndarray:
     return probs.max(axis=1) if len(probs) else np.zeros(0)
 
 
+@POLICIES.register("threshold")
 class ThresholdPolicy:
     """Accept when the score (the calibrated top-label confidence unless ``scores`` is
     given) is at least ``threshold``; otherwise ask ``overlap`` people.
+
+    The base of every policy: ``fit`` and ``cross_fit_scores`` (what the operating point is
+    chosen on) learn nothing here; :attr:`uses_features` says whether :meth:`score` needs
+    the item features beyond the calibrated distribution.
 
     Examples
     --------
@@ -71,14 +105,40 @@ class ThresholdPolicy:
     [Decision(kind='accept', overlap=0), Decision(kind='humans', overlap=3)]
     """
 
+    uses_features = False
+
     def __init__(self, *, threshold: float = 0.9, overlap: int = 3) -> None:
         self.threshold = threshold
         self.overlap = overlap
 
+    @property
+    def max_answers(self) -> int:
+        """The most answers a routed item gets: people's label on it comes from this many."""
+        return self.overlap
+
+    @property
+    def expected_answers(self) -> float:
+        """Answers a routed item is expected to take, for the cost of routing it."""
+        return self.overlap
+
+    def fit(
+        self, probs: np.ndarray, features: Mapping[str, np.ndarray], wrong: np.ndarray
+    ) -> ThresholdPolicy:
+        """Learn from the golden items (``wrong``: the model's label is wrong); nothing here."""
+        return self
+
+    def cross_fit_scores(
+        self, probs: np.ndarray, features: Mapping[str, np.ndarray], wrong: np.ndarray
+    ) -> np.ndarray:
+        """The golden items' scores from a policy that never saw them (here: the scores)."""
+        return self.score(probs, features)
+
     def score(self, probs: np.ndarray, features: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Per item: higher means the model's label is more likely right."""
         return _top(probs)
 
     def decide(self, probs: np.ndarray, features: Mapping[str, np.ndarray] | None = None) -> list[Decision]:
+        """Accept items scoring at least the threshold; ask ``overlap`` people on the rest."""
         return [
             Decision("accept") if s >= self.threshold else Decision("humans", self.overlap)
             for s in self.score(probs, features)
@@ -106,6 +166,7 @@ def fuse(prior: np.ndarray, answers: Sequence[int], accuracies: Sequence[float])
     return post / post.sum()
 
 
+@POLICIES.register("dynamic")
 class DynamicOverlap(ThresholdPolicy):
     """Accept like :class:`ThresholdPolicy`; for the rest ask one person, fuse the answers
     with the model's calibrated distribution (:func:`fuse`), and ask one more only while the
@@ -135,6 +196,10 @@ class DynamicOverlap(ThresholdPolicy):
         self.max_overlap = max_overlap
         self.escalate = escalate
 
+    @property
+    def max_answers(self) -> int:
+        return self.max_overlap
+
     def follow_up(self, prior: np.ndarray, answers: Sequence[int], accuracies: Sequence[float]) -> Decision:
         """What to do once ``answers`` are in: ``accept`` (the fused label is final, overlap =
         answers used), ``humans`` (ask one more), or ``expert``."""
@@ -144,6 +209,11 @@ class DynamicOverlap(ThresholdPolicy):
         if len(answers) < self.max_overlap:
             return Decision("humans", len(answers) + 1)
         return Decision("expert", len(answers)) if self.escalate else Decision("accept", len(answers))
+
+    @property
+    def expected_answers(self) -> float:
+        # A planning figure: between one answer (agreement at once) and max_overlap.
+        return (1 + self.max_overlap) / 2
 
 
 # Features of the meta-router, in this order. ``neighbourhood_accuracy`` is the model's
@@ -166,6 +236,7 @@ def feature_matrix(probs: np.ndarray, features: Mapping[str, np.ndarray]) -> np.
     return np.column_stack(rows) if n else np.zeros((0, len(FEATURES)))
 
 
+@POLICIES.register("meta")
 class MetaRouter(ThresholdPolicy):
     """Scores items by one minus the predicted probability that the model's label is wrong,
     from a logistic regression on :data:`FEATURES` trained on golden items.
@@ -183,6 +254,8 @@ class MetaRouter(ThresholdPolicy):
     >>> router.score(probs, {}).shape
     (200,)
     """
+
+    uses_features = True
 
     def __init__(
         self, *, threshold: float = 0.9, overlap: int = 3, folds: int = 5, random_state: int = 0
@@ -243,3 +316,39 @@ def expert_tier(decisions: list[Decision], scores: np.ndarray, *, share: float) 
         Decision("expert") if d.kind == "humans" and scores[i] <= cutoff and share > 0 else d
         for i, d in enumerate(decisions)
     ]
+
+
+def route_items(
+    policy: ThresholdPolicy,
+    probs: np.ndarray,
+    features: Mapping[str, np.ndarray] | None = None,
+    *,
+    expert_share: float = 0.0,
+) -> list[Decision]:
+    """The policy's decisions at its threshold, then the expert tier: what the route stage
+    writes and what ``simulate`` replays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.7, 0.3]])
+    >>> [d.kind for d in route_items(ThresholdPolicy(threshold=0.8), probs, expert_share=0.5)]
+    ['accept', 'expert', 'humans']
+    """
+    scores = policy.score(probs, features)
+    return expert_tier(policy.decide(probs, features), scores, share=expert_share)
+
+
+def make_policy(name: str, settings: Mapping[str, Any]) -> ThresholdPolicy:
+    """The policy registered as ``name``, its keyword parameters taken from ``settings`` (the
+    routing settings as plain values; keys the policy does not take are left out).
+
+    Examples
+    --------
+    >>> policy = make_policy("dynamic", {"max_overlap": 4, "overlap": 3, "mode": "target"})
+    >>> type(policy).__name__, policy.max_answers, policy.expected_answers
+    ('DynamicOverlap', 4, 2.5)
+    """
+    cls = POLICIES.get(name)
+    accepted = inspect.signature(cls).parameters
+    return cls(**{key: value for key, value in settings.items() if key in accepted})

@@ -1,6 +1,12 @@
 """The routing stage: choose the operating point on the golden items, then decide every
 calibrated item not yet decided under it; and, for the dynamic policy, decide after each
-answer whether to ask one more person."""
+answer whether to ask one more person.
+
+The maths is in :mod:`duolabel.core`: the policies (:mod:`~duolabel.core.policies`, found by
+name in ``POLICIES``), the choice of the operating point
+(:func:`~duolabel.core.operating.choose_operating_point`) and the evidence
+(:mod:`~duolabel.core.evidence`); this module reads the store, calls them and writes back.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +14,54 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, or_, select, true, update
 
 from duolabel.config import RoutingConfig
+from duolabel.context import Context
+from duolabel.core.evidence import (
+    log_length,
+    measured_accuracies,
+    neighbourhood_accuracy,
+    vote_correctness,
+)
+from duolabel.core.operating import (
+    CurvePoint,
+    OperatingPoint,
+    choose_operating_point,
+    majority_accuracy,
+    quality_curve,
+)
+from duolabel.core.policies import (
+    Decision,
+    FollowUpPolicy,
+    ThresholdPolicy,
+    make_policy,
+    policy_version,
+    route_items,
+)
+from duolabel.core.probs import as_matrix
 from duolabel.costs import answer_price, ledger_run
 from duolabel.errors import ProjectError
 from duolabel.progress import Reporter, quiet
 from duolabel.queue import enqueue_expert
-from duolabel.routing.operating import (
-    CurvePoint,
-    OperatingPoint,
-    certify_target,
-    choose_budget,
-    choose_cost,
-    majority_accuracy,
-    quality_curve,
-)
-from duolabel.routing.policies import (
-    Decision,
-    DynamicOverlap,
-    MetaRouter,
-    ThresholdPolicy,
-    expert_tier,
-    policy_version,
-)
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.store.tables import utcnow
 
-if TYPE_CHECKING:
-    from duolabel.project import Project
-
-__all__ = ["Evidence", "Plan", "RouteResult", "follow_up_project", "plan_routing", "route_project"]
+__all__ = [
+    "Evidence",
+    "Plan",
+    "RouteResult",
+    "follow_up_project",
+    "item_neighbourhood_accuracy",
+    "load_evidence",
+    "plan_routing",
+    "route_project",
+]
 
 CHUNK = 2000
-MIN_CONTROLS = 5  # control answers before a person's measured accuracy replaces the prior
-NEIGHBOURS = 10
 
 
 @dataclass
@@ -79,6 +95,8 @@ class Plan:
 
 @dataclass
 class RouteResult:
+    """What a routing run decided (counts per decision kind) under which point."""
+
     policy_version: str
     decided: Counter[str] = field(default_factory=Counter)
     unchanged: int = 0
@@ -87,35 +105,29 @@ class RouteResult:
 
     @property
     def message(self) -> str:
+        """The operating point in words (its guarantee in target mode)."""
         return "" if self.point is None else self.point.describe()
 
 
-def _skills(project: Project) -> dict[str, float]:
+def _skills(ctx: Context) -> dict[str, float]:
     """Each person's measured accuracy, where enough control answers exist."""
-    with project.store.read() as session:
+    with ctx.store.read() as session:
         rows = session.execute(select(Annotator.name, Annotator.skills)).all()
-    out = {}
-    for name, skills in rows:
-        skills = skills or {}
-        if (skills.get("controls") or 0) >= MIN_CONTROLS and skills.get("accuracy") is not None:
-            out[name] = float(skills["accuracy"])
-    return out
+    return measured_accuracies(dict(rows))
 
 
-def _log_length(texts: list[str]) -> np.ndarray:
-    return np.log1p(np.array([len(t) for t in texts], dtype=float))
+def _settings(routing: RoutingConfig) -> dict[str, Any]:
+    return routing.model_dump()
 
 
-def _matrix(dists: list[dict[str, float]], labels: list[str]) -> np.ndarray:
-    return np.array([[d[label] for label in labels] for d in dists], dtype=float).reshape(
-        len(dists), len(labels)
-    )
-
-
-def load_evidence(project: Project, model_version: str) -> Evidence:
-    cfg = project.config.routing
-    labels = project.config.task.label_names
-    with project.store.read() as session:
+def load_evidence(
+    ctx: Context, model_version: str, *, routing: RoutingConfig | None = None
+) -> Evidence:
+    """The golden items' cross-fitted calibrated distributions, gold labels, features and
+    how likely people are to be right on them, under ``routing`` (None: the project's)."""
+    cfg = routing or ctx.config.routing
+    labels = ctx.config.task.label_names
+    with ctx.store.read() as session:
         rows = session.execute(
             select(Item.id, Item.text, Item.gold_label, Prediction.calibrated, Prediction.features)
             .join(Prediction, Prediction.item_id == Item.id)
@@ -138,29 +150,21 @@ def load_evidence(project: Project, model_version: str) -> Evidence:
         raise ProjectError(
             "no calibrated golden items to choose the routing threshold on: run 'duolabel calibrate'"
         )
-    skills = _skills(project)
+    skills = _skills(ctx)
     accuracy = float(np.mean(list(skills.values()))) if skills else cfg.human_accuracy
-    overlap = cfg.max_overlap if cfg.policy == "dynamic" else cfg.overlap
+    overlap = make_policy(cfg.policy, _settings(cfg)).max_answers
     prior = majority_accuracy(accuracy, overlap, len(labels))
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for item_id, label in answers:
         votes[item_id][label] += 1
-    human_correct = []
-    for r in rows:
-        counts = votes.get(r.id)
-        if counts and sum(counts.values()) >= overlap:
-            top = max(counts.values())
-            winners = [k for k, v in counts.items() if v == top]
-            human_correct.append((r.gold_label in winners) / len(winners))
-        else:
-            human_correct.append(prior)
+    human_correct = [vote_correctness(votes.get(r.id), r.gold_label, overlap=overlap, prior=prior) for r in rows]
     features = {
         "disagreement": np.array([(r.features or {}).get("disagreement", 0.0) for r in rows]),
-        "log_length": _log_length([r.text for r in rows]),
+        "log_length": log_length([r.text for r in rows]),
     }
     return Evidence(
         [r.id for r in rows],
-        _matrix([r.calibrated for r in rows], labels),
+        as_matrix([r.calibrated for r in rows], labels),
         np.array([labels.index(r.gold_label) for r in rows]),
         features,
         np.array(human_correct, dtype=float),
@@ -168,15 +172,16 @@ def load_evidence(project: Project, model_version: str) -> Evidence:
     )
 
 
-def _neighbourhood_accuracy(
-    project: Project, golden_ids: list[str], correct: np.ndarray, item_ids: list[str]
+def item_neighbourhood_accuracy(
+    ctx: Context, golden_ids: list[str], correct: np.ndarray, item_ids: list[str]
 ) -> np.ndarray:
-    """The model's accuracy on the nearest golden items of each item (a golden item is not
-    its own neighbour)."""
-    from duolabel.labelers import _encoder
+    """The model's accuracy on the nearest golden items of each item, in the project's
+    embedding space (:func:`duolabel.core.evidence.neighbourhood_accuracy`; a golden item is
+    not its own neighbour)."""
+    from duolabel.labelers import _encoder  # being renamed in the labelers' move
     from duolabel.labelers.base import TextItem
 
-    with project.store.read() as session:
+    with ctx.store.read() as session:
         rows = {
             r.id: TextItem(r.id, r.text, r.content_hash)
             for r in session.execute(
@@ -185,87 +190,60 @@ def _neighbourhood_accuracy(
                 )
             )
         }
-    encoder = _encoder(project)
+    encoder = _encoder(ctx)  # type: ignore[arg-type]  # takes a Project until the labelers move
     golden_vectors = encoder.encode([rows[i] for i in golden_ids])[0]
     vectors = (
         encoder.encode([rows[i] for i in item_ids])[0] if item_ids else np.zeros((0, golden_vectors.shape[1]))
     )
-    norm = lambda m: m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)  # noqa: E731
-    sims = norm(vectors) @ norm(golden_vectors).T
     golden_index = {g: j for j, g in enumerate(golden_ids)}
-    for i, item_id in enumerate(item_ids):
-        if item_id in golden_index:
-            sims[i, golden_index[item_id]] = -np.inf
-    k = min(NEIGHBOURS, max(len(golden_ids) - 1, 1))
-    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return correct[nearest].mean(axis=1) if len(item_ids) else np.zeros(0)
-
-
-def _cost_per_item(cfg: RoutingConfig, project: Project, curve: list[CurvePoint]) -> dict[float, float]:
-    answers = cfg.overlap if cfg.policy != "dynamic" else (1 + cfg.max_overlap) / 2
-    routed = (1 - cfg.expert_share) * answers * answer_price(project.config.costs) + cfg.expert_share * (
-        project.config.costs.expert_answer
+    return neighbourhood_accuracy(
+        vectors, golden_vectors, correct, own=[golden_index.get(i) for i in item_ids]
     )
-    return {p.threshold: p.human_share * routed for p in curve}
 
 
-def plan_routing(project: Project, *, items_to_route: int = 0) -> Plan:
-    """Choose the policy's operating point from the golden items (see RoutingConfig.mode)."""
-    from duolabel.audit import effective_routing
+def plan_routing(
+    ctx: Context, *, items_to_route: int = 0, routing: RoutingConfig | None = None
+) -> Plan:
+    """Choose the policy's operating point from the golden items (see RoutingConfig.mode).
+
+    ``routing`` is the routing settings to plan with (the pipeline passes them tightened
+    after alarms); None means the project's own.
+    """
     from duolabel.labelers import current_model_version
 
-    model_version = current_model_version(project)
+    model_version = current_model_version(ctx)  # type: ignore[arg-type]
     if model_version is None:
         raise ProjectError("nothing to route yet: run 'duolabel label' first")
-    cfg = effective_routing(project)  # the project's settings, tightened after alarms
-    evidence = load_evidence(project, model_version)
-    policy: ThresholdPolicy
-    if cfg.policy == "meta":
-        evidence.features["neighbourhood_accuracy"] = _neighbourhood_accuracy(
-            project, evidence.ids, evidence.model_correct.astype(float), evidence.ids
+    cfg = routing or ctx.config.routing
+    evidence = load_evidence(ctx, model_version, routing=cfg)
+    policy = make_policy(cfg.policy, _settings(cfg))
+    if policy.uses_features:
+        evidence.features["neighbourhood_accuracy"] = item_neighbourhood_accuracy(
+            ctx, evidence.ids, evidence.model_correct.astype(float), evidence.ids
         )
-        policy = MetaRouter(overlap=cfg.overlap)
-        wrong = ~evidence.model_correct
-        scores = policy.cross_fit_scores(evidence.probs, evidence.features, wrong)
-        policy.fit(evidence.probs, evidence.features, wrong)
-    elif cfg.policy == "dynamic":
-        policy = DynamicOverlap(
-            posterior_target=cfg.posterior_target, max_overlap=cfg.max_overlap, escalate=cfg.escalate
-        )
-        scores = policy.score(evidence.probs)
-    else:
-        policy = ThresholdPolicy(overlap=cfg.overlap)
-        scores = policy.score(evidence.probs)
+    wrong = ~evidence.model_correct
+    scores = policy.cross_fit_scores(evidence.probs, evidence.features, wrong)
+    policy.fit(evidence.probs, evidence.features, wrong)
     curve = quality_curve(scores, evidence.model_correct, evidence.human_correct)
-    cost = _cost_per_item(cfg, project, curve)
-    certificate = None
-    if cfg.mode == "fixed":
-        threshold = cfg.threshold
-    elif cfg.mode == "target":
-        certificate = certify_target(
-            scores, evidence.model_correct, target=cfg.target_accuracy, risk=cfg.risk
-        )
-        threshold = certificate.threshold
-    elif cfg.mode == "budget":
-        assert cfg.budget is not None  # checked by the config
-        threshold = choose_budget(curve, cost, budget_per_item=cfg.budget / max(items_to_route, 1)).threshold
-    else:
-        threshold = choose_cost(curve).threshold
-    point_on_curve = quality_curve(
-        scores, evidence.model_correct, evidence.human_correct, thresholds=np.array([threshold]), n_boot=0
-    )[0]
-    human_share = point_on_curve.human_share
-    point = OperatingPoint(
+    costs = ctx.config.costs
+    routed_cost = (1 - cfg.expert_share) * policy.expected_answers * answer_price(
+        costs
+    ) + cfg.expert_share * costs.expert_answer
+    point = choose_operating_point(
         cfg.mode,
-        threshold,
-        point_on_curve.model_share,
-        point_on_curve.hybrid_accuracy,
-        _cost_per_item(cfg, project, [point_on_curve])[threshold] if human_share else 0.0,
-        certificate,
+        scores,
+        evidence.model_correct,
+        evidence.human_correct,
+        routed_cost=routed_cost,
+        threshold=cfg.threshold,
+        target=cfg.target_accuracy,
+        risk=cfg.risk,
+        budget_per_item=None if cfg.budget is None else cfg.budget / max(items_to_route, 1),
+        curve=curve,
     )
-    policy.threshold = threshold
+    policy.threshold = point.threshold
     params: dict[str, Any] = {
-        "threshold": threshold,
+        "threshold": point.threshold,
         **cfg.model_dump(include={"overlap", "max_overlap", "posterior_target", "escalate", "expert_share"}),
     }
     return Plan(
@@ -279,23 +257,27 @@ def plan_routing(project: Project, *, items_to_route: int = 0) -> Plan:
     )
 
 
-def _item_features(project: Project, plan: Plan, preds: list[Prediction]) -> dict[str, np.ndarray]:
-    if not isinstance(plan.policy, MetaRouter):
+def _item_features(ctx: Context, plan: Plan, preds: list[Prediction]) -> dict[str, np.ndarray]:
+    if not plan.policy.uses_features:
         return {}
     ids = [p.item_id for p in preds]
-    with project.store.read() as session:
+    with ctx.store.read() as session:
         texts = dict(session.execute(select(Item.id, Item.text).where(Item.id.in_(ids))).all())
     return {
         "disagreement": np.array([(p.features or {}).get("disagreement", 0.0) for p in preds]),
-        "log_length": _log_length([texts[i] for i in ids]),
-        "neighbourhood_accuracy": _neighbourhood_accuracy(
-            project, plan.evidence.ids, plan.evidence.model_correct.astype(float), ids
+        "log_length": log_length([texts[i] for i in ids]),
+        "neighbourhood_accuracy": item_neighbourhood_accuracy(
+            ctx, plan.evidence.ids, plan.evidence.model_correct.astype(float), ids
         ),
     }
 
 
 def route_project(
-    project: Project, *, batches: Sequence[str] | None = None, progress: Reporter = quiet
+    ctx: Context,
+    *,
+    batches: Sequence[str] | None = None,
+    progress: Reporter = quiet,
+    routing: RoutingConfig | None = None,
 ) -> RouteResult:
     """Decide every calibrated item not yet decided under the current operating point.
 
@@ -303,10 +285,11 @@ def route_project(
     queue with the policy's overlap, or the expert queue. Golden items keep their expert
     label. Items people have already labelled are never re-routed. With the dynamic
     policy, items whose answers are in are first followed up (:func:`follow_up_project`).
-    ``batches`` limits routing to the items of those batches.
+    ``batches`` limits routing to the items of those batches; ``routing`` is the settings
+    the operating point is chosen under (None: the project's own, see :func:`plan_routing`).
     """
-    followed = follow_up_project(project)
-    store = project.store
+    followed = follow_up_project(ctx)
+    store = ctx.store
     with store.read() as session:
         people_done = set(
             session.scalars(
@@ -315,7 +298,7 @@ def route_project(
         )
     from duolabel.labelers import current_model_version
 
-    version = current_model_version(project)
+    version = current_model_version(ctx)  # type: ignore[arg-type]
     if version is None:
         raise ProjectError("nothing to route yet: run 'duolabel label' first")
     with store.read() as session:
@@ -334,9 +317,9 @@ def route_project(
             )
             if item_id not in people_done
         ]
-    plan = plan_routing(project, items_to_route=len(candidates))
-    labels = project.config.task.label_names
-    cfg = project.config.routing
+    plan = plan_routing(ctx, items_to_route=len(candidates), routing=routing)
+    labels = ctx.config.task.label_names
+    cfg = ctx.config.routing  # the ledger records the project's settings, as configured
     with store.read() as session:
         decided = set(session.scalars(select(Route.item_id).where(Route.policy_version == plan.version)))
         golden = session.execute(
@@ -377,10 +360,9 @@ def route_project(
                     session.scalars(select(Prediction).where(Prediction.id.in_(todo[start : start + CHUNK])))
                 )
                 usable = [p for p in preds if not p.abstained]
-                probs = _matrix([p.calibrated for p in usable], labels)
-                features = _item_features(project, plan, usable)
-                scores = plan.policy.score(probs, features)
-                decisions = expert_tier(plan.policy.decide(probs, features), scores, share=cfg.expert_share)
+                probs = as_matrix([p.calibrated for p in usable], labels)
+                features = _item_features(ctx, plan, usable)
+                decisions = route_items(plan.policy, probs, features, expert_share=cfg.expert_share)
                 by_item = dict(zip([p.item_id for p in usable], decisions, strict=True))
                 # An abstention is never accepted: people label the item.
                 first = Decision("humans", plan.policy.overlap)
@@ -425,22 +407,20 @@ def route_project(
     return result
 
 
-def follow_up_project(project: Project) -> Counter[str]:
+def follow_up_project(ctx: Context) -> Counter[str]:
     """Dynamic overlap: for each routed item whose asked-for answers are all in, fuse them with
     the model's distribution and either stop (aggregation then finalizes the item), ask one
     more person (the route's overlap grows by one) or escalate to an expert."""
     from duolabel.labelers import current_model_version
 
-    cfg = project.config.routing
+    cfg = ctx.config.routing
     done: Counter[str] = Counter()
-    if cfg.policy != "dynamic":
+    policy = make_policy(cfg.policy, _settings(cfg))
+    if not isinstance(policy, FollowUpPolicy):
         return done
-    labels = project.config.task.label_names
-    policy = DynamicOverlap(
-        posterior_target=cfg.posterior_target, max_overlap=cfg.max_overlap, escalate=cfg.escalate
-    )
-    skills = _skills(project)
-    with project.store.read() as session:
+    labels = ctx.config.task.label_names
+    skills = _skills(ctx)
+    with ctx.store.read() as session:
         routes = {
             r.item_id: r
             for r in session.scalars(
@@ -463,7 +443,7 @@ def follow_up_project(project: Project) -> Counter[str]:
             session.execute(
                 select(Prediction.item_id, Prediction.calibrated).where(
                     Prediction.item_id.in_(ready),
-                    Prediction.model_version == (current_model_version(project) or ""),
+                    Prediction.model_version == (current_model_version(ctx) or ""),  # type: ignore[arg-type]
                     Prediction.calibrated.is_not(None),
                 )
             ).all()
@@ -472,11 +452,7 @@ def follow_up_project(project: Project) -> Counter[str]:
     for item_id in ready:
         given = answers[item_id]
         prior_dist = priors.get(item_id)
-        prior = (
-            np.array([prior_dist[label] for label in labels])
-            if prior_dist
-            else np.full(len(labels), 1.0 / len(labels))
-        )
+        prior = as_matrix([prior_dist], labels)[0] if prior_dist else np.full(len(labels), 1.0 / len(labels))
         decision = policy.follow_up(
             prior,
             [labels.index(label) for _, label in given],
@@ -486,7 +462,7 @@ def follow_up_project(project: Project) -> Counter[str]:
         if decision.kind != "accept":
             updates[item_id] = decision
     if updates:
-        with project.store.write() as session:
+        with ctx.store.write() as session:
             for item_id, decision in updates.items():
                 session.execute(
                     update(Route)
