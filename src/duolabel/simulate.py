@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from duolabel.config import CostsConfig
-from duolabel.core.evidence import Answers, log_length, majority_correctness, majority_label, worker_accuracies
+from duolabel.core.evidence import (
+    Answers,
+    log_length,
+    majority_correctness,
+    majority_label,
+    worker_accuracies,
+)
 from duolabel.core.operating import choose_operating_point, quality_curve
 from duolabel.core.policies import Decision, FollowUpPolicy, fuse, make_policy, route_items
 from duolabel.core.probs import as_matrix

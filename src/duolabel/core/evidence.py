@@ -42,7 +42,7 @@ def measured_accuracies(skills: Mapping[str, Mapping[str, Any] | None]) -> dict[
 
     Examples
     --------
-    >>> measured_accuracies({"ann": {"controls": 8, "accuracy": 0.9}, "bob": {"controls": 2, "accuracy": 1.0}})
+    >>> measured_accuracies({"ann": {"controls": 8, "accuracy": 0.9}, "bob": {"controls": 2}})
     {'ann': 0.9}
     """
     out = {}

@@ -287,8 +287,8 @@ def certify_target(
     if top_half is None:
         return TargetCertificate(target, risk, total)
     step = max(len(feasible) // 25, 1)  # a few candidates are enough for an estimate
-    counts = [c for c in (golden_needed(s, r, target, risk) for s, r in feasible[::step]) if c is not None]
-    return TargetCertificate(target, risk, total, needed=max(min(counts), top_half) if counts else None)
+    needed = [c for c in (golden_needed(s, r, target, risk) for s, r in feasible[::step]) if c is not None]
+    return TargetCertificate(target, risk, total, needed=max(min(needed), top_half) if needed else None)
 
 
 def choose_budget(

@@ -264,7 +264,7 @@ class MetaRouter(ThresholdPolicy):
         self.folds = folds
         self.random_state = random_state
 
-    def _model(self) -> object:
+    def _model(self) -> Any:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler

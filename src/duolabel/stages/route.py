@@ -116,13 +116,12 @@ def _skills(ctx: Context) -> dict[str, float]:
     return measured_accuracies(dict(rows))
 
 
-def _settings(routing: RoutingConfig) -> dict[str, Any]:
-    return routing.model_dump()
+def _policy(routing: RoutingConfig) -> ThresholdPolicy:
+    """The configured policy from the registry, its parameters from the routing settings."""
+    return make_policy(routing.policy, routing.model_dump())
 
 
-def load_evidence(
-    ctx: Context, model_version: str, *, routing: RoutingConfig | None = None
-) -> Evidence:
+def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | None = None) -> Evidence:
     """The golden items' cross-fitted calibrated distributions, gold labels, features and
     how likely people are to be right on them, under ``routing`` (None: the project's)."""
     cfg = routing or ctx.config.routing
@@ -152,12 +151,14 @@ def load_evidence(
         )
     skills = _skills(ctx)
     accuracy = float(np.mean(list(skills.values()))) if skills else cfg.human_accuracy
-    overlap = make_policy(cfg.policy, _settings(cfg)).max_answers
+    overlap = _policy(cfg).max_answers
     prior = majority_accuracy(accuracy, overlap, len(labels))
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for item_id, label in answers:
         votes[item_id][label] += 1
-    human_correct = [vote_correctness(votes.get(r.id), r.gold_label, overlap=overlap, prior=prior) for r in rows]
+    human_correct = [
+        vote_correctness(votes.get(r.id), r.gold_label, overlap=overlap, prior=prior) for r in rows
+    ]
     features = {
         "disagreement": np.array([(r.features or {}).get("disagreement", 0.0) for r in rows]),
         "log_length": log_length([r.text for r in rows]),
@@ -201,9 +202,7 @@ def item_neighbourhood_accuracy(
     )
 
 
-def plan_routing(
-    ctx: Context, *, items_to_route: int = 0, routing: RoutingConfig | None = None
-) -> Plan:
+def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfig | None = None) -> Plan:
     """Choose the policy's operating point from the golden items (see RoutingConfig.mode).
 
     ``routing`` is the routing settings to plan with (the pipeline passes them tightened
@@ -216,7 +215,7 @@ def plan_routing(
         raise ProjectError("nothing to route yet: run 'duolabel label' first")
     cfg = routing or ctx.config.routing
     evidence = load_evidence(ctx, model_version, routing=cfg)
-    policy = make_policy(cfg.policy, _settings(cfg))
+    policy = _policy(cfg)
     if policy.uses_features:
         evidence.features["neighbourhood_accuracy"] = item_neighbourhood_accuracy(
             ctx, evidence.ids, evidence.model_correct.astype(float), evidence.ids
@@ -360,7 +359,7 @@ def route_project(
                     session.scalars(select(Prediction).where(Prediction.id.in_(todo[start : start + CHUNK])))
                 )
                 usable = [p for p in preds if not p.abstained]
-                probs = as_matrix([p.calibrated for p in usable], labels)
+                probs = as_matrix([p.calibrated or {} for p in usable], labels)
                 features = _item_features(ctx, plan, usable)
                 decisions = route_items(plan.policy, probs, features, expert_share=cfg.expert_share)
                 by_item = dict(zip([p.item_id for p in usable], decisions, strict=True))
@@ -415,7 +414,7 @@ def follow_up_project(ctx: Context) -> Counter[str]:
 
     cfg = ctx.config.routing
     done: Counter[str] = Counter()
-    policy = make_policy(cfg.policy, _settings(cfg))
+    policy = _policy(cfg)
     if not isinstance(policy, FollowUpPolicy):
         return done
     labels = ctx.config.task.label_names
@@ -439,7 +438,7 @@ def follow_up_project(ctx: Context) -> Counter[str]:
         ):
             answers[item_id].append((name, label))
         ready = [i for i, r in routes.items() if len(answers.get(i, [])) >= r.overlap]
-        priors = dict(
+        priors: dict[str, dict[str, float]] = dict(
             session.execute(
                 select(Prediction.item_id, Prediction.calibrated).where(
                     Prediction.item_id.in_(ready),
