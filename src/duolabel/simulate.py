@@ -5,13 +5,19 @@ paid.
 People are answered from the recorded answers: each item's answers are put in one seeded
 random order and a policy asking for k answers gets the first k (drawn without
 replacement). An item that runs out of recorded answers is counted and reported.
+
+Everything else is the routing code itself: the policy comes from the same registry
+(:func:`~duolabel.core.policies.make_policy`), its operating point from the same choice
+(:func:`~duolabel.core.operating.choose_operating_point`), its decisions from
+:func:`~duolabel.core.policies.route_items`, and the dynamic policy's follow-up from its own
+``follow_up``: only the source of human answers differs.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +26,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from duolabel.config import CostsConfig
+from duolabel.core.evidence import (
+    Answers,
+    log_length,
+    majority_correctness,
+    majority_label,
+    worker_accuracies,
+)
+from duolabel.core.operating import choose_operating_point, quality_curve
+from duolabel.core.policies import Decision, FollowUpPolicy, fuse, make_policy, route_items
+from duolabel.core.probs import as_matrix
 from duolabel.costs import answer_price
 from duolabel.errors import DataError, Problem
-from duolabel.routing.operating import (
-    certify_target,
-    choose_budget,
-    choose_cost,
-    quality_curve,
-)
-from duolabel.routing.policies import MetaRouter, fuse
-from duolabel.routing.stage import MIN_CONTROLS
 
 if TYPE_CHECKING:
     from duolabel.project import Project
@@ -38,7 +46,8 @@ __all__ = ["Answers", "SimulationInput", "SimulationResult", "SimulationRow", "r
 
 MAX_PROBLEMS = 20
 
-Answers = list[list[tuple[str, int]]]  # per item: (worker, label index) in replay order
+# temporary shim: removed when the layers are merged (benchmarks/routing.py imports this name)
+_majority = majority_label
 
 
 @dataclass
@@ -95,34 +104,6 @@ def _shuffled(answers: Answers, seed: int) -> Answers:
     return out
 
 
-def _majority(given: Sequence[tuple[str, int]], prior: np.ndarray) -> int:
-    """Majority vote; ties go to the label the model finds more likely."""
-    counts = np.bincount([label for _, label in given], minlength=len(prior)).astype(float)
-    top = counts == counts.max()
-    return int(np.argmax(np.where(top, prior + 1.0, 0.0)))
-
-
-def _worker_accuracy(golden_answers: Answers, gold: np.ndarray) -> tuple[dict[str, float], float]:
-    """Each worker's accuracy on golden items (with enough of them) and the pooled accuracy."""
-    right: Counter[str] = Counter()
-    seen: Counter[str] = Counter()
-    for given, truth in zip(golden_answers, gold, strict=True):
-        for worker, label in given:
-            seen[worker] += 1
-            right[worker] += int(label == truth)
-    pooled = sum(right.values()) / sum(seen.values()) if seen else 0.8
-    return {w: right[w] / n for w, n in seen.items() if n >= MIN_CONTROLS}, pooled
-
-
-def _human_correct(answers: Answers, probs: np.ndarray, gold: np.ndarray, overlap: int) -> np.ndarray:
-    return np.array(
-        [
-            float(_majority(given[:overlap], p) == g) if given else 0.0
-            for given, p, g in zip(answers, probs, gold, strict=True)
-        ]
-    )
-
-
 def simulate(
     data: SimulationInput,
     *,
@@ -143,7 +124,7 @@ def simulate(
 
     People's answers on a routed item become its label by ``aggregate``: ``fused`` (the
     model's calibrated distribution as the prior, each answer weighted by its worker's
-    accuracy on the golden items, see :func:`duolabel.routing.fuse`) or ``majority`` (ties go
+    accuracy on the golden items, see :func:`duolabel.core.policies.fuse`) or ``majority`` (ties go
     to the model's choice). With ``escalate``, the dynamic policy sends items still unsure
     after ``max_overlap`` answers to an expert, who is taken to be right.
     """
@@ -151,73 +132,82 @@ def simulate(
     golden_answers = _shuffled(data.golden_answers, seed)
     test_answers = _shuffled(data.test_answers, seed + 1)
     gold, test_gold = data.golden_gold, data.test_gold
-    skills, pooled = _worker_accuracy(golden_answers, gold)
+    skills, pooled = worker_accuracies(golden_answers, gold)
     model_correct = data.golden_probs.argmax(axis=1) == gold
     test_model = data.test_probs.argmax(axis=1)
     model_accuracy = float((test_model == test_gold).mean())
     humans_alone = np.array(
-        [_majority(given[:overlap], p) for given, p in zip(test_answers, data.test_probs, strict=True)]
+        [majority_label(given[:overlap], p) for given, p in zip(test_answers, data.test_probs, strict=True)]
     )
     human_accuracy = float((humans_alone == test_gold).mean())
     humans_only_answers = sum(min(len(given), overlap) for given in test_answers)
-    crowd = np.array([_majority(given, p) for given, p in zip(test_answers, data.test_probs, strict=True)])
+    crowd = np.array(
+        [majority_label(given, p) for given, p in zip(test_answers, data.test_probs, strict=True)]
+    )
+    settings = {
+        "overlap": overlap,
+        "max_overlap": max_overlap,
+        "posterior_target": posterior_target,
+        "escalate": escalate,
+    }
+    modes: list[tuple[str, str, float]] = [(f"target {target:g}", "target", target) for target in targets]
+    modes += [("cost", "cost", 0.0), ("best quality", "best", 0.0)]
+    if budget_per_item is not None:
+        modes.append(("budget", "budget", 0.0))
     rows: list[SimulationRow] = []
     for name in policies:
-        if name == "meta":
-            router = MetaRouter()
-            golden_scores = router.cross_fit_scores(data.golden_probs, data.golden_features, ~model_correct)
-            router.fit(data.golden_probs, data.golden_features, ~model_correct)
-            test_scores = router.score(data.test_probs, data.test_features)
-        else:
-            golden_scores = data.golden_probs.max(axis=1)
-            test_scores = data.test_probs.max(axis=1)
-        k = max_overlap if name == "dynamic" else overlap
-        human_correct = _human_correct(golden_answers, data.golden_probs, gold, k)
+        policy = make_policy(name, settings)
+        golden_scores = policy.cross_fit_scores(data.golden_probs, data.golden_features, ~model_correct)
+        policy.fit(data.golden_probs, data.golden_features, ~model_correct)
+        k = policy.max_answers
+        human_correct = majority_correctness(golden_answers, data.golden_probs, gold, k)
         curve = quality_curve(golden_scores, model_correct, human_correct, n_boot=0)
-        points: list[tuple[str, float, str]] = []
-        for target in targets:
-            cert = certify_target(golden_scores, model_correct, target=target, risk=risk)
-            points.append((f"target {target:g}", cert.threshold, cert.describe()))
-        points.append(("cost", choose_cost(curve).threshold, ""))
-        best = max(curve, key=lambda p: (round(p.hybrid_accuracy, 12), p.model_share))
-        points.append(("best quality", best.threshold, ""))
-        if budget_per_item is not None:
-            per_item = {p.threshold: p.human_share * k * price for p in curve}
-            points.append(
-                ("budget", choose_budget(curve, per_item, budget_per_item=budget_per_item).threshold, "")
+        for point_name, mode, target in modes:
+            point = choose_operating_point(
+                mode,
+                golden_scores,
+                model_correct,
+                human_correct,
+                routed_cost=k * price,
+                target=target,
+                risk=risk,
+                budget_per_item=budget_per_item,
+                curve=curve,
             )
-        for point, threshold, guarantee in points:
-            accept = test_scores >= threshold
+            policy.threshold = point.threshold
+            decisions = route_items(policy, data.test_probs, data.test_features)
+            accept = np.array([d.kind == "accept" for d in decisions], dtype=bool)
             final = test_model.copy()
             answers_used = experts = ran_out = 0
             for i in np.flatnonzero(~accept):
                 given = test_answers[i]
-                if name == "dynamic":
-                    label, used, escalated, short = _dynamic(
-                        data.test_probs[i], given, skills, pooled, posterior_target, max_overlap, escalate
+                if isinstance(policy, FollowUpPolicy):
+                    label, used, escalated, short = _follow_up(
+                        policy, decisions[i], data.test_probs[i], given, skills, pooled
                     )
                     final[i] = test_gold[i] if escalated else label
                     experts += int(escalated)
                 else:
-                    used, short = min(len(given), overlap), len(given) < overlap
+                    asked = decisions[i].overlap
+                    used, short = min(len(given), asked), len(given) < asked
                     if not given:
                         final[i] = test_model[i]
                     elif aggregate == "fused":
-                        taken = given[:overlap]
+                        taken = given[:asked]
                         accuracies = [skills.get(w, pooled) for w, _ in taken]
                         final[i] = int(
                             fuse(data.test_probs[i], [lab for _, lab in taken], accuracies).argmax()
                         )
                     else:
-                        final[i] = _majority(given[:overlap], data.test_probs[i])
+                        final[i] = majority_label(given[:asked], data.test_probs[i])
                 answers_used += used
                 ran_out += int(short)
             cost = answers_used * price + experts * costs.expert_answer
             rows.append(
                 SimulationRow(
                     name,
-                    point,
-                    float(threshold),
+                    point_name,
+                    float(point.threshold),
                     human_accuracy,
                     model_accuracy,
                     float((final == test_gold).mean()),
@@ -227,7 +217,7 @@ def simulate(
                     cost,
                     humans_only_answers * price,
                     ran_out,
-                    guarantee,
+                    "" if point.certificate is None else point.certificate.describe(),
                 )
             )
     return SimulationResult(
@@ -235,33 +225,31 @@ def simulate(
     )
 
 
-def _dynamic(
+def _follow_up(
+    policy: FollowUpPolicy,
+    first: Decision,
     prior: np.ndarray,
     given: Sequence[tuple[str, int]],
     skills: Mapping[str, float],
     pooled: float,
-    posterior_target: float,
-    max_overlap: int,
-    escalate: bool,
 ) -> tuple[int, int, bool, bool]:
-    """(label, answers used, escalated to an expert, ran out of recorded answers)."""
-    used: list[tuple[str, int]] = []
-    for worker, label in given[:max_overlap]:
-        used.append((worker, label))
-        posterior = fuse(prior, [lab for _, lab in used], [skills.get(w, pooled) for w, _ in used])
-        if posterior.max() >= posterior_target:
-            return int(posterior.argmax()), len(used), False, False
+    """The route stage's follow-up loop with recorded answers in place of live people:
+    (label, answers used, escalated to an expert, ran out of recorded answers)."""
+    decision = first
+    used: Sequence[tuple[str, int]] = []
+    while decision.kind == "humans" and len(used) < len(given):
+        used = given[: decision.overlap]
+        decision = policy.follow_up(prior, [lab for _, lab in used], [skills.get(w, pooled) for w, _ in used])
     posterior = fuse(prior, [lab for _, lab in used], [skills.get(w, pooled) for w, _ in used])
-    if len(used) < max_overlap:  # the recorded answers ran out before the policy was sure
-        return int(posterior.argmax()), len(used), False, True
-    return int(posterior.argmax()), len(used), escalate, False
+    # Still asking for answers when the recorded ones ran out: the policy was not yet sure.
+    return int(posterior.argmax()), len(used), decision.kind == "expert", decision.kind == "humans"
 
 
 def _realised_curve(data: SimulationInput, answers: Answers, overlap: int) -> list[dict[str, float]]:
     """Hybrid accuracy against human share on the test items, threshold policy."""
     scores = data.test_probs.max(axis=1)
     model_right = (data.test_probs.argmax(axis=1) == data.test_gold).astype(float)
-    human_right = _human_correct(answers, data.test_probs, data.test_gold, overlap)
+    human_right = majority_correctness(answers, data.test_probs, data.test_gold, overlap)
     thresholds = np.unique(np.quantile(scores, np.linspace(0, 1, 51)))
     curve = quality_curve(
         scores, model_right, human_right, thresholds=np.append(thresholds, np.inf), n_boot=0
@@ -334,7 +322,7 @@ def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> 
 
     from duolabel.errors import ProjectError
     from duolabel.labelers import current_model_version
-    from duolabel.routing.stage import _matrix, _neighbourhood_accuracy
+    from duolabel.stages.route import item_neighbourhood_accuracy
     from duolabel.store import Item, Prediction
 
     version = current_model_version(project)
@@ -363,15 +351,15 @@ def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> 
     def answers(rs: list) -> Answers:
         return [[(w, index[lab]) for w, lab in recorded.get(r.id, [])] for r in rs]
 
-    golden_probs = _matrix([r.calibrated for r in golden], labels)
+    golden_probs = as_matrix([r.calibrated for r in golden], labels)
     golden_gold = np.array([index[r.gold_label] for r in golden])
     golden_ids = [r.id for r in golden]
     correct = (golden_probs.argmax(axis=1) == golden_gold).astype(float)
 
     def features(rs: list) -> dict[str, np.ndarray]:
         return {
-            "log_length": np.log1p([len(r.text) for r in rs]),
-            "neighbourhood_accuracy": _neighbourhood_accuracy(
+            "log_length": log_length([r.text for r in rs]),
+            "neighbourhood_accuracy": item_neighbourhood_accuracy(
                 project, golden_ids, correct, [r.id for r in rs]
             ),
         }
@@ -381,7 +369,7 @@ def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> 
         golden_probs,
         golden_gold,
         answers(golden),
-        _matrix([r.calibrated for r in test], labels),
+        as_matrix([r.calibrated for r in test], labels),
         np.array([index[r.gold_label] for r in test]),
         answers(test),
         features(golden),

@@ -1,14 +1,8 @@
-"""Routing: decide, item by item, whether the model's label is accepted or people (or an
-expert) label the item, with the threshold chosen from measured quality and prices.
+"""Moved: the policies to :mod:`duolabel.core.policies`, the operating point to
+:mod:`duolabel.core.operating`, the stage to :mod:`duolabel.stages.route`."""
 
-- :mod:`~duolabel.routing.policies`: the policies (threshold, dynamic overlap, meta-router)
-  and the expert tier;
-- :mod:`~duolabel.routing.operating`: the quality-versus-human-share curve and the choice of
-  the operating point (target with a stated risk, budget, cost);
-- :mod:`~duolabel.routing.stage`: the routing stage of a project.
-"""
-
-from duolabel.routing.operating import (
+# temporary shim: removed when the layers are merged
+from duolabel.core.operating import (
     CurvePoint,
     OperatingPoint,
     TargetCertificate,
@@ -17,7 +11,7 @@ from duolabel.routing.operating import (
     choose_cost,
     quality_curve,
 )
-from duolabel.routing.policies import Decision, DynamicOverlap, MetaRouter, Policy, ThresholdPolicy, fuse
+from duolabel.core.policies import Decision, DynamicOverlap, MetaRouter, Policy, ThresholdPolicy, fuse
 from duolabel.routing.stage import Plan, RouteResult, follow_up_project, plan_routing, route_project
 
 __all__ = [

@@ -1,0 +1,395 @@
+"""Choosing the operating point: the quality-versus-human-share curve measured on golden
+items, and the ways of picking a threshold on it (:func:`choose_operating_point` is the one
+entry, used by the route stage and by ``simulate`` alike).
+
+Every policy reduces to a score per item (calibrated confidence, or one minus the
+meta-router's predicted error) and a threshold: items scoring at least the threshold
+keep the model's label, the rest go to people. The golden items' cross-fitted scores,
+whether the model was right on them, and how likely people are to be right on them
+are all this module needs.
+
+- **target**: the cheapest threshold whose accuracy on the accepted items is at least the
+  target with probability at least ``1 - risk`` (Learn-then-Test: an exact binomial
+  (Clopper-Pearson) test per threshold, with fixed-sequence testing from the strictest
+  threshold down, so no multiple-testing correction is needed);
+- **budget**: the best expected accuracy whose expected cost fits the budget;
+- **cost**: the cheapest point whose expected accuracy is at least the humans-only accuracy;
+- **fixed**: the configured threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "GRID",
+    "CurvePoint",
+    "OperatingPoint",
+    "TargetCertificate",
+    "certify_target",
+    "choose_best",
+    "choose_budget",
+    "choose_cost",
+    "choose_operating_point",
+    "golden_needed",
+    "majority_accuracy",
+    "quality_curve",
+]
+
+# Candidate thresholds, fixed before any data is seen (the guarantee needs a grid that does
+# not depend on which golden items the model got right): a uniform grid plus points close
+# to 1 where confident models put most items, and +inf (accept nothing).
+GRID = np.unique(np.concatenate([np.linspace(0.0, 1.0, 1001), 1.0 - np.logspace(-9, -3, 61), [np.inf]]))
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One threshold on the curve; shares and accuracies are fractions of golden items."""
+
+    threshold: float
+    model_share: float
+    model_accuracy: float  # accuracy on the accepted items (nan when none is accepted)
+    hybrid_accuracy: float
+    low: float  # bootstrap interval of the hybrid accuracy
+    high: float
+
+    @property
+    def human_share(self) -> float:
+        return 1.0 - self.model_share
+
+
+@dataclass(frozen=True)
+class TargetCertificate:
+    """The outcome of target mode: a certified threshold, or why there is none."""
+
+    target: float
+    risk: float
+    golden: int
+    threshold: float = math.inf  # inf: nothing certified, every item goes to people
+    accepted: int = 0
+    errors: int = 0
+    error_bound: float = 1.0  # upper (1 - risk) confidence bound on the accepted items' error
+    needed: int | None = None  # golden items needed to certify the best observed point
+    reachable: bool = True  # False when no threshold reaches the target even on paper
+
+    @property
+    def certified(self) -> bool:
+        return math.isfinite(self.threshold)
+
+    def describe(self) -> str:
+        goal = f"accuracy >= {self.target:.3g} on the accepted items with probability >= {1 - self.risk:.3g}"
+        if self.certified:
+            return (
+                f"{goal}: certified at threshold {self.threshold:.4g} "
+                f"({self.accepted} golden items accepted, {self.errors} wrong; "
+                f"error bound {self.error_bound:.3f})"
+            )
+        if not self.reachable:
+            return (
+                f"{goal} cannot be certified: at no threshold are the model's accepted golden "
+                f"items right often enough; improve the labeler or lower the target"
+            )
+        more = "" if self.needed is None else f"; about {self.needed} golden items would be needed"
+        return (
+            f"{goal} cannot be certified with {self.golden} golden items{more}. "
+            "Until then the model's labels are not accepted: every item goes to people"
+        )
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The chosen threshold and what the golden items expect of it (its certificate in
+    target mode)."""
+
+    mode: str
+    threshold: float
+    model_share: float
+    expected_accuracy: float
+    expected_cost_per_item: float
+    certificate: TargetCertificate | None = None
+
+    def describe(self) -> str:
+        """The point in words: its guarantee in target mode, else its expected figures."""
+        if self.certificate is not None:
+            return self.certificate.describe()
+        return (
+            f"{self.mode} mode: threshold {self.threshold:.4g}, model labels {self.model_share:.0%} of "
+            f"golden items, expected accuracy {self.expected_accuracy:.3f}"
+        )
+
+
+def _accepted(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Boolean matrix: item j accepted at threshold i."""
+    return scores[None, :] >= thresholds[:, None]
+
+
+def quality_curve(
+    scores: np.ndarray,
+    model_correct: np.ndarray,
+    human_correct: np.ndarray,
+    *,
+    thresholds: np.ndarray = GRID,
+    n_boot: int = 200,
+    level: float = 0.9,
+    random_state: int = 0,
+) -> list[CurvePoint]:
+    """Hybrid accuracy and human share at each threshold, with bootstrap intervals.
+
+    ``human_correct`` is, per golden item, 1/0 when people's aggregated answer is known, or
+    the probability that it is right.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> curve = quality_curve(np.array([0.9, 0.6]), np.array([1, 0]), np.array([1.0, 1.0]),
+    ...                       thresholds=np.array([0.5, 0.8, np.inf]), n_boot=0)
+    >>> [(p.threshold, p.model_share, p.hybrid_accuracy) for p in curve]
+    [(0.5, 1.0, 0.5), (0.8, 0.5, 1.0), (inf, 0.0, 1.0)]
+    """
+    scores = np.asarray(scores, dtype=float)
+    model_correct = np.asarray(model_correct, dtype=float)
+    human_correct = np.asarray(human_correct, dtype=float)
+    thresholds = np.asarray(thresholds, dtype=float)
+    n = len(scores)
+    if n == 0:
+        return []
+    acc = _accepted(scores, thresholds)
+    per_item = np.where(acc, model_correct[None, :], human_correct[None, :])
+    hybrid = per_item.mean(axis=1)
+    n_acc = acc.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        model_acc = np.where(n_acc > 0, (acc * model_correct).sum(axis=1) / np.maximum(n_acc, 1), np.nan)
+    low, high = hybrid.copy(), hybrid.copy()
+    if n_boot:
+        rng = np.random.default_rng(random_state)
+        draws = rng.integers(0, n, size=(n_boot, n))
+        # Sorting the scores lets each bootstrap sample's accuracy at every threshold come
+        # from cumulative sums instead of an n_thresholds x n matrix per sample.
+        boot = np.empty((n_boot, len(thresholds)))
+        for b, idx in enumerate(draws):
+            s, m, h = scores[idx], model_correct[idx], human_correct[idx]
+            order = np.argsort(-s, kind="stable")
+            s, m, h = s[order], m[order], h[order]
+            k = np.searchsorted(-s, -thresholds, side="right")  # items with score >= t
+            cm = np.concatenate([[0.0], np.cumsum(m)])
+            ch = np.concatenate([[0.0], np.cumsum(h)])
+            boot[b] = (cm[k] + ch[-1] - ch[k]) / n
+        low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return [
+        CurvePoint(float(t), float(na / n), float(ma), float(hy), float(lo), float(hi))
+        for t, na, ma, hy, lo, hi in zip(thresholds, n_acc, model_acc, hybrid, low, high, strict=True)
+    ]
+
+
+def _binom_cdf(k: Any, n: Any, p: float) -> Any:
+    from scipy.stats import binom
+
+    return binom.cdf(k, n, p)
+
+
+def _error_bound(k: int, n: int, risk: float) -> float:
+    """Clopper-Pearson upper bound on an error rate at confidence ``1 - risk``."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(1 - risk, k + 1, n - k))
+
+
+def golden_needed(
+    share: float, error_rate: float, target: float, risk: float, *, limit: int = 10**6
+) -> int | None:
+    """How many golden items would certify a point that accepts ``share`` of them with this
+    ``error_rate``, if the model kept both; None when no number would."""
+    eps = 1.0 - target
+    if share <= 0 or error_rate >= eps:
+        return None
+    lo, hi = 1, 1
+    while hi <= limit:
+        n = max(1, round(share * hi))
+        if _binom_cdf(math.floor(error_rate * n), n, eps) <= risk:
+            break
+        lo, hi = hi, hi * 2
+    else:
+        return None
+    while lo < hi:  # smallest passing count (the test is monotone in the count up to rounding)
+        mid = (lo + hi) // 2
+        n = max(1, round(share * mid))
+        if _binom_cdf(math.floor(error_rate * n), n, eps) <= risk:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def certify_target(
+    scores: np.ndarray,
+    model_correct: np.ndarray,
+    *,
+    target: float,
+    risk: float,
+    thresholds: np.ndarray = GRID,
+) -> TargetCertificate:
+    """The lowest threshold whose accepted items' accuracy is at least ``target`` with
+    probability at least ``1 - risk`` (Learn-then-Test with fixed-sequence testing).
+
+    Each null hypothesis "the accepted items' error rate exceeds 1 - target" is rejected by
+    an exact binomial test at level ``risk``. Thresholds are tested in a fixed order, from
+    the one that accepts half of the golden items down, and testing stops at the first that
+    cannot be rejected. The order depends on the scores alone, never on which golden items
+    the model got right or on the target: that keeps the guarantee without a
+    multiple-testing correction, and makes a higher target never accept more items.
+    Thresholds that keep fewer than half of the model's labels are not considered.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = np.linspace(0.5, 1.0, 200)
+    >>> correct = scores > 0.6  # wrong only on the least confident fifth
+    >>> cert = certify_target(scores, correct, target=0.95, risk=0.1)
+    >>> cert.certified, 0.55 < cert.threshold <= 0.65
+    (True, True)
+    """
+    scores = np.asarray(scores, dtype=float)
+    wrong = ~np.asarray(model_correct, dtype=bool)
+    total = len(scores)
+    eps = 1.0 - target
+    sorted_scores = np.sort(scores)[::-1]
+    cum_wrong = np.concatenate([[0], np.cumsum(wrong[np.argsort(-scores, kind="stable")])])
+    start = math.ceil(total / 2)
+    best = TargetCertificate(target, risk, total)
+    strict_first = np.sort(np.asarray(thresholds, dtype=float))[::-1]
+    counts = np.searchsorted(-sorted_scores, -strict_first, side="right")
+    tested = counts >= max(start, 1)
+    strict_first, counts = strict_first[tested], counts[tested]
+    errors = cum_wrong[counts]
+    rejected = _binom_cdf(errors, counts, eps) <= risk
+    # Fixed-sequence testing: keep the thresholds before the first that is not rejected.
+    run = int(np.argmin(rejected)) if not rejected.all() else len(rejected)
+    if run:
+        n, k = int(counts[run - 1]), int(errors[run - 1])
+        best = TargetCertificate(
+            target, risk, total, float(strict_first[run - 1]), n, k, _error_bound(k, n, risk)
+        )
+    if best.certified or total == 0:
+        return best
+    # Nothing certified: say how many golden items would certify the largest point that
+    # meets the target on paper, if the model kept its accuracy there. The sequence must
+    # pass its first test too, at half the golden items, with the top half's error rate.
+    first = max(start, 1)
+    top_half = golden_needed(0.5, cum_wrong[first] / first, target, risk)
+    feasible = [(n / total, cum_wrong[n] / n) for n in range(first, total + 1)]
+    feasible = [(share, rate) for share, rate in feasible if rate < eps]
+    if not feasible:
+        return TargetCertificate(target, risk, total, reachable=False)
+    if top_half is None:
+        return TargetCertificate(target, risk, total)
+    step = max(len(feasible) // 25, 1)  # a few candidates are enough for an estimate
+    needed = [c for c in (golden_needed(s, r, target, risk) for s, r in feasible[::step]) if c is not None]
+    return TargetCertificate(target, risk, total, needed=max(min(needed), top_half) if needed else None)
+
+
+def choose_budget(
+    curve: list[CurvePoint], cost_per_item: dict[float, float], *, budget_per_item: float
+) -> CurvePoint:
+    """The point with the best expected accuracy whose expected cost per item fits the
+    budget (ties: the cheaper one). Accepting everything always fits."""
+    fits = [p for p in curve if cost_per_item[p.threshold] <= budget_per_item + 1e-12]
+    if not fits:  # cannot happen while accepting every item is free of human cost
+        fits = [min(curve, key=lambda p: cost_per_item[p.threshold])]
+    return max(fits, key=lambda p: (p.hybrid_accuracy, -cost_per_item[p.threshold], -p.threshold))
+
+
+def choose_cost(curve: list[CurvePoint]) -> CurvePoint:
+    """The cheapest point (largest model share) whose expected accuracy is at least the
+    humans-only accuracy (the point that accepts nothing)."""
+    humans_only = min(curve, key=lambda p: p.model_share).hybrid_accuracy
+    fits = [p for p in curve if p.hybrid_accuracy >= humans_only - 1e-12]
+    return max(fits, key=lambda p: (p.model_share, p.hybrid_accuracy, -p.threshold))
+
+
+def majority_accuracy(accuracy: float, overlap: int, n_labels: int, *, draws: int = 20000) -> float:
+    """Probability that the majority of ``overlap`` answers is right when each answer is right
+    with probability ``accuracy`` and otherwise one of the other labels at random (ties
+    broken at random). Estimated by a seeded simulation, so it is deterministic.
+
+    Examples
+    --------
+    >>> round(majority_accuracy(0.8, 1, 2), 2)
+    0.8
+    """
+    rng = np.random.default_rng(12345)
+    right = rng.random((draws, overlap)) < accuracy
+    wrong_label = rng.integers(1, max(n_labels, 2), size=(draws, overlap))
+    answers = np.where(right, 0, wrong_label)
+    counts = np.stack([(answers == k).sum(axis=1) for k in range(max(n_labels, 2))], axis=1)
+    top = counts.max(axis=1)
+    winners = (counts == top[:, None]).sum(axis=1)
+    return float(np.where(counts[:, 0] == top, 1.0 / winners, 0.0).mean())
+
+
+def choose_best(curve: list[CurvePoint]) -> CurvePoint:
+    """The point with the best expected accuracy (ties: the larger model share)."""
+    return max(curve, key=lambda p: (round(p.hybrid_accuracy, 12), p.model_share))
+
+
+def choose_operating_point(
+    mode: str,
+    scores: np.ndarray,
+    model_correct: np.ndarray,
+    human_correct: np.ndarray,
+    *,
+    routed_cost: float,
+    threshold: float = 0.9,
+    target: float = 0.9,
+    risk: float = 0.1,
+    budget_per_item: float | None = None,
+    curve: list[CurvePoint] | None = None,
+) -> OperatingPoint:
+    """The operating point of a routing ``mode`` from the golden items' evidence.
+
+    ``mode`` is ``fixed`` (use ``threshold``), ``target`` (:func:`certify_target` at
+    ``target`` and ``risk``), ``budget`` (:func:`choose_budget` within ``budget_per_item``),
+    ``cost`` (:func:`choose_cost`) or ``best`` (:func:`choose_best`). ``scores`` are the
+    golden items' cross-fitted scores, ``model_correct`` and ``human_correct`` as in
+    :func:`quality_curve`; ``routed_cost`` is the expected money one routed item costs.
+    ``curve`` is the quality curve on the same evidence when the caller has it already.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> point = choose_operating_point("fixed", np.array([0.9, 0.6]), np.array([1, 0]),
+    ...                                np.array([1.0, 1.0]), routed_cost=0.2, threshold=0.8)
+    >>> point.model_share, point.expected_accuracy, point.expected_cost_per_item
+    (0.5, 1.0, 0.1)
+    """
+    if curve is None:
+        curve = quality_curve(scores, model_correct, human_correct, n_boot=0)
+    certificate = None
+    if mode == "fixed":
+        chosen = threshold
+    elif mode == "target":
+        certificate = certify_target(scores, model_correct, target=target, risk=risk)
+        chosen = certificate.threshold
+    elif mode == "budget":
+        if budget_per_item is None:
+            raise ValueError("budget mode needs budget_per_item")
+        cost = {p.threshold: p.human_share * routed_cost for p in curve}
+        chosen = choose_budget(curve, cost, budget_per_item=budget_per_item).threshold
+    elif mode == "cost":
+        chosen = choose_cost(curve).threshold
+    elif mode == "best":
+        chosen = choose_best(curve).threshold
+    else:
+        raise ValueError(f"unknown routing mode {mode!r}; choose one of: fixed, target, budget, cost, best")
+    at = quality_curve(scores, model_correct, human_correct, thresholds=np.array([chosen]), n_boot=0)[0]
+    return OperatingPoint(
+        mode,
+        chosen,
+        at.model_share,
+        at.hybrid_accuracy,
+        at.human_share * routed_cost if at.human_share else 0.0,
+        certificate,
+    )

@@ -1,0 +1,474 @@
+"""The routing stage: choose the operating point on the golden items, then decide every
+calibrated item not yet decided under it; and, for the dynamic policy, decide after each
+answer whether to ask one more person.
+
+The maths is in :mod:`duolabel.core`: the policies (:mod:`~duolabel.core.policies`, found by
+name in ``POLICIES``), the choice of the operating point
+(:func:`~duolabel.core.operating.choose_operating_point`) and the evidence
+(:mod:`~duolabel.core.evidence`); this module reads the store, calls them and writes back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, or_, select, true, update
+
+from duolabel.config import RoutingConfig
+from duolabel.context import Context
+from duolabel.core.evidence import (
+    log_length,
+    measured_accuracies,
+    neighbourhood_accuracy,
+    vote_correctness,
+)
+from duolabel.core.operating import (
+    CurvePoint,
+    OperatingPoint,
+    choose_operating_point,
+    majority_accuracy,
+    quality_curve,
+)
+from duolabel.core.policies import (
+    Decision,
+    FollowUpPolicy,
+    ThresholdPolicy,
+    make_policy,
+    policy_version,
+    route_items,
+)
+from duolabel.core.probs import as_matrix
+from duolabel.costs import answer_price, ledger_run
+from duolabel.errors import ProjectError
+from duolabel.progress import Reporter, quiet
+from duolabel.queue import enqueue_expert
+from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
+from duolabel.store.tables import utcnow
+
+__all__ = [
+    "Evidence",
+    "Plan",
+    "RouteResult",
+    "follow_up_project",
+    "item_neighbourhood_accuracy",
+    "load_evidence",
+    "plan_routing",
+    "route_project",
+]
+
+CHUNK = 2000
+
+
+@dataclass
+class Evidence:
+    """What the golden items say about the model and about people, cross-fitted."""
+
+    ids: list[str]
+    probs: np.ndarray  # cross-fitted calibrated distributions
+    gold: np.ndarray  # label indices
+    features: dict[str, np.ndarray]
+    human_correct: np.ndarray  # probability that people's aggregated label is right
+    human_accuracy: float  # of one answer: measured on controls, or the configured prior
+
+    @property
+    def model_correct(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) == self.gold
+
+
+@dataclass
+class Plan:
+    """The policy, its scores on the golden items, the curve and the chosen point."""
+
+    policy: ThresholdPolicy
+    evidence: Evidence
+    scores: np.ndarray
+    curve: list[CurvePoint]
+    point: OperatingPoint
+    version: str
+    model_version: str
+
+
+@dataclass
+class RouteResult:
+    """What a routing run decided (counts per decision kind) under which point."""
+
+    policy_version: str
+    decided: Counter[str] = field(default_factory=Counter)
+    unchanged: int = 0
+    point: OperatingPoint | None = None
+    followed_up: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def message(self) -> str:
+        """The operating point in words (its guarantee in target mode)."""
+        return "" if self.point is None else self.point.describe()
+
+
+def _skills(ctx: Context) -> dict[str, float]:
+    """Each person's measured accuracy, where enough control answers exist."""
+    with ctx.store.read() as session:
+        rows = session.execute(select(Annotator.name, Annotator.skills)).all()
+    return measured_accuracies(dict(rows))
+
+
+def _policy(routing: RoutingConfig) -> ThresholdPolicy:
+    """The configured policy from the registry, its parameters from the routing settings."""
+    return make_policy(routing.policy, routing.model_dump())
+
+
+def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | None = None) -> Evidence:
+    """The golden items' cross-fitted calibrated distributions, gold labels, features and
+    how likely people are to be right on them, under ``routing`` (None: the project's)."""
+    cfg = routing or ctx.config.routing
+    labels = ctx.config.task.label_names
+    with ctx.store.read() as session:
+        rows = session.execute(
+            select(Item.id, Item.text, Item.gold_label, Prediction.calibrated, Prediction.features)
+            .join(Prediction, Prediction.item_id == Item.id)
+            .where(
+                Item.role == "golden",
+                Item.gold_label.is_not(None),
+                Prediction.model_version == model_version,
+                Prediction.out_of_fold.is_(True),
+                Prediction.calibrated.is_not(None),
+            )
+            .order_by(Item.seq)
+        ).all()
+        answers = session.execute(
+            select(Annotation.item_id, Annotation.label)
+            .join(Annotator, Annotator.id == Annotation.annotator_id)
+            .join(Item, Item.id == Annotation.item_id)
+            .where(Item.role == "golden", Annotator.status != "suspended", Annotator.role != "expert")
+        ).all()
+    if not rows:
+        raise ProjectError(
+            "no calibrated golden items to choose the routing threshold on: run 'duolabel calibrate'"
+        )
+    skills = _skills(ctx)
+    accuracy = float(np.mean(list(skills.values()))) if skills else cfg.human_accuracy
+    overlap = _policy(cfg).max_answers
+    prior = majority_accuracy(accuracy, overlap, len(labels))
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    for item_id, label in answers:
+        votes[item_id][label] += 1
+    human_correct = [
+        vote_correctness(votes.get(r.id), r.gold_label, overlap=overlap, prior=prior) for r in rows
+    ]
+    features = {
+        "disagreement": np.array([(r.features or {}).get("disagreement", 0.0) for r in rows]),
+        "log_length": log_length([r.text for r in rows]),
+    }
+    return Evidence(
+        [r.id for r in rows],
+        as_matrix([r.calibrated for r in rows], labels),
+        np.array([labels.index(r.gold_label) for r in rows]),
+        features,
+        np.array(human_correct, dtype=float),
+        accuracy,
+    )
+
+
+def item_neighbourhood_accuracy(
+    ctx: Context, golden_ids: list[str], correct: np.ndarray, item_ids: list[str]
+) -> np.ndarray:
+    """The model's accuracy on the nearest golden items of each item, in the project's
+    embedding space (:func:`duolabel.core.evidence.neighbourhood_accuracy`; a golden item is
+    not its own neighbour)."""
+    from duolabel.labelers import _encoder  # being renamed in the labelers' move
+    from duolabel.labelers.base import TextItem
+
+    with ctx.store.read() as session:
+        rows = {
+            r.id: TextItem(r.id, r.text, r.content_hash)
+            for r in session.execute(
+                select(Item.id, Item.text, Item.content_hash).where(
+                    Item.id.in_(set(golden_ids) | set(item_ids))
+                )
+            )
+        }
+    encoder = _encoder(ctx)  # type: ignore[arg-type]  # takes a Project until the labelers move
+    golden_vectors = encoder.encode([rows[i] for i in golden_ids])[0]
+    vectors = (
+        encoder.encode([rows[i] for i in item_ids])[0] if item_ids else np.zeros((0, golden_vectors.shape[1]))
+    )
+    golden_index = {g: j for j, g in enumerate(golden_ids)}
+    return neighbourhood_accuracy(
+        vectors, golden_vectors, correct, own=[golden_index.get(i) for i in item_ids]
+    )
+
+
+def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfig | None = None) -> Plan:
+    """Choose the policy's operating point from the golden items (see RoutingConfig.mode).
+
+    ``routing`` is the routing settings to plan with (the pipeline passes them tightened
+    after alarms); None means the project's own.
+    """
+    from duolabel.labelers import current_model_version
+
+    model_version = current_model_version(ctx)  # type: ignore[arg-type]
+    if model_version is None:
+        raise ProjectError("nothing to route yet: run 'duolabel label' first")
+    cfg = routing or ctx.config.routing
+    evidence = load_evidence(ctx, model_version, routing=cfg)
+    policy = _policy(cfg)
+    if policy.uses_features:
+        evidence.features["neighbourhood_accuracy"] = item_neighbourhood_accuracy(
+            ctx, evidence.ids, evidence.model_correct.astype(float), evidence.ids
+        )
+    wrong = ~evidence.model_correct
+    scores = policy.cross_fit_scores(evidence.probs, evidence.features, wrong)
+    policy.fit(evidence.probs, evidence.features, wrong)
+    curve = quality_curve(scores, evidence.model_correct, evidence.human_correct)
+    costs = ctx.config.costs
+    routed_cost = (1 - cfg.expert_share) * policy.expected_answers * answer_price(
+        costs
+    ) + cfg.expert_share * costs.expert_answer
+    point = choose_operating_point(
+        cfg.mode,
+        scores,
+        evidence.model_correct,
+        evidence.human_correct,
+        routed_cost=routed_cost,
+        threshold=cfg.threshold,
+        target=cfg.target_accuracy,
+        risk=cfg.risk,
+        budget_per_item=None if cfg.budget is None else cfg.budget / max(items_to_route, 1),
+        curve=curve,
+    )
+    policy.threshold = point.threshold
+    params: dict[str, Any] = {
+        "threshold": point.threshold,
+        **cfg.model_dump(include={"overlap", "max_overlap", "posterior_target", "escalate", "expert_share"}),
+    }
+    return Plan(
+        policy,
+        evidence,
+        scores,
+        curve,
+        point,
+        policy_version(cfg.policy, params, model_version),
+        model_version,
+    )
+
+
+def _item_features(ctx: Context, plan: Plan, preds: list[Prediction]) -> dict[str, np.ndarray]:
+    if not plan.policy.uses_features:
+        return {}
+    ids = [p.item_id for p in preds]
+    with ctx.store.read() as session:
+        texts = dict(session.execute(select(Item.id, Item.text).where(Item.id.in_(ids))).all())
+    return {
+        "disagreement": np.array([(p.features or {}).get("disagreement", 0.0) for p in preds]),
+        "log_length": log_length([texts[i] for i in ids]),
+        "neighbourhood_accuracy": item_neighbourhood_accuracy(
+            ctx, plan.evidence.ids, plan.evidence.model_correct.astype(float), ids
+        ),
+    }
+
+
+def route_project(
+    ctx: Context,
+    *,
+    batches: Sequence[str] | None = None,
+    progress: Reporter = quiet,
+    routing: RoutingConfig | None = None,
+) -> RouteResult:
+    """Decide every calibrated item not yet decided under the current operating point.
+
+    Accepted items get the model's label as their final label; the others join the human
+    queue with the policy's overlap, or the expert queue. Golden items keep their expert
+    label. Items people have already labelled are never re-routed. With the dynamic
+    policy, items whose answers are in are first followed up (:func:`follow_up_project`).
+    ``batches`` limits routing to the items of those batches; ``routing`` is the settings
+    the operating point is chosen under (None: the project's own, see :func:`plan_routing`).
+    """
+    followed = follow_up_project(ctx)
+    store = ctx.store
+    with store.read() as session:
+        people_done = set(
+            session.scalars(
+                select(FinalLabel.item_id).where(FinalLabel.source.in_(["humans", "expert", "fused"]))
+            )
+        )
+    from duolabel.labelers import current_model_version
+
+    version = current_model_version(ctx)  # type: ignore[arg-type]
+    if version is None:
+        raise ProjectError("nothing to route yet: run 'duolabel label' first")
+    with store.read() as session:
+        candidates = [
+            (pid, item_id)
+            for pid, item_id in session.execute(
+                select(Prediction.id, Prediction.item_id)
+                .join(Item, Item.id == Prediction.item_id)
+                .where(
+                    Prediction.model_version == version,
+                    or_(Prediction.confidence.is_not(None), Prediction.abstained.is_(True)),
+                    Item.role != "golden",
+                    Item.batch.in_(list(batches)) if batches is not None else true(),
+                )
+                .order_by(Item.seq)
+            )
+            if item_id not in people_done
+        ]
+    plan = plan_routing(ctx, items_to_route=len(candidates), routing=routing)
+    labels = ctx.config.task.label_names
+    cfg = ctx.config.routing  # the ledger records the project's settings, as configured
+    with store.read() as session:
+        decided = set(session.scalars(select(Route.item_id).where(Route.policy_version == plan.version)))
+        golden = session.execute(
+            select(Item.id, Item.gold_label)
+            .where(Item.role == "golden", Item.gold_label.is_not(None))
+            .where(Item.id.not_in(select(FinalLabel.item_id)))
+        ).all()
+    todo = [pid for pid, item_id in candidates if item_id not in decided]
+    result = RouteResult(plan.version, unchanged=len(decided), point=plan.point, followed_up=followed)
+    point = plan.point
+    run_config = {
+        "policy": cfg.model_dump(),
+        "model_version": version,
+        "policy_version": plan.version,
+        "threshold": None if math.isinf(point.threshold) else point.threshold,
+        "model_share": point.model_share,
+        "expected_accuracy": point.expected_accuracy,
+        "guarantee": result.message,
+    }
+    with ledger_run(store, "route", run_config) as run, progress("Routing items", len(todo)) as advance:
+        with store.write() as session:
+            for item_id, gold in golden:
+                session.add(
+                    FinalLabel(
+                        item_id=item_id,
+                        label=gold,
+                        source="expert",
+                        confidence=1.0,
+                        votes={},
+                        n_votes=0,
+                        annotators=[],
+                        updated_at=utcnow(),
+                    )
+                )
+        for start in range(0, len(todo), CHUNK):
+            with store.write() as session:
+                preds = list(
+                    session.scalars(select(Prediction).where(Prediction.id.in_(todo[start : start + CHUNK])))
+                )
+                usable = [p for p in preds if not p.abstained]
+                probs = as_matrix([p.calibrated or {} for p in usable], labels)
+                features = _item_features(ctx, plan, usable)
+                decisions = route_items(plan.policy, probs, features, expert_share=cfg.expert_share)
+                by_item = dict(zip([p.item_id for p in usable], decisions, strict=True))
+                # An abstention is never accepted: people label the item.
+                first = Decision("humans", plan.policy.overlap)
+                ids = [p.item_id for p in preds]
+                session.execute(delete(Route).where(Route.item_id.in_(ids)))
+                session.execute(delete(FinalLabel).where(FinalLabel.item_id.in_(ids)))
+                for pred in preds:
+                    decision = by_item.get(pred.item_id, first)
+                    session.add(
+                        Route(
+                            item_id=pred.item_id,
+                            decision=decision.kind,
+                            overlap=decision.overlap,
+                            confidence=pred.confidence,
+                            policy_version=plan.version,
+                            run_id=run.id,
+                        )
+                    )
+                    if decision.kind == "accept":
+                        session.add(
+                            FinalLabel(
+                                item_id=pred.item_id,
+                                label=pred.label,
+                                source="model",
+                                confidence=pred.confidence,
+                                votes={},
+                                n_votes=0,
+                                annotators=[],
+                                model_probability=pred.confidence,
+                                model_version=version,
+                                policy_version=plan.version,
+                                updated_at=utcnow(),
+                            )
+                        )
+                    result.decided[decision.kind] += 1
+                experts = [p.item_id for p in preds if by_item.get(p.item_id, first).kind == "expert"]
+                if experts:
+                    enqueue_expert(session, experts, "escalated", run.id)
+            advance(len(preds))
+        with store.write() as session:
+            run.record(session, {"items": sum(result.decided.values()), **result.decided}, 0.0)
+    return result
+
+
+def follow_up_project(ctx: Context) -> Counter[str]:
+    """Dynamic overlap: for each routed item whose asked-for answers are all in, fuse them with
+    the model's distribution and either stop (aggregation then finalizes the item), ask one
+    more person (the route's overlap grows by one) or escalate to an expert."""
+    from duolabel.labelers import current_model_version
+
+    cfg = ctx.config.routing
+    done: Counter[str] = Counter()
+    policy = _policy(cfg)
+    if not isinstance(policy, FollowUpPolicy):
+        return done
+    labels = ctx.config.task.label_names
+    skills = _skills(ctx)
+    with ctx.store.read() as session:
+        routes = {
+            r.item_id: r
+            for r in session.scalars(
+                select(Route)
+                .where(Route.decision == "humans")
+                .where(Route.item_id.not_in(select(FinalLabel.item_id)))
+            )
+        }
+        answers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for item_id, name, label in session.execute(
+            select(Annotation.item_id, Annotator.name, Annotation.label)
+            .join(Annotator, Annotator.id == Annotation.annotator_id)
+            .where(Annotator.status != "suspended", Annotator.role != "expert")
+            .where(Annotation.item_id.in_(list(routes)))
+            .order_by(Annotation.id)
+        ):
+            answers[item_id].append((name, label))
+        ready = [i for i, r in routes.items() if len(answers.get(i, [])) >= r.overlap]
+        priors: dict[str, dict[str, float]] = dict(
+            session.execute(
+                select(Prediction.item_id, Prediction.calibrated).where(
+                    Prediction.item_id.in_(ready),
+                    Prediction.model_version == (current_model_version(ctx) or ""),  # type: ignore[arg-type]
+                    Prediction.calibrated.is_not(None),
+                )
+            ).all()
+        )
+    updates: dict[str, Decision] = {}
+    for item_id in ready:
+        given = answers[item_id]
+        prior_dist = priors.get(item_id)
+        prior = as_matrix([prior_dist], labels)[0] if prior_dist else np.full(len(labels), 1.0 / len(labels))
+        decision = policy.follow_up(
+            prior,
+            [labels.index(label) for _, label in given],
+            [skills.get(name, cfg.human_accuracy) for name, _ in given],
+        )
+        done[decision.kind] += 1
+        if decision.kind != "accept":
+            updates[item_id] = decision
+    if updates:
+        with ctx.store.write() as session:
+            for item_id, decision in updates.items():
+                session.execute(
+                    update(Route)
+                    .where(Route.item_id == item_id)
+                    .values(decision=decision.kind, overlap=decision.overlap)
+                )
+            escalated = [i for i, d in updates.items() if d.kind == "expert"]
+            if escalated:
+                enqueue_expert(session, escalated, "escalated")
+    return done
