@@ -13,20 +13,25 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from duolabel.aggregation import AggregateResult, aggregate_project
-from duolabel.audit import Alarm, alarms, apply_expert_answers, tighten
+from duolabel.context import Context
+from duolabel.core.audit import Alarm
+from duolabel.stages.aggregate import AggregateResult, aggregate_project
+from duolabel.stages.audit import alarms, apply_expert_answers, effective_routing, tighten
 from duolabel.calibration import CalibrationResult, calibrate_project
 from duolabel.costs import CostComparison, CostSummary, cost_comparison, cost_summary, ledger_run
 from duolabel.io import ImportResult, export_labels, import_file
 from duolabel.labelers import LabelResult, current_model_version, label_project
 from duolabel.progress import Reporter, quiet
-from duolabel.routing import RouteResult, route_project
+from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
 
 if TYPE_CHECKING:
     from duolabel.project import Project
 
 __all__ = [
+    "aggregate",
+    "plan",
+    "route",
     "BatchReport",
     "RunSummary",
     "Status",
@@ -271,6 +276,28 @@ def batch_reports(project: Project) -> list[BatchReport]:
     return reports
 
 
+def route(ctx: Context, **options: Any) -> RouteResult:
+    """Route under the routing settings in force: the project's, raised by audit tightening."""
+    return route_project(ctx, routing=effective_routing(ctx), **options)
+
+
+def plan(ctx: Context, *, items_to_route: int = 0) -> Plan:
+    """The operating point routing would choose now, under the settings in force."""
+    return plan_routing(ctx, items_to_route=items_to_route, routing=effective_routing(ctx))
+
+
+def aggregate(ctx: Context, *, refresh: bool = False) -> AggregateResult:
+    """People's answers become final labels, then experts' answers replace theirs.
+
+    The dynamic policy's follow-up runs first: an item whose asked-for answers are in either
+    gets one more person, goes to an expert, or is left for aggregation to finalize.
+    """
+    follow_up_project(ctx)
+    result = aggregate_project(ctx, refresh=refresh)
+    apply_expert_answers(ctx)
+    return result
+
+
 def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
     """import -> for each batch: label -> calibrate -> route -> aggregate; then export. Resumable.
 
@@ -284,17 +311,15 @@ def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
     if batches:
         # Answers given since the last run finish their items first, so the labeler of the
         # next batch learns from them.
-        summary.aggregate = aggregate_project(project)
-        apply_expert_answers(project)
+        summary.aggregate = aggregate(project)
     for batch in batches or [None]:
         if batch is not None and _finished(project, batch):
             continue
         active = [batch] if batch is not None else None
         summary.label = label_project(project, batches=active, progress=progress)
         summary.calibration = calibrate_project(project)
-        summary.route = route_project(project, batches=active, progress=progress)
-        summary.aggregate = aggregate_project(project)
-        apply_expert_answers(project)
+        summary.route = route(project, batches=active, progress=progress)
+        summary.aggregate = aggregate(project)
         if batch is None:
             break
         _record_batch(project, batch, summary)

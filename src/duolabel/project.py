@@ -83,18 +83,15 @@ class Project(Context):
         return calibrate_project(self)
 
     def route(self, **options: Any) -> Any:
-        from duolabel.routing import route_project
+        from duolabel.pipeline import route
 
-        return route_project(self, **options)
+        return route(self, **options)
 
     def aggregate(self, *, refresh: bool = False) -> Any:
         """People's answers become final labels; then experts' answers replace theirs."""
-        from duolabel.aggregation import aggregate_project
-        from duolabel.audit import apply_expert_answers
+        from duolabel.pipeline import aggregate
 
-        result = aggregate_project(self, refresh=refresh)
-        apply_expert_answers(self)
-        return result
+        return aggregate(self, refresh=refresh)
 
     def status(self) -> Any:
         from duolabel.pipeline import project_status

@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from duolabel.calibration import calibration_metrics, reliability_diagram
+from duolabel.core.probs import as_matrix
 from duolabel.errors import ProjectError
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 
@@ -41,8 +42,6 @@ class _Golden:
 
 
 def _golden(project: Project, version: str) -> _Golden:
-    from duolabel.routing.stage import _matrix
-
     labels = project.config.task.label_names
     with project.store.read() as session:
         rows = session.execute(
@@ -52,8 +51,8 @@ def _golden(project: Project, version: str) -> _Golden:
             .where(Prediction.calibrated.is_not(None), Item.role == "golden", Item.gold_label.is_not(None))
         ).all()
     return _Golden(
-        _matrix([r.probs for r in rows], labels),
-        _matrix([r.calibrated for r in rows], labels),
+        as_matrix([r.probs for r in rows], labels),
+        as_matrix([r.calibrated for r in rows], labels),
         np.array([labels.index(r.gold_label) for r in rows]),
     )
 
@@ -71,8 +70,8 @@ def write_report(project: Project, path: Path) -> Path:
     from jinja2 import Environment
 
     from duolabel.labelers import current_model_version
+    from duolabel.pipeline import plan as plan_routing
     from duolabel.pipeline import project_status
-    from duolabel.routing import plan_routing
 
     version = current_model_version(project)
     if version is None:
