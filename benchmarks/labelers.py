@@ -83,7 +83,7 @@ def quality(
     y_train = np.array([labels.index(g) for g in train_gold])
     y_test = np.array([labels.index(g) for g in test_gold])
     probs, _ = labeler.predict_proba(test)
-    calibrator = CALIBRATORS[method]().fit(labeler.oof_proba_, y_train)
+    calibrator = CALIBRATORS.get(method)().fit(labeler.oof_proba_, y_train)
     return {
         "before": calibration_metrics(probs, y_test),
         "after": calibration_metrics(calibrator.transform(probs), y_test),

@@ -78,7 +78,7 @@ def predictions(
     oof = labeler.oof_proba_
     honest = cross_validated(METHOD, oof, y[golden])
     raw, _ = labeler.predict_proba([items[i] for i in test])
-    test_probs = CALIBRATORS[METHOD]().fit(oof, y[golden]).transform(raw)
+    test_probs = CALIBRATORS.get(METHOD)().fit(oof, y[golden]).transform(raw)
     return honest, y[golden], test_probs, y[test]
 
 

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import select
 
 from duolabel.config import CostsConfig
-from duolabel.costs import cost_summary, ledger_run, model_cost
+from duolabel.ledger import cost_summary, ledger_run, model_cost
 from duolabel.store import Run, open_store
 
 

@@ -1,0 +1,224 @@
+"""The calibration stage: calibrate each labeler on its golden out-of-fold probabilities,
+apply the calibrator to all its predictions, and with several labelers write their weighted
+ensemble as predictions of its own (labeler ``ensemble``).
+
+The estimators and metrics are :mod:`duolabel.core.calibration`; this module reads the
+predictions from the store and writes the calibrated ones back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, or_, select, update
+
+from duolabel.context import Context
+from duolabel.core.calibration import (
+    CALIBRATORS,
+    calibration_metrics,
+    calibrator_params,
+    confidence_signals,
+    cross_validated,
+    ensemble_average,
+    ensemble_disagreement,
+    select_calibrator,
+)
+from duolabel.core.probs import as_dict, as_matrix
+from duolabel.errors import ProjectError
+from duolabel.labelers import ENSEMBLE
+from duolabel.ledger import labeler_versions, ledger_run
+from duolabel.store import Item, Prediction, Run
+from duolabel.training_data import golden_items
+
+__all__ = ["CalibrationResult", "calibrate_project", "ensemble_version"]
+
+#: Predictions rewritten per write transaction (short transactions keep the store shared).
+_WRITE_BATCH = 2000
+
+
+@dataclass
+class CalibrationResult:
+    """What calibration did for one labeler (or the ensemble); ``after`` is cross-validated
+    on the golden items (for the ensemble: its members' cross-validated outputs)."""
+
+    labeler: str
+    model_version: str
+    method: str
+    params: dict[str, float]
+    before: dict[str, float]
+    after: dict[str, float]
+    updated: int
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: an undefined metric is stored as null."""
+    return {k: (None if v != v else v) for k, v in metrics.items()}
+
+
+def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]) -> CalibrationResult:
+    labels = ctx.config.task.label_names
+    method = ctx.config.calibration.method
+    store = ctx.store
+    mine = (Prediction.model_version == version) & (Prediction.labeler == name)
+    with store.read() as session:
+        rows = session.execute(
+            select(Prediction.item_id, Prediction.probs, Item.gold_label)
+            .join(Item, Item.id == Prediction.item_id)
+            .where(mine, Prediction.out_of_fold.is_(True), Prediction.abstained.is_(False))
+            .where(Item.gold_label.is_not(None))
+            .order_by(Item.seq)
+        ).all()
+        ids = list(session.scalars(select(Prediction.id).where(mine, Prediction.abstained.is_(False))))
+    if not rows:
+        raise ProjectError(f"labeler {name!r} has no usable predictions on golden items to calibrate on")
+    probs = as_matrix([r.probs for r in rows], labels)
+    gold = np.array([labels.index(r.gold_label) for r in rows])
+    scores: dict[str, float] = {}
+    if method == "auto":
+        method, scores = select_calibrator(probs, gold)
+    calibrator = CALIBRATORS.get(method)().fit(probs, gold)
+    honest = cross_validated(method, probs, gold)
+    scored.update({r.item_id: p for r, p in zip(rows, honest, strict=True)})
+    for start in range(0, len(ids), _WRITE_BATCH):
+        with store.write() as session:
+            chunk = ids[start : start + _WRITE_BATCH]
+            batch = list(session.scalars(select(Prediction).where(Prediction.id.in_(chunk))))
+            calibrated = calibrator.transform(as_matrix([p.probs for p in batch], labels))
+            for pred, row in zip(batch, calibrated, strict=True):
+                if pred.out_of_fold and pred.item_id in scored:
+                    # Golden items keep the calibration of a calibrator that never saw
+                    # them, so routing chooses its threshold on honest confidences.
+                    row = scored[pred.item_id]
+                pred.calibrated = as_dict(row, labels)
+                pred.confidence = float(row.max())
+                pred.features = {**(pred.features or {}), **confidence_signals(row)}
+    params = {**calibrator_params(calibrator), **{f"cv_nll_{k}": v for k, v in scores.items()}}
+    return CalibrationResult(
+        name,
+        version,
+        method,
+        params,
+        calibration_metrics(probs, gold),
+        calibration_metrics(honest, gold),
+        len(ids),
+    )
+
+
+def ensemble_version(members: dict[str, str], weights: dict[str, float], method: str) -> str:
+    """The ensemble's model version: a hash of its members' versions, weights and method."""
+    key = json.dumps({"members": members, "weights": weights, "method": method}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _ensemble(
+    ctx: Context, versions: dict[str, str], honest: dict[str, dict[str, np.ndarray]]
+) -> tuple[str, list[dict[str, object]], list[tuple[np.ndarray, int]]]:
+    """Weighted average of the members' calibrated distributions, with their disagreement
+    kept as a routing feature."""
+    labels = ctx.config.task.label_names
+    weights = {c.label_name: c.weight for c in ctx.config.labeler}
+    version = ensemble_version(versions, weights, ctx.config.calibration.method)
+    with ctx.store.read() as session:
+        members: dict[str, list[tuple[str, dict[str, float], bool]]] = {}
+        for item_id, name, calibrated, oof in session.execute(
+            select(Prediction.item_id, Prediction.labeler, Prediction.calibrated, Prediction.out_of_fold)
+            .where(Prediction.abstained.is_(False), Prediction.calibrated.is_not(None))
+            .where(
+                or_(
+                    *[
+                        (Prediction.labeler == n) & (Prediction.model_version == v)
+                        for n, v in versions.items()
+                    ]
+                )
+            )
+        ):
+            members.setdefault(item_id, []).append((name, calibrated, oof))
+        all_items = list(session.scalars(select(Item.id).order_by(Item.seq)))
+        gold = dict(session.execute(select(Item.id, Item.gold_label).where(Item.role == "golden")).all())
+    rows = []
+    golden_avg: list[tuple[np.ndarray, int]] = []
+    for item_id in all_items:
+        votes = members.get(item_id, [])
+        base = dict(item_id=item_id, labeler=ENSEMBLE, model_version=version, run_id=None)
+        if not votes:
+            rows.append(dict(base, probs={}, label="", raw_confidence=0.0, abstained=True, out_of_fold=False))
+            continue
+        w = np.array([weights[name] for name, _, _ in votes])
+        dists = as_matrix([d for _, d, _ in votes], labels)
+        avg = ensemble_average(dists, w)
+        avg_dict = as_dict(avg, labels)
+        oof = all(flag for _, _, flag in votes)
+        rows.append(
+            dict(
+                base,
+                probs=avg_dict,
+                calibrated=avg_dict,
+                label=labels[int(avg.argmax())],
+                raw_confidence=float(avg.max()),
+                confidence=float(avg.max()),
+                abstained=False,
+                out_of_fold=oof,
+                features={
+                    "disagreement": ensemble_disagreement(dists, w, avg),
+                    "members": len(votes),
+                    **confidence_signals(avg),
+                },
+            )
+        )
+        if oof and gold.get(item_id) is not None:
+            cv = [honest[name].get(item_id) for name, _, _ in votes]
+            if all(c is not None for c in cv):
+                honest_avg = ensemble_average(np.array(cv), w)
+                golden_avg.append((honest_avg, labels.index(gold[item_id])))
+                # As for single labelers, golden items keep their cross-fitted distribution.
+                rows[-1].update(calibrated=as_dict(honest_avg, labels), confidence=float(honest_avg.max()))
+    return version, rows, golden_avg
+
+
+def calibrate_project(ctx: Context) -> list[CalibrationResult]:
+    """Calibrate each labeler on the golden items' out-of-fold probabilities and apply it to
+    all its predictions; with several labelers, also build their weighted ensemble."""
+    versions = labeler_versions(ctx)
+    missing = [c.label_name for c in ctx.config.labeler if c.label_name not in versions]
+    if missing:
+        raise ProjectError(f"nothing to calibrate yet for {', '.join(missing)}: run 'duolabel label' first")
+    golden_items(ctx)  # refuses when a label has too few golden items
+    store = ctx.store
+    honest: dict[str, dict[str, np.ndarray]] = {}
+    config: dict[str, object] = {"members": versions, "method": ctx.config.calibration.method}
+    with ledger_run(store, "calibrate", config) as run:
+        results = []
+        for name, version in versions.items():
+            honest[name] = {}
+            results.append(_calibrate_one(ctx, name, version, honest[name]))
+        if len(versions) > 1:
+            version, rows, golden_avg = _ensemble(ctx, versions, honest)
+            with store.write() as session:
+                session.execute(
+                    delete(Prediction).where(
+                        Prediction.labeler == ENSEMBLE, Prediction.model_version == version
+                    )
+                )
+                session.add_all(Prediction(**{**r, "run_id": run.id}) for r in rows)
+            if not golden_avg:
+                raise ProjectError(
+                    "no golden item has a prediction from every labeler; cannot check the ensemble"
+                )
+            after = calibration_metrics(
+                np.array([p for p, _ in golden_avg]), np.array([g for _, g in golden_avg])
+            )
+            results.append(
+                CalibrationResult(ENSEMBLE, version, "weighted average", {}, after, after, len(rows))
+            )
+            config["ensemble_version"] = version
+        usage = {
+            r.labeler: {"before": _finite(r.before), "after": _finite(r.after), "items": r.updated}
+            for r in results
+        }
+        with store.write() as session:
+            session.execute(update(Run).where(Run.id == run.id).values(config=config))
+            run.record(session, usage, 0.0)
+    return results

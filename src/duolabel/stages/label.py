@@ -1,0 +1,195 @@
+"""The labeling stage: fit each configured labeler on the golden items, then predict every
+item that has no prediction from that labeler's version yet, one committed chunk at a time,
+so a killed run resumes where it stopped. Golden items get out-of-fold (or leave-one-out)
+predictions, the only ones calibration may learn from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from duolabel.config import EmbeddingLabelerConfig, LabelerConfig
+from duolabel.context import Context
+from duolabel.core.probs import as_dict
+from duolabel.errors import ProjectError
+from duolabel.labelers import LabelingStopped, TextItem, Usage, build_labeler
+from duolabel.ledger import ledger_run, model_cost
+from duolabel.progress import Reporter, quiet
+from duolabel.store import Item, Prediction
+from duolabel.training_data import golden_items, human_labelled_items
+
+__all__ = ["CHUNK", "LabelResult", "label_project"]
+
+#: Items predicted and committed together (with their share of the ledger).
+CHUNK = 256
+
+
+@dataclass
+class LabelResult:
+    """What one labeler's labeling run did: new predictions, items it already had,
+    abstentions among the new ones, and its usage."""
+
+    labeler: str
+    model_version: str
+    predicted: int
+    already_done: int
+    abstained: int
+    usage: dict[str, float]
+
+
+def _prediction_rows(
+    items: Sequence[TextItem],
+    probs: np.ndarray,
+    labels: list[str],
+    *,
+    name: str,
+    version: str,
+    run_id: int,
+    out_of_fold: bool,
+    seconds_per_item: float,
+) -> list[Prediction]:
+    rows = []
+    for item, row in zip(items, probs, strict=True):
+        common = dict(
+            item_id=item.id,
+            labeler=name,
+            model_version=version,
+            run_id=run_id,
+            out_of_fold=out_of_fold,
+            usage={"seconds": round(seconds_per_item, 6)},
+        )
+        if np.isnan(row).any():  # an abstention: no label, people decide
+            rows.append(Prediction(**common, probs={}, label="", raw_confidence=0.0, abstained=True))
+        else:
+            rows.append(
+                Prediction(
+                    **common,
+                    probs=as_dict(row, labels),
+                    label=labels[int(row.argmax())],
+                    raw_confidence=float(row.max()),
+                )
+            )
+    return rows
+
+
+def _select_configs(ctx: Context, name: str | None) -> list[LabelerConfig]:
+    configs = list(ctx.config.labeler)
+    if name is None:
+        return configs
+    chosen = [c for c in configs if c.label_name == name]
+    if not chosen:
+        known = ", ".join(repr(c.label_name) for c in configs)
+        raise ProjectError(f"--labeler {name!r}: the project has no such labeler (it has {known})")
+    return chosen
+
+
+def label_project(
+    ctx: Context,
+    *,
+    labeler: str | None = None,
+    batches: Sequence[str] | None = None,
+    progress: Reporter = quiet,
+) -> list[LabelResult]:
+    """Fit each labeler (or the one named) on the golden items and predict every item (or
+    every item of ``batches``)."""
+    return [_label_one(ctx, cfg, progress, batches) for cfg in _select_configs(ctx, labeler)]
+
+
+def _label_one(
+    ctx: Context, cfg: LabelerConfig, progress: Reporter, batches: Sequence[str] | None = None
+) -> LabelResult:
+    train, gold = golden_items(ctx)
+    n_golden = len(train)
+    if isinstance(cfg, EmbeddingLabelerConfig):
+        # A trainable labeler retrains on what people have labelled since; those items get
+        # out-of-fold predictions like the golden ones (calibration still uses golden only).
+        extra, extra_labels = human_labelled_items(ctx)
+        train, gold = train + extra, gold + extra_labels
+    train_ids = {item.id for item in train}
+    model = build_labeler(ctx, cfg)
+    name = cfg.label_name
+    labels = ctx.config.task.label_names
+    store = ctx.store
+    costs = ctx.config.costs
+    with progress(f"Preparing {name} on golden items", len(train)) as advance:
+        model.fit(train, gold, progress=advance)
+    version = model.version_
+    usage = Usage().add(getattr(model, "fit_usage_", Usage()))
+    config = {
+        "labeler": cfg.model_dump(),
+        "labeler_name": name,
+        "model_version": version,
+        "golden": n_golden,
+        "human_labelled": len(train) - n_golden,
+    }
+    with ledger_run(store, "label", config) as run:
+        with store.read() as session:
+            done = set(
+                session.scalars(
+                    select(Prediction.item_id).where(
+                        Prediction.model_version == version, Prediction.labeler == name
+                    )
+                )
+            )
+            wanted = select(Item.id, Item.text, Item.content_hash).where(Item.role != "golden")
+            if batches is not None:
+                wanted = wanted.where(Item.batch.in_(list(batches)))
+            regular = [
+                TextItem(r.id, r.text, r.content_hash)
+                for r in session.execute(wanted.order_by(Item.seq))
+                if r.id not in done and r.id not in train_ids
+            ]
+        golden_todo = [i for i, item in enumerate(train) if item.id not in done]
+        oof = getattr(model, "oof_proba_", None)
+        abstained = 0
+
+        def save(part: Sequence[TextItem], probs: np.ndarray, part_usage: Usage, out_of_fold: bool) -> None:
+            nonlocal abstained
+            usage.add(part_usage)
+            abstained += int(np.isnan(probs).any(axis=1).sum())
+            # Each chunk commits its predictions and the ledger together: a killed run
+            # loses at most one chunk and never pays for work it did not keep.
+            with store.write() as session:
+                session.add_all(
+                    _prediction_rows(
+                        part,
+                        probs,
+                        labels,
+                        name=name,
+                        version=version,
+                        run_id=run.id,
+                        out_of_fold=out_of_fold,
+                        seconds_per_item=part_usage.seconds / max(len(part), 1),
+                    )
+                )
+                spent = usage.as_dict()
+                run.record(session, spent, model_cost(costs, spent))
+
+        if oof is not None:
+            save([train[i] for i in golden_todo], oof[golden_todo], Usage(), True)
+        todo = [] if oof is not None else [(train[i], True) for i in golden_todo]
+        todo += [(item, False) for item in regular]
+        with progress(f"Labeling with {name}", len(todo)) as advance:
+            for start in range(0, len(todo), CHUNK):
+                part = todo[start : start + CHUNK]
+                for out_of_fold in (True, False):
+                    items = [item for item, oof_flag in part if oof_flag is out_of_fold]
+                    if not items:
+                        continue
+                    if getattr(cfg, "budget", None) is not None:
+                        # labeler.budget is per run; the labeler itself counts per call.
+                        model.budget = max(cfg.budget - usage.extra.get("cost", 0.0), 0.0)
+                    try:
+                        probs, part_usage = model.predict_proba(items)
+                    except LabelingStopped as stop:
+                        # Keep what was answered; the next run continues from there.
+                        partial, part_usage = stop.partial
+                        save(items[: stop.done], partial, part_usage, out_of_fold)
+                        raise
+                    save(items, probs, part_usage, out_of_fold)
+                advance(len(part))
+    return LabelResult(name, version, len(todo), len(done), abstained, usage.as_dict())
