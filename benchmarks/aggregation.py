@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _record import record_section  # noqa: E402
 
-from duolabel.aggregation import GLAD, MACE, DawidSkene, MajorityVote, WeightedMajorityVote  # noqa: E402
-from duolabel.quality import control_accuracy  # noqa: E402
+from duolabel.core.aggregation import GLAD, MACE, DawidSkene, MajorityVote, WeightedMajorityVote  # noqa: E402
+from duolabel.core.quality import control_accuracy  # noqa: E402
 
 
 def quiet_crowdkit() -> None:
@@ -229,7 +229,7 @@ def model_probas(
     items: pd.DataFrame, labels: list[str], n_golden: int, seed: int
 ) -> tuple[pd.DataFrame, dict]:
     """Calibrated embedding-labeler probabilities: out-of-fold on a golden draw, predicted elsewhere."""
-    from duolabel.calibration import TemperatureScaling
+    from duolabel.core.calibration import TemperatureScaling
     from duolabel.labelers import EmbeddingLabeler, TextItem
     from duolabel.labelers.embedding import MemoryEmbeddingCache
 

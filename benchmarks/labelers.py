@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _record import record_section  # noqa: E402
 
-from duolabel.calibration import CALIBRATORS, calibration_metrics  # noqa: E402
+from duolabel.core.calibration import CALIBRATORS, calibration_metrics  # noqa: E402
 from duolabel.labelers import EmbeddingLabeler, TextItem  # noqa: E402
 from duolabel.labelers.embedding import MemoryEmbeddingCache, default_model_path  # noqa: E402
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from _record import record_section  # noqa: E402
 
-from duolabel.calibration import TemperatureScaling, calibration_metrics  # noqa: E402
+from duolabel.core.calibration import TemperatureScaling, calibration_metrics  # noqa: E402
 from duolabel.labelers import EmbeddingLabeler, TextItem  # noqa: E402
 from duolabel.labelers.embedding import MemoryEmbeddingCache  # noqa: E402
 

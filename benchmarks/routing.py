@@ -42,12 +42,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _record import record_section  # noqa: E402
 
-from duolabel.calibration import CALIBRATORS, cross_validated  # noqa: E402
 from duolabel.config import CostsConfig  # noqa: E402
+from duolabel.core.calibration import CALIBRATORS, cross_validated  # noqa: E402
+from duolabel.core.evidence import majority_label  # noqa: E402
+from duolabel.core.operating import certify_target  # noqa: E402
 from duolabel.labelers import EmbeddingLabeler, TextItem  # noqa: E402
 from duolabel.labelers.embedding import MemoryEmbeddingCache  # noqa: E402
-from duolabel.routing import certify_target  # noqa: E402
-from duolabel.simulate import SimulationInput, _majority, simulate  # noqa: E402
+from duolabel.simulate import SimulationInput, simulate  # noqa: E402
 
 METHOD = "temperature"
 COSTS = CostsConfig()  # 0.05 per answer + 20% fee; experts 1.0
@@ -131,7 +132,7 @@ def simulation(name: str, n_golden: int, draws: int) -> dict[str, object]:
             )
         crowd.append(result.crowd_accuracy)
         crowd_labels = [
-            _majority([(w, index[lab]) for w, lab in recorded[rows[i]["id"]]], p)
+            majority_label([(w, index[lab]) for w, lab in recorded[rows[i]["id"]]], p)
             for i, p in zip(test, t_probs, strict=True)
         ]
         oracle.append(float(((t_probs.argmax(axis=1) == t_gold) | (np.array(crowd_labels) == t_gold)).mean()))

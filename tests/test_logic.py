@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from duolabel.aggregation import MajorityVote
-from duolabel.calibration import TemperatureScaling, calibration_metrics, expected_calibration_error
-from duolabel.routing import Decision, ThresholdPolicy
+from duolabel.core.aggregation import MajorityVote
+from duolabel.core.calibration import TemperatureScaling, calibration_metrics, expected_calibration_error
+from duolabel.core.policies import Decision, ThresholdPolicy
 
 probability_rows = arrays(
     np.float64, st.tuples(st.integers(2, 40), st.integers(2, 6)), elements=st.floats(0.01, 1.0)

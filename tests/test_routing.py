@@ -11,20 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from duolabel.config import CostsConfig
-from duolabel.costs import answer_price, cost_summary, ledger_run
-from duolabel.routing import (
-    Decision,
-    DynamicOverlap,
-    MetaRouter,
-    ThresholdPolicy,
+from duolabel.core.operating import (
     certify_target,
     choose_budget,
     choose_cost,
-    fuse,
+    golden_needed,
+    majority_accuracy,
     quality_curve,
 )
-from duolabel.routing.operating import golden_needed, majority_accuracy
-from duolabel.routing.policies import expert_tier
+from duolabel.core.policies import Decision, DynamicOverlap, MetaRouter, ThresholdPolicy, expert_tier, fuse
+from duolabel.ledger import answer_price, cost_summary, ledger_run
 from duolabel.store import Annotation, Annotator, Item, open_store
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from duolabel import Project
 from duolabel.errors import DataError, ProjectError
 from duolabel.queue import expert_queue_counts
-from duolabel.routing import follow_up_project, plan_routing, route_project
+from duolabel.stages.route import follow_up_project, plan_routing, route_project
 from duolabel.store import FinalLabel, Route, Run
 from tests.conftest import shared_data
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS

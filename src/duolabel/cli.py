@@ -363,7 +363,7 @@ def audit(
     ] = False,
 ) -> None:
     """Draw shipped labels into the experts' audit queue; show the audited accuracy per source."""
-    from duolabel.audit import alarms, apply_expert_answers, audit_estimates, draw_audit
+    from duolabel.stages.audit import alarms, apply_expert_answers, audit_estimates, draw_audit
 
     with _open(project) as proj:
         if not report_only:

@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from duolabel.calibration import CalibrationResult, calibrate_project
 from duolabel.context import Context
 from duolabel.core.audit import Alarm
-from duolabel.costs import CostComparison, CostSummary, cost_comparison, cost_summary, ledger_run
+from duolabel.core.costs import CostComparison, CostSummary
 from duolabel.io import ImportResult, export_labels, import_file
-from duolabel.labelers import LabelResult, current_model_version, label_project
+from duolabel.ledger import compare_costs as cost_comparison
+from duolabel.ledger import cost_summary, current_model_version, ledger_run
 from duolabel.progress import Reporter, quiet
 from duolabel.stages.aggregate import AggregateResult, aggregate_project
 from duolabel.stages.audit import alarms, apply_expert_answers, effective_routing, tighten
+from duolabel.stages.calibrate import CalibrationResult, calibrate_project
+from duolabel.stages.label import LabelResult, label_project
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
 

@@ -67,18 +67,18 @@ class Project(Context):
     def export(self, path: str | Path, **options: Any) -> int:
         """Write final labels with their provenance; returns the rows written."""
         from duolabel.io import export_labels
-        from duolabel.labelers import current_model_version
+        from duolabel.ledger import current_model_version
 
         options.setdefault("model_version", current_model_version(self))
         return export_labels(self.store, path, **options)
 
     def label(self, **options: Any) -> Any:
-        from duolabel.labelers import label_project
+        from duolabel.stages.label import label_project
 
         return label_project(self, **options)
 
     def calibrate(self) -> Any:
-        from duolabel.calibration import calibrate_project
+        from duolabel.stages.calibrate import calibrate_project
 
         return calibrate_project(self)
 

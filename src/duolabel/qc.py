@@ -30,7 +30,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from duolabel.config import QualityConfig
-from duolabel.quality import binomial_interval
+from duolabel.core.quality import binomial_interval
 from duolabel.store import Annotation, Annotator, Item, Store
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import func, select
 
-from duolabel.calibration import calibration_metrics, reliability_diagram
+from duolabel.core.calibration import calibration_metrics, reliability_diagram
 from duolabel.core.probs import as_matrix
 from duolabel.errors import ProjectError
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
@@ -69,7 +69,7 @@ def write_report(project: Project, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from jinja2 import Environment
 
-    from duolabel.labelers import current_model_version
+    from duolabel.ledger import current_model_version
     from duolabel.pipeline import plan as plan_routing
     from duolabel.pipeline import project_status
 
@@ -164,7 +164,7 @@ def write_report(project: Project, path: Path) -> Path:
         ]
     from datetime import UTC, datetime
 
-    from duolabel.audit import audit_estimates
+    from duolabel.stages.audit import audit_estimates
 
     audits = [
         (e.source, e.audited, e.agreed, f"{e.accuracy:.1%}", f"{e.low:.1%} – {e.high:.1%}")

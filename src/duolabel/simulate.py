@@ -36,8 +36,8 @@ from duolabel.core.evidence import (
 from duolabel.core.operating import choose_operating_point, quality_curve
 from duolabel.core.policies import Decision, FollowUpPolicy, fuse, make_policy, route_items
 from duolabel.core.probs import as_matrix
-from duolabel.costs import answer_price
 from duolabel.errors import DataError, Problem
+from duolabel.ledger import answer_price
 
 if TYPE_CHECKING:
     from duolabel.project import Project
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["Answers", "SimulationInput", "SimulationResult", "SimulationRow", "read_answers", "simulate"]
 
 MAX_PROBLEMS = 20
-
-# temporary shim: removed when the layers are merged (benchmarks/routing.py imports this name)
-_majority = majority_label
 
 
 @dataclass
@@ -321,7 +318,7 @@ def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> 
     from sqlalchemy import select
 
     from duolabel.errors import ProjectError
-    from duolabel.labelers import current_model_version
+    from duolabel.ledger import current_model_version
     from duolabel.stages.route import item_neighbourhood_accuracy
     from duolabel.store import Item, Prediction
 

@@ -58,10 +58,6 @@ def encoder_for(ctx: Context) -> EmbeddingLabeler:
     return build_labeler(ctx, cfg or EmbeddingLabelerConfig())
 
 
-# temporary shim: removed when the layers are merged (routing/stage.py imports `_encoder`)
-_encoder = encoder_for
-
-
 def _encode_fn(ctx: Context) -> Any:
     """Few-shot similarity through the project's encoder (and its store cache)."""
     encoder = encoder_for(ctx)
@@ -137,24 +133,3 @@ def _openai(ctx: Context, cfg: OpenAILabelerConfig) -> Labeler:
         cache=StoreResponseCache(ctx.store),
     )
 
-
-# temporary shim: removed when the layers are merged. The labeling stage moved to
-# duolabel.stages.label, the training-data reads to duolabel.training_data and the model
-# versions to duolabel.ledger; they are loaded on first use because the stage imports
-# this package.
-_MOVED = {
-    "LabelResult": "duolabel.stages.label",
-    "label_project": "duolabel.stages.label",
-    "golden_items": "duolabel.training_data",
-    "human_labelled_items": "duolabel.training_data",
-    "current_model_version": "duolabel.ledger",
-    "labeler_versions": "duolabel.ledger",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,8 +24,7 @@ from sqlalchemy import delete, select
 from duolabel.config import AggregationConfig
 from duolabel.context import Context
 from duolabel.core.aggregation import make_aggregator
-from duolabel.costs import ledger_run
-from duolabel.labelers import current_model_version
+from duolabel.ledger import current_model_version, ledger_run
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.store.tables import utcnow
 

@@ -37,8 +37,8 @@ from duolabel.core.audit import (
     estimates_by_source,
     model_label_alarms,
 )
-from duolabel.costs import ledger_run
 from duolabel.errors import ProjectError
+from duolabel.ledger import ledger_run
 from duolabel.queue import enqueue_expert
 from duolabel.store import Annotation, Annotator, Audit, ExpertTask, FinalLabel, Item, Run
 from duolabel.store.tables import utcnow

@@ -43,8 +43,8 @@ from duolabel.core.policies import (
     route_items,
 )
 from duolabel.core.probs import as_matrix
-from duolabel.costs import answer_price, ledger_run
 from duolabel.errors import ProjectError
+from duolabel.ledger import answer_price, ledger_run
 from duolabel.progress import Reporter, quiet
 from duolabel.queue import enqueue_expert
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
@@ -179,7 +179,7 @@ def item_neighbourhood_accuracy(
     """The model's accuracy on the nearest golden items of each item, in the project's
     embedding space (:func:`duolabel.core.evidence.neighbourhood_accuracy`; a golden item is
     not its own neighbour)."""
-    from duolabel.labelers import _encoder  # being renamed in the labelers' move
+    from duolabel.labelers import encoder_for
     from duolabel.labelers.base import TextItem
 
     with ctx.store.read() as session:
@@ -191,7 +191,7 @@ def item_neighbourhood_accuracy(
                 )
             )
         }
-    encoder = _encoder(ctx)  # type: ignore[arg-type]  # takes a Project until the labelers move
+    encoder = encoder_for(ctx)
     golden_vectors = encoder.encode([rows[i] for i in golden_ids])[0]
     vectors = (
         encoder.encode([rows[i] for i in item_ids])[0] if item_ids else np.zeros((0, golden_vectors.shape[1]))
@@ -208,7 +208,7 @@ def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfi
     ``routing`` is the routing settings to plan with (the pipeline passes them tightened
     after alarms); None means the project's own.
     """
-    from duolabel.labelers import current_model_version
+    from duolabel.ledger import current_model_version
 
     model_version = current_model_version(ctx)  # type: ignore[arg-type]
     if model_version is None:
@@ -295,7 +295,7 @@ def route_project(
                 select(FinalLabel.item_id).where(FinalLabel.source.in_(["humans", "expert", "fused"]))
             )
         )
-    from duolabel.labelers import current_model_version
+    from duolabel.ledger import current_model_version
 
     version = current_model_version(ctx)  # type: ignore[arg-type]
     if version is None:
@@ -410,7 +410,7 @@ def follow_up_project(ctx: Context) -> Counter[str]:
     """Dynamic overlap: for each routed item whose asked-for answers are all in, fuse them with
     the model's distribution and either stop (aggregation then finalizes the item), ask one
     more person (the route's overlap grows by one) or escalate to an expert."""
-    from duolabel.labelers import current_model_version
+    from duolabel.ledger import current_model_version
 
     cfg = ctx.config.routing
     done: Counter[str] = Counter()

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from sqlalchemy import case, func, select
 
-from duolabel.costs import cost_summary
 from duolabel.errors import AccessError, DuolabelError
+from duolabel.ledger import cost_summary
 from duolabel.qc import annotator_table
 from duolabel.queue import expert_queue_counts, queue_counts
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Route
@@ -100,7 +100,7 @@ def annotators_table(project: Project) -> pd.DataFrame:
 def agreement_table(project: Project) -> pd.DataFrame:
     """Krippendorff's alpha and Fleiss' kappa (:mod:`duolabel.quality`) over the answers to
     routed items, suspended annotators left out; blank while no item has two answers."""
-    from duolabel.quality import fleiss_kappa, krippendorff_alpha
+    from duolabel.core.quality import fleiss_kappa, krippendorff_alpha
 
     labels = project.config.task.label_names
     with project.store.read() as session:
@@ -127,7 +127,7 @@ def agreement_table(project: Project) -> pd.DataFrame:
 
 def audits_table(project: Project) -> pd.DataFrame:
     """Audited accuracy of the shipped labels per source (:func:`duolabel.audit.audit_estimates`)."""
-    from duolabel.audit import audit_estimates
+    from duolabel.stages.audit import audit_estimates
 
     rows = [
         (e.source, e.audited, e.agreed, round(e.accuracy, 4), round(e.low, 4), round(e.high, 4))
@@ -138,7 +138,7 @@ def audits_table(project: Project) -> pd.DataFrame:
 
 def alarms_table(project: Project) -> pd.DataFrame:
     """Quality alarms (:func:`duolabel.audit.alarms`)."""
-    from duolabel.audit import alarms
+    from duolabel.stages.audit import alarms
 
     return pd.DataFrame(
         [(a.kind, a.scope, a.message) for a in alarms(project)], columns=["kind", "scope", "alarm"]
