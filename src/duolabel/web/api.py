@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from duolabel.people.assignments import Task
+from duolabel.store import Annotation
 from duolabel.web import actions
 from duolabel.web.common import (
     ADMIN,
@@ -104,6 +105,14 @@ def _me(web: Web, who: Who) -> dict[str, Any]:
     return me
 
 
+def _answered(
+    request: Request, who: Who, body: AnswerBody, action: Callable[..., Annotation]
+) -> dict[str, Any]:
+    """Record an answer with one of the answering actions; the API answers with its id."""
+    annotation = action(_web(request).project, who.annotator, body.assignment_id, body.label, body.seconds)
+    return {"annotation_id": annotation.id}
+
+
 def _task(web: Web, task: Task | None) -> dict[str, Any]:
     return {"task": None if task is None else actions.task_view(web.project, task)}
 
@@ -158,9 +167,7 @@ def api_task_by_id(request: Request, assignment_id: int) -> dict[str, Any]:
 def api_answer(
     request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(ANNOTATOR))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    annotation = actions.answer(web.project, who.annotator, body.assignment_id, body.label, body.seconds)
-    return {"annotation_id": annotation.id}
+    return _answered(request, who, body, actions.answer)
 
 
 @router.post("/skip")
@@ -191,9 +198,7 @@ def api_exam_task(request: Request) -> dict[str, Any]:
 def api_exam_answer(
     request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(ONBOARDING))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    annotation = actions.exam_answer(web.project, who.annotator, body.assignment_id, body.label, body.seconds)
-    return {"annotation_id": annotation.id}
+    return _answered(request, who, body, actions.exam_answer)
 
 
 @router.get("/exam/result")
@@ -244,11 +249,7 @@ def api_expert_task(request: Request, reason: str | None = None) -> dict[str, An
 def api_expert_answer(
     request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(EXPERT))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    annotation = actions.expert_answer(
-        web.project, who.annotator, body.assignment_id, body.label, body.seconds
-    )
-    return {"annotation_id": annotation.id}
+    return _answered(request, who, body, actions.expert_answer)
 
 
 # -- admins ------------------------------------------------------------------------------

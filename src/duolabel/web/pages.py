@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from duolabel.errors import AccessError, ProjectError
@@ -35,6 +35,22 @@ __all__ = ["router"]
 router = APIRouter()
 
 Field = Annotated[str, Form()]
+
+
+class AnswerForm:
+    """The fields of an answer form (labeling, exam and expert pages alike); any may be missing."""
+
+    def __init__(
+        self, csrf_token: Field = "", assignment_id: Field = "", label: Field = "", seconds: Field = ""
+    ) -> None:
+        self.csrf_token = csrf_token
+        self.assignment_id = assignment_id
+        self.label = label
+        self.seconds = seconds
+
+    def answer(self) -> tuple[int, str, float | None]:
+        """The assignment id, label and seconds an answering action takes (a bad id is a ``ProjectError``)."""
+        return parse_id(self.assignment_id), self.label, parse_seconds(self.seconds)
 
 
 def _web(request: Request) -> Web:
@@ -171,15 +187,9 @@ def task_page(request: Request, assignment_id: int) -> Response:
 
 
 @router.post("/answer")
-def answer(
-    request: Request,
-    csrf_token: Field = "",
-    assignment_id: Field = "",
-    label: Field = "",
-    seconds: Field = "",
-) -> Response:
-    web, who = _posted(request, csrf_token, ANNOTATOR)
-    actions.answer(web.project, who.annotator, parse_id(assignment_id), label, parse_seconds(seconds))
+def answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
+    web, who = _posted(request, form.csrf_token, ANNOTATOR)
+    actions.answer(web.project, who.annotator, *form.answer())
     return _go("/label")
 
 
@@ -222,15 +232,9 @@ def exam_page(request: Request) -> Response:
 
 
 @router.post("/exam/answer")
-def exam_answer(
-    request: Request,
-    csrf_token: Field = "",
-    assignment_id: Field = "",
-    label: Field = "",
-    seconds: Field = "",
-) -> Response:
-    web, who = _posted(request, csrf_token, ONBOARDING)
-    actions.exam_answer(web.project, who.annotator, parse_id(assignment_id), label, parse_seconds(seconds))
+def exam_answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
+    web, who = _posted(request, form.csrf_token, ONBOARDING)
+    actions.exam_answer(web.project, who.annotator, *form.answer())
     finished = actions.exam_outcome(web.project, who.annotator) is not None
     return _go("/exam/result" if finished else "/exam")
 
@@ -281,15 +285,9 @@ def expert_next(request: Request, reason: str | None = None) -> Response:
 
 
 @router.post("/expert/answer")
-def expert_answer(
-    request: Request,
-    csrf_token: Field = "",
-    assignment_id: Field = "",
-    label: Field = "",
-    seconds: Field = "",
-) -> Response:
-    web, who = _posted(request, csrf_token, EXPERT)
-    actions.expert_answer(web.project, who.annotator, parse_id(assignment_id), label, parse_seconds(seconds))
+def expert_answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
+    web, who = _posted(request, form.csrf_token, EXPERT)
+    actions.expert_answer(web.project, who.annotator, *form.answer())
     return _go("/expert")
 
 
