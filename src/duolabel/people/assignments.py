@@ -156,6 +156,6 @@ def record_answer(
     return annotation
 
 
-def gold_items() -> Select[tuple[str]]:
+def gold_items() -> Select[str]:
     """Items with a known label: the pool of exam and control items."""
     return select(Item.id).where(Item.role.in_(GOLD_ROLES), Item.gold_label.is_not(None))

@@ -209,7 +209,7 @@ def open_expert_tasks(
     ]
 
 
-def _open_task(item_id: str, reason: str) -> Select[tuple[int]]:
+def _open_task(item_id: str, reason: str) -> Select[int]:
     return select(ExpertTask.id).where(
         ExpertTask.item_id == item_id, ExpertTask.reason == reason, ExpertTask.state == "open"
     )

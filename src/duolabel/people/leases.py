@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, case, exists, func, select
 from sqlalchemy.orm import Session
 
 from duolabel.config import QualityConfig
@@ -316,7 +316,7 @@ def queue_counts(store: Store) -> dict[str, int]:
 # -- the rule, in SQL ------------------------------------------------------
 
 
-def _control_candidates(annotator_id: int, exam_pool: int) -> Select[tuple[str]]:
+def _control_candidates(annotator_id: int, exam_pool: int) -> Select[str]:
     """Control items this annotator has never been given, in a random order."""
     exam = gold_items().order_by(Item.seq).limit(exam_pool).subquery() if exam_pool > 0 else None
     query = gold_items().where(
@@ -328,7 +328,7 @@ def _control_candidates(annotator_id: int, exam_pool: int) -> Select[tuple[str]]
     return query.order_by(func.random())
 
 
-def _answer_count(item_id: ColumnElement[str]) -> ColumnElement[int]:
+def _answer_count(item_id: SQLColumnExpression[str]) -> ColumnElement[int]:
     """Crowd answers to an item: an expert's answer (an audit) never takes a crowd slot."""
     return (
         select(func.count())
@@ -338,7 +338,7 @@ def _answer_count(item_id: ColumnElement[str]) -> ColumnElement[int]:
     )
 
 
-def _lease_count(item_id: ColumnElement[str], now: datetime) -> ColumnElement[int]:
+def _lease_count(item_id: SQLColumnExpression[str], now: datetime) -> ColumnElement[int]:
     return (
         select(func.count())
         .select_from(Assignment)
@@ -356,7 +356,7 @@ def _has_free_slot(now: datetime) -> ColumnElement[bool]:
     return _answer_count(Route.item_id) + _lease_count(Route.item_id, now) < Route.overlap
 
 
-def _open_items(annotator_id: int, now: datetime) -> Select[tuple[str]]:
+def _open_items(annotator_id: int, now: datetime) -> Select[str]:
     """Routed items with a free slot that this annotator has never been given."""
     seen_answer = exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id)
     seen_lease = exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id)

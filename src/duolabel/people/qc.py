@@ -154,7 +154,7 @@ def annotator_table(store: Store, quality: QualityConfig) -> pd.DataFrame:
                 Annotation.kind.in_(WORK_KINDS), Annotation.seconds.is_not(None)
             )
         ):
-            seconds[who].append(float(value))
+            seconds[who].append(float(value or 0.0))  # never None: the query leaves those out
     rows = []
     for person in people:
         skills = person.skills or {}
