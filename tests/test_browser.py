@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from duolabel.accounts import add_annotator
+from duolabel.people.accounts import add_annotator
+from duolabel.people.leases import lease_task
 from duolabel.project import Project
-from duolabel.queue import lease_task
 from duolabel.store import Annotation, Annotator, Item
 from duolabel.web import create_app
 from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, make_project

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import duolabel.accounts
-import duolabel.qc
-import duolabel.queue
-from duolabel.qc import agreement_with_consensus, control_skills, wilson_interval
+import duolabel.core.rules
+import duolabel.people.accounts
+import duolabel.people.experts
+import duolabel.people.leases
+from duolabel.core.rules import agreement_with_consensus, control_skills, wilson_interval
 
 levels = st.floats(min_value=0.5, max_value=0.999)
 
@@ -82,7 +83,9 @@ def test_unanimity_is_full_agreement(rows: list) -> None:
     assert (values == 1.0).all()
 
 
-@pytest.mark.parametrize("module", [duolabel.qc, duolabel.queue, duolabel.accounts])
+@pytest.mark.parametrize(
+    "module", [duolabel.core.rules, duolabel.people.leases, duolabel.people.experts, duolabel.people.accounts]
+)
 def test_the_docstring_examples_run(module: object) -> None:
     result = doctest.testmod(module, raise_on_error=False)
     assert result.failed == 0 and result.attempted >= 3

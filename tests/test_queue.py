@@ -12,22 +12,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, func, select, update
 
-from duolabel.accounts import add_annotator, authenticate
 from duolabel.errors import ProjectError
-from duolabel.project import Project
-from duolabel.queue import (
-    answers_given,
+from duolabel.people.accounts import add_annotator, authenticate
+from duolabel.people.experts import (
     enqueue_expert,
     expert_queue_counts,
-    lease_task,
     next_expert_task,
+    submit_expert_answer,
+)
+from duolabel.people.leases import (
+    answers_given,
+    lease_task,
     next_task,
     queue_counts,
     skip_task,
     submit_answer,
-    submit_expert_answer,
     undo_last_answer,
 )
+from duolabel.project import Project
 from duolabel.store import Annotation, Annotator, Assignment, ExpertTask
 from duolabel.store.tables import utcnow
 from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, make_project

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from duolabel.accounts import add_annotator
+from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
 from duolabel.store import Annotator, LoginFailure
 from duolabel.web import create_app

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from duolabel.accounts import add_annotator, create_invitation
 from duolabel.errors import ProjectError
+from duolabel.people.accounts import add_annotator, create_invitation
+from duolabel.people.experts import enqueue_expert
 from duolabel.project import Project
-from duolabel.queue import enqueue_expert
 from duolabel.store import Annotation, Annotator, Assignment, ExpertTask, Item, Prediction, Route, Run
 from duolabel.web import create_app
 from duolabel.web.app import SECRET_FILE, session_secret

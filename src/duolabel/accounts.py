@@ -1,38 +1,34 @@
-"""Accounts: argon2 password hashes, one-time invitations, login throttling, sessions.
+"""Accounts: moved to :mod:`duolabel.people.accounts`."""
 
-Passwords are stored only as argon2id hashes. An invitation is a random token of which
-the store keeps only the SHA-256, so a copy of the database cannot be used to sign up;
-the same goes for session ids. Failed logins are recorded per name and per address:
-past ``login_max_failures`` within ``login_window_minutes`` logins are refused without
-checking the password, which slows guessing to a few tries per window.
-"""
+# temporary shim: removed when the layers are merged
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import cache
-from typing import TYPE_CHECKING
-
-from sqlalchemy import delete, func, or_, select
-from sqlalchemy.exc import IntegrityError
-
-from duolabel.errors import AccessError, ProjectError, SetupError
-from duolabel.store import Annotator, Invitation, LoginFailure, Store, WebSession
-from duolabel.store.tables import utcnow
-
-if TYPE_CHECKING:
-    from argon2 import PasswordHasher
-
-    from duolabel.config import WebConfig
+from duolabel.people.accounts import (
+    MIN_PASSWORD_LENGTH,
+    ROLES,
+    STATUSES,
+    LoginSession,
+    accept_invitation,
+    add_annotator,
+    authenticate,
+    create_invitation,
+    end_session,
+    invitation_role,
+    log_in,
+    password_hasher,
+    session_of,
+    set_status,
+    start_session,
+)
+from duolabel.people.accounts import password_hasher as _hasher  # benchmarks/load.py
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
     "ROLES",
     "STATUSES",
     "LoginSession",
+    "_hasher",
     "accept_invitation",
     "add_annotator",
     "authenticate",
@@ -40,279 +36,8 @@ __all__ = [
     "end_session",
     "invitation_role",
     "log_in",
+    "password_hasher",
     "session_of",
     "set_status",
     "start_session",
 ]
-
-ROLES = ("annotator", "expert", "admin")
-STATUSES = ("onboarding", "active", "suspended", "declined")
-MIN_PASSWORD_LENGTH = 8
-MAX_NAME_LENGTH = 100  # the width of annotators.name
-
-
-@cache
-def _hasher() -> PasswordHasher:
-    try:
-        from argon2 import PasswordHasher
-    except ModuleNotFoundError:
-        raise SetupError("passwords need argon2-cffi: pip install 'duolabel[web]'") from None
-    return PasswordHasher()
-
-
-@cache
-def _dummy_hash() -> str:
-    return _hasher().hash(secrets.token_urlsafe(16))
-
-
-def add_annotator(
-    store: Store, name: str, password: str, *, role: str = "annotator", status: str = "active"
-) -> Annotator:
-    """Create an account (active unless ``status`` says otherwise, e.g. ``"onboarding"``).
-
-    Raises ``ProjectError`` for a taken or empty name, an unknown role or a password
-    shorter than ``MIN_PASSWORD_LENGTH`` characters.
-    """
-    annotator = _new_account(name, password, role=role, status=status)
-    taken = ProjectError(f"annotator '{annotator.name}' already exists; choose another name")
-    try:
-        with store.write() as session:
-            if session.scalar(select(Annotator.id).where(Annotator.name == annotator.name)) is not None:
-                raise taken
-            session.add(annotator)
-    except IntegrityError:  # another process added the same name in between
-        raise taken from None
-    return annotator
-
-
-def _new_account(name: str, password: str, *, role: str, status: str) -> Annotator:
-    name = name.strip()
-    if not name:
-        raise ProjectError("annotator name is empty; give a name such as 'alice'")
-    if len(name) > MAX_NAME_LENGTH:
-        raise ProjectError(f"annotator name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
-    if role not in ROLES:
-        raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ProjectError(
-            f"password for '{name}' is {len(password)} characters long; use at least {MIN_PASSWORD_LENGTH}"
-        )
-    if status not in STATUSES:
-        raise ProjectError(f"status {status!r} is not one of {', '.join(map(repr, STATUSES))}")
-    password_hash = _hasher().hash(password)
-    return Annotator(name=name, role=role, password_hash=password_hash, status=status, skills={}, flags=[])
-
-
-def authenticate(store: Store, name: str, password: str) -> Annotator | None:
-    """The annotator whose name and password match, whatever their status; else ``None``.
-
-    The caller decides what a suspended or onboarding account may do.
-    """
-    with store.read() as session:
-        annotator = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
-    if annotator is None:
-        # Hash anyway, so a wrong name takes as long as a wrong password and the
-        # response time does not tell which names exist.
-        _verify(_dummy_hash(), password)
-        return None
-    if not _verify(annotator.password_hash, password):
-        return None
-    if _hasher().check_needs_rehash(annotator.password_hash):
-        with store.write() as session:
-            row = session.get(Annotator, annotator.id)
-            if row is not None:
-                row.password_hash = annotator.password_hash = _hasher().hash(password)
-    return annotator
-
-
-def _verify(password_hash: str, password: str) -> bool:
-    from argon2.exceptions import InvalidHashError, VerificationError
-
-    try:
-        return _hasher().verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def set_status(store: Store, name: str, status: str) -> Annotator:
-    """Change an account's status (an admin suspends or reactivates someone); ends their sessions."""
-    if status not in STATUSES:
-        raise ProjectError(f"status {status!r} is not one of {', '.join(map(repr, STATUSES))}")
-    with store.write() as session:
-        annotator = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
-        if annotator is None:
-            raise ProjectError(f"there is no account named '{name}'")
-        annotator.status = status
-        if status != "active" and status != "onboarding":
-            session.execute(delete(WebSession).where(WebSession.annotator_id == annotator.id))
-    return annotator
-
-
-# -- invitations -----------------------------------------------------------------
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_invitation(
-    store: Store, *, role: str = "annotator", hours: float = 72.0, created_by: int | None = None
-) -> str:
-    """A one-time invitation token for an account with ``role``, valid for ``hours``.
-
-    Only the token's SHA-256 is stored; the token itself is shown once (in a link).
-
-    Examples
-    --------
-    >>> import tempfile, duolabel
-    >>> project = duolabel.init_project(tempfile.mkdtemp(), labels=["spam", "ham"])
-    >>> token = create_invitation(project.store, role="annotator")
-    >>> invitation_role(project.store, token)
-    'annotator'
-    >>> carol = accept_invitation(project.store, token, "carol", "a long password", exam=True)
-    >>> carol.role, carol.status
-    ('annotator', 'onboarding')
-    >>> accept_invitation(project.store, token, "dave", "a long password", exam=True)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    duolabel.errors.AccessError: this invitation link is unknown, used or expired; ask ...
-    >>> project.close()
-    """
-    if role not in ROLES:
-        raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")
-    if not hours > 0:
-        raise ProjectError(f"an invitation must be valid for a positive number of hours, got {hours}")
-    token = secrets.token_urlsafe(32)
-    now = utcnow()
-    with store.write() as session:
-        session.add(
-            Invitation(
-                token_hash=_digest(token),
-                role=role,
-                created_by=created_by,
-                created_at=now,
-                expires_at=now + timedelta(hours=hours),
-            )
-        )
-    return token
-
-
-_BAD_INVITATION = "this invitation link is unknown, used or expired; ask a project admin for a new one"
-
-
-def invitation_role(store: Store, token: str) -> str:
-    """The role a still-valid invitation grants; ``AccessError`` (404) for any other token."""
-    with store.read() as session:
-        invitation = session.get(Invitation, _digest(token))
-        if invitation is None or invitation.used_at is not None or invitation.expires_at < utcnow():
-            raise AccessError(_BAD_INVITATION, status=404)
-        return invitation.role
-
-
-def accept_invitation(store: Store, token: str, name: str, password: str, *, exam: bool) -> Annotator:
-    """Create the account an invitation grants and use the invitation up, in one transaction.
-
-    An annotator starts ``onboarding`` (the exam) when ``exam`` is true; experts and admins
-    start active.
-    """
-    role = invitation_role(store, token)
-    status = "onboarding" if exam and role == "annotator" else "active"
-    annotator = _new_account(name, password, role=role, status=status)
-    taken = ProjectError(f"annotator '{annotator.name}' already exists; choose another name")
-    try:
-        with store.write() as session:
-            invitation = session.get(Invitation, _digest(token), with_for_update=True)
-            if invitation is None or invitation.used_at is not None or invitation.expires_at < utcnow():
-                raise AccessError(_BAD_INVITATION, status=404)
-            if session.scalar(select(Annotator.id).where(Annotator.name == annotator.name)) is not None:
-                raise taken
-            session.add(annotator)
-            session.flush()
-            invitation.used_at = utcnow()
-            invitation.annotator_id = annotator.id
-    except IntegrityError:
-        raise taken from None
-    return annotator
-
-
-# -- logging in ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoginSession:
-    """A logged-in browser: the secret ``token`` for the cookie and its CSRF token."""
-
-    token: str
-    csrf: str
-    annotator_id: int
-    expires_at: datetime
-
-
-def log_in(store: Store, name: str, password: str, *, address: str, web: WebConfig) -> Annotator:
-    """Check a login, throttled per name and per address.
-
-    Raises ``AccessError``: 429 after too many recent failures (the password is not even
-    checked), 401 for a wrong name or password, 403 for a suspended or declined account.
-    """
-    name = name.strip()[:MAX_NAME_LENGTH]
-    address = address[:64]
-    since = utcnow() - timedelta(minutes=web.login_window_minutes)
-    with store.read() as session:
-        failures = session.scalar(
-            select(func.count())
-            .select_from(LoginFailure)
-            .where(LoginFailure.at >= since, or_(LoginFailure.name == name, LoginFailure.address == address))
-        )
-    if (failures or 0) >= web.login_max_failures:
-        raise AccessError(
-            f"too many failed logins; try again in {web.login_window_minutes:g} minutes", status=429
-        )
-    annotator = authenticate(store, name, password)
-    if annotator is None:
-        with store.write() as session:
-            session.add(LoginFailure(name=name, address=address))
-            session.execute(delete(LoginFailure).where(LoginFailure.at < since))
-        raise AccessError("wrong name or password", status=401)
-    if annotator.status not in ("active", "onboarding"):
-        raise AccessError(f"your account is {annotator.status}; ask a project admin", status=403)
-    with store.write() as session:
-        session.execute(delete(LoginFailure).where(LoginFailure.name == name))
-    return annotator
-
-
-def start_session(store: Store, annotator_id: int, *, hours: float) -> LoginSession:
-    """A new session (a fresh random id, never one the browser brought) for a logged-in account."""
-    token = secrets.token_urlsafe(32)
-    csrf = secrets.token_urlsafe(32)
-    now = utcnow()
-    expires = now + timedelta(hours=hours)
-    with store.write() as session:
-        session.execute(delete(WebSession).where(WebSession.expires_at < now))
-        session.add(
-            WebSession(
-                id_hash=_digest(token),
-                annotator_id=annotator_id,
-                csrf=csrf,
-                created_at=now,
-                expires_at=expires,
-            )
-        )
-    return LoginSession(token, csrf, annotator_id, expires)
-
-
-def session_of(store: Store, token: str) -> tuple[Annotator, str] | None:
-    """The account and CSRF token of an unexpired session; ``None`` for anything else."""
-    if not token:
-        return None
-    with store.read() as session:
-        found = session.execute(
-            select(Annotator, WebSession.csrf)
-            .join(WebSession, WebSession.annotator_id == Annotator.id)
-            .where(WebSession.id_hash == _digest(token), WebSession.expires_at >= utcnow())
-        ).first()
-    return None if found is None else (found[0], found[1])
-
-
-def end_session(store: Store, token: str) -> None:
-    """Log a session out: its id is no longer accepted, even if replayed."""
-    with store.write() as session:
-        session.execute(delete(WebSession).where(WebSession.id_hash == _digest(token)))

@@ -15,19 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from duolabel.accounts import add_annotator, create_invitation, log_in, set_status
-from duolabel.exam import exam_result, exam_task, retry_exam
-from duolabel.queue import (
-    answers_given,
-    expert_queue_counts,
-    next_expert_task,
-    open_expert_tasks,
-    skip_task,
-    submit_answer,
-    submit_expert_answer,
-    undo_last_answer,
-)
-from duolabel.store.tables import utcnow
+from duolabel.people.assignments import Task
+from duolabel.store import Annotation
+from duolabel.web import actions
 from duolabel.web.common import (
     ADMIN,
     ANNOTATOR,
@@ -38,9 +28,13 @@ from duolabel.web.common import (
     ONBOARDING,
     Web,
     Who,
+    begin_session,
+    client_address,
+    finish_session,
 )
 from duolabel.web.dashboard import TABLES, dashboard_table
-from duolabel.web.pages import lease_for, open_task
+
+__all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -104,29 +98,35 @@ def _me(web: Web, who: Who) -> dict[str, Any]:
     person = who.annotator
     me: dict[str, Any] = {"name": person.name, "role": person.role, "status": person.status}
     if person.role == "annotator":
-        answers = answers_given(web.store, who.id)
-        me["answers"] = answers
-        me["earnings"] = round(answers * web.config.costs.human_answer, 4)
-        me["currency"] = web.config.costs.currency
-        # No control count or accuracy here: polling it after each answer would tell
-        # which tasks were controls. Admins see both on /admin.
+        done = actions.progress(web.project, person)
+        me["answers"] = done.answers
+        me["earnings"] = round(done.earnings, 4)
+        me["currency"] = done.currency
     return me
+
+
+def _answered(
+    request: Request, who: Who, body: AnswerBody, action: Callable[..., Annotation]
+) -> dict[str, Any]:
+    """Record an answer with one of the answering actions; the API answers with its id."""
+    annotation = action(_web(request).project, who.annotator, body.assignment_id, body.label, body.seconds)
+    return {"annotation_id": annotation.id}
+
+
+def _task(web: Web, task: Task | None) -> dict[str, Any]:
+    return {"task": None if task is None else actions.task_view(web.project, task)}
 
 
 @router.post("/login")
 def api_login(request: Request, body: LoginBody) -> dict[str, Any]:
-    from duolabel.web.app import _address, begin_session
-
     web = _web(request)
-    annotator = log_in(web.store, body.name, body.password, address=_address(request), web=web.config.web)
+    annotator = actions.login(web.project, body.name, body.password, address=client_address(request))
     csrf = begin_session(request, web, annotator.id)
     return {"name": annotator.name, "role": annotator.role, "status": annotator.status, "csrf_token": csrf}
 
 
 @router.post("/logout")
 def api_logout(request: Request) -> dict[str, Any]:
-    from duolabel.web.app import finish_session
-
     _post(request, ANYONE)
     finish_session(request, _web(request))
     return {"ok": True}
@@ -142,7 +142,7 @@ def api_me(request: Request) -> dict[str, Any]:
 def api_labels(request: Request) -> dict[str, Any]:
     web = _web(request)
     web.who(request, ANYONE)
-    return {"instructions": web.config.task.instructions, "labels": web.label_buttons()}
+    return {"instructions": web.config.task.instructions, "labels": actions.label_buttons(web.project)}
 
 
 # -- labeling ------------------------------------------------------------------------
@@ -153,56 +153,35 @@ def api_task(request: Request) -> dict[str, Any]:
     """The caller's next task (leased to them), or ``{"task": null}`` when there is none."""
     web = _web(request)
     who = web.who(request, ANNOTATOR)
-    task = lease_for(web, who)
-    return {"task": None if task is None else web.task_view(task)}
+    return _task(web, actions.lease_next(web.project, who.annotator))
 
 
 @router.get("/task/{assignment_id}")
 def api_task_by_id(request: Request, assignment_id: int) -> dict[str, Any]:
     web = _web(request)
     who = web.who(request, ANNOTATOR)
-    task = open_task(web, who, assignment_id)
-    return {"task": None if task is None else web.task_view(task)}
+    return _task(web, actions.own_task(web.project, who.annotator, assignment_id))
 
 
 @router.post("/answer")
 def api_answer(
     request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(ANNOTATOR))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    annotation = submit_answer(
-        web.store,
-        who.id,
-        body.assignment_id,
-        body.label,
-        labels=web.labels,
-        seconds=body.seconds,
-        quality=web.config.quality,
-    )
-    return {"annotation_id": annotation.id}
+    return _answered(request, who, body, actions.answer)
 
 
 @router.post("/skip")
 def api_skip(
     request: Request, body: SkipBody, who: Annotated[Who, Depends(posting(ANNOTATOR))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    skip_task(web.store, who.id, body.assignment_id)
+    actions.skip(_web(request).project, who.annotator, body.assignment_id)
     return {"ok": True}
 
 
 @router.post("/undo")
 def api_undo(request: Request) -> dict[str, Any]:
     web, who = _post(request, ANNOTATOR)
-    quality = web.config.quality
-    assignment_id = undo_last_answer(
-        web.store,
-        who.id,
-        window_seconds=quality.undo_seconds,
-        lease_minutes=quality.lease_minutes,
-        quality=quality,
-    )
-    return {"assignment_id": assignment_id}
+    return {"assignment_id": actions.undo(web.project, who.annotator)}
 
 
 # -- the exam --------------------------------------------------------------------------
@@ -212,34 +191,21 @@ def api_undo(request: Request) -> dict[str, Any]:
 def api_exam_task(request: Request) -> dict[str, Any]:
     web = _web(request)
     who = web.who(request, ONBOARDING)
-    quality = web.config.quality
-    task = exam_task(web.store, who.id, quality=quality, lease_minutes=quality.lease_minutes)
-    return {"task": None if task is None else web.task_view(task)}
+    return _task(web, actions.exam_next(web.project, who.annotator))
 
 
 @router.post("/exam/answer")
 def api_exam_answer(
     request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(ONBOARDING))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    open_task(web, who, body.assignment_id, ("exam",))
-    annotation = submit_answer(
-        web.store,
-        who.id,
-        body.assignment_id,
-        body.label,
-        labels=web.labels,
-        seconds=body.seconds,
-        quality=web.config.quality,
-    )
-    return {"annotation_id": annotation.id}
+    return _answered(request, who, body, actions.exam_answer)
 
 
 @router.get("/exam/result")
 def api_exam_result(request: Request) -> dict[str, Any]:
     web = _web(request)
     who = web.who(request, EXAM_RESULT)
-    result = exam_result(web.store, who.id, quality=web.config.quality)
+    result = actions.exam_outcome(web.project, who.annotator)
     if result is None:
         return {"result": None}
     return {
@@ -258,7 +224,7 @@ def api_exam_result(request: Request) -> dict[str, Any]:
 @router.post("/exam/retry")
 def api_exam_retry(request: Request) -> dict[str, Any]:
     web, who = _post(request, ONBOARDING)
-    retry_exam(web.store, who.id, quality=web.config.quality)
+    actions.exam_retry(web.project, who.annotator)
     return {"ok": True}
 
 
@@ -269,35 +235,21 @@ def api_exam_retry(request: Request) -> dict[str, Any]:
 def api_expert_tasks(request: Request) -> dict[str, Any]:
     web = _web(request)
     web.who(request, EXPERT)
-    return {
-        "counts": expert_queue_counts(web.store),
-        "escalated": open_expert_tasks(web.store, reason="escalated"),
-        "audit": open_expert_tasks(web.store, reason="audit"),
-    }
+    return actions.expert_overview(web.project)
 
 
 @router.get("/expert/task")
 def api_expert_task(request: Request, reason: str | None = None) -> dict[str, Any]:
     web = _web(request)
     who = web.who(request, EXPERT)
-    from duolabel.queue import Task
-
-    task = next_expert_task(web.store, who.id, lease_minutes=web.config.quality.lease_minutes, reason=reason)
-    if task is None:
-        return {"task": None}
-    view = web.task_view(Task(task.assignment_id, task.item, utcnow(), task.reason))
-    return {"task": {**view, "reason": task.reason, "item_id": task.item.id}}
+    return {"task": actions.expert_next(web.project, who.annotator, reason)}
 
 
 @router.post("/expert/answer")
 def api_expert_answer(
     request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(EXPERT))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    annotation = submit_expert_answer(
-        web.store, who.id, body.assignment_id, body.label, labels=web.labels, seconds=body.seconds
-    )
-    return {"annotation_id": annotation.id}
+    return _answered(request, who, body, actions.expert_answer)
 
 
 # -- admins ------------------------------------------------------------------------------
@@ -322,10 +274,7 @@ def api_admin_table(request: Request, name: str) -> Response:
 def api_invite(
     request: Request, body: InviteBody, who: Annotated[Who, Depends(posting(ADMIN))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    token = create_invitation(
-        web.store, role=body.role, hours=web.config.web.invitation_hours, created_by=who.id
-    )
+    token = actions.invite(_web(request).project, who.annotator, body.role)
     return {"role": body.role, "url": str(request.base_url).rstrip("/") + f"/invite/{token}"}
 
 
@@ -333,8 +282,7 @@ def api_invite(
 def api_add_account(
     request: Request, body: AccountBody, _who: Annotated[Who, Depends(posting(ADMIN))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    annotator = add_annotator(web.store, body.name, body.password, role=body.role)
+    annotator = actions.add_account(_web(request).project, body.name, body.password, body.role)
     return {"name": annotator.name, "role": annotator.role, "status": annotator.status}
 
 
@@ -342,10 +290,5 @@ def api_add_account(
 def api_status(
     request: Request, body: StatusBody, who: Annotated[Who, Depends(posting(ADMIN))]
 ) -> dict[str, Any]:
-    web = _web(request)
-    if body.name.strip() == who.annotator.name:
-        from duolabel.errors import ProjectError
-
-        raise ProjectError("you cannot change the status of your own account")
-    annotator = set_status(web.store, body.name, body.status)
+    annotator = actions.change_status(_web(request).project, who.annotator, body.name, body.status)
     return {"name": annotator.name, "status": annotator.status}

@@ -9,6 +9,10 @@ control and exam items never reach a page or an API answer; the only right answe
 shown are those of a finished exam attempt, on its feedback page.
 
 Errors: pages show one line; the API answers ``{"error": {"type", "message", "status"}}``.
+
+This module only assembles the app (session cookie, security headers, error handlers)
+and includes the routers of :mod:`duolabel.web.pages` and :mod:`duolabel.web.api`, which
+both call :mod:`duolabel.web.actions`; nothing imports this module back.
 """
 
 from __future__ import annotations
@@ -18,12 +22,11 @@ import secrets
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
 
 from duolabel.errors import AccessError, DuolabelError, ProjectError, SetupError
 
 try:
-    from fastapi import FastAPI, Form, Request
+    from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
@@ -32,9 +35,10 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise SetupError(f"the web app needs {exc.name!r}: pip install 'duolabel[web]'") from None
 
-from duolabel.accounts import accept_invitation, end_session, invitation_role, log_in, start_session
 from duolabel.project import Project
-from duolabel.web.common import ANYONE, HERE, Web, Who
+from duolabel.web.api import router as api_router
+from duolabel.web.common import HERE, Web, maybe_who
+from duolabel.web.pages import router as pages_router
 
 __all__ = ["SECRET_FILE", "create_app", "serve"]
 
@@ -58,9 +62,6 @@ SECURITY_HEADERS = {
 
 def create_app(project: Project) -> FastAPI:
     """The web app for an open project (served by :func:`serve` or any ASGI server)."""
-    from duolabel.web.api import router as api_router
-    from duolabel.web.pages import router as pages_router
-
     web = Web(project)
     app = FastAPI(title="duolabel", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = web
@@ -93,7 +94,7 @@ def create_app(project: Project) -> FastAPI:
             return JSONResponse({"error": {"type": kind, "message": message, "status": status}}, status)
         if status == 401:
             return RedirectResponse("/login", status_code=303)
-        who = _maybe_who(request, web)
+        who = maybe_who(request, web)
         return web.render(request, "error.html", status, who=who, message=message)
 
     @app.exception_handler(AccessError)
@@ -112,91 +113,9 @@ def create_app(project: Project) -> FastAPI:
     def bad_request(request: Request, exc: RequestValidationError) -> Response:
         return error(request, 400, ProjectError("the request was incomplete; reload the page and try again"))
 
-    # -- logging in and out, invitations ----------------------------------------------
-
-    @app.get("/login")
-    def login_page(request: Request) -> Response:
-        if _maybe_who(request, web) is not None:
-            return RedirectResponse("/", status_code=303)
-        return web.render(request, "login.html", error=None, name="")
-
-    @app.post("/login")
-    def login(
-        request: Request,
-        csrf_token: Annotated[str, Form()] = "",
-        name: Annotated[str, Form()] = "",
-        password: Annotated[str, Form()] = "",
-    ) -> Response:
-        web.check_csrf(request, csrf_token)
-        try:
-            annotator = log_in(web.store, name, password, address=_address(request), web=web.config.web)
-        except AccessError as exc:
-            return web.render(request, "login.html", exc.status, error=str(exc), name=name)
-        begin_session(request, web, annotator.id)
-        return RedirectResponse("/", status_code=303)
-
-    @app.post("/logout")
-    def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
-        web.check_csrf(request, csrf_token, _maybe_who(request, web))
-        finish_session(request, web)
-        return RedirectResponse("/login", status_code=303)
-
-    @app.get("/invite/{token}")
-    def invite_page(request: Request, token: str) -> Response:
-        role = invitation_role(web.store, token)
-        return web.render(request, "invite.html", role=role, token=token, error=None, name="")
-
-    @app.post("/invite/{token}")
-    def accept_invite(
-        request: Request,
-        token: str,
-        csrf_token: Annotated[str, Form()] = "",
-        name: Annotated[str, Form()] = "",
-        password: Annotated[str, Form()] = "",
-    ) -> Response:
-        web.check_csrf(request, csrf_token)
-        role = invitation_role(web.store, token)
-        try:
-            annotator = accept_invitation(
-                web.store, token, name, password, exam=web.config.quality.exam_size > 0
-            )
-        except ProjectError as exc:
-            return web.render(request, "invite.html", 400, role=role, token=token, error=str(exc), name=name)
-        begin_session(request, web, annotator.id)
-        return RedirectResponse("/", status_code=303)
-
     app.include_router(pages_router)
     app.include_router(api_router)
     return app
-
-
-def begin_session(request: Request, web: Web, annotator_id: int) -> str:
-    """Log a browser in with a brand-new session id (never one it brought); returns the CSRF token."""
-    old = request.session.get("sid")
-    if isinstance(old, str):
-        end_session(web.store, old)
-    request.session.clear()
-    login = start_session(web.store, annotator_id, hours=web.config.web.session_hours)
-    request.session["sid"] = login.token
-    return login.csrf
-
-
-def finish_session(request: Request, web: Web) -> None:
-    token = request.session.get("sid")
-    if isinstance(token, str):
-        end_session(web.store, token)
-    request.session.clear()
-
-
-def _maybe_who(request: Request, web: Web) -> Who | None:
-    try:
-        return web.who(request, ANYONE)
-    except AccessError:
-        return None
-
-
-def _address(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
 
 
 def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000) -> None:

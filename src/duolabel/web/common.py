@@ -1,9 +1,10 @@
-"""What every route of the web app shares: who is asking, role checks, CSRF, rendering.
+"""What every route of the web app shares: who is asking, role checks, CSRF, sessions, rendering.
 
 A browser holds one signed, HttpOnly, SameSite=Lax cookie. Before login it carries only
 a CSRF token for the login form; at login it is replaced by a fresh server-side session
-id (:func:`duolabel.accounts.start_session`), so a session id planted before login is
-worthless, and logging out or being suspended ends the session on the server.
+id (:func:`begin_session`, over :func:`duolabel.people.accounts.start_session`), so a
+session id planted before login is worthless, and logging out or being suspended ends the
+session on the server. What the routes do is in :mod:`duolabel.web.actions`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,34 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
-from duolabel.accounts import session_of
-from duolabel.errors import AccessError
-from duolabel.store import Annotator, Prediction
+from duolabel.errors import AccessError, ProjectError
+from duolabel.people.accounts import end_session, session_of, start_session
+from duolabel.store import Annotator
 
 if TYPE_CHECKING:
     from duolabel.project import Project
-    from duolabel.queue import Task
+
+__all__ = [
+    "ADMIN",
+    "ANNOTATOR",
+    "ANYONE",
+    "CSRF_HEADER",
+    "EXAM_RESULT",
+    "EXPERT",
+    "HERE",
+    "ONBOARDING",
+    "Web",
+    "Who",
+    "anonymous_csrf",
+    "begin_session",
+    "client_address",
+    "finish_session",
+    "maybe_who",
+    "parse_id",
+    "parse_seconds",
+]
 
 HERE = Path(__file__).parent
-SHORTCUT_KEYS = 9
 CSRF_HEADER = "x-csrf-token"
 
 # Which roles and account statuses may use each group of routes; every route names one.
@@ -50,17 +69,20 @@ class Who:
 
     @property
     def id(self) -> int:
+        """The account's id."""
         return self.annotator.id
 
 
 class Web:
-    """The app's shared state: the project, its settings and the templates."""
+    """The app's shared state: the project, its settings and the templates.
+
+    ``project`` is what :mod:`duolabel.web.actions` are given as their context.
+    """
 
     def __init__(self, project: Project) -> None:
         self.project = project
         self.store = project.store
         self.config = project.config
-        self.labels = project.config.task.label_names
         self.templates = Jinja2Templates(directory=HERE / "templates")
 
     # -- who is asking ------------------------------------------------------------
@@ -109,44 +131,15 @@ class Web:
         who: Who | None = None,
         **context: Any,
     ) -> Response:
+        """A template with the CSRF token, the account and the task's instructions filled in."""
         context["csrf_token"] = who.csrf if who is not None else anonymous_csrf(request)
         context["me"] = who.annotator if who is not None else None
         context.setdefault("instructions", self.config.task.instructions)
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)
 
-    def label_buttons(self) -> list[dict[str, Any]]:
-        return [
-            {"key": key if key <= SHORTCUT_KEYS else None, "name": spec.name, "description": spec.description}
-            for key, spec in enumerate(self.config.task.labels, start=1)
-        ]
-
-    def task_view(self, task: Task) -> dict[str, Any]:
-        """Only what a person needs to see of a task. Never the ``Item`` itself (it holds the
-        gold label), never the item id (a golden item's id could give a control away), never
-        the task's kind."""
-        view: dict[str, Any] = {
-            "assignment_id": task.assignment_id,
-            "text": task.item.text,
-            "lease_expires": task.lease_expires.isoformat(timespec="seconds") + "Z",
-        }
-        if self.config.quality.show_model_suggestion:
-            view["suggestion"] = self.suggestion(task.item.id)
-        return view
-
-    def suggestion(self, item_id: str) -> str | None:
-        """The model's latest label for an item (co-pilot mode only)."""
-        from sqlalchemy import select
-
-        with self.store.read() as session:
-            return session.scalar(
-                select(Prediction.label)
-                .where(Prediction.item_id == item_id, Prediction.abstained.is_(False))
-                .order_by(Prediction.id.desc())
-                .limit(1)
-            )
-
 
 def anonymous_csrf(request: Request) -> str:
+    """The browser's pre-login CSRF token (for the login and invitation forms), made on first use."""
     token = request.session.get("csrf")
     if not isinstance(token, str) or not token:
         token = request.session["csrf"] = secrets.token_urlsafe(32)
@@ -163,9 +156,43 @@ def parse_seconds(value: Any) -> float | None:
 
 
 def parse_id(value: Any, what: str = "assignment_id") -> int:
-    from duolabel.errors import ProjectError
-
+    """A form field that must hold a whole number; ``ProjectError`` naming the field otherwise."""
     try:
         return int(str(value))
     except ValueError:
         raise ProjectError(f"{what} must be a number, got {value!r}") from None
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+def begin_session(request: Request, web: Web, annotator_id: int) -> str:
+    """Log a browser in with a brand-new session id (never one it brought); returns the CSRF token."""
+    old = request.session.get("sid")
+    if isinstance(old, str):
+        end_session(web.store, old)
+    request.session.clear()
+    login = start_session(web.store, annotator_id, hours=web.config.web.session_hours)
+    request.session["sid"] = login.token
+    return login.csrf
+
+
+def finish_session(request: Request, web: Web) -> None:
+    """Log a browser out: its session ends on the server and its cookie is emptied."""
+    token = request.session.get("sid")
+    if isinstance(token, str):
+        end_session(web.store, token)
+    request.session.clear()
+
+
+def maybe_who(request: Request, web: Web) -> Who | None:
+    """The logged-in account of any role and usable status, or ``None``."""
+    try:
+        return web.who(request, ANYONE)
+    except AccessError:
+        return None
+
+
+def client_address(request: Request) -> str:
+    """The peer's address, which login throttling counts failures by."""
+    return request.client.host if request.client is not None else "unknown"

@@ -10,8 +10,9 @@ from sqlalchemy import case, func, select
 
 from duolabel.errors import AccessError, DuolabelError
 from duolabel.ledger import cost_summary
-from duolabel.qc import annotator_table
-from duolabel.queue import expert_queue_counts, queue_counts
+from duolabel.people.experts import expert_queue_counts
+from duolabel.people.leases import queue_counts
+from duolabel.people.qc import annotator_table
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Route
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def costs_table(project: Project) -> pd.DataFrame:
 
 
 def annotators_table(project: Project) -> pd.DataFrame:
-    """The per-annotator quality table (see :func:`duolabel.qc.annotator_table`)."""
+    """The per-annotator quality table (see :func:`duolabel.people.qc.annotator_table`)."""
     return annotator_table(project.store, project.config.quality)
 
 

@@ -1,31 +1,17 @@
-"""The HTML pages: labeling, the exam, help, the expert queue and the admin dashboard."""
+"""The HTML pages: logging in, invitations, labeling, the exam, help, the expert queue and
+the admin dashboard. Each route checks who may use it and the form's CSRF token, calls one
+of :mod:`duolabel.web.actions` and renders a template or redirects."""
 
 from __future__ import annotations
 
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from duolabel.accounts import add_annotator, create_invitation, set_status
 from duolabel.errors import AccessError, ProjectError
-from duolabel.exam import exam_result, exam_task, retry_exam
-from duolabel.queue import (
-    WORK_KINDS,
-    Task,
-    answers_given,
-    expert_queue_counts,
-    lease_task,
-    next_expert_task,
-    open_expert_tasks,
-    skip_task,
-    submit_answer,
-    submit_expert_answer,
-    undo_last_answer,
-)
-from duolabel.store import Assignment, Item
-from duolabel.store.tables import utcnow
+from duolabel.web import actions
 from duolabel.web.common import (
     ADMIN,
     ANNOTATOR,
@@ -35,14 +21,36 @@ from duolabel.web.common import (
     ONBOARDING,
     Web,
     Who,
+    begin_session,
+    client_address,
+    finish_session,
+    maybe_who,
     parse_id,
     parse_seconds,
 )
 from duolabel.web.dashboard import TABLES, dashboard_table
 
+__all__ = ["router"]
+
 router = APIRouter()
 
 Field = Annotated[str, Form()]
+
+
+class AnswerForm:
+    """The fields of an answer form (labeling, exam and expert pages alike); any may be missing."""
+
+    def __init__(
+        self, csrf_token: Field = "", assignment_id: Field = "", label: Field = "", seconds: Field = ""
+    ) -> None:
+        self.csrf_token = csrf_token
+        self.assignment_id = assignment_id
+        self.label = label
+        self.seconds = seconds
+
+    def answer(self) -> tuple[int, str, float | None]:
+        """The assignment id, label and seconds an answering action takes (a bad id is a ``ProjectError``)."""
+        return parse_id(self.assignment_id), self.label, parse_seconds(self.seconds)
 
 
 def _web(request: Request) -> Web:
@@ -51,6 +59,69 @@ def _web(request: Request) -> Web:
 
 def _go(path: str) -> Response:
     return RedirectResponse(path, status_code=303)
+
+
+def _posted(
+    request: Request, csrf_token: str, access: tuple[tuple[str, ...], tuple[str, ...]]
+) -> tuple[Web, Who]:
+    """Who posts a form, if their role may and the form's CSRF token is their session's."""
+    web = _web(request)
+    who = web.who(request, access)
+    web.check_csrf(request, csrf_token, who)
+    return web, who
+
+
+# -- logging in and out, invitations ----------------------------------------------
+
+
+@router.get("/login")
+def login_page(request: Request) -> Response:
+    web = _web(request)
+    if maybe_who(request, web) is not None:
+        return _go("/")
+    return web.render(request, "login.html", error=None, name="")
+
+
+@router.post("/login")
+def login(request: Request, csrf_token: Field = "", name: Field = "", password: Field = "") -> Response:
+    web = _web(request)
+    web.check_csrf(request, csrf_token)
+    try:
+        annotator = actions.login(web.project, name, password, address=client_address(request))
+    except AccessError as exc:
+        return web.render(request, "login.html", exc.status, error=str(exc), name=name)
+    begin_session(request, web, annotator.id)
+    return _go("/")
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: Field = "") -> Response:
+    web = _web(request)
+    web.check_csrf(request, csrf_token, maybe_who(request, web))
+    finish_session(request, web)
+    return _go("/login")
+
+
+@router.get("/invite/{token}")
+def invite_page(request: Request, token: str) -> Response:
+    web = _web(request)
+    role = actions.invitation(web.project, token)
+    return web.render(request, "invite.html", role=role, token=token, error=None, name="")
+
+
+@router.post("/invite/{token}")
+def accept_invite(
+    request: Request, token: str, csrf_token: Field = "", name: Field = "", password: Field = ""
+) -> Response:
+    web = _web(request)
+    web.check_csrf(request, csrf_token)
+    role = actions.invitation(web.project, token)
+    try:
+        annotator = actions.join(web.project, token, name, password)
+    except ProjectError as exc:
+        return web.render(request, "invite.html", 400, role=role, token=token, error=str(exc), name=name)
+    begin_session(request, web, annotator.id)
+    return _go("/")
 
 
 # -- where each account starts -------------------------------------------------------
@@ -70,53 +141,29 @@ def help_page(request: Request) -> Response:
     web = _web(request)
     who = web.who(request, ANYONE)
     return web.render(
-        request, "help.html", who=who, instructions=web.config.task.instructions, labels=web.label_buttons()
+        request,
+        "help.html",
+        who=who,
+        instructions=web.config.task.instructions,
+        labels=actions.label_buttons(web.project),
     )
 
 
 # -- labeling --------------------------------------------------------------------------
 
 
-def lease_for(web: Web, who: Who) -> Task | None:
-    quality = web.config.quality
-    return lease_task(
-        web.store,
-        who.id,
-        lease_minutes=quality.lease_minutes,
-        control_rate=quality.control_rate,
-        exam_pool=quality.exam_size * (1 + quality.exam_retries),
-    )
-
-
-def open_task(web: Web, who: Who, assignment_id: int, kinds: tuple[str, ...] = WORK_KINDS) -> Task | None:
-    """The caller's own task by id: ``None`` when it is closed, ``AccessError`` 404 if not theirs."""
-    with web.store.read() as session:
-        assignment = session.get(Assignment, assignment_id)
-        if assignment is None or assignment.annotator_id != who.id or assignment.kind not in kinds:
-            raise AccessError(f"task {assignment_id} is not one of yours", status=404)
-        if assignment.state != "leased":
-            return None
-        item = session.get(Item, assignment.item_id)
-        assert item is not None
-        return Task(assignment.id, item, assignment.lease_expires, assignment.kind)
-
-
-def progress(web: Web, who: Who) -> dict[str, Any]:
-    answers = answers_given(web.store, who.id)
-    costs = web.config.costs
-    return {
-        "answers": answers,
-        "earnings": f"{answers * costs.human_answer:,.2f} {costs.currency}",
-    }
+def _progress(web: Web, who: Who) -> dict[str, Any]:
+    done = actions.progress(web.project, who.annotator)
+    return {"answers": done.answers, "earnings": f"{done.earnings:,.2f} {done.currency}"}
 
 
 @router.get("/label")
 def label_next(request: Request) -> Response:
     web = _web(request)
     who = web.who(request, ANNOTATOR)
-    task = lease_for(web, who)
+    task = actions.lease_next(web.project, who.annotator)
     if task is None:
-        return web.render(request, "label.html", who=who, task=None, labels=[], **progress(web, who))
+        return web.render(request, "label.html", who=who, task=None, labels=[], **_progress(web, who))
     return _go(f"/task/{task.assignment_id}")
 
 
@@ -124,66 +171,39 @@ def label_next(request: Request) -> Response:
 def task_page(request: Request, assignment_id: int) -> Response:
     web = _web(request)
     who = web.who(request, ANNOTATOR)
-    task = open_task(web, who, assignment_id)
+    task = actions.own_task(web.project, who.annotator, assignment_id)
     if task is None:
         return _go("/label")
     return web.render(
         request,
         "label.html",
         who=who,
-        task=web.task_view(task),
+        task=actions.task_view(web.project, task),
         action="/answer",
-        labels=web.label_buttons(),
+        labels=actions.label_buttons(web.project),
         undo_seconds=web.config.quality.undo_seconds,
-        **progress(web, who),
+        **_progress(web, who),
     )
 
 
 @router.post("/answer")
-def answer(
-    request: Request,
-    csrf_token: Field = "",
-    assignment_id: Field = "",
-    label: Field = "",
-    seconds: Field = "",
-) -> Response:
-    web = _web(request)
-    who = web.who(request, ANNOTATOR)
-    web.check_csrf(request, csrf_token, who)
-    submit_answer(
-        web.store,
-        who.id,
-        parse_id(assignment_id),
-        label,
-        labels=web.labels,
-        seconds=parse_seconds(seconds),
-        quality=web.config.quality,
-    )
+def answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
+    web, who = _posted(request, form.csrf_token, ANNOTATOR)
+    actions.answer(web.project, who.annotator, *form.answer())
     return _go("/label")
 
 
 @router.post("/skip")
 def skip(request: Request, csrf_token: Field = "", assignment_id: Field = "") -> Response:
-    web = _web(request)
-    who = web.who(request, ANNOTATOR)
-    web.check_csrf(request, csrf_token, who)
-    skip_task(web.store, who.id, parse_id(assignment_id))
+    web, who = _posted(request, csrf_token, ANNOTATOR)
+    actions.skip(web.project, who.annotator, parse_id(assignment_id))
     return _go("/label")
 
 
 @router.post("/undo")
 def undo(request: Request, csrf_token: Field = "") -> Response:
-    web = _web(request)
-    who = web.who(request, ANNOTATOR)
-    web.check_csrf(request, csrf_token, who)
-    quality = web.config.quality
-    assignment_id = undo_last_answer(
-        web.store,
-        who.id,
-        window_seconds=quality.undo_seconds,
-        lease_minutes=quality.lease_minutes,
-        quality=quality,
-    )
+    web, who = _posted(request, csrf_token, ANNOTATOR)
+    assignment_id = actions.undo(web.project, who.annotator)
     return _go(f"/task/{assignment_id}")
 
 
@@ -194,46 +214,28 @@ def undo(request: Request, csrf_token: Field = "") -> Response:
 def exam_page(request: Request) -> Response:
     web = _web(request)
     who = web.who(request, ONBOARDING)
-    quality = web.config.quality
-    task = exam_task(web.store, who.id, quality=quality, lease_minutes=quality.lease_minutes)
+    task = actions.exam_next(web.project, who.annotator)
     if task is None:
         return _go("/exam/result")
+    quality = web.config.quality
     return web.render(
         request,
         "label.html",
         who=who,
-        task=web.task_view(task),
+        task=actions.task_view(web.project, task),
         action="/exam/answer",
         exam=True,
-        labels=web.label_buttons(),
+        labels=actions.label_buttons(web.project),
         exam_size=quality.exam_size,
         pass_mark=quality.pass_mark,
     )
 
 
 @router.post("/exam/answer")
-def exam_answer(
-    request: Request,
-    csrf_token: Field = "",
-    assignment_id: Field = "",
-    label: Field = "",
-    seconds: Field = "",
-) -> Response:
-    web = _web(request)
-    who = web.who(request, ONBOARDING)
-    web.check_csrf(request, csrf_token, who)
-    assignment = parse_id(assignment_id)
-    open_task(web, who, assignment, ("exam",))
-    submit_answer(
-        web.store,
-        who.id,
-        assignment,
-        label,
-        labels=web.labels,
-        seconds=parse_seconds(seconds),
-        quality=web.config.quality,
-    )
-    finished = exam_result(web.store, who.id, quality=web.config.quality) is not None
+def exam_answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
+    web, who = _posted(request, form.csrf_token, ONBOARDING)
+    actions.exam_answer(web.project, who.annotator, *form.answer())
+    finished = actions.exam_outcome(web.project, who.annotator) is not None
     return _go("/exam/result" if finished else "/exam")
 
 
@@ -241,7 +243,7 @@ def exam_answer(
 def exam_result_page(request: Request) -> Response:
     web = _web(request)
     who = web.who(request, EXAM_RESULT)
-    result = exam_result(web.store, who.id, quality=web.config.quality)
+    result = actions.exam_outcome(web.project, who.annotator)
     if result is None:
         return _go("/exam" if who.annotator.status == "onboarding" else "/")
     return web.render(request, "exam_result.html", who=who, result=result, status=who.annotator.status)
@@ -249,10 +251,8 @@ def exam_result_page(request: Request) -> Response:
 
 @router.post("/exam/retry")
 def exam_retry(request: Request, csrf_token: Field = "") -> Response:
-    web = _web(request)
-    who = web.who(request, ONBOARDING)
-    web.check_csrf(request, csrf_token, who)
-    retry_exam(web.store, who.id, quality=web.config.quality)
+    web, who = _posted(request, csrf_token, ONBOARDING)
+    actions.exam_retry(web.project, who.annotator)
     return _go("/exam")
 
 
@@ -263,28 +263,16 @@ def exam_retry(request: Request, csrf_token: Field = "") -> Response:
 def expert_page(request: Request) -> Response:
     web = _web(request)
     who = web.who(request, EXPERT)
-    return web.render(
-        request,
-        "expert.html",
-        who=who,
-        counts=expert_queue_counts(web.store),
-        escalated=open_expert_tasks(web.store, reason="escalated"),
-        audit=open_expert_tasks(web.store, reason="audit"),
-    )
+    return web.render(request, "expert.html", who=who, **actions.expert_overview(web.project))
 
 
 @router.get("/expert/next")
 def expert_next(request: Request, reason: str | None = None) -> Response:
     web = _web(request)
     who = web.who(request, EXPERT)
-    task = next_expert_task(
-        web.store, who.id, lease_minutes=web.config.quality.lease_minutes, reason=reason or None
-    )
-    if task is None:
+    view = actions.expert_next(web.project, who.annotator, reason or None)
+    if view is None:
         return _go("/expert")
-    view = web.task_view(Task(task.assignment_id, task.item, utcnow(), task.reason))
-    view["reason"] = task.reason
-    view["item_id"] = task.item.id  # experts are trusted, and audits are about named items
     return web.render(
         request,
         "label.html",
@@ -292,31 +280,21 @@ def expert_next(request: Request, reason: str | None = None) -> Response:
         task=view,
         action="/expert/answer",
         expert=True,
-        labels=web.label_buttons(),
+        labels=actions.label_buttons(web.project),
     )
 
 
 @router.post("/expert/answer")
-def expert_answer(
-    request: Request,
-    csrf_token: Field = "",
-    assignment_id: Field = "",
-    label: Field = "",
-    seconds: Field = "",
-) -> Response:
-    web = _web(request)
-    who = web.who(request, EXPERT)
-    web.check_csrf(request, csrf_token, who)
-    submit_expert_answer(
-        web.store, who.id, parse_id(assignment_id), label, labels=web.labels, seconds=parse_seconds(seconds)
-    )
+def expert_answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
+    web, who = _posted(request, form.csrf_token, EXPERT)
+    actions.expert_answer(web.project, who.annotator, *form.answer())
     return _go("/expert")
 
 
 # -- admins -------------------------------------------------------------------------------------
 
 
-def admin_context(web: Web) -> dict[str, Any]:
+def _admin_context(web: Web) -> dict[str, Any]:
     tables = {name: dashboard_table(web.project, name) for name in TABLES}
     return {"tables": {name: _rows(frame) for name, frame in tables.items()}}
 
@@ -336,7 +314,7 @@ def _cell(value: Any) -> Any:
 def admin_page(request: Request) -> Response:
     web = _web(request)
     who = web.who(request, ADMIN)
-    return web.render(request, "admin.html", who=who, invitation=None, **admin_context(web))
+    return web.render(request, "admin.html", who=who, invitation=None, **_admin_context(web))
 
 
 @router.get("/admin/tables")
@@ -344,7 +322,7 @@ def admin_tables(request: Request) -> Response:
     """The dashboard's tables alone: what htmx swaps in every few seconds."""
     web = _web(request)
     who = web.who(request, ADMIN)
-    return web.render(request, "admin_tables.html", who=who, **admin_context(web))
+    return web.render(request, "admin_tables.html", who=who, **_admin_context(web))
 
 
 @router.get("/admin/{name}.csv")
@@ -375,13 +353,11 @@ def _defuse_formulas(frame: Any) -> Any:
 
 @router.post("/admin/invite")
 def admin_invite(request: Request, csrf_token: Field = "", role: Field = "annotator") -> Response:
-    web = _web(request)
-    who = web.who(request, ADMIN)
-    web.check_csrf(request, csrf_token, who)
-    token = create_invitation(web.store, role=role, hours=web.config.web.invitation_hours, created_by=who.id)
+    web, who = _posted(request, csrf_token, ADMIN)
+    token = actions.invite(web.project, who.annotator, role)
     link = str(request.base_url).rstrip("/") + f"/invite/{token}"
     return web.render(
-        request, "admin.html", who=who, invitation={"role": role, "link": link}, **admin_context(web)
+        request, "admin.html", who=who, invitation={"role": role, "link": link}, **_admin_context(web)
     )
 
 
@@ -393,19 +369,13 @@ def admin_add_account(
     password: Field = "",
     role: Field = "annotator",
 ) -> Response:
-    web = _web(request)
-    who = web.who(request, ADMIN)
-    web.check_csrf(request, csrf_token, who)
-    add_annotator(web.store, name, password, role=role)
+    web, _who = _posted(request, csrf_token, ADMIN)
+    actions.add_account(web.project, name, password, role)
     return _go("/admin")
 
 
 @router.post("/admin/status")
 def admin_status(request: Request, csrf_token: Field = "", name: Field = "", status: Field = "") -> Response:
-    web = _web(request)
-    who = web.who(request, ADMIN)
-    web.check_csrf(request, csrf_token, who)
-    if name.strip() == who.annotator.name:
-        raise ProjectError("you cannot change the status of your own account")
-    set_status(web.store, name, status)
+    web, who = _posted(request, csrf_token, ADMIN)
+    actions.change_status(web.project, who.annotator, name, status)
     return _go("/admin")

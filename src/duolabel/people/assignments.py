@@ -1,0 +1,161 @@
+"""Assignments: the steps every queue shares (crowd work, the exam, the expert queue).
+
+An assignment is one item handed to one person, as a lease that runs out at
+``lease_expires``; answering it records an ``Annotation`` and closes it. The crowd queue
+(:mod:`duolabel.people.leases`), the exam (:mod:`duolabel.people.exam`) and the expert
+queue (:mod:`duolabel.people.experts`) lease and answer through these functions, so the
+three can never disagree on what a lease or an answer is. Every function here runs inside
+the caller's ``store.write()`` transaction, after the caller took its locks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from duolabel.errors import ProjectError
+from duolabel.store import Annotation, Assignment, Item
+
+__all__ = [
+    "EXPERT_REASONS",
+    "GOLD_ROLES",
+    "HUMANS",
+    "MAX_TRIES",
+    "WORK_KINDS",
+    "Task",
+    "check_answer",
+    "check_lease",
+    "gold_items",
+    "new_lease",
+    "own_assignment",
+    "own_lease",
+    "record_answer",
+    "why_closed",
+]
+
+HUMANS = "humans"  # the routes.decision of an item that waits for people
+EXPERT_REASONS = ("escalated", "audit")
+GOLD_ROLES = ("golden", "control")
+WORK_KINDS = ("regular", "control")  # what an active annotator is given; paid answers
+# Each failed re-check means another writer just took that item; a few tries are plenty
+# before the next call (a page reload) tries again.
+MAX_TRIES = 20
+
+
+@dataclass(frozen=True)
+class Task:
+    """An item leased to one annotator until ``lease_expires`` (UTC).
+
+    ``kind`` is for the server only (regular, control, exam, audit, escalated): pages and
+    API answers never show it, so a control looks like any other task.
+    """
+
+    assignment_id: int
+    item: Item
+    lease_expires: datetime
+    kind: str = "regular"
+
+
+def check_lease(lease_minutes: float) -> None:
+    """Raise ``ProjectError`` unless ``lease_minutes`` is positive."""
+    if not lease_minutes > 0:
+        raise ProjectError(f"lease_minutes must be positive, got {lease_minutes}")
+
+
+def check_answer(label: str, labels: Sequence[str], seconds: float | None) -> None:
+    """Raise ``ProjectError`` unless ``label`` is one of ``labels`` and ``seconds`` is unknown or >= 0."""
+    if label not in labels:
+        raise ProjectError(f"label {label!r} is not one of {', '.join(map(repr, labels))}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+        raise ProjectError(f"seconds must be a non-negative number, got {seconds}")
+
+
+def why_closed(state: str) -> str:
+    """Why an assignment in ``state`` can no longer be answered, as the end of a sentence."""
+    return {
+        "done": "was already answered",
+        "expired": "expired and the item was given to someone else",
+        "skipped": "was skipped",
+    }.get(state, f"is {state}")
+
+
+def own_assignment(session: Session, annotator_id: int, assignment_id: int) -> Assignment:
+    """The assignment ``assignment_id`` if it is this person's; else ``ProjectError``."""
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None or assignment.annotator_id != annotator_id:
+        # The same message whether the id exists or not: ids of others stay private.
+        raise ProjectError(f"assignment {assignment_id} is not one of yours")
+    return assignment
+
+
+def own_lease(session: Session, annotator_id: int, kinds: Sequence[str], now: datetime) -> Task | None:
+    """This person's oldest unexpired lease of one of ``kinds`` (a page reload shows it again)."""
+    own = session.scalar(
+        select(Assignment)
+        .where(
+            Assignment.annotator_id == annotator_id,
+            Assignment.kind.in_(kinds),
+            Assignment.state == "leased",
+            Assignment.lease_expires >= now,
+        )
+        .order_by(Assignment.id)
+        .limit(1)
+    )
+    if own is None:
+        return None
+    item = session.get(Item, own.item_id)
+    assert item is not None  # items.id is a foreign key
+    return Task(own.id, item, own.lease_expires, own.kind)
+
+
+def new_lease(session: Session, item_id: str, annotator_id: int, kind: str, expires: datetime) -> Task:
+    """Lease ``item_id`` to this person as a task of ``kind`` until ``expires``."""
+    assignment = Assignment(
+        item_id=item_id, annotator_id=annotator_id, kind=kind, state="leased", lease_expires=expires
+    )
+    session.add(assignment)
+    session.flush()
+    item = session.get(Item, item_id)
+    assert item is not None
+    return Task(assignment.id, item, assignment.lease_expires, kind)
+
+
+def record_answer(
+    session: Session, assignment: Assignment, annotator_id: int, label: str, seconds: float | None, kind: str
+) -> Annotation:
+    """Record the answer to a leased assignment (an ``Annotation`` of ``kind``) and close it.
+
+    Raises ``ProjectError`` when the assignment is closed or this person already answered
+    the item.
+    """
+    if assignment.state != "leased":
+        raise ProjectError(f"assignment {assignment.id} {why_closed(assignment.state)}; load the next item")
+    answered = session.scalar(
+        select(Annotation.id).where(
+            Annotation.item_id == assignment.item_id, Annotation.annotator_id == annotator_id
+        )
+    )
+    if answered is not None:
+        raise ProjectError(f"item '{assignment.item_id}' was already answered by you")
+    annotation = Annotation(
+        item_id=assignment.item_id,
+        annotator_id=annotator_id,
+        label=label,
+        kind=kind,
+        seconds=seconds,
+        assignment_id=assignment.id,
+    )
+    session.add(annotation)
+    assignment.state = "done"
+    session.flush()
+    return annotation
+
+
+def gold_items() -> Select[str]:
+    """Items with a known label: the pool of exam and control items."""
+    return select(Item.id).where(Item.role.in_(GOLD_ROLES), Item.gold_label.is_not(None))

@@ -1,0 +1,175 @@
+"""The onboarding exam: a new annotator answers items with known labels before any work.
+
+The exam items are the items with a known label, in import order: attempt 1 takes the
+first ``exam_size``, a retry the next ``exam_size`` (its feedback showed the right answers
+of the first). At or above ``pass_mark`` the annotator is activated; below it they may
+retry ``exam_retries`` times and are then declined (:func:`score_exam`, run in the
+transaction that records the answer). The whole exam pool is kept out of the control
+items, whose gold must never be shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from duolabel.config import QualityConfig
+from duolabel.errors import ProjectError
+from duolabel.people.assignments import Task, check_lease, gold_items, new_lease, own_lease
+from duolabel.store import Annotation, Annotator, Assignment, Item, Store
+from duolabel.store.tables import utcnow
+
+__all__ = ["ExamResult", "exam_items", "exam_result", "exam_task", "passes_exam", "retry_exam", "score_exam"]
+
+
+@dataclass(frozen=True)
+class ExamResult:
+    """A finished exam attempt; ``review`` holds (text, given label, right label) per item."""
+
+    attempt: int
+    correct: int
+    total: int
+    passed: bool
+    can_retry: bool
+    review: list[tuple[str, str, str]]
+
+    @property
+    def accuracy(self) -> float:
+        """The share answered right (0 for an empty attempt)."""
+        return self.correct / self.total if self.total else 0.0
+
+
+def passes_exam(correct: int, total: int, *, pass_mark: float) -> bool:
+    """Whether ``correct`` right answers out of ``total`` reach ``pass_mark`` (a share).
+
+    Examples
+    --------
+    >>> passes_exam(8, 10, pass_mark=0.8), passes_exam(7, 10, pass_mark=0.8)
+    (True, False)
+    """
+    # The tolerance keeps 0.7 * 10 from missing 7 right answers by a rounding error.
+    return correct >= pass_mark * total - 1e-9
+
+
+def exam_items(session: Session, attempt: int, exam_size: int) -> list[str]:
+    """The ids of attempt ``attempt``'s exam items: the next ``exam_size`` items with a known label.
+
+    Items with a known label are taken in import order; each attempt gets fresh ones, since
+    the feedback of an attempt shows its right answers.
+    """
+    if attempt < 1 or exam_size < 1:
+        return []
+    return list(
+        session.scalars(gold_items().order_by(Item.seq).offset((attempt - 1) * exam_size).limit(exam_size))
+    )
+
+
+def exam_task(
+    store: Store, annotator_id: int, *, quality: QualityConfig, lease_minutes: float
+) -> Task | None:
+    """The next exam item for an onboarding annotator, leased to them.
+
+    ``None`` when the current attempt is answered in full (see :func:`exam_result`) or the
+    annotator is not onboarding. Raises ``ProjectError`` when the project has no items
+    with a known label to examine with.
+    """
+    check_lease(lease_minutes)
+    now = utcnow()
+    with store.write() as session:
+        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        if annotator is None or annotator.status != "onboarding":
+            return None
+        if annotator.exam_attempt == 0:
+            annotator.exam_attempt = 1
+        own = own_lease(session, annotator_id, ("exam",), now)
+        if own is not None:
+            return own
+        items = exam_items(session, annotator.exam_attempt, quality.exam_size)
+        if not items:
+            raise ProjectError(
+                "the exam has no items: the project needs items with a known label "
+                "(import a golden set); ask a project admin"
+            )
+        given = set(
+            session.scalars(
+                select(Assignment.item_id).where(
+                    Assignment.annotator_id == annotator_id, Assignment.item_id.in_(items)
+                )
+            )
+        )
+        todo = [item for item in items if item not in given]
+        if not todo:
+            return None
+        return new_lease(session, todo[0], annotator_id, "exam", now + timedelta(minutes=lease_minutes))
+
+
+def exam_result(store: Store, annotator_id: int, *, quality: QualityConfig) -> ExamResult | None:
+    """The latest exam attempt if it is answered in full, with its right answers; else ``None``."""
+    with store.read() as session:
+        annotator = session.get(Annotator, annotator_id)
+        if annotator is None or annotator.exam_attempt < 1:
+            return None
+        items = exam_items(session, annotator.exam_attempt, quality.exam_size)
+        rows = session.execute(
+            select(Item.id, Item.text, Annotation.label, Item.gold_label)
+            .join(Annotation, Annotation.item_id == Item.id)
+            .where(
+                Annotation.annotator_id == annotator_id,
+                Annotation.kind == "exam",
+                Item.id.in_(items),
+            )
+        ).all()
+        if not items or len(rows) < len(items):
+            return None
+        order = {item: i for i, item in enumerate(items)}
+        rows = sorted(rows, key=lambda row: order[row[0]])
+        correct = sum(row[2] == row[3] for row in rows)
+        passed = passes_exam(correct, len(items), pass_mark=quality.pass_mark)
+        retry_items = exam_items(session, annotator.exam_attempt + 1, quality.exam_size)
+        can_retry = (
+            not passed
+            and annotator.status == "onboarding"
+            and annotator.exam_attempt <= quality.exam_retries
+            and bool(retry_items)
+        )
+        review = [(row[1], row[2], row[3] or "") for row in rows]
+    return ExamResult(annotator.exam_attempt, correct, len(items), passed, can_retry, review)
+
+
+def retry_exam(store: Store, annotator_id: int, *, quality: QualityConfig) -> None:
+    """Start the next exam attempt (on fresh items) after a failed one, if a retry is left."""
+    result = exam_result(store, annotator_id, quality=quality)
+    if result is None or not result.can_retry:
+        raise ProjectError("there is no exam retry to start")
+    with store.write() as session:
+        annotator = session.get(Annotator, annotator_id, with_for_update=True)
+        if annotator is not None and annotator.exam_attempt == result.attempt:
+            annotator.exam_attempt += 1
+
+
+def score_exam(session: Session, annotator: Annotator, quality: QualityConfig) -> None:
+    """After an exam answer: once the attempt is complete, activate, keep for a retry, or decline.
+
+    Runs inside the write transaction that recorded the answer (the annotator's row is
+    locked); each finished attempt is kept in ``annotator.skills["exams"]``.
+    """
+    items = exam_items(session, annotator.exam_attempt, quality.exam_size)
+    rows = session.execute(
+        select(Annotation.label, Item.gold_label)
+        .join(Item, Item.id == Annotation.item_id)
+        .where(Annotation.annotator_id == annotator.id, Annotation.kind == "exam", Item.id.in_(items))
+    ).all()
+    if not items or len(rows) < len(items):
+        return
+    correct = sum(label == gold for label, gold in rows)
+    exams = [*dict(annotator.skills or {}).get("exams", []), {"correct": correct, "total": len(items)}]
+    annotator.skills = {**(annotator.skills or {}), "exams": exams}
+    if passes_exam(correct, len(items), pass_mark=quality.pass_mark):
+        annotator.status = "active"
+        return
+    retry_left = annotator.exam_attempt <= quality.exam_retries
+    if not retry_left or not exam_items(session, annotator.exam_attempt + 1, quality.exam_size):
+        annotator.status = "declined"

@@ -1,0 +1,455 @@
+"""The human queue: leasing routed items to annotators and taking their answers.
+
+An item waits for people when its row in ``routes`` says ``decision == "humans"``; it
+needs ``routes.overlap`` answers from different annotators (routing may raise the overlap
+later: the item is then offered again). A slot is taken by an answer or by an unexpired
+lease, so an item is never handed out more often than it needs. Control items (items
+with a known label, outside the exam pool) are mixed in at ``control_rate``: they are
+leased and answered by exactly the same code path, so neither the page nor the time a
+request takes tells them apart. New annotators first take the exam (:mod:`duolabel.people.exam`);
+experts work through the expert queue (:mod:`duolabel.people.experts`).
+
+Concurrency: every pick-and-lease and every answer runs in one ``store.write()``
+transaction. On SQLite that transaction holds the database write lock from its first
+statement (``BEGIN IMMEDIATE``), so the whole queue is serialised. On PostgreSQL the
+annotator's row is locked first, then the chosen item's ``routes`` row is locked with
+``SELECT ... FOR UPDATE`` and the slot count is read again after the lock is held, so two
+servers cannot both fill the last slot. Every function takes its locks in that order
+(annotator, route, assignment), so none can deadlock with another.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import weakref
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, case, exists, func, select
+from sqlalchemy.orm import Session
+
+from duolabel.config import QualityConfig
+from duolabel.errors import ProjectError
+from duolabel.people.assignments import (
+    EXPERT_REASONS,
+    HUMANS,
+    MAX_TRIES,
+    WORK_KINDS,
+    Task,
+    check_answer,
+    check_lease,
+    gold_items,
+    new_lease,
+    own_assignment,
+    own_lease,
+    record_answer,
+    why_closed,
+)
+from duolabel.people.exam import score_exam
+from duolabel.people.qc import refresh_annotator
+from duolabel.store import Annotation, Annotator, Assignment, FinalLabel, Item, Route, Store
+from duolabel.store.tables import utcnow
+
+__all__ = [
+    "Task",
+    "answers_given",
+    "lease_task",
+    "next_task",
+    "queue_counts",
+    "skip_task",
+    "submit_answer",
+    "undo_last_answer",
+]
+
+_RNG = random.SystemRandom()
+
+
+def next_task(store: Store, annotator_id: int, *, lease_minutes: float) -> Item | None:
+    """The item this annotator should label now, leased to them; ``None`` when there is none."""
+    task = lease_task(store, annotator_id, lease_minutes=lease_minutes)
+    return task.item if task is not None else None
+
+
+def lease_task(
+    store: Store,
+    annotator_id: int,
+    *,
+    lease_minutes: float,
+    control_rate: float = 0.0,
+    exam_pool: int = 0,
+    rng: random.Random | None = None,
+) -> Task | None:
+    """Like :func:`next_task`, with the assignment the answer must be submitted against.
+
+    The annotator's own unexpired lease comes back first (a page reload shows the same
+    item). Otherwise the first item by import order that still has a free slot and that
+    this annotator has never been given is leased for ``lease_minutes``; with probability
+    ``control_rate`` a control item they have never seen is leased instead (the first
+    ``exam_pool`` items with a known label are the exam's, never controls). Controls are
+    only mixed into real work: when no routed item is open, nothing is given. Annotators
+    who are not active get nothing.
+
+    Examples
+    --------
+    >>> import tempfile, duolabel
+    >>> from duolabel.people.accounts import add_annotator
+    >>> from duolabel.store import Item, Route, Run
+    >>> project = duolabel.init_project(tempfile.mkdtemp(), labels=["spam", "ham"])
+    >>> with project.store.write() as session:
+    ...     run = Run(kind="route")
+    ...     session.add_all([run, Item(id="a", seq=0, text="win money", content_hash="h")])
+    ...     session.flush()
+    ...     session.add(Route(item_id="a", decision="humans", overlap=1, policy_version="v", run_id=run.id))
+    >>> alice = add_annotator(project.store, "alice", "a long password").id
+    >>> task = lease_task(project.store, alice, lease_minutes=15)
+    >>> task.item.text
+    'win money'
+    >>> labels = ["spam", "ham"]
+    >>> answer = submit_answer(project.store, alice, task.assignment_id, "spam", labels=labels, seconds=2)
+    >>> answer.label, answer.kind
+    ('spam', 'regular')
+    >>> lease_task(project.store, alice, lease_minutes=15) is None  # overlap 1: done
+    True
+    >>> project.close()
+    """
+    check_lease(lease_minutes)
+    if not 0.0 <= control_rate <= 1.0:
+        raise ProjectError(f"control_rate must be between 0 and 1, got {control_rate}")
+    draw = (rng or _RNG).random()
+    now = utcnow()
+    with store.write() as session:
+        # Locking the annotator serialises two tabs of one person on PostgreSQL, so they
+        # cannot lease two different items at once. NO KEY UPDATE, so that foreign-key
+        # checks of concurrent inserts (answers by this person) are not blocked.
+        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        if annotator is None or annotator.status != "active":
+            return None
+        own = own_lease(session, annotator_id, WORK_KINDS, now)
+        if own is not None:
+            return own
+        # Both candidates are looked up every time, so the response time does not say
+        # whether a control was drawn.
+        control_id = session.scalar(_control_candidates(annotator_id, exam_pool).limit(1))
+        floor = _floor(store, session, now)
+        tried: list[str] = []
+        for _ in range(MAX_TRIES):
+            found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+            if found is None and floor > 0:
+                floor = 0  # nothing open past the floor for this person: look below it too
+                found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+            if found is None:
+                return None
+            item_id = found[0]
+            # SKIP LOCKED: when another server is leasing this very item, move on to the next
+            # one rather than queue behind it (everyone starts at the same first open item).
+            locked = session.scalar(
+                select(Route.item_id).where(Route.item_id == item_id).with_for_update(skip_locked=True)
+            )
+            # Read again under the lock: another writer may have taken the slot meanwhile.
+            still_open = _open_items(annotator_id, now).where(Route.item_id == item_id)
+            if locked is None or session.scalar(still_open) is None:
+                tried.append(item_id)
+                continue
+            expires = now + timedelta(minutes=lease_minutes)
+            if control_id is not None and draw < control_rate:
+                task = new_lease(session, control_id, annotator_id, "control", expires)
+            else:
+                task = new_lease(session, item_id, annotator_id, "regular", expires)
+            # Run for a control too (it is harmless there): the same statements either way.
+            _retire_displaced_leases(session, item_id, now)
+            return task
+    return None
+
+
+def submit_answer(
+    store: Store,
+    annotator_id: int,
+    assignment_id: int,
+    label: str,
+    *,
+    labels: Sequence[str],
+    seconds: float | None,
+    quality: QualityConfig | None = None,
+) -> Annotation:
+    """Record an annotator's answer to their leased assignment and close the assignment.
+
+    With ``quality`` the annotator's skills, flags and status are brought up to date in
+    the same transaction (:func:`duolabel.people.qc.refresh_annotator`), for every kind of task
+    alike, and a finished exam attempt is scored. Raises ``ProjectError`` (and writes
+    nothing) when the label is not one of ``labels``, the assignment is not this
+    annotator's, or it is no longer leased. A lease that ran out may still be answered as
+    long as nobody else has been given its slot.
+    """
+    check_answer(label, labels, seconds)
+    with store.write() as session:
+        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        assignment = own_assignment(session, annotator_id, assignment_id)
+        if assignment.kind in EXPERT_REASONS:
+            raise ProjectError(f"assignment {assignment_id} is an expert task; answer it on the expert page")
+        # Same lock order as lease_task (annotator, route, then assignment).
+        session.scalar(select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update())
+        session.refresh(assignment, with_for_update=True)
+        wanted = "onboarding" if assignment.kind == "exam" else "active"
+        if annotator is None or annotator.status != wanted:
+            raise ProjectError("your account is not active; answers are not accepted")
+        annotation = record_answer(session, assignment, annotator_id, label, seconds, assignment.kind)
+        if quality is not None:
+            if assignment.kind == "exam":
+                score_exam(session, annotator, quality)
+            else:
+                refresh_annotator(session, annotator, quality)
+    return annotation
+
+
+def skip_task(store: Store, annotator_id: int, assignment_id: int) -> None:
+    """Give a leased task back: its slot is free at once and it is never offered to this person again."""
+    with store.write() as session:
+        session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        assignment = own_assignment(session, annotator_id, assignment_id)
+        if assignment.kind not in WORK_KINDS:
+            raise ProjectError(f"assignment {assignment_id} cannot be skipped")
+        session.scalar(select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update())
+        session.refresh(assignment, with_for_update=True)
+        if assignment.state != "leased":
+            raise ProjectError(
+                f"assignment {assignment_id} {why_closed(assignment.state)}; load the next item"
+            )
+        assignment.state = "skipped"
+
+
+def undo_last_answer(
+    store: Store,
+    annotator_id: int,
+    *,
+    window_seconds: float,
+    lease_minutes: float,
+    quality: QualityConfig | None = None,
+) -> int:
+    """Take back this annotator's last answer if it is at most ``window_seconds`` old.
+
+    The answer is removed and its assignment leased to them again, so the same item comes
+    back to be answered anew; returns that assignment's id. Raises ``ProjectError`` when
+    there is nothing to undo (no answer, too old, or the item already has a final label).
+    """
+    check_lease(lease_minutes)
+    now = utcnow()
+    with store.write() as session:
+        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        if annotator is None or annotator.status != "active":
+            raise ProjectError("your account is not active; nothing can be undone")
+        last = session.scalar(
+            select(Annotation)
+            .where(Annotation.annotator_id == annotator_id, Annotation.kind.in_(WORK_KINDS))
+            .order_by(Annotation.id.desc())
+            .limit(1)
+        )
+        if last is None or last.assignment_id is None:
+            raise ProjectError("there is no answer to undo")
+        age = (now - last.created_at).total_seconds()
+        if age > window_seconds:
+            raise ProjectError(
+                f"your last answer was given {age:.0f} s ago; answers can be undone for {window_seconds:g} s"
+            )
+        if session.scalar(select(FinalLabel.item_id).where(FinalLabel.item_id == last.item_id)) is not None:
+            raise ProjectError("that item already has its final label; the answer stays")
+        session.scalar(select(Route.item_id).where(Route.item_id == last.item_id).with_for_update())
+        assignment = session.get(Assignment, last.assignment_id, with_for_update=True)
+        assert assignment is not None  # annotations.assignment_id is a foreign key
+        session.delete(last)
+        assignment.state = "leased"
+        assignment.lease_expires = now + timedelta(minutes=lease_minutes)
+        session.flush()
+        if quality is not None:
+            refresh_annotator(session, annotator, quality)
+        return assignment.id
+
+
+def answers_given(store: Store, annotator_id: int) -> int:
+    """How many answers this annotator has given to work (regular and control tasks)."""
+    with store.read() as session:
+        count = session.scalar(
+            select(func.count())
+            .select_from(Annotation)
+            .where(Annotation.annotator_id == annotator_id, Annotation.kind.in_(WORK_KINDS))
+        )
+    return int(count or 0)
+
+
+def queue_counts(store: Store) -> dict[str, int]:
+    """Progress of the human queue.
+
+    ``routed``: items routed to people; ``waiting``: those still short of their overlap;
+    ``leased``: unexpired leases out now; ``answers``: answers given to routed items;
+    ``complete``: items with all the answers they need.
+    """
+    now = utcnow()
+    answers = _answer_count(Route.item_id)
+    with store.read() as session:
+        routed, complete, given = session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((answers >= Route.overlap, 1), else_=0)), 0),
+                func.coalesce(func.sum(answers), 0),
+            ).where(Route.decision == HUMANS)
+        ).one()
+        leased = session.scalar(
+            select(func.count())
+            .select_from(Assignment)
+            .join(Route, Route.item_id == Assignment.item_id)
+            .where(
+                Route.decision == HUMANS,
+                Assignment.kind == "regular",
+                Assignment.state == "leased",
+                Assignment.lease_expires >= now,
+            )
+        )
+    return {
+        "routed": int(routed),
+        "waiting": int(routed) - int(complete),
+        "leased": int(leased or 0),
+        "answers": int(given),
+        "complete": int(complete),
+    }
+
+
+# -- the rule, in SQL ------------------------------------------------------
+
+
+def _control_candidates(annotator_id: int, exam_pool: int) -> Select[str]:
+    """Control items this annotator has never been given, in a random order."""
+    exam = gold_items().order_by(Item.seq).limit(exam_pool).subquery() if exam_pool > 0 else None
+    query = gold_items().where(
+        ~exists().where(Assignment.item_id == Item.id, Assignment.annotator_id == annotator_id),
+        ~exists().where(Annotation.item_id == Item.id, Annotation.annotator_id == annotator_id),
+    )
+    if exam is not None:
+        query = query.where(Item.id.not_in(select(exam.c.id)))
+    return query.order_by(func.random())
+
+
+def _answer_count(item_id: SQLColumnExpression[str]) -> ColumnElement[int]:
+    """Crowd answers to an item: an expert's answer (an audit) never takes a crowd slot."""
+    return (
+        select(func.count())
+        .select_from(Annotation)
+        .where(Annotation.item_id == item_id, Annotation.kind == "regular")
+        .scalar_subquery()
+    )
+
+
+def _lease_count(item_id: SQLColumnExpression[str], now: datetime) -> ColumnElement[int]:
+    return (
+        select(func.count())
+        .select_from(Assignment)
+        .where(
+            Assignment.item_id == item_id,
+            Assignment.kind == "regular",
+            Assignment.state == "leased",
+            Assignment.lease_expires >= now,
+        )
+        .scalar_subquery()
+    )
+
+
+def _has_free_slot(now: datetime) -> ColumnElement[bool]:
+    return _answer_count(Route.item_id) + _lease_count(Route.item_id, now) < Route.overlap
+
+
+def _open_items(annotator_id: int, now: datetime) -> Select[str]:
+    """Routed items with a free slot that this annotator has never been given."""
+    seen_answer = exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id)
+    seen_lease = exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id)
+    return (
+        select(Route.item_id)
+        .join(Item, Item.id == Route.item_id)
+        .where(Route.decision == HUMANS, _has_free_slot(now), ~seen_answer, ~seen_lease)
+    )
+
+
+_WINDOW = 64
+
+
+def _first_open(
+    session: Session, now: datetime, start: int, *, annotator_id: int | None, skip: Sequence[str] = ()
+) -> tuple[str, int] | None:
+    """The first routed item by import order, from ``start`` on, with a free slot (and, for an
+    annotator, never given to them): ``(item id, seq)``.
+
+    Items are read in windows of import order taken through the ``items.seq`` index, so
+    neither SQLite's nor PostgreSQL's planner can choose to check every routed item and
+    sort them; a window with nothing open doubles the next one.
+    """
+    window, low = _WINDOW, start
+    while True:
+        chunk = select(Item.id, Item.seq).where(Item.seq >= low).order_by(Item.seq).limit(window).subquery()
+        query = (
+            select(Route.item_id, chunk.c.seq)
+            .select_from(chunk)
+            .join(Route, Route.item_id == chunk.c.id)
+            .where(Route.decision == HUMANS, _has_free_slot(now))
+            .order_by(chunk.c.seq)
+            .limit(1)
+        )
+        if annotator_id is not None:
+            query = query.where(
+                ~exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id),
+                ~exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id),
+            )
+        if skip:
+            query = query.where(Route.item_id.not_in(list(skip)))
+        found = session.execute(query).first()
+        if found is not None:
+            return str(found[0]), int(found[1])
+        last = session.scalar(select(func.max(chunk.c.seq)))
+        if last is None:
+            return None
+        low, window = int(last) + 1, window * 2
+
+
+# Items fill up in import order, so the first item with a free slot (the floor) only moves
+# forward; searching from it keeps next-task from re-reading every finished item. Items
+# below it can open again (a lease runs out, a skip, a larger overlap): the floor is
+# recomputed from the start every _FLOOR_SECONDS, and a search that finds nothing past
+# it looks below it at once.
+_FLOOR_SECONDS = 30.0
+_floors: weakref.WeakKeyDictionary[Store, tuple[int, float]] = weakref.WeakKeyDictionary()
+
+
+def _floor(store: Store, session: Session, now: datetime) -> int:
+    cached, when = _floors.get(store, (0, 0.0))
+    start = cached if time.monotonic() - when < _FLOOR_SECONDS else 0
+    first = _first_open(session, now, start, annotator_id=None)
+    floor = start if first is None else first[1]
+    _floors[store] = (floor, when if start else time.monotonic())
+    return floor
+
+
+def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> None:
+    """Mark "expired" the run-out leases whose slot has now gone to someone else.
+
+    A run-out lease that nobody needed stays "leased", so its holder may still answer.
+    """
+    route = session.get(Route, item_id)
+    assert route is not None
+    taken = (
+        session.scalar(
+            select(_answer_count(Route.item_id) + _lease_count(Route.item_id, now)).where(
+                Route.item_id == item_id
+            )
+        )
+        or 0
+    )
+    stale = session.scalars(
+        select(Assignment)
+        .where(
+            and_(
+                Assignment.item_id == item_id,
+                Assignment.state == "leased",
+                Assignment.lease_expires < now,
+            )
+        )
+        .order_by(Assignment.lease_expires, Assignment.id)
+    ).all()
+    for assignment in stale[: max(0, taken + len(stale) - route.overlap)]:
+        assignment.state = "expired"

@@ -1,0 +1,278 @@
+"""What the web app does, once, for both the HTML pages and the JSON API.
+
+Each action is a plain function of the project (a :class:`~duolabel.context.Context`), the
+account asking (an ``Annotator``, already checked for role, status and CSRF token by the
+route) and the request's input; it returns data or raises ``DuolabelError`` /
+``AccessError``. :mod:`duolabel.web.pages` and :mod:`duolabel.web.api` keep only what is
+HTTP: parsing the request, the role each route needs, and rendering or shaping the answer.
+
+What a person is shown of a task comes from :func:`task_view` alone, so a control stays
+indistinguishable from other work on every surface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from duolabel.context import Context
+from duolabel.errors import AccessError, ProjectError
+from duolabel.people.accounts import (
+    accept_invitation,
+    add_annotator,
+    create_invitation,
+    invitation_role,
+    log_in,
+    set_status,
+)
+from duolabel.people.assignments import WORK_KINDS, Task
+from duolabel.people.exam import ExamResult, exam_result, exam_task, retry_exam
+from duolabel.people.experts import (
+    expert_queue_counts,
+    next_expert_task,
+    open_expert_tasks,
+    submit_expert_answer,
+)
+from duolabel.people.leases import answers_given, lease_task, skip_task, submit_answer, undo_last_answer
+from duolabel.store import Annotation, Annotator, Assignment, Item, Prediction
+from duolabel.store.tables import utcnow
+
+__all__ = [
+    "SHORTCUT_KEYS",
+    "Progress",
+    "add_account",
+    "answer",
+    "change_status",
+    "exam_answer",
+    "exam_next",
+    "exam_outcome",
+    "exam_retry",
+    "expert_answer",
+    "expert_next",
+    "expert_overview",
+    "invitation",
+    "invite",
+    "join",
+    "label_buttons",
+    "lease_next",
+    "login",
+    "own_task",
+    "progress",
+    "skip",
+    "suggestion",
+    "task_view",
+    "undo",
+]
+
+SHORTCUT_KEYS = 9  # labels 1-9 get a number key on the labeling page
+
+
+# -- what a person sees ----------------------------------------------------------------
+
+
+def label_buttons(ctx: Context) -> list[dict[str, Any]]:
+    """The task's labels in order, with their number key (the first nine) and description."""
+    return [
+        {"key": key if key <= SHORTCUT_KEYS else None, "name": spec.name, "description": spec.description}
+        for key, spec in enumerate(ctx.config.task.labels, start=1)
+    ]
+
+
+def task_view(ctx: Context, task: Task) -> dict[str, Any]:
+    """Only what a person needs to see of a task. Never the ``Item`` itself (it holds the
+    gold label), never the item id (a golden item's id could give a control away), never
+    the task's kind."""
+    view: dict[str, Any] = {
+        "assignment_id": task.assignment_id,
+        "text": task.item.text,
+        "lease_expires": task.lease_expires.isoformat(timespec="seconds") + "Z",
+    }
+    if ctx.config.quality.show_model_suggestion:
+        view["suggestion"] = suggestion(ctx, task.item.id)
+    return view
+
+
+def suggestion(ctx: Context, item_id: str) -> str | None:
+    """The model's latest label for an item (co-pilot mode only)."""
+    with ctx.store.read() as session:
+        return session.scalar(
+            select(Prediction.label)
+            .where(Prediction.item_id == item_id, Prediction.abstained.is_(False))
+            .order_by(Prediction.id.desc())
+            .limit(1)
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """An annotator's paid work so far: answers given and what they earned."""
+
+    answers: int
+    earnings: float
+    currency: str
+
+
+def progress(ctx: Context, me: Annotator) -> Progress:
+    """Answers and earnings only: no control count or accuracy, since polling it after each
+    answer would tell which tasks were controls (admins see both on the dashboard)."""
+    answers = answers_given(ctx.store, me.id)
+    costs = ctx.config.costs
+    return Progress(answers, answers * costs.human_answer, costs.currency)
+
+
+# -- accounts ----------------------------------------------------------------------------
+
+
+def login(ctx: Context, name: str, password: str, *, address: str) -> Annotator:
+    """Check a name and password (throttled per name and per ``address``); ``AccessError`` if refused."""
+    return log_in(ctx.store, name, password, address=address, web=ctx.config.web)
+
+
+def invitation(ctx: Context, token: str) -> str:
+    """The role an open invitation is for; ``AccessError`` for an unknown, used or expired one."""
+    return invitation_role(ctx.store, token)
+
+
+def join(ctx: Context, token: str, name: str, password: str) -> Annotator:
+    """Create the account an invitation is for (onboarding, when the project has an exam)."""
+    return accept_invitation(ctx.store, token, name, password, exam=ctx.config.quality.exam_size > 0)
+
+
+# -- labeling ----------------------------------------------------------------------------
+
+
+def lease_next(ctx: Context, me: Annotator) -> Task | None:
+    """The annotator's next task, leased to them (controls mixed in); ``None`` when there is none."""
+    quality = ctx.config.quality
+    return lease_task(
+        ctx.store,
+        me.id,
+        lease_minutes=quality.lease_minutes,
+        control_rate=quality.control_rate,
+        exam_pool=quality.exam_size * (1 + quality.exam_retries),
+    )
+
+
+def own_task(
+    ctx: Context, me: Annotator, assignment_id: int, kinds: tuple[str, ...] = WORK_KINDS
+) -> Task | None:
+    """The caller's own task by id: ``None`` when it is closed, ``AccessError`` 404 if not theirs."""
+    with ctx.store.read() as session:
+        assignment = session.get(Assignment, assignment_id)
+        if assignment is None or assignment.annotator_id != me.id or assignment.kind not in kinds:
+            raise AccessError(f"task {assignment_id} is not one of yours", status=404)
+        if assignment.state != "leased":
+            return None
+        item = session.get(Item, assignment.item_id)
+        assert item is not None
+        return Task(assignment.id, item, assignment.lease_expires, assignment.kind)
+
+
+def answer(ctx: Context, me: Annotator, assignment_id: int, label: str, seconds: float | None) -> Annotation:
+    """Record an answer to the caller's task; skills and flags are brought up to date with it."""
+    return submit_answer(
+        ctx.store,
+        me.id,
+        assignment_id,
+        label,
+        labels=ctx.config.task.label_names,
+        seconds=seconds,
+        quality=ctx.config.quality,
+    )
+
+
+def skip(ctx: Context, me: Annotator, assignment_id: int) -> None:
+    """Give the caller's task back; it is never offered to them again."""
+    skip_task(ctx.store, me.id, assignment_id)
+
+
+def undo(ctx: Context, me: Annotator) -> int:
+    """Take back the caller's last answer (within the undo window); returns its assignment id."""
+    quality = ctx.config.quality
+    return undo_last_answer(
+        ctx.store,
+        me.id,
+        window_seconds=quality.undo_seconds,
+        lease_minutes=quality.lease_minutes,
+        quality=quality,
+    )
+
+
+# -- the exam ----------------------------------------------------------------------------
+
+
+def exam_next(ctx: Context, me: Annotator) -> Task | None:
+    """The next exam item, leased; ``None`` once the attempt is answered in full."""
+    quality = ctx.config.quality
+    return exam_task(ctx.store, me.id, quality=quality, lease_minutes=quality.lease_minutes)
+
+
+def exam_answer(
+    ctx: Context, me: Annotator, assignment_id: int, label: str, seconds: float | None
+) -> Annotation:
+    """Record an exam answer; a finished attempt is scored in the same transaction."""
+    own_task(ctx, me, assignment_id, ("exam",))  # 404 for anything but the caller's exam items
+    return answer(ctx, me, assignment_id, label, seconds)
+
+
+def exam_outcome(ctx: Context, me: Annotator) -> ExamResult | None:
+    """The latest attempt with its right answers, once it is answered in full; else ``None``."""
+    return exam_result(ctx.store, me.id, quality=ctx.config.quality)
+
+
+def exam_retry(ctx: Context, me: Annotator) -> None:
+    """Start the next attempt after a failed one, if a retry is left."""
+    retry_exam(ctx.store, me.id, quality=ctx.config.quality)
+
+
+# -- experts -------------------------------------------------------------------------------
+
+
+def expert_overview(ctx: Context) -> dict[str, Any]:
+    """Open expert tasks: counts per reason and the escalated and audit lists."""
+    return {
+        "counts": expert_queue_counts(ctx.store),
+        "escalated": open_expert_tasks(ctx.store, reason="escalated"),
+        "audit": open_expert_tasks(ctx.store, reason="audit"),
+    }
+
+
+def expert_next(ctx: Context, me: Annotator, reason: str | None) -> dict[str, Any] | None:
+    """The next expert task leased to the caller, as a view with its reason and item id."""
+    task = next_expert_task(ctx.store, me.id, lease_minutes=ctx.config.quality.lease_minutes, reason=reason)
+    if task is None:
+        return None
+    view = task_view(ctx, Task(task.assignment_id, task.item, utcnow(), task.reason))
+    # Experts are trusted, and audits are about named items.
+    return {**view, "reason": task.reason, "item_id": task.item.id}
+
+
+def expert_answer(
+    ctx: Context, me: Annotator, assignment_id: int, label: str, seconds: float | None
+) -> Annotation:
+    """Record an expert's answer and close the expert task."""
+    return submit_expert_answer(
+        ctx.store, me.id, assignment_id, label, labels=ctx.config.task.label_names, seconds=seconds
+    )
+
+
+# -- admins ----------------------------------------------------------------------------------
+
+
+def invite(ctx: Context, me: Annotator, role: str) -> str:
+    """A new one-time invitation for ``role``; returns its token (the link's last part)."""
+    return create_invitation(ctx.store, role=role, hours=ctx.config.web.invitation_hours, created_by=me.id)
+
+
+def add_account(ctx: Context, name: str, password: str, role: str) -> Annotator:
+    """Create an active account."""
+    return add_annotator(ctx.store, name, password, role=role)
+
+
+def change_status(ctx: Context, me: Annotator, name: str, status: str) -> Annotator:
+    """Set another account's status (an admin cannot lock themselves out)."""
+    if name.strip() == me.name:
+        raise ProjectError("you cannot change the status of your own account")
+    return set_status(ctx.store, name, status)
