@@ -70,7 +70,7 @@ def build_project(
     """The project, its items and accounts; returns the true label of every item text."""
     import yaml
 
-    from duolabel.accounts import _hasher
+    from duolabel.people.accounts import password_hasher
     from duolabel.project import Project
     from duolabel.store import Annotator, Item, Route, Run
 
@@ -84,7 +84,7 @@ def build_project(
     (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     rng = random.Random(7)
     truth: dict[str, str] = {}
-    password_hash = _hasher().hash(PASSWORD)  # one hash for all: account creation is not measured
+    password_hash = password_hasher().hash(PASSWORD)  # one hash for all: account creation is not measured
     with Project.open(folder) as project, project.store.write() as session:
         run = Run(kind="route")
         session.add(run)

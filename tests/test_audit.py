@@ -12,10 +12,10 @@ import yaml
 from sqlalchemy import func, select
 
 from duolabel import Project
-from duolabel.accounts import add_annotator
 from duolabel.core.audit import band_of, weighted_estimate
+from duolabel.people.accounts import add_annotator
+from duolabel.people.experts import expert_queue_counts, next_expert_task, submit_expert_answer
 from duolabel.pipeline import plan as plan_routing
-from duolabel.queue import expert_queue_counts, next_expert_task, submit_expert_answer
 from duolabel.stages.audit import (
     alarms,
     apply_expert_answers,

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from duolabel import Project
 from duolabel.errors import DataError, ProjectError
-from duolabel.queue import expert_queue_counts
+from duolabel.people.experts import expert_queue_counts
 from duolabel.stages.route import follow_up_project, plan_routing, route_project
 from duolabel.store import FinalLabel, Route, Run
 from tests.conftest import shared_data

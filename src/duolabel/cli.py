@@ -419,7 +419,7 @@ def annotators_add(
     ] = None,
 ) -> None:
     """Create an account (the password is asked for, or read from --password-env)."""
-    from duolabel.accounts import add_annotator
+    from duolabel.people.accounts import add_annotator
 
     if password_env:
         password = os.environ.get(password_env)
@@ -441,7 +441,7 @@ def annotators_invite(
     ] = "http://127.0.0.1:8000",
 ) -> None:
     """Print a one-time invitation link (annotators take the exam after signing up)."""
-    from duolabel.accounts import create_invitation
+    from duolabel.people.accounts import create_invitation
 
     with _open(project) as proj:
         token = create_invitation(proj.store, role=role, hours=proj.config.web.invitation_hours)
@@ -453,7 +453,7 @@ def annotators_invite(
 @annotators_app.command("list")
 def annotators_list(project: ProjectOpt = Path(".")) -> None:
     """Accounts with their status, answers, control accuracy and flags."""
-    from duolabel.qc import annotator_table
+    from duolabel.people.qc import annotator_table
 
     with _open(project) as proj:
         frame = annotator_table(proj.store, proj.config.quality)
@@ -479,7 +479,7 @@ def annotators_set_status(
     project: ProjectOpt = Path("."),
 ) -> None:
     """Suspend or reactivate an account (a suspended person's answers are kept but not used)."""
-    from duolabel.accounts import set_status
+    from duolabel.people.accounts import set_status
 
     with _open(project) as proj:
         set_status(proj.store, name, status)

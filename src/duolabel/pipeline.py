@@ -1,4 +1,4 @@
-"""The ``run`` loop and the project status: glue over the stages, nothing more.
+"""The ``run`` loop and the ctx status: glue over the stages, nothing more.
 
 Every stage reads from and writes to the store and skips work already done, so a run
 killed at any point continues where it stopped when started again.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -26,9 +26,6 @@ from duolabel.stages.calibrate import CalibrationResult, calibrate_project
 from duolabel.stages.label import LabelResult, label_project
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
-
-if TYPE_CHECKING:
-    from duolabel.project import Project
 
 __all__ = [
     "aggregate",
@@ -69,9 +66,9 @@ class Status:
         return sum(self.final_by_source.values())
 
 
-def project_status(project: Project) -> Status:
-    version = current_model_version(project)
-    with project.store.read() as session:
+def project_status(ctx: Context) -> Status:
+    version = current_model_version(ctx)
+    with ctx.store.read() as session:
         count = lambda q: session.scalar(q) or 0  # noqa: E731
         items = count(select(func.count()).select_from(Item))
         golden = count(select(func.count()).select_from(Item).where(Item.role == "golden"))
@@ -117,13 +114,13 @@ def project_status(project: Project) -> Status:
             .order_by(Run.id.desc())
             .limit(1)
         )
-    spent = cost_summary(project.store, project.config.costs)
+    spent = cost_summary(ctx.store, ctx.config.costs)
     comparison = cost_comparison(
         spent,
-        project.config.costs,
+        ctx.config.costs,
         items=items - golden,
         golden=golden,
-        overlap=project.config.routing.overlap,
+        overlap=ctx.config.routing.overlap,
         answers_pending=pending,
         experts_pending=experts_pending,
     )
@@ -141,7 +138,7 @@ def project_status(project: Project) -> Status:
         cost=spent,
         comparison=comparison,
         routing=(last_route or {}).get("guarantee", ""),
-        alarms=alarms(project),
+        alarms=alarms(ctx),
     )
 
 
@@ -160,16 +157,16 @@ class RunSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def import_sources(project: Project, *, progress: Reporter = quiet) -> list[ImportResult]:
-    """Import the files the project file names under ``data`` (already imported ones are no-ops)."""
+def import_sources(ctx: Context, *, progress: Reporter = quiet) -> list[ImportResult]:
+    """Import the files the ctx file names under ``data`` (already imported ones are no-ops)."""
     results = []
-    for source in project.config.data:
+    for source in ctx.config.data:
         with progress(f"Importing {source.path}", None) as advance:
             results.append(
                 import_file(
-                    project.store,
-                    project.config.task,
-                    project.resolve(source.path),
+                    ctx.store,
+                    ctx.config.task,
+                    ctx.resolve(source.path),
                     role=source.role,
                     gold_column=source.gold_column,
                     columns=source.columns,
@@ -180,9 +177,9 @@ def import_sources(project: Project, *, progress: Reporter = quiet) -> list[Impo
     return results
 
 
-def batch_order(project: Project) -> list[str]:
+def batch_order(ctx: Context) -> list[str]:
     """The batches of regular items, in the order they were imported."""
-    with project.store.read() as session:
+    with ctx.store.read() as session:
         rows = session.execute(
             select(Item.batch, func.min(Item.seq))
             .where(Item.role != "golden")
@@ -192,8 +189,8 @@ def batch_order(project: Project) -> list[str]:
     return [batch for batch, _ in rows]
 
 
-def _waiting(project: Project, batches: list[str]) -> int:
-    with project.store.read() as session:
+def _waiting(ctx: Context, batches: list[str]) -> int:
+    with ctx.store.read() as session:
         return (
             session.scalar(
                 select(func.count())
@@ -206,9 +203,9 @@ def _waiting(project: Project, batches: list[str]) -> int:
         )
 
 
-def _finished(project: Project, batch: str) -> bool:
+def _finished(ctx: Context, batch: str) -> bool:
     """Every item of the batch has a final label."""
-    with project.store.read() as session:
+    with ctx.store.read() as session:
         open_items = session.scalar(
             select(func.count())
             .select_from(Item)
@@ -236,9 +233,9 @@ class BatchReport:
         return self.to_people / decided if decided else 0.0
 
 
-def batch_reports(project: Project) -> list[BatchReport]:
+def batch_reports(ctx: Context) -> list[BatchReport]:
     """One line per batch, from the routes and the ledger's ``batch`` entries."""
-    with project.store.read() as session:
+    with ctx.store.read() as session:
         counts: dict[str, Counter[str]] = {}
         for batch, decision, final, n in session.execute(
             select(Item.batch, Route.decision, FinalLabel.item_id.is_not(None), func.count())
@@ -261,7 +258,7 @@ def batch_reports(project: Project) -> list[BatchReport]:
             )
         }
     reports = []
-    for batch in batch_order(project):
+    for batch in batch_order(ctx):
         c = counts.get(batch, Counter())
         entry = ledger.get(batch, {})
         reports.append(
@@ -300,7 +297,7 @@ def aggregate(ctx: Context, *, refresh: bool = False) -> AggregateResult:
     return result
 
 
-def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
+def run_project(ctx: Context, *, progress: Reporter = quiet) -> RunSummary:
     """import -> for each batch: label -> calibrate -> route -> aggregate; then export. Resumable.
 
     Batches are processed in import order. A batch whose items wait for people stops the loop:
@@ -308,43 +305,43 @@ def run_project(project: Project, *, progress: Reporter = quiet) -> RunSummary:
     with out-of-fold predictions for the next calibration) and goes on with the next batch. A
     finished batch keeps its labels: later models label and route only later batches.
     """
-    summary = RunSummary(imports=import_sources(project, progress=progress))
-    batches = batch_order(project)
+    summary = RunSummary(imports=import_sources(ctx, progress=progress))
+    batches = batch_order(ctx)
     if batches:
         # Answers given since the last run finish their items first, so the labeler of the
         # next batch learns from them.
-        summary.aggregate = aggregate(project)
+        summary.aggregate = aggregate(ctx)
     for batch in batches or [None]:
-        if batch is not None and _finished(project, batch):
+        if batch is not None and _finished(ctx, batch):
             continue
         active = [batch] if batch is not None else None
-        summary.label = label_project(project, batches=active, progress=progress)
-        summary.calibration = calibrate_project(project)
-        summary.route = route(project, batches=active, progress=progress)
-        summary.aggregate = aggregate(project)
+        summary.label = label_project(ctx, batches=active, progress=progress)
+        summary.calibration = calibrate_project(ctx)
+        summary.route = route(ctx, batches=active, progress=progress)
+        summary.aggregate = aggregate(ctx)
         if batch is None:
             break
-        _record_batch(project, batch, summary)
-        tighten(project, alarms(project))
-        if _waiting(project, [batch]):
+        _record_batch(ctx, batch, summary)
+        tighten(ctx, alarms(ctx))
+        if _waiting(ctx, [batch]):
             summary.waiting_batch = batch
             break
-    summary.batches = batch_reports(project)
-    summary.export_path = project.resolve(project.config.export.path)
+    summary.batches = batch_reports(ctx)
+    summary.export_path = ctx.resolve(ctx.config.export.path)
     summary.exported = export_labels(
-        project.store, summary.export_path, model_version=current_model_version(project)
+        ctx.store, summary.export_path, model_version=current_model_version(ctx)
     )
-    summary.status = project_status(project)
+    summary.status = project_status(ctx)
     return summary
 
 
-def _record_batch(project: Project, batch: str, summary: RunSummary) -> None:
+def _record_batch(ctx: Context, batch: str, summary: RunSummary) -> None:
     """A ledger entry per processed batch: the model that routed it and how well it did."""
-    version = current_model_version(project)
+    version = current_model_version(ctx)
     accuracy = summary.calibration[-1].after.get("accuracy") if summary.calibration else None
     route = summary.route
     config = {"batch": batch, "model_version": version}
-    with ledger_run(project.store, "batch", config) as run, project.store.write() as session:
+    with ledger_run(ctx.store, "batch", config) as run, ctx.store.write() as session:
         usage = {
             "batch": batch,
             "model_version": version,

@@ -22,8 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-# temporary: the old path, until binomial_interval lands in duolabel.core.quality
-from duolabel.quality import binomial_interval
+from duolabel.core.quality import binomial_interval
 
 __all__ = [
     "agreement_with_consensus",

@@ -39,7 +39,7 @@ from duolabel.core.audit import (
 )
 from duolabel.errors import ProjectError
 from duolabel.ledger import ledger_run
-from duolabel.queue import enqueue_expert
+from duolabel.people.experts import enqueue_expert
 from duolabel.store import Annotation, Annotator, Audit, ExpertTask, FinalLabel, Item, Run
 from duolabel.store.tables import utcnow
 

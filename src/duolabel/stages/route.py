@@ -45,8 +45,8 @@ from duolabel.core.policies import (
 from duolabel.core.probs import as_matrix
 from duolabel.errors import ProjectError
 from duolabel.ledger import answer_price, ledger_run
+from duolabel.people.experts import enqueue_expert
 from duolabel.progress import Reporter, quiet
-from duolabel.queue import enqueue_expert
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.store.tables import utcnow
 
