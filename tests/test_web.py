@@ -490,7 +490,7 @@ def test_agreement_figures(folder: Path) -> None:
         ann.answer(label_a)
         ben.answer(label_b)
     rows = {r["figure"]: r for r in cid.api("GET", "/admin/tables/agreement").json()}
-    # 4 items x 2 answers, 3 of 4 agreeing; the values of duolabel.quality on the same answers
+    # 4 items x 2 answers, 3 of 4 agreeing; the values of duolabel.core.quality on the same answers
     from duolabel.core.quality import fleiss_kappa, krippendorff_alpha
 
     frame = pd.DataFrame(

@@ -152,10 +152,10 @@ class Annotator(Base):
     # onboarding (taking the exam) | active | suspended | declined (failed the exam twice)
     status: Mapped[str] = mapped_column(String(16), default="active")
     skills: Mapped[dict[str, Any]] = mapped_column(
-        JSON, default=dict, doc="Control accuracy and its interval, answer counts (see duolabel.qc)."
+        JSON, default=dict, doc="Control accuracy and its interval, answer counts (see duolabel.people.qc)."
     )
     flags: Mapped[list[Any]] = mapped_column(
-        JSON, default=list, server_default=text("'[]'"), doc="Fraud flags raised by duolabel.qc."
+        JSON, default=list, server_default=text("'[]'"), doc="Fraud flags raised by duolabel.people.qc."
     )
     exam_attempt: Mapped[int] = mapped_column(
         Integer, default=0, server_default=text("0"), doc="Exam attempts started (0: none yet)."
