@@ -346,7 +346,7 @@ def import_records(
                 # column, so it is one executemany per chunk. (The ORM path leaves None values
                 # out of each row's INSERT, which splits a chunk into a statement per run of
                 # rows with and without a gold label: ~500 statements per 5,000 rows at 5% gold.)
-                session.execute(insert(Item.__table__), fresh)
+                session.execute(insert(Item.__table__), fresh)  # type: ignore[arg-type]  # SQLAlchemy types __table__ as a FromClause; a mapped class's is a Table
                 result.added += len(fresh)
             chunk.clear()
 

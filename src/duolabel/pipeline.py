@@ -311,7 +311,7 @@ def run_project(ctx: Context, *, progress: Reporter = quiet) -> RunSummary:
         # Answers given since the last run finish their items first, so the labeler of the
         # next batch learns from them.
         summary.aggregate = aggregate(ctx)
-    for batch in batches or [None]:
+    for batch in batches if batches else [None]:
         if batch is not None and _finished(ctx, batch):
             continue
         active = [batch] if batch is not None else None

@@ -491,25 +491,25 @@ class DawidSkene(_Base):
         n, k, n_workers = len(coded.tasks), len(self.labels), len(coded.workers)
         fixed = coded.known >= 0
         anchor = np.eye(k)[coded.known[fixed]]
-        fuse = self.fuse_model and coded.model is not None
-        has = ~np.isnan(coded.model).any(axis=1) if fuse else np.zeros(n, dtype=bool)  # type: ignore[union-attr]
+        model = coded.model if self.fuse_model else None  # None unless the model's vote is fused
+        has = ~np.isnan(model).any(axis=1) if model is not None else np.zeros(n, dtype=bool)
         # the tasks the model's confusion matrix is learned from
         judged = has & fixed if self.model_errors == "known" else has
-        if fuse and self.model_errors == "known" and not judged.any():
+        if model is not None and self.model_errors == "known" and not judged.any():
             raise DuolabelError(
                 "model_errors='known' needs known answers on items the model labelled "
                 "(golden items); got none."
             )
-        q, n_bands = self._model_votes(coded.model, has) if fuse else (None, 1)  # type: ignore[arg-type]
+        q, n_bands = self._model_votes(model, has) if model is not None else (None, 1)
         # Start from the people's vote shares (the model's distribution where nobody answered).
         probas = _shares(_vote_counts(coded, k))
         answered = np.bincount(coded.t, minlength=n) > 0
-        if fuse:
-            probas[~answered & has] = np.nan_to_num(coded.model, nan=0.0)[~answered & has]  # type: ignore[arg-type]
+        if model is not None:
+            probas[~answered & has] = np.nan_to_num(model, nan=0.0)[~answered & has]
         probas[fixed] = anchor
         priors = np.clip(probas.mean(axis=0), 1e-10, None)
         errors = self._m_step(coded, probas, n_workers)
-        model_errors = self._model_m_step(q, judged, probas, n_bands) if fuse else None
+        model_errors = self._model_m_step(q, judged, probas, n_bands) if q is not None else None
         elbo = -np.inf
         self.n_iter_ = 0
         for _ in range(self.n_iter):
@@ -520,7 +520,7 @@ class DawidSkene(_Base):
             probas[fixed] = anchor
             priors = np.clip(probas.mean(axis=0), 1e-10, None)
             errors = self._m_step(coded, probas, n_workers)
-            if fuse:
+            if q is not None:
                 model_errors = self._model_m_step(q, judged, probas, n_bands)
             # crowd-kit's evidence lower bound, so that both stop after the same iteration: the
             # log prior enters once per answer (not once per task), and the sum is per answer.
@@ -538,8 +538,8 @@ class DawidSkene(_Base):
         diag = np.einsum("wkk->wk", errors)
         self.skills_ = pd.Series(diag @ self.priors_.to_numpy(), index=coded.workers, name="skill")
         self.model_errors_ = None
-        if fuse:  # P(model's top label | true label), summed over the confidence bands
-            by_label = model_errors.reshape(k, k, n_bands).sum(axis=2)  # type: ignore[union-attr]
+        if model_errors is not None:  # P(model's top label | true label), summed over the confidence bands
+            by_label = model_errors.reshape(k, k, n_bands).sum(axis=2)
             self.model_errors_ = pd.DataFrame(by_label, index=self.labels, columns=self.labels)
         self.model_used_ = pd.Series(has, index=coded.tasks, name="model_used")
         self._finish(coded, probas)

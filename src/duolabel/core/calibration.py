@@ -10,7 +10,7 @@ on ``(n_items, n_labels)`` matrices (see :mod:`duolabel.core.probs`); the calibr
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -202,7 +202,7 @@ class HistogramBinning(_OneVsRest):
         return edges, freq
 
     def _apply_one(self, model: object, score: np.ndarray) -> np.ndarray:
-        edges, freq = model  # type: ignore[misc]
+        edges, freq = cast("tuple[np.ndarray, np.ndarray]", model)  # what _fit_one returns
         return freq[np.searchsorted(edges, score, side="right")]
 
 

@@ -15,7 +15,7 @@ project's labels in their meaningful order (the order matters for ordinal measur
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,7 @@ def krippendorff_alpha(answers: pd.DataFrame, labels: Sequence[str], *, level: s
         krippendorff.alpha(
             value_counts=counts,
             value_domain=list(range(len(labels))),
-            level_of_measurement=level,
+            level_of_measurement=cast(Literal["nominal", "ordinal"], level),  # checked above
         )
     )
 

@@ -59,6 +59,6 @@ class FewShotSelector:
             if item.id in position:
                 row[position[item.id]] = -np.inf
             best = np.argsort(-row, kind="stable")[: self.k]
-            best = [int(i) for i in best if np.isfinite(row[i])]
-            out.append([(self.items_[i].text, self.labels_[i]) for i in reversed(best)])
+            kept = [int(i) for i in best if np.isfinite(row[i])]
+            out.append([(self.items_[i].text, self.labels_[i]) for i in reversed(kept)])
         return out

@@ -93,6 +93,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
                     Item.role.in_(["golden", "control"]), Item.gold_label.is_not(None)
                 )
             )
+            if gold is not None  # the query leaves them out; this tells the type checker
         }
         rows = session.execute(
             select(Annotation.item_id, Annotator.name, Annotation.label, Annotator.skills)
@@ -119,8 +120,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
     # and on the answers to known items, which anchor each worker's confusion matrix.
     fit_answers = frame[frame["task"].isin(complete) | frame["task"].isin(list(known))]
     fit_answers = fit_answers.sort_values(["task", "worker"], kind="stable").reset_index(drop=True)
-    # current_model_version is typed for a Project until it moves to the ledger; a Context is enough
-    version = current_model_version(ctx)  # type: ignore[arg-type]
+    version = current_model_version(ctx)
     with store.read() as session:
         priors = {
             p.item_id: p.calibrated or p.probs

@@ -60,7 +60,7 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]) -> CalibrationResult:
     labels = ctx.config.task.label_names
-    method = ctx.config.calibration.method
+    method: str = ctx.config.calibration.method  # "auto" is replaced by the method it selects
     store = ctx.store
     mine = (Prediction.model_version == version) & (Prediction.labeler == name)
     with store.read() as session:
@@ -138,7 +138,7 @@ def _ensemble(
             members.setdefault(item_id, []).append((name, calibrated, oof))
         all_items = list(session.scalars(select(Item.id).order_by(Item.seq)))
         gold = dict(session.execute(select(Item.id, Item.gold_label).where(Item.role == "golden")).all())
-    rows = []
+    rows: list[dict[str, object]] = []
     golden_avg: list[tuple[np.ndarray, int]] = []
     for item_id in all_items:
         votes = members.get(item_id, [])
@@ -168,11 +168,11 @@ def _ensemble(
                 },
             )
         )
-        if oof and gold.get(item_id) is not None:
+        if oof and (gold_label := gold.get(item_id)) is not None:
             cv = [honest[name].get(item_id) for name, _, _ in votes]
             if all(c is not None for c in cv):
                 honest_avg = ensemble_average(np.array(cv), w)
-                golden_avg.append((honest_avg, labels.index(gold[item_id])))
+                golden_avg.append((honest_avg, labels.index(gold_label)))
                 # As for single labelers, golden items keep their cross-fitted distribution.
                 rows[-1].update(calibrated=as_dict(honest_avg, labels), confidence=float(honest_avg.max()))
     return version, rows, golden_avg

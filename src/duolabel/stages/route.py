@@ -210,7 +210,7 @@ def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfi
     """
     from duolabel.ledger import current_model_version
 
-    model_version = current_model_version(ctx)  # type: ignore[arg-type]
+    model_version = current_model_version(ctx)
     if model_version is None:
         raise ProjectError("nothing to route yet: run 'duolabel label' first")
     cfg = routing or ctx.config.routing
@@ -297,7 +297,7 @@ def route_project(
         )
     from duolabel.ledger import current_model_version
 
-    version = current_model_version(ctx)  # type: ignore[arg-type]
+    version = current_model_version(ctx)
     if version is None:
         raise ProjectError("nothing to route yet: run 'duolabel label' first")
     with store.read() as session:
@@ -442,7 +442,7 @@ def follow_up_project(ctx: Context) -> Counter[str]:
             session.execute(
                 select(Prediction.item_id, Prediction.calibrated).where(
                     Prediction.item_id.in_(ready),
-                    Prediction.model_version == (current_model_version(ctx) or ""),  # type: ignore[arg-type]
+                    Prediction.model_version == (current_model_version(ctx) or ""),
                     Prediction.calibrated.is_not(None),
                 )
             ).all()
