@@ -177,6 +177,9 @@ def browser(journey_url: str) -> Iterator[object]:
 
 def _shown_gold(project: Project, page) -> tuple[str, str]:
     """The text on screen and the gold label of that item, looked up in the store (as a cheat would)."""
+    # The keyboard shortcuts exist once label.js has run: wait for the page's load event, or a
+    # key pressed on a busy machine reaches a page without its handlers.
+    page.wait_for_load_state("load")
     text = page.locator("#item-text").inner_text()
     with project.store.read() as session:
         gold = session.scalar(select(Item.gold_label).where(Item.text == text))
