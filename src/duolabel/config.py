@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from duolabel.core.tasks import TASK_TYPES
 from duolabel.errors import ConfigError
 
 __all__ = [
@@ -52,8 +53,11 @@ class LabelSpec(_Strict):
 
 
 class TaskConfig(_Strict):
-    type: Literal["single_label"] = Field(
-        "single_label", description="Task type; only single_label is supported so far."
+    type: str = Field(
+        "single_label",
+        description="Task type: single_label (one label per item) or ordinal (the labels are a "
+        "scale, low to high in the order listed: ordinal agreement, median aggregation, a rank "
+        "column in exports); a plug-in may register more.",
     )
     labels: list[LabelSpec] = Field(
         description="The labels, in display order, each with a one-line description.", min_length=2
@@ -65,6 +69,13 @@ class TaskConfig(_Strict):
         min_length=1,
     )
     id_field: str = Field("id", description="Input column holding the item's stable id.")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, name: str) -> str:
+        if name not in TASK_TYPES:
+            raise ValueError(f"one of {', '.join(map(repr, TASK_TYPES.names()))}")
+        return name
 
     @field_validator("labels")
     @classmethod
@@ -311,8 +322,13 @@ class AuditConfig(_Strict):
 
 
 class AggregationConfig(_Strict):
-    method: Literal["majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace"] = Field(
-        "majority_vote", description="How each item's answers become its final label."
+    method: (
+        Literal["majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace", "median"] | None
+    ) = Field(
+        None,
+        description="How each item's answers become its final label: majority_vote, "
+        "weighted_majority_vote, dawid_skene, glad, mace or median (ordered labels); empty means "
+        "the task type's default (single_label: majority_vote, ordinal: median).",
     )
     fuse_model: bool = Field(
         False,

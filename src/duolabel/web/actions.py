@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from duolabel.context import Context
+from duolabel.core.tasks import task_type
 from duolabel.errors import AccessError, ProjectError
 from duolabel.people.accounts import (
     accept_invitation,
@@ -180,6 +181,7 @@ def answer(ctx: Context, me: Annotator, assignment_id: int, label: str, seconds:
         labels=ctx.config.task.label_names,
         seconds=seconds,
         quality=ctx.config.quality,
+        task_type=task_type(ctx.config.task.type),
     )
 
 
@@ -254,7 +256,13 @@ def expert_answer(
 ) -> Annotation:
     """Record an expert's answer and close the expert task."""
     return submit_expert_answer(
-        ctx.store, me.id, assignment_id, label, labels=ctx.config.task.label_names, seconds=seconds
+        ctx.store,
+        me.id,
+        assignment_id,
+        label,
+        labels=ctx.config.task.label_names,
+        seconds=seconds,
+        task_type=task_type(ctx.config.task.type),
     )
 
 
