@@ -582,4 +582,33 @@ def settings_markdown() -> str:
         shown = f"`{default}`" if default else ""
         escaped = help_text.replace("|", "\\|")
         lines.append(f"| `{key}` | {shown} | {escaped} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *task_types_markdown()]) + "\n"
+
+
+def task_types_markdown() -> list[str]:
+    """The docs' "Task types" section: each built-in ``task.type`` with what it changes.
+
+    Examples
+    --------
+    >>> [line.split(" | ")[0] for line in task_types_markdown() if line.startswith("| `")][1:]
+    ['| `ordinal`', '| `single_label`']
+    """
+    lines = [
+        "## Task types",
+        "",
+        "`task.type` picks what differs between kinds of labeling (`duolabel/core/tasks.py`): how an",
+        "answer is checked on import and in the web app, the agreement figures on the dashboard, the",
+        "aggregator used while `aggregation.method` is empty, the answer widget and the extra export",
+        "columns. A plug-in adds one through the `duolabel.task_types` entry point group.",
+        "",
+        "| `task.type` | what it is | default `aggregation.method` | widget | extra export columns |",
+        "|---|---|---|---|---|",
+    ]
+    for name in TASK_TYPES.names():
+        kind = TASK_TYPES.get(name)
+        if not kind.__module__.startswith("duolabel."):
+            continue  # an installed plug-in documents itself
+        summary = " ".join((kind.__doc__ or "").strip().split("\n\n")[0].split())
+        columns = ", ".join(f"`{c}`" for c in kind().export_columns("a", ["a", "b"])) or "none"
+        lines.append(f"| `{name}` | {summary} | `{kind.default_aggregator}` | `{kind.widget}` | {columns} |")
+    return lines

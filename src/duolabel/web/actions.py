@@ -178,11 +178,15 @@ def answer(ctx: Context, me: Annotator, assignment_id: int, label: str, seconds:
         me.id,
         assignment_id,
         label,
-        labels=ctx.config.task.label_names,
         seconds=seconds,
         quality=ctx.config.quality,
-        task_type=task_type(ctx.config.task.type),
+        **_checked_by(ctx),
     )
+
+
+def _checked_by(ctx: Context) -> dict[str, Any]:
+    """What an answer is checked against: the task's labels and its task type."""
+    return {"labels": ctx.config.task.label_names, "task_type": task_type(ctx.config.task.type)}
 
 
 def skip(ctx: Context, me: Annotator, assignment_id: int) -> None:
@@ -255,15 +259,7 @@ def expert_answer(
     ctx: Context, me: Annotator, assignment_id: int, label: str, seconds: float | None
 ) -> Annotation:
     """Record an expert's answer and close the expert task."""
-    return submit_expert_answer(
-        ctx.store,
-        me.id,
-        assignment_id,
-        label,
-        labels=ctx.config.task.label_names,
-        seconds=seconds,
-        task_type=task_type(ctx.config.task.type),
-    )
+    return submit_expert_answer(ctx.store, me.id, assignment_id, label, seconds=seconds, **_checked_by(ctx))
 
 
 # -- admins ----------------------------------------------------------------------------------
