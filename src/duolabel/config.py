@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from duolabel.core.tasks import TASK_TYPES
 from duolabel.errors import ConfigError
 
 __all__ = [
@@ -53,8 +54,11 @@ class LabelSpec(_Strict):
 
 
 class TaskConfig(_Strict):
-    type: Literal["single_label"] = Field(
-        "single_label", description="Task type; only single_label is supported so far."
+    type: str = Field(
+        "single_label",
+        description="Task type: single_label (one label per item) or ordinal (the labels are a "
+        "scale, low to high in the order listed: ordinal agreement, median aggregation, a rank "
+        "column in exports); a plug-in may register more.",
     )
     labels: list[LabelSpec] = Field(
         description="The labels, in display order, each with a one-line description.", min_length=2
@@ -66,6 +70,13 @@ class TaskConfig(_Strict):
         min_length=1,
     )
     id_field: str = Field("id", description="Input column holding the item's stable id.")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, name: str) -> str:
+        if name not in TASK_TYPES:
+            raise ValueError(f"one of {', '.join(map(repr, TASK_TYPES.names()))}")
+        return name
 
     @field_validator("labels")
     @classmethod
@@ -312,8 +323,13 @@ class AuditConfig(_Strict):
 
 
 class AggregationConfig(_Strict):
-    method: Literal["majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace"] = Field(
-        "majority_vote", description="How each item's answers become its final label."
+    method: (
+        Literal["majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace", "median"] | None
+    ) = Field(
+        None,
+        description="How each item's answers become its final label: majority_vote, "
+        "weighted_majority_vote, dawid_skene, glad, mace or median (ordered labels); empty means "
+        "the task type's default (single_label: majority_vote, ordinal: median).",
     )
     fuse_model: bool = Field(
         False,
@@ -567,4 +583,33 @@ def settings_markdown() -> str:
         shown = f"`{default}`" if default else ""
         escaped = help_text.replace("|", "\\|")
         lines.append(f"| `{key}` | {shown} | {escaped} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *task_types_markdown()]) + "\n"
+
+
+def task_types_markdown() -> list[str]:
+    """The docs' "Task types" section: each built-in ``task.type`` with what it changes.
+
+    Examples
+    --------
+    >>> [line.split(" | ")[0] for line in task_types_markdown() if line.startswith("| `")][1:]
+    ['| `ordinal`', '| `single_label`']
+    """
+    lines = [
+        "## Task types",
+        "",
+        "`task.type` picks what differs between kinds of labeling (`duolabel/core/tasks.py`): how an",
+        "answer is checked on import and in the web app, the agreement figures on the dashboard, the",
+        "aggregator used while `aggregation.method` is empty, the answer widget and the extra export",
+        "columns. A plug-in adds one through the `duolabel.task_types` entry point group.",
+        "",
+        "| `task.type` | what it is | default `aggregation.method` | widget | extra export columns |",
+        "|---|---|---|---|---|",
+    ]
+    for name in TASK_TYPES.names():
+        kind = TASK_TYPES.get(name)
+        if not kind.__module__.startswith("duolabel."):
+            continue  # an installed plug-in documents itself
+        summary = " ".join((kind.__doc__ or "").strip().split("\n\n")[0].split())
+        columns = ", ".join(f"`{c}`" for c in kind().export_columns("a", ["a", "b"])) or "none"
+        lines.append(f"| `{name}` | {summary} | `{kind.default_aggregator}` | `{kind.widget}` | {columns} |")
+    return lines

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 
 from duolabel.config import TaskConfig
+from duolabel.core.tasks import AnswerError, TaskType, task_type
 from duolabel.errors import DataError, Problem, ProjectError
 from duolabel.store import FinalLabel, Item, Prediction, Store
 from duolabel.store.tables import utcnow
@@ -274,8 +275,7 @@ def import_records(
         raise ProjectError(f"{source}: golden items need a gold-label column (--gold COLUMN)")
     rename = dict(columns or {})
     labels = task.label_names
-    label_set = set(labels)
-    label_list = ", ".join(repr(x) for x in labels)
+    kind = task_type(task.type)
     id_field = task.id_field
     required = [id_field, *task.text_fields] + ([gold_column] if gold_column else [])
     reserved = {id_field, *task.text_fields, *([gold_column] if gold_column else [])}
@@ -386,14 +386,13 @@ def import_records(
                 continue
             text = "\n\n".join([p for p in parts if p is not None])
             gold = cells[gold_column] if gold_column else None
-            if gold is not None and gold not in label_set:
-                problems.add(row.number, gold_column, f"got {gold!r}, expected one of {label_list}")
-                continue
-            if gold is None and role == "golden":
-                problems.add(
-                    row.number, gold_column, f"got an empty gold label, expected one of {label_list}"
-                )
-                continue
+            if gold is not None or role == "golden":
+                try:
+                    gold = kind.check_answer(gold, labels)
+                except AnswerError as exc:
+                    got = "an empty gold label" if gold is None else repr(exc.got)
+                    problems.add(row.number, gold_column, f"got {got}, expected {exc.expected}")
+                    continue
             extra = {k: _jsonable(v) for k, v in cells.items() if k not in reserved}
             chunk.append(
                 (
@@ -459,7 +458,10 @@ EXPORT_COLUMNS = [
 
 
 def _export_rows(
-    store: Store, model_version: str | None, include_pending: bool
+    store: Store,
+    model_version: str | None,
+    include_pending: bool,
+    extra: Callable[[str | None], dict[str, Any]],
 ) -> Iterator[list[dict[str, Any]]]:
     with store.read() as session:
         query = (
@@ -480,11 +482,13 @@ def _export_rows(
         out: list[dict[str, Any]] = []
         for item, final, pred in session.execute(query):
             probs = (pred.calibrated or pred.probs) if pred is not None else None
+            label = final.label if final else None
             out.append(
                 {
                     "id": item.id,
                     "text": item.text,
-                    "label": final.label if final else None,
+                    "label": label,
+                    **extra(label),
                     "source": final.source if final else "pending",
                     "confidence": round(final.confidence, 6) if final else None,
                     "human_votes": final.n_votes if final else 0,
@@ -509,9 +513,11 @@ def export_labels(
     fmt: str | None = None,
     model_version: str | None = None,
     include_pending: bool = False,
+    task: TaskConfig | None = None,
 ) -> int:
     """Write final labels with their provenance; returns the number of rows written.
 
+    With ``task``, the task type's export columns follow ``label`` (``rank`` for ordinal).
     The file is written next to its destination and moved into place at the end, so a
     crash never leaves a half-written export behind.
     """
@@ -520,10 +526,20 @@ def export_labels(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     count = 0
-    chunks = _export_rows(store, model_version, include_pending)
+    labels = task.label_names if task is not None else []
+    task_kind: TaskType | None = task_type(task.type) if task is not None else None
+
+    def extra(label: str | None) -> dict[str, Any]:
+        return task_kind.export_columns(label, labels) if task_kind is not None else {}
+
+    # The columns a final label gets: every row carries the same keys, pending or not.
+    sample = extra(labels[0]) if labels else {}
+    at = EXPORT_COLUMNS.index("label") + 1
+    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:]]
+    chunks = _export_rows(store, model_version, include_pending, extra)
     if kind == "csv":
         with tmp.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for chunk in chunks:
                 writer.writerows(chunk)
@@ -542,6 +558,7 @@ def export_labels(
                 ("id", pa.string()),
                 ("text", pa.string()),
                 ("label", pa.string()),
+                *((name, pa.scalar(value).type) for name, value in sample.items()),
                 ("source", pa.string()),
                 ("confidence", pa.float64()),
                 ("human_votes", pa.int64()),

@@ -329,7 +329,7 @@ def run_project(ctx: Context, *, progress: Reporter = quiet) -> RunSummary:
     summary.batches = batch_reports(ctx)
     summary.export_path = ctx.resolve(ctx.config.export.path)
     summary.exported = export_labels(
-        ctx.store, summary.export_path, model_version=current_model_version(ctx)
+        ctx.store, summary.export_path, model_version=current_model_version(ctx), task=ctx.config.task
     )
     summary.status = project_status(ctx)
     return summary

@@ -70,6 +70,7 @@ class Project(Context):
         from duolabel.ledger import current_model_version
 
         options.setdefault("model_version", current_model_version(self))
+        options.setdefault("task", self.config.task)
         return export_labels(self.store, path, **options)
 
     def label(self, **options: Any) -> Any:

@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from duolabel.core.tasks import AnswerError, SingleLabel, TaskType
 from duolabel.errors import ProjectError
 from duolabel.store import Annotation, Assignment, Item
 
@@ -67,12 +68,18 @@ def check_lease(lease_minutes: float) -> None:
         raise ProjectError(f"lease_minutes must be positive, got {lease_minutes}")
 
 
-def check_answer(label: str, labels: Sequence[str], seconds: float | None) -> None:
-    """Raise ``ProjectError`` unless ``label`` is one of ``labels`` and ``seconds`` is unknown or >= 0."""
-    if label not in labels:
-        raise ProjectError(f"label {label!r} is not one of {', '.join(map(repr, labels))}")
+def check_answer(
+    label: str, labels: Sequence[str], seconds: float | None, task_type: TaskType | None = None
+) -> str:
+    """The answer as stored: ``ProjectError`` unless ``label`` is a valid answer for the task type
+    (default ``single_label``: one of ``labels``) and ``seconds`` is unknown or >= 0."""
+    try:
+        answer = (task_type or SingleLabel()).check_answer(label, labels)
+    except AnswerError as exc:
+        raise ProjectError(f"label {exc.got!r} is not {exc.expected}") from None
     if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
         raise ProjectError(f"seconds must be a non-negative number, got {seconds}")
+    return answer
 
 
 def why_closed(state: str) -> str:

@@ -17,6 +17,7 @@ from datetime import timedelta
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
+from duolabel.core.tasks import TaskType
 from duolabel.errors import ProjectError
 from duolabel.people.assignments import (
     EXPERT_REASONS,
@@ -153,9 +154,11 @@ def submit_expert_answer(
     *,
     labels: Sequence[str],
     seconds: float | None,
+    task_type: TaskType | None = None,
 ) -> Annotation:
-    """Record an expert's answer (an ``Annotation`` of kind ``expert``) and close the task."""
-    check_answer(label, labels, seconds)
+    """Record an expert's answer (an ``Annotation`` of kind ``expert``) and close the task;
+    ``task_type`` (default ``single_label``) validates the answer."""
+    label = check_answer(label, labels, seconds, task_type)
     with store.write() as session:
         expert = session.get(Annotator, expert_id, with_for_update={"key_share": True})
         if expert is None or expert.status != "active" or expert.role not in ("expert", "admin"):

@@ -30,6 +30,7 @@ from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, case, e
 from sqlalchemy.orm import Session
 
 from duolabel.config import QualityConfig
+from duolabel.core.tasks import TaskType
 from duolabel.errors import ProjectError
 from duolabel.people.assignments import (
     EXPERT_REASONS,
@@ -171,17 +172,19 @@ def submit_answer(
     labels: Sequence[str],
     seconds: float | None,
     quality: QualityConfig | None = None,
+    task_type: TaskType | None = None,
 ) -> Annotation:
     """Record an annotator's answer to their leased assignment and close the assignment.
 
     With ``quality`` the annotator's skills, flags and status are brought up to date in
     the same transaction (:func:`duolabel.people.qc.refresh_annotator`), for every kind of task
     alike, and a finished exam attempt is scored. Raises ``ProjectError`` (and writes
-    nothing) when the label is not one of ``labels``, the assignment is not this
+    nothing) when the label is not a valid answer for ``task_type`` (default ``single_label``:
+    one of ``labels``), the assignment is not this
     annotator's, or it is no longer leased. A lease that ran out may still be answered as
     long as nobody else has been given its slot.
     """
-    check_answer(label, labels, seconds)
+    label = check_answer(label, labels, seconds, task_type)
     with store.write() as session:
         annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
         assignment = own_assignment(session, annotator_id, assignment_id)

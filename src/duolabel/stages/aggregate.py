@@ -1,9 +1,10 @@
 """The aggregation stage: complete sets of people's answers become final labels.
 
 It reads the answers, the known labels of golden and control items and the model's calibrated
-probabilities from the store, fits the aggregator ``aggregation.method`` names
-(:mod:`duolabel.core.aggregation`) and writes ``final_labels`` (source ``humans``, or ``fused``
-when the model's vote entered the posterior), with the run in the ledger.
+probabilities from the store, fits the aggregator ``aggregation.method`` names (by default the
+task type's, :mod:`duolabel.core.tasks`; the aggregators are in :mod:`duolabel.core.aggregation`)
+and writes ``final_labels`` (source ``humans``, or ``fused`` when the model's vote entered the
+posterior), with the run in the ledger.
 
 With dynamic overlap, the pipeline follows up unsure items (routing's ``follow_up_project``)
 before this stage runs; an expert's answers replace people's afterwards (the audit stage's
@@ -24,6 +25,7 @@ from sqlalchemy import delete, select
 from duolabel.config import AggregationConfig
 from duolabel.context import Context
 from duolabel.core.aggregation import make_aggregator
+from duolabel.core.tasks import task_type
 from duolabel.ledger import current_model_version, ledger_run
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.store.tables import utcnow
@@ -52,8 +54,8 @@ def _skill(skills: Mapping[str, Any]) -> float | None:
     return (float(correct) + 1.0) / (float(controls) + 2.0)
 
 
-def _params(cfg: AggregationConfig, skills: Mapping[str, float]) -> dict[str, Any]:
-    if cfg.method == "dawid_skene":
+def _params(cfg: AggregationConfig, method: str, skills: Mapping[str, float]) -> dict[str, Any]:
+    if method == "dawid_skene":
         return {
             "n_iter": cfg.n_iter,
             "smoothing": cfg.smoothing,
@@ -61,9 +63,9 @@ def _params(cfg: AggregationConfig, skills: Mapping[str, float]) -> dict[str, An
             "fuse_model": cfg.fuse_model,
             "model_errors": cfg.model_errors,
         }
-    if cfg.method == "glad":
+    if method == "glad":
         return {"n_iter": cfg.n_iter}
-    if cfg.method == "weighted_majority_vote":
+    if method == "weighted_majority_vote":
         return {"skills": dict(skills)}
     return {}
 
@@ -71,10 +73,11 @@ def _params(cfg: AggregationConfig, skills: Mapping[str, float]) -> dict[str, An
 def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult:
     """Turn the answers of items that have all their answers into final labels.
 
-    The method is ``aggregation.method``. Suspended annotators' answers are left out (and
-    kept). Golden and control items with a known label anchor the estimates (and are never
-    written). The model's calibrated probabilities break ties and, with ``fuse_model``, vote.
-    New items are finalized; ``refresh=True`` re-aggregates every item people labelled.
+    The method is ``aggregation.method``, else the task type's default aggregator. Suspended
+    annotators' answers are left out (and kept). Golden and control items with a known label
+    anchor the estimates (and are never written). The model's calibrated probabilities break
+    ties and, with ``fuse_model``, vote. New items are finalized; ``refresh=True``
+    re-aggregates every item people labelled.
     The run's method, parameters, answer set and resulting version are in the ledger.
 
     With dynamic overlap, run routing's ``follow_up_project`` first: an item whose answers
@@ -82,6 +85,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
     finalized here.
     """
     cfg = ctx.config.aggregation
+    method = cfg.method or task_type(ctx.config.task.type).default_aggregator
     labels = ctx.config.task.label_names
     store = ctx.store
     with store.read() as session:
@@ -135,8 +139,8 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
     used_known = {
         t: known[t] for t in known if t in set(fit_answers["task"]) or (cfg.fuse_model and t in priors)
     }
-    params = _params(cfg, skills)
-    aggregator = make_aggregator(cfg.method, labels=labels, **params)
+    params = _params(cfg, method, skills)
+    aggregator = make_aggregator(method, labels=labels, **params)
     aggregator.fit(fit_answers, known=used_known, model_probas=priors or None)
     answer_set = hashlib.sha256(
         json.dumps(fit_answers.astype(str).to_numpy().tolist(), separators=(",", ":")).encode()
@@ -146,7 +150,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
         recorded["skills"] = hashlib.sha256(json.dumps(params["skills"], sort_keys=True).encode()).hexdigest()
     settings = {
         "format": AGGREGATION_FORMAT,
-        "method": cfg.method,
+        "method": method,
         "params": recorded,
         "answer_set": answer_set,
         "model_version": version,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from duolabel.context import Context
+from duolabel.core.tasks import task_type
 from duolabel.errors import AccessError, ProjectError
 from duolabel.people.accounts import (
     accept_invitation,
@@ -177,10 +178,15 @@ def answer(ctx: Context, me: Annotator, assignment_id: int, label: str, seconds:
         me.id,
         assignment_id,
         label,
-        labels=ctx.config.task.label_names,
         seconds=seconds,
         quality=ctx.config.quality,
+        **_checked_by(ctx),
     )
+
+
+def _checked_by(ctx: Context) -> dict[str, Any]:
+    """What an answer is checked against: the task's labels and its task type."""
+    return {"labels": ctx.config.task.label_names, "task_type": task_type(ctx.config.task.type)}
 
 
 def skip(ctx: Context, me: Annotator, assignment_id: int) -> None:
@@ -253,9 +259,7 @@ def expert_answer(
     ctx: Context, me: Annotator, assignment_id: int, label: str, seconds: float | None
 ) -> Annotation:
     """Record an expert's answer and close the expert task."""
-    return submit_expert_answer(
-        ctx.store, me.id, assignment_id, label, labels=ctx.config.task.label_names, seconds=seconds
-    )
+    return submit_expert_answer(ctx.store, me.id, assignment_id, label, seconds=seconds, **_checked_by(ctx))
 
 
 # -- admins ----------------------------------------------------------------------------------

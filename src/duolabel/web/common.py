@@ -18,6 +18,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
+from duolabel.core.tasks import task_type
 from duolabel.errors import AccessError, ProjectError
 from duolabel.people.accounts import end_session, session_of, start_session
 from duolabel.store import Annotator
@@ -74,9 +75,10 @@ class Who:
 
 
 class Web:
-    """The app's shared state: the project, its settings and the templates.
+    """The app's shared state: the project, its settings, its task type and the templates.
 
-    ``project`` is what :mod:`duolabel.web.actions` are given as their context.
+    ``task`` picks the answer widget the labeling pages include; ``project`` is what
+    :mod:`duolabel.web.actions` are given as their context.
     """
 
     def __init__(self, project: Project) -> None:
@@ -84,6 +86,7 @@ class Web:
         self.store = project.store
         self.config = project.config
         self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.task = task_type(self.config.task.type)
 
     # -- who is asking ------------------------------------------------------------
 
@@ -131,10 +134,12 @@ class Web:
         who: Who | None = None,
         **context: Any,
     ) -> Response:
-        """A template with the CSRF token, the account and the task's instructions filled in."""
+        """A template with the CSRF token, the account, the task's instructions and its answer
+        widget filled in."""
         context["csrf_token"] = who.csrf if who is not None else anonymous_csrf(request)
         context["me"] = who.annotator if who is not None else None
         context.setdefault("instructions", self.config.task.instructions)
+        context.setdefault("widget", self.task.widget)
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy import case, func, select
 
-from duolabel.errors import AccessError, DuolabelError
+from duolabel.core.tasks import task_type
+from duolabel.errors import AccessError
 from duolabel.ledger import cost_summary
 from duolabel.people.experts import expert_queue_counts
 from duolabel.people.leases import queue_counts
@@ -99,10 +101,9 @@ def annotators_table(project: Project) -> pd.DataFrame:
 
 
 def agreement_table(project: Project) -> pd.DataFrame:
-    """Krippendorff's alpha and Fleiss' kappa (:mod:`duolabel.quality`) over the answers to
-    routed items, suspended annotators left out; blank while no item has two answers."""
-    from duolabel.core.quality import fleiss_kappa, krippendorff_alpha
-
+    """The task type's agreement figures (:meth:`duolabel.core.tasks.TaskType.agreement`:
+    Krippendorff's alpha at the type's level and Fleiss' kappa) over the answers to routed
+    items, suspended annotators left out; blank while no item has two answers."""
     labels = project.config.task.label_names
     with project.store.read() as session:
         rows = session.execute(
@@ -113,16 +114,11 @@ def agreement_table(project: Project) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["task", "worker", "label"])
     sizes = frame.groupby("task").size() if len(frame) else pd.Series(dtype=int)
     shared = int((sizes >= 2).sum())
-    out = []
-    for name, function in (
-        ("Krippendorff's alpha (nominal)", krippendorff_alpha),
-        ("Fleiss' kappa", fleiss_kappa),
-    ):
-        try:
-            value: float | None = round(float(function(frame, labels)), 4) if shared else None
-        except DuolabelError:
-            value = None
-        out.append((name, value, shared))
+    figures = task_type(project.config.task.type).agreement(frame, labels)
+    out = [
+        (name, round(value, 4) if shared and math.isfinite(value) else None, shared)
+        for name, value in figures.items()
+    ]
     return pd.DataFrame(out, columns=["figure", "value", "items_with_2_or_more_answers"])
 
 
