@@ -27,6 +27,7 @@ from duolabel.core.calibration import (
     select_calibrator,
 )
 from duolabel.core.probs import as_dict, as_matrix
+from duolabel.core.tasks import task_type
 from duolabel.errors import ProjectError
 from duolabel.labelers import ENSEMBLE
 from duolabel.ledger import labeler_versions, ledger_run
@@ -156,7 +157,7 @@ def _ensemble(
                 base,
                 probs=avg_dict,
                 calibrated=avg_dict,
-                label=labels[int(avg.argmax())],
+                label=labels[int(task_type(ctx.config.task.type).predicted(avg[None, :])[0])],
                 raw_confidence=float(avg.max()),
                 confidence=float(avg.max()),
                 abstained=False,

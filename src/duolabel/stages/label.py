@@ -15,6 +15,7 @@ from sqlalchemy import select
 from duolabel.config import EmbeddingLabelerConfig, LabelerConfig
 from duolabel.context import Context
 from duolabel.core.probs import as_dict
+from duolabel.core.tasks import TaskType, task_type
 from duolabel.errors import ProjectError
 from duolabel.labelers import LabelingStopped, TextItem, Usage, build_labeler
 from duolabel.ledger import ledger_run, model_cost
@@ -46,6 +47,7 @@ def _prediction_rows(
     probs: np.ndarray,
     labels: list[str],
     *,
+    task: TaskType,
     name: str,
     version: str,
     run_id: int,
@@ -53,7 +55,9 @@ def _prediction_rows(
     seconds_per_item: float,
 ) -> list[Prediction]:
     rows = []
-    for item, row in zip(items, probs, strict=True):
+    # The task type reads the model's answer from its distribution (NaN rows abstain).
+    picks = task.predicted(np.nan_to_num(probs)) if len(probs) else []
+    for item, row, pick in zip(items, probs, picks, strict=True):
         common = dict(
             item_id=item.id,
             labeler=name,
@@ -69,7 +73,7 @@ def _prediction_rows(
                 Prediction(
                     **common,
                     probs=as_dict(row, labels),
-                    label=labels[int(row.argmax())],
+                    label=labels[int(pick)],
                     raw_confidence=float(row.max()),
                 )
             )
@@ -159,6 +163,7 @@ def _label_one(
                         part,
                         probs,
                         labels,
+                        task=task_type(ctx.config.task.type),
                         name=name,
                         version=version,
                         run_id=run.id,
