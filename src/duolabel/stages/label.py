@@ -180,9 +180,9 @@ def _label_one(
                     items = [item for item, oof_flag in part if oof_flag is out_of_fold]
                     if not items:
                         continue
-                    if getattr(cfg, "budget", None) is not None:
+                    if (budget := getattr(cfg, "budget", None)) is not None:
                         # labeler.budget is per run; the labeler itself counts per call.
-                        model.budget = max(cfg.budget - usage.extra.get("cost", 0.0), 0.0)
+                        model.budget = max(budget - usage.extra.get("cost", 0.0), 0.0)
                     try:
                         probs, part_usage = model.predict_proba(items)
                     except LabelingStopped as stop:
