@@ -232,12 +232,14 @@ def test_fusion_a_random_model_is_discounted():
 
 
 def test_every_configurable_method_is_registered():
-    from typing import get_args
+    from pydantic import ValidationError
 
     from duolabel.config import AggregationConfig
 
-    methods = get_args(AggregationConfig.model_fields["method"].annotation)
-    assert set(methods) <= set(AGGREGATORS.names())
+    # aggregation.method takes exactly the registered names
+    assert [AggregationConfig(method=name).method for name in AGGREGATORS.names()] == AGGREGATORS.names()
+    with pytest.raises(ValidationError):
+        AggregationConfig(method="vote")
     assert AGGREGATORS.get("dawid_skene") is DawidSkene and AGGREGATORS.get("mace") is MACE
 
 

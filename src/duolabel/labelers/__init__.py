@@ -134,4 +134,3 @@ def _openai(ctx: Context, cfg: OpenAILabelerConfig) -> Labeler:
         price_output_per_million=costs.llm_output_per_million,
         cache=StoreResponseCache(ctx.store),
     )
-
