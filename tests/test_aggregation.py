@@ -232,14 +232,15 @@ def test_fusion_a_random_model_is_discounted():
 
 
 def test_every_configurable_method_is_registered():
-    from typing import get_args
+    from pydantic import ValidationError
 
     from duolabel.config import AggregationConfig
 
-    # Literal[...] | None: empty means the task type's default, itself a registered name
-    annotation = AggregationConfig.model_fields["method"].annotation
-    methods = [name for arg in get_args(annotation) for name in get_args(arg)]
-    assert "median" in methods and set(methods) <= set(AGGREGATORS.names())
+    # aggregation.method takes exactly the registered names
+    assert [AggregationConfig(method=name).method for name in AGGREGATORS.names()] == AGGREGATORS.names()
+    with pytest.raises(ValidationError):
+        AggregationConfig(method="vote")
+    assert AggregationConfig().method is None  # empty: the task type's default aggregator
     assert AGGREGATORS.get("dawid_skene") is DawidSkene and AGGREGATORS.get("mace") is MACE
 
 

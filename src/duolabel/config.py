@@ -3,17 +3,42 @@
 Every setting has a default and one line of help (its ``description``); ``duolabel init``
 writes the file from these models, and ``docs/configuration.md`` is generated from them,
 so the docs cannot miss a setting.
+
+The names of pluggable parts (``labeler[].backend``, ``calibration.method``,
+``routing.policy``, ``aggregation.method``) are checked against their registries, so a
+plug-in's name is accepted once it is installed (see :mod:`duolabel.core.registry`). A
+plug-in labeler brings its settings class: the ``config`` attribute of its factory, a
+subclass of :class:`LabelerSettings`.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
+from duolabel.core.aggregation import AGGREGATORS
+from duolabel.core.aggregation import BUILT_IN as BUILT_IN_AGGREGATORS
+from duolabel.core.calibration import CALIBRATORS
+from duolabel.core.policies import POLICIES
+from duolabel.core.registry import LABELERS, Registry
 from duolabel.core.tasks import TASK_TYPES
 from duolabel.errors import ConfigError
 
@@ -28,6 +53,7 @@ __all__ = [
     "EmbeddingLabelerConfig",
     "LabelSpec",
     "LabelerConfig",
+    "LabelerSettings",
     "LlamaLabelerConfig",
     "OpenAILabelerConfig",
     "ProjectConfig",
@@ -46,6 +72,36 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _choices(names: list[str]) -> str:
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _registered(registry: Registry[Any], shown_first: tuple[str, ...]) -> AfterValidator:
+    """Accept a name in ``registry`` (or in ``shown_first``, the built-ins' order in errors)."""
+
+    def check(name: str) -> str:
+        # Built-ins are registered when their core module loads; only an unknown name reads
+        # the entry points (and so imports the installed plug-ins).
+        if name in shown_first or name in registry:
+            return name
+        names = [*shown_first, *(n for n in registry.names() if n not in shown_first)]
+        expected = {"expected": _choices(names)}
+        raise PydanticCustomError("literal_error", "Input should be {expected}", expected)
+
+    return AfterValidator(check)
+
+
+#: ``calibration.method``: a registered calibrator, or auto.
+CalibratorName = Annotated[
+    str, _registered(CALIBRATORS, ("temperature", "vector", "isotonic", "histogram", "auto", "none"))
+]
+#: ``routing.policy``: a registered routing policy.
+PolicyName = Annotated[str, _registered(POLICIES, ("threshold", "dynamic", "meta"))]
+#: ``aggregation.method``: a registered aggregator.
+AggregatorName = Annotated[str, _registered(AGGREGATORS, BUILT_IN_AGGREGATORS)]
 
 
 class LabelSpec(_Strict):
@@ -113,18 +169,30 @@ class DataSource(_Strict):
         return self
 
 
-class _LabelerCommon(_Strict):
+class LabelerSettings(_Strict):
+    """What every ``labeler`` entry has; a plug-in labeler's settings class subclasses it.
+
+    Examples
+    --------
+    >>> class ToySettings(LabelerSettings):
+    ...     keyword: str = Field("refund", description="Items containing this are billing.")
+    >>> ToySettings(backend="toy").label_name
+    'toy'
+    """
+
     name: str | None = Field(
         None, description="Name of this labeler in the store, the CLI and ensembles (default: the backend)."
     )
     weight: float = Field(1.0, gt=0, description="Weight of this labeler in the ensemble average.")
+    # after name and weight, where the built-in backends' files have always listed it
+    backend: str = Field(description="Which labeler labels the items.")
 
     @property
     def label_name(self) -> str:
-        return self.name or self.backend  # type: ignore[attr-defined]
+        return self.name or self.backend
 
 
-class EmbeddingLabelerConfig(_LabelerCommon):
+class EmbeddingLabelerConfig(LabelerSettings):
     backend: Literal["embedding"] = Field("embedding", description="Which labeler labels the items.")
     model: str | None = Field(
         None,
@@ -140,7 +208,7 @@ class EmbeddingLabelerConfig(_LabelerCommon):
     )
 
 
-class LlamaLabelerConfig(_LabelerCommon):
+class LlamaLabelerConfig(LabelerSettings):
     backend: Literal["llama"] = Field(description="A GGUF model run in-process by llama.cpp.")
     model_path: str | None = Field(
         None, description="GGUF file; empty means the bundled Gemma 3 270M (weak: for trying the path)."
@@ -153,7 +221,7 @@ class LlamaLabelerConfig(_LabelerCommon):
     n_threads: int | None = Field(None, ge=1, description="CPU threads; empty means half the CPU cores.")
 
 
-class OpenAILabelerConfig(_LabelerCommon):
+class OpenAILabelerConfig(LabelerSettings):
     backend: Literal["openai"] = Field(description="Any OpenAI-compatible server.")
     model: str = Field(description="Model name as the server knows it.")
     base_url: str | None = Field(
@@ -178,18 +246,70 @@ class OpenAILabelerConfig(_LabelerCommon):
     )
 
 
-LabelerConfig = Annotated[
-    EmbeddingLabelerConfig | LlamaLabelerConfig | OpenAILabelerConfig, Field(discriminator="backend")
-]
-BACKENDS: dict[str, type[BaseModel]] = {
+#: The settings classes of the built-in backends; a plug-in's comes from its factory.
+BACKENDS: dict[str, type[LabelerSettings]] = {
     "embedding": EmbeddingLabelerConfig,
     "llama": LlamaLabelerConfig,
     "openai": OpenAILabelerConfig,
 }
 
 
+def labeler_settings(backend: str) -> type[LabelerSettings] | None:
+    """The settings class of ``backend`` (built-in or registered), None for an unknown one.
+
+    Examples
+    --------
+    >>> labeler_settings("llama").__name__, labeler_settings("gpt")
+    ('LlamaLabelerConfig', None)
+    """
+    if backend in BACKENDS:
+        return BACKENDS[backend]
+    if backend not in LABELERS:
+        return None
+    config = getattr(LABELERS.get(backend), "config", LabelerSettings)
+    if not (isinstance(config, type) and issubclass(config, LabelerSettings)):
+        raise ConfigError(
+            f"labeler backend {backend!r}: its factory's config attribute must be a subclass of "
+            f"duolabel.config.LabelerSettings, got {config!r}"
+        )
+    return config
+
+
+def _backend_of(value: Any) -> str | None:
+    return value.get("backend") if isinstance(value, dict) else getattr(value, "backend", None)
+
+
+@lru_cache(maxsize=32)
+def _entry_adapter(backends: tuple[tuple[str, type[LabelerSettings]], ...]) -> TypeAdapter[Any]:
+    # A union tagged by backend name, like a pydantic discriminated union, but built when a
+    # plug-in's backend is met: errors keep the tag in their location, as for the built-ins.
+    members = tuple(Annotated[cls, Tag(name)] for name, cls in backends)
+    return TypeAdapter(Annotated[Union[members], Discriminator(_backend_of)])  # type: ignore[arg-type]  # noqa: UP007
+
+
+def _labeler_entry(value: Any) -> LabelerSettings:
+    if isinstance(value, LabelerSettings):
+        return value
+    backend = _backend_of(value)
+    config = labeler_settings(backend) if isinstance(backend, str) else None
+    if config is None or not isinstance(backend, str):
+        names = [*BACKENDS, *(n for n in LABELERS.names() if n not in BACKENDS)]
+        raise PydanticCustomError(
+            "union_tag_invalid",
+            "Input tag {tag!r} found using 'backend' does not match any of: {expected_tags}",
+            {"tag": backend, "expected_tags": ", ".join(repr(n) for n in names)},
+        )
+    backends: dict[str, type[LabelerSettings]] = {**BACKENDS, backend: config}
+    settings: LabelerSettings = _entry_adapter(tuple(backends.items())).validate_python(value)
+    return settings
+
+
+#: One ``labeler`` entry: the settings class of its ``backend``, built-in or plug-in.
+LabelerConfig = Annotated[SerializeAsAny[LabelerSettings], PlainValidator(_labeler_entry)]
+
+
 class CalibrationConfig(_Strict):
-    method: Literal["temperature", "vector", "isotonic", "histogram", "auto", "none"] = Field(
+    method: CalibratorName = Field(
         "temperature",
         description="Calibrator fitted on the golden items; auto picks the lowest cross-validated log-loss.",
     )
@@ -199,7 +319,7 @@ class CalibrationConfig(_Strict):
 
 
 class RoutingConfig(_Strict):
-    policy: Literal["threshold", "dynamic", "meta"] = Field(
+    policy: PolicyName = Field(
         "threshold",
         description="threshold: confidence vs a threshold, fixed overlap; dynamic: ask one person at a "
         "time until the fused posterior is sure; meta: a classifier predicts the model's errors.",
@@ -323,9 +443,7 @@ class AuditConfig(_Strict):
 
 
 class AggregationConfig(_Strict):
-    method: (
-        Literal["majority_vote", "weighted_majority_vote", "dawid_skene", "glad", "mace", "median"] | None
-    ) = Field(
+    method: AggregatorName | None = Field(
         None,
         description="How each item's answers become its final label: majority_vote, "
         "weighted_majority_vote, dawid_skene, glad, mace or median (ordered labels); empty means "
@@ -400,9 +518,14 @@ class ProjectConfig(_Strict):
         return labelers
 
 
+def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """Whether ``loc[i]`` is a labeler entry's union tag (its backend): ``labeler.0.<tag>``."""
+    return i == 2 and loc[0] == "labeler" and isinstance(loc[1], int)
+
+
 def _clean(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The location without pydantic's union tags (``labeler.0.llama.n_ctx`` -> ``labeler.0.n_ctx``)."""
-    return tuple(p for p in loc if p not in BACKENDS)
+    """The location without the union tags (``labeler.0.llama.n_ctx`` -> ``labeler.0.n_ctx``)."""
+    return tuple(p for i, p in enumerate(loc) if not _is_tag(loc, i))
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -419,9 +542,11 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed next to the unknown key at ``loc``."""
     current: Any = model
-    for part in loc[:-1]:
-        if part in BACKENDS:
-            current = BACKENDS[part]
+    for i, part in enumerate(loc[:-1]):
+        if _is_tag(loc, i):
+            current = labeler_settings(part)
+            if current is None:
+                return []
             continue
         if isinstance(part, int):
             continue
@@ -441,8 +566,7 @@ def _format_error(err: ErrorDetails, source: str) -> str:
         allowed = ", ".join(_allowed_keys(ProjectConfig, loc))
         return f"{source}: unknown key '{_loc(loc)}'; allowed here: {allowed}"
     if err["type"] == "union_tag_invalid":
-        allowed = ", ".join(repr(b) for b in BACKENDS)
-        got = err["ctx"].get("tag")
+        got, allowed = err["ctx"].get("tag"), err["ctx"]["expected_tags"]
         return f"{source}: key '{_loc(loc)}.backend': got {got!r}, expected one of {allowed}"
     if err["type"] == "missing":
         return f"{source}: missing key '{_loc(loc)}'"

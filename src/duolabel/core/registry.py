@@ -9,17 +9,22 @@ a third-party package adds one through a Python entry point in the registry's gr
 
 Entry points are read lazily, the first time a name is looked up or the names are listed, so
 importing duolabel never imports a plug-in.
+
+Each registry is declared next to its interface, except :data:`LABELERS`: the labelers sit
+above the configuration in the layers, but the project file must accept a plug-in's
+``backend`` (and read its settings class), so that registry is declared here, below both, and
+filled by :mod:`duolabel.labelers`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from duolabel.errors import ConfigError
 
-__all__ = ["Registry"]
+__all__ = ["LABELERS", "Registry"]
 
 T = TypeVar("T")
 
@@ -87,3 +92,10 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+#: Labeler factories by backend name (``labeler[].backend``): each is called with the project
+#: context and its ``labeler`` entry and returns an unfitted labeler. A factory's ``config``
+#: attribute, a subclass of :class:`duolabel.config.LabelerSettings`, is the settings class
+#: of a plug-in's entry (the built-in backends' classes are in :mod:`duolabel.config`).
+LABELERS: Registry[Callable[..., Any]] = Registry("labeler", group="duolabel.labelers")

@@ -3,8 +3,10 @@
 One module per backend (``embedding``, ``llama``, ``openai``), each built from its
 ``labeler`` entry of the project file by a factory in :data:`LABELERS`. The factories of the
 built-in backends import their module only when called, so the llama.cpp and HTTP client
-dependencies load only for projects that use them; a plug-in adds a backend through the
-``duolabel.labelers`` entry-point group. The labeling stage itself is
+dependencies load only for projects that use them. A plug-in adds a backend through the
+``duolabel.labelers`` entry-point group: the entry point names its factory, and the factory's
+``config`` attribute its settings class (a subclass of :class:`duolabel.config.LabelerSettings`,
+which the project file validates the entry with). The labeling stage itself is
 :mod:`duolabel.stages.label`.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from duolabel.config import EmbeddingLabelerConfig, LabelerConfig, LlamaLabelerConfig, OpenAILabelerConfig
 from duolabel.context import Context
-from duolabel.core.registry import Registry
+from duolabel.core.registry import LABELERS
 from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, TrainableLabeler, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
 
@@ -42,8 +44,8 @@ ENSEMBLE = "ensemble"
 #: Builds an unfitted labeler from the project context and one ``labeler`` entry.
 LabelerFactory = Callable[[Context, Any], Labeler]
 
-#: Labeler factories by backend name (the ``backend`` key of a ``labeler`` entry).
-LABELERS: Registry[LabelerFactory] = Registry("labeler", group="duolabel.labelers")
+# LABELERS (factories by backend name) is declared in duolabel.core.registry, below the
+# configuration, which reads a plug-in backend's settings class from it.
 
 
 def build_labeler(ctx: Context, cfg: LabelerConfig) -> Any:
@@ -132,4 +134,3 @@ def _openai(ctx: Context, cfg: OpenAILabelerConfig) -> Labeler:
         price_output_per_million=costs.llm_output_per_million,
         cache=StoreResponseCache(ctx.store),
     )
-
