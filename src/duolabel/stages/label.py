@@ -56,7 +56,7 @@ def _prediction_rows(
 ) -> list[Prediction]:
     rows = []
     # The task type reads the model's answer from its distribution (NaN rows abstain).
-    picks: Sequence[int] = task.predicted(np.nan_to_num(probs)) if len(probs) else []
+    picks = task.predicted(np.nan_to_num(probs).reshape(len(items), len(labels)))
     for item, row, pick in zip(items, probs, picks, strict=True):
         common = dict(
             item_id=item.id,
