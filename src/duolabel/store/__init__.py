@@ -14,16 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from duolabel.errors import ProjectError, SetupError
 from duolabel.store import tables
+from duolabel.store.backends import STORES, StoreBackend
 from duolabel.store.tables import (
     Annotation,
     Annotator,
@@ -64,40 +64,21 @@ __all__ = [
 ]
 
 DB_FILE = "duolabel.db"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-
-
-def _sqlite_setup(engine: Engine) -> None:
-    # pysqlite's own transaction handling issues BEGIN lazily (deferred), which lets two
-    # writers deadlock on the read->write lock upgrade; take control of BEGIN instead.
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
-        cur.execute("PRAGMA foreign_keys = ON")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        write = conn.get_execution_options().get("duolabel_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 class Store:
     """A migrated database with short read and write transactions."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, backend: StoreBackend | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        single_writer = (backend or _backend(engine.dialect.name)).single_writer
         # SQLite has one writer at a time. Writers of this process queue on this lock,
         # in turn; without it they poll SQLite's busy handler, which sleeps up to 100 ms
         # between tries, and a busy web server's latency goes to seconds. Other
         # processes still wait on the busy timeout.
-        self._write_lock = threading.RLock() if self.is_sqlite else None
-        writer = engine.execution_options(duolabel_write=True) if self.is_sqlite else engine
+        self._write_lock = threading.RLock() if single_writer else None
+        writer = engine.execution_options(duolabel_write=True) if single_writer else engine
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(writer, expire_on_commit=False)
 
@@ -123,20 +104,22 @@ def _migrations_config() -> AlembicConfig:
     return cfg
 
 
-def _resolve_url(url: str | None, project_dir: Path) -> str:
-    if not url:
-        return f"sqlite:///{(project_dir / DB_FILE).resolve()}"
-    if url.startswith("postgresql://"):
-        # psycopg 3 is the driver the `postgres` extra installs.
-        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return url
+def _backend(dialect: str) -> StoreBackend:
+    return STORES.get(dialect)() if dialect in STORES else StoreBackend()
+
+
+def _dialect(url: str) -> str:
+    """The dialect name of a URL (``postgresql+psycopg://`` -> ``postgresql``)."""
+    return url.split(":", 1)[0].split("+", 1)[0]
 
 
 def open_store(database_url: str | None, project_dir: str | Path = ".") -> Store:
     """Open (and create or migrate) the store for a project."""
-    url = _resolve_url(database_url, Path(project_dir))
+    url = database_url or f"sqlite:///{(Path(project_dir) / DB_FILE).resolve()}"
+    backend = _backend(_dialect(url))
+    url = backend.url(url)
     try:
-        engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        engine = create_engine(url, **backend.engine_options())
     except NoSuchModuleError as exc:
         raise ProjectError(f"database_url {database_url!r}: unknown database kind ({exc})") from None
     except ArgumentError as exc:
@@ -145,8 +128,7 @@ def open_store(database_url: str | None, project_dir: str | Path = ".") -> Store
         raise SetupError(
             f"database_url {database_url!r} needs the driver {exc.name!r}: pip install 'duolabel[postgres]'"
         ) from None
-    if engine.dialect.name == "sqlite":
-        _sqlite_setup(engine)
+    backend.setup(engine)
     cfg = _migrations_config()
     try:
         with engine.begin() as conn:
@@ -155,7 +137,7 @@ def open_store(database_url: str | None, project_dir: str | Path = ".") -> Store
     except OperationalError as exc:
         engine.dispose()
         raise ProjectError(f"cannot open the store at {_safe(url)}: {exc.orig}") from None
-    return Store(engine)
+    return Store(engine, backend)
 
 
 def _safe(url: str) -> str:
