@@ -1,8 +1,8 @@
 """One conformance suite per pluggable interface, run over EVERY registered implementation.
 
-Each suite iterates its registry's names, so a new calibrator, aggregator, policy, task type or
-labeler (built-in, or a plug-in installed through an entry point) is checked without editing
-this file. Method-specific behaviour lives in each part's own tests (test_calibration.py,
+Each suite iterates its registry's names, so a new calibrator, aggregator, policy, task type,
+active-learning strategy or labeler (built-in, or a plug-in installed through an entry point) is
+checked without editing this file. Method-specific behaviour lives in each part's own tests (test_calibration.py,
 test_aggregation.py, test_routing.py, test_labeler_*.py).
 """
 
@@ -23,6 +23,7 @@ from duolabel.core.aggregation import AGGREGATORS, make_aggregator
 from duolabel.core.calibration import CALIBRATORS
 from duolabel.core.policies import POLICIES, FollowUpPolicy, make_policy
 from duolabel.core.registry import LABELERS
+from duolabel.core.strategies import STRATEGIES
 from duolabel.core.tasks import TASK_TYPES, task_type
 
 LABELS = ["x", "y", "z"]
@@ -209,6 +210,38 @@ def test_task_type_contract(name, other):
     assert figures and all(np.isfinite(value) for value in figures.values())
     assert isinstance(task.export_columns(LABELS[0], LABELS), dict)
     assert isinstance(task.export_columns(None, LABELS), dict)
+
+
+# ---------------------------------------------------------------------------
+# Active-learning strategies: select(probs, n) -> n distinct pool indices
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+@QUICK
+@given(seed=st.integers(0, 10_000), n_pool=st.integers(0, 40), n=st.integers(0, 50))
+def test_strategy_contract(name, seed, n_pool, n):
+    strategy = STRATEGIES.get(name)()
+    probs = np.random.default_rng(seed).dirichlet(np.ones(3), size=n_pool)
+    if n_pool:
+        probs[0] = np.nan  # an abstention is a valid pool row
+    chosen = strategy.select(probs, n, seed=seed)
+    assert len(chosen) == min(n, n_pool) and len(set(chosen.tolist())) == len(chosen)
+    assert all(0 <= i < n_pool for i in chosen.tolist())
+    assert np.array_equal(chosen, strategy.select(probs, n, seed=seed))  # deterministic
+    # Order invariance: permuting the pool selects the same items (up to ties, which the
+    # seeded tie-break resolves; compare the selected distributions, not the positions).
+    perm = np.random.default_rng(seed + 1).permutation(n_pool)
+    again = strategy.select(probs[perm], n, seed=seed)
+    if name != "random":
+        key = lambda rows: sorted(map(tuple, np.round(np.nan_to_num(rows, nan=-1), 12).tolist()))  # noqa: E731
+        assert key(probs[chosen]) == key(probs[perm][again]) or _tied_at_cut(strategy, probs, n)
+    assert pickle.loads(pickle.dumps(strategy)).select(probs, n, seed=seed).tolist() == chosen.tolist()
+
+
+def _tied_at_cut(strategy, probs: np.ndarray, n: int) -> bool:
+    """Whether the n-th and (n+1)-th most uncertain items tie (then either may be chosen)."""
+    scores = np.sort(strategy.uncertainty(np.nan_to_num(probs)))[::-1]
+    return 0 < n < len(scores) and np.isclose(scores[n - 1], scores[n])
 
 
 # ---------------------------------------------------------------------------
