@@ -15,6 +15,7 @@ from typing import Protocol, cast
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from duolabel.core.probs import signals
 from duolabel.core.registry import Registry
 
 __all__ = [
@@ -258,10 +259,9 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, *, n_bins: i
 
 
 def confidence_signals(row: np.ndarray) -> dict[str, float]:
-    """Per-item confidence signals kept for routing: top probability, margin, entropy."""
-    top2 = np.sort(row)[-2:]
-    entropy = float(-(row * np.log(np.clip(row, _EPS, 1.0))).sum())
-    return {"max_prob": float(top2[-1]), "margin": float(top2[-1] - top2[0]), "entropy": entropy}
+    """One item's confidence signals (:func:`duolabel.core.probs.signals`), kept with its
+    prediction as provenance; routing computes the same signals from the distribution."""
+    return {name: float(values[0]) for name, values in signals(np.asarray(row)[None, :]).items()}
 
 
 def error_detection_auroc(probs: np.ndarray, gold: np.ndarray) -> float:

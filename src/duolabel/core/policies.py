@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from duolabel.core.probs import signals
 from duolabel.core.registry import Registry
 
 __all__ = [
@@ -225,13 +226,8 @@ def feature_matrix(probs: np.ndarray, features: Mapping[str, np.ndarray]) -> np.
     """The meta-router's inputs: signals of the calibrated distribution plus ``features``
     (``disagreement``, ``log_length``, ``neighbourhood_accuracy``; missing ones are 0)."""
     n = len(probs)
-    ordered = np.sort(probs, axis=1) if n else np.zeros((0, 2))
-    entropy = -(probs * np.log(np.clip(probs, _EPS, 1.0))).sum(axis=1)
-    columns = {
-        "confidence": ordered[:, -1],
-        "margin": ordered[:, -1] - ordered[:, -2],
-        "entropy": entropy,
-    }
+    found = signals(probs)
+    columns = {"confidence": found["max_prob"], "margin": found["margin"], "entropy": found["entropy"]}
     rows = [columns.get(name, np.asarray(features.get(name, np.zeros(n)), dtype=float)) for name in FEATURES]
     return np.column_stack(rows) if n else np.zeros((0, len(FEATURES)))
 
