@@ -123,7 +123,7 @@ def agreement_table(project: Project) -> pd.DataFrame:
 
 
 def audits_table(project: Project) -> pd.DataFrame:
-    """Audited accuracy of the shipped labels per source (:func:`duolabel.audit.audit_estimates`)."""
+    """Audited accuracy of the shipped labels per source (:func:`duolabel.stages.audit.audit_estimates`)."""
     from duolabel.stages.audit import audit_estimates
 
     rows = [
@@ -134,7 +134,7 @@ def audits_table(project: Project) -> pd.DataFrame:
 
 
 def alarms_table(project: Project) -> pd.DataFrame:
-    """Quality alarms (:func:`duolabel.audit.alarms`)."""
+    """Quality alarms (:func:`duolabel.stages.audit.alarms`)."""
     from duolabel.stages.audit import alarms
 
     return pd.DataFrame(
