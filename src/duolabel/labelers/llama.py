@@ -28,6 +28,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,8 @@ import numpy as np
 
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import Progress, TextItem, Usage
-from duolabel.labelers.fewshot import Encode, FewShotSelector, encoder_name
-from duolabel.labelers.prompts import build_prompt
+from duolabel.labelers.fewshot import FewShotSelector, encoder_name
+from duolabel.labelers.prompts import PromptedLabeler, build_prompt
 
 __all__ = ["LlamaLabeler", "default_model_path"]
 
@@ -75,7 +76,8 @@ def _check_gguf(path: Path) -> Path:
     return path
 
 
-class LlamaLabeler:
+@dataclass(kw_only=True, eq=False, repr=False)
+class LlamaLabeler(PromptedLabeler):
     """Label likelihoods from a GGUF model run by llama.cpp, with few-shot golden examples.
 
     Parameters
@@ -113,30 +115,13 @@ class LlamaLabeler:
 
     name = "llama"
 
-    def __init__(
-        self,
-        *,
-        labels: Sequence[str],
-        descriptions: Sequence[str] = (),
-        instructions: str = "",
-        model_path: str | Path | None = None,
-        n_ctx: int = 2048,
-        few_shot: int = 4,
-        permutations: int = 1,
-        n_threads: int | None = None,
-        encode: Encode | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.labels = list(labels)
-        self.descriptions = list(descriptions)
-        self.instructions = instructions
-        self.model_path = model_path
-        self.n_ctx = n_ctx
-        self.few_shot = few_shot
-        self.permutations = permutations
-        self.n_threads = n_threads
-        self.encode = encode
-        self.seed = seed
+    model_path: str | Path | None = None
+    n_ctx: int = 2048
+    permutations: int = 1
+    n_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._path: Path | None = None
         self._llm: Any = None
         self._label_tokens: list[tuple[int, ...]] = []
@@ -294,17 +279,9 @@ class LlamaLabeler:
         """
         llm = self._load()
         room = self.n_ctx - self._longest_label
-        descriptions = self.descriptions or [""] * len(self.labels)
         # Examples come least similar first, so dropping from the front keeps the nearest ones.
         for dropped in range(len(examples) + 1):
-            text = build_prompt(
-                instructions=self.instructions,
-                labels=self.labels,
-                descriptions=descriptions,
-                text=item.text,
-                examples=examples[dropped:],
-                order=order,
-            ).text
+            text = self.prompt(item.text, examples[dropped:], order=order).text
             tokens = llm.tokenize(text.encode(), add_bos=True)
             if len(tokens) <= room:
                 return text, tokens, dropped

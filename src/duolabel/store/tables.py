@@ -29,6 +29,7 @@ __all__ = [
     "Annotation",
     "Annotator",
     "Assignment",
+    "Audit",
     "Base",
     "Embedding",
     "ExpertTask",
