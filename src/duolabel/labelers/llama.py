@@ -82,29 +82,21 @@ class LlamaLabeler(PromptedLabeler):
 
     Parameters
     ----------
-    labels : list of str
-        The project's labels; probability columns follow this order.
-    descriptions : list of str, optional
-        One line per label, shown in the prompt; empty for none.
-    instructions : str
-        The task as the annotators read it; first in the prompt.
     model_path : str or Path, optional
         A GGUF file; the bundled Gemma 3 270M when omitted (a base model, weak as a labeler).
     n_ctx : int
         Context window in tokens. Few-shot examples are dropped, least similar first, from a
         prompt that does not fit; an item that does not fit alone is an abstention (NaN row).
-    few_shot : int
-        Golden examples per prompt, the nearest right before the item; 0 for zero-shot.
     permutations : int
         Label orders in the prompt whose distributions are averaged, against option-order
         bias: the given order, then distinct seeded shuffles (at most ``len(labels)!``).
     n_threads : int, optional
         CPU threads for llama.cpp (prompts and single tokens); half the cores when omitted.
-    encode : callable, optional
-        Items to normalised vectors, for choosing the nearest examples; without it every item
-        gets the first ``few_shot`` golden items.
     seed : int
         Seed of the label shuffles (and of llama.cpp).
+    labels, descriptions, instructions, few_shot, encode
+        As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words and
+        the few-shot settings.
 
     Examples
     --------

@@ -177,12 +177,6 @@ class OpenAILabeler(PromptedLabeler):
 
     Parameters
     ----------
-    labels : list of str
-        The project's labels; probability columns follow this order.
-    descriptions : list of str
-        One line per label, shown in the prompt.
-    instructions : str
-        The task instructions, shown first in the prompt.
     model : str
         The model name sent to the server.
     base_url : str, optional
@@ -193,8 +187,6 @@ class OpenAILabeler(PromptedLabeler):
     endpoint : {"completions", "chat"}
         ``/v1/completions`` (the prompt is continued) or ``/v1/chat/completions`` (the
         prompt is one user message).
-    few_shot : int
-        Golden examples in each prompt, the most similar (by ``encode``) nearest the item.
     top_logprobs : int
         Top tokens read at each answer position (OpenAI allows 5 on completions, 20 on
         chat). 0 never asks for log-probabilities: the vote share of samples is used.
@@ -222,11 +214,11 @@ class OpenAILabeler(PromptedLabeler):
         Price per million prompt and completion tokens, for ``Usage.extra["cost"]``.
     cache : ResponseCache, optional
         Where answers are kept; a cached answer costs no request.
-    encode : callable, optional
-        Embeddings of items (normalised), for choosing similar few-shot examples; without
-        it the first ``few_shot`` golden items are used.
     seed : int
         Seed of the sampled answers.
+    labels, descriptions, instructions, few_shot, encode
+        As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words and
+        the few-shot settings.
 
     Examples
     --------

@@ -91,14 +91,14 @@ class PromptedLabeler:
 
     Examples
     --------
-    >>> spec = PromptedLabeler(labels=("spam", "ham"), instructions="Is it spam?")
+    >>> spec = PromptedLabeler(labels=["spam", "ham"], instructions="Is it spam?")
     >>> spec.labels, spec.few_shot
     (['spam', 'ham'], 4)
     >>> spec.prompt("WIN NOW").text.splitlines()[2:4]
     ['Possible labels:', '- spam']
     """
 
-    labels: Sequence[str]
+    labels: list[str]
     descriptions: Sequence[str] = ()
     instructions: str = ""
     few_shot: int = 4
