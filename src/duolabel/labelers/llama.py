@@ -28,6 +28,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,8 @@ import numpy as np
 
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import Progress, TextItem, Usage
-from duolabel.labelers.fewshot import Encode, FewShotSelector, encoder_name
-from duolabel.labelers.prompts import build_prompt
+from duolabel.labelers.fewshot import FewShotSelector, encoder_name
+from duolabel.labelers.prompts import PromptedLabeler, build_prompt
 
 __all__ = ["LlamaLabeler", "default_model_path"]
 
@@ -75,34 +76,27 @@ def _check_gguf(path: Path) -> Path:
     return path
 
 
-class LlamaLabeler:
+@dataclass(kw_only=True, eq=False, repr=False)
+class LlamaLabeler(PromptedLabeler):
     """Label likelihoods from a GGUF model run by llama.cpp, with few-shot golden examples.
 
     Parameters
     ----------
-    labels : list of str
-        The project's labels; probability columns follow this order.
-    descriptions : list of str, optional
-        One line per label, shown in the prompt; empty for none.
-    instructions : str
-        The task as the annotators read it; first in the prompt.
     model_path : str or Path, optional
         A GGUF file; the bundled Gemma 3 270M when omitted (a base model, weak as a labeler).
     n_ctx : int
         Context window in tokens. Few-shot examples are dropped, least similar first, from a
         prompt that does not fit; an item that does not fit alone is an abstention (NaN row).
-    few_shot : int
-        Golden examples per prompt, the nearest right before the item; 0 for zero-shot.
     permutations : int
         Label orders in the prompt whose distributions are averaged, against option-order
         bias: the given order, then distinct seeded shuffles (at most ``len(labels)!``).
     n_threads : int, optional
         CPU threads for llama.cpp (prompts and single tokens); half the cores when omitted.
-    encode : callable, optional
-        Items to normalised vectors, for choosing the nearest examples; without it every item
-        gets the first ``few_shot`` golden items.
     seed : int
         Seed of the label shuffles (and of llama.cpp).
+    labels, descriptions, instructions, few_shot, encode
+        As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words and
+        the few-shot settings.
 
     Examples
     --------
@@ -113,30 +107,13 @@ class LlamaLabeler:
 
     name = "llama"
 
-    def __init__(
-        self,
-        *,
-        labels: Sequence[str],
-        descriptions: Sequence[str] = (),
-        instructions: str = "",
-        model_path: str | Path | None = None,
-        n_ctx: int = 2048,
-        few_shot: int = 4,
-        permutations: int = 1,
-        n_threads: int | None = None,
-        encode: Encode | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.labels = list(labels)
-        self.descriptions = list(descriptions)
-        self.instructions = instructions
-        self.model_path = model_path
-        self.n_ctx = n_ctx
-        self.few_shot = few_shot
-        self.permutations = permutations
-        self.n_threads = n_threads
-        self.encode = encode
-        self.seed = seed
+    model_path: str | Path | None = None
+    n_ctx: int = 2048
+    permutations: int = 1
+    n_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._path: Path | None = None
         self._llm: Any = None
         self._label_tokens: list[tuple[int, ...]] = []
@@ -294,17 +271,9 @@ class LlamaLabeler:
         """
         llm = self._load()
         room = self.n_ctx - self._longest_label
-        descriptions = self.descriptions or [""] * len(self.labels)
         # Examples come least similar first, so dropping from the front keeps the nearest ones.
         for dropped in range(len(examples) + 1):
-            text = build_prompt(
-                instructions=self.instructions,
-                labels=self.labels,
-                descriptions=descriptions,
-                text=item.text,
-                examples=examples[dropped:],
-                order=order,
-            ).text
+            text = self.prompt(item.text, examples[dropped:], order=order).text
             tokens = llm.tokenize(text.encode(), add_bos=True)
             if len(tokens) <= room:
                 return text, tokens, dropped

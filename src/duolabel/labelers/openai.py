@@ -31,8 +31,8 @@ import numpy as np
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import LabelingStopped, Progress, TextItem, Usage
 from duolabel.labelers.cache import ResponseCache, cache_key
-from duolabel.labelers.fewshot import Encode, FewShotSelector, encoder_name
-from duolabel.labelers.prompts import build_prompt
+from duolabel.labelers.fewshot import FewShotSelector, encoder_name
+from duolabel.labelers.prompts import PromptedLabeler
 
 __all__ = ["LabelingStopped", "OpenAILabeler", "logprob_distribution", "match_label"]
 
@@ -171,17 +171,12 @@ class _Run:
     failure: str | None = None
 
 
-class OpenAILabeler:
+@dataclass(kw_only=True, eq=False, repr=False)
+class OpenAILabeler(PromptedLabeler):
     """Labels items with a model behind any OpenAI-compatible API.
 
     Parameters
     ----------
-    labels : list of str
-        The project's labels; probability columns follow this order.
-    descriptions : list of str
-        One line per label, shown in the prompt.
-    instructions : str
-        The task instructions, shown first in the prompt.
     model : str
         The model name sent to the server.
     base_url : str, optional
@@ -192,8 +187,6 @@ class OpenAILabeler:
     endpoint : {"completions", "chat"}
         ``/v1/completions`` (the prompt is continued) or ``/v1/chat/completions`` (the
         prompt is one user message).
-    few_shot : int
-        Golden examples in each prompt, the most similar (by ``encode``) nearest the item.
     top_logprobs : int
         Top tokens read at each answer position (OpenAI allows 5 on completions, 20 on
         chat). 0 never asks for log-probabilities: the vote share of samples is used.
@@ -221,11 +214,11 @@ class OpenAILabeler:
         Price per million prompt and completion tokens, for ``Usage.extra["cost"]``.
     cache : ResponseCache, optional
         Where answers are kept; a cached answer costs no request.
-    encode : callable, optional
-        Embeddings of items (normalised), for choosing similar few-shot examples; without
-        it the first ``few_shot`` golden items are used.
     seed : int
         Seed of the sampled answers.
+    labels, descriptions, instructions, few_shot, encode
+        As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words and
+        the few-shot settings.
 
     Examples
     --------
@@ -236,54 +229,22 @@ class OpenAILabeler:
 
     name = "openai"
 
-    def __init__(
-        self,
-        *,
-        labels: Sequence[str],
-        descriptions: Sequence[str] = (),
-        instructions: str = "",
-        model: str,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        endpoint: Literal["completions", "chat"] = "completions",
-        few_shot: int = 4,
-        top_logprobs: int = 5,
-        samples: int = 5,
-        verbalized: bool = False,
-        answer_tokens: int = 2,
-        concurrency: int = 4,
-        timeout: float = 60.0,
-        max_retries: int = 4,
-        backoff: float = 0.5,
-        budget: float | None = None,
-        price_input_per_million: float = 0.0,
-        price_output_per_million: float = 0.0,
-        cache: ResponseCache | None = None,
-        encode: Encode | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.labels = list(labels)
-        self.descriptions = list(descriptions)
-        self.instructions = instructions
-        self.model = model
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.endpoint = endpoint
-        self.few_shot = few_shot
-        self.top_logprobs = top_logprobs
-        self.samples = samples
-        self.verbalized = verbalized
-        self.answer_tokens = answer_tokens
-        self.concurrency = concurrency
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.budget = budget
-        self.price_input_per_million = price_input_per_million
-        self.price_output_per_million = price_output_per_million
-        self.cache = cache
-        self.encode = encode
-        self.seed = seed
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    endpoint: Literal["completions", "chat"] = "completions"
+    top_logprobs: int = 5
+    samples: int = 5
+    verbalized: bool = False
+    answer_tokens: int = 2
+    concurrency: int = 4
+    timeout: float = 60.0
+    max_retries: int = 4
+    backoff: float = 0.5
+    budget: float | None = None
+    price_input_per_million: float = 0.0
+    price_output_per_million: float = 0.0
+    cache: ResponseCache | None = None
 
     # -- prompts and keys ---------------------------------------------------
 
@@ -296,13 +257,7 @@ class OpenAILabeler:
         instructions = self.instructions
         if self.verbalized:
             instructions = f"{instructions} {VERBALIZED_HINT}".strip()
-        return build_prompt(
-            instructions=instructions,
-            labels=self.labels,
-            descriptions=self.descriptions or [""] * len(self.labels),
-            text=text,
-            examples=examples,
-        ).text
+        return self.prompt(text, examples, instructions=instructions).text
 
     def _base_mode(self) -> Mode:
         if self.verbalized:

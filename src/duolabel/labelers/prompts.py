@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["LabelPrompt", "build_prompt"]
+from duolabel.labelers.fewshot import Encode
+
+__all__ = ["LabelPrompt", "PromptedLabeler", "build_prompt"]
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,69 @@ def build_prompt(
     body = "".join(f"Text: {_one_line(t)}\nLabel: {label}\n\n" for t, label in examples)
     body += f"Text: {_one_line(text)}\nLabel:"
     return LabelPrompt(prefix, body)
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class PromptedLabeler:
+    """What the LLM labelers share: the project's words their prompts are built from, and
+    the few-shot settings.
+
+    A base for labelers that prompt a language model (``llama``, ``openai``); each adds its
+    own keyword parameters as dataclass fields. Equality and ``repr`` stay the object's own,
+    as for any labeler.
+
+    Parameters
+    ----------
+    labels : list of str
+        The project's labels; probability columns follow this order.
+    descriptions : list of str
+        One line per label, shown in the prompt; empty for none.
+    instructions : str
+        The task as the annotators read it; first in the prompt.
+    few_shot : int
+        Golden examples per prompt, the nearest right before the item; 0 for zero-shot.
+    encode : callable, optional
+        Items to normalised vectors, for choosing the nearest examples; without it every
+        item gets the first ``few_shot`` golden items.
+    seed : int
+        Seed of whatever the labeler draws at random.
+
+    Examples
+    --------
+    >>> spec = PromptedLabeler(labels=["spam", "ham"], instructions="Is it spam?")
+    >>> spec.labels, spec.few_shot
+    (['spam', 'ham'], 4)
+    >>> spec.prompt("WIN NOW").text.splitlines()[2:4]
+    ['Possible labels:', '- spam']
+    """
+
+    labels: list[str]
+    descriptions: Sequence[str] = ()
+    instructions: str = ""
+    few_shot: int = 4
+    encode: Encode | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Copies: a caller's list changed later must not change the labeler.
+        self.labels = list(self.labels)
+        self.descriptions = list(self.descriptions)
+
+    def prompt(
+        self,
+        text: str,
+        examples: Sequence[tuple[str, str]] = (),
+        *,
+        order: Sequence[int] | None = None,
+        instructions: str | None = None,
+    ) -> LabelPrompt:
+        """The prompt for one item from this labeler's labels, descriptions and instructions
+        (``instructions`` replaces the latter)."""
+        return build_prompt(
+            instructions=self.instructions if instructions is None else instructions,
+            labels=self.labels,
+            descriptions=self.descriptions or [""] * len(self.labels),
+            text=text,
+            examples=examples,
+            order=order,
+        )

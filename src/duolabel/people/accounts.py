@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -161,6 +161,16 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+_Expiring = TypeVar("_Expiring", Invitation, WebSession)
+
+
+def _expiring(table: type[_Expiring], hours: float, **columns: Any) -> _Expiring:
+    """A new row of a table of expiring tokens (invitations, web sessions), created now and
+    valid for ``hours``."""
+    now = utcnow()
+    return table(created_at=now, expires_at=now + timedelta(hours=hours), **columns)
+
+
 def create_invitation(
     store: Store, *, role: str = "annotator", hours: float = 72.0, created_by: int | None = None
 ) -> str:
@@ -188,17 +198,9 @@ def create_invitation(
     if not hours > 0:
         raise ProjectError(f"an invitation must be valid for a positive number of hours, got {hours}")
     token = secrets.token_urlsafe(32)
-    now = utcnow()
+    invitation = _expiring(Invitation, hours, token_hash=_digest(token), role=role, created_by=created_by)
     with store.write() as session:
-        session.add(
-            Invitation(
-                token_hash=_digest(token),
-                role=role,
-                created_by=created_by,
-                created_at=now,
-                expires_at=now + timedelta(hours=hours),
-            )
-        )
+        session.add(invitation)
     return token
 
 
@@ -289,19 +291,11 @@ def start_session(store: Store, annotator_id: int, *, hours: float) -> LoginSess
     """A new session (a fresh random id, never one the browser brought) for a logged-in account."""
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    now = utcnow()
-    expires = now + timedelta(hours=hours)
+    login = _expiring(WebSession, hours, id_hash=_digest(token), annotator_id=annotator_id, csrf=csrf)
+    now, expires = login.created_at, login.expires_at
     with store.write() as session:
         session.execute(delete(WebSession).where(WebSession.expires_at < now))
-        session.add(
-            WebSession(
-                id_hash=_digest(token),
-                annotator_id=annotator_id,
-                csrf=csrf,
-                created_at=now,
-                expires_at=expires,
-            )
-        )
+        session.add(login)
     return LoginSession(token, csrf, annotator_id, expires)
 
 

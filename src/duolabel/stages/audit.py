@@ -41,7 +41,6 @@ from duolabel.errors import ProjectError
 from duolabel.ledger import ledger_run
 from duolabel.people.experts import enqueue_expert
 from duolabel.store import Annotation, Annotator, Audit, ExpertTask, FinalLabel, Item, Run
-from duolabel.store.tables import utcnow
 
 __all__ = [
     "AuditDraw",
@@ -136,18 +135,7 @@ def apply_expert_answers(ctx: Context) -> int:
         with ctx.store.write() as session:
             session.execute(delete(FinalLabel).where(FinalLabel.item_id.in_([a.item_id for a in changed])))
             for a in changed:
-                session.add(
-                    FinalLabel(
-                        item_id=a.item_id,
-                        label=a.label,
-                        source="expert",
-                        confidence=1.0,
-                        votes={a.label: 1},
-                        n_votes=1,
-                        annotators=[a.name],
-                        updated_at=utcnow(),
-                    )
-                )
+                session.add(FinalLabel.from_expert(a.item_id, a.label, expert=a.name))
     return len(changed)
 
 

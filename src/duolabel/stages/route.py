@@ -14,7 +14,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import delete, or_, select, true, update
@@ -340,19 +340,8 @@ def route_project(
     }
     with ledger_run(store, "route", run_config) as run, progress("Routing items", len(todo)) as advance:
         with store.write() as session:
-            for item_id, gold in golden:
-                session.add(
-                    FinalLabel(
-                        item_id=item_id,
-                        label=gold,
-                        source="expert",
-                        confidence=1.0,
-                        votes={},
-                        n_votes=0,
-                        annotators=[],
-                        updated_at=utcnow(),
-                    )
-                )
+            for item_id, gold in golden:  # the query keeps items with a gold label only
+                session.add(FinalLabel.from_expert(item_id, cast(str, gold)))
         for start in range(0, len(todo), CHUNK):
             with store.write() as session:
                 preds = list(

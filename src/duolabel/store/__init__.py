@@ -24,44 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from duolabel.errors import ProjectError, SetupError
 from duolabel.store import tables
 from duolabel.store.backends import STORES, StoreBackend
-from duolabel.store.tables import (
-    Annotation,
-    Annotator,
-    Assignment,
-    Audit,
-    Embedding,
-    ExpertTask,
-    FinalLabel,
-    Invitation,
-    Item,
-    LLMCache,
-    LoginFailure,
-    Prediction,
-    Route,
-    Run,
-    WebSession,
-)
+from duolabel.store.tables import *  # noqa: F403  # the tables, as tables.__all__ lists them
 
-__all__ = [
-    "Annotation",
-    "Audit",
-    "Annotator",
-    "Assignment",
-    "Embedding",
-    "ExpertTask",
-    "FinalLabel",
-    "Invitation",
-    "Item",
-    "LLMCache",
-    "LoginFailure",
-    "Prediction",
-    "Route",
-    "Run",
-    "Store",
-    "WebSession",
-    "open_store",
-    "tables",
-]
+# The tables as tables.py lists them (less its own helpers), and the store itself.
+__all__ = [name for name in tables.__all__ if name not in ("Base", "utcnow")]
+__all__ += ["Store", "open_store", "tables"]
 
 DB_FILE = "duolabel.db"
 

@@ -29,6 +29,7 @@ __all__ = [
     "Annotation",
     "Annotator",
     "Assignment",
+    "Audit",
     "Base",
     "Embedding",
     "ExpertTask",
@@ -215,6 +216,29 @@ class FinalLabel(Base):
     model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     policy_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    @classmethod
+    def from_expert(cls, item_id: str, label: str, *, expert: str | None = None) -> FinalLabel:
+        """An expert's label as the item's final label (certain, source ``expert``): a golden
+        item's gold label, or the answer ``expert`` gave in the expert queue (one vote).
+
+        Examples
+        --------
+        >>> row = FinalLabel.from_expert("a1", "spam", expert="erin")
+        >>> row.source, row.confidence, row.votes, row.n_votes, row.annotators
+        ('expert', 1.0, {'spam': 1}, 1, ['erin'])
+        """
+        voters = [] if expert is None else [expert]
+        return cls(
+            item_id=item_id,
+            label=label,
+            source="expert",
+            confidence=1.0,
+            votes={label: 1} if voters else {},
+            n_votes=len(voters),
+            annotators=voters,
+            updated_at=utcnow(),
+        )
 
 
 class ExpertTask(Base):

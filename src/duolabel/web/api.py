@@ -26,11 +26,14 @@ from duolabel.web.common import (
     EXAM_RESULT,
     EXPERT,
     ONBOARDING,
+    Access,
     Web,
     Who,
-    begin_session,
-    client_address,
     finish_session,
+    log_in,
+    posted,
+    signed_in,
+    web_of,
 )
 from duolabel.web.dashboard import TABLES, dashboard_table
 
@@ -73,18 +76,11 @@ class StatusBody(_Body):
     status: str
 
 
-def _web(request: Request) -> Web:
-    return request.app.state.web
+def _post(request: Request, access: Access) -> tuple[Web, Who]:
+    return posted(request, access, request.headers.get(CSRF_HEADER))
 
 
-def _post(request: Request, access: tuple[tuple[str, ...], tuple[str, ...]]) -> tuple[Web, Who]:
-    web = _web(request)
-    who = web.who(request, access)
-    web.check_csrf(request, request.headers.get(CSRF_HEADER), who)
-    return web, who
-
-
-def posting(access: tuple[tuple[str, ...], tuple[str, ...]]) -> Callable[[Request], Who]:
+def posting(access: Access) -> Callable[[Request], Who]:
     """A dependency checking role and CSRF token; it runs before the body is read, so a
     refused caller learns nothing about what the body should hold."""
 
@@ -105,12 +101,22 @@ def _me(web: Web, who: Who) -> dict[str, Any]:
     return me
 
 
-def _answered(
-    request: Request, who: Who, body: AnswerBody, action: Callable[..., Annotation]
-) -> dict[str, Any]:
-    """Record an answer with one of the answering actions; the API answers with its id."""
-    annotation = action(_web(request).project, who.annotator, body.assignment_id, body.label, body.seconds)
-    return {"annotation_id": annotation.id}
+def _answering(path: str, access: Access, action: Callable[..., Annotation], *, name: str) -> None:
+    """Add the route that records an answer with one of the answering actions (labeling,
+    the exam, experts); it answers with the annotation's id."""
+
+    # The dependency is a default, not an ``Annotated`` hint: hints are strings here, which
+    # FastAPI resolves among the module's globals, where ``access`` is not.
+    def answered(
+        request: Request,
+        body: AnswerBody,
+        who: Who = Depends(posting(access)),  # noqa: B008
+    ) -> dict[str, Any]:
+        project = web_of(request).project
+        annotation = action(project, who.annotator, body.assignment_id, body.label, body.seconds)
+        return {"annotation_id": annotation.id}
+
+    router.post(path, name=name)(answered)
 
 
 def _task(web: Web, task: Task | None) -> dict[str, Any]:
@@ -119,29 +125,25 @@ def _task(web: Web, task: Task | None) -> dict[str, Any]:
 
 @router.post("/login")
 def api_login(request: Request, body: LoginBody) -> dict[str, Any]:
-    web = _web(request)
-    annotator = actions.login(web.project, body.name, body.password, address=client_address(request))
-    csrf = begin_session(request, web, annotator.id)
+    annotator, csrf = log_in(request, web_of(request), body.name, body.password)
     return {"name": annotator.name, "role": annotator.role, "status": annotator.status, "csrf_token": csrf}
 
 
 @router.post("/logout")
 def api_logout(request: Request) -> dict[str, Any]:
     _post(request, ANYONE)
-    finish_session(request, _web(request))
+    finish_session(request, web_of(request))
     return {"ok": True}
 
 
 @router.get("/me")
 def api_me(request: Request) -> dict[str, Any]:
-    web = _web(request)
-    return _me(web, web.who(request, ANYONE))
+    return _me(*signed_in(request, ANYONE))
 
 
 @router.get("/labels")
 def api_labels(request: Request) -> dict[str, Any]:
-    web = _web(request)
-    web.who(request, ANYONE)
+    web, _who = signed_in(request, ANYONE)
     return {"instructions": web.config.task.instructions, "labels": actions.label_buttons(web.project)}
 
 
@@ -151,30 +153,24 @@ def api_labels(request: Request) -> dict[str, Any]:
 @router.get("/task")
 def api_task(request: Request) -> dict[str, Any]:
     """The caller's next task (leased to them), or ``{"task": null}`` when there is none."""
-    web = _web(request)
-    who = web.who(request, ANNOTATOR)
+    web, who = signed_in(request, ANNOTATOR)
     return _task(web, actions.lease_next(web.project, who.annotator))
 
 
 @router.get("/task/{assignment_id}")
 def api_task_by_id(request: Request, assignment_id: int) -> dict[str, Any]:
-    web = _web(request)
-    who = web.who(request, ANNOTATOR)
+    web, who = signed_in(request, ANNOTATOR)
     return _task(web, actions.own_task(web.project, who.annotator, assignment_id))
 
 
-@router.post("/answer")
-def api_answer(
-    request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(ANNOTATOR))]
-) -> dict[str, Any]:
-    return _answered(request, who, body, actions.answer)
+_answering("/answer", ANNOTATOR, actions.answer, name="api_answer")
 
 
 @router.post("/skip")
 def api_skip(
     request: Request, body: SkipBody, who: Annotated[Who, Depends(posting(ANNOTATOR))]
 ) -> dict[str, Any]:
-    actions.skip(_web(request).project, who.annotator, body.assignment_id)
+    actions.skip(web_of(request).project, who.annotator, body.assignment_id)
     return {"ok": True}
 
 
@@ -189,22 +185,16 @@ def api_undo(request: Request) -> dict[str, Any]:
 
 @router.get("/exam/task")
 def api_exam_task(request: Request) -> dict[str, Any]:
-    web = _web(request)
-    who = web.who(request, ONBOARDING)
+    web, who = signed_in(request, ONBOARDING)
     return _task(web, actions.exam_next(web.project, who.annotator))
 
 
-@router.post("/exam/answer")
-def api_exam_answer(
-    request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(ONBOARDING))]
-) -> dict[str, Any]:
-    return _answered(request, who, body, actions.exam_answer)
+_answering("/exam/answer", ONBOARDING, actions.exam_answer, name="api_exam_answer")
 
 
 @router.get("/exam/result")
 def api_exam_result(request: Request) -> dict[str, Any]:
-    web = _web(request)
-    who = web.who(request, EXAM_RESULT)
+    web, who = signed_in(request, EXAM_RESULT)
     result = actions.exam_outcome(web.project, who.annotator)
     if result is None:
         return {"result": None}
@@ -233,23 +223,17 @@ def api_exam_retry(request: Request) -> dict[str, Any]:
 
 @router.get("/expert/tasks")
 def api_expert_tasks(request: Request) -> dict[str, Any]:
-    web = _web(request)
-    web.who(request, EXPERT)
+    web, _who = signed_in(request, EXPERT)
     return actions.expert_overview(web.project)
 
 
 @router.get("/expert/task")
 def api_expert_task(request: Request, reason: str | None = None) -> dict[str, Any]:
-    web = _web(request)
-    who = web.who(request, EXPERT)
+    web, who = signed_in(request, EXPERT)
     return {"task": actions.expert_next(web.project, who.annotator, reason)}
 
 
-@router.post("/expert/answer")
-def api_expert_answer(
-    request: Request, body: AnswerBody, who: Annotated[Who, Depends(posting(EXPERT))]
-) -> dict[str, Any]:
-    return _answered(request, who, body, actions.expert_answer)
+_answering("/expert/answer", EXPERT, actions.expert_answer, name="api_expert_answer")
 
 
 # -- admins ------------------------------------------------------------------------------
@@ -257,15 +241,13 @@ def api_expert_answer(
 
 @router.get("/admin/tables")
 def api_admin_tables(request: Request) -> dict[str, Any]:
-    web = _web(request)
-    web.who(request, ADMIN)
+    web, _who = signed_in(request, ADMIN)
     return {"tables": list(TABLES)}
 
 
 @router.get("/admin/tables/{name}")
 def api_admin_table(request: Request, name: str) -> Response:
-    web = _web(request)
-    web.who(request, ADMIN)
+    web, _who = signed_in(request, ADMIN)
     frame = dashboard_table(web.project, name)
     return Response(frame.to_json(orient="records"), media_type="application/json")
 
@@ -274,7 +256,7 @@ def api_admin_table(request: Request, name: str) -> Response:
 def api_invite(
     request: Request, body: InviteBody, who: Annotated[Who, Depends(posting(ADMIN))]
 ) -> dict[str, Any]:
-    token = actions.invite(_web(request).project, who.annotator, body.role)
+    token = actions.invite(web_of(request).project, who.annotator, body.role)
     return {"role": body.role, "url": str(request.base_url).rstrip("/") + f"/invite/{token}"}
 
 
@@ -282,7 +264,7 @@ def api_invite(
 def api_add_account(
     request: Request, body: AccountBody, _who: Annotated[Who, Depends(posting(ADMIN))]
 ) -> dict[str, Any]:
-    annotator = actions.add_account(_web(request).project, body.name, body.password, body.role)
+    annotator = actions.add_account(web_of(request).project, body.name, body.password, body.role)
     return {"name": annotator.name, "role": annotator.role, "status": annotator.status}
 
 
@@ -290,5 +272,5 @@ def api_add_account(
 def api_status(
     request: Request, body: StatusBody, who: Annotated[Who, Depends(posting(ADMIN))]
 ) -> dict[str, Any]:
-    annotator = actions.change_status(_web(request).project, who.annotator, body.name, body.status)
+    annotator = actions.change_status(web_of(request).project, who.annotator, body.name, body.status)
     return {"name": annotator.name, "status": annotator.status}

@@ -22,6 +22,7 @@ from duolabel.core.tasks import task_type
 from duolabel.errors import AccessError, ProjectError
 from duolabel.people.accounts import end_session, session_of, start_session
 from duolabel.store import Annotator
+from duolabel.web import actions
 
 if TYPE_CHECKING:
     from duolabel.project import Project
@@ -35,19 +36,27 @@ __all__ = [
     "EXPERT",
     "HERE",
     "ONBOARDING",
+    "Access",
     "Web",
     "Who",
     "anonymous_csrf",
     "begin_session",
     "client_address",
     "finish_session",
+    "log_in",
     "maybe_who",
     "parse_id",
     "parse_seconds",
+    "posted",
+    "signed_in",
+    "web_of",
 ]
 
 HERE = Path(__file__).parent
 CSRF_HEADER = "x-csrf-token"
+
+#: The roles and the account statuses that may use a route.
+Access = tuple[tuple[str, ...], tuple[str, ...]]
 
 # Which roles and account statuses may use each group of routes; every route names one.
 ANNOTATOR = (("annotator",), ("active",))
@@ -90,7 +99,7 @@ class Web:
 
     # -- who is asking ------------------------------------------------------------
 
-    def who(self, request: Request, access: tuple[tuple[str, ...], tuple[str, ...]]) -> Who:
+    def who(self, request: Request, access: Access) -> Who:
         """The logged-in account, if its role and status may use this route; else ``AccessError``."""
         token = request.session.get("sid")
         found = session_of(self.store, token) if isinstance(token, str) else None
@@ -151,6 +160,26 @@ def anonymous_csrf(request: Request) -> str:
     return token
 
 
+def web_of(request: Request) -> Web:
+    """The app's shared state, for a route."""
+    return request.app.state.web
+
+
+def signed_in(request: Request, access: Access) -> tuple[Web, Who]:
+    """The app and the logged-in account of a request, if its role and status may use the
+    route (:meth:`Web.who`)."""
+    web = web_of(request)
+    return web, web.who(request, access)
+
+
+def posted(request: Request, access: Access, csrf_token: str | None) -> tuple[Web, Who]:
+    """The app and the account that posts, if its role may and ``csrf_token`` (the form's
+    field or the API's header) is its session's. The role is checked first."""
+    web, who = signed_in(request, access)
+    web.check_csrf(request, csrf_token, who)
+    return web, who
+
+
 def parse_seconds(value: Any) -> float | None:
     """Seconds the page was open, as the browser measured them; absent or junk means unknown."""
     try:
@@ -180,6 +209,13 @@ def begin_session(request: Request, web: Web, annotator_id: int) -> str:
     login = start_session(web.store, annotator_id, hours=web.config.web.session_hours)
     request.session["sid"] = login.token
     return login.csrf
+
+
+def log_in(request: Request, web: Web, name: str, password: str) -> tuple[Annotator, str]:
+    """Check a name and password (throttled by the peer's address too) and log the browser in
+    with a new session; returns the account and its CSRF token. ``AccessError`` if refused."""
+    annotator = actions.login(web.project, name, password, address=client_address(request))
+    return annotator, begin_session(request, web, annotator.id)
 
 
 def finish_session(request: Request, web: Web) -> None:

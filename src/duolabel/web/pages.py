@@ -22,11 +22,14 @@ from duolabel.web.common import (
     Web,
     Who,
     begin_session,
-    client_address,
     finish_session,
+    log_in,
     maybe_who,
     parse_id,
     parse_seconds,
+    posted,
+    signed_in,
+    web_of,
 )
 from duolabel.web.dashboard import TABLES, dashboard_table
 
@@ -53,22 +56,8 @@ class AnswerForm:
         return parse_id(self.assignment_id), self.label, parse_seconds(self.seconds)
 
 
-def _web(request: Request) -> Web:
-    return request.app.state.web
-
-
 def _go(path: str) -> Response:
     return RedirectResponse(path, status_code=303)
-
-
-def _posted(
-    request: Request, csrf_token: str, access: tuple[tuple[str, ...], tuple[str, ...]]
-) -> tuple[Web, Who]:
-    """Who posts a form, if their role may and the form's CSRF token is their session's."""
-    web = _web(request)
-    who = web.who(request, access)
-    web.check_csrf(request, csrf_token, who)
-    return web, who
 
 
 # -- logging in and out, invitations ----------------------------------------------
@@ -76,7 +65,7 @@ def _posted(
 
 @router.get("/login")
 def login_page(request: Request) -> Response:
-    web = _web(request)
+    web = web_of(request)
     if maybe_who(request, web) is not None:
         return _go("/")
     return web.render(request, "login.html", error=None, name="")
@@ -84,19 +73,18 @@ def login_page(request: Request) -> Response:
 
 @router.post("/login")
 def login(request: Request, csrf_token: Field = "", name: Field = "", password: Field = "") -> Response:
-    web = _web(request)
+    web = web_of(request)
     web.check_csrf(request, csrf_token)
     try:
-        annotator = actions.login(web.project, name, password, address=client_address(request))
+        log_in(request, web, name, password)
     except AccessError as exc:
         return web.render(request, "login.html", exc.status, error=str(exc), name=name)
-    begin_session(request, web, annotator.id)
     return _go("/")
 
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: Field = "") -> Response:
-    web = _web(request)
+    web = web_of(request)
     web.check_csrf(request, csrf_token, maybe_who(request, web))
     finish_session(request, web)
     return _go("/login")
@@ -104,7 +92,7 @@ def logout(request: Request, csrf_token: Field = "") -> Response:
 
 @router.get("/invite/{token}")
 def invite_page(request: Request, token: str) -> Response:
-    web = _web(request)
+    web = web_of(request)
     role = actions.invitation(web.project, token)
     return web.render(request, "invite.html", role=role, token=token, error=None, name="")
 
@@ -113,7 +101,7 @@ def invite_page(request: Request, token: str) -> Response:
 def accept_invite(
     request: Request, token: str, csrf_token: Field = "", name: Field = "", password: Field = ""
 ) -> Response:
-    web = _web(request)
+    web = web_of(request)
     web.check_csrf(request, csrf_token)
     role = actions.invitation(web.project, token)
     try:
@@ -129,8 +117,7 @@ def accept_invite(
 
 @router.get("/")
 def home(request: Request) -> Response:
-    web = _web(request)
-    who = web.who(request, ANYONE)
+    web, who = signed_in(request, ANYONE)
     if who.annotator.status == "onboarding":
         return _go("/exam")
     return _go({"annotator": "/label", "expert": "/expert", "admin": "/admin"}[who.annotator.role])
@@ -138,8 +125,7 @@ def home(request: Request) -> Response:
 
 @router.get("/help")
 def help_page(request: Request) -> Response:
-    web = _web(request)
-    who = web.who(request, ANYONE)
+    web, who = signed_in(request, ANYONE)
     return web.render(
         request,
         "help.html",
@@ -157,10 +143,18 @@ def _progress(web: Web, who: Who) -> dict[str, Any]:
     return {"answers": done.answers, "earnings": f"{done.earnings:,.2f} {done.currency}"}
 
 
+def _label_page(
+    request: Request, web: Web, who: Who, task: dict[str, Any], action: str, **context: Any
+) -> Response:
+    """The labeling page for one task (as :func:`~duolabel.web.actions.task_view` shows it),
+    answered by posting to ``action``."""
+    labels = actions.label_buttons(web.project)
+    return web.render(request, "label.html", who=who, task=task, action=action, labels=labels, **context)
+
+
 @router.get("/label")
 def label_next(request: Request) -> Response:
-    web = _web(request)
-    who = web.who(request, ANNOTATOR)
+    web, who = signed_in(request, ANNOTATOR)
     task = actions.lease_next(web.project, who.annotator)
     if task is None:
         return web.render(request, "label.html", who=who, task=None, labels=[], **_progress(web, who))
@@ -169,40 +163,32 @@ def label_next(request: Request) -> Response:
 
 @router.get("/task/{assignment_id}")
 def task_page(request: Request, assignment_id: int) -> Response:
-    web = _web(request)
-    who = web.who(request, ANNOTATOR)
+    web, who = signed_in(request, ANNOTATOR)
     task = actions.own_task(web.project, who.annotator, assignment_id)
     if task is None:
         return _go("/label")
-    return web.render(
-        request,
-        "label.html",
-        who=who,
-        task=actions.task_view(web.project, task),
-        action="/answer",
-        labels=actions.label_buttons(web.project),
-        undo_seconds=web.config.quality.undo_seconds,
-        **_progress(web, who),
-    )
+    view = actions.task_view(web.project, task)
+    undo_seconds = web.config.quality.undo_seconds
+    return _label_page(request, web, who, view, "/answer", undo_seconds=undo_seconds, **_progress(web, who))
 
 
 @router.post("/answer")
 def answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
-    web, who = _posted(request, form.csrf_token, ANNOTATOR)
+    web, who = posted(request, ANNOTATOR, form.csrf_token)
     actions.answer(web.project, who.annotator, *form.answer())
     return _go("/label")
 
 
 @router.post("/skip")
 def skip(request: Request, csrf_token: Field = "", assignment_id: Field = "") -> Response:
-    web, who = _posted(request, csrf_token, ANNOTATOR)
+    web, who = posted(request, ANNOTATOR, csrf_token)
     actions.skip(web.project, who.annotator, parse_id(assignment_id))
     return _go("/label")
 
 
 @router.post("/undo")
 def undo(request: Request, csrf_token: Field = "") -> Response:
-    web, who = _posted(request, csrf_token, ANNOTATOR)
+    web, who = posted(request, ANNOTATOR, csrf_token)
     assignment_id = actions.undo(web.project, who.annotator)
     return _go(f"/task/{assignment_id}")
 
@@ -212,28 +198,19 @@ def undo(request: Request, csrf_token: Field = "") -> Response:
 
 @router.get("/exam")
 def exam_page(request: Request) -> Response:
-    web = _web(request)
-    who = web.who(request, ONBOARDING)
+    web, who = signed_in(request, ONBOARDING)
     task = actions.exam_next(web.project, who.annotator)
     if task is None:
         return _go("/exam/result")
     quality = web.config.quality
-    return web.render(
-        request,
-        "label.html",
-        who=who,
-        task=actions.task_view(web.project, task),
-        action="/exam/answer",
-        exam=True,
-        labels=actions.label_buttons(web.project),
-        exam_size=quality.exam_size,
-        pass_mark=quality.pass_mark,
-    )
+    view = actions.task_view(web.project, task)
+    sizes = {"exam_size": quality.exam_size, "pass_mark": quality.pass_mark}
+    return _label_page(request, web, who, view, "/exam/answer", exam=True, **sizes)
 
 
 @router.post("/exam/answer")
 def exam_answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
-    web, who = _posted(request, form.csrf_token, ONBOARDING)
+    web, who = posted(request, ONBOARDING, form.csrf_token)
     actions.exam_answer(web.project, who.annotator, *form.answer())
     finished = actions.exam_outcome(web.project, who.annotator) is not None
     return _go("/exam/result" if finished else "/exam")
@@ -241,8 +218,7 @@ def exam_answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Res
 
 @router.get("/exam/result")
 def exam_result_page(request: Request) -> Response:
-    web = _web(request)
-    who = web.who(request, EXAM_RESULT)
+    web, who = signed_in(request, EXAM_RESULT)
     result = actions.exam_outcome(web.project, who.annotator)
     if result is None:
         return _go("/exam" if who.annotator.status == "onboarding" else "/")
@@ -251,7 +227,7 @@ def exam_result_page(request: Request) -> Response:
 
 @router.post("/exam/retry")
 def exam_retry(request: Request, csrf_token: Field = "") -> Response:
-    web, who = _posted(request, csrf_token, ONBOARDING)
+    web, who = posted(request, ONBOARDING, csrf_token)
     actions.exam_retry(web.project, who.annotator)
     return _go("/exam")
 
@@ -261,32 +237,22 @@ def exam_retry(request: Request, csrf_token: Field = "") -> Response:
 
 @router.get("/expert")
 def expert_page(request: Request) -> Response:
-    web = _web(request)
-    who = web.who(request, EXPERT)
+    web, who = signed_in(request, EXPERT)
     return web.render(request, "expert.html", who=who, **actions.expert_overview(web.project))
 
 
 @router.get("/expert/next")
 def expert_next(request: Request, reason: str | None = None) -> Response:
-    web = _web(request)
-    who = web.who(request, EXPERT)
+    web, who = signed_in(request, EXPERT)
     view = actions.expert_next(web.project, who.annotator, reason or None)
     if view is None:
         return _go("/expert")
-    return web.render(
-        request,
-        "label.html",
-        who=who,
-        task=view,
-        action="/expert/answer",
-        expert=True,
-        labels=actions.label_buttons(web.project),
-    )
+    return _label_page(request, web, who, view, "/expert/answer", expert=True)
 
 
 @router.post("/expert/answer")
 def expert_answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
-    web, who = _posted(request, form.csrf_token, EXPERT)
+    web, who = posted(request, EXPERT, form.csrf_token)
     actions.expert_answer(web.project, who.annotator, *form.answer())
     return _go("/expert")
 
@@ -312,23 +278,20 @@ def _cell(value: Any) -> Any:
 
 @router.get("/admin")
 def admin_page(request: Request) -> Response:
-    web = _web(request)
-    who = web.who(request, ADMIN)
+    web, who = signed_in(request, ADMIN)
     return web.render(request, "admin.html", who=who, invitation=None, **_admin_context(web))
 
 
 @router.get("/admin/tables")
 def admin_tables(request: Request) -> Response:
     """The dashboard's tables alone: what htmx swaps in every few seconds."""
-    web = _web(request)
-    who = web.who(request, ADMIN)
+    web, who = signed_in(request, ADMIN)
     return web.render(request, "admin_tables.html", who=who, **_admin_context(web))
 
 
 @router.get("/admin/{name}.csv")
 def admin_csv(request: Request, name: str) -> Response:
-    web = _web(request)
-    web.who(request, ADMIN)
+    web, _who = signed_in(request, ADMIN)
     frame = dashboard_table(web.project, name)
     buffer = io.StringIO()
     _defuse_formulas(frame).to_csv(buffer, index=False)
@@ -353,7 +316,7 @@ def _defuse_formulas(frame: Any) -> Any:
 
 @router.post("/admin/invite")
 def admin_invite(request: Request, csrf_token: Field = "", role: Field = "annotator") -> Response:
-    web, who = _posted(request, csrf_token, ADMIN)
+    web, who = posted(request, ADMIN, csrf_token)
     token = actions.invite(web.project, who.annotator, role)
     link = str(request.base_url).rstrip("/") + f"/invite/{token}"
     return web.render(
@@ -369,13 +332,13 @@ def admin_add_account(
     password: Field = "",
     role: Field = "annotator",
 ) -> Response:
-    web, _who = _posted(request, csrf_token, ADMIN)
+    web, _who = posted(request, ADMIN, csrf_token)
     actions.add_account(web.project, name, password, role)
     return _go("/admin")
 
 
 @router.post("/admin/status")
 def admin_status(request: Request, csrf_token: Field = "", name: Field = "", status: Field = "") -> Response:
-    web, who = _posted(request, csrf_token, ADMIN)
+    web, who = posted(request, ADMIN, csrf_token)
     actions.change_status(web.project, who.annotator, name, status)
     return _go("/admin")
