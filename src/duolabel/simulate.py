@@ -214,7 +214,7 @@ def simulate(
                     cost,
                     humans_only_answers * price,
                     ran_out,
-                    "" if point.certificate is None else point.certificate.describe(),
+                    point.describe() if point.certificate or point.cost_certificate else "",
                 )
             )
     return SimulationResult(
