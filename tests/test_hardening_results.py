@@ -4,9 +4,11 @@ promise at the stated risk, and ``simulate`` does not take experts to be always 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from duolabel import Project
@@ -169,3 +171,78 @@ def test_cost_mode_keeps_its_promise_at_the_stated_risk():
     assert after / 200 <= risk
     assert np.mean(shares) > 0.25  # and the model still labels a good share of items
     assert "at least as accurate as people alone with probability >= 0.9" in point.describe()
+
+
+# --- 3. simulate: experts are not taken to be always right ----------------------------------
+
+
+def split_crowd_answers(project: Project, path: Path, *, expert: str | None) -> int:
+    """Answers that leave the dynamic policy unsure (five people split on each regular item),
+    plus, where ``expert`` is 'wrong', a recorded expert answer that misses the gold label.
+    Returns the number of regular items."""
+    with project.store.read() as session:
+        items = session.execute(select(Item.id, Item.role, Item.gold_label).order_by(Item.seq)).all()
+    rng = np.random.default_rng(5)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["item", "worker", "label", "role"] if expert else ["item", "worker", "label"])
+        for item_id, role, gold in items:
+            others = [label for label in LABELS if label != gold]
+            if role == "golden":  # people right 80% of the time, so their skills are measured
+                given = [gold if rng.random() < 0.8 else others[0] for _ in range(5)]
+            else:
+                given = [gold, others[0], gold, others[0], others[1]]
+            rows = [[item_id, f"w{k}", label] for k, label in enumerate(given)]
+            if expert:
+                rows = [[*row, "crowd" if k % 2 else ""] for k, row in enumerate(rows)]
+                if role != "golden":
+                    rows.append([item_id, "dr_x", others[0], "expert"])
+            writer.writerows(rows)
+    return sum(role != "golden" for _, role, _ in items)
+
+
+def test_simulate_scores_experts_by_their_recorded_answers_or_the_stated_accuracy(tmp_path: Path):
+    from duolabel.simulate import simulate_project
+
+    routing = {"max_overlap": 5, "posterior_target": 0.99}
+    folder = tmp_path / "p"
+    with crafted_project(folder, golden=60, regular=40, routing=routing) as project:
+        project.calibrate()
+        recorded = tmp_path / "answers.csv"
+        n = split_crowd_answers(project, recorded, expert="wrong")
+        sim = simulate_project(project, recorded)
+        dynamic = [row for row in sim.rows if row.policy == "dynamic"]
+        assert sum(row.expert_answers for row in dynamic) > 0
+        for row in dynamic:
+            # Every escalated item's recorded expert answer is wrong: none of them counts as right.
+            assert row.expert_recorded == row.expert_answers
+            assert row.hybrid_accuracy <= 1 - row.expert_answers / n + 1e-9
+        assert sim.recorded_experts == n
+        bad = tmp_path / "bad.csv"
+        bad.write_text("item,worker,label,role\nr000,w1,a,boss\n", encoding="utf-8")
+        from duolabel.errors import DataError
+
+        with pytest.raises(DataError, match="bad.csv, row 2, column 'role': got 'boss', expected 'crowd'"):
+            simulate_project(project, bad)
+
+        plain = tmp_path / "plain.csv"
+        split_crowd_answers(project, plain, expert=None)
+        sure = simulate_project(project, plain, expert_accuracy=1.0)
+        coin = simulate_project(project, plain, expert_accuracy=0.5)
+    assert sure.recorded_experts == 0 and "probability 0.5" in coin.expert_assumption
+    for a, b in zip(sure.rows, coin.rows, strict=True):
+        # Same draws, same routing: only the escalated items' expected correctness differs.
+        assert a.expert_answers == b.expert_answers and a.expert_recorded == 0
+        assert a.hybrid_accuracy - b.hybrid_accuracy == pytest.approx(0.5 * a.expert_answers / n)
+    assert any(row.expert_answers for row in sure.rows)
+
+    from tests.test_pipeline import cli
+
+    shown = cli(
+        "simulate", str(folder), "--answers", str(plain), "--expert-accuracy", "0.8",
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "else counted right with probability 0.8" in " ".join(shown.stdout.split())
+    bad = cli("simulate", str(folder), "--answers", str(plain), "--expert-accuracy", "1.5")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr

@@ -360,6 +360,11 @@ class RoutingConfig(_Strict):
         0.9,
         description="Accuracy of one human answer, for planning until control items measure it.",
     )
+    expert_accuracy: Fraction = Field(
+        0.95,
+        description="In `simulate`: how often an expert is right on an escalated item that has no "
+        "recorded expert answer.",
+    )
 
     @model_validator(mode="after")
     def _budget_mode_needs_budget(self) -> RoutingConfig:
