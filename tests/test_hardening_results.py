@@ -48,7 +48,9 @@ def crafted_project(folder: Path, *, golden: int = 90, regular: int = 120, **set
             )
             for i, (p, g) in enumerate(zip(probs, gold, strict=True))
         ]
+        common = {"labeler": "embedding", "model_version": "v1", "run_id": run.id}
         for seq, (item_id, role, probs, gold) in enumerate(rows):
+            common["out_of_fold"] = role == "golden"
             session.add(
                 Item(
                     id=item_id,
@@ -61,17 +63,10 @@ def crafted_project(folder: Path, *, golden: int = 90, regular: int = 120, **set
                     gold_label=LABELS[gold],
                 )
             )
+            dist = dict(zip(LABELS, probs.tolist(), strict=True))
+            top = max(dist, key=dist.__getitem__)
             session.add(
-                Prediction(
-                    item_id=item_id,
-                    labeler="embedding",
-                    model_version="v1",
-                    run_id=run.id,
-                    probs=dict(zip(LABELS, probs.tolist(), strict=True)),
-                    label=LABELS[int(probs.argmax())],
-                    raw_confidence=float(probs.max()),
-                    out_of_fold=role == "golden",
-                )
+                Prediction(**common, item_id=item_id, probs=dist, label=top, raw_confidence=dist[top])
             )
     return project
 

@@ -66,8 +66,18 @@ class CurvePoint:
         return 1.0 - self.model_share
 
 
+class _Certificate:
+    """What target and cost mode certificates share: a threshold, infinite when none is certified."""
+
+    threshold: float
+
+    @property
+    def certified(self) -> bool:
+        return math.isfinite(self.threshold)
+
+
 @dataclass(frozen=True)
-class TargetCertificate:
+class TargetCertificate(_Certificate):
     """The outcome of target mode: a certified threshold, or why there is none."""
 
     target: float
@@ -79,10 +89,6 @@ class TargetCertificate:
     error_bound: float = 1.0  # upper (1 - risk) confidence bound on the accepted items' error
     needed: int | None = None  # golden items needed to certify the best observed point
     reachable: bool = True  # False when no threshold reaches the target even on paper
-
-    @property
-    def certified(self) -> bool:
-        return math.isfinite(self.threshold)
 
     def describe(self) -> str:
         goal = f"accuracy >= {self.target:.3g} on the accepted items with probability >= {1 - self.risk:.3g}"
@@ -105,7 +111,7 @@ class TargetCertificate:
 
 
 @dataclass(frozen=True)
-class CostCertificate:
+class CostCertificate(_Certificate):
     """The outcome of cost mode: the cheapest threshold certified to make the hybrid at least
     as accurate as people alone, or none (every item goes to people)."""
 
@@ -116,22 +122,16 @@ class CostCertificate:
     model_right: int = 0  # golden items accepted and right
     people_right: float = 0.0  # people's expected right answers on the same items
 
-    @property
-    def certified(self) -> bool:
-        return math.isfinite(self.threshold)
-
     def describe(self) -> str:
-        goal = f"at least as accurate as people alone with probability >= {1 - self.risk:.3g}"
-        if self.certified:
+        goal = f"cost mode, at least as accurate as people alone with probability >= {1 - self.risk:.3g}"
+        if not self.certified:
             return (
-                f"cost mode, {goal}: certified at threshold {self.threshold:.4g} "
-                f"({self.accepted} golden items accepted: the model right on {self.model_right}, "
-                f"people expected right on {self.people_right:.1f})"
+                f"{goal}: no threshold is certified with {self.golden} golden items, so the "
+                "model's labels are not accepted: every item goes to people"
             )
-        return (
-            f"cost mode, {goal}: no threshold is certified with {self.golden} golden items, "
-            "so the model's labels are not accepted: every item goes to people"
-        )
+        seen = f"the model right on {self.model_right}, people expected right on {self.people_right:.1f}"
+        at = f"certified at threshold {self.threshold:.4g}"
+        return f"{goal}: {at} ({self.accepted} golden items accepted: {seen})"
 
 
 @dataclass(frozen=True)
