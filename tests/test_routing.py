@@ -108,22 +108,22 @@ def test_operating_points_do_not_depend_on_item_order(seed):
     a = certify_target(scores, correct, target=0.9, risk=0.1)
     b = certify_target(scores[perm], correct[perm], target=0.9, risk=0.1)
     assert a == b
-    ca = choose_cost(quality_curve(scores, correct, human, n_boot=0))
-    cb = choose_cost(quality_curve(scores[perm], correct[perm], human[perm], n_boot=0))
+    ca = choose_cost(scores, correct, human, risk=0.1)
+    cb = choose_cost(scores[perm], correct[perm], human[perm], risk=0.1)
     assert ca == cb
 
 
-def test_cost_mode_is_the_cheapest_point_at_least_as_good_as_people():
+def test_cost_mode_is_the_cheapest_point_certified_at_least_as_good_as_people():
     scores, correct = calibrated_sample(400, 3)
     human = np.full(400, 0.93)
-    curve = quality_curve(scores, correct, human, n_boot=0)
-    chosen = choose_cost(curve)
-    people = [p for p in curve if p.model_share == 0][0]
-    assert chosen.hybrid_accuracy >= people.hybrid_accuracy
-    assert all(
-        p.model_share <= chosen.model_share for p in curve if p.hybrid_accuracy >= people.hybrid_accuracy
-    )
-    assert 0 < chosen.model_share < 1
+    chosen = choose_cost(scores, correct, human, risk=0.1)
+    assert chosen.certified and chosen.accepted == (scores >= chosen.threshold).sum()
+    assert chosen.model_right == correct[scores >= chosen.threshold].sum()
+    assert chosen.people_right == pytest.approx(0.93 * chosen.accepted)
+    assert 0 < chosen.accepted < 400
+    # People who are always right are never beaten: every item goes to them.
+    perfect = choose_cost(scores, correct, np.ones(400), risk=0.1)
+    assert not perfect.certified and "every item goes to people" in perfect.describe()
 
 
 def test_budget_mode_spends_no_more_than_the_budget():

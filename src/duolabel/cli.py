@@ -282,20 +282,33 @@ def simulate(
     answers: Annotated[
         Path,
         typer.Option(
-            "--answers", "-a", help="Recorded answers: annotations.jsonl or a CSV with item, worker, label."
+            "--answers",
+            "-a",
+            help="Recorded answers: annotations.jsonl or a CSV with item, worker, label "
+            "(and optionally role: 'expert' marks an expert's answer).",
         ),
     ] = Path("annotations.jsonl"),
     seed: Annotated[int, typer.Option(help="Seed of the order in which recorded answers are drawn.")] = 0,
+    expert_accuracy: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="How often an expert is right on an escalated item with no recorded expert answer "
+            "(instead of the project's routing.expert_accuracy).",
+        ),
+    ] = None,
     curve: Annotated[Path | None, typer.Option(help="Also write the realised curve to this CSV.")] = None,
 ) -> None:
     """Replay the routing policies on items with known labels and recorded human answers."""
     from duolabel.simulate import simulate_project
 
     with _open(project) as proj:
-        result = simulate_project(proj, answers, seed=seed)
+        result = simulate_project(proj, answers, seed=seed, expert_accuracy=expert_accuracy)
         currency = proj.config.costs.currency
     table = Table(
-        title=f"Simulation ({currency}; crowd majority vote over all answers: {result.crowd_accuracy:.3f})"
+        title=f"Simulation ({currency}; crowd majority vote over all answers: {result.crowd_accuracy:.3f})",
+        caption=f"Experts: {result.expert_assumption}.",
     )
     for column in (
         "policy",
@@ -305,6 +318,7 @@ def simulate(
         "hybrid accuracy",
         "human cost reduction",
         "human share",
+        "expert answers",
         "cost",
         "ran out",
     ):
@@ -318,6 +332,7 @@ def simulate(
             f"{row.hybrid_accuracy:.3f}",
             f"{row.cost_reduction:.0%}",
             f"{row.human_share:.0%}",
+            f"{row.expert_answers:,} ({row.expert_recorded:,} recorded)",
             _money(row.cost, currency),
             f"{row.ran_out:,}",
         )

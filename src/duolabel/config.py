@@ -328,7 +328,7 @@ class RoutingConfig(_Strict):
         "target",
         description="How the threshold is chosen: fixed (use `threshold`); target (cheapest point "
         "certified to reach `target_accuracy` at risk `risk`); budget (best expected accuracy within "
-        "`budget`); cost (cheapest point at least as accurate as people alone).",
+        "`budget`); cost (cheapest point certified at least as accurate as people alone at risk `risk`).",
     )
     threshold: Fraction = Field(
         0.9, description="In fixed mode: accept the model's label when its score is at least this."
@@ -337,7 +337,10 @@ class RoutingConfig(_Strict):
         0.9, description="In target mode: accuracy the accepted model labels must reach."
     )
     risk: float = Field(
-        0.1, gt=0, lt=1, description="In target mode: allowed probability that the accuracy guarantee fails."
+        0.1,
+        gt=0,
+        lt=1,
+        description="In target and cost modes: allowed probability that the accuracy guarantee fails.",
     )
     budget: float | None = Field(
         None, ge=0, description="In budget mode: money for human and expert answers per routing run."
@@ -356,6 +359,11 @@ class RoutingConfig(_Strict):
     human_accuracy: Fraction = Field(
         0.9,
         description="Accuracy of one human answer, for planning until control items measure it.",
+    )
+    expert_accuracy: Fraction = Field(
+        0.95,
+        description="In `simulate`: how often an expert is right on an escalated item that has no "
+        "recorded expert answer.",
     )
 
     @model_validator(mode="after")

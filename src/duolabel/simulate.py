@@ -6,6 +6,12 @@ People are answered from the recorded answers: each item's answers are put in on
 random order and a policy asking for k answers gets the first k (drawn without
 replacement). An item that runs out of recorded answers is counted and reported.
 
+Experts are not taken to be always right. An answer marked ``role: expert`` in the answers
+file (a ``role`` column or key; empty or ``crowd`` for people) is what an expert said on that
+item, and an escalated item with one is scored by it. An escalated item without one counts as
+right with probability ``expert_accuracy`` (an expectation; the project's
+``routing.expert_accuracy``, or ``simulate --expert-accuracy``), and the table says so.
+
 Everything else is the routing code itself: the policy comes from the same registry
 (:func:`~duolabel.core.policies.make_policy`), its operating point from the same choice
 (:func:`~duolabel.core.operating.choose_operating_point`), its decisions from
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from duolabel.config import CostsConfig
+from duolabel.config import CostsConfig, RoutingConfig
 from duolabel.core.evidence import (
     Answers,
     log_length,
@@ -42,9 +48,22 @@ from duolabel.ledger import answer_price
 if TYPE_CHECKING:
     from duolabel.project import Project
 
-__all__ = ["Answers", "SimulationInput", "SimulationResult", "SimulationRow", "read_answers", "simulate"]
+__all__ = [
+    "DEFAULT_EXPERT_ACCURACY",
+    "Answers",
+    "RecordedAnswers",
+    "SimulationInput",
+    "SimulationResult",
+    "SimulationRow",
+    "read_answers",
+    "simulate",
+]
 
 MAX_PROBLEMS = 20
+
+#: How often an expert is taken to be right on an escalated item with no recorded expert
+#: answer, unless told otherwise (the default of ``routing.expert_accuracy``).
+DEFAULT_EXPERT_ACCURACY: float = RoutingConfig().expert_accuracy
 
 
 @dataclass
@@ -60,6 +79,7 @@ class SimulationInput:
     test_answers: Answers
     golden_features: dict[str, np.ndarray] = field(default_factory=dict)
     test_features: dict[str, np.ndarray] = field(default_factory=dict)
+    test_experts: Sequence[int | None] = ()  # a recorded expert label per test item, or None
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,7 @@ class SimulationRow:
     humans_only_cost: float
     ran_out: int  # items that needed more answers than were recorded
     guarantee: str = ""
+    expert_recorded: int = 0  # escalated items scored by a recorded expert answer
 
     @property
     def cost_reduction(self) -> float:
@@ -90,6 +111,17 @@ class SimulationResult:
     rows: list[SimulationRow]
     curve: list[dict[str, float]]  # the threshold policy's realised curve on the test items
     crowd_accuracy: float  # majority vote over every recorded answer
+    expert_accuracy: float = DEFAULT_EXPERT_ACCURACY  # assumed where no expert answer is recorded
+    recorded_experts: int = 0  # test items with a recorded expert answer
+
+    @property
+    def expert_assumption(self) -> str:
+        """How escalated items were scored, in words (printed with the table)."""
+        return (
+            "escalated items are scored by the recorded expert answer where the answers file has one "
+            f"({self.recorded_experts:,} items), else counted right with probability "
+            f"{self.expert_accuracy:.3g} (routing.expert_accuracy, or --expert-accuracy)"
+        )
 
 
 def _shuffled(answers: Answers, seed: int) -> Answers:
@@ -114,6 +146,7 @@ def simulate(
     policies: Sequence[str] = ("threshold", "dynamic", "meta"),
     aggregate: str = "fused",
     escalate: bool = True,
+    expert_accuracy: float = DEFAULT_EXPERT_ACCURACY,
     seed: int = 0,
 ) -> SimulationResult:
     """Replay each policy at each operating point (target mode for every ``targets``, cost
@@ -123,7 +156,9 @@ def simulate(
     model's calibrated distribution as the prior, each answer weighted by its worker's
     accuracy on the golden items, see :func:`duolabel.core.policies.fuse`) or ``majority`` (ties go
     to the model's choice). With ``escalate``, the dynamic policy sends items still unsure
-    after ``max_overlap`` answers to an expert, who is taken to be right.
+    after ``max_overlap`` answers to an expert: the item gets the expert's recorded answer
+    (``data.test_experts``) where there is one, else it counts as right with probability
+    ``expert_accuracy`` (its expected contribution, so no draw is added).
     """
     price = answer_price(costs)
     golden_answers = _shuffled(data.golden_answers, seed)
@@ -141,6 +176,7 @@ def simulate(
     crowd = np.array(
         [majority_label(given, p) for given, p in zip(test_answers, data.test_probs, strict=True)]
     )
+    expert_labels = list(data.test_experts) or [None] * len(test_gold)
     settings = {
         "overlap": overlap,
         "max_overlap": max_overlap,
@@ -175,6 +211,7 @@ def simulate(
             decisions = route_items(policy, data.test_probs, data.test_features)
             accept = np.array([d.kind == "accept" for d in decisions], dtype=bool)
             final = test_model.copy()
+            assumed: list[int] = []  # escalated items without a recorded expert answer
             answers_used = experts = ran_out = 0
             for i in np.flatnonzero(~accept):
                 given = test_answers[i]
@@ -182,7 +219,13 @@ def simulate(
                     label, used, escalated, short = _follow_up(
                         policy, decisions[i], data.test_probs[i], given, skills, pooled
                     )
-                    final[i] = test_gold[i] if escalated else label
+                    final[i] = label
+                    if escalated:
+                        expert = expert_labels[i]
+                        if expert is None:
+                            assumed.append(int(i))
+                        else:
+                            final[i] = expert
                     experts += int(escalated)
                 else:
                     asked = decisions[i].overlap
@@ -200,6 +243,8 @@ def simulate(
                 answers_used += used
                 ran_out += int(short)
             cost = answers_used * price + experts * costs.expert_answer
+            right = (final == test_gold).astype(float)
+            right[assumed] = expert_accuracy
             rows.append(
                 SimulationRow(
                     name,
@@ -207,18 +252,23 @@ def simulate(
                     float(point.threshold),
                     human_accuracy,
                     model_accuracy,
-                    float((final == test_gold).mean()),
+                    float(right.mean()),
                     float((~accept).mean()),
                     answers_used,
                     experts,
                     cost,
                     humans_only_answers * price,
                     ran_out,
-                    "" if point.certificate is None else point.certificate.describe(),
+                    point.describe() if point.certificate or point.cost_certificate else "",
+                    experts - len(assumed),
                 )
             )
     return SimulationResult(
-        rows, _realised_curve(data, test_answers, overlap), float((crowd == test_gold).mean())
+        rows,
+        _realised_curve(data, test_answers, overlap),
+        float((crowd == test_gold).mean()),
+        expert_accuracy,
+        sum(label is not None for label in expert_labels),
     )
 
 
@@ -262,12 +312,22 @@ def _realised_curve(data: SimulationInput, answers: Answers, overlap: int) -> li
 
 _ITEM_COLUMNS = ("item_id", "item", "task")
 _WORKER_COLUMNS = ("annotator", "worker")
+_ROLES = {"": "crowd", "crowd": "crowd", "expert": "expert"}
 
 
-def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> dict[str, list[tuple[str, str]]]:
+@dataclass
+class RecordedAnswers:
+    """People's answers per item (``worker, label``) and the first expert answer per item."""
+
+    crowd: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    expert: dict[str, str] = field(default_factory=dict)
+
+
+def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> RecordedAnswers:
     """Recorded answers from ``annotations.jsonl`` (``item_id, annotator, label``) or a CSV
     with ``item, worker, label`` columns, for the project's ``items`` (answers for other
-    items are left out); every bad row is reported at once."""
+    items are left out); every bad row is reported at once. An optional ``role`` column or
+    key marks an expert's answer (``expert``; empty or ``crowd`` for people)."""
     if not path.exists():
         raise DataError([Problem(str(path), None, None, "no such file")], outcome="Nothing was simulated.")
     rows: list[tuple[int, dict[str, object]]] = []
@@ -285,12 +345,13 @@ def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> dict[str
                 rows.append((number, record if isinstance(record, dict) else {}))
         else:
             rows = [(number, dict(r)) for number, r in enumerate(csv.DictReader(handle), start=2)]
-    answers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    answers = RecordedAnswers()
     label_set = set(labels)
     for number, record in rows:
         item = next((record[c] for c in _ITEM_COLUMNS if c in record), None)
         worker = next((record[c] for c in _WORKER_COLUMNS if c in record), None)
         label = record.get("label")
+        role = _ROLES.get(str(record.get("role") or "").strip().lower())
         missing = [
             name
             for name, value in (("item", item), ("worker", worker), ("label", label))
@@ -301,8 +362,17 @@ def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> dict[str
         elif str(label) not in label_set:
             expected = ", ".join(repr(x) for x in labels)
             problems.append(Problem(str(path), number, "label", f"got {label!r}, expected one of {expected}"))
-        elif str(item) in items:  # answers for items outside the project are left out
-            answers[str(item)].append((str(worker), str(label)))
+        elif role is None:
+            got = record.get("role")
+            problems.append(
+                Problem(str(path), number, "role", f"got {got!r}, expected 'crowd', 'expert' or empty")
+            )
+        elif str(item) not in items:  # answers for items outside the project are left out
+            continue
+        elif role == "expert":
+            answers.expert.setdefault(str(item), str(label))
+        else:
+            answers.crowd[str(item)].append((str(worker), str(label)))
     if problems:
         raise DataError(
             problems[:MAX_PROBLEMS],
@@ -312,9 +382,17 @@ def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> dict[str
     return answers
 
 
-def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> SimulationResult:
+def simulate_project(
+    project: Project,
+    answers_path: Path,
+    *,
+    seed: int = 0,
+    expert_accuracy: float | None = None,
+) -> SimulationResult:
     """Simulate on the project's own items: golden items choose the operating points; the
-    other items with a known label (from their ``gold_column``) are replayed."""
+    other items with a known label (from their ``gold_column``) are replayed. Escalated
+    items without a recorded expert answer count as right with probability
+    ``expert_accuracy`` (None: the project's ``routing.expert_accuracy``)."""
     from sqlalchemy import select
 
     from duolabel.errors import ProjectError
@@ -337,7 +415,7 @@ def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> 
         all_items = set(session.scalars(select(Item.id)))
     recorded = read_answers(answers_path, labels, all_items)
     golden = [r for r in rows if r.role == "golden"]
-    test = [r for r in rows if r.role != "golden" and recorded.get(r.id)]
+    test = [r for r in rows if r.role != "golden" and recorded.crowd.get(r.id)]
     if not golden or not test:
         raise ProjectError(
             "simulation needs calibrated golden items and non-golden items with both a known label "
@@ -346,7 +424,7 @@ def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> 
     index = {label: i for i, label in enumerate(labels)}
 
     def answers(rs: list) -> Answers:
-        return [[(w, index[lab]) for w, lab in recorded.get(r.id, [])] for r in rs]
+        return [[(w, index[lab]) for w, lab in recorded.crowd.get(r.id, [])] for r in rs]
 
     golden_probs = as_matrix([r.calibrated for r in golden], labels)
     golden_gold = np.array([index[r.gold_label] for r in golden])
@@ -371,6 +449,7 @@ def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> 
         answers(test),
         features(golden),
         features(test),
+        [index[recorded.expert[r.id]] if r.id in recorded.expert else None for r in test],
     )
     cfg = project.config.routing
     budget = cfg.budget / len(test) if cfg.budget is not None else None
@@ -384,5 +463,6 @@ def simulate_project(project: Project, answers_path: Path, *, seed: int = 0) -> 
         risk=cfg.risk,
         budget_per_item=budget,
         policies=("threshold", "dynamic", "meta"),
+        expert_accuracy=cfg.expert_accuracy if expert_accuracy is None else expert_accuracy,
         seed=seed,
     )

@@ -13,7 +13,10 @@ are all this module needs.
   (Clopper-Pearson) test per threshold, with fixed-sequence testing from the strictest
   threshold down, so no multiple-testing correction is needed);
 - **budget**: the best expected accuracy whose expected cost fits the budget;
-- **cost**: the cheapest point whose expected accuracy is at least the humans-only accuracy;
+- **cost**: the cheapest threshold at which the hybrid is at least as accurate as people
+  alone with probability at least ``1 - risk`` (an exact binomial test of the model's accuracy
+  on the accepted items against people's on the same items, with the same fixed-sequence
+  testing as target mode);
 - **fixed**: the configured threshold.
 """
 
@@ -27,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "GRID",
+    "CostCertificate",
     "CurvePoint",
     "OperatingPoint",
     "TargetCertificate",
@@ -62,8 +66,18 @@ class CurvePoint:
         return 1.0 - self.model_share
 
 
+class _Certificate:
+    """What target and cost mode certificates share: a threshold, infinite when none is certified."""
+
+    threshold: float
+
+    @property
+    def certified(self) -> bool:
+        return math.isfinite(self.threshold)
+
+
 @dataclass(frozen=True)
-class TargetCertificate:
+class TargetCertificate(_Certificate):
     """The outcome of target mode: a certified threshold, or why there is none."""
 
     target: float
@@ -75,10 +89,6 @@ class TargetCertificate:
     error_bound: float = 1.0  # upper (1 - risk) confidence bound on the accepted items' error
     needed: int | None = None  # golden items needed to certify the best observed point
     reachable: bool = True  # False when no threshold reaches the target even on paper
-
-    @property
-    def certified(self) -> bool:
-        return math.isfinite(self.threshold)
 
     def describe(self) -> str:
         goal = f"accuracy >= {self.target:.3g} on the accepted items with probability >= {1 - self.risk:.3g}"
@@ -101,9 +111,33 @@ class TargetCertificate:
 
 
 @dataclass(frozen=True)
+class CostCertificate(_Certificate):
+    """The outcome of cost mode: the cheapest threshold certified to make the hybrid at least
+    as accurate as people alone, or none (every item goes to people)."""
+
+    risk: float
+    golden: int
+    threshold: float = math.inf  # inf: nothing certified, every item goes to people
+    accepted: int = 0
+    model_right: int = 0  # golden items accepted and right
+    people_right: float = 0.0  # people's expected right answers on the same items
+
+    def describe(self) -> str:
+        goal = f"cost mode, at least as accurate as people alone with probability >= {1 - self.risk:.3g}"
+        if not self.certified:
+            return (
+                f"{goal}: no threshold is certified with {self.golden} golden items, so the "
+                "model's labels are not accepted: every item goes to people"
+            )
+        seen = f"the model right on {self.model_right}, people expected right on {self.people_right:.1f}"
+        at = f"certified at threshold {self.threshold:.4g}"
+        return f"{goal}: {at} ({self.accepted} golden items accepted: {seen})"
+
+
+@dataclass(frozen=True)
 class OperatingPoint:
     """The chosen threshold and what the golden items expect of it (its certificate in
-    target mode)."""
+    target and cost modes)."""
 
     mode: str
     threshold: float
@@ -111,11 +145,17 @@ class OperatingPoint:
     expected_accuracy: float
     expected_cost_per_item: float
     certificate: TargetCertificate | None = None
+    cost_certificate: CostCertificate | None = None
 
     def describe(self) -> str:
-        """The point in words: its guarantee in target mode, else its expected figures."""
+        """The point in words: its guarantee in target and cost modes, else its expected figures."""
         if self.certificate is not None:
             return self.certificate.describe()
+        if self.cost_certificate is not None:
+            return (
+                f"{self.cost_certificate.describe()}; model labels {self.model_share:.0%} of golden "
+                f"items, expected accuracy {self.expected_accuracy:.3f}"
+            )
         return (
             f"{self.mode} mode: threshold {self.threshold:.4g}, model labels {self.model_share:.0%} of "
             f"golden items, expected accuracy {self.expected_accuracy:.3f}"
@@ -302,12 +342,61 @@ def choose_budget(
     return max(fits, key=lambda p: (p.hybrid_accuracy, -cost_per_item[p.threshold], -p.threshold))
 
 
-def choose_cost(curve: list[CurvePoint]) -> CurvePoint:
-    """The cheapest point (largest model share) whose expected accuracy is at least the
-    humans-only accuracy (the point that accepts nothing)."""
-    humans_only = min(curve, key=lambda p: p.model_share).hybrid_accuracy
-    fits = [p for p in curve if p.hybrid_accuracy >= humans_only - 1e-12]
-    return max(fits, key=lambda p: (p.model_share, p.hybrid_accuracy, -p.threshold))
+def choose_cost(
+    scores: np.ndarray,
+    model_correct: np.ndarray,
+    human_correct: np.ndarray,
+    *,
+    risk: float,
+    thresholds: np.ndarray = GRID,
+) -> CostCertificate:
+    """The lowest threshold at which the hybrid is at least as accurate as people alone with
+    probability at least ``1 - risk``.
+
+    The hybrid and people alone differ only on the accepted items, so each null hypothesis
+    "on the items threshold t accepts, the model is less accurate than people" is tested by
+    an exact binomial test: the model's right answers there against people's accuracy on the
+    same items (``human_correct``, taken as known, as the humans-only figure is). People's
+    accuracy may vary by item; Hoeffding (1956) shows the binomial with their mean accuracy
+    bounds the tail of the model's count of right answers then too. Thresholds are tested
+    from the strictest down, skipping those where even a model right on every accepted item
+    could not pass (too few items), and testing stops at the first that cannot be rejected
+    (fixed-sequence testing, as in :func:`certify_target`): the order depends on the scores
+    and on people alone, never on whether the model was right. Choosing the cheapest point
+    whose *observed* accuracy matches people's (what this mode did before) misses the
+    promise about half of the time on fresh items.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = np.linspace(0.5, 1.0, 300)
+    >>> correct = scores > 0.7  # right on the confident 60%; people are right 90% of the time
+    >>> cert = choose_cost(scores, correct, np.full(300, 0.9), risk=0.1)
+    >>> cert.certified, cert.accepted, cert.model_right  # 93% right where it is accepted
+    (True, 193, 180)
+    """
+    from scipy.stats import binom
+
+    scores = np.asarray(scores, dtype=float)
+    model_correct = np.asarray(model_correct, dtype=float)
+    human_correct = np.asarray(human_correct, dtype=float)
+    order = np.argsort(-scores, kind="stable")
+    cum_model = np.concatenate([[0.0], np.cumsum(model_correct[order])])
+    cum_people = np.concatenate([[0.0], np.cumsum(human_correct[order])])
+    strict_first = np.sort(np.asarray(thresholds, dtype=float))[::-1]
+    counts = np.searchsorted(-scores[order], -strict_first, side="right")
+    people = np.clip(cum_people[counts] / np.maximum(counts, 1), 0.0, 1.0)
+    tested = (counts > 0) & (people**counts <= risk)
+    strict_first, counts, people = strict_first[tested], counts[tested], people[tested]
+    right = np.rint(cum_model[counts]).astype(int)
+    rejected = binom.sf(right - 1, counts, people) <= risk
+    run = int(np.argmin(rejected)) if not rejected.all() else len(rejected)
+    if not run:
+        return CostCertificate(risk, len(scores))
+    n = int(counts[run - 1])
+    return CostCertificate(
+        risk, len(scores), float(strict_first[run - 1]), n, int(right[run - 1]), float(cum_people[n])
+    )
 
 
 def majority_accuracy(accuracy: float, overlap: int, n_labels: int, *, draws: int = 20000) -> float:
@@ -352,7 +441,7 @@ def choose_operating_point(
 
     ``mode`` is ``fixed`` (use ``threshold``), ``target`` (:func:`certify_target` at
     ``target`` and ``risk``), ``budget`` (:func:`choose_budget` within ``budget_per_item``),
-    ``cost`` (:func:`choose_cost`) or ``best`` (:func:`choose_best`). ``scores`` are the
+    ``cost`` (:func:`choose_cost` at ``risk``) or ``best`` (:func:`choose_best`). ``scores`` are the
     golden items' cross-fitted scores, ``model_correct`` and ``human_correct`` as in
     :func:`quality_curve`; ``routed_cost`` is the expected money one routed item costs.
     ``curve`` is the quality curve on the same evidence when the caller has it already.
@@ -368,6 +457,7 @@ def choose_operating_point(
     if curve is None:
         curve = quality_curve(scores, model_correct, human_correct, n_boot=0)
     certificate = None
+    cost_certificate = None
     if mode == "fixed":
         chosen = threshold
     elif mode == "target":
@@ -379,7 +469,8 @@ def choose_operating_point(
         cost = {p.threshold: p.human_share * routed_cost for p in curve}
         chosen = choose_budget(curve, cost, budget_per_item=budget_per_item).threshold
     elif mode == "cost":
-        chosen = choose_cost(curve).threshold
+        cost_certificate = choose_cost(scores, model_correct, human_correct, risk=risk)
+        chosen = cost_certificate.threshold
     elif mode == "best":
         chosen = choose_best(curve).threshold
     else:
@@ -392,4 +483,5 @@ def choose_operating_point(
         at.hybrid_accuracy,
         at.human_share * routed_cost if at.human_share else 0.0,
         certificate,
+        cost_certificate,
     )

@@ -2,6 +2,10 @@
 apply the calibrator to all its predictions, and with several labelers write their weighted
 ensemble as predictions of its own (labeler ``ensemble``).
 
+A prediction's ``label`` is rewritten to the task type's pick from its calibrated
+distribution: a calibrator may move the top label (vector scaling can), and the label that
+ships must be the one whose confidence routing and the target certificate judged.
+
 The estimators and metrics are :mod:`duolabel.core.calibration`; this module reads the
 predictions from the store and writes the calibrated ones back.
 """
@@ -61,6 +65,7 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]) -> CalibrationResult:
     labels = ctx.config.task.label_names
+    task = task_type(ctx.config.task.type)
     method: str = ctx.config.calibration.method  # "auto" is replaced by the method it selects
     store = ctx.store
     mine = (Prediction.model_version == version) & (Prediction.labeler == name)
@@ -88,11 +93,16 @@ def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.n
             chunk = ids[start : start + _WRITE_BATCH]
             batch = list(session.scalars(select(Prediction).where(Prediction.id.in_(chunk))))
             calibrated = calibrator.transform(as_matrix([p.probs for p in batch], labels))
-            for pred, row in zip(batch, calibrated, strict=True):
+            for i, pred in enumerate(batch):
                 if pred.out_of_fold and pred.item_id in scored:
                     # Golden items keep the calibration of a calibrator that never saw
                     # them, so routing chooses its threshold on honest confidences.
-                    row = scored[pred.item_id]
+                    calibrated[i] = scored[pred.item_id]
+            # A calibrator may move the top label (vector scaling does): the label shipped is
+            # always the one of the distribution that routing and the certificate use.
+            picks = task.predicted(calibrated)
+            for pred, row, pick in zip(batch, calibrated, picks, strict=True):
+                pred.label = labels[int(pick)]
                 pred.calibrated = as_dict(row, labels)
                 pred.confidence = float(row.max())
                 pred.features = {**(pred.features or {}), **confidence_signals(row)}
@@ -120,6 +130,7 @@ def _ensemble(
     """Weighted average of the members' calibrated distributions, with their disagreement
     kept as a routing feature."""
     labels = ctx.config.task.label_names
+    task = task_type(ctx.config.task.type)
     weights = {c.label_name: c.weight for c in ctx.config.labeler}
     version = ensemble_version(versions, weights, ctx.config.calibration.method)
     with ctx.store.read() as session:
@@ -157,7 +168,7 @@ def _ensemble(
                 base,
                 probs=avg_dict,
                 calibrated=avg_dict,
-                label=labels[int(task_type(ctx.config.task.type).predicted(avg[None, :])[0])],
+                label=labels[int(task.predicted(avg[None, :])[0])],
                 raw_confidence=float(avg.max()),
                 confidence=float(avg.max()),
                 abstained=False,
@@ -175,7 +186,11 @@ def _ensemble(
                 honest_avg = ensemble_average(np.array(cv), w)
                 golden_avg.append((honest_avg, labels.index(gold_label)))
                 # As for single labelers, golden items keep their cross-fitted distribution.
-                rows[-1].update(calibrated=as_dict(honest_avg, labels), confidence=float(honest_avg.max()))
+                rows[-1].update(
+                    calibrated=as_dict(honest_avg, labels),
+                    label=labels[int(task.predicted(honest_avg[None, :])[0])],
+                    confidence=float(honest_avg.max()),
+                )
     return version, rows, golden_avg
 
 
