@@ -589,13 +589,36 @@ def parse_config(data: Any, *, source: str = PROJECT_FILE) -> ProjectConfig:
         raise ConfigError("\n".join(lines)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    one silently, so a second ``routing:`` would undo the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}, line {line}: key {key!r} is given twice (first on line {seen[key]}); "
+                    "keep one of them"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(project_dir: str | Path) -> ProjectConfig:
     """Read and validate ``duolabel.yaml`` in ``project_dir``."""
     path = Path(project_dir) / PROJECT_FILE
     if not path.is_file():
         raise ConfigError(f"{path}: no project file here; create one with 'duolabel init {project_dir}'")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
