@@ -90,9 +90,9 @@ def test_a_key_given_twice_is_an_error_naming_key_and_line(tmp_path):
     )
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)
-    assert str(info.value) == (
-        f"{tmp_path / 'duolabel.yaml'}, line 5: key 'routing' is given twice (first on line 3); keep one of them"
-    )
+    where = tmp_path / "duolabel.yaml"
+    expected = "line 5: key 'routing' is given twice (first on line 3); keep one of them"
+    assert str(info.value) == f"{where}, {expected}"
     (tmp_path / "duolabel.yaml").write_text(
         "task:\n  labels: [{name: a}, {name: b}]\n  labels: [{name: c}, {name: d}]\n", encoding="utf-8"
     )

@@ -151,11 +151,13 @@ class TaskConfig(_Strict):
 
 class DataSource(_Strict):
     path: str = Field(description="CSV, JSONL or Parquet file, relative to the project folder.")
-    role: Literal["regular", "golden"] = Field(
-        "regular", description="golden: expert-labelled items used to train and calibrate."
+    role: Literal["regular", "golden", "control"] = Field(
+        "regular",
+        description="golden: expert-labelled items used to train and calibrate; control: known "
+        "answers hidden among people's work, for quality control only.",
     )
     gold_column: str | None = Field(
-        None, description="Column holding the known label (required for golden files)."
+        None, description="Column holding the known label (required for golden and control files)."
     )
     columns: dict[str, str] = Field(
         {}, description="Rename input columns: {column in the file: field in the project}."
@@ -164,8 +166,8 @@ class DataSource(_Strict):
 
     @model_validator(mode="after")
     def _golden_needs_gold(self) -> DataSource:
-        if self.role == "golden" and not self.gold_column:
-            raise ValueError(f"data source '{self.path}' has role golden but no gold_column")
+        if self.role in ("golden", "control") and not self.gold_column:
+            raise ValueError(f"data source '{self.path}' has role {self.role} but no gold_column")
         return self
 
 
@@ -596,7 +598,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise ConfigError(

@@ -37,6 +37,7 @@ __all__ = [
     "import_file",
     "import_records",
     "label_values",
+    "read_answers",
     "read_records",
 ]
 
@@ -535,6 +536,121 @@ def import_file(
     path = Path(path)
     header, rows = read_records(path, fmt)
     return import_records(store, task, source=str(path), header=header, rows=rows, **options)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One recorded human answer from an answers file, checked against the project."""
+
+    row: int
+    item: str
+    worker: str
+    label: str
+    seconds: float | None
+
+
+ANSWER_COLUMNS = {
+    "item": ("item", "item_id", "task"),
+    "worker": ("worker", "worker_id", "annotator"),
+    "label": ("label",),
+    "seconds": ("seconds", "time"),
+}
+
+
+def read_answers(
+    store: Store,
+    task: TaskConfig,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    max_problems: int = MAX_PROBLEMS,
+) -> list[Answer]:
+    """Read and check a file of recorded answers (``item, worker, label`` and optional
+    ``seconds`` or ``time``, the seconds spent): every item must be in the project, every
+    label one of the task's, a worker answers an item once. All problems at once."""
+    path = Path(path)
+    header, rows = read_records(path, fmt)
+    problems = _Problems(str(path), max_problems)
+
+    def column(present: Iterable[str], what: str) -> str | None:
+        return next((c for c in ANSWER_COLUMNS[what] if c in present), None)
+
+    if header is not None:
+        missing = [w for w in ("item", "worker", "label") if column(header, w) is None]
+        if missing:
+            have = ", ".join(repr(h) for h in header) or "no columns"
+            raise DataError(
+                [Problem(str(path), 1, w, f"missing column; the file has {have}") for w in missing]
+            )
+    kind = task_type(task.type)
+    answers: list[Answer] = []
+    seen: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if row.problem is not None:
+            problems.add_problem(row.problem)
+            continue
+        values = row.values or {}
+        cells: dict[str, str | None] = {}
+        for what in ANSWER_COLUMNS:
+            name = column(values, what)
+            value = values.get(name) if name is not None else None
+            wrong = _type_problem(value, reserved=True)
+            if wrong is not None:
+                problems.add(row.number, name, wrong)
+                cells[what] = None
+                continue
+            cells[what] = _cell(value)
+            if what != "seconds" and cells[what] is None:
+                problems.add(row.number, name or what, f"got an empty {what}, expected a non-empty {what}")
+        item, worker, label, seconds_text = (cells[w] for w in ANSWER_COLUMNS)
+        if worker is not None and len(worker) > 100:
+            problems.add(row.number, column(values, "worker"), "got a worker name over 100 characters")
+            worker = None
+        if label is not None:
+            try:
+                label = kind.check_answer(label, task.label_names)
+            except AnswerError as exc:
+                problems.add(row.number, "label", f"got {exc.got!r}, expected {exc.expected}")
+                label = None
+        seconds = None
+        if seconds_text is not None:
+            try:
+                seconds = float(seconds_text)
+            except ValueError:
+                seconds = -1.0
+            if not 0 <= seconds < float("inf"):
+                name = column(values, "seconds")
+                problems.add(
+                    row.number, name, f"got {seconds_text!r}, expected seconds spent (a number >= 0)"
+                )
+                continue
+        if item is None or worker is None or label is None:
+            continue
+        if (item, worker) in seen:
+            problems.add(
+                row.number,
+                column(values, "worker"),
+                f"{worker!r} answers {item!r} again (row {seen[item, worker]})",
+            )
+            continue
+        seen[item, worker] = row.number
+        answers.append(Answer(row.number, item, worker, label, seconds))
+    known: set[str] = set()
+    with store.read() as session:
+        ids = sorted({a.item for a in answers})
+        for start in range(0, len(ids), CHUNK_ROWS):
+            known.update(session.scalars(select(Item.id).where(Item.id.in_(ids[start : start + CHUNK_ROWS]))))
+    for answer in answers:
+        if answer.item not in known:
+            item_column = column(header or ANSWER_COLUMNS["item"], "item") or "item"
+            problems.add(
+                answer.row, item_column, f"no item {answer.item!r} in the project; import the items first"
+            )
+    if not answers and not problems.found:
+        problems.add(None, None, "the file has no rows")
+    if problems.found:
+        raise DataError(problems.found, more=problems.more)
+    return answers
 
 
 def import_frame(store: Store, task: TaskConfig, frame: Any, **options: Any) -> ImportResult:
