@@ -21,17 +21,12 @@ from duolabel import DataError, Project
 from duolabel.errors import ProjectError
 from duolabel.store import Annotation, Annotator, FinalLabel, Item
 from tests.conftest import write_project
+from tests.test_io import write_csv
 
 
 def count(project, table=Item) -> int:
     with project.store.read() as session:
         return session.scalar(select(func.count()).select_from(table))
-
-
-def write_csv(path: Path, rows: list[list[str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(rows)
-    return path
 
 
 def final(item_id: str, label: str, annotators: list[str]) -> FinalLabel:
