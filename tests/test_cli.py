@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -46,3 +47,65 @@ def test_init_import_status_through_the_cli(tmp_path):
     assert good.returncode == 0 and "2 new items" in good.stdout
     status = duolabel("status", str(tmp_path / "p"))
     assert status.returncode == 0 and "items" in status.stdout
+
+
+def test_init_with_labels_instruction_and_from_a_golden_file(tmp_path):
+    import yaml
+
+    made = duolabel("init", str(tmp_path / "a"), "--labels", "spam, ham", "--instruction", "Is it spam?")
+    assert made.returncode == 0, made.stderr
+    task = yaml.safe_load((tmp_path / "a" / "duolabel.yaml").read_text())["task"]
+    assert [label["name"] for label in task["labels"]] == ["spam", "ham"]
+    assert task["instructions"] == "Is it spam?"
+    (tmp_path / "golden.csv").write_text("id,text,label\n1,a,pos\n2,b,neg\n3,c,pos\n")
+    assert duolabel("init", str(tmp_path / "b"), "--from", str(tmp_path / "golden.csv")).returncode == 0
+    task = yaml.safe_load((tmp_path / "b" / "duolabel.yaml").read_text())["task"]
+    assert [label["name"] for label in task["labels"]] == ["pos", "neg"]
+
+
+def test_import_answers_and_wide_tables_in_a_file(tmp_path):
+    import os
+
+    assert duolabel("init", str(tmp_path / "p"), "-l", "spam", "-l", "ham").returncode == 0
+    (tmp_path / "items.csv").write_text("id,text\n1,buy now\n2,hi mum\n")
+    assert duolabel("import", str(tmp_path / "items.csv"), "-p", str(tmp_path / "p")).returncode == 0
+    long_name = "worker-" + "x" * 90
+    (tmp_path / "answers.csv").write_text(f"item,worker,label\n1,{long_name},spam\n2,w2,hamm\n")
+    bad = duolabel("import-answers", str(tmp_path / "answers.csv"), "-p", str(tmp_path / "p"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "answers.csv, row 3, column 'label': got 'hamm'" in bad.stderr
+    (tmp_path / "answers.csv").write_text(f"item,worker,label\n1,{long_name},spam\n2,w2,ham\n")
+    good = duolabel("import-answers", str(tmp_path / "answers.csv"), "-p", str(tmp_path / "p"))
+    assert good.returncode == 0 and "2 new" in good.stdout, good.stderr
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from duolabel.cli import main; main()",
+            "annotators",
+            "list",
+            "-p",
+            str(tmp_path / "p"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert long_name in listed.stdout, listed.stdout
+
+
+def test_simulate_answers_are_relative_to_the_project(tmp_path, monkeypatch):
+    from duolabel import simulate as simulation
+    from duolabel.errors import ProjectError
+
+    def record(project, answers, *, seed=0):
+        raise ProjectError(f"answers at {answers}")
+
+    monkeypatch.setattr(simulation, "simulate_project", record)
+    monkeypatch.chdir(tmp_path)
+    assert duolabel("init", str(tmp_path / "p"), "-l", "spam", "-l", "ham").returncode == 0
+    result = CliRunner().invoke(app, ["simulate", "p", "--answers", "recorded.csv"])
+    where = Path(str(result.exception).removeprefix("answers at "))
+    assert where.resolve() == (tmp_path / "p" / "recorded.csv").resolve()

@@ -81,3 +81,20 @@ def test_one_or_several_labelers():
 def test_every_setting_has_help():
     missing = [key for key, _default, help_text in settings_reference() if not help_text]
     assert missing == []
+
+
+def test_a_key_given_twice_is_an_error_naming_key_and_line(tmp_path):
+    (tmp_path / "duolabel.yaml").write_text(
+        "task:\n  labels: [{name: a}, {name: b}]\nrouting:\n  threshold: 0.9\nrouting:\n  threshold: 0.5\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    where = tmp_path / "duolabel.yaml"
+    expected = "line 5: key 'routing' is given twice (first on line 3); keep one of them"
+    assert str(info.value) == f"{where}, {expected}"
+    (tmp_path / "duolabel.yaml").write_text(
+        "task:\n  labels: [{name: a}, {name: b}]\n  labels: [{name: c}, {name: d}]\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match="line 3: key 'labels' is given twice"):
+        load_config(tmp_path)

@@ -2,8 +2,8 @@
 
 Each suite iterates its registry's names, so a new calibrator, aggregator, policy, task type,
 active-learning strategy or labeler (built-in, or a plug-in installed through an entry point) is
-checked without editing this file. Method-specific behaviour lives in each part's own tests (test_calibration.py,
-test_aggregation.py, test_routing.py, test_labeler_*.py).
+checked without editing this file. Method-specific behaviour lives in each part's own tests
+(test_calibration.py, test_aggregation.py, test_routing.py, test_labeler_*.py).
 """
 
 from __future__ import annotations

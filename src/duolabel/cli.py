@@ -28,6 +28,15 @@ app.add_typer(annotators_app, name="annotators")
 out = Console()
 err = Console(stderr=True)
 
+
+@app.callback()
+def _setup() -> None:
+    # Written to a file or a pipe, Rich would fit tables into 80 columns and cut them; there
+    # is no terminal to fit, so nothing is cut (COLUMNS still sets a width when given).
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 10_000
+
+
 ProjectArg = Annotated[Path, typer.Argument(help="The project folder (holds duolabel.yaml).")]
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="The project folder.")]
 
@@ -109,12 +118,24 @@ def _batch_table(reports) -> Table:
 def init(
     folder: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="A label (repeat).")] = None,
+    labels: Annotated[str | None, typer.Option(help="Labels, comma-separated: a,b,c.")] = None,
+    instruction: Annotated[
+        str | None, typer.Option(help="The instructions people and the model see.")
+    ] = None,
+    from_: Annotated[
+        Path | None, typer.Option("--from", help="Take the labels from this (golden) file's label column.")
+    ] = None,
+    label_column: Annotated[str, typer.Option(help="The column --from reads labels from.")] = "label",
     force: Annotated[bool, typer.Option(help="Overwrite an existing duolabel.yaml.")] = False,
 ) -> None:
     """Create a project folder with a commented duolabel.yaml."""
     from duolabel.project import init_project
 
-    init_project(folder, labels=label, force=force).close()
+    names = [*(label or []), *(n.strip() for n in (labels or "").split(",") if n.strip())]
+    task = {"instructions": instruction} if instruction else {}
+    init_project(
+        folder, labels=names or None, force=force, labels_from=from_, label_column=label_column, **task
+    ).close()
     out.print(
         f"Created {folder / 'duolabel.yaml'}; edit the labels, then 'duolabel import FILE -p {folder}'."
     )
@@ -124,7 +145,13 @@ def init(
 def import_(
     file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of items.")],
     project: ProjectOpt = Path("."),
-    role: Annotated[str, typer.Option(help="regular, or golden for expert-labelled items.")] = "regular",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="regular; golden: expert-labelled, trains and calibrates the model; control: known "
+            "answers hidden among people's work, for quality control only."
+        ),
+    ] = "regular",
     gold: Annotated[str | None, typer.Option(help="Column holding a known label.")] = None,
     map_: Annotated[
         list[str] | None, typer.Option("--map", help="Rename a column: FILE_COLUMN=FIELD (repeat).")
@@ -143,6 +170,23 @@ def import_(
         result = proj.import_file(file, fmt=fmt, role=role, gold_column=gold, columns=columns, batch=batch)
     out.print(
         f"{file}: {result.rows:,} rows, {result.added:,} new items, {result.unchanged:,} already imported."
+    )
+
+
+@app.command("import-answers")
+def import_answers(
+    file: Annotated[
+        Path, typer.Argument(help="CSV, JSONL or Parquet: item, worker, label, optional seconds (or time).")
+    ],
+    project: ProjectOpt = Path("."),
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+) -> None:
+    """Import recorded human answers as imported workers' (accounts that cannot log in)."""
+    with _open(project) as proj:
+        result = proj.import_answers(file, fmt=fmt)
+    out.print(
+        f"{file}: {result.rows:,} answers, {result.added:,} new, {result.unchanged:,} already imported, "
+        f"{result.workers:,} workers ({result.new_workers:,} new)."
     )
 
 
@@ -284,8 +328,9 @@ def simulate(
         typer.Option(
             "--answers",
             "-a",
-            help="Recorded answers: annotations.jsonl or a CSV with item, worker, label "
-            "(and optionally role: 'expert' marks an expert's answer).",
+            help="Recorded answers: annotations.jsonl or a CSV with item, worker, label (and optionally "
+            "role: 'expert' marks an expert's answer). A relative path is relative to the project "
+            "folder, like every path in duolabel.yaml.",
         ),
     ] = Path("annotations.jsonl"),
     seed: Annotated[int, typer.Option(help="Seed of the order in which recorded answers are drawn.")] = 0,
@@ -304,7 +349,7 @@ def simulate(
     from duolabel.simulate import simulate_project
 
     with _open(project) as proj:
-        result = simulate_project(proj, answers, seed=seed, expert_accuracy=expert_accuracy)
+        result = simulate_project(proj, proj.resolve(answers), seed=seed, expert_accuracy=expert_accuracy)
         currency = proj.config.costs.currency
     table = Table(
         title=f"Simulation ({currency}; crowd majority vote over all answers: {result.crowd_accuracy:.3f})",
@@ -343,11 +388,13 @@ def simulate(
     if curve is not None:
         import csv
 
+        from duolabel.io import defuse_formula
+
         curve.parent.mkdir(parents=True, exist_ok=True)
         with curve.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(result.curve[0]))
-            writer.writeheader()
-            writer.writerows(result.curve)
+            writer = csv.writer(handle)
+            writer.writerow(list(result.curve[0]))
+            writer.writerows([defuse_formula(v) for v in row.values()] for row in result.curve)
         out.print(f"Wrote the curve to {curve}.")
 
 

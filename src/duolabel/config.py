@@ -151,11 +151,13 @@ class TaskConfig(_Strict):
 
 class DataSource(_Strict):
     path: str = Field(description="CSV, JSONL or Parquet file, relative to the project folder.")
-    role: Literal["regular", "golden"] = Field(
-        "regular", description="golden: expert-labelled items used to train and calibrate."
+    role: Literal["regular", "golden", "control"] = Field(
+        "regular",
+        description="golden: expert-labelled items used to train and calibrate; control: known "
+        "answers hidden among people's work, for quality control only.",
     )
     gold_column: str | None = Field(
-        None, description="Column holding the known label (required for golden files)."
+        None, description="Column holding the known label (required for golden and control files)."
     )
     columns: dict[str, str] = Field(
         {}, description="Rename input columns: {column in the file: field in the project}."
@@ -164,8 +166,8 @@ class DataSource(_Strict):
 
     @model_validator(mode="after")
     def _golden_needs_gold(self) -> DataSource:
-        if self.role == "golden" and not self.gold_column:
-            raise ValueError(f"data source '{self.path}' has role golden but no gold_column")
+        if self.role in ("golden", "control") and not self.gold_column:
+            raise ValueError(f"data source '{self.path}' has role {self.role} but no gold_column")
         return self
 
 
@@ -597,13 +599,36 @@ def parse_config(data: Any, *, source: str = PROJECT_FILE) -> ProjectConfig:
         raise ConfigError("\n".join(lines)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    one silently, so a second ``routing:`` would undo the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}, line {line}: key {key!r} is given twice (first on line {seen[key]}); "
+                    "keep one of them"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(project_dir: str | Path) -> ProjectConfig:
     """Read and validate ``duolabel.yaml`` in ``project_dir``."""
     path = Path(project_dir) / PROJECT_FILE
     if not path.is_file():
         raise ConfigError(f"{path}: no project file here; create one with 'duolabel init {project_dir}'")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""

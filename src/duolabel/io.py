@@ -29,11 +29,25 @@ from duolabel.errors import DataError, Problem, ProjectError
 from duolabel.store import FinalLabel, Item, Prediction, Store
 from duolabel.store.tables import utcnow
 
-__all__ = ["ImportResult", "export_labels", "import_file", "import_records", "read_records"]
+__all__ = [
+    "ROLES",
+    "ImportResult",
+    "defuse_formula",
+    "export_labels",
+    "import_file",
+    "import_records",
+    "label_values",
+    "read_answers",
+    "read_records",
+]
 
 CHUNK_ROWS = 5_000
 MAX_PROBLEMS = 50
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+# regular: work to label; golden: expert-labelled, trains and calibrates the model;
+# control: a known answer hidden among people's work, for quality control only.
+ROLES = ("regular", "golden", "control")
+WITH_GOLD = ("golden", "control")
 
 # Python's csv module refuses fields over 128 KiB by default; a long document is not an error.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -74,11 +88,12 @@ class _Problems:
         self.add(problem.row, problem.column, problem.message)
 
 
-def detect_format(path: Path, fmt: str | None = None) -> str:
+def detect_format(path: Path, fmt: str | None = None, *, outcome: str = "Nothing was imported.") -> str:
     if fmt:
         if fmt not in set(FORMATS.values()):
             raise DataError(
-                [Problem(str(path), None, None, f"format {fmt!r} is not one of csv, jsonl, parquet")]
+                [Problem(str(path), None, None, f"format {fmt!r} is not one of csv, jsonl, parquet")],
+                outcome=outcome,
             )
         return fmt
     suffix = path.suffix.lower()
@@ -93,6 +108,7 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
                     ".csv, .jsonl or .parquet (or pass --format)",
                 )
             ],
+            outcome=outcome,
         )
     return FORMATS[suffix]
 
@@ -107,16 +123,25 @@ def _open_csv(path: Path) -> Any:
     return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
+def _csv_problem(exc: csv.Error) -> str:
+    return (
+        f"not valid CSV: {exc}; a double quote opened on this row is not closed where expected "
+        '(a quote inside a quoted field is written twice: "")'
+    )
+
+
 def _read_csv(path: Path) -> tuple[list[str], Iterator[_Row]]:
+    # strict: a quote left open is an error, not a field that swallows the rows after it.
     with _open_csv(path) as handle:
         try:
-            header = next(csv.reader(handle), [])
+            header = next(csv.reader(handle, strict=True), [])
         except csv.Error as exc:
-            raise DataError([Problem(str(path), 1, None, f"not valid CSV: {exc}")]) from None
+            raise DataError([Problem(str(path), 1, None, _csv_problem(exc))]) from None
+    _check_header(path, header)
 
     def rows() -> Iterator[_Row]:
         with _open_csv(path) as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(handle, strict=True)
             next(reader, None)
             line = reader.line_num + 1
             while True:
@@ -125,7 +150,7 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[_Row]]:
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    yield _bad_row(path, line, f"not valid CSV: {exc}")
+                    yield _bad_row(path, line, _csv_problem(exc))
                     return
                 if record:
                     if len(record) != len(header):
@@ -138,8 +163,33 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[_Row]]:
     return header, rows()
 
 
-def _bad_row(path: Path, number: int, message: str) -> _Row:
-    return _Row(number, None, Problem(str(path), number, None, message))
+def _bad_row(path: Path, number: int, message: str, column: str | None = None) -> _Row:
+    return _Row(number, None, Problem(str(path), number, column, message))
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """A column named twice would silently keep one of the two values: refuse it."""
+    seen: set[str] = set()
+    twice = [c for c in header if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+    if twice:
+        raise DataError(
+            [Problem(str(path), 1, c, "the header has this column twice") for c in dict.fromkeys(twice)]
+        )
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise _DuplicateKey(key)
+        value[key] = item
+    return value
 
 
 def _read_jsonl(path: Path) -> tuple[None, Iterator[_Row]]:
@@ -149,7 +199,10 @@ def _read_jsonl(path: Path) -> tuple[None, Iterator[_Row]]:
                 if not raw.strip():
                     continue
                 try:
-                    value = json.loads(raw.decode("utf-8"))
+                    value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+                except _DuplicateKey as exc:
+                    yield _bad_row(path, number, "the object has this key twice", exc.key)
+                    continue
                 except UnicodeDecodeError as exc:
                     yield _bad_row(
                         path, number, f"undecodable bytes at position {exc.start}: expected UTF-8 text"
@@ -180,6 +233,7 @@ def _read_parquet(path: Path) -> tuple[list[str], Iterator[_Row]]:
     except Exception as exc:  # pyarrow raises several types for a non-Parquet file
         raise DataError([Problem(str(path), None, None, f"not a readable Parquet file: {exc}")]) from None
     header = list(parquet.schema_arrow.names)
+    _check_header(path, header)
 
     def rows() -> Iterator[_Row]:
         number = 0
@@ -205,14 +259,59 @@ def _read_frame(frame: Any) -> tuple[list[str], Iterator[_Row]]:
 
 def read_records(path: Path, fmt: str | None = None) -> tuple[list[str] | None, Iterator[_Row]]:
     """Open ``path`` for streaming: its header (None for JSONL) and an iterator of rows."""
-    if not path.is_file():
-        raise DataError([Problem(str(path), None, None, "no such file")])
+    _check_input(path)
     kind = detect_format(path, fmt)
     return {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[kind](path)
 
 
+def _check_input(path: Path, *, outcome: str = "Nothing was imported.") -> None:
+    if path.is_dir():
+        raise DataError([Problem(str(path), None, None, "is a directory, expected a file")], outcome=outcome)
+    if not path.is_file():
+        raise DataError([Problem(str(path), None, None, "no such file")], outcome=outcome)
+
+
+def label_values(path: str | Path, column: str = "label", *, fmt: str | None = None) -> list[str]:
+    """The distinct values of ``column`` in a file, in order of first appearance (for
+    ``duolabel init --from FILE``: the labels of a golden file)."""
+    path = Path(path)
+    header, rows = read_records(path, fmt)
+    if header is not None and column not in header:
+        have = ", ".join(repr(h) for h in header) or "no columns"
+        raise DataError(
+            [Problem(str(path), 1, column, f"missing column; the file has {have}")],
+            outcome="No project was created.",
+        )
+    found: dict[str, None] = {}
+    for row in rows:
+        if row.problem is not None:
+            raise DataError([row.problem], outcome="No project was created.")
+        value = _cell((row.values or {}).get(column))
+        if value is not None:
+            found.setdefault(value)
+    return list(found)
+
+
 # ---------------------------------------------------------------------------
 # Validation and insertion
+
+
+def _type_problem(value: Any, *, reserved: bool) -> str | None:
+    """What is wrong with a value's type, if anything. ``str()`` of these would be stored
+    silently as text a person never wrote (``b'...'``, ``['a', 'list']``, ``True``)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "got binary data, expected text (store the column as a string, not binary)"
+    if isinstance(value, (list, tuple, dict, set)) or getattr(value, "ndim", 0) > 0:
+        kind = "an object" if isinstance(value, dict) else "a list"
+        return f"got {kind} ({_short(value)}), expected a single value"
+    if reserved and isinstance(value, bool):
+        return f"got {str(value).lower()} (a true/false value), expected text"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _cell(value: Any) -> str | None:
@@ -269,10 +368,10 @@ def import_records(
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Validate and import a stream of rows in one transaction; see the module docstring."""
-    if role not in ("regular", "golden"):
-        raise ProjectError(f"role {role!r} is not one of 'regular', 'golden'")
-    if role == "golden" and not gold_column:
-        raise ProjectError(f"{source}: golden items need a gold-label column (--gold COLUMN)")
+    if role not in ROLES:
+        raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")
+    if role in WITH_GOLD and not gold_column:
+        raise ProjectError(f"{source}: {role} items need a gold-label column (--gold COLUMN)")
     rename = dict(columns or {})
     labels = task.label_names
     kind = task_type(task.type)
@@ -368,6 +467,11 @@ def import_records(
                 continue
             cells = {}
             for col, value in values.items():
+                wrong = _type_problem(value, reserved=col in reserved)
+                if wrong is not None:
+                    problems.add(row.number, col, wrong)
+                    bad = True
+                    continue
                 cell = _cell(value) if col in reserved else value
                 if isinstance(cell, str) and _has_surrogates(cell):
                     problems.add(row.number, col, "undecodable bytes: expected UTF-8 text")
@@ -386,7 +490,7 @@ def import_records(
                 continue
             text = "\n\n".join([p for p in parts if p is not None])
             gold = cells[gold_column] if gold_column else None
-            if gold is not None or role == "golden":
+            if gold is not None or role in WITH_GOLD:
                 try:
                     gold = kind.check_answer(gold, labels)
                 except AnswerError as exc:
@@ -434,6 +538,121 @@ def import_file(
     return import_records(store, task, source=str(path), header=header, rows=rows, **options)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One recorded human answer from an answers file, checked against the project."""
+
+    row: int
+    item: str
+    worker: str
+    label: str
+    seconds: float | None
+
+
+ANSWER_COLUMNS = {
+    "item": ("item", "item_id", "task"),
+    "worker": ("worker", "worker_id", "annotator"),
+    "label": ("label",),
+    "seconds": ("seconds", "time"),
+}
+
+
+def read_answers(
+    store: Store,
+    task: TaskConfig,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    max_problems: int = MAX_PROBLEMS,
+) -> list[Answer]:
+    """Read and check a file of recorded answers (``item, worker, label`` and optional
+    ``seconds`` or ``time``, the seconds spent): every item must be in the project, every
+    label one of the task's, a worker answers an item once. All problems at once."""
+    path = Path(path)
+    header, rows = read_records(path, fmt)
+    problems = _Problems(str(path), max_problems)
+
+    def column(present: Iterable[str], what: str) -> str | None:
+        return next((c for c in ANSWER_COLUMNS[what] if c in present), None)
+
+    if header is not None:
+        missing = [w for w in ("item", "worker", "label") if column(header, w) is None]
+        if missing:
+            have = ", ".join(repr(h) for h in header) or "no columns"
+            raise DataError(
+                [Problem(str(path), 1, w, f"missing column; the file has {have}") for w in missing]
+            )
+    kind = task_type(task.type)
+    answers: list[Answer] = []
+    seen: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if row.problem is not None:
+            problems.add_problem(row.problem)
+            continue
+        values = row.values or {}
+        cells: dict[str, str | None] = {}
+        for what in ANSWER_COLUMNS:
+            name = column(values, what)
+            value = values.get(name) if name is not None else None
+            wrong = _type_problem(value, reserved=True)
+            if wrong is not None:
+                problems.add(row.number, name, wrong)
+                cells[what] = None
+                continue
+            cells[what] = _cell(value)
+            if what != "seconds" and cells[what] is None:
+                problems.add(row.number, name or what, f"got an empty {what}, expected a non-empty {what}")
+        item, worker, label, seconds_text = (cells[w] for w in ANSWER_COLUMNS)
+        if worker is not None and len(worker) > 100:
+            problems.add(row.number, column(values, "worker"), "got a worker name over 100 characters")
+            worker = None
+        if label is not None:
+            try:
+                label = kind.check_answer(label, task.label_names)
+            except AnswerError as exc:
+                problems.add(row.number, "label", f"got {exc.got!r}, expected {exc.expected}")
+                label = None
+        seconds = None
+        if seconds_text is not None:
+            try:
+                seconds = float(seconds_text)
+            except ValueError:
+                seconds = -1.0
+            if not 0 <= seconds < float("inf"):
+                name = column(values, "seconds")
+                problems.add(
+                    row.number, name, f"got {seconds_text!r}, expected seconds spent (a number >= 0)"
+                )
+                continue
+        if item is None or worker is None or label is None:
+            continue
+        if (item, worker) in seen:
+            problems.add(
+                row.number,
+                column(values, "worker"),
+                f"{worker!r} answers {item!r} again (row {seen[item, worker]})",
+            )
+            continue
+        seen[item, worker] = row.number
+        answers.append(Answer(row.number, item, worker, label, seconds))
+    known: set[str] = set()
+    with store.read() as session:
+        ids = sorted({a.item for a in answers})
+        for start in range(0, len(ids), CHUNK_ROWS):
+            known.update(session.scalars(select(Item.id).where(Item.id.in_(ids[start : start + CHUNK_ROWS]))))
+    for answer in answers:
+        if answer.item not in known:
+            item_column = column(header or ANSWER_COLUMNS["item"], "item") or "item"
+            problems.add(
+                answer.row, item_column, f"no item {answer.item!r} in the project; import the items first"
+            )
+    if not answers and not problems.found:
+        problems.add(None, None, "the file has no rows")
+    if problems.found:
+        raise DataError(problems.found, more=problems.more)
+    return answers
+
+
 def import_frame(store: Store, task: TaskConfig, frame: Any, **options: Any) -> ImportResult:
     header, rows = _read_frame(frame)
     return import_records(store, task, source="DataFrame", header=header, rows=rows, **options)
@@ -441,6 +660,17 @@ def import_frame(store: Store, task: TaskConfig, frame: Any, **options: Any) -> 
 
 # ---------------------------------------------------------------------------
 # Export
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse_formula(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``@SUM``,
+    ``-2+3``) gets a leading apostrophe, OWASP's advice against CSV injection; anything else
+    is returned as it is. Every CSV duolabel writes passes its cells through this; JSONL and
+    Parquet keep the exact values."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
 
 EXPORT_COLUMNS = [
     "id",
@@ -462,6 +692,7 @@ def _export_rows(
     model_version: str | None,
     include_pending: bool,
     extra: Callable[[str | None], dict[str, Any]],
+    labels: list[str],
 ) -> Iterator[list[dict[str, Any]]]:
     with store.read() as session:
         query = (
@@ -497,6 +728,10 @@ def _export_rows(
                     "model_probability": round(max(probs.values()), 6) if probs else None,
                     "gold_label": item.gold_label,
                     "batch": item.batch,
+                    **{
+                        f"p_{name}": round(float(probs.get(name, 0.0)), 6) if probs else None
+                        for name in labels
+                    },
                 }
             )
             if len(out) >= CHUNK_ROWS:
@@ -517,12 +752,17 @@ def export_labels(
 ) -> int:
     """Write final labels with their provenance; returns the number of rows written.
 
-    With ``task``, the task type's export columns follow ``label`` (``rank`` for ordinal).
-    The file is written next to its destination and moved into place at the end, so a
-    crash never leaves a half-written export behind.
+    With ``task``, the task type's export columns follow ``label`` (``rank`` for ordinal),
+    and the model's calibrated distribution ends each row, one column ``p_<label>`` per
+    label. The file is written next to its destination and moved into place at the end, so
+    a crash never leaves a half-written export behind. CSV cells that a spreadsheet would
+    run as a formula are defused (:func:`defuse_formula`); JSONL and Parquet are exact.
     """
     path = Path(path)
-    kind = detect_format(path, fmt)
+    outcome = "Nothing was exported."
+    kind = detect_format(path, fmt, outcome=outcome)
+    if path.is_dir():
+        raise DataError([Problem(str(path), None, None, "is a directory, expected a file")], outcome=outcome)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     count = 0
@@ -535,14 +775,15 @@ def export_labels(
     # The columns a final label gets: every row carries the same keys, pending or not.
     sample = extra(labels[0]) if labels else {}
     at = EXPORT_COLUMNS.index("label") + 1
-    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:]]
-    chunks = _export_rows(store, model_version, include_pending, extra)
+    distribution = [f"p_{name}" for name in labels]
+    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *distribution]
+    chunks = _export_rows(store, model_version, include_pending, extra, labels)
     if kind == "csv":
         with tmp.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
+            writer = csv.writer(handle)
+            writer.writerow([defuse_formula(c) for c in columns])
             for chunk in chunks:
-                writer.writerows(chunk)
+                writer.writerows([defuse_formula(r[c]) for c in columns] for r in chunk)
                 count += len(chunk)
     elif kind == "jsonl":
         with tmp.open("w", encoding="utf-8") as handle:
@@ -567,6 +808,7 @@ def export_labels(
                 ("model_probability", pa.float64()),
                 ("gold_label", pa.string()),
                 ("batch", pa.string()),
+                *((name, pa.float64()) for name in distribution),
             ]
         )
         with pq.ParquetWriter(tmp, schema) as writer:

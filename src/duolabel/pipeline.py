@@ -182,7 +182,7 @@ def batch_order(ctx: Context) -> list[str]:
     with ctx.store.read() as session:
         rows = session.execute(
             select(Item.batch, func.min(Item.seq))
-            .where(Item.role != "golden")
+            .where(Item.role == "regular")
             .group_by(Item.batch)
             .order_by(func.min(Item.seq))
         ).all()
@@ -209,7 +209,7 @@ def _finished(ctx: Context, batch: str) -> bool:
         open_items = session.scalar(
             select(func.count())
             .select_from(Item)
-            .where(Item.batch == batch, Item.role != "golden")
+            .where(Item.batch == batch, Item.role == "regular")
             .where(Item.id.not_in(select(FinalLabel.item_id)))
         )
     return not open_items
@@ -248,7 +248,7 @@ def batch_reports(ctx: Context) -> list[BatchReport]:
                 counts[batch]["waiting"] += n
         sizes = dict(
             session.execute(
-                select(Item.batch, func.count()).where(Item.role != "golden").group_by(Item.batch)
+                select(Item.batch, func.count()).where(Item.role == "regular").group_by(Item.batch)
             ).all()
         )
         ledger = {

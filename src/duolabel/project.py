@@ -58,6 +58,15 @@ class Project(Context):
 
         return import_file(self.store, self.config.task, path, **options)
 
+    def import_answers(self, path: str | Path, *, fmt: str | None = None) -> Any:
+        """Import recorded human answers (``item, worker, label``, optional ``seconds``) as
+        the answers of imported workers; a file with any bad row imports nothing."""
+        from duolabel.io import read_answers
+        from duolabel.people.imported import record_imported_answers
+
+        answers = read_answers(self.store, self.config.task, path, fmt=fmt)
+        return record_imported_answers(self.store, answers, source=str(path))
+
     def import_data(self, **options: Any) -> Any:
         """Import the files named under ``data`` in the project file."""
         from duolabel.pipeline import import_sources
@@ -111,13 +120,23 @@ def init_project(
     *,
     labels: list[str] | None = None,
     force: bool = False,
+    labels_from: str | Path | None = None,
+    label_column: str = "label",
     **task: Any,
 ) -> Project:
-    """Create a project folder with a commented ``duolabel.yaml`` and an empty store."""
+    """Create a project folder with a commented ``duolabel.yaml`` and an empty store.
+
+    ``labels_from`` takes the labels from a (golden) file's ``label_column``, in the order
+    they first appear; ``task`` holds other task settings (``instructions=...``).
+    """
     folder = Path(path)
     target = folder / PROJECT_FILE
     if target.exists() and not force:
         raise ProjectError(f"{target} already exists; pass --force to overwrite it")
+    if labels_from is not None:
+        from duolabel.io import label_values
+
+        labels = [*(labels or []), *label_values(labels_from, label_column)]
     names = labels or ["positive", "negative"]
     config = parse_config(
         {

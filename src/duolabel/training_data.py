@@ -50,7 +50,8 @@ def human_labelled_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
         rows = session.execute(
             select(Item.id, Item.text, Item.content_hash, FinalLabel.label)
             .join(FinalLabel, FinalLabel.item_id == Item.id)
-            .where(Item.role != "golden", FinalLabel.source.in_(["humans", "fused", "expert"]))
+            # Control items are known answers for checking people, never training data.
+            .where(Item.role == "regular", FinalLabel.source.in_(["humans", "fused", "expert"]))
             .order_by(Item.seq)
         ).all()
     return [TextItem(r.id, r.text, r.content_hash) for r in rows], [r.label for r in rows]

@@ -139,7 +139,8 @@ def _label_one(
                     )
                 )
             )
-            wanted = select(Item.id, Item.text, Item.content_hash).where(Item.role != "golden")
+            # Only regular items are work: control items check people and are never labelled.
+            wanted = select(Item.id, Item.text, Item.content_hash).where(Item.role == "regular")
             if batches is not None:
                 wanted = wanted.where(Item.batch.in_(list(batches)))
             regular = [

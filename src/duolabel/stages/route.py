@@ -309,7 +309,7 @@ def route_project(
                 .where(
                     Prediction.model_version == version,
                     or_(Prediction.confidence.is_not(None), Prediction.abstained.is_(True)),
-                    Item.role != "golden",
+                    Item.role == "regular",
                     Item.batch.in_(list(batches)) if batches is not None else true(),
                 )
                 .order_by(Item.seq)

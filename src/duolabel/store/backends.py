@@ -9,6 +9,7 @@ SQLAlchemy's defaults.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -49,6 +50,8 @@ class SQLiteBackend(StoreBackend):
         return {}
 
     def setup(self, engine: Engine) -> None:
+        _create_private(engine.url.database)
+
         # pysqlite's own transaction handling issues BEGIN lazily (deferred), which lets two
         # writers deadlock on the read->write lock upgrade; take control of BEGIN instead.
         @event.listens_for(engine, "connect")
@@ -65,6 +68,22 @@ class SQLiteBackend(StoreBackend):
         def _on_begin(conn: Any) -> None:
             write = conn.get_execution_options().get("duolabel_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _create_private(database: str | None) -> None:
+    """Create the database file readable by its owner only (0600) before SQLite opens it:
+    it holds password hashes and session tokens. SQLite gives its -wal and -shm files the
+    mode of the database file. An existing file keeps the mode its owner gave it."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing folder and the like: SQLite's own open reports it
+    os.close(fd)
+    # os.open applies the umask, which can only remove bits: no need to chmod.
 
 
 @STORES.register("postgresql")

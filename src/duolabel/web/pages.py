@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from duolabel.errors import AccessError, ProjectError
+from duolabel.io import defuse_formula
 from duolabel.web import actions
 from duolabel.web.common import (
     ADMIN,
@@ -294,24 +295,12 @@ def admin_csv(request: Request, name: str) -> Response:
     web, _who = signed_in(request, ADMIN)
     frame = dashboard_table(web.project, name)
     buffer = io.StringIO()
-    _defuse_formulas(frame).to_csv(buffer, index=False)
+    frame.map(defuse_formula).to_csv(buffer, index=False)
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}.csv"'},
     )
-
-
-def _defuse_formulas(frame: Any) -> Any:
-    """Text cells that a spreadsheet would run as a formula (a name like ``=HYPERLINK(...)``)
-    get a leading apostrophe (OWASP's advice against CSV injection)."""
-
-    def defuse(value: Any) -> Any:
-        return (
-            "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-        )
-
-    return frame.map(defuse)
 
 
 @router.post("/admin/invite")
