@@ -266,6 +266,7 @@ def undo_last_answer(
         assert assignment is not None  # annotations.assignment_id is a foreign key
         session.delete(last)
         assignment.state = "leased"
+        assignment.created_at = now  # the server times the new answer from here
         assignment.lease_expires = now + timedelta(minutes=lease_minutes)
         session.flush()
         if quality is not None:

@@ -26,7 +26,6 @@ from duolabel.web.common import (
     log_in,
     maybe_who,
     parse_id,
-    parse_seconds,
     posted,
     signed_in,
     web_of,
@@ -51,9 +50,11 @@ class AnswerForm:
         self.label = label
         self.seconds = seconds
 
-    def answer(self) -> tuple[int, str, float | None]:
-        """The assignment id, label and seconds an answering action takes (a bad id is a ``ProjectError``)."""
-        return parse_id(self.assignment_id), self.label, parse_seconds(self.seconds)
+    def answer(self) -> tuple[int, str]:
+        """The assignment id and label an answering action takes (a bad id is a ``ProjectError``).
+
+        ``seconds`` (the page's own timer) is accepted and ignored: the server times answers."""
+        return parse_id(self.assignment_id), self.label
 
 
 def _go(path: str) -> Response:
