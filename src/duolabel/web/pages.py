@@ -144,12 +144,22 @@ def _progress(web: Web, who: Who) -> dict[str, Any]:
     return {"answers": done.answers, "earnings": f"{done.earnings:,.2f} {done.currency}"}
 
 
+# A page shows this much of a longer item, with a "show all" link: a browser takes seconds
+# to lay out a megabyte of text, on every task page of a long item (issue 12).
+PREVIEW_CHARS = 20_000
+
+
 def _label_page(
     request: Request, web: Web, who: Who, task: dict[str, Any], action: str, **context: Any
 ) -> Response:
     """The labeling page for one task (as :func:`~duolabel.web.actions.task_view` shows it),
-    answered by posting to ``action``."""
+    answered by posting to ``action``; a long text is cut to its first ``PREVIEW_CHARS``
+    characters unless the page was asked for with ``?full=1``."""
     labels = actions.label_buttons(web.project)
+    text = task["text"]
+    if len(text) > PREVIEW_CHARS and request.query_params.get("full") != "1":
+        task = {**task, "text": text[:PREVIEW_CHARS]}
+        context["full_text"] = {"link": f"{request.url.path}?full=1", "length": len(text)}
     return web.render(request, "label.html", who=who, task=task, action=action, labels=labels, **context)
 
 
