@@ -224,7 +224,8 @@ def exam_answer(ctx: Context, me: Annotator, assignment_id: int, label: str) -> 
 
 
 def exam_outcome(ctx: Context, me: Annotator) -> ExamResult | None:
-    """The latest attempt with its right answers, once it is answered in full; else ``None``."""
+    """The latest attempt with which answers were wrong (not the key), once it is answered in full;
+    else ``None``."""
     return exam_result(ctx.store, me.id, quality=ctx.config.quality)
 
 

@@ -206,7 +206,7 @@ def api_exam_result(request: Request) -> dict[str, Any]:
             "total": result.total,
             "passed": result.passed,
             "can_retry": result.can_retry,
-            "review": [{"text": t, "your_label": g, "right_label": r} for t, g, r in result.review],
+            "review": [{"text": t, "your_label": g, "right": ok} for t, g, ok in result.review],
         },
         "status": who.annotator.status,
     }
