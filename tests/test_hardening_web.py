@@ -115,7 +115,9 @@ def _drive(project: Project, statements: list[str]) -> list[Any]:
         seen += [me["answers"], me["earnings"]]
         task = alice.api("GET", "/task").json()
         seen.append(_shape(task))
-        answer = alice.api("POST", "/answer", {"assignment_id": task["task"]["assignment_id"], "label": "other"})
+        answer = alice.api(
+            "POST", "/answer", {"assignment_id": task["task"]["assignment_id"], "label": "other"}
+        )
         seen += [answer.status_code, _shape(answer.json())]
         for _ in range(3):
             undo = alice.api("POST", "/undo")
@@ -155,7 +157,11 @@ def test_undo_and_everything_else_look_the_same_for_a_control(folder: Path) -> N
 
 @pytest.fixture
 def accounts(tmp_path: Path, database_url: str | None) -> Iterator[Project]:
-    project = make_project(tmp_path / "proj", database_url=database_url, web={"login_max_failures": 5})
+    project = make_project(
+        tmp_path / "proj",
+        database_url=database_url,
+        web={"login_max_failures": 5, "login_max_failures_per_address": 20},
+    )
     add_annotator(project.store, "alice", PASSWORD)
     add_annotator(project.store, "bob", PASSWORD)
     try:
@@ -349,7 +355,9 @@ def test_weak_passwords_are_refused(folder: Path, name: str, password: str, mess
     project.close()
 
 
-def test_user_names_are_normalised_and_unique_case_insensitively(folder: Path, database_url: str | None) -> None:
+def test_user_names_are_normalised_and_unique_case_insensitively(
+    folder: Path, database_url: str | None
+) -> None:
     project = make_project(folder, database_url=database_url)
     add_annotator(project.store, "Ｅrin", PASSWORD)  # a fullwidth E: NFKC makes it "Erin"
     with project.store.read() as session:
