@@ -21,19 +21,8 @@ from duolabel.project import Project
 from duolabel.store import Annotation, Annotator, Assignment, FinalLabel, Item
 from duolabel.store.tables import utcnow
 from duolabel.web import create_app
+from tests.test_web import assignment_id, csrf
 from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, gold_of, make_project
-
-
-def csrf(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no CSRF token in the page"
-    return found.group(1)
-
-
-def assignment_id(html: str) -> str:
-    found = re.search(r'name="assignment_id" value="(\d+)"', html)
-    assert found, "no assignment in the page"
-    return found.group(1)
 
 
 class Person:
@@ -162,8 +151,8 @@ def accounts(tmp_path: Path, database_url: str | None) -> Iterator[Project]:
         database_url=database_url,
         web={"login_max_failures": 5, "login_max_failures_per_address": 20},
     )
-    add_annotator(project.store, "alice", PASSWORD)
-    add_annotator(project.store, "bob", PASSWORD)
+    for name in ("alice", "bob"):
+        add_annotator(project.store, name, PASSWORD)
     try:
         yield project
     finally:
