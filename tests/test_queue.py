@@ -90,7 +90,7 @@ def test_passwords_are_hashed_and_checked(qproject: Project) -> None:
 @pytest.mark.parametrize(
     ("name", "password", "role", "message"),
     [
-        ("bob", "short", "annotator", "5 characters long; use at least 8"),
+        ("bob", "short", "annotator", "5 characters long; use at least 10"),
         ("bob", "", "annotator", "0 characters long"),
         ("  ", PASSWORD, "annotator", "name is empty"),
         ("bob", PASSWORD, "boss", "role 'boss' is not one of 'annotator', 'expert', 'admin'"),

@@ -121,7 +121,9 @@ def test_an_answer_is_stored_and_the_next_item_shown(alice: Person, project: Pro
     form = {"assignment_id": assignment_id(html), "label": "shipping", "seconds": "3.25"}
     response = alice.post("/answer", **form)
     assert response.status_code == 303 and response.headers["location"] == "/label"
-    assert annotations(project) == [("item-000", "alice", "shipping", 3.25, "regular")]
+    ((item, name, label, seconds, kind),) = annotations(project)
+    assert (item, name, label, kind) == ("item-000", "alice", "shipping", "regular")
+    assert seconds != 3.25 and 0 <= seconds < 30  # timed by the server, not the page's field
     html = alice.get("/label").text
     assert "text of item-001" in html and '<span id="answers">1</span> answer ' in html
     assert 'earned <span id="earnings">0.05 USD</span>' in html
@@ -341,11 +343,11 @@ def test_exam_fail_retry_pass(folder: Path) -> None:
     assert carol.client.get("/label").status_code == 403  # no work before the exam
     result = take_exam(carol, project, right=1)
     assert "1 of 3 right" in result.text and "Retry the exam" in result.text
-    assert "known text gold-000" in result.text  # feedback shows the exam's right answers
+    assert result.text.count('class="wrong"') == 2  # which answers were wrong, not the key
     assert carol.post("/exam/retry").status_code == 303
     result = take_exam(carol, project, right=3)
     assert "3 of 3 right" in result.text and "You passed" in result.text
-    assert "known text gold-003" in result.text
+    assert result.text.count('class="right"') == 3
     with project.store.read() as session:
         person = session.scalar(select(Annotator).where(Annotator.name == "carol"))
         assert person.status == "active" and person.exam_attempt == 2
@@ -361,9 +363,8 @@ def test_exam_failed_twice_declines(folder: Path) -> None:
     carol.post("/exam/retry")
     result = take_exam(carol, project, right=1)
     assert "no retry is left: your account is declined" in result.text
-    assert "known text gold-003" in result.text
-    # the exam's items (gold-000..005) are never controls, and no control gold was shown
-    assert "gold-006" not in result.text
+    # the exam's items (gold-000..005) are never controls, and no control was shown
+    assert "known text gold-0" in result.text and "gold-006" not in result.text
     assert carol.get("/label").url.path == "/login"
     again = Person(carol.client.app).login("carol")
     assert again.status_code == 403 and "your account is declined" in again.text
@@ -381,7 +382,8 @@ def test_exam_through_the_api(folder: Path) -> None:
         assert ok.status_code == 200
     result = carol.api("GET", "/exam/result").json()
     assert result["status"] == "active" and result["result"]["passed"] is True
-    assert [r["your_label"] == r["right_label"] for r in result["result"]["review"]] == [True] * 3
+    assert [r["right"] for r in result["result"]["review"]] == [True] * 3
+    assert all(set(r) == {"text", "your_label", "right"} for r in result["result"]["review"])
     project.close()
 
 
@@ -403,7 +405,7 @@ def test_invitations_are_one_time(project: Project) -> None:
     page = first.client.get(f"/invite/{token}")
     data = {"csrf_token": csrf(page.text), "name": "erin", "password": PASSWORD}
     short = first.client.post(f"/invite/{token}", data={**data, "password": "short"})
-    assert short.status_code == 400 and "use at least 8" in short.text
+    assert short.status_code == 400 and "use at least 10" in short.text
     assert first.client.post(f"/invite/{token}", data=data).status_code == 303
     assert first.get("/").url.path == "/expert"  # experts start active, no exam
     second = Person(app)
@@ -530,7 +532,7 @@ def test_expert_queue_pages(project: Project) -> None:
     with project.store.read() as session:
         task = session.scalar(select(ExpertTask).where(ExpertTask.item_id == "item-002"))
         assert task.state == "done" and task.annotation_id is not None
-    assert ("item-002", "erin", "other", None, "expert") in annotations(project)
+    assert [row[:3] + row[4:] for row in annotations(project)] == [("item-002", "erin", "other", "expert")]
     api = erin.api("GET", "/expert/tasks").json()
     assert api["counts"] == {"escalated": 2, "audit": 0}
     task = erin.api("GET", "/expert/task?reason=escalated").json()["task"]

@@ -424,10 +424,16 @@ class CostsConfig(_Strict):
 
 class WebConfig(_Strict):
     login_max_failures: int = Field(
-        5, ge=1, description="Failed logins per name or address before logins are refused for a while."
+        5,
+        ge=1,
+        description="Failed logins of one name from one address before each further try waits "
+        "(1 s, then twice as long after each failure).",
+    )
+    login_max_failures_per_address: int = Field(
+        50, ge=1, description="Failed logins from one address, whatever the names, before its tries wait."
     )
     login_window_minutes: float = Field(
-        15.0, gt=0, description="How long failed logins count, and how long a lockout lasts."
+        15.0, gt=0, description="How long failed logins count; also the longest wait between tries."
     )
     invitation_hours: float = Field(72.0, gt=0, description="How long an invitation link stays valid.")
     session_hours: float = Field(12.0, gt=0, description="How long a login lasts.")

@@ -1,27 +1,31 @@
 """Accounts: argon2 password hashes, one-time invitations, login throttling, sessions.
 
-Passwords are stored only as argon2id hashes. An invitation is a random token of which
-the store keeps only the SHA-256, so a copy of the database cannot be used to sign up;
-the same goes for session ids. Failed logins are recorded per name and per address:
-past ``login_max_failures`` within ``login_window_minutes`` logins are refused without
-checking the password, which slows guessing to a few tries per window.
+Passwords are stored only as argon2id hashes, and must pass :func:`check_password` (a
+length and a strength estimate). Names are NFKC-normalised, free of control and invisible
+characters, and unique case-insensitively (``annotators.name_key``). An invitation is a
+random token of which the store keeps only the SHA-256, so a copy of the database cannot be
+used to sign up; the same goes for session ids. Login throttling is described at
+:func:`log_in`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from duolabel.errors import AccessError, ProjectError, SetupError
 from duolabel.store import Annotator, Invitation, LoginFailure, Store, WebSession
-from duolabel.store.tables import utcnow
+from duolabel.store.tables import name_key, utcnow
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -36,6 +40,8 @@ __all__ = [
     "accept_invitation",
     "add_annotator",
     "authenticate",
+    "check_name",
+    "check_password",
     "create_invitation",
     "end_session",
     "invitation_role",
@@ -48,7 +54,8 @@ __all__ = [
 
 ROLES = ("annotator", "expert", "admin")
 STATUSES = ("onboarding", "active", "suspended", "declined")
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = 10
+MIN_STRENGTH = 3  # zxcvbn's scale, 0-4: 3 is "safely unguessable" for an online attack
 MAX_NAME_LENGTH = 100  # the width of annotators.name
 
 
@@ -83,7 +90,10 @@ def add_annotator(
     taken = ProjectError(f"annotator '{annotator.name}' already exists; choose another name")
     try:
         with store.write() as session:
-            if session.scalar(select(Annotator.id).where(Annotator.name == annotator.name)) is not None:
+            if (
+                session.scalar(select(Annotator.id).where(Annotator.name_key == annotator.name_key))
+                is not None
+            ):
                 raise taken
             session.add(annotator)
     except IntegrityError:  # another process added the same name in between
@@ -92,21 +102,122 @@ def add_annotator(
 
 
 def _new_account(name: str, password: str, *, role: str, status: str) -> Annotator:
-    name = name.strip()
+    name = check_name(name)
+    if role not in ROLES:
+        raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")
+    check_password(password, name)
+    if status not in STATUSES:
+        raise ProjectError(f"status {status!r} is not one of {', '.join(map(repr, STATUSES))}")
+    password_hash = password_hasher().hash(password)
+    return Annotator(
+        name=name,
+        name_key=name_key(name),
+        role=role,
+        password_hash=password_hash,
+        status=status,
+        skills={},
+        flags=[],
+    )
+
+
+# Unicode categories no name may hold: controls (Cc), format characters such as zero-width
+# spaces, joiners and bidi overrides (Cf), unassigned, private-use and surrogate code points.
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"})
+
+
+def check_name(name: str) -> str:
+    """An account name as stored: NFKC-normalised and stripped; ``ProjectError`` for an empty
+    or too long name, or one with a control or invisible character (two names that look alike
+    must not be two accounts)."""
+    name = unicodedata.normalize("NFKC", name).strip()
     if not name:
         raise ProjectError("annotator name is empty; give a name such as 'alice'")
     if len(name) > MAX_NAME_LENGTH:
         raise ProjectError(f"annotator name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
-    if role not in ROLES:
-        raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")
+    bad = [c for c in name if unicodedata.category(c) in _BAD_CATEGORIES]
+    if bad:
+        raise ProjectError(
+            f"annotator name {name!r} holds an invisible or control character (U+{ord(bad[0]):04X}); "
+            "use letters, digits, spaces and punctuation"
+        )
+    return name
+
+
+# The fallback rule when zxcvbn is not installed: the most common password stems, which a
+# guesser tries first with digits and symbols around them.
+_COMMON = frozenset(
+    {
+        "password",
+        "passwort",
+        "motdepasse",
+        "contraseña",
+        "qwerty",
+        "qwertz",
+        "azerty",
+        "asdfgh",
+        "zxcvbn",
+        "letmein",
+        "welcome",
+        "admin",
+        "administrator",
+        "login",
+        "iloveyou",
+        "monkey",
+        "dragon",
+        "master",
+        "sunshine",
+        "princess",
+        "football",
+        "baseball",
+        "shadow",
+        "superman",
+        "trustno1",
+        "abc",
+        "abcdef",
+        "abcdefgh",
+        "secret",
+        "changeme",
+        "default",
+        "duolabel",
+    }
+)
+
+
+def _strength(password: str, name: str) -> int:
+    """A strength estimate on zxcvbn's 0-4 scale.
+
+    With the ``zxcvbn`` package installed, its estimate (with the name as a known word).
+    Without it, a rule of our own: 0 for a common password stem with digits or symbols around
+    it, for fewer than 5 different characters, or for a run of consecutive characters
+    ("123456789a", "abcdefghij"); else ``MIN_STRENGTH``.
+    """
+    try:
+        from zxcvbn import zxcvbn
+    except ModuleNotFoundError:
+        stem = re.sub(r"^[\W\d_]+|[\W\d_]+$", "", password.casefold())
+        steps = {ord(b) - ord(a) for a, b in zip(password, password[1:], strict=False)}
+        if stem in _COMMON or len(set(password)) < 5 or len(steps) <= 2 and steps <= {-1, 0, 1}:
+            return 0
+        return MIN_STRENGTH
+    return int(zxcvbn(password[:100], user_inputs=[name])["score"])
+
+
+def check_password(password: str, name: str) -> None:
+    """``ProjectError`` unless ``password`` has ``MIN_PASSWORD_LENGTH`` characters, does not
+    hold the account name, and is estimated hard to guess (:func:`_strength` at least
+    ``MIN_STRENGTH``)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ProjectError(
             f"password for '{name}' is {len(password)} characters long; use at least {MIN_PASSWORD_LENGTH}"
         )
-    if status not in STATUSES:
-        raise ProjectError(f"status {status!r} is not one of {', '.join(map(repr, STATUSES))}")
-    password_hash = password_hasher().hash(password)
-    return Annotator(name=name, role=role, password_hash=password_hash, status=status, skills={}, flags=[])
+    key = name_key(name)
+    if len(key) >= 3 and key in name_key(password):
+        raise ProjectError(f"password for '{name}' contains the name; choose one that does not")
+    if _strength(password, name) < MIN_STRENGTH:
+        raise ProjectError(
+            f"password for '{name}' is too easy to guess; use a few unrelated words, "
+            "e.g. 'tidy harbour lantern'"
+        )
 
 
 def authenticate(store: Store, name: str, password: str) -> Annotator | None:
@@ -115,7 +226,7 @@ def authenticate(store: Store, name: str, password: str) -> Annotator | None:
     The caller decides what a suspended or onboarding account may do.
     """
     with store.read() as session:
-        annotator = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
+        annotator = session.scalar(select(Annotator).where(Annotator.name_key == name_key(name)))
     if annotator is None:
         # Hash anyway, so a wrong name takes as long as a wrong password and the
         # response time does not tell which names exist.
@@ -145,7 +256,7 @@ def set_status(store: Store, name: str, status: str) -> Annotator:
     if status not in STATUSES:
         raise ProjectError(f"status {status!r} is not one of {', '.join(map(repr, STATUSES))}")
     with store.write() as session:
-        annotator = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
+        annotator = session.scalar(select(Annotator).where(Annotator.name_key == name_key(name)))
         if annotator is None:
             raise ProjectError(f"there is no account named '{name}'")
         annotator.status = status
@@ -231,7 +342,10 @@ def accept_invitation(store: Store, token: str, name: str, password: str, *, exa
             invitation = session.get(Invitation, _digest(token), with_for_update=True)
             if invitation is None or invitation.used_at is not None or invitation.expires_at < utcnow():
                 raise AccessError(_BAD_INVITATION, status=404)
-            if session.scalar(select(Annotator.id).where(Annotator.name == annotator.name)) is not None:
+            if (
+                session.scalar(select(Annotator.id).where(Annotator.name_key == annotator.name_key))
+                is not None
+            ):
                 raise taken
             session.add(annotator)
             session.flush()
@@ -256,35 +370,99 @@ class LoginSession:
 
 
 def log_in(store: Store, name: str, password: str, *, address: str, web: WebConfig) -> Annotator:
-    """Check a login, throttled per name and per address.
+    """Check a login, throttled per (name, address) pair and per address.
 
-    Raises ``AccessError``: 429 after too many recent failures (the password is not even
-    checked), 401 for a wrong name or password, 403 for a suspended or declined account.
+    Each try is counted *before* the password is checked, in one write transaction that
+    holds the counters' row locks, so concurrent tries cannot all slip under the limit
+    (issue 12: 40 concurrent guesses got 22 checks). A successful login takes its try back.
+    Past ``login_max_failures`` for the pair, each further try waits 1 s, then twice as long
+    after each failure (at most ``login_window_minutes``), instead of a hard lock: the owner
+    on another address is never held up by someone else's guesses. An address has its own,
+    higher limit (``login_max_failures_per_address``) on guesses at many names. Counters
+    older than ``login_window_minutes`` start afresh.
+
+    Raises ``AccessError``: 429 while a try must wait (the password is not checked), 401 for
+    a wrong name or password, 403 for a suspended or declined account.
     """
-    name = name.strip()[:MAX_NAME_LENGTH]
+    key = name_key(name)[: 3 * MAX_NAME_LENGTH]
     address = address[:64]
-    since = utcnow() - timedelta(minutes=web.login_window_minutes)
-    with store.read() as session:
-        failures = session.scalar(
-            select(func.count())
-            .select_from(LoginFailure)
-            .where(LoginFailure.at >= since, or_(LoginFailure.name == name, LoginFailure.address == address))
-        )
-    if (failures or 0) >= web.login_max_failures:
-        raise AccessError(
-            f"too many failed logins; try again in {web.login_window_minutes:g} minutes", status=429
-        )
+    limits = {"account": web.login_max_failures, "address": web.login_max_failures_per_address}
+    with store.write() as session:
+        now = utcnow()
+        counters = [_counter(session, "account", key, address), _counter(session, "address", "", address)]
+        waits = [
+            c.blocked_until - now for c in counters if c.blocked_until is not None and c.blocked_until > now
+        ]
+        if waits:
+            seconds = max(1, round(max(waits).total_seconds()))
+            # Raising rolls the transaction back: a refused try is not counted.
+            raise AccessError(f"too many failed logins; try again in {seconds} seconds", status=429)
+        for counter in counters:
+            _count_try(counter, limits[counter.scope], now, web.login_window_minutes)
     annotator = authenticate(store, name, password)
     if annotator is None:
         with store.write() as session:
-            session.add(LoginFailure(name=name, address=address))
-            session.execute(delete(LoginFailure).where(LoginFailure.at < since))
+            now = utcnow()
+            for counter in (
+                _counter(session, "account", key, address),
+                _counter(session, "address", "", address),
+            ):
+                # The wait runs from this answer, not from before the (slow) password check.
+                _block(counter, limits[counter.scope], now, web.login_window_minutes)
+            stale = now - timedelta(minutes=web.login_window_minutes)
+            session.execute(
+                delete(LoginFailure).where(
+                    LoginFailure.last_at < stale,
+                    or_(LoginFailure.blocked_until.is_(None), LoginFailure.blocked_until < stale),
+                )
+            )
         raise AccessError("wrong name or password", status=401)
+    with store.write() as session:  # not a failure after all: take the try back
+        session.execute(
+            delete(LoginFailure).where(
+                LoginFailure.scope == "account", LoginFailure.name == key, LoginFailure.address == address
+            )
+        )
+        counter = _counter(session, "address", "", address)
+        counter.failures = max(0, counter.failures - 1)
+        if counter.failures < limits["address"]:
+            counter.blocked_until = None
     if annotator.status not in ("active", "onboarding"):
         raise AccessError(f"your account is {annotator.status}; ask a project admin", status=403)
-    with store.write() as session:
-        session.execute(delete(LoginFailure).where(LoginFailure.name == name))
     return annotator
+
+
+def _counter(session: Session, scope: str, name: str, address: str) -> LoginFailure:
+    """The counter row of ``scope`` for this name and address, created if need be, locked."""
+    where = and_(LoginFailure.scope == scope, LoginFailure.name == name, LoginFailure.address == address)
+    row = session.scalar(select(LoginFailure).where(where).with_for_update())
+    if row is not None:
+        return row
+    try:
+        # A savepoint: on PostgreSQL a concurrent first try may insert the same row; its
+        # unique key makes this insert wait for it and fail, and the row is then read locked.
+        with session.begin_nested():
+            session.add(LoginFailure(scope=scope, name=name, address=address, failures=0, last_at=utcnow()))
+    except IntegrityError:
+        pass
+    row = session.scalar(select(LoginFailure).where(where).with_for_update())
+    assert row is not None
+    return row
+
+
+def _count_try(counter: LoginFailure, limit: int, now: datetime, window_minutes: float) -> None:
+    """Count one try; past ``limit``, the next one waits 1 s, 2 s, 4 s, ... (at most the window)."""
+    if counter.last_at < now - timedelta(minutes=window_minutes):
+        counter.failures = 0
+    counter.failures += 1
+    counter.last_at = now
+    _block(counter, limit, now, window_minutes)
+
+
+def _block(counter: LoginFailure, limit: int, now: datetime, window_minutes: float) -> None:
+    if counter.failures >= limit:
+        delay = min(2.0 ** min(counter.failures - limit, 30), window_minutes * 60)
+        counter.blocked_until = now + timedelta(seconds=delay)
 
 
 def start_session(store: Store, annotator_id: int, *, hours: float) -> LoginSession:

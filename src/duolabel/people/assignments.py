@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session
 from duolabel.core.tasks import AnswerError, SingleLabel, TaskType
 from duolabel.errors import ProjectError
 from duolabel.store import Annotation, Assignment, Item
+from duolabel.store.tables import utcnow
 
 __all__ = [
     "EXPERT_REASONS",
     "GOLD_ROLES",
     "HUMANS",
+    "MAX_ID",
     "MAX_TRIES",
     "WORK_KINDS",
     "Task",
@@ -43,6 +45,9 @@ HUMANS = "humans"  # the routes.decision of an item that waits for people
 EXPERT_REASONS = ("escalated", "audit")
 GOLD_ROLES = ("golden", "control")
 WORK_KINDS = ("regular", "control")  # what an active annotator is given; paid answers
+# The largest id a row can have (a signed 64-bit integer on every store): a larger one from a
+# request is nobody's, rather than an overflow deep in the database driver.
+MAX_ID = 2**63 - 1
 # Each failed re-check means another writer just took that item; a few tries are plenty
 # before the next call (a page reload) tries again.
 MAX_TRIES = 20
@@ -93,7 +98,7 @@ def why_closed(state: str) -> str:
 
 def own_assignment(session: Session, annotator_id: int, assignment_id: int) -> Assignment:
     """The assignment ``assignment_id`` if it is this person's; else ``ProjectError``."""
-    assignment = session.get(Assignment, assignment_id)
+    assignment = session.get(Assignment, assignment_id) if 0 < assignment_id <= MAX_ID else None
     if assignment is None or assignment.annotator_id != annotator_id:
         # The same message whether the id exists or not: ids of others stay private.
         raise ProjectError(f"assignment {assignment_id} is not one of yours")
@@ -137,6 +142,9 @@ def record_answer(
 ) -> Annotation:
     """Record the answer to a leased assignment (an ``Annotation`` of ``kind``) and close it.
 
+    ``seconds`` ``None`` means the server's own measure: from the lease (``created_at``,
+    which an undo resets) to now. The web app always passes ``None``, since a time the
+    browser reports is whatever the client wants the fraud checks to see (issue 12).
     Raises ``ProjectError`` when the assignment is closed or this person already answered
     the item.
     """
@@ -149,6 +157,8 @@ def record_answer(
     )
     if answered is not None:
         raise ProjectError(f"item '{assignment.item_id}' was already answered by you")
+    if seconds is None:
+        seconds = max(0.0, (utcnow() - assignment.created_at).total_seconds())
     annotation = Annotation(
         item_id=assignment.item_id,
         annotator_id=annotator_id,

@@ -1,15 +1,19 @@
 """The onboarding exam: a new annotator answers items with known labels before any work.
 
-The exam items are the items with a known label, in import order: attempt 1 takes the
-first ``exam_size``, a retry the next ``exam_size`` (its feedback showed the right answers
-of the first). At or above ``pass_mark`` the annotator is activated; below it they may
-retry ``exam_retries`` times and are then declined (:func:`score_exam`, run in the
-transaction that records the answer). The whole exam pool is kept out of the control
-items, whose gold must never be shown.
+The exam pool is the first ``exam_size * (1 + exam_retries)`` items with a known label, in
+import order. Each candidate gets their own shuffle of it (seeded by who they are, so it
+is the same on every request): attempt 1 takes the first ``exam_size`` of that order, a
+retry the next ``exam_size``, so no two candidates share a sequence that could be passed
+around as an answer key (issue 12). At or above ``pass_mark`` the annotator is activated;
+below it they may retry ``exam_retries`` times and are then declined (:func:`score_exam`,
+run in the transaction that records the answer). The feedback of an attempt says which
+answers were wrong, never what the right ones were. The whole pool is kept out of the
+control items.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -27,14 +31,14 @@ __all__ = ["ExamResult", "exam_items", "exam_result", "exam_task", "passes_exam"
 
 @dataclass(frozen=True)
 class ExamResult:
-    """A finished exam attempt; ``review`` holds (text, given label, right label) per item."""
+    """A finished exam attempt; ``review`` holds (text, given label, whether it was right) per item."""
 
     attempt: int
     correct: int
     total: int
     passed: bool
     can_retry: bool
-    review: list[tuple[str, str, str]]
+    review: list[tuple[str, str, bool]]
 
     @property
     def accuracy(self) -> float:
@@ -54,17 +58,21 @@ def passes_exam(correct: int, total: int, *, pass_mark: float) -> bool:
     return correct >= pass_mark * total - 1e-9
 
 
-def exam_items(session: Session, attempt: int, exam_size: int) -> list[str]:
-    """The ids of attempt ``attempt``'s exam items: the next ``exam_size`` items with a known label.
+def exam_items(session: Session, annotator: Annotator, attempt: int, quality: QualityConfig) -> list[str]:
+    """The ids of this annotator's exam items for attempt ``attempt``, in the order they are asked.
 
-    Items with a known label are taken in import order; each attempt gets fresh ones, since
-    the feedback of an attempt shows its right answers.
+    The pool (the first ``exam_size * (1 + exam_retries)`` items with a known label) is
+    shuffled with a seed of the annotator's id and creation time, which only the server
+    knows; attempt ``k`` takes the ``k``-th ``exam_size`` of that order, so each attempt
+    gets fresh items.
     """
-    if attempt < 1 or exam_size < 1:
+    size = quality.exam_size
+    if attempt < 1 or size < 1:
         return []
-    return list(
-        session.scalars(gold_items().order_by(Item.seq).offset((attempt - 1) * exam_size).limit(exam_size))
-    )
+    pool = list(session.scalars(gold_items().order_by(Item.seq).limit(size * (1 + quality.exam_retries))))
+    seed = f"duolabel-exam:{annotator.id}:{annotator.created_at.isoformat()}"
+    order = random.Random(seed).sample(pool, len(pool))
+    return order[(attempt - 1) * size : attempt * size]
 
 
 def exam_task(
@@ -87,7 +95,7 @@ def exam_task(
         own = own_lease(session, annotator_id, ("exam",), now)
         if own is not None:
             return own
-        items = exam_items(session, annotator.exam_attempt, quality.exam_size)
+        items = exam_items(session, annotator, annotator.exam_attempt, quality)
         if not items:
             raise ProjectError(
                 "the exam has no items: the project needs items with a known label "
@@ -107,12 +115,12 @@ def exam_task(
 
 
 def exam_result(store: Store, annotator_id: int, *, quality: QualityConfig) -> ExamResult | None:
-    """The latest exam attempt if it is answered in full, with its right answers; else ``None``."""
+    """The latest exam attempt if it is answered in full, with which answers were right; else ``None``."""
     with store.read() as session:
         annotator = session.get(Annotator, annotator_id)
         if annotator is None or annotator.exam_attempt < 1:
             return None
-        items = exam_items(session, annotator.exam_attempt, quality.exam_size)
+        items = exam_items(session, annotator, annotator.exam_attempt, quality)
         rows = session.execute(
             select(Item.id, Item.text, Annotation.label, Item.gold_label)
             .join(Annotation, Annotation.item_id == Item.id)
@@ -128,14 +136,14 @@ def exam_result(store: Store, annotator_id: int, *, quality: QualityConfig) -> E
         rows = sorted(rows, key=lambda row: order[row[0]])
         correct = sum(row[2] == row[3] for row in rows)
         passed = passes_exam(correct, len(items), pass_mark=quality.pass_mark)
-        retry_items = exam_items(session, annotator.exam_attempt + 1, quality.exam_size)
+        retry_items = exam_items(session, annotator, annotator.exam_attempt + 1, quality)
         can_retry = (
             not passed
             and annotator.status == "onboarding"
             and annotator.exam_attempt <= quality.exam_retries
             and bool(retry_items)
         )
-        review = [(row[1], row[2], row[3] or "") for row in rows]
+        review = [(row[1], row[2], row[2] == row[3]) for row in rows]
     return ExamResult(annotator.exam_attempt, correct, len(items), passed, can_retry, review)
 
 
@@ -156,7 +164,7 @@ def score_exam(session: Session, annotator: Annotator, quality: QualityConfig) -
     Runs inside the write transaction that recorded the answer (the annotator's row is
     locked); each finished attempt is kept in ``annotator.skills["exams"]``.
     """
-    items = exam_items(session, annotator.exam_attempt, quality.exam_size)
+    items = exam_items(session, annotator, annotator.exam_attempt, quality)
     rows = session.execute(
         select(Annotation.label, Item.gold_label)
         .join(Item, Item.id == Annotation.item_id)
@@ -171,5 +179,5 @@ def score_exam(session: Session, annotator: Annotator, quality: QualityConfig) -
         annotator.status = "active"
         return
     retry_left = annotator.exam_attempt <= quality.exam_retries
-    if not retry_left or not exam_items(session, annotator.exam_attempt + 1, quality.exam_size):
+    if not retry_left or not exam_items(session, annotator, annotator.exam_attempt + 1, quality):
         annotator.status = "declined"

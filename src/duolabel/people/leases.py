@@ -233,7 +233,8 @@ def undo_last_answer(
 
     The answer is removed and its assignment leased to them again, so the same item comes
     back to be answered anew; returns that assignment's id. Raises ``ProjectError`` when
-    there is nothing to undo (no answer, too old, or the item already has a final label).
+    there is nothing to undo (no answer, too old, or the item already has a final label made
+    from people's answers). An answer to a control is undone exactly like any other.
     """
     check_lease(lease_minutes)
     now = utcnow()
@@ -254,13 +255,18 @@ def undo_last_answer(
             raise ProjectError(
                 f"your last answer was given {age:.0f} s ago; answers can be undone for {window_seconds:g} s"
             )
-        if session.scalar(select(FinalLabel.item_id).where(FinalLabel.item_id == last.item_id)) is not None:
+        final = session.scalar(select(FinalLabel.item_id).where(FinalLabel.item_id == last.item_id))
+        # A control's final label is its gold label, which no answer made: undoing an answer
+        # to it changes nothing downstream, and refusing would tell the control apart (issue
+        # 12). The query runs for both kinds, so the time taken does not tell them apart either.
+        if final is not None and last.kind != "control":
             raise ProjectError("that item already has its final label; the answer stays")
         session.scalar(select(Route.item_id).where(Route.item_id == last.item_id).with_for_update())
         assignment = session.get(Assignment, last.assignment_id, with_for_update=True)
         assert assignment is not None  # annotations.assignment_id is a foreign key
         session.delete(last)
         assignment.state = "leased"
+        assignment.created_at = now  # the server times the new answer from here
         assignment.lease_expires = now + timedelta(minutes=lease_minutes)
         session.flush()
         if quality is not None:

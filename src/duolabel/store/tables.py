@@ -7,6 +7,7 @@ decision with the policy that made it, so the human queue is a query, not state 
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,11 +144,33 @@ class Route(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+def name_key(name: str) -> str:
+    """What makes two account names the same name: NFKC-normalised, stripped and case-folded,
+    so "Alice", "ALICE" and a fullwidth "Ａlice" are one account.
+
+    Examples
+    --------
+    >>> name_key(" Ａlice "), name_key("STRASSE") == name_key("straße")
+    ('alice', True)
+    """
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
+def _name_key_default(context: Any) -> str:
+    return name_key(context.get_current_parameters()["name"])
+
+
 class Annotator(Base):
     __tablename__ = "annotators"
+    __table_args__ = (UniqueConstraint("name_key", name="uq_annotators_name_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # Unique, so names are unique case-insensitively; case-folding can make a name up to three
+    # times longer ("ﬃ" -> "ffi"), hence the width.
+    name_key: Mapped[str] = mapped_column(
+        String(300), default=_name_key_default, doc="name_key(name): what login looks up."
+    )
     role: Mapped[str] = mapped_column(String(16), default="annotator")
     password_hash: Mapped[str] = mapped_column(String(255))
     # onboarding (taking the exam) | active | suspended | declined (failed the exam twice)
@@ -282,14 +305,20 @@ class Invitation(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, kept for a while to slow down password guessing."""
+    """Recent failed logins of one (account name, address) pair (``scope`` "account") or of
+    one address (``scope`` "address", ``name`` empty): the counters login throttling takes
+    and updates under a row lock (see ``duolabel.people.accounts.log_in``)."""
 
     __tablename__ = "login_failures"
+    __table_args__ = (UniqueConstraint("scope", "name", "address", name="uq_login_failures_scope"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(100), index=True)
-    address: Mapped[str] = mapped_column(String(64), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(300), default="")
+    address: Mapped[str] = mapped_column(String(64))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class WebSession(Base):

@@ -28,7 +28,7 @@ from duolabel.people.accounts import (
     log_in,
     set_status,
 )
-from duolabel.people.assignments import WORK_KINDS, Task
+from duolabel.people.assignments import MAX_ID, WORK_KINDS, Task
 from duolabel.people.exam import ExamResult, exam_result, exam_task, retry_exam
 from duolabel.people.experts import (
     expert_queue_counts,
@@ -161,7 +161,7 @@ def own_task(
 ) -> Task | None:
     """The caller's own task by id: ``None`` when it is closed, ``AccessError`` 404 if not theirs."""
     with ctx.store.read() as session:
-        assignment = session.get(Assignment, assignment_id)
+        assignment = session.get(Assignment, assignment_id) if 0 < assignment_id <= MAX_ID else None
         if assignment is None or assignment.annotator_id != me.id or assignment.kind not in kinds:
             raise AccessError(f"task {assignment_id} is not one of yours", status=404)
         if assignment.state != "leased":
@@ -171,14 +171,16 @@ def own_task(
         return Task(assignment.id, item, assignment.lease_expires, assignment.kind)
 
 
-def answer(ctx: Context, me: Annotator, assignment_id: int, label: str, seconds: float | None) -> Annotation:
-    """Record an answer to the caller's task; skills and flags are brought up to date with it."""
+def answer(ctx: Context, me: Annotator, assignment_id: int, label: str) -> Annotation:
+    """Record an answer to the caller's task; skills and flags are brought up to date with it.
+
+    The time it took is the server's, from lease to answer: never a time the client reports."""
     return submit_answer(
         ctx.store,
         me.id,
         assignment_id,
         label,
-        seconds=seconds,
+        seconds=None,
         quality=ctx.config.quality,
         **_checked_by(ctx),
     )
@@ -215,16 +217,15 @@ def exam_next(ctx: Context, me: Annotator) -> Task | None:
     return exam_task(ctx.store, me.id, quality=quality, lease_minutes=quality.lease_minutes)
 
 
-def exam_answer(
-    ctx: Context, me: Annotator, assignment_id: int, label: str, seconds: float | None
-) -> Annotation:
+def exam_answer(ctx: Context, me: Annotator, assignment_id: int, label: str) -> Annotation:
     """Record an exam answer; a finished attempt is scored in the same transaction."""
     own_task(ctx, me, assignment_id, ("exam",))  # 404 for anything but the caller's exam items
-    return answer(ctx, me, assignment_id, label, seconds)
+    return answer(ctx, me, assignment_id, label)
 
 
 def exam_outcome(ctx: Context, me: Annotator) -> ExamResult | None:
-    """The latest attempt with its right answers, once it is answered in full; else ``None``."""
+    """The latest attempt with which answers were wrong (not the key), once it is answered in full;
+    else ``None``."""
     return exam_result(ctx.store, me.id, quality=ctx.config.quality)
 
 
@@ -255,11 +256,9 @@ def expert_next(ctx: Context, me: Annotator, reason: str | None) -> dict[str, An
     return {**view, "reason": task.reason, "item_id": task.item.id}
 
 
-def expert_answer(
-    ctx: Context, me: Annotator, assignment_id: int, label: str, seconds: float | None
-) -> Annotation:
-    """Record an expert's answer and close the expert task."""
-    return submit_expert_answer(ctx.store, me.id, assignment_id, label, seconds=seconds, **_checked_by(ctx))
+def expert_answer(ctx: Context, me: Annotator, assignment_id: int, label: str) -> Annotation:
+    """Record an expert's answer and close the expert task (timed by the server)."""
+    return submit_expert_answer(ctx.store, me.id, assignment_id, label, seconds=None, **_checked_by(ctx))
 
 
 # -- admins ----------------------------------------------------------------------------------

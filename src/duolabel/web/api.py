@@ -54,6 +54,7 @@ class LoginBody(_Body):
 class AnswerBody(_Body):
     assignment_id: int
     label: str
+    # Accepted for old clients and ignored: the server times answers itself.
     seconds: float | None = Field(None, ge=0)
 
 
@@ -113,7 +114,7 @@ def _answering(path: str, access: Access, action: Callable[..., Annotation], *, 
         who: Who = Depends(posting(access)),  # noqa: B008
     ) -> dict[str, Any]:
         project = web_of(request).project
-        annotation = action(project, who.annotator, body.assignment_id, body.label, body.seconds)
+        annotation = action(project, who.annotator, body.assignment_id, body.label)
         return {"annotation_id": annotation.id}
 
     router.post(path, name=name)(answered)
@@ -205,7 +206,7 @@ def api_exam_result(request: Request) -> dict[str, Any]:
             "total": result.total,
             "passed": result.passed,
             "can_retry": result.can_retry,
-            "review": [{"text": t, "your_label": g, "right_label": r} for t, g, r in result.review],
+            "review": [{"text": t, "your_label": g, "right": ok} for t, g, ok in result.review],
         },
         "status": who.annotator.status,
     }

@@ -5,8 +5,8 @@ and a JSON API under ``/api/v1`` for the same operations. Every route names the 
 and account statuses that may use it (see ``common.py``) and checks them against the
 store on each request, so suspending someone takes effect at once. Every POST form
 carries a CSRF token (the API takes it in the ``X-CSRF-Token`` header). Gold labels of
-control and exam items never reach a page or an API answer; the only right answers ever
-shown are those of a finished exam attempt, on its feedback page.
+control and exam items never reach a page or an API answer, not even on an exam attempt's
+feedback page, which says only which answers were wrong.
 
 Errors: pages show one line; the API answers ``{"error": {"type", "message", "status"}}``.
 

@@ -46,7 +46,6 @@ __all__ = [
     "log_in",
     "maybe_who",
     "parse_id",
-    "parse_seconds",
     "posted",
     "signed_in",
     "web_of",
@@ -178,15 +177,6 @@ def posted(request: Request, access: Access, csrf_token: str | None) -> tuple[We
     web, who = signed_in(request, access)
     web.check_csrf(request, csrf_token, who)
     return web, who
-
-
-def parse_seconds(value: Any) -> float | None:
-    """Seconds the page was open, as the browser measured them; absent or junk means unknown."""
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if 0 <= seconds < float("inf") else None
 
 
 def parse_id(value: Any, what: str = "assignment_id") -> int:

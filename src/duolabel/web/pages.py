@@ -27,7 +27,6 @@ from duolabel.web.common import (
     log_in,
     maybe_who,
     parse_id,
-    parse_seconds,
     posted,
     signed_in,
     web_of,
@@ -52,9 +51,11 @@ class AnswerForm:
         self.label = label
         self.seconds = seconds
 
-    def answer(self) -> tuple[int, str, float | None]:
-        """The assignment id, label and seconds an answering action takes (a bad id is a ``ProjectError``)."""
-        return parse_id(self.assignment_id), self.label, parse_seconds(self.seconds)
+    def answer(self) -> tuple[int, str]:
+        """The assignment id and label an answering action takes (a bad id is a ``ProjectError``).
+
+        ``seconds`` (the page's own timer) is accepted and ignored: the server times answers."""
+        return parse_id(self.assignment_id), self.label
 
 
 def _go(path: str) -> Response:
@@ -144,12 +145,22 @@ def _progress(web: Web, who: Who) -> dict[str, Any]:
     return {"answers": done.answers, "earnings": f"{done.earnings:,.2f} {done.currency}"}
 
 
+# A page shows this much of a longer item, with a "show all" link: a browser takes seconds
+# to lay out a megabyte of text, on every task page of a long item (issue 12).
+PREVIEW_CHARS = 20_000
+
+
 def _label_page(
     request: Request, web: Web, who: Who, task: dict[str, Any], action: str, **context: Any
 ) -> Response:
     """The labeling page for one task (as :func:`~duolabel.web.actions.task_view` shows it),
-    answered by posting to ``action``."""
+    answered by posting to ``action``; a long text is cut to its first ``PREVIEW_CHARS``
+    characters unless the page was asked for with ``?full=1``."""
     labels = actions.label_buttons(web.project)
+    text = task["text"]
+    if len(text) > PREVIEW_CHARS and request.query_params.get("full") != "1":
+        task = {**task, "text": text[:PREVIEW_CHARS]}
+        context["full_text"] = {"link": f"{request.url.path}?full=1", "length": len(text)}
     return web.render(request, "label.html", who=who, task=task, action=action, labels=labels, **context)
 
 
