@@ -100,7 +100,7 @@ def test_simulate_answers_are_relative_to_the_project(tmp_path, monkeypatch):
     from duolabel import simulate as simulation
     from duolabel.errors import ProjectError
 
-    def record(project, answers, *, seed=0):
+    def record(project, answers, *, seed=0, **options):
         raise ProjectError(f"answers at {answers}")
 
     monkeypatch.setattr(simulation, "simulate_project", record)

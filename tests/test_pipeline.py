@@ -154,8 +154,9 @@ def test_a_killed_run_resumes_without_duplicates_or_lost_answers(tmp_path: Path)
                 # A person answers while the job is running (as through the web app).
                 with sqlite3.connect(db, timeout=30) as conn:
                     conn.execute(
-                        "insert into annotators (name, role, password_hash, status, skills, created_at)"
-                        " values ('ann', 'annotator', '-', 'active', '{}', CURRENT_TIMESTAMP)"
+                        "insert into annotators"
+                        " (name, name_key, role, password_hash, status, skills, created_at)"
+                        " values ('ann', 'ann', 'annotator', '-', 'active', '{}', CURRENT_TIMESTAMP)"
                     )
                     conn.execute(
                         "insert into annotations (item_id, annotator_id, label, created_at) values "

@@ -240,8 +240,11 @@ def test_single_label_export_has_no_extra_column(tmp_path: Path):
             )
         project.export(tmp_path / "out.csv")
         header = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()[0]
+        # No task-type column (ordinal's rank) between label and source; the distribution's
+        # p_<label> columns close the row for every task type.
         assert header == (
-            "id,text,label,source,confidence,human_votes,annotators,model_label,model_probability,gold_label,batch"
+            "id,text,label,source,confidence,human_votes,annotators,model_label,model_probability,gold_label,batch,"
+            "p_low,p_mid,p_high"
         )
 
 
