@@ -7,7 +7,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,72 @@ def test_a_killed_holder_leaves_no_stale_lock_and_people_keep_working(tmp_path, 
             holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
+
+
+def _big_csv(path: Path, rows: int, *, bad_last: bool = False) -> Path:
+    lines = ["id,text"] + [
+        f"big-{i},a long enough ticket text number {i} about my parcel" for i in range(rows)
+    ]
+    if bad_last:
+        lines[-1] = "big-0,a duplicate id at the very end"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_big_import_does_not_block_people_and_publishes_at_once(tmp_path, database_url):
+    from tests.conftest import write_project
+
+    big = _big_csv(tmp_path / "big.csv", 150_000)
+    with Project.open(write_project(tmp_path / "proj", database_url=database_url)) as project:
+        done = threading.Event()
+        seen: list[int] = []
+        waits: list[float] = []
+
+        def importing() -> None:
+            try:
+                project.import_file(big)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=importing)
+        worker.start()
+        time.sleep(1.0)
+        while not done.is_set() and len(waits) < 3:
+            started = time.monotonic()
+            add_annotator(project.store, f"person{len(waits)}", PASSWORD)
+            waits.append(time.monotonic() - started)
+            seen.append(project.status().items)
+            time.sleep(0.2)
+        worker.join(timeout=600)
+        assert waits and max(waits) < 2.0, waits
+        assert set(seen) <= {0}  # nothing of the file is visible before it is all in
+        assert project.status().items == 150_000
+
+
+def test_a_refused_or_crashed_import_leaves_nothing_behind(tmp_path, database_url):
+    from sqlalchemy import func, select
+
+    from duolabel.errors import DataError
+    from duolabel.store import StagedItem
+    from tests.conftest import write_project
+
+    with Project.open(write_project(tmp_path / "proj", database_url=database_url)) as project:
+        with project.store.write() as session:  # what a killed import left: staged rows, long ago
+            session.add(
+                StagedItem(
+                    import_id="dead",
+                    ord=1,
+                    id="ghost",
+                    text="t",
+                    fields={},
+                    content_hash="h",
+                    batch="b",
+                    role="regular",
+                    created_at=datetime(2000, 1, 1),
+                )
+            )
+        with pytest.raises(DataError, match="duplicate id"):
+            project.import_file(_big_csv(tmp_path / "bad.csv", 12_000, bad_last=True))
+        with project.store.read() as session:
+            assert session.scalar(select(func.count()).select_from(StagedItem)) == 0
+        assert project.status().items == 0
