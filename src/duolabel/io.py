@@ -1,7 +1,9 @@
 """Items in (CSV, JSONL, Parquet, DataFrame) and final labels out, streaming.
 
-Import reads a file in chunks and inserts each chunk inside one transaction, so memory
-does not grow with the file and a file with any bad row imports nothing. Validation is
+Import reads a file in chunks and stages each chunk in ``staged_items`` in a short transaction
+of its own, so memory does not grow with the file and the web app's writers never wait for a
+whole file; a file with no bad row is then published into ``items`` in one transaction, so a
+file with any bad row imports nothing and nobody sees half a file. Validation is
 the one place that checks the input contract; every problem found (up to ``max_problems``)
 is reported as ``file, row N, column 'x': got ..., expected ...``.
 
@@ -16,17 +18,19 @@ import csv
 import hashlib
 import json
 import sys
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import CursorResult, delete, func, insert, select
 
 from duolabel.config import TaskConfig
 from duolabel.core.tasks import AnswerError, TaskType, task_type
 from duolabel.errors import DataError, Problem, ProjectError
-from duolabel.store import FinalLabel, Item, Prediction, Store
+from duolabel.store import FinalLabel, Item, Prediction, StagedItem, Store
 from duolabel.store.tables import utcnow
 
 __all__ = [
@@ -43,6 +47,8 @@ __all__ = [
 
 CHUNK_ROWS = 5_000
 MAX_PROBLEMS = 50
+#: An import whose newest staged row is older than this was killed (it stages every few seconds).
+STALE_IMPORT = timedelta(hours=1)
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 # regular: work to label; golden: expert-labelled, trains and calibrates the model;
 # control: a known answer hidden among people's work, for quality control only.
@@ -399,57 +405,54 @@ def import_records(
             )
 
     batch_name = batch or Path(source).stem
-    with store.write() as session:
-        start_seq = session.scalar(select(func.coalesce(func.max(Item.seq), 0))) or 0
-        seq = start_seq
-        chunk: list[tuple[int, dict[str, Any]]] = []
+    import_id = uuid.uuid4().hex
+    drop_stale_imports(store)
+    last_row = 0
+    chunk: list[tuple[int, dict[str, Any]]] = []
 
-        def flush() -> None:
-            nonlocal seq
-            if not chunk:
-                return
-            ids = [values["id"] for _, values in chunk]
-            existing = {
-                row.id: (row.content_hash, row.seq)
-                for row in session.execute(
-                    select(Item.id, Item.content_hash, Item.seq).where(Item.id.in_(ids))
+    def flush() -> None:
+        # Each chunk is checked with a read and staged in one short write transaction, so the
+        # web app's writers wait for a chunk at most, never for the file (issue 12 item 9).
+        if not chunk:
+            return
+        ids = [values["id"] for _, values in chunk]
+        with store.read() as session:
+            existing = dict(session.execute(select(Item.id, Item.content_hash).where(Item.id.in_(ids))).all())
+            earlier = set(
+                session.scalars(
+                    select(StagedItem.id).where(StagedItem.import_id == import_id, StagedItem.id.in_(ids))
                 )
-            }
-            fresh: list[dict[str, Any]] = []
-            seen_here: set[str] = set()
-            now = utcnow()
-            for number, values in chunk:
-                item_id = values["id"]
-                if item_id in seen_here or (item_id in existing and existing[item_id][1] > start_seq):
-                    problems.add(
-                        number, id_field, f"duplicate id {item_id!r}: it appears earlier in this file"
-                    )
-                    continue
-                seen_here.add(item_id)
-                if item_id in existing:
-                    if existing[item_id][0] == values["content_hash"]:
-                        result.unchanged += 1
-                    else:
-                        problems.add(
-                            number,
-                            id_field,
-                            f"id {item_id!r} is already in the project with different content; "
-                            "give the item a new id or keep the old content",
-                        )
-                    continue
-                seq += 1
-                values.update(seq=seq, batch=batch_name, role=role, created_at=now)
-                fresh.append(values)
-            if fresh:
-                # A Core insert on the table, not the ORM bulk insert: every row carries every
-                # column, so it is one executemany per chunk. (The ORM path leaves None values
-                # out of each row's INSERT, which splits a chunk into a statement per run of
-                # rows with and without a gold label: ~500 statements per 5,000 rows at 5% gold.)
-                session.execute(insert(Item.__table__), fresh)  # type: ignore[arg-type]  # SQLAlchemy types __table__ as a FromClause; a mapped class's is a Table
-                result.added += len(fresh)
-            chunk.clear()
+            )
+        fresh: list[dict[str, Any]] = []
+        seen_here: set[str] = set()
+        now = utcnow()
+        for number, values in chunk:
+            item_id = values["id"]
+            if item_id in seen_here or item_id in earlier:
+                problems.add(number, id_field, f"duplicate id {item_id!r}: it appears earlier in this file")
+                continue
+            seen_here.add(item_id)
+            if item_id in existing:
+                if existing[item_id] == values["content_hash"]:
+                    result.unchanged += 1
+                else:
+                    problems.add(number, id_field, _changed(item_id))
+                continue
+            # The row number orders the items: seq is the published base plus it.
+            values.update(import_id=import_id, ord=number, batch=batch_name, role=role, created_at=now)
+            fresh.append(values)
+        if fresh:
+            # A Core insert on the table, not the ORM bulk insert: every row carries every
+            # column, so it is one executemany per chunk. (The ORM path leaves None values
+            # out of each row's INSERT, which splits a chunk into a statement per run of
+            # rows with and without a gold label: ~500 statements per 5,000 rows at 5% gold.)
+            with store.write() as session:
+                session.execute(insert(StagedItem.__table__), fresh)  # type: ignore[arg-type]  # SQLAlchemy types __table__ as a FromClause; a mapped class's is a Table
+        chunk.clear()
 
+    try:
         for row in rows:
+            last_row = max(last_row, row.number or 0)
             result.rows += 1
             if progress is not None and result.rows % 1000 == 0:
                 progress(1000)
@@ -519,9 +522,83 @@ def import_records(
         if result.rows == 0 and not problems.found:
             problems.add(None, None, "the file has no rows")
         if problems.found:
-            # Raising inside the transaction rolls back every chunk already inserted.
             raise DataError(problems.found, more=problems.more)
+        _publish(store, import_id, result, problems)
+    finally:
+        _drop_staged(store, import_id, last_row)
     return result
+
+
+def _changed(item_id: str) -> str:
+    return (
+        f"id {item_id!r} is already in the project with different content; "
+        "give the item a new id or keep the old content"
+    )
+
+
+_ITEM_COLUMNS = (
+    "id",
+    "text",
+    "fields",
+    "content_hash",
+    "batch",
+    "role",
+    "gold_label",
+    "gold_source",
+    "created_at",
+)
+
+
+def _publish(store: Store, import_id: str, result: ImportResult, problems: _Problems) -> None:
+    """Move an import's staged items into ``items`` in one transaction: all of them or none.
+
+    Items another import published since they were checked are checked again here."""
+    staged = StagedItem.__table__.c
+    with store.write() as session:
+        clashes = session.execute(
+            select(staged.id, staged.ord, staged.content_hash, Item.content_hash)
+            .join(Item, Item.id == staged.id)
+            .where(staged.import_id == import_id)
+        ).all()
+        for item_id, row, ours, theirs in clashes:
+            if ours == theirs:
+                result.unchanged += 1
+            else:
+                problems.add(row, None, _changed(item_id))
+        if problems.found:
+            raise DataError(problems.found, more=problems.more)
+        base = session.scalar(select(func.coalesce(func.max(Item.seq), 0))) or 0
+        fresh = select(*(staged[c] for c in _ITEM_COLUMNS), (staged.ord + base).label("seq")).where(
+            staged.import_id == import_id, ~select(Item.id).where(Item.id == staged.id).exists()
+        )
+        done = session.execute(insert(Item.__table__).from_select([*_ITEM_COLUMNS, "seq"], fresh))  # type: ignore[arg-type]  # see flush()
+        result.added = cast(CursorResult[Any], done).rowcount
+
+
+def _drop_staged(store: Store, import_id: str, last_row: int) -> None:
+    """Delete an import's staged rows, a chunk of rows per short transaction."""
+    staged = StagedItem.__table__.c
+    for low in range(0, last_row + 1, CHUNK_ROWS * 4):
+        with store.write() as session:
+            session.execute(
+                delete(StagedItem).where(
+                    staged.import_id == import_id, staged.ord > low - 1, staged.ord < low + CHUNK_ROWS * 4
+                )
+            )
+
+
+def drop_stale_imports(store: Store, *, older_than: timedelta = STALE_IMPORT) -> None:
+    """Delete what killed imports left in ``staged_items``: an import stages a chunk every
+    few seconds, so one whose newest row is older than ``older_than`` is gone."""
+    cutoff = utcnow() - older_than
+    with store.read() as session:
+        stale = session.execute(
+            select(StagedItem.import_id, func.max(StagedItem.ord))
+            .group_by(StagedItem.import_id)
+            .having(func.max(StagedItem.created_at) < cutoff)
+        ).all()
+    for import_id, last_row in stale:
+        _drop_staged(store, import_id, last_row)
 
 
 def import_file(

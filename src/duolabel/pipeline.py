@@ -7,6 +7,7 @@ killed at any point continues where it stopped when started again.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
 
 __all__ = [
     "aggregate",
+    "calibrate",
+    "exclusive",
+    "label",
     "plan",
     "route",
     "BatchReport",
@@ -275,9 +279,29 @@ def batch_reports(ctx: Context) -> list[BatchReport]:
     return reports
 
 
+def exclusive(ctx: Context) -> AbstractContextManager[None]:
+    """The project lock of the writing stages: two of them at once on one project would
+    insert the same rows twice (issue 12 item 10). A second process gets a one-line error
+    naming the holder; the web app never takes the lock, so people keep working."""
+    return ctx.store.lock("pipeline")
+
+
+def label(ctx: Context, **options: Any) -> list[LabelResult]:
+    """Fit the labeler(s) and label every item, under the project lock."""
+    with exclusive(ctx):
+        return label_project(ctx, **options)
+
+
+def calibrate(ctx: Context) -> list[CalibrationResult]:
+    """Calibrate each labeler on the golden items, under the project lock."""
+    with exclusive(ctx):
+        return calibrate_project(ctx)
+
+
 def route(ctx: Context, **options: Any) -> RouteResult:
     """Route under the routing settings in force: the project's, raised by audit tightening."""
-    return route_project(ctx, routing=effective_routing(ctx), **options)
+    with exclusive(ctx):
+        return route_project(ctx, routing=effective_routing(ctx), **options)
 
 
 def plan(ctx: Context, *, items_to_route: int = 0) -> Plan:
@@ -291,9 +315,10 @@ def aggregate(ctx: Context, *, refresh: bool = False) -> AggregateResult:
     The dynamic policy's follow-up runs first: an item whose asked-for answers are in either
     gets one more person, goes to an expert, or is left for aggregation to finalize.
     """
-    follow_up_project(ctx)
-    result = aggregate_project(ctx, refresh=refresh)
-    apply_expert_answers(ctx)
+    with exclusive(ctx):
+        follow_up_project(ctx)
+        result = aggregate_project(ctx, refresh=refresh)
+        apply_expert_answers(ctx)
     return result
 
 
@@ -305,6 +330,11 @@ def run_project(ctx: Context, *, progress: Reporter = quiet) -> RunSummary:
     with out-of-fold predictions for the next calibration) and goes on with the next batch. A
     finished batch keeps its labels: later models label and route only later batches.
     """
+    with exclusive(ctx):
+        return _run_locked(ctx, progress=progress)
+
+
+def _run_locked(ctx: Context, *, progress: Reporter) -> RunSummary:
     summary = RunSummary(imports=import_sources(ctx, progress=progress))
     batches = batch_order(ctx)
     if batches:

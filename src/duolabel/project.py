@@ -83,14 +83,14 @@ class Project(Context):
         return export_labels(self.store, path, **options)
 
     def label(self, **options: Any) -> Any:
-        from duolabel.stages.label import label_project
+        from duolabel.pipeline import label
 
-        return label_project(self, **options)
+        return label(self, **options)
 
     def calibrate(self) -> Any:
-        from duolabel.stages.calibrate import calibrate_project
+        from duolabel.pipeline import calibrate
 
-        return calibrate_project(self)
+        return calibrate(self)
 
     def route(self, **options: Any) -> Any:
         from duolabel.pipeline import route

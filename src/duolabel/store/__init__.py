@@ -10,8 +10,9 @@ PostgreSQL (``database_url: postgresql://...``) uses the same tables and migrati
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from duolabel.errors import ProjectError, SetupError
 from duolabel.store import tables
-from duolabel.store.backends import STORES, StoreBackend
+from duolabel.store.backends import STORES, LockBusy, StoreBackend
 from duolabel.store.tables import *  # noqa: F403  # the tables, as tables.__all__ lists them
 
 # The tables as tables.py lists them (less its own helpers), and the store itself.
@@ -39,7 +40,8 @@ class Store:
     def __init__(self, engine: Engine, backend: StoreBackend | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        single_writer = (backend or _backend(engine.dialect.name)).single_writer
+        self.backend = backend or _backend(engine.dialect.name)
+        single_writer = self.backend.single_writer
         # SQLite has one writer at a time. Writers of this process queue on this lock,
         # in turn; without it they poll SQLite's busy handler, which sleeps up to 100 ms
         # between tries, and a busy web server's latency goes to seconds. Other
@@ -47,6 +49,7 @@ class Store:
         self._write_lock = threading.RLock() if single_writer else None
         writer = engine.execution_options(duolabel_write=True) if single_writer else engine
         self._read = sessionmaker(engine, expire_on_commit=False)
+        self._held: dict[str, tuple[int, int]] = {}  # lock name -> (thread, depth)
         self._write = sessionmaker(writer, expire_on_commit=False)
 
     @contextmanager
@@ -60,6 +63,44 @@ class Store:
         """A read-only session (SQLite: it never takes the write lock)."""
         with self._read() as session, session.begin():
             yield session
+
+    @contextmanager
+    def lock(self, name: str = "pipeline", *, wait: float = 0.0) -> Iterator[None]:
+        """Hold the project-wide lock ``name`` across processes (the backend's kind of lock).
+
+        Re-entrant within one thread, so a stage that takes it can call another that does. When
+        another process holds it, try again for ``wait`` seconds, then raise a ProjectError that
+        names the holder. Only the stages that must not overlap take it; the web app and the
+        people's answers never do.
+        """
+        me = threading.get_ident()
+        thread, depth = self._held.get(name, (me, 0))
+        if depth and thread == me:
+            self._held[name] = (me, depth + 1)
+            try:
+                yield
+            finally:
+                self._held[name] = (me, depth)
+            return
+        deadline = time.monotonic() + wait
+        held = ExitStack()
+        while True:
+            try:
+                held.enter_context(self.backend.lock(self.engine, name))
+                break
+            except LockBusy as busy:
+                if time.monotonic() >= deadline:
+                    raise ProjectError(
+                        f"another duolabel process works on this project ({busy.holder}); "
+                        "run again when it has finished"
+                    ) from None
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        with held:
+            self._held[name] = (me, 1)
+            try:
+                yield
+            finally:
+                del self._held[name]
 
     def close(self) -> None:
         self.engine.dispose()

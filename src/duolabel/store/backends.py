@@ -10,15 +10,34 @@ SQLAlchemy's defaults.
 from __future__ import annotations
 
 import os
+import socket
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 
 from duolabel.core.registry import Registry
 
-__all__ = ["STORES", "PostgresBackend", "SQLiteBackend", "StoreBackend"]
+__all__ = ["STORES", "LockBusy", "PostgresBackend", "SQLiteBackend", "StoreBackend"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class LockBusy(Exception):
+    """A project lock is held by another process; ``holder`` says which, as far as known."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def holder_note() -> str:
+    """Who takes a lock: this process, its host and the time, for the message of the next one."""
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    return f"pid {os.getpid()} since {since} on {socket.gethostname()}"
 
 
 class StoreBackend:
@@ -35,6 +54,15 @@ class StoreBackend:
 
     def setup(self, engine: Engine) -> None:
         """Hook the engine's events (called once, before the migrations run)."""
+
+    @contextmanager
+    def lock(self, engine: Engine, name: str) -> Iterator[None]:
+        """Hold the project-wide lock ``name`` or raise :class:`LockBusy` at once.
+
+        The lock must die with its holder (a killed process never leaves it behind). The
+        default has no such lock and lets the caller through.
+        """
+        yield
 
 
 STORES: Registry[type[StoreBackend]] = Registry("storage backend", group="duolabel.stores")
@@ -69,6 +97,32 @@ class SQLiteBackend(StoreBackend):
             write = conn.get_execution_options().get("duolabel_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    @contextmanager
+    def lock(self, engine: Engine, name: str) -> Iterator[None]:
+        """An advisory lock (``flock``) on a file beside the database: the OS releases it when
+        the holder exits or is killed, so it is never stale. The file keeps the holder's note."""
+        database = engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            yield
+            return
+        import fcntl  # POSIX; imported here so that the module still imports elsewhere
+
+        fd = os.open(f"{database}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockBusy(os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder_note().encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
 
 def _create_private(database: str | None) -> None:
     """Create the database file readable by its owner only (0600) before SQLite opens it:
@@ -94,3 +148,36 @@ class PostgresBackend(StoreBackend):
         if url.startswith("postgresql://"):
             return "postgresql+psycopg://" + url.removeprefix("postgresql://")
         return url
+
+    #: The first key of every duolabel advisory lock ("duol"); the second is the lock's name.
+    LOCK_CLASS = 0x64756F6C
+
+    @contextmanager
+    def lock(self, engine: Engine, name: str) -> Iterator[None]:
+        """A session-level advisory lock on a connection of its own: PostgreSQL releases it
+        when that session ends, so a killed holder never leaves it behind. The holder's note
+        travels as the session's ``application_name``, which the next one reads back."""
+        key = zlib.crc32(name.encode()) & 0x7FFFFFFF
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            got = conn.scalar(text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": self.LOCK_CLASS, "b": key})
+            if not got:
+                holder = conn.scalar(
+                    text(
+                        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :a AND l.objid = :b"
+                        " AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database"
+                        " WHERE datname = current_database())"
+                    ),
+                    {"a": self.LOCK_CLASS, "b": key},
+                )
+                raise LockBusy(str(holder or "unknown").removeprefix("duolabel "))
+            conn.execute(
+                text("SELECT set_config('application_name', :note, false)"),
+                {"note": f"duolabel {holder_note()}"[:63]},
+            )
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), {"a": self.LOCK_CLASS, "b": key})
+                conn.execute(text("RESET application_name"))

@@ -39,6 +39,7 @@ __all__ = [
     "Item",
     "LLMCache",
     "LoginFailure",
+    "StagedItem",
     "Prediction",
     "Route",
     "Run",
@@ -68,6 +69,26 @@ class Item(Base):
     gold_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     gold_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StagedItem(Base):
+    """An item of an import in progress: invisible to every reader until the import publishes
+    it into ``items`` in one short transaction (issue 12 item 9). Rows of an import whose
+    newest row is old belong to a killed import; the next import deletes them."""
+
+    __tablename__ = "staged_items"
+
+    import_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ord: Mapped[int] = mapped_column(Integer, doc="Order in the file, for the items' seq.")
+    text: Mapped[str] = mapped_column(Text)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    batch: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    gold_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    gold_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
 class Embedding(Base):
