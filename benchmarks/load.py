@@ -279,9 +279,11 @@ def run_store(store: str, args: argparse.Namespace, workdir: Path, *, floor: boo
         )
         port = free_port()
         counts = workdir / f"{store}-{'floor' if floor else 'app'}-counts.json"
-        command = ["--floor-server", str(folder), str(port)] if floor else [
-            "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), *args.serve_args
-        ]
+        command = (
+            ["--floor-server", str(folder), str(port)]
+            if floor
+            else ["serve", str(folder), "--host", "127.0.0.1", "--port", str(port), *args.serve_args]
+        )
         server = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--count-into", str(counts), *command],
             stdout=subprocess.DEVNULL,
@@ -481,7 +483,8 @@ def report(results: list[dict], floors: list[dict], args: argparse.Namespace) ->
         f"`python benchmarks/load.py --annotators {args.annotators} --seconds {args.seconds} "
         f"--items {args.items} --overlap {args.overlap}` on {platform.node() or 'this machine'} "
         f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}. Server: one `duolabel serve` process "
-        f"(uvicorn, {_workers(args.serve_args)}); clients: one asyncio process on the same machine, JSON API, "
+        f"(uvicorn, {_workers(args.serve_args)}); clients: one asyncio process on the same machine, "
+        "JSON API, "
         "control rate 0.1, quality rules on.",
         "",
         "| store | answers/s | next-task p50 / p95 / p99 (ms) | submit p50 / p95 / p99 (ms) | answers "
