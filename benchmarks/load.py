@@ -10,12 +10,18 @@ crowd. Only 127.0.0.1 is contacted; the run is bounded in time and in items.
 
 Afterwards it checks the store: every acknowledged answer is stored exactly once and nothing
 else is (zero lost or duplicated), every finished item has exactly ``overlap`` answers, and
-nobody was given one item twice. It reports p50/p95/p99 latency of next-task and submit, and
-answers per second.
+nobody was given one item twice. It reports p50/p95/p99 latency of next-task and submit,
+answers per second, and, counted inside the server process (a SQLAlchemy
+``before_cursor_execute`` listener and the process's CPU clock, installed by this script
+around ``duolabel serve``), the SQL statements per next-task and per submit and the server's
+CPU milliseconds per answer. ``--floor`` also measures, with the same client loop, a minimal
+FastAPI app on the same store doing one SELECT per next-task and one INSERT per submit, and
+prints how many times slower the real app is than that floor.
 
     python benchmarks/load.py                               # 50 annotators, 120 s, both stores
     python benchmarks/load.py --stores sqlite --seconds 10  # a quick look
     python benchmarks/load.py --record                      # also write docs/benchmarks.md
+    python benchmarks/load.py --annotators 20 --seconds 20 --floor   # and the floor ratio
 
 Target: p95 < 150 ms on SQLite on the 2-core build machine.
 """
@@ -24,9 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import json
 import os
 import platform
 import random
+import shlex
 import signal
 import socket
 import subprocess
@@ -248,7 +257,7 @@ def check_store(folder: Path, stats: Stats, overlap: int) -> dict:
     }
 
 
-def run_store(store: str, args: argparse.Namespace, workdir: Path) -> dict:
+def run_store(store: str, args: argparse.Namespace, workdir: Path, *, floor: bool = False) -> dict:
     database_url = None
     pg = None
     if store == "postgresql":
@@ -259,7 +268,7 @@ def run_store(store: str, args: argparse.Namespace, workdir: Path) -> dict:
         if not pg.available:
             raise SystemExit("PostgreSQL is not installed: apt-get install -y postgresql")
         database_url = create_database(pg.start(), "duolabel_load")
-    folder = workdir / store
+    folder = workdir / (f"{store}-floor" if floor else store)
     try:
         truth = build_project(
             folder,
@@ -269,18 +278,14 @@ def run_store(store: str, args: argparse.Namespace, workdir: Path) -> dict:
             annotators=args.annotators,
         )
         port = free_port()
+        counts = workdir / f"{store}-{'floor' if floor else 'app'}-counts.json"
+        command = (
+            ["--floor-server", str(folder), str(port)]
+            if floor
+            else ["serve", str(folder), "--host", "127.0.0.1", "--port", str(port), *args.serve_args]
+        )
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from duolabel.cli import main; main()",
-                "serve",
-                str(folder),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            [sys.executable, str(Path(__file__).resolve()), "--count-into", str(counts), *command],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -320,9 +325,16 @@ def run_store(store: str, args: argparse.Namespace, workdir: Path) -> dict:
             _, errors = server.communicate(timeout=60)
         if "Traceback" in errors:
             print(errors, file=sys.stderr)
-        checks = check_store(folder, stats, args.overlap)
+        server_side = json.loads(counts.read_text()) if counts.exists() else {}
+        checks = {} if floor else check_store(folder, stats, args.overlap)
+        answers = max(1, len(stats.acknowledged))
+        per = server_side.get("paths", {})
         return {
             "store": store,
+            "floor": floor,
+            "statements_next": _per_request(per, "/api/v1/task"),
+            "statements_submit": _per_request(per, "/api/v1/answer"),
+            "cpu_ms_per_answer": 1000 * server_side.get("cpu", float("nan")) / answers,
             "wall": wall,
             "next": percentiles(stats.next_ms),
             "submit": percentiles(stats.submit_ms),
@@ -336,6 +348,118 @@ def run_store(store: str, args: argparse.Namespace, workdir: Path) -> dict:
     finally:
         if pg is not None:
             pg.stop()
+
+
+def _per_request(paths: dict, path: str) -> float:
+    requests, statements = paths.get(path, (0, 0))
+    return statements / requests if requests else float("nan")
+
+
+# -- inside the server process: counting statements and CPU ---------------------------------
+
+
+def counted_server(counts: Path, argv: list[str]) -> None:
+    """Run ``duolabel <argv>`` (or the floor app) counting, per request path, the requests and
+    the SQL statements they ran, and the CPU time from the first timed request to the last;
+    written to ``counts`` as JSON at exit."""
+    import contextvars
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    current: contextvars.ContextVar[str | None] = contextvars.ContextVar("path", default=None)
+    paths: dict[str, list[int]] = {}
+    cpu: list[float] = []
+    timed = ("/api/v1/task", "/api/v1/answer")
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def count(*_args: object) -> None:
+        path = current.get()
+        if path is not None:
+            paths.setdefault(path, [0, 0])[1] += 1
+
+    def middleware(app):  # a pure ASGI wrapper: the context reaches the endpoint's thread
+        async def wrapped(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            path = scope["path"]
+            if path in timed and not cpu:
+                cpu.append(time.process_time())
+            token = current.set(path)
+            try:
+                await app(scope, receive, send)
+            finally:
+                current.reset(token)
+                paths.setdefault(path, [0, 0])[0] += 1
+                if path in timed:
+                    cpu[1:] = [time.process_time()]
+
+        return wrapped
+
+    def write() -> None:
+        spent = cpu[-1] - cpu[0] if len(cpu) == 2 else float("nan")
+        counts.write_text(json.dumps({"paths": paths, "cpu": spent}))
+
+    atexit.register(write)
+    if argv[0] == "--floor-server":
+        floor_server(Path(argv[1]), int(argv[2]), middleware)
+        return
+    import duolabel.web.app as web_app
+
+    create_app = web_app.create_app
+    web_app.create_app = lambda project: middleware(create_app(project))  # type: ignore[assignment]
+    from duolabel.cli import main as cli_main
+
+    sys.argv = ["duolabel", *argv]
+    cli_main()
+
+
+def floor_server(folder: Path, port: int, middleware) -> None:
+    """The floor: the same store and web stack, one SELECT per next-task, one INSERT per submit."""
+    import sqlalchemy as sa
+    import uvicorn
+    from fastapi import FastAPI
+
+    from duolabel.project import Project
+
+    project = Project.open(folder)
+    answers = sa.Table(
+        "floor_answers",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("item_id", sa.String(64)),
+        sa.Column("label", sa.String(64)),
+    )
+    answers.create(project.store.engine, checkfirst=True)
+    items = sa.table("items", sa.column("id"), sa.column("seq"), sa.column("text"))
+    app = FastAPI()
+    rng = random.Random(3)
+
+    @app.post("/api/v1/login")
+    def login() -> dict:
+        return {"csrf_token": "floor"}
+
+    @app.get("/api/v1/task")
+    def task() -> dict:
+        with project.store.read() as session:
+            row = session.execute(
+                sa.select(items.c.id, items.c.text).where(items.c.seq == rng.randrange(CONTROLS))
+            ).one()
+        return {"task": {"assignment_id": row[0], "text": row[1]}}
+
+    @app.post("/api/v1/answer")
+    def answer(body: dict) -> dict:
+        with project.store.write() as session:
+            new = session.execute(
+                answers.insert().values(item_id=str(body["assignment_id"]), label=str(body["label"]))
+            ).inserted_primary_key
+        return {"annotation_id": int(new[0])}
+
+    @app.get("/login")
+    def ready() -> dict:
+        return {}
+
+    uvicorn.run(middleware(app), host="127.0.0.1", port=port, log_level="warning")
 
 
 def wait_for(base: str, server: subprocess.Popen) -> None:
@@ -354,12 +478,13 @@ def wait_for(base: str, server: subprocess.Popen) -> None:
     raise SystemExit("duolabel serve did not start within 60 s")
 
 
-def report(results: list[dict], args: argparse.Namespace) -> str:
+def report(results: list[dict], floors: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"`python benchmarks/load.py --annotators {args.annotators} --seconds {args.seconds} "
         f"--items {args.items} --overlap {args.overlap}` on {platform.node() or 'this machine'} "
         f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}. Server: one `duolabel serve` process "
-        "(uvicorn, one worker); clients: one asyncio process on the same machine, JSON API, "
+        f"(uvicorn, {_workers(args.serve_args)}); clients: one asyncio process on the same machine, "
+        "JSON API, "
         "control rate 0.1, quality rules on.",
         "",
         "| store | answers/s | next-task p50 / p95 / p99 (ms) | submit p50 / p95 / p99 (ms) | answers "
@@ -374,6 +499,23 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             f"| {r['duplicated']} | {r['same_person_twice']} | {r['finished_items']:,} "
             f"| {r['over_or_under_filled_finished']} |"
         )
+    lines += [
+        "",
+        "| store | server | SQL statements per next-task | per submit | server CPU ms per answer |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results + floors:
+        lines.append(
+            f"| {r['store']} | {'floor (1 SELECT + 1 INSERT)' if r['floor'] else 'duolabel serve'} "
+            f"| {r['statements_next']:.1f} | {r['statements_submit']:.1f} | {r['cpu_ms_per_answer']:.1f} |"
+        )
+    for r, f in zip(results, floors, strict=False):
+        p95 = max(r["next"][1], r["submit"][1]) / max(f["next"][1], f["submit"][1])
+        lines.append(
+            f"\n{r['store']} floor: next-task p95 {f['next'][1]:.0f} ms, submit p95 {f['submit'][1]:.0f} ms, "
+            f"{f['answers_per_s']:.0f} answers/s; the app's worse p95 is {p95:.1f}x the floor's, "
+            f"its CPU per answer {r['cpu_ms_per_answer'] / f['cpu_ms_per_answer']:.1f}x."
+        )
     for r in results:
         extra = f"refused requests: {r['refused'] or 'none'}; empty next-task answers: {r['empty']}; "
         extra += f"answers by kind: {r['kinds']}; suspended by the rules: {r['suspended']}; "
@@ -382,7 +524,16 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _workers(serve_args: list[str]) -> str:
+    if "--workers" in serve_args:
+        return f"{serve_args[serve_args.index('--workers') + 1]} workers"
+    return "one worker"
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--count-into":
+        counted_server(Path(sys.argv[2]), sys.argv[3:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotators", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=120.0)
@@ -391,15 +542,23 @@ def main() -> None:
     parser.add_argument(
         "--stores", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
     )
+    parser.add_argument("--floor", action="store_true", help="also measure the minimal app (the floor)")
+    parser.add_argument(
+        "--serve-args", default="", help="more options for duolabel serve, e.g. --serve-args='--workers 2'"
+    )
     parser.add_argument("--record", action="store_true", help="write the figures to docs/benchmarks.md")
     parser.add_argument("--note", default="", help="a line added under the figures (e.g. machine load)")
     args = parser.parse_args()
-    results = []
+    args.serve_args = shlex.split(args.serve_args)
+    results, floors = [], []
     with tempfile.TemporaryDirectory(prefix="duolabel-load-") as workdir:
         for store in args.stores:
             print(f"{store}: {args.annotators} annotators for {args.seconds:g} s ...", file=sys.stderr)
             results.append(run_store(store, args, Path(workdir)))
-    text = report(results, args) + (f"\n\n{args.note}" if args.note else "")
+            if args.floor:
+                print(f"{store}: the floor app ...", file=sys.stderr)
+                floors.append(run_store(store, args, Path(workdir), floor=True))
+    text = report(results, floors, args) + (f"\n\n{args.note}" if args.note else "")
     print(text)
     bad = [
         r

@@ -430,3 +430,62 @@ def test_next_task_finds_work_past_many_items_not_for_people(qproject: Project) 
     items = add_routed_items(qproject, 2, overlap=1, start=300)
     (a,) = people(qproject, "a")
     assert [answer(qproject, a) for _ in range(3)] == [*items, None]
+
+
+def test_the_hot_path_runs_few_statements(qproject: Project) -> None:
+    """Issue 12 item 15: next-task and submit, once an annotator is under way, run a bounded
+    number of statements (SQLite needs no row locks nor re-reads under them), and an answer
+    advances the skills from their kept counts instead of recounting every answer."""
+    from duolabel.config import QualityConfig
+
+    add_routed_items(qproject, 6, overlap=1)
+    add_gold_items(qproject, 6)
+    (a,) = people(qproject, "a")
+    quality = QualityConfig(min_controls=50)
+    counts = []
+    for rate in (0.0, 1.0, 0.0, 1.0):
+        box: list[object] = []
+        lease = count_statements(
+            qproject,
+            lambda rate=rate, box=box: box.append(
+                lease_task(qproject.store, a, lease_minutes=LEASE, control_rate=rate)
+            ),
+        )
+        task = box[0]
+        submit = count_statements(
+            qproject,
+            lambda task=task: submit_answer(
+                qproject.store, a, task.assignment_id, "other", labels=LABELS, seconds=3, quality=quality
+            ),
+        )
+        counts.append((lease, submit))
+    sqlite = qproject.store.engine.dialect.name == "sqlite"
+    for lease, submit in counts[1:]:  # the first answer recounts: skills start empty
+        assert lease <= (10 if sqlite else 12)
+        assert submit <= (8 if sqlite else 10)
+
+
+def test_skills_kept_incrementally_match_a_full_recount(qproject: Project) -> None:
+    from duolabel.config import QualityConfig
+    from duolabel.people.qc import refresh_annotator
+
+    add_routed_items(qproject, 30, overlap=1)
+    add_gold_items(qproject, 30)
+    (a,) = people(qproject, "a")
+    quality = QualityConfig(min_controls=1000, min_seconds=2.0, max_same_label_streak=4)
+    rng = random.Random(5)
+    for i in range(24):
+        task = lease_task(qproject.store, a, lease_minutes=LEASE, control_rate=0.4, rng=rng)
+        label = LABELS[0] if i % 7 < 5 else rng.choice(LABELS)  # streaks of five, then noise
+        seconds = rng.choice([0.5, 1.0, 3.0, 7.25])
+        submit_answer(
+            qproject.store, a, task.assignment_id, label, labels=LABELS, seconds=seconds, quality=quality
+        )
+        with qproject.store.write() as session:
+            me = session.get(Annotator, a)
+            kept = (dict(me.skills), list(me.flags))
+            refresh_annotator(session, me, quality)  # from every answer in the store
+            recounted = (dict(me.skills), list(me.flags))
+        assert kept[0].pop("seconds") == pytest.approx(recounted[0].pop("seconds"))
+        assert kept == recounted
+    assert recounted[0]["controls"] > 0 and recounted[0]["max_streak"] == 4

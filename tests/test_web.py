@@ -633,3 +633,34 @@ def test_dynamic_overlap_offers_an_item_again(alice: Person, project: Project) -
     assert "Nothing to do" in alice.get("/label").text  # never the same item twice
     with project.store.read() as session:
         assert session.scalar(select(func.count()).select_from(Annotation)) == 3
+
+
+def test_serve_with_workers_gives_each_worker_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 15: ``duolabel serve --workers N`` runs N uvicorn processes, each of
+    which opens the project from the environment."""
+    import uvicorn
+
+    from duolabel.web.app import PROJECT_ENV, app_from_environment, serve
+
+    monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
+    monkeypatch.delenv(PROJECT_ENV, raising=False)
+    project = make_project(tmp_path / "proj")
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    try:
+        with pytest.raises(ProjectError, match="--workers must be at least 1"):
+            serve(project, workers=0)
+        serve(project, port=8123, workers=3)
+    finally:
+        project.close()
+    ((app, options),) = calls
+    assert app == "duolabel.web.app:app_from_environment" and options["factory"] is True
+    assert options["workers"] == 3 and options["port"] == 8123
+    assert (tmp_path / "proj" / SECRET_FILE).exists()  # made once, before the workers start
+    worker = app_from_environment()  # what each worker runs
+    try:
+        assert TestClient(worker).get("/login").status_code == 200
+    finally:
+        worker.state.web.project.close()

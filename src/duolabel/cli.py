@@ -460,6 +460,7 @@ def serve(
     project: ProjectArg = Path("."),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (uvicorn workers).")] = 1,
 ) -> None:
     """Serve the annotation web app."""
     try:
@@ -468,7 +469,7 @@ def serve(
         raise DuolabelError(f"the web app needs {exc.name!r}: pip install 'duolabel[web]'") from None
     with _open(project) as proj:
         out.print(f"Annotators log in at http://{host}:{port}/ (Ctrl+C stops).")
-        serve_app(proj, host=host, port=port)
+        serve_app(proj, host=host, port=port, workers=workers)
 
 
 @annotators_app.command("add")

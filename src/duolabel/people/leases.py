@@ -11,7 +11,8 @@ experts work through the expert queue (:mod:`duolabel.people.experts`).
 
 Concurrency: every pick-and-lease and every answer runs in one ``store.write()``
 transaction. On SQLite that transaction holds the database write lock from its first
-statement (``BEGIN IMMEDIATE``), so the whole queue is serialised. On PostgreSQL the
+statement (``BEGIN IMMEDIATE``), so the whole queue is serialised and nothing needs to be
+locked or read again (:func:`_row_locks`). On PostgreSQL the
 annotator's row is locked first, then the chosen item's ``routes`` row is locked with
 ``SELECT ... FOR UPDATE`` and the slot count is read again after the lock is held, so two
 servers cannot both fill the last slot. Every function takes its locks in that order
@@ -142,16 +143,17 @@ def lease_task(
             if found is None:
                 return None
             item_id = found[0]
-            # SKIP LOCKED: when another server is leasing this very item, move on to the next
-            # one rather than queue behind it (everyone starts at the same first open item).
-            locked = session.scalar(
-                select(Route.item_id).where(Route.item_id == item_id).with_for_update(skip_locked=True)
-            )
-            # Read again under the lock: another writer may have taken the slot meanwhile.
-            still_open = _open_items(annotator_id, now).where(Route.item_id == item_id)
-            if locked is None or session.scalar(still_open) is None:
-                tried.append(item_id)
-                continue
+            if _row_locks(session):
+                # SKIP LOCKED: when another server is leasing this very item, move on to the next
+                # one rather than queue behind it (everyone starts at the same first open item).
+                locked = session.scalar(
+                    select(Route.item_id).where(Route.item_id == item_id).with_for_update(skip_locked=True)
+                )
+                # Read again under the lock: another writer may have taken the slot meanwhile.
+                still_open = _open_items(annotator_id, now).where(Route.item_id == item_id)
+                if locked is None or session.scalar(still_open) is None:
+                    tried.append(item_id)
+                    continue
             expires = now + timedelta(minutes=lease_minutes)
             if control_id is not None and draw < control_rate:
                 task = new_lease(session, control_id, annotator_id, "control", expires)
@@ -191,8 +193,9 @@ def submit_answer(
         if assignment.kind in EXPERT_REASONS:
             raise ProjectError(f"assignment {assignment_id} is an expert task; answer it on the expert page")
         # Same lock order as lease_task (annotator, route, then assignment).
-        session.scalar(select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update())
-        session.refresh(assignment, with_for_update=True)
+        if _row_locks(session):
+            session.scalar(select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update())
+            session.refresh(assignment, with_for_update=True)
         wanted = "onboarding" if assignment.kind == "exam" else "active"
         if annotator is None or annotator.status != wanted:
             raise ProjectError("your account is not active; answers are not accepted")
@@ -201,7 +204,7 @@ def submit_answer(
             if assignment.kind == "exam":
                 score_exam(session, annotator, quality)
             else:
-                refresh_annotator(session, annotator, quality)
+                refresh_annotator(session, annotator, quality, annotation)
     return annotation
 
 
@@ -434,21 +437,23 @@ def _floor(store: Store, session: Session, now: datetime) -> int:
     return floor
 
 
+def _row_locks(session: Session) -> bool:
+    """Whether this store needs row locks and re-reads under them: not SQLite, whose write
+    transaction (``BEGIN IMMEDIATE``) holds the whole database from its first statement, so
+    nothing read in it can change before it ends."""
+    return session.get_bind().dialect.name != "sqlite"
+
+
 def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> None:
     """Mark "expired" the run-out leases whose slot has now gone to someone else.
 
     A run-out lease that nobody needed stays "leased", so its holder may still answer.
     """
-    route = session.get(Route, item_id)
-    assert route is not None
-    taken = (
-        session.scalar(
-            select(_answer_count(Route.item_id) + _lease_count(Route.item_id, now)).where(
-                Route.item_id == item_id
-            )
+    overlap, taken = session.execute(
+        select(Route.overlap, _answer_count(Route.item_id) + _lease_count(Route.item_id, now)).where(
+            Route.item_id == item_id
         )
-        or 0
-    )
+    ).one()
     stale = session.scalars(
         select(Assignment)
         .where(
@@ -460,5 +465,5 @@ def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> N
         )
         .order_by(Assignment.lease_expires, Assignment.id)
     ).all()
-    for assignment in stale[: max(0, taken + len(stale) - route.overlap)]:
+    for assignment in stale[: max(0, int(taken or 0) + len(stale) - overlap)]:
         assignment.state = "expired"

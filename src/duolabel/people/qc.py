@@ -15,9 +15,13 @@ settings come from the project file's ``quality`` section:
   (``max_same_label_streak`` identical answers in a row), ``low_agreement`` (agreement
   with the majority of the other answers on the same items below ``min_agreement``).
 
-Skills are recomputed from the store after every answer and every undo, for every kind
-of task alike, so they never drift and the work done does not depend on whether the
-answer was to a control. Exam scoring lives with the exam (:func:`duolabel.people.exam.score_exam`).
+Skills are brought up to date after every answer and every undo, for every kind of task
+alike, so the work done does not depend on whether the answer was to a control. After an
+answer they are updated incrementally from the counts kept in ``skills`` (one statement, the
+item's known label, read for every answer); an undo, a change of the settings they were
+counted under (``skills["counted_with"]``) or counts from before this rule recompute them
+from all of the annotator's answers. Exam scoring lives with the exam
+(:func:`duolabel.people.exam.score_exam`).
 """
 
 from __future__ import annotations
@@ -44,11 +48,54 @@ from duolabel.store import Annotation, Annotator, Item, Store
 __all__ = ["annotator_table", "refresh_agreement_flags", "refresh_annotator"]
 
 
-def refresh_annotator(session: Session, annotator: Annotator, quality: QualityConfig) -> None:
-    """Recompute one annotator's skills and flags from the store, and suspend if the rule says so.
+def refresh_annotator(
+    session: Session, annotator: Annotator, quality: QualityConfig, answer: Annotation | None = None
+) -> None:
+    """Bring one annotator's skills and flags up to date, and suspend if the rule says so.
 
-    Runs inside the caller's write transaction (the annotator's row is already locked).
+    With ``answer`` (just recorded) the counts kept in ``skills`` are advanced by it; without,
+    or when those counts were kept under other settings, everything is recomputed from the
+    store. Runs inside the caller's write transaction (the annotator's row is already locked).
     """
+    skills = dict(annotator.skills or {})
+    counted_with = [quality.min_seconds, quality.max_same_label_streak]
+    if answer is not None:
+        # Read for every answer, control or not, so the work done is the same for both.
+        gold = session.scalar(select(Item.gold_label).where(Item.id == answer.item_id))
+        if skills.get("counted_with") == counted_with and all(k in skills for k in _COUNTS):
+            _advance(annotator, skills, answer, gold, quality)
+            return
+    _recount(session, annotator, skills, quality)
+    skills["counted_with"] = counted_with
+    _apply(annotator, skills, quality)
+
+
+_COUNTS = ("controls", "control_correct", "answers", "fast", "seconds", "streak", "last_label")
+
+
+def _advance(
+    annotator: Annotator, skills: dict, answer: Annotation, gold: str | None, quality: QualityConfig
+) -> None:
+    """The counts in ``skills`` with one more answer."""
+    control = answer.kind == "control"
+    seconds = answer.seconds
+    controls = int(skills["controls"]) + control
+    correct = int(skills["control_correct"]) + (control and answer.label == gold)
+    skills.update(control_skills(correct, controls, confidence=quality.confidence_level))
+    same = answer.label == skills["last_label"]
+    skills.update(
+        answers=int(skills["answers"]) + 1,
+        fast=int(skills["fast"]) + (seconds is not None and seconds < quality.min_seconds),
+        seconds=float(skills["seconds"]) + float(seconds or 0.0),
+        streak=min(int(skills["streak"]) + 1, quality.max_same_label_streak) if same else 1,
+        last_label=answer.label,
+    )
+    skills["max_streak"] = max(skills["streak"], int(skills.get("max_streak", 0)))
+    _apply(annotator, skills, quality)
+
+
+def _recount(session: Session, annotator: Annotator, skills: dict, quality: QualityConfig) -> None:
+    """The counts in ``skills``, from all of the annotator's answers."""
     mine = (Annotation.annotator_id == annotator.id, Annotation.kind.in_(WORK_KINDS))
     controls, correct = session.execute(
         select(
@@ -73,7 +120,6 @@ def refresh_annotator(session: Session, annotator: Annotator, quality: QualityCo
             .limit(quality.max_same_label_streak)
         )
     )
-    skills = dict(annotator.skills or {})
     skills.update(control_skills(int(correct), int(controls), confidence=quality.confidence_level))
     streak = same_label_streak(recent)
     skills.update(
@@ -81,8 +127,14 @@ def refresh_annotator(session: Session, annotator: Annotator, quality: QualityCo
         fast=int(fast),
         seconds=float(seconds),
         streak=streak,
+        last_label=recent[0] if recent else None,
         max_streak=max(streak, int(skills.get("max_streak", 0))),
     )
+
+
+def _apply(annotator: Annotator, skills: dict, quality: QualityConfig) -> None:
+    """Store the skills, raise the flags their counts call for, and suspend if the rule says so."""
+    answers, fast, streak, controls = skills["answers"], skills["fast"], skills["streak"], skills["controls"]
     annotator.skills = skills
     flags = set(annotator.flags or []) | fraud_flags(
         answers=int(answers),

@@ -118,11 +118,40 @@ def create_app(project: Project) -> FastAPI:
     return app
 
 
-def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the annotation app with uvicorn until interrupted."""
+PROJECT_ENV = "DUOLABEL_PROJECT"
+
+
+def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Run the annotation app with uvicorn until interrupted.
+
+    With ``workers`` > 1 uvicorn starts that many processes, each opening the project
+    itself (:func:`app_from_environment`); they share the store and the session secret.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(project), host=host, port=port, server_header=False)
+    if workers < 1:
+        raise ProjectError(f"--workers must be at least 1, got {workers}")
+    if workers == 1:
+        uvicorn.run(create_app(project), host=host, port=port, server_header=False)
+        return
+    session_secret(project.path)  # made once here, before the workers race for it
+    os.environ[PROJECT_ENV] = str(project.path)
+    uvicorn.run(
+        "duolabel.web.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        server_header=False,
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The app for the project named by ``$DUOLABEL_PROJECT`` (each uvicorn worker's)."""
+    folder = os.environ.get(PROJECT_ENV)
+    if not folder:
+        raise ProjectError(f"{PROJECT_ENV} is not set: it names the project folder to serve")
+    return create_app(Project.open(folder))
 
 
 # -- the session secret ------------------------------------------------------------
