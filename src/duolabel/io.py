@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, delete, func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from duolabel.config import TaskConfig
 from duolabel.core.tasks import AnswerError, TaskType, task_type
@@ -571,8 +571,10 @@ def _publish(store: Store, import_id: str, result: ImportResult, problems: _Prob
         fresh = select(*(staged[c] for c in _ITEM_COLUMNS), (staged.ord + base).label("seq")).where(
             staged.import_id == import_id, ~select(Item.id).where(Item.id == staged.id).exists()
         )
-        done = session.execute(insert(Item.__table__).from_select([*_ITEM_COLUMNS, "seq"], fresh))  # type: ignore[arg-type]  # see flush()
-        result.added = cast(CursorResult[Any], done).rowcount
+        # Counted in the same transaction, before the insert: a driver may report no rowcount
+        # for INSERT ... SELECT (psycopg on PostgreSQL gives -1).
+        result.added = session.scalar(select(func.count()).select_from(fresh.subquery())) or 0
+        session.execute(insert(Item.__table__).from_select([*_ITEM_COLUMNS, "seq"], fresh))  # type: ignore[arg-type]  # see flush()
 
 
 def _drop_staged(store: Store, import_id: str, last_row: int) -> None:
