@@ -68,7 +68,7 @@ def test_export_csv_defuses_formulas_and_jsonl_parquet_stay_exact(project, tmp_p
 
 
 def test_admin_csv_and_export_share_one_rule():
-    from duolabel.io import defuse_formula
+    from duolabel.export import defuse_formula
     from duolabel.web import pages
 
     assert pages.defuse_formula is defuse_formula

@@ -388,7 +388,7 @@ def simulate(
     if curve is not None:
         import csv
 
-        from duolabel.io import defuse_formula
+        from duolabel.export import defuse_formula
 
         curve.parent.mkdir(parents=True, exist_ok=True)
         with curve.open("w", newline="", encoding="utf-8") as handle:

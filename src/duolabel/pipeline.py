@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from duolabel.context import Context
 from duolabel.core.audit import Alarm
 from duolabel.core.costs import CostComparison, CostSummary
-from duolabel.io import ImportResult, export_labels, import_file
+from duolabel.export import export_labels
+from duolabel.io import ImportResult, import_file
 from duolabel.ledger import compare_costs as cost_comparison
 from duolabel.ledger import cost_summary, current_model_version, ledger_run
 from duolabel.progress import Reporter, quiet

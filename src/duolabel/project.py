@@ -75,7 +75,7 @@ class Project(Context):
 
     def export(self, path: str | Path, **options: Any) -> int:
         """Write final labels with their provenance; returns the rows written."""
-        from duolabel.io import export_labels
+        from duolabel.export import export_labels
         from duolabel.ledger import current_model_version
 
         options.setdefault("model_version", current_model_version(self))

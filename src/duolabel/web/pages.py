@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from duolabel.errors import AccessError, ProjectError
-from duolabel.io import defuse_formula
+from duolabel.export import defuse_formula
 from duolabel.web import actions
 from duolabel.web.common import (
     ADMIN,

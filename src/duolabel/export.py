@@ -1,0 +1,181 @@
+"""Final labels out: CSV, JSONL or Parquet, with each label's provenance.
+
+Streaming, written next to the destination and moved into place at the end. CSV cells that a
+spreadsheet would run as a formula are defused (:func:`defuse_formula`, the one rule every CSV
+duolabel writes follows); JSONL and Parquet keep the exact values.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from duolabel.config import TaskConfig
+from duolabel.core.tasks import TaskType, task_type
+from duolabel.errors import DataError, Problem
+from duolabel.io import CHUNK_ROWS, detect_format
+from duolabel.store import FinalLabel, Item, Prediction, Store
+
+__all__ = ["EXPORT_COLUMNS", "defuse_formula", "export_labels"]
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse_formula(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``@SUM``,
+    ``-2+3``) gets a leading apostrophe, OWASP's advice against CSV injection; anything else
+    is returned as it is. Every CSV duolabel writes passes its cells through this; JSONL and
+    Parquet keep the exact values."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+EXPORT_COLUMNS = [
+    "id",
+    "text",
+    "label",
+    "source",
+    "confidence",
+    "human_votes",
+    "annotators",
+    "model_label",
+    "model_probability",
+    "gold_label",
+    "batch",
+]
+
+
+def _export_rows(
+    store: Store,
+    model_version: str | None,
+    include_pending: bool,
+    extra: Callable[[str | None], dict[str, Any]],
+    labels: list[str],
+) -> Iterator[list[dict[str, Any]]]:
+    with store.read() as session:
+        query = (
+            select(Item, FinalLabel, Prediction)
+            .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
+            .outerjoin(
+                Prediction,
+                # The prediction of the model that decided the item (a finished batch keeps
+                # the model of its time), else the current model's.
+                (Prediction.item_id == Item.id)
+                & (Prediction.model_version == func.coalesce(FinalLabel.model_version, model_version or "")),
+            )
+            .order_by(Item.seq)
+            .execution_options(yield_per=CHUNK_ROWS)
+        )
+        if not include_pending:
+            query = query.where(FinalLabel.item_id.is_not(None))
+        out: list[dict[str, Any]] = []
+        for item, final, pred in session.execute(query):
+            probs = (pred.calibrated or pred.probs) if pred is not None else None
+            label = final.label if final else None
+            out.append(
+                {
+                    "id": item.id,
+                    "text": item.text,
+                    "label": label,
+                    **extra(label),
+                    "source": final.source if final else "pending",
+                    "confidence": round(final.confidence, 6) if final else None,
+                    "human_votes": final.n_votes if final else 0,
+                    "annotators": ";".join(str(a) for a in final.annotators) if final else "",
+                    "model_label": pred.label if pred is not None else None,
+                    "model_probability": round(max(probs.values()), 6) if probs else None,
+                    "gold_label": item.gold_label,
+                    "batch": item.batch,
+                    **{
+                        f"p_{name}": round(float(probs.get(name, 0.0)), 6) if probs else None
+                        for name in labels
+                    },
+                }
+            )
+            if len(out) >= CHUNK_ROWS:
+                yield out
+                out = []
+        if out:
+            yield out
+
+
+def export_labels(
+    store: Store,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    model_version: str | None = None,
+    include_pending: bool = False,
+    task: TaskConfig | None = None,
+) -> int:
+    """Write final labels with their provenance; returns the number of rows written.
+
+    With ``task``, the task type's export columns follow ``label`` (``rank`` for ordinal),
+    and the model's calibrated distribution ends each row, one column ``p_<label>`` per
+    label. The file is written next to its destination and moved into place at the end, so
+    a crash never leaves a half-written export behind. CSV cells that a spreadsheet would
+    run as a formula are defused (:func:`defuse_formula`); JSONL and Parquet are exact.
+    """
+    path = Path(path)
+    outcome = "Nothing was exported."
+    kind = detect_format(path, fmt, outcome=outcome)
+    if path.is_dir():
+        raise DataError([Problem(str(path), None, None, "is a directory, expected a file")], outcome=outcome)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    count = 0
+    labels = task.label_names if task is not None else []
+    task_kind: TaskType | None = task_type(task.type) if task is not None else None
+
+    def extra(label: str | None) -> dict[str, Any]:
+        return task_kind.export_columns(label, labels) if task_kind is not None else {}
+
+    # The columns a final label gets: every row carries the same keys, pending or not.
+    sample = extra(labels[0]) if labels else {}
+    at = EXPORT_COLUMNS.index("label") + 1
+    distribution = [f"p_{name}" for name in labels]
+    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *distribution]
+    chunks = _export_rows(store, model_version, include_pending, extra, labels)
+    if kind == "csv":
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([defuse_formula(c) for c in columns])
+            for chunk in chunks:
+                writer.writerows([defuse_formula(r[c]) for c in columns] for r in chunk)
+                count += len(chunk)
+    elif kind == "jsonl":
+        with tmp.open("w", encoding="utf-8") as handle:
+            for chunk in chunks:
+                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk)
+                count += len(chunk)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema(
+            [
+                ("id", pa.string()),
+                ("text", pa.string()),
+                ("label", pa.string()),
+                *((name, pa.scalar(value).type) for name, value in sample.items()),
+                ("source", pa.string()),
+                ("confidence", pa.float64()),
+                ("human_votes", pa.int64()),
+                ("annotators", pa.string()),
+                ("model_label", pa.string()),
+                ("model_probability", pa.float64()),
+                ("gold_label", pa.string()),
+                ("batch", pa.string()),
+                *((name, pa.float64()) for name in distribution),
+            ]
+        )
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for chunk in chunks:
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                count += len(chunk)
+    tmp.replace(path)
+    return count
