@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,16 +155,18 @@ async def log_in(client, name: str) -> dict[str, str]:
 async def work(
     client,
     headers: dict[str, str],
-    deadline: float,
+    deadline: float | Callable[[], bool],
     truth: dict[str, str],
     stats: Stats,
     seed: int,
 ) -> None:
-    """One simulated annotator: next task, answer, as fast as the server allows, until the deadline."""
+    """One simulated annotator: next task, answer, as fast as the server allows, until the deadline
+    (a ``time.monotonic()`` instant, or a function that says whether to go on)."""
     import httpx
 
     rng = random.Random(seed)
-    while time.monotonic() < deadline:
+    going = deadline if callable(deadline) else lambda: time.monotonic() < deadline
+    while going():
         start = time.perf_counter()
         try:
             response = await client.get("/api/v1/task")
