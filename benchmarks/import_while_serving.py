@@ -123,17 +123,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
                     *(load.log_in(c, f"sim{i:02d}") for i, c in enumerate(clients))
                 )
                 start = time.monotonic()
+                timed = [sys.executable, str(Path(__file__).resolve()), "--timed-import", str(marks)]
                 importer = subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(Path(__file__).resolve()),
-                        "--timed-import",
-                        str(marks),
-                        "import",
-                        str(data),
-                        "-p",
-                        str(folder),
-                    ],
+                    [*timed, "import", str(data), "-p", str(folder)],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
