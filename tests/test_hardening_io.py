@@ -335,6 +335,41 @@ def test_import_answers_records_annotations_of_accounts_that_cannot_log_in(proje
     assert project.import_answers(answers).added == 0
 
 
+def test_imported_answers_to_items_nobody_routed_are_aggregated(project, tmp_path):
+    project.import_file(
+        write_csv(tmp_path / "items.csv", [["id", "text"], ["a1", "x"], ["a2", "y"], ["a3", "z"]])
+    )
+    answers = [["item", "worker", "label"]]
+    answers += [["a1", w, lab] for w, lab in [("w1", "billing"), ("w2", "billing"), ("w3", "shipping")]]
+    answers += [["a2", w, lab] for w, lab in [("w1", "shipping"), ("w2", "shipping"), ("w3", "shipping")]]
+    answers += [["a3", "w1", "shipping"]]
+    with project.store.write() as session:  # a3 has the model's label: it keeps it
+        session.add(
+            FinalLabel(
+                item_id="a3",
+                label="billing",
+                source="model",
+                confidence=0.9,
+                votes={},
+                n_votes=0,
+                annotators=[],
+                model_probability=0.9,
+            )
+        )
+    project.import_answers(write_csv(tmp_path / "answers.csv", answers))
+    result = project.aggregate()
+    assert (result.finalized, result.waiting) == (2, 0)
+    with project.store.read() as session:
+        labels = {f.item_id: (f.label, f.source, f.n_votes) for f in session.scalars(select(FinalLabel))}
+    assert labels == {
+        "a1": ("billing", "humans", 3),
+        "a2": ("shipping", "humans", 3),
+        "a3": ("billing", "model", 0),
+    }
+    # Nothing new: a second run writes nothing.
+    assert project.aggregate().finalized == 0
+
+
 def test_a_bad_answer_row_names_file_row_and_column_and_imports_nothing(project, tmp_path):
     project.import_file(write_csv(tmp_path / "items.csv", [["id", "text"], ["a1", "x"]]))
     answers = write_csv(

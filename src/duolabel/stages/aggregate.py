@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from duolabel.config import AggregationConfig
 from duolabel.context import Context
@@ -89,7 +89,30 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
     labels = ctx.config.task.label_names
     store = ctx.store
     with store.read() as session:
-        routes = {r.item_id: r for r in session.scalars(select(Route).where(Route.decision == "humans"))}
+        # item -> (answers asked for, policy version) of the items routed to people.
+        routes: dict[str, tuple[int, str | None]] = {
+            r.item_id: (r.overlap, r.policy_version)
+            for r in session.scalars(select(Route).where(Route.decision == "humans"))
+        }
+        # Imported answers (``import-answers``) to regular items nobody routed: all their
+        # answers are in, so they count as routed to people with that many answers. An item
+        # that has a route (accepted from the model, say) or a model or expert label keeps it.
+        routes.update(
+            (item_id, (int(n), None))
+            for item_id, n in session.execute(
+                select(Annotation.item_id, func.count())
+                .join(Item, Item.id == Annotation.item_id)
+                .join(Annotator, Annotator.id == Annotation.annotator_id)
+                .where(Item.role == "regular", Annotation.kind != "expert", Annotator.status != "suspended")
+                .where(Annotation.item_id.not_in(select(Route.item_id)))
+                .where(
+                    Annotation.item_id.not_in(
+                        select(FinalLabel.item_id).where(FinalLabel.source.not_in(["humans", "fused"]))
+                    )
+                )
+                .group_by(Annotation.item_id)
+            )
+        )
         known = {
             item_id: gold
             for item_id, gold in session.execute(
@@ -115,7 +138,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
     skills = {name: s for name, s in ((r[1], _skill(r[3] or {})) for r in rows) if s is not None}
     routed = frame[frame["task"].isin(list(routes))]
     counts = routed.groupby("task").size() if len(routed) else pd.Series(dtype=int)
-    complete = sorted(item for item, route in routes.items() if counts.get(item, 0) >= route.overlap)
+    complete = sorted(item for item, route in routes.items() if counts.get(item, 0) >= route[0])
     waiting = len(routes) - len(complete)
     todo = [item for item in complete if item not in (experts if refresh else people_final)]
     if not todo:
@@ -180,7 +203,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
                     annotators=sorted(answers["worker"].astype(str)),
                     model_probability=prior.get(label),
                     model_version=version if prior else None,
-                    policy_version=routes[item].policy_version,
+                    policy_version=routes[item][1],
                     updated_at=utcnow(),
                 )
             )
