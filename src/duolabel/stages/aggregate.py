@@ -27,6 +27,7 @@ from duolabel.context import Context
 from duolabel.core.aggregation import make_aggregator
 from duolabel.core.tasks import task_type
 from duolabel.ledger import current_model_version, ledger_run
+from duolabel.people.imported import IMPORTED
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.store.tables import utcnow
 
@@ -97,6 +98,8 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
         # Imported answers (``import-answers``) to regular items nobody routed: all their
         # answers are in, so they count as routed to people with that many answers. An item
         # that has a route (accepted from the model, say) or a model or expert label keeps it.
+        # Only imported workers' answers count here: work done in the web app is always on a
+        # routed item, and a stray answer must not become a final label by itself.
         routes.update(
             (item_id, (int(n), None))
             for item_id, n in session.execute(
@@ -104,6 +107,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
                 .join(Item, Item.id == Annotation.item_id)
                 .join(Annotator, Annotator.id == Annotation.annotator_id)
                 .where(Item.role == "regular", Annotation.kind != "expert", Annotator.status != "suspended")
+                .where(Annotator.password_hash == IMPORTED)
                 .where(Annotation.item_id.not_in(select(Route.item_id)))
                 .where(
                     Annotation.item_id.not_in(
