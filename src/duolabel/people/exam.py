@@ -26,7 +26,16 @@ from duolabel.people.assignments import Task, check_lease, gold_items, new_lease
 from duolabel.store import Annotation, Annotator, Assignment, Item, Store
 from duolabel.store.tables import utcnow
 
-__all__ = ["ExamResult", "exam_items", "exam_result", "exam_task", "passes_exam", "retry_exam", "score_exam"]
+__all__ = [
+    "ExamResult",
+    "exam_items",
+    "exam_result",
+    "exam_task",
+    "passes_exam",
+    "pool_size",
+    "retry_exam",
+    "score_exam",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,12 @@ def passes_exam(correct: int, total: int, *, pass_mark: float) -> bool:
     return correct >= pass_mark * total - 1e-9
 
 
+def pool_size(quality: QualityConfig) -> int:
+    """How many known-label items the exam draws from (and controls never use, since an
+    attempt's feedback reveals them): ``exam_size * (1 + exam_retries)``."""
+    return quality.exam_size * (1 + quality.exam_retries)
+
+
 def exam_items(session: Session, annotator: Annotator, attempt: int, quality: QualityConfig) -> list[str]:
     """The ids of this annotator's exam items for attempt ``attempt``, in the order they are asked.
 
@@ -69,7 +84,7 @@ def exam_items(session: Session, annotator: Annotator, attempt: int, quality: Qu
     size = quality.exam_size
     if attempt < 1 or size < 1:
         return []
-    pool = list(session.scalars(gold_items().order_by(Item.seq).limit(size * (1 + quality.exam_retries))))
+    pool = list(session.scalars(gold_items().order_by(Item.seq).limit(pool_size(quality))))
     seed = f"duolabel-exam:{annotator.id}:{annotator.created_at.isoformat()}"
     order = random.Random(seed).sample(pool, len(pool))
     return order[(attempt - 1) * size : attempt * size]

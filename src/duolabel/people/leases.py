@@ -12,7 +12,7 @@ experts work through the expert queue (:mod:`duolabel.people.experts`).
 Concurrency: every pick-and-lease and every answer runs in one ``store.write()``
 transaction. On SQLite that transaction holds the database write lock from its first
 statement (``BEGIN IMMEDIATE``), so the whole queue is serialised and nothing needs to be
-locked or read again (:func:`_row_locks`). On PostgreSQL the
+locked or read again (``store.single_writer``, from the store backend). On PostgreSQL the
 annotator's row is locked first, then the chosen item's ``routes`` row is locked with
 ``SELECT ... FOR UPDATE`` and the slot count is read again after the lock is held, so two
 servers cannot both fill the last slot. Every function takes its locks in that order
@@ -143,7 +143,7 @@ def lease_task(
             if found is None:
                 return None
             item_id = found[0]
-            if _row_locks(session):
+            if not store.single_writer:
                 # SKIP LOCKED: when another server is leasing this very item, move on to the next
                 # one rather than queue behind it (everyone starts at the same first open item).
                 locked = session.scalar(
@@ -193,7 +193,7 @@ def submit_answer(
         if assignment.kind in EXPERT_REASONS:
             raise ProjectError(f"assignment {assignment_id} is an expert task; answer it on the expert page")
         # Same lock order as lease_task (annotator, route, then assignment).
-        if _row_locks(session):
+        if not store.single_writer:
             session.scalar(select(Route.item_id).where(Route.item_id == assignment.item_id).with_for_update())
             session.refresh(assignment, with_for_update=True)
         wanted = "onboarding" if assignment.kind == "exam" else "active"
@@ -435,13 +435,6 @@ def _floor(store: Store, session: Session, now: datetime) -> int:
     floor = start if first is None else first[1]
     _floors[store] = (floor, when if start else time.monotonic())
     return floor
-
-
-def _row_locks(session: Session) -> bool:
-    """Whether this store needs row locks and re-reads under them: not SQLite, whose write
-    transaction (``BEGIN IMMEDIATE``) holds the whole database from its first statement, so
-    nothing read in it can change before it ends."""
-    return session.get_bind().dialect.name != "sqlite"
 
 
 def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> None:

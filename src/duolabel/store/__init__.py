@@ -39,9 +39,10 @@ class Store:
 
     def __init__(self, engine: Engine, backend: StoreBackend | None = None) -> None:
         self.engine = engine
-        self.is_sqlite = engine.dialect.name == "sqlite"
         self.backend = backend or _backend(engine.dialect.name)
-        single_writer = self.backend.single_writer
+        #: One write transaction holds the whole database (SQLite's BEGIN IMMEDIATE): nothing
+        #: read inside it can change before it ends, so callers need no row locks.
+        self.single_writer = single_writer = self.backend.single_writer
         # SQLite has one writer at a time. Writers of this process queue on this lock,
         # in turn; without it they poll SQLite's busy handler, which sleeps up to 100 ms
         # between tries, and a busy web server's latency goes to seconds. Other

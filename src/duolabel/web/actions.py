@@ -29,7 +29,7 @@ from duolabel.people.accounts import (
     set_status,
 )
 from duolabel.people.assignments import MAX_ID, WORK_KINDS, Task
-from duolabel.people.exam import ExamResult, exam_result, exam_task, retry_exam
+from duolabel.people.exam import ExamResult, exam_result, exam_task, pool_size, retry_exam
 from duolabel.people.experts import (
     expert_queue_counts,
     next_expert_task,
@@ -152,7 +152,7 @@ def lease_next(ctx: Context, me: Annotator) -> Task | None:
         me.id,
         lease_minutes=quality.lease_minutes,
         control_rate=quality.control_rate,
-        exam_pool=quality.exam_size * (1 + quality.exam_retries),
+        exam_pool=pool_size(quality),
     )
 
 
