@@ -241,6 +241,20 @@ def route(project: ProjectArg = Path(".")) -> None:
 
 
 @app.command()
+def distill(project: ProjectArg = Path(".")) -> None:
+    """Teach the small student model from the LLM teacher's confident labels and people's;
+    it labels later batches once it is as accurate on the golden items (see `distill:`)."""
+    with _open(project) as proj:
+        result = proj.distill(progress=rich_reporter(err))
+    again = " (recorded earlier for the same training data)" if result.reused else ""
+    out.print(
+        f"{result.student} ({result.student_version}) learned from {result.golden:,} golden items and "
+        f"{result.taught:,} labelled regular items{again}."
+    )
+    out.print(escape(f"Decision: {result.decision.reason}."))
+
+
+@app.command()
 def aggregate(
     project: ProjectArg = Path("."),
     refresh: Annotated[
@@ -279,6 +293,8 @@ def status(project: ProjectArg = Path(".")) -> None:
         status_now = proj.status()
         out.print(_status_table(status_now))
         reports = batch_reports(proj)
+    if status_now.labeling:
+        out.print(escape(f"Labeling: {status_now.labeling}."))
     for alarm in status_now.alarms:
         out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
     if len(reports) > 1:
@@ -302,6 +318,8 @@ def run(project: ProjectArg = Path(".")) -> None:
         out.print("Every batch is finished: nothing to label or route.")
     if summary.route is not None:
         out.print(f"Routing: {summary.route.message}.")
+    if summary.status.labeling:
+        out.print(escape(f"Labeling: {summary.status.labeling}."))
     out.print(_status_table(summary.status))
     if len(summary.batches) > 1:
         out.print(_batch_table(summary.batches))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -29,6 +29,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "CalibrationConfig",
     "CostsConfig",
     "DataSource",
+    "DistillConfig",
     "EmbeddingLabelerConfig",
     "LabelSpec",
     "LabelerConfig",
@@ -182,6 +184,11 @@ class LabelerSettings(_Strict):
     'toy'
     """
 
+    #: Whether the labeler learns from labelled items (it can be a distillation student).
+    trainable: ClassVar[bool] = False
+    #: Whether it prompts a language model (it can be a distillation teacher).
+    llm: ClassVar[bool] = False
+
     name: str | None = Field(
         None, description="Name of this labeler in the store, the CLI and ensembles (default: the backend)."
     )
@@ -195,6 +202,7 @@ class LabelerSettings(_Strict):
 
 
 class EmbeddingLabelerConfig(LabelerSettings):
+    trainable: ClassVar[bool] = True
     backend: Literal["embedding"] = Field("embedding", description="Which labeler labels the items.")
     model: str | None = Field(
         None,
@@ -211,6 +219,7 @@ class EmbeddingLabelerConfig(LabelerSettings):
 
 
 class LlamaLabelerConfig(LabelerSettings):
+    llm: ClassVar[bool] = True
     backend: Literal["llama"] = Field(description="A GGUF model run in-process by llama.cpp.")
     model_path: str | None = Field(
         None, description="GGUF file; empty means the bundled Gemma 3 270M (weak: for trying the path)."
@@ -224,6 +233,7 @@ class LlamaLabelerConfig(LabelerSettings):
 
 
 class OpenAILabelerConfig(LabelerSettings):
+    llm: ClassVar[bool] = True
     backend: Literal["openai"] = Field(description="Any OpenAI-compatible server.")
     model: str = Field(description="Model name as the server knows it.")
     base_url: str | None = Field(
@@ -492,6 +502,27 @@ class ExportConfig(_Strict):
     path: str = Field("out/labels.csv", description="Where `duolabel run` writes the final labels.")
 
 
+class DistillConfig(_Strict):
+    enabled: bool = Field(
+        False, description="`duolabel run` distils before each batch once the teacher has labelled one."
+    )
+    teacher: str | None = Field(
+        None, description="Name of the LLM labeler that teaches; empty means the project's only LLM labeler."
+    )
+    student: LabelerConfig = Field(
+        EmbeddingLabelerConfig(name="distilled"),
+        description="The trainable labeler taught (a labeler entry; its name defaults to distilled).",
+    )
+    min_confidence: Fraction = Field(
+        0.9, description="Calibrated confidence a teacher label needs to become training data."
+    )
+
+    @field_validator("student", mode="before")
+    @classmethod
+    def _student_entry(cls, value: Any) -> Any:
+        return {"backend": "embedding", "name": "distilled", **value} if isinstance(value, dict) else value
+
+
 class ProjectConfig(_Strict):
     task: TaskConfig = Field(description="What is labelled and with which labels.")
     data: list[DataSource] = Field([], description="Files `duolabel run` imports (optional).")
@@ -509,6 +540,11 @@ class ProjectConfig(_Strict):
     )
     web: WebConfig = Field(WebConfig(), description="The annotation web app: logins and invitations.")
     export: ExportConfig = Field(ExportConfig(), description="Where final labels are written.")
+    distill: DistillConfig = Field(
+        DistillConfig(),
+        description="Distillation: a small model learns from an LLM labeler's confident labels and "
+        "replaces it once it is as accurate on the golden items.",
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the store; empty means duolabel.db in the project folder.",
@@ -533,10 +569,52 @@ class ProjectConfig(_Strict):
             raise ValueError(f"labeler names must be unique and not 'ensemble' (got {names}); set name:")
         return labelers
 
+    @field_validator("distill")
+    @classmethod
+    def _distill_names(cls, distill: DistillConfig, info: ValidationInfo) -> DistillConfig:
+        labelers = {lab.label_name: lab for lab in info.data.get("labeler", [])}
+        llms = [name for name, lab in labelers.items() if lab.llm]
+        teacher = distill.teacher or (llms[0] if len(llms) == 1 else None)
+        if distill.enabled or distill.teacher:
+            problem = _distill_problem(distill, teacher, labelers, llms)
+            if problem:
+                raise PydanticCustomError(
+                    "bad_reference", "{key}: {problem}", {"key": problem[0], "problem": problem[1]}
+                )
+        return distill.model_copy(update={"teacher": teacher})
+
+
+def _distill_problem(
+    distill: DistillConfig, teacher: str | None, labelers: dict[str, Any], llms: list[str]
+) -> tuple[str, str] | None:
+    """What is wrong with the distill section's names, as (key, message), or None."""
+    named = ", ".join(map(repr, llms)) or "none"
+    if teacher is None:
+        return "teacher", f"name the LLM labeler that teaches (the project's LLM labelers: {named})"
+    if teacher not in labelers:
+        return "teacher", f"{teacher!r} is not a labeler of this project (its LLM labelers: {named})"
+    if not labelers[teacher].llm:
+        return "teacher", f"{teacher!r} is not an LLM labeler; name one of the LLM labelers: {named}"
+    student = distill.student
+    if not student.trainable:
+        return (
+            "student.backend",
+            f"{student.backend!r} does not train; use a trainable backend such as 'embedding'",
+        )
+    if student.label_name in labelers or student.label_name == "ensemble":
+        return (
+            "student.name",
+            f"{student.label_name!r} is taken by a labeler; give the student a name of its own",
+        )
+    return None
+
 
 def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
-    """Whether ``loc[i]`` is a labeler entry's union tag (its backend): ``labeler.0.<tag>``."""
-    return i == 2 and loc[0] == "labeler" and isinstance(loc[1], int)
+    """Whether ``loc[i]`` is a labeler entry's union tag (its backend): ``labeler.0.<tag>``
+    or ``distill.student.<tag>``."""
+    return i == 2 and (
+        loc[0] == "labeler" and isinstance(loc[1], int) or tuple(loc[:2]) == ("distill", "student")
+    )
 
 
 def _clean(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -586,6 +664,8 @@ def _format_error(err: ErrorDetails, source: str) -> str:
         return f"{source}: key '{_loc(loc)}.backend': got {got!r}, expected one of {allowed}"
     if err["type"] == "missing":
         return f"{source}: missing key '{_loc(loc)}'"
+    if err["type"] == "bad_reference":
+        return f"{source}: key '{_loc(loc)}.{err['ctx']['key']}': {err['ctx']['problem']}"
     got = err.get("input")
     msg = err["msg"]
     for prefix in ("Value error, ", "Input should be ", "List should have "):

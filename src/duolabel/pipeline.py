@@ -25,13 +25,16 @@ from duolabel.progress import Reporter, quiet
 from duolabel.stages.aggregate import AggregateResult, aggregate_project
 from duolabel.stages.audit import alarms, apply_expert_answers, effective_routing, tighten
 from duolabel.stages.calibrate import CalibrationResult, calibrate_project
+from duolabel.stages.distill import DistillResult, distill_project, distill_summary, labeling_context
 from duolabel.stages.label import LabelResult, label_project
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
+from duolabel.training_data import teacher_version
 
 __all__ = [
     "aggregate",
     "calibrate",
+    "distill",
     "exclusive",
     "label",
     "plan",
@@ -64,6 +67,7 @@ class Status:
     cost: CostSummary
     comparison: CostComparison
     routing: str = ""  # the operating point of the latest routing run, in words
+    labeling: str = ""  # with distillation: which model labels and why
     alarms: list[Alarm] = field(default_factory=list)
 
     @property
@@ -72,6 +76,8 @@ class Status:
 
 
 def project_status(ctx: Context) -> Status:
+    labeling = distill_summary(ctx)
+    ctx = labeling_context(ctx)
     version = current_model_version(ctx)
     with ctx.store.read() as session:
         count = lambda q: session.scalar(q) or 0  # noqa: E731
@@ -143,6 +149,7 @@ def project_status(ctx: Context) -> Status:
         cost=spent,
         comparison=comparison,
         routing=(last_route or {}).get("guarantee", ""),
+        labeling=labeling,
         alarms=alarms(ctx),
     )
 
@@ -154,6 +161,7 @@ class RunSummary:
     calibration: list[CalibrationResult] = field(default_factory=list)
     route: RouteResult | None = None
     aggregate: AggregateResult | None = None
+    distill: DistillResult | None = None
     exported: int = 0
     export_path: Path | None = None
     status: Status | None = None
@@ -288,26 +296,38 @@ def exclusive(ctx: Context) -> AbstractContextManager[None]:
 
 
 def label(ctx: Context, **options: Any) -> list[LabelResult]:
-    """Fit the labeler(s) and label every item, under the project lock."""
+    """Fit the labeler(s) and label every item, under the project lock (with the distilled
+    student in its teacher's place once it has won)."""
     with exclusive(ctx):
-        return label_project(ctx, **options)
+        return label_project(labeling_context(ctx), **options)
 
 
 def calibrate(ctx: Context) -> list[CalibrationResult]:
     """Calibrate each labeler on the golden items, under the project lock."""
     with exclusive(ctx):
-        return calibrate_project(ctx)
+        return calibrate_project(labeling_context(ctx))
 
 
 def route(ctx: Context, **options: Any) -> RouteResult:
     """Route under the routing settings in force: the project's, raised by audit tightening."""
     with exclusive(ctx):
-        return route_project(ctx, routing=effective_routing(ctx), **options)
+        return route_project(labeling_context(ctx), routing=effective_routing(ctx), **options)
 
 
 def plan(ctx: Context, *, items_to_route: int = 0) -> Plan:
     """The operating point routing would choose now, under the settings in force."""
-    return plan_routing(ctx, items_to_route=items_to_route, routing=effective_routing(ctx))
+    return plan_routing(labeling_context(ctx), items_to_route=items_to_route, routing=effective_routing(ctx))
+
+
+def distill(ctx: Context, *, progress: Reporter = quiet) -> DistillResult:
+    """Teach the student from the teacher's confident labels and decide which one labels."""
+    with exclusive(ctx):
+        return distill_project(ctx, progress=progress)
+
+
+def _distill_due(ctx: Context) -> bool:
+    """``distill.enabled`` and the teacher has labelled something to learn from."""
+    return ctx.config.distill.enabled and teacher_version(ctx) is not None
 
 
 def aggregate(ctx: Context, *, refresh: bool = False) -> AggregateResult:
@@ -317,6 +337,7 @@ def aggregate(ctx: Context, *, refresh: bool = False) -> AggregateResult:
     gets one more person, goes to an expert, or is left for aggregation to finalize.
     """
     with exclusive(ctx):
+        ctx = labeling_context(ctx)
         follow_up_project(ctx)
         result = aggregate_project(ctx, refresh=refresh)
         apply_expert_answers(ctx)
@@ -346,13 +367,18 @@ def _run_locked(ctx: Context, *, progress: Reporter) -> RunSummary:
         if batch is not None and _finished(ctx, batch):
             continue
         active = [batch] if batch is not None else None
-        summary.label = label_project(ctx, batches=active, progress=progress)
-        summary.calibration = calibrate_project(ctx)
+        if _distill_due(ctx):
+            # Before each batch the teacher has not labelled: once the student is as good,
+            # it labels the batch and the teacher is not called for it.
+            summary.distill = distill_project(ctx, progress=progress)
+        work = labeling_context(ctx)
+        summary.label = label_project(work, batches=active, progress=progress)
+        summary.calibration = calibrate_project(work)
         summary.route = route(ctx, batches=active, progress=progress)
         summary.aggregate = aggregate(ctx)
         if batch is None:
             break
-        _record_batch(ctx, batch, summary)
+        _record_batch(work, batch, summary)
         tighten(ctx, alarms(ctx))
         if _waiting(ctx, [batch]):
             summary.waiting_batch = batch
@@ -360,7 +386,10 @@ def _run_locked(ctx: Context, *, progress: Reporter) -> RunSummary:
     summary.batches = batch_reports(ctx)
     summary.export_path = ctx.resolve(ctx.config.export.path)
     summary.exported = export_labels(
-        ctx.store, summary.export_path, model_version=current_model_version(ctx), task=ctx.config.task
+        ctx.store,
+        summary.export_path,
+        model_version=current_model_version(labeling_context(ctx)),
+        task=ctx.config.task,
     )
     summary.status = project_status(ctx)
     return summary

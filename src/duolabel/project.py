@@ -77,8 +77,9 @@ class Project(Context):
         """Write final labels with their provenance; returns the rows written."""
         from duolabel.export import export_labels
         from duolabel.ledger import current_model_version
+        from duolabel.stages.distill import labeling_context
 
-        options.setdefault("model_version", current_model_version(self))
+        options.setdefault("model_version", current_model_version(labeling_context(self)))
         options.setdefault("task", self.config.task)
         return export_labels(self.store, path, **options)
 
@@ -102,6 +103,12 @@ class Project(Context):
         from duolabel.pipeline import aggregate
 
         return aggregate(self, refresh=refresh)
+
+    def distill(self, **options: Any) -> Any:
+        """Teach the distillation student and decide whether it replaces its teacher."""
+        from duolabel.pipeline import distill
+
+        return distill(self, **options)
 
     def status(self) -> Any:
         from duolabel.pipeline import project_status

@@ -1,5 +1,6 @@
 """What labelers learn from, read from the store: the golden items (checked against the
-minimum per label) and the regular items whose final label came from people.
+minimum per label), the regular items whose final label came from people, and for a
+distillation student the teacher's confident labels.
 
 Read-only queries shared by the labeling and calibration stages, so neither stage imports
 the other.
@@ -11,12 +12,13 @@ from collections import Counter
 
 from sqlalchemy import select
 
+from duolabel.config import LabelerSettings
 from duolabel.context import Context
 from duolabel.errors import LabelerError
 from duolabel.labelers.base import TextItem
-from duolabel.store import FinalLabel, Item
+from duolabel.store import FinalLabel, Item, Prediction, Run
 
-__all__ = ["golden_items", "human_labelled_items"]
+__all__ = ["golden_items", "human_labelled_items", "is_student", "student_items", "teacher_version"]
 
 
 def golden_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
@@ -55,3 +57,45 @@ def human_labelled_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
             .order_by(Item.seq)
         ).all()
     return [TextItem(r.id, r.text, r.content_hash) for r in rows], [r.label for r in rows]
+
+
+def is_student(ctx: Context, cfg: LabelerSettings) -> bool:
+    """Whether ``cfg`` is the project's distillation student (its name is no labeler's)."""
+    distill = ctx.config.distill
+    return distill.teacher is not None and cfg.label_name == distill.student.label_name
+
+
+def teacher_version(ctx: Context) -> str | None:
+    """The distillation teacher's model version: that of its latest finished labeling run."""
+    teacher = ctx.config.distill.teacher
+    with ctx.store.read() as session:
+        for run in session.scalars(
+            select(Run).where(Run.kind == "label", Run.status == "done").order_by(Run.id.desc())
+        ):
+            if run.config.get("labeler_name") == teacher:
+                return str(run.config["model_version"])
+    return None
+
+
+def student_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
+    """What the student learns from besides the golden items: people's labels, then the
+    teacher's labels whose calibrated confidence reaches ``distill.min_confidence`` on the
+    other regular items (a person's label always wins over the teacher's)."""
+    items, labels = human_labelled_items(ctx)
+    version = teacher_version(ctx)
+    if version is None:
+        return items, labels
+    seen = {item.id for item in items}
+    with ctx.store.read() as session:
+        rows = session.execute(
+            select(Item.id, Item.text, Item.content_hash, Prediction.label)
+            .join(Prediction, Prediction.item_id == Item.id)
+            .where(Item.role == "regular", Prediction.labeler == ctx.config.distill.teacher)
+            .where(Prediction.model_version == version, Prediction.abstained.is_(False))
+            .where(Prediction.confidence >= ctx.config.distill.min_confidence)
+            .order_by(Item.seq)
+        ).all()
+    taught = [r for r in rows if r.id not in seen]
+    return items + [TextItem(r.id, r.text, r.content_hash) for r in taught], labels + [
+        r.label for r in taught
+    ]

@@ -21,7 +21,7 @@ from duolabel.labelers import LabelingStopped, TextItem, Usage, build_labeler
 from duolabel.ledger import ledger_run, model_cost
 from duolabel.progress import Reporter, quiet
 from duolabel.store import Item, Prediction
-from duolabel.training_data import golden_items, human_labelled_items
+from duolabel.training_data import golden_items, human_labelled_items, is_student, student_items
 
 __all__ = ["CHUNK", "LabelResult", "label_project"]
 
@@ -108,7 +108,12 @@ def _label_one(
 ) -> LabelResult:
     train, gold = golden_items(ctx)
     n_golden = len(train)
-    if isinstance(cfg, EmbeddingLabelerConfig):
+    if is_student(ctx, cfg):
+        # The distilled student learns from the teacher's confident labels as well as from
+        # people's (the training set the distill stage compared it with).
+        extra, extra_labels = student_items(ctx)
+        train, gold = train + extra, gold + extra_labels
+    elif isinstance(cfg, EmbeddingLabelerConfig):
         # A trainable labeler retrains on what people have labelled since; those items get
         # out-of-fold predictions like the golden ones (calibration still uses golden only).
         extra, extra_labels = human_labelled_items(ctx)
