@@ -18,6 +18,7 @@ from duolabel.config import parse_config
 from duolabel.core.distillation import decide_distillation
 from duolabel.errors import ConfigError
 from duolabel.store import Item, Prediction, Run
+from tests.llm_server import MODEL_ALIAS
 
 BOOKS = [
     "A gripping novel, I read it in one night.",
@@ -88,7 +89,10 @@ def test_a_student_at_least_as_accurate_and_cheaper_wins() -> None:
 
 def test_a_tie_goes_to_the_cheaper_student() -> None:
     same = np.array([1, 0, 1], bool)
-    assert decide_distillation(same, same, student_cost_per_item=0.0, teacher_cost_per_item=0.1).winner == "student"
+    assert (
+        decide_distillation(same, same, student_cost_per_item=0.0, teacher_cost_per_item=0.1).winner
+        == "student"
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,21 +104,29 @@ def test_a_tie_goes_to_the_cheaper_student() -> None:
 )
 def test_the_teacher_keeps_labeling(student, teacher, student_cost, why) -> None:
     d = decide_distillation(
-        np.array(student, bool), np.array(teacher, bool), student_cost_per_item=student_cost, teacher_cost_per_item=0.1
+        np.array(student, bool),
+        np.array(teacher, bool),
+        student_cost_per_item=student_cost,
+        teacher_cost_per_item=0.1,
     )
     assert d.winner == "teacher" and why in d.reason
 
 
 def test_the_comparison_needs_the_same_golden_items() -> None:
     with pytest.raises(ValueError, match="one answer per golden item"):
-        decide_distillation(np.ones(3, bool), np.ones(4, bool), student_cost_per_item=0, teacher_cost_per_item=0)
+        decide_distillation(
+            np.ones(3, bool), np.ones(4, bool), student_cost_per_item=0, teacher_cost_per_item=0
+        )
     with pytest.raises(ValueError, match="no golden item"):
-        decide_distillation(np.ones(0, bool), np.ones(0, bool), student_cost_per_item=0, teacher_cost_per_item=0)
+        decide_distillation(
+            np.ones(0, bool), np.ones(0, bool), student_cost_per_item=0, teacher_cost_per_item=0
+        )
 
 
 # -- the configuration ---------------------------------------------------------
 
-TASK = {"labels": [{"name": "book"}, {"name": "not_book"}]}
+LABELS = ["book", "not_book"]
+TASK = {"labels": [{"name": name} for name in LABELS]}
 LLM = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
 
 
@@ -131,11 +143,165 @@ def test_the_teacher_defaults_to_the_only_llm_labeler_and_the_student_to_embeddi
         ([{"backend": "embedding"}], {"enabled": True}, "key 'distill.teacher': name the LLM labeler"),
         ([LLM, {"backend": "embedding"}], {"teacher": "embedding"}, "'embedding' is not an LLM labeler"),
         ([LLM], {"enabled": True, "student": LLM}, "key 'distill.student.backend': 'openai' does not train"),
-        ([LLM], {"enabled": True, "student": {"name": "openai"}}, "key 'distill.student.name': 'openai' is taken"),
-        ([LLM], {"student": {"regularisation": 2}}, "unknown key 'distill.student.regularisation'; allowed here: name"),
+        (
+            [LLM],
+            {"enabled": True, "student": {"name": "openai"}},
+            "key 'distill.student.name': 'openai' is taken",
+        ),
+        (
+            [LLM],
+            {"student": {"regularisation": 2}},
+            "unknown key 'distill.student.regularisation'; allowed here: name",
+        ),
     ],
 )
 def test_distill_names_are_checked(labeler, distill, message) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config({"task": TASK, "labeler": labeler, "distill": distill})
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+# -- the loop, with a real LLM teacher and the real MiniLM student -------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from duolabel.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def distill_project(folder: Path, base_url: str, batches: dict[str, int], **distill: object) -> Path:
+    """Six golden reviews per label, then ``batches`` (name: reviews per label) in order.
+    Every model label is accepted (fixed threshold 0), so a batch finishes without people."""
+    folder.mkdir()
+    pairs = list(zip(BOOKS, OTHERS, strict=True))
+    sizes = {"golden": 6, **batches}
+    data: list[dict[str, object]] = []
+    for name, size in sizes.items():
+        part, pairs = pairs[:size], pairs[size:]
+        rows = [
+            (f"{name}-{i}-{label}", text, label)
+            for i, pair in enumerate(part)
+            for text, label in zip(pair, LABELS, strict=True)
+        ]
+        with (folder / f"{name}.csv").open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([("id", "text", "label"), *rows])
+        data.append(
+            {
+                "path": f"{name}.csv",
+                **({"role": "golden", "gold_column": "label"} if name == "golden" else {}),
+            }
+        )
+    config = {
+        "task": {
+            "labels": [
+                {"name": "book", "description": "the review is about a book"},
+                {"name": "not_book", "description": "any other product"},
+            ],
+            "instructions": "Decide whether the product reviewed is a book.",
+        },
+        "data": data,
+        "labeler": {
+            "backend": "openai",
+            "name": "llm",
+            "model": MODEL_ALIAS,
+            "base_url": base_url,
+            "few_shot": 2,
+            "answer_tokens": 1,
+            "concurrency": 2,
+        },
+        "routing": {"mode": "fixed", "threshold": 0.0},
+        "costs": {"llm_input_per_million": 1000.0, "llm_output_per_million": 1000.0},
+        "distill": {"enabled": True, "min_confidence": 0.5, **distill},
+    }
+    (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return folder
+
+
+def labelers_of(project: Project, batch: str) -> set[str]:
+    with project.store.read() as session:
+        return set(
+            session.scalars(
+                select(Prediction.labeler)
+                .join(Item, Item.id == Prediction.item_id)
+                .where(Item.batch == batch)
+            )
+        )
+
+
+def distill_runs(project: Project) -> list[Run]:
+    with project.store.read() as session:
+        return list(session.scalars(select(Run).where(Run.kind == "distill").order_by(Run.id)))
+
+
+@pytest.mark.slow
+def test_the_student_takes_over_once_it_is_as_good_and_a_rerun_repeats_nothing(tmp_path, llm_server):
+    folder = distill_project(tmp_path / "p", llm_server.base_url, {"first": 4, "second": 4})
+    result = cli("run", str(folder))
+    assert result.returncode == 0, result.stderr
+    with Project.open(folder) as project:
+        # The teacher labelled the first batch; the student, taught by it, the second alone.
+        assert labelers_of(project, "first") >= {"llm"}
+        assert labelers_of(project, "second") == {"distilled"}
+        [run] = distill_runs(project)
+        usage = run.usage
+        assert run.status == "done" and usage["winner"] == "student" and usage["taught"] == 8
+        assert usage["student_accuracy"] >= usage["teacher_accuracy"]
+        low, high = usage["student_interval"]
+        assert low <= usage["student_accuracy"] <= high and usage["golden"] == 12
+        # Both costs per item come from measurements: the teacher's ledger, the student's clock.
+        assert 0 < usage["student_cost_per_item"] < usage["teacher_cost_per_item"]
+        assert run.cost > 0
+        # Routing and calibration worked from the student's own out-of-fold golden predictions.
+        with project.store.read() as session:
+            golden_oof = session.scalars(
+                select(Prediction)
+                .join(Item, Item.id == Prediction.item_id)
+                .where(
+                    Item.role == "golden", Prediction.labeler == "distilled", Prediction.out_of_fold.is_(True)
+                )
+            ).all()
+        assert len(golden_oof) == 12 and all(p.confidence is not None for p in golden_oof)
+        assert project.status().labeling.startswith("distilled labels: the student labels")
+    status = cli("status", str(folder))
+    assert "Labeling: distilled labels" in status.stdout and "golden accuracy on 12 items" in status.stdout
+    # A second run and a hand-run distillation repeat nothing and call no model.
+    llm_server.stop()
+    try:
+        again = cli("distill", str(folder))
+        assert again.returncode == 0, again.stderr
+        assert "recorded earlier for the same training data" in again.stdout
+        assert cli("run", str(folder)).returncode == 0
+    finally:
+        llm_server.start()
+    with Project.open(folder) as project:
+        assert len(distill_runs(project)) == 1
+
+
+@pytest.mark.slow
+def test_a_student_taught_wrong_labels_loses_and_the_teacher_keeps_labeling(tmp_path, llm_server):
+    # People label the first batch backwards; the student learns from them (the teacher's own
+    # labels are left out: min_confidence 1), so on the golden items it falls behind.
+    folder = distill_project(
+        tmp_path / "p", llm_server.base_url, {"first": 8, "second": 3, "third": 3}, min_confidence=1.0
+    )
+    assert cli("import", str(folder / "first.csv"), "-p", str(folder)).returncode == 0
+    with (folder / "first.csv").open(encoding="utf-8") as handle:
+        first = list(csv.DictReader(handle))
+    flipped = [(row["id"], "crowd", LABELS[1 - LABELS.index(row["label"])]) for row in first]
+    with (folder / "answers.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("item", "worker", "label"), *flipped])
+    assert cli("import-answers", str(folder / "answers.csv"), "-p", str(folder)).returncode == 0
+    result = cli("run", str(folder))
+    assert result.returncode == 0, result.stderr
+    with Project.open(folder) as project:
+        [run] = distill_runs(project)
+        assert run.usage["winner"] == "teacher" and run.usage["taught"] >= 16
+        assert run.usage["student_accuracy"] < run.usage["teacher_accuracy"]
+        # The teacher labelled both later batches; the student labelled nothing.
+        assert labelers_of(project, "second") == {"llm"} and labelers_of(project, "third") == {"llm"}
+        assert "distilled" not in labelers_of(project, "first")
+        assert project.status().labeling.startswith("llm labels: the teacher keeps labeling")

@@ -242,8 +242,11 @@ def route(project: ProjectArg = Path(".")) -> None:
 
 @app.command()
 def distill(project: ProjectArg = Path(".")) -> None:
-    """Teach the small student model from the LLM teacher's confident labels and people's;
-    it labels later batches once it is as accurate on the golden items (see `distill:`)."""
+    """Teach the student model from the LLM teacher's labels; it labels once it is as good.
+
+    The student learns from the teacher's confident labels, people's labels and the golden
+    items, and labels later batches when its out-of-fold golden accuracy is at least the
+    teacher's (see `distill:` in docs/configuration.md)."""
     with _open(project) as proj:
         result = proj.distill(progress=rich_reporter(err))
     again = " (recorded earlier for the same training data)" if result.reused else ""

@@ -511,7 +511,7 @@ class DistillConfig(_Strict):
     )
     student: LabelerConfig = Field(
         EmbeddingLabelerConfig(name="distilled"),
-        description="The trainable labeler taught (a labeler entry; its name defaults to distilled).",
+        description="The trainable labeler taught: a labeler entry (keys as under labeler); name: distilled.",
     )
     min_confidence: Fraction = Field(
         0.9, description="Calibrated confidence a teacher label needs to become training data."
@@ -784,6 +784,12 @@ def settings_reference() -> list[tuple[str, str, str]]:
                 rows.append((key, "", field.description or ""))
                 for backend, config in BACKENDS.items():
                     walk(config, f"labeler ({backend}).")
+                continue
+            if name == "student" and model is DistillConfig:
+                # a labeler entry: its keys are those of `labeler` above
+                rows.append(
+                    (key, _yaml_value({"backend": "embedding", "name": "distilled"}), field.description or "")
+                )
                 continue
             annotation = field.annotation
             args = getattr(annotation, "__args__", ())

@@ -228,11 +228,12 @@ def labeling_context(ctx: Context) -> Context:
 
 def distill_summary(ctx: Context) -> str:
     """Which model labels and why, in one line; empty for a project that does not distil."""
-    if ctx.config.distill.teacher is None:
+    distill = ctx.config.distill
+    if distill.teacher is None:
         return ""
     latest = _latest(ctx)
     if latest is None or any(latest.config.get(k) != v for k, v in _settings(ctx).items()):
-        return f"{ctx.config.distill.teacher} labels (no distillation yet: 'duolabel distill')"
+        return f"{distill.teacher} labels (not distilled yet)" if distill.enabled else ""
     result = _result(latest, reused=True)
     who = result.student if result.decision.winner == "student" else result.teacher
     return f"{who} labels: {result.decision.reason}"
