@@ -4,8 +4,6 @@ LLM teacher (llama.cpp's OpenAI-compatible server on loopback) with a real MiniL
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from duolabel.core.distillation import decide_distillation
 from duolabel.errors import ConfigError
 from duolabel.store import Item, Prediction, Run
 from tests.llm_server import MODEL_ALIAS
+from tests.test_labelers_in_project import cli
 
 BOOKS = [
     "A gripping novel, I read it in one night.",
@@ -126,7 +125,8 @@ def test_the_comparison_needs_the_same_golden_items() -> None:
 # -- the configuration ---------------------------------------------------------
 
 LABELS = ["book", "not_book"]
-TASK = {"labels": [{"name": name} for name in LABELS]}
+DESCRIPTIONS = {"book": "the review is about a book", "not_book": "any other product"}
+TASK = {"labels": [{"name": name, "description": text} for name, text in DESCRIPTIONS.items()]}
 LLM = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
 
 
@@ -164,15 +164,6 @@ def test_distill_names_are_checked(labeler, distill, message) -> None:
 # -- the loop, with a real LLM teacher and the real MiniLM student -------------------
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from duolabel.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def distill_project(folder: Path, base_url: str, batches: dict[str, int], **distill: object) -> Path:
     """Six golden reviews per label, then ``batches`` (name: reviews per label) in order.
     Every model label is accepted (fixed threshold 0), so a batch finishes without people."""
@@ -196,13 +187,7 @@ def distill_project(folder: Path, base_url: str, batches: dict[str, int], **dist
             }
         )
     config = {
-        "task": {
-            "labels": [
-                {"name": "book", "description": "the review is about a book"},
-                {"name": "not_book", "description": "any other product"},
-            ],
-            "instructions": "Decide whether the product reviewed is a book.",
-        },
+        "task": {**TASK, "instructions": "Decide whether the product reviewed is a book."},
         "data": data,
         "labeler": {
             "backend": "openai",
