@@ -26,6 +26,7 @@ from duolabel.stages.aggregate import AggregateResult, aggregate_project
 from duolabel.stages.audit import alarms, apply_expert_answers, effective_routing, tighten
 from duolabel.stages.calibrate import CalibrationResult, calibrate_project
 from duolabel.stages.label import LabelResult, label_project
+from duolabel.stages.learn import order_queue
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
 
@@ -300,9 +301,12 @@ def calibrate(ctx: Context) -> list[CalibrationResult]:
 
 
 def route(ctx: Context, **options: Any) -> RouteResult:
-    """Route under the routing settings in force: the project's, raised by audit tightening."""
+    """Route under the routing settings in force (the project's, raised by audit tightening),
+    then order the people's queue by the active-learning strategy (``learning.order_queue``)."""
     with exclusive(ctx):
-        return route_project(ctx, routing=effective_routing(ctx), **options)
+        result = route_project(ctx, routing=effective_routing(ctx), **options)
+        order_queue(ctx)
+        return result
 
 
 def plan(ctx: Context, *, items_to_route: int = 0) -> Plan:
