@@ -226,3 +226,12 @@ def test_migration_0007_keeps_the_import_order(tmp_path: Path, database_url: str
     with store.read() as session:
         assert dict(session.execute(select(Route.item_id, Route.position)).all()) == {"a": 3, "b": 7}
     store.close()
+
+
+def test_report_shows_the_learning_curve_and_strategy(example: Path, tmp_path: Path) -> None:
+    from duolabel.report import write_report
+
+    with Project.open(example) as project:
+        html = write_report(project, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Learning curve</h2>" in html and "<strong>margin</strong>" in html
+    assert "interval (Wilson)" in html and "more golden items would" in html
