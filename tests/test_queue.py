@@ -394,14 +394,14 @@ def test_expert_queue(qproject: Project) -> None:
         assert enqueue_expert(session, items[:1], "audit") == 1
     with pytest.raises(ProjectError, match="reason 'later' is not one of"), qproject.store.write() as session:
         enqueue_expert(session, items, "later")
-    assert expert_queue_counts(qproject.store) == {"escalated": 3, "audit": 1}
+    assert expert_queue_counts(qproject.store) == {"escalated": 3, "audit": 1, "golden": 0}
     assert next_expert_task(qproject.store, worker, lease_minutes=LEASE) is None  # not an expert
     t1 = next_expert_task(qproject.store, e1, lease_minutes=LEASE, reason="escalated")
     t2 = next_expert_task(qproject.store, e2, lease_minutes=LEASE, reason="escalated")
     assert t1.item.id == items[0] and t2.item.id == items[1]  # leased: never both on one task
     assert next_expert_task(qproject.store, e1, lease_minutes=LEASE).task_id == t1.task_id  # reload
     submit_expert_answer(qproject.store, e1, t1.assignment_id, "billing", labels=LABELS, seconds=4)
-    assert expert_queue_counts(qproject.store) == {"escalated": 2, "audit": 1}
+    assert expert_queue_counts(qproject.store) == {"escalated": 2, "audit": 1, "golden": 0}
     # e1 answered items[0]; its audit task goes to someone else
     assert next_expert_task(qproject.store, e1, lease_minutes=LEASE, reason="audit") is None
     audit = next_expert_task(qproject.store, e2, lease_minutes=LEASE, reason="audit")

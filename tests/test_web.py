@@ -17,7 +17,17 @@ from duolabel.errors import ProjectError
 from duolabel.people.accounts import add_annotator, create_invitation
 from duolabel.people.experts import enqueue_expert
 from duolabel.project import Project
-from duolabel.store import Annotation, Annotator, Assignment, ExpertTask, Item, Prediction, Route, Run
+from duolabel.store import (
+    Annotation,
+    Annotator,
+    Assignment,
+    ExpertTask,
+    FinalLabel,
+    Item,
+    Prediction,
+    Route,
+    Run,
+)
 from duolabel.web import create_app
 from duolabel.web.app import SECRET_FILE, session_secret
 from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, gold_of, make_project
@@ -534,9 +544,35 @@ def test_expert_queue_pages(project: Project) -> None:
         assert task.state == "done" and task.annotation_id is not None
     assert [row[:3] + row[4:] for row in annotations(project)] == [("item-002", "erin", "other", "expert")]
     api = erin.api("GET", "/expert/tasks").json()
-    assert api["counts"] == {"escalated": 2, "audit": 0}
+    assert api["counts"] == {"escalated": 2, "audit": 0, "golden": 0}
     task = erin.api("GET", "/expert/task?reason=escalated").json()["task"]
     assert task["item_id"] == "item-000" and task["reason"] == "escalated"
+
+
+def test_expert_answer_to_a_suggested_golden_item_makes_it_golden(project: Project) -> None:
+    add_annotator(project.store, "erin", PASSWORD, role="expert")
+    add_routed_items(project, 1, overlap=1, start=3)  # item-003: in the people's queue, no gold
+    with project.store.write() as session:
+        assert enqueue_expert(session, ["item-003"], "golden") == 1
+        assert enqueue_expert(session, ["item-003"], "escalated") == 1
+    erin = Person(create_app(project))
+    erin.login("erin")
+    assert "Next suggested golden item (1 open)" in erin.get("/expert").text
+    page = erin.get("/expert/next?reason=golden").text
+    assert "text of item-003" in page and "Expert task (golden)" in page
+    assert erin.post("/expert/answer", assignment_id=assignment_id(page), label="other").status_code == 303
+    with project.store.read() as session:
+        item = session.get(Item, "item-003")
+        assert (item.role, item.gold_label, item.gold_source) == ("golden", "other", "expert:erin")
+        final = session.get(FinalLabel, "item-003")
+        assert (final.label, final.source, final.annotators) == ("other", "expert", ["erin"])
+        # The escalation is answered by the same answer; nothing is left open for the item.
+        assert session.scalars(select(ExpertTask.state).where(ExpertTask.item_id == "item-003")).all() == [
+            "done",
+            "done",
+        ]
+        assert session.get(Route, "item-003") is None
+    assert erin.api("GET", "/expert/tasks").json()["counts"] == {"escalated": 0, "audit": 0, "golden": 0}
 
 
 # -- the API -----------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ app = typer.Typer(
 )
 annotators_app = typer.Typer(help="Manage the people who label.", no_args_is_help=True)
 app.add_typer(annotators_app, name="annotators")
+golden_app = typer.Typer(
+    help="Choose the golden items: the expert labels the model learns from.", no_args_is_help=True
+)
+app.add_typer(golden_app, name="golden")
 
 out = Console()
 err = Console(stderr=True)
@@ -168,8 +172,10 @@ def import_(
         columns[src] = dst
     with _open(project) as proj:
         result = proj.import_file(file, fmt=fmt, role=role, gold_column=gold, columns=columns, batch=batch)
+    promoted = f", {result.promoted:,} made golden" if result.promoted else ""
     out.print(
-        f"{file}: {result.rows:,} rows, {result.added:,} new items, {result.unchanged:,} already imported."
+        f"{file}: {result.rows:,} rows, {result.added:,} new items, {result.unchanged:,} already "
+        f"imported{promoted}."
     )
 
 
@@ -296,12 +302,17 @@ def status(project: ProjectArg = Path(".")) -> None:
         status_now = proj.status()
         out.print(_status_table(status_now))
         reports = batch_reports(proj)
+        learning = proj.learning()
     if status_now.labeling:
         out.print(escape(f"Labeling: {status_now.labeling}."))
     for alarm in status_now.alarms:
         out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
     if len(reports) > 1:
         out.print(_batch_table(reports))
+    if learning is None:
+        out.print("Learning: no model trained on golden items yet.")
+    else:
+        out.print(f"Learning ({learning.strategy}): {escape(learning.describe())}.")
 
 
 @app.command()
@@ -491,6 +502,35 @@ def serve(
     with _open(project) as proj:
         out.print(f"Annotators log in at http://{host}:{port}/ (Ctrl+C stops).")
         serve_app(proj, host=host, port=port, workers=workers)
+
+
+@golden_app.command("suggest")
+def golden_suggest(
+    n: Annotated[int, typer.Argument(help="How many items to suggest.")],
+    project: ProjectOpt = Path("."),
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write them to this .csv or .jsonl for outside experts instead of the expert queue."
+        ),
+    ] = None,
+) -> None:
+    """Put the N items the model would learn most from in the experts' queue (learning.strategy)."""
+    with _open(project) as proj:
+        result = proj.suggest_golden(n, export=export)
+    if result.file is not None:
+        from duolabel.stages.learn import GOLD_COLUMN
+
+        out.print(
+            f"Wrote {len(result.items):,} items ({result.strategy}) to {result.file}. Fill in the column "
+            f"'{GOLD_COLUMN}', then: duolabel import {result.file} --role golden --gold {GOLD_COLUMN} "
+            f"-p {project}"
+        )
+    else:
+        out.print(
+            f"Queued {result.queued:,} items ({result.strategy}) for experts; they answer them on the "
+            "expert page of 'duolabel serve'."
+        )
 
 
 @annotators_app.command("add")

@@ -40,6 +40,7 @@ from duolabel.core.aggregation import BUILT_IN as BUILT_IN_AGGREGATORS
 from duolabel.core.calibration import CALIBRATORS
 from duolabel.core.policies import POLICIES
 from duolabel.core.registry import LABELERS, Registry
+from duolabel.core.strategies import STRATEGIES
 from duolabel.core.tasks import TASK_TYPES
 from duolabel.errors import ConfigError
 
@@ -55,6 +56,7 @@ __all__ = [
     "EmbeddingLabelerConfig",
     "LabelSpec",
     "LabelerConfig",
+    "LearningConfig",
     "LabelerSettings",
     "LlamaLabelerConfig",
     "OpenAILabelerConfig",
@@ -104,6 +106,8 @@ CalibratorName = Annotated[
 PolicyName = Annotated[str, _registered(POLICIES, ("threshold", "dynamic", "meta"))]
 #: ``aggregation.method``: a registered aggregator.
 AggregatorName = Annotated[str, _registered(AGGREGATORS, BUILT_IN_AGGREGATORS)]
+#: ``learning.strategy``: a registered active-learning strategy.
+StrategyName = Annotated[str, _registered(STRATEGIES, ("random", "least_confidence", "margin", "entropy"))]
 
 
 class LabelSpec(_Strict):
@@ -498,6 +502,32 @@ class AggregationConfig(_Strict):
         return self
 
 
+class LearningConfig(_Strict):
+    strategy: StrategyName = Field(
+        "margin",
+        description="Active-learning strategy that picks golden items to suggest and orders the "
+        "people's queue: random, least_confidence, margin, entropy or another registered one.",
+    )
+    order_queue: bool = Field(
+        True,
+        description="Among items routed to people, offer first those the strategy ranks most useful "
+        "for the next model (otherwise: import order).",
+    )
+    order_window: int = Field(
+        2000, ge=1, description="Most waiting items the strategy ranks at once; the rest keep import order."
+    )
+    stop_kappa: Fraction = Field(
+        0.99, description="Predictions are stable once successive models agree at Cohen's kappa >= this."
+    )
+    stop_window: int = Field(
+        3, ge=2, description="How many successive models must agree pairwise for predictions to be stable."
+    )
+    stop_sample: int = Field(
+        500, ge=10, description="Size of the fixed unlabelled stop set (drawn once per project)."
+    )
+    seed: int = Field(0, description="Seed of the stop set, of the learning curve and of random choices.")
+
+
 class ExportConfig(_Strict):
     path: str = Field("out/labels.csv", description="Where `duolabel run` writes the final labels.")
 
@@ -537,6 +567,9 @@ class ProjectConfig(_Strict):
     audit: AuditConfig = Field(AuditConfig(), description="Expert audits of shipped labels.")
     aggregation: AggregationConfig = Field(
         AggregationConfig(), description="How people's answers (and the model) become final labels."
+    )
+    learning: LearningConfig = Field(
+        LearningConfig(), description="Active learning: which items to label next, and when to stop."
     )
     web: WebConfig = Field(WebConfig(), description="The annotation web app: logins and invitations.")
     export: ExportConfig = Field(ExportConfig(), description="Where final labels are written.")

@@ -32,6 +32,7 @@ from duolabel.config import TaskConfig
 from duolabel.core.tasks import AnswerError, task_type
 from duolabel.errors import DataError, Problem, ProjectError
 from duolabel.store import Item, StagedItem, Store
+from duolabel.store.golden import make_golden
 from duolabel.store.tables import utcnow
 
 __all__ = [
@@ -66,6 +67,7 @@ class ImportResult:
     rows: int = 0
     added: int = 0
     unchanged: int = 0
+    promoted: int = 0  # regular items already in the project that became golden (their gold came)
     run_id: int | None = None
 
 
@@ -408,6 +410,9 @@ def import_records(
     drop_stale_imports(store)
     last_row = 0
     chunk: list[tuple[int, dict[str, Any]]] = []
+    # Gold labels for regular items already in the project (a file of suggested golden items
+    # filled in by experts, see duolabel.stages.learn): they become golden when the import publishes.
+    promotions: dict[str, str] = {}
 
     def flush() -> None:
         # Each chunk is checked with a read and staged in one short write transaction, so the
@@ -434,6 +439,8 @@ def import_records(
             if item_id in existing:
                 if existing[item_id] == values["content_hash"]:
                     result.unchanged += 1
+                elif role == "golden" and existing[item_id] in _as_regular(values):
+                    promotions[item_id] = values["gold_label"]
                 else:
                     problems.add(number, id_field, _changed(item_id))
                 continue
@@ -522,7 +529,7 @@ def import_records(
             problems.add(None, None, "the file has no rows")
         if problems.found:
             raise DataError(problems.found, more=problems.more)
-        _publish(store, import_id, result, problems)
+        _publish(store, import_id, result, problems, promotions, source=source)
     finally:
         _drop_staged(store, import_id, last_row)
     return result
@@ -548,8 +555,25 @@ _ITEM_COLUMNS = (
 )
 
 
-def _publish(store: Store, import_id: str, result: ImportResult, problems: _Problems) -> None:
-    """Move an import's staged items into ``items`` in one transaction: all of them or none.
+def _as_regular(values: dict[str, Any]) -> tuple[str, ...]:
+    """The content hashes a row would have as the regular item it came from: its text as
+    written, or without the apostrophe a CSV export puts before formula-like text."""
+    text, fields = values["text"], values["fields"]
+    texts = [text, text[1:]] if text.startswith("'") else [text]
+    return tuple(content_hash(t, fields, "regular", None) for t in texts)
+
+
+def _publish(
+    store: Store,
+    import_id: str,
+    result: ImportResult,
+    problems: _Problems,
+    promotions: dict[str, str] | None = None,
+    *,
+    source: str = "",
+) -> None:
+    """Move an import's staged items into ``items`` in one transaction: all of them or none;
+    regular items in ``promotions`` become golden with their gold label in the same one.
 
     Items another import published since they were checked are checked again here."""
     staged = StagedItem.__table__.c
@@ -574,6 +598,8 @@ def _publish(store: Store, import_id: str, result: ImportResult, problems: _Prob
         # for INSERT ... SELECT (psycopg on PostgreSQL gives -1).
         result.added = session.scalar(select(func.count()).select_from(fresh.subquery())) or 0
         session.execute(insert(Item.__table__).from_select([*_ITEM_COLUMNS, "seq"], fresh))  # type: ignore[arg-type]  # see flush()
+        for item_id, gold in (promotions or {}).items():
+            result.promoted += int(make_golden(session, item_id, gold, source=source))
 
 
 def _drop_staged(store: Store, import_id: str, last_row: int) -> None:

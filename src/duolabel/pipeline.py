@@ -27,6 +27,7 @@ from duolabel.stages.audit import alarms, apply_expert_answers, effective_routin
 from duolabel.stages.calibrate import CalibrationResult, calibrate_project
 from duolabel.stages.distill import DistillResult, distill_project, distill_summary, labeling_context
 from duolabel.stages.label import LabelResult, label_project
+from duolabel.stages.learn import order_queue
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
 from duolabel.training_data import teacher_version
@@ -309,9 +310,13 @@ def calibrate(ctx: Context) -> list[CalibrationResult]:
 
 
 def route(ctx: Context, **options: Any) -> RouteResult:
-    """Route under the routing settings in force: the project's, raised by audit tightening."""
+    """Route under the routing settings in force (the project's, raised by audit tightening),
+    then order the people's queue by the active-learning strategy (``learning.order_queue``)."""
     with exclusive(ctx):
-        return route_project(labeling_context(ctx), routing=effective_routing(ctx), **options)
+        working = labeling_context(ctx)
+        result = route_project(working, routing=effective_routing(ctx), **options)
+        order_queue(working)
+        return result
 
 
 def plan(ctx: Context, *, items_to_route: int = 0) -> Plan:

@@ -115,6 +115,19 @@ class Project(Context):
 
         return project_status(self)
 
+    def suggest_golden(self, n: int, *, export: str | Path | None = None) -> Any:
+        """The ``n`` items whose gold label would teach the model most, queued for experts
+        (or written to ``export``): :func:`duolabel.stages.learn.suggest_golden`."""
+        from duolabel.stages.learn import suggest_golden
+
+        return suggest_golden(self, n, export=export)
+
+    def learning(self) -> Any:
+        """The learning curve and whether more golden items would pay off (None before a model)."""
+        from duolabel.stages.learn import learning_status
+
+        return learning_status(self)
+
     def run(self, **options: Any) -> Any:
         """The whole loop: import, label, calibrate, route, aggregate, export."""
         from duolabel.pipeline import run_project

@@ -171,6 +171,18 @@ def write_report(project: Project, path: Path) -> Path:
         for e in audit_estimates(project)
     ]
 
+    learning = project.learning()
+    learning_rows = [
+        (
+            p.labels,
+            f"{p.accuracy:.1%}",
+            f"{p.accuracy_low:.1%} – {p.accuracy_high:.1%}",
+            _fmt(p.auroc),
+            f"{_fmt(p.auroc_low)} – {_fmt(p.auroc_high)}",
+        )
+        for p in (learning.curve if learning else [])
+    ]
+
     template = (Path(__file__).parent / "templates" / "report.html").read_text(encoding="utf-8")
     html = (
         Environment(autoescape=True)
@@ -192,6 +204,9 @@ def write_report(project: Project, path: Path) -> Path:
             annotators=annotators if any(a["answers"] for a in annotators) else [],
             audits=audits,
             alarms=[a.message for a in status.alarms],
+            strategy=project.config.learning.strategy,
+            learning_curve=learning_rows,
+            learning_verdict=learning.describe() if learning else "",
         )
     )
     path.parent.mkdir(parents=True, exist_ok=True)

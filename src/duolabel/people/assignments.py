@@ -42,7 +42,9 @@ __all__ = [
 ]
 
 HUMANS = "humans"  # the routes.decision of an item that waits for people
-EXPERT_REASONS = ("escalated", "audit")
+# escalated by routing, drawn for an audit, or suggested as a golden item (the answer becomes
+# its gold label: duolabel golden suggest)
+EXPERT_REASONS = ("escalated", "audit", "golden")
 GOLD_ROLES = ("golden", "control")
 WORK_KINDS = ("regular", "control")  # what an active annotator is given; paid answers
 # The largest id a row can have (a signed 64-bit integer on every store): a larger one from a

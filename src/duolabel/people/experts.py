@@ -1,11 +1,13 @@
 """The expert queue: items escalated by routing or drawn for an audit, answered by experts.
 
-An open ``ExpertTask`` names an item and why it needs an expert (``"escalated"`` or
-``"audit"``). An expert leases one task at a time, through the same assignments as the
-crowd queue (:mod:`duolabel.people.assignments`), with the task's reason as the
-assignment's kind; an expert's answer is an ``Annotation`` of kind ``expert`` and never
-takes a crowd slot. Locks are taken in the crowd queue's order (annotator, then task or
-assignment), so the two queues cannot deadlock with each other.
+An open ``ExpertTask`` names an item and why it needs an expert (``"escalated"``,
+``"audit"``, or ``"golden"``: an item active learning chose to become a golden item, whose
+expert answer is its gold label, :func:`duolabel.store.golden.make_golden`). An expert
+leases one task at a time, through the same assignments as the crowd queue
+(:mod:`duolabel.people.assignments`), with the task's reason as the assignment's kind; an
+expert's answer is an ``Annotation`` of kind ``expert`` and never takes a crowd slot. Locks
+are taken in the crowd queue's order (annotator, then task or assignment), so the two
+queues cannot deadlock with each other.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from duolabel.people.assignments import (
     record_answer,
 )
 from duolabel.store import Annotation, Annotator, Assignment, ExpertTask, Item, Store
+from duolabel.store.golden import make_golden
 from duolabel.store.tables import utcnow
 
 __all__ = [
@@ -54,7 +57,7 @@ class ExpertTaskView:
 
 
 def enqueue_expert(session: Session, item_ids: Iterable[str], reason: str, run_id: int | None = None) -> int:
-    """Put items in the expert queue for ``reason`` (``"escalated"`` or ``"audit"``).
+    """Put items in the expert queue for ``reason`` (one of ``EXPERT_REASONS``).
 
     Idempotent: an item that already has an open task for the same reason is left alone.
     Runs inside the caller's transaction; returns how many tasks were added.
@@ -70,7 +73,7 @@ def enqueue_expert(session: Session, item_ids: Iterable[str], reason: str, run_i
     ...     enqueue_expert(session, ["a"], "escalated"), enqueue_expert(session, ["a"], "escalated")
     (1, 0)
     >>> expert_queue_counts(project.store)
-    {'escalated': 1, 'audit': 0}
+    {'escalated': 1, 'audit': 0, 'golden': 0}
     >>> project.close()
     """
     if reason not in EXPERT_REASONS:
@@ -179,6 +182,15 @@ def submit_expert_answer(
             task.state = "done"
             task.annotation_id = annotation.id
             task.done_at = utcnow()
+        if assignment.kind == "golden":
+            make_golden(
+                session,
+                assignment.item_id,
+                label,
+                source=f"expert:{expert.name}",
+                expert=expert.name,
+                annotation_id=annotation.id,
+            )
     return annotation
 
 

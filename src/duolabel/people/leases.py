@@ -85,8 +85,9 @@ def lease_task(
     """Like :func:`next_task`, with the assignment the answer must be submitted against.
 
     The annotator's own unexpired lease comes back first (a page reload shows the same
-    item). Otherwise the first item by import order that still has a free slot and that
-    this annotator has never been given is leased for ``lease_minutes``; with probability
+    item). Otherwise the first item in queue order (import order, or the order the learning
+    stage gave the waiting items, :func:`duolabel.stages.learn.order_queue`) that still has a
+    free slot and that this annotator has never been given is leased for ``lease_minutes``; with probability
     ``control_rate`` a control item they have never seen is leased instead (the first
     ``exam_pool`` items with a known label are the exam's, never controls). Controls are
     only mixed into real work: when no routed item is open, nothing is given. Annotators
@@ -385,16 +386,23 @@ _WINDOW = 64
 def _first_open(
     session: Session, now: datetime, start: int, *, annotator_id: int | None, skip: Sequence[str] = ()
 ) -> tuple[str, int] | None:
-    """The first routed item by import order, from ``start`` on, with a free slot (and, for an
-    annotator, never given to them): ``(item id, seq)``.
+    """The first routed item in queue order (``routes.position``: import order, unless the
+    learning stage put the items the next model needs most first), from position ``start``
+    on, with a free slot (and, for an annotator, never given to them): ``(item id, position)``.
 
-    Items are read in windows of import order taken through the ``items.seq`` index, so
+    Routes are read in windows of queue order taken through the ``routes.position`` index, so
     neither SQLite's nor PostgreSQL's planner can choose to check every routed item and
     sort them; a window with nothing open doubles the next one.
     """
     window, low = _WINDOW, start
     while True:
-        chunk = select(Item.id, Item.seq).where(Item.seq >= low).order_by(Item.seq).limit(window).subquery()
+        chunk = (
+            select(Route.item_id.label("id"), Route.position.label("seq"))
+            .where(Route.position >= low)
+            .order_by(Route.position)
+            .limit(window)
+            .subquery()
+        )
         query = (
             select(Route.item_id, chunk.c.seq)
             .select_from(chunk)
@@ -419,11 +427,13 @@ def _first_open(
         low, window = int(last) + 1, window * 2
 
 
-# Items fill up in import order, so the first item with a free slot (the floor) only moves
+# Items fill up in queue order, so the first item with a free slot (the floor) only moves
 # forward; searching from it keeps next-task from re-reading every finished item. Items
 # below it can open again (a lease runs out, a skip, a larger overlap): the floor is
 # recomputed from the start every _FLOOR_SECONDS, and a search that finds nothing past
-# it looks below it at once.
+# it looks below it at once. The learning stage only permutes the positions of items nobody
+# has been given yet; they all have a free slot, so all lie at or past the floor, and so do
+# their new positions.
 _FLOOR_SECONDS = 30.0
 _floors: weakref.WeakKeyDictionary[Store, tuple[int, float]] = weakref.WeakKeyDictionary()
 

@@ -302,9 +302,9 @@ def route_project(
         raise ProjectError("nothing to route yet: run 'duolabel label' first")
     with store.read() as session:
         candidates = [
-            (pid, item_id)
-            for pid, item_id in session.execute(
-                select(Prediction.id, Prediction.item_id)
+            (pid, item_id, seq)
+            for pid, item_id, seq in session.execute(
+                select(Prediction.id, Prediction.item_id, Item.seq)
                 .join(Item, Item.id == Prediction.item_id)
                 .where(
                     Prediction.model_version == version,
@@ -326,7 +326,8 @@ def route_project(
             .where(Item.role == "golden", Item.gold_label.is_not(None))
             .where(Item.id.not_in(select(FinalLabel.item_id)))
         ).all()
-    todo = [pid for pid, item_id in candidates if item_id not in decided]
+    todo = [pid for pid, item_id, _ in candidates if item_id not in decided]
+    seqs = {item_id: seq for _, item_id, seq in candidates}
     result = RouteResult(plan.version, unchanged=len(decided), point=plan.point, followed_up=followed)
     point = plan.point
     run_config = {
@@ -367,6 +368,7 @@ def route_project(
                             confidence=pred.confidence,
                             policy_version=plan.version,
                             run_id=run.id,
+                            position=seqs[pred.item_id],  # import order until the learning stage reorders
                         )
                     )
                     if decision.kind == "accept":

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.expression import false, text
@@ -151,6 +152,13 @@ class LLMCache(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+def _route_position(context: Any) -> int:
+    """A new route's place in the people's queue: its item's import order, unless the route
+    says otherwise (the routing stage passes it, so this lookup runs for hand-made rows only)."""
+    item_id = context.get_current_parameters()["item_id"]
+    return int(context.connection.scalar(select(Item.seq).where(Item.id == item_id)) or 0)
+
+
 class Route(Base):
     """The routing decision for an item under one policy version."""
 
@@ -163,6 +171,13 @@ class Route(Base):
     policy_version: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    position: Mapped[int] = mapped_column(
+        Integer,
+        default=_route_position,
+        index=True,
+        doc="Order in the people's queue (lowest first): the item's seq, or the place the "
+        "active-learning strategy gave it among the waiting items (duolabel.stages.learn).",
+    )
 
 
 def name_key(name: str) -> str:

@@ -31,6 +31,7 @@ from duolabel.people.accounts import (
 from duolabel.people.assignments import MAX_ID, WORK_KINDS, Task
 from duolabel.people.exam import ExamResult, exam_result, exam_task, pool_size, retry_exam
 from duolabel.people.experts import (
+    EXPERT_REASONS,
     expert_queue_counts,
     next_expert_task,
     open_expert_tasks,
@@ -238,11 +239,10 @@ def exam_retry(ctx: Context, me: Annotator) -> None:
 
 
 def expert_overview(ctx: Context) -> dict[str, Any]:
-    """Open expert tasks: counts per reason and the escalated and audit lists."""
+    """Open expert tasks: counts per reason and the list of each reason."""
     return {
         "counts": expert_queue_counts(ctx.store),
-        "escalated": open_expert_tasks(ctx.store, reason="escalated"),
-        "audit": open_expert_tasks(ctx.store, reason="audit"),
+        **{reason: open_expert_tasks(ctx.store, reason=reason) for reason in EXPERT_REASONS},
     }
 
 

@@ -1,0 +1,237 @@
+"""The learning loop on a real project (the bundled example, the real embedding model):
+golden suggestions, the round trip through a file, the queue order and the stopping rule;
+and migration 0007 on both stores."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from alembic import command
+from sqlalchemy import select, text
+from typer.testing import CliRunner
+
+from duolabel import Project
+from duolabel.cli import app
+from duolabel.core.learning import CurvePoint, label_payoff
+from duolabel.errors import DuolabelError, ProjectError
+from duolabel.people.accounts import add_annotator
+from duolabel.people.experts import expert_queue_counts
+from duolabel.people.leases import lease_task
+from duolabel.stages.learn import GOLD_COLUMN, _distributions, order_queue, suggest_golden
+from duolabel.store import ExpertTask, Item, Route, open_store
+from duolabel.store import _migrations_config as migrations_config
+from tests.conftest import EXAMPLE
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def routed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled example labelled, calibrated and routed (queue ordered) once."""
+    folder = tmp_path_factory.mktemp("learning") / "support_tickets"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("duolabel.db*", "out"))
+    with Project.open(folder) as project:
+        project.import_data()
+        project.label()
+        project.calibrate()
+        project.route()
+    return folder
+
+
+@pytest.fixture
+def example(routed_example: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "support_tickets"
+    shutil.copytree(routed_example, folder)
+    return folder
+
+
+def open_golden_tasks(project: Project) -> list[str]:
+    with project.store.read() as session:
+        return list(
+            session.scalars(
+                select(ExpertTask.item_id).where(ExpertTask.reason == "golden", ExpertTask.state == "open")
+            )
+        )
+
+
+def test_suggest_queues_the_most_uncertain_regular_items_once(example: Path) -> None:
+    with Project.open(example) as project:
+        first = suggest_golden(project, 5)
+        assert first.strategy == "margin" and first.queued == 5 and len(first.items) == 5
+        with project.store.read() as session:
+            roles = set(session.scalars(select(Item.role).where(Item.id.in_(first.items))))
+            pool = list(session.scalars(select(Item.id).where(Item.role == "regular")))
+        assert roles == {"regular"}
+        # margin: no regular item the model predicted has a smaller top-two margin than the picks
+        dists = _distributions(project, project.status().model_version, pool)
+        margin = {i: float(np.diff(np.sort(d)[-2:])[0]) for i, d in dists.items()}
+        assert max(margin[i] for i in first.items) <= min(
+            v for i, v in margin.items() if i not in first.items
+        )
+        second = suggest_golden(project, 5)
+        assert second.queued == 5 and not set(first.items) & set(second.items)
+        assert sorted(open_golden_tasks(project)) == sorted(first.items + second.items)
+        assert expert_queue_counts(project.store)["golden"] == 10
+        with pytest.raises(ProjectError, match="must be positive, got 0"):
+            suggest_golden(project, 0)
+
+
+def test_unknown_strategy_names_the_known_ones(example: Path) -> None:
+    path = example / "duolabel.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["learning"] = {"strategy": "clever"}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = runner.invoke(app, ["golden", "suggest", "3", "-p", str(example)])
+    # main() prints a DuolabelError as one line (exit 2); the runner calls the app under it
+    assert isinstance(result.exception, DuolabelError)
+    message = str(result.exception)
+    assert "learning.strategy" in message and "'clever'" in message and "'margin'" in message
+
+
+def test_export_fill_and_import_back_makes_items_golden(example: Path, tmp_path: Path) -> None:
+    out = tmp_path / "suggested.csv"
+    result = runner.invoke(app, ["golden", "suggest", "4", "-p", str(example), "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"--gold {GOLD_COLUMN}" in result.output
+    with out.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and all(row[GOLD_COLUMN] == "" for row in rows)
+    with Project.open(example) as project:
+        assert open_golden_tasks(project) == []  # exported, not queued
+        routed = {r["id"] for r in rows} & set(_routes(project))
+        assert routed  # the most uncertain items were waiting for people
+    for row in rows:
+        row[GOLD_COLUMN] = "billing"
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = runner.invoke(
+        app, ["import", str(out), "-p", str(example), "--role", "golden", "--gold", GOLD_COLUMN]
+    )
+    assert result.exit_code == 0, result.output
+    assert "0 new items" in result.output and "4 made golden" in result.output
+    with Project.open(example) as project, project.store.read() as session:
+        items = session.scalars(select(Item).where(Item.id.in_([r["id"] for r in rows]))).all()
+        assert {(i.role, i.gold_label) for i in items} == {("golden", "billing")}
+        assert not routed & set(_routes(project))  # out of the people's queue
+
+
+def test_formula_like_text_is_defused_and_still_imports_back(example: Path, tmp_path: Path) -> None:
+    with Project.open(example) as project:
+        with project.store.write() as session:
+            session.add(Item(id="f1", seq=10_000, text="=HYPERLINK(1)", content_hash="x"))
+        # the hash an import would compute, so the item is "already in the project"
+        from duolabel.io import content_hash
+
+        with project.store.write() as session:
+            session.get(Item, "f1").content_hash = content_hash("=HYPERLINK(1)", {}, "regular", None)
+        out = tmp_path / "f.csv"
+        from duolabel.stages.learn import _write_suggestions
+
+        _write_suggestions(project, out, ["f1"])
+    with out.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["text"] == "'=HYPERLINK(1)"
+    rows[0][GOLD_COLUMN] = "account"
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with Project.open(example) as project:
+        result = project.import_file(out, role="golden", gold_column=GOLD_COLUMN)
+        assert result.promoted == 1
+        with project.store.read() as session:
+            assert session.get(Item, "f1").gold_label == "account"
+
+
+def _routes(project: Project) -> dict[str, Route]:
+    with project.store.read() as session:
+        return {r.item_id: r for r in session.scalars(select(Route))}
+
+
+def test_people_get_the_most_useful_items_first(example: Path) -> None:
+    with Project.open(example) as project:
+        routes = {i: r for i, r in _routes(project).items() if r.decision == "humans"}
+        assert len(routes) >= 5
+        dists = _distributions(project, project.status().model_version, list(routes))
+        margin = {i: float(np.diff(np.sort(d)[-2:])[0]) for i, d in dists.items()}
+        # positions are the same set as import order, handed out by margin (smallest first)
+        with project.store.read() as session:
+            seqs = dict(session.execute(select(Item.id, Item.seq).where(Item.id.in_(list(routes)))).all())
+        assert sorted(r.position for r in routes.values()) == sorted(seqs.values())
+        by_position = sorted(routes, key=lambda i: routes[i].position)
+        assert [margin[i] for i in by_position] == sorted(margin[i] for i in by_position)
+        assert by_position != sorted(routes, key=seqs.get)  # the order did change
+        alice = add_annotator(project.store, "alice", "a long password").id
+        assert lease_task(project.store, alice, lease_minutes=15).item.id == by_position[0]
+        # ordering again moves nothing already given to someone
+        assert order_queue(project) == len(routes) - 1
+        assert _routes(project)[by_position[0]].position == routes[by_position[0]].position
+
+
+def test_status_says_whether_more_golden_items_pay_off(example: Path) -> None:
+    result = runner.invoke(app, ["status", str(example)])
+    assert result.exit_code == 0, result.output
+    assert "Learning (margin): more golden items would" in result.output
+    assert "per expert label" in result.output
+    assert "kappa" in result.output or "no two model versions" in result.output
+
+
+def test_payoff_turns_on_price() -> None:
+    points = [CurvePoint(n, 0.5 + 0.1 * np.log(n / 50), 0, 1, 0.5, 0, 1) for n in (50, 100, 200)]
+    cheap = label_payoff([], points, items_left=10_000, saving_per_item=0.3, price_per_label=1.0)
+    dear = label_payoff([], points, items_left=10_000, saving_per_item=0.3, price_per_label=2.0)
+    assert cheap.pays_off and not dear.pays_off and "would not pay off" in dear.describe()
+    stable = label_payoff([[0, 1]] * 3, points, items_left=10_000, saving_per_item=0.3, price_per_label=1.0)
+    assert not stable.pays_off and "have stabilised" in stable.describe()
+
+
+def test_migration_0007_keeps_the_import_order(tmp_path: Path, database_url: str | None) -> None:
+    store = open_store(database_url, tmp_path)
+    cfg = migrations_config()
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO runs (kind, status, config, started_at, usage, cost) "
+                "VALUES ('route', 'done', '{}', '2026-01-01', '{}', 0)"
+            )
+        )
+        for seq, item_id in ((7, "b"), (3, "a")):
+            conn.execute(
+                text(
+                    "INSERT INTO items (id, seq, text, fields, content_hash, batch, role, created_at) "
+                    "VALUES (:id, :seq, 't', '{}', 'h', 'x', 'regular', '2026-01-01')"
+                ),
+                {"id": item_id, "seq": seq},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO routes (item_id, decision, overlap, policy_version, run_id, created_at) "
+                    "VALUES (:id, 'humans', 1, 'v', (SELECT min(id) FROM runs), '2026-01-01')"
+                ),
+                {"id": item_id},
+            )
+    store.close()
+    store = open_store(database_url, tmp_path)  # upgrades to head
+    with store.read() as session:
+        assert dict(session.execute(select(Route.item_id, Route.position)).all()) == {"a": 3, "b": 7}
+    store.close()
+
+
+def test_report_shows_the_learning_curve_and_strategy(example: Path, tmp_path: Path) -> None:
+    from duolabel.report import write_report
+
+    with Project.open(example) as project:
+        html = write_report(project, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Learning curve</h2>" in html and "<strong>margin</strong>" in html
+    assert "interval (Wilson)" in html and "more golden items would" in html
