@@ -187,8 +187,35 @@ def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # (n_pool, n_labels * dim) gradient matrix (BADGE), so a 16k pool takes about a second.
 
 
+class _Diverse:
+    """The shared front of the embedding strategies: checks the embeddings, caps ``n`` at the
+    pool and hands ``pick`` a pool of at least one item and ``1 <= n <= n_pool``."""
+
+    name: ClassVar[str]
+
+    def select(
+        self,
+        probs: np.ndarray | None,
+        n: int,
+        *,
+        embeddings: np.ndarray | None = None,
+        seed: int = 0,
+        labeled: np.ndarray | None = None,
+    ) -> np.ndarray:
+        X = _vectors(embeddings, self.name)
+        n = min(n, len(X))
+        if n <= 0:
+            return np.zeros(0, dtype=int)
+        return self.pick(X, n, probs, seed, labeled)
+
+    def pick(
+        self, X: np.ndarray, n: int, probs: np.ndarray | None, seed: int, labeled: np.ndarray | None
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+
 @STRATEGIES.register("kcenter")
-class KCenter:
+class KCenter(_Diverse):
     """k-center greedy (core-set): each pick is the pool item farthest from everything chosen
     or already labelled, so the picks cover the embedding space (Sener & Savarese 2018).
 
@@ -204,19 +231,9 @@ class KCenter:
 
     name: ClassVar[str] = "kcenter"
 
-    def select(
-        self,
-        probs: np.ndarray | None,
-        n: int,
-        *,
-        embeddings: np.ndarray | None = None,
-        seed: int = 0,
-        labeled: np.ndarray | None = None,
+    def pick(
+        self, X: np.ndarray, n: int, probs: np.ndarray | None, seed: int, labeled: np.ndarray | None
     ) -> np.ndarray:
-        X = _vectors(embeddings, self.name)
-        n = min(n, len(X))
-        if n <= 0:
-            return np.zeros(0, dtype=int)
         nearest = np.full(len(X), np.inf)
         if labeled is not None and len(labeled):
             seen = np.asarray(labeled, dtype=np.float64)
@@ -235,7 +252,7 @@ class KCenter:
 
 
 @STRATEGIES.register("badge")
-class Badge:
+class Badge(_Diverse):
     """BADGE: k-means++ seeding on the gradient embeddings of a linear head (Ash et al. 2020).
 
     The gradient of the log loss for item *i* with its predicted label as target is
@@ -257,23 +274,13 @@ class Badge:
     name: ClassVar[str] = "badge"
     randomized: ClassVar[bool] = True
 
-    def select(
-        self,
-        probs: np.ndarray | None,
-        n: int,
-        *,
-        embeddings: np.ndarray | None = None,
-        seed: int = 0,
-        labeled: np.ndarray | None = None,
+    def pick(
+        self, X: np.ndarray, n: int, probs: np.ndarray | None, seed: int, labeled: np.ndarray | None
     ) -> np.ndarray:
-        X = _vectors(embeddings, self.name)
         if probs is None:
             raise ValueError("the badge strategy needs the model's probabilities")
         p = np.asarray(probs, dtype=np.float64)
         p = np.where(np.isnan(p).any(axis=1, keepdims=True), 1.0 / p.shape[1], p)
-        n = min(n, len(X))
-        if n <= 0:
-            return np.zeros(0, dtype=int)
         a = -p
         a[np.arange(len(p)), p.argmax(axis=1)] += 1.0
         norms = (a * a).sum(axis=1) * (X * X).sum(axis=1)  # |g_i|^2
@@ -297,7 +304,7 @@ class Badge:
 
 
 @STRATEGIES.register("cold_start")
-class ColdStart:
+class ColdStart(_Diverse):
     """A cold start with no labels and no model: k-means on the embeddings into ``n``
     clusters, and from each the item nearest its centre, the largest cluster first.
 
@@ -313,24 +320,14 @@ class ColdStart:
     name: ClassVar[str] = "cold_start"
     randomized: ClassVar[bool] = True
 
-    def select(
-        self,
-        probs: np.ndarray | None,
-        n: int,
-        *,
-        embeddings: np.ndarray | None = None,
-        seed: int = 0,
-        labeled: np.ndarray | None = None,
+    def pick(
+        self, X: np.ndarray, n: int, probs: np.ndarray | None, seed: int, labeled: np.ndarray | None
     ) -> np.ndarray:
         import warnings
 
         from sklearn.cluster import KMeans
         from sklearn.exceptions import ConvergenceWarning
 
-        X = _vectors(embeddings, self.name)
-        n = min(n, len(X))
-        if n <= 0:
-            return np.zeros(0, dtype=int)
         with warnings.catch_warnings():  # fewer distinct items than n: handled below
             warnings.simplefilter("ignore", ConvergenceWarning)
             kmeans = KMeans(n_clusters=n, n_init=1, random_state=seed).fit(X)
