@@ -221,25 +221,34 @@ def test_task_type_contract(name, other):
 @given(seed=st.integers(0, 10_000), n_pool=st.integers(0, 40), n=st.integers(0, 50))
 def test_strategy_contract(name, seed, n_pool, n):
     strategy = STRATEGIES.get(name)()
-    probs = np.random.default_rng(seed).dirichlet(np.ones(3), size=n_pool)
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(3), size=n_pool)
+    vectors = rng.normal(size=(n_pool, 4))  # every strategy gets the embeddings; some ignore them
     if n_pool:
         probs[0] = np.nan  # an abstention is a valid pool row
-    chosen = strategy.select(probs, n, seed=seed)
+    chosen = strategy.select(probs, n, embeddings=vectors, seed=seed)
     assert len(chosen) == min(n, n_pool) and len(set(chosen.tolist())) == len(chosen)
     assert all(0 <= i < n_pool for i in chosen.tolist())
-    assert np.array_equal(chosen, strategy.select(probs, n, seed=seed))  # deterministic
+    assert np.array_equal(chosen, strategy.select(probs, n, embeddings=vectors, seed=seed))  # deterministic
     # Order invariance: permuting the pool selects the same items (up to ties, which the
     # seeded tie-break resolves; compare the selected distributions, not the positions).
+    # Randomized strategies (random, k-means based, sampled) draw their items from the seed.
     perm = np.random.default_rng(seed + 1).permutation(n_pool)
-    again = strategy.select(probs[perm], n, seed=seed)
-    if name != "random":
+    again = strategy.select(probs[perm], n, embeddings=vectors[perm], seed=seed)
+    if not getattr(strategy, "randomized", False):
+        rows = np.hstack([probs, vectors])
         key = lambda rows: sorted(map(tuple, np.round(np.nan_to_num(rows, nan=-1), 12).tolist()))  # noqa: E731
-        assert key(probs[chosen]) == key(probs[perm][again]) or _tied_at_cut(strategy, probs, n)
-    assert pickle.loads(pickle.dumps(strategy)).select(probs, n, seed=seed).tolist() == chosen.tolist()
+        assert key(rows[chosen]) == key(rows[perm][again]) or _tied_at_cut(strategy, probs, n)
+    assert (
+        pickle.loads(pickle.dumps(strategy)).select(probs, n, embeddings=vectors, seed=seed).tolist()
+        == chosen.tolist()
+    )
 
 
 def _tied_at_cut(strategy, probs: np.ndarray, n: int) -> bool:
     """Whether the n-th and (n+1)-th most uncertain items tie (then either may be chosen)."""
+    if not hasattr(strategy, "uncertainty"):
+        return False
     scores = np.sort(strategy.uncertainty(np.nan_to_num(probs)))[::-1]
     return 0 < n < len(scores) and np.isclose(scores[n - 1], scores[n])
 

@@ -215,7 +215,31 @@ class EmbeddingLabelerConfig(LabelerSettings):
     head: Literal["logistic_regression"] = Field(
         "logistic_regression", description="scikit-learn head trained on the embeddings."
     )
-    regularization: float = Field(1.0, gt=0, description="Inverse regularization strength C of the head.")
+    regularization: Annotated[float, Field(gt=0)] | Literal["cv"] = Field(
+        1.0,
+        description="Inverse regularization strength C of the head; 'cv' chooses C by "
+        "stratified cross-validation (log loss) on the training labels.",
+    )
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="'balanced' weights each label inversely to its share of the training labels."
+    )
+    self_training: bool = Field(
+        False,
+        description="Add pseudo-labels for unlabelled items whose nearest labelled neighbours agree "
+        "(HAST-like) and refit.",
+    )
+    self_training_k: int = Field(
+        5, ge=1, le=100, description="Labelled neighbours that vote on a pseudo-label."
+    )
+    self_training_threshold: float = Field(
+        0.5, ge=0, lt=1, description="Share of the neighbours that must agree (above it) on a pseudo-label."
+    )
+    self_training_weight: float = Field(
+        0.5, gt=0, le=1, description="Sample weight of a pseudo-label (a person's label weighs 1)."
+    )
+    self_training_max: float = Field(
+        1.0, ge=0, description="Most pseudo-labels, as a multiple of the labelled items."
+    )
     batch_size: int = Field(64, ge=1, le=4096, description="Texts encoded per batch.")
     cv_folds: int = Field(
         5, ge=2, le=20, description="Folds for out-of-fold probabilities on the training items."

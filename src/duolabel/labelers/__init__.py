@@ -77,6 +77,12 @@ def _embedding(ctx: Context, cfg: EmbeddingLabelerConfig) -> EmbeddingLabeler:
         labels=ctx.config.task.label_names,
         model_path=ctx.resolve(cfg.model) if cfg.model else None,
         regularization=cfg.regularization,
+        class_weight=cfg.class_weight,
+        self_training=cfg.self_training,
+        self_training_k=cfg.self_training_k,
+        self_training_threshold=cfg.self_training_threshold,
+        self_training_weight=cfg.self_training_weight,
+        self_training_max=cfg.self_training_max,
         batch_size=cfg.batch_size,
         cv_folds=cfg.cv_folds,
     )

@@ -5,6 +5,12 @@ The encoder runs offline from a local folder (by default all-MiniLM-L6-v2 from t
 re-run never encodes an item twice. The head (logistic regression) is trained on the
 golden items; the items it was trained on get out-of-fold probabilities (cross-fitting)
 so that calibration never sees in-sample scores.
+
+Optionally the head's ``C`` is chosen by stratified cross-validation on the training labels
+(``regularization="cv"``), its classes are re-weighted against imbalance
+(``class_weight="balanced"``), and it self-trains HAST-style (Schröder & Heyer 2024): items of
+the unlabelled pool whose nearest labelled neighbours agree get that label as a pseudo-label
+of weight below 1 (:func:`knn_pseudo_labels`).
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ __all__ = [
     "MemoryEmbeddingCache",
     "StoreEmbeddingCache",
     "default_model_path",
+    "knn_pseudo_labels",
 ]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+#: The values of C that ``regularization="cv"`` chooses among (a log grid around sklearn's 1).
+CV_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def default_model_path() -> Path:
@@ -99,6 +109,74 @@ class StoreEmbeddingCache:
                 )
 
 
+def knn_pseudo_labels(
+    labelled: np.ndarray,
+    y: np.ndarray,
+    pool: np.ndarray,
+    *,
+    k: int = 5,
+    threshold: float = 0.5,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-labels for pool rows whose ``k`` nearest labelled rows agree (HAST's kNN vote).
+
+    Neighbours are by cosine similarity. A pool row is kept when the share of its ``k``
+    neighbours carrying the majority label is above ``threshold`` (0.5: a strict majority,
+    as in HAST); with ``limit``, only that many are kept, the most unanimous (then the
+    closest) first.
+
+    Parameters
+    ----------
+    labelled : ndarray of shape (n_labelled, dim)
+        Embeddings of the labelled items.
+    y : ndarray of int, shape (n_labelled,)
+        Their label indices.
+    pool : ndarray of shape (n_pool, dim)
+        Embeddings of the unlabelled items.
+    k, threshold, limit
+        Neighbours asked, the share of them that must agree, the most pseudo-labels returned.
+
+    Returns
+    -------
+    rows : ndarray of int
+        Pool rows given a pseudo-label.
+    labels : ndarray of int
+        Their pseudo-labels.
+
+    Examples
+    --------
+    >>> labelled = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> pool = np.array([[1.0, 0.05], [0.7, 0.7], [0.05, 1.0]])
+    >>> rows, labels = knn_pseudo_labels(labelled, np.array([0, 0, 1, 1]), pool, k=2)
+    >>> rows.tolist(), labels.tolist()
+    ([0, 2], [0, 1])
+    """
+    y = np.asarray(y, dtype=int)
+    if len(labelled) == 0 or len(pool) == 0:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    k = min(k, len(labelled))
+    unit = labelled / np.maximum(np.linalg.norm(labelled, axis=1, keepdims=True), 1e-12)
+    n_classes = int(y.max()) + 1
+    shares, picks, closeness = [], [], []
+    # In slices, so a pool of 100k items never needs a 100k x n_labelled matrix at once.
+    for start in range(0, len(pool), 4096):
+        part = pool[start : start + 4096]
+        part = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+        sims = part @ unit.T
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        votes = np.zeros((len(part), n_classes))
+        np.add.at(votes, (np.arange(len(part))[:, None], y[nearest]), 1.0)
+        picks.append(votes.argmax(axis=1))
+        shares.append(votes.max(axis=1) / k)
+        closeness.append(np.take_along_axis(sims, nearest, axis=1).mean(axis=1))
+    share, pick, close = np.concatenate(shares), np.concatenate(picks), np.concatenate(closeness)
+    rows = np.flatnonzero(share > threshold)
+    if limit is not None and len(rows) > limit:
+        order = np.lexsort((-close[rows], -share[rows]))  # most unanimous, then closest
+        rows = np.sort(rows[order[: max(limit, 0)]])
+    return rows, pick[rows]
+
+
 class EmbeddingLabeler:
     """Sentence embeddings + logistic regression, trained on labelled items.
 
@@ -108,8 +186,18 @@ class EmbeddingLabeler:
         The project's labels; probability columns follow this order.
     model_path : str or Path, optional
         A local sentence-transformers folder; the bundled all-MiniLM-L6-v2 when omitted.
-    regularization : float
-        Inverse regularization strength ``C`` of the logistic-regression head.
+    regularization : float or "cv"
+        Inverse regularization strength ``C`` of the logistic-regression head, or ``"cv"``
+        to choose it from :data:`CV_GRID` by stratified cross-validation (log loss) on the
+        training labels; the choice is in ``fit_info_["C"]``.
+    class_weight : {"none", "balanced"}
+        ``"balanced"`` weights each class inversely to its frequency in the training labels.
+    self_training : bool
+        Add kNN pseudo-labels from the unlabelled pool (``fit(..., unlabeled=...)``) and refit.
+    self_training_k, self_training_threshold, self_training_weight, self_training_max
+        Neighbours that vote, the share that must agree, the sample weight of a
+        pseudo-label (below 1: a person's label counts more), and the most pseudo-labels as
+        a multiple of the labelled items.
     batch_size : int
         Texts per encoder batch.
     cv_folds : int
@@ -131,15 +219,31 @@ class EmbeddingLabeler:
         *,
         labels: Sequence[str],
         model_path: str | Path | None = None,
-        regularization: float = 1.0,
+        regularization: float | str = 1.0,
+        class_weight: str = "none",
+        self_training: bool = False,
+        self_training_k: int = 5,
+        self_training_threshold: float = 0.5,
+        self_training_weight: float = 0.5,
+        self_training_max: float = 1.0,
         batch_size: int = 64,
         cv_folds: int = 5,
         cache: EmbeddingCache | None = None,
         random_state: int = 0,
     ) -> None:
+        if regularization != "cv" and not isinstance(regularization, int | float):
+            raise SetupError(f"labeler.regularization: {regularization!r} is neither a number nor 'cv'")
+        if class_weight not in ("none", "balanced"):
+            raise SetupError(f"labeler.class_weight: {class_weight!r} is neither 'none' nor 'balanced'")
         self.labels = list(labels)
         self.model_path = model_path
         self.regularization = regularization
+        self.class_weight = class_weight
+        self.self_training = self_training
+        self.self_training_k = self_training_k
+        self.self_training_threshold = self_training_threshold
+        self.self_training_weight = self_training_weight
+        self.self_training_max = self_training_max
         self.batch_size = batch_size
         self.cv_folds = cv_folds
         self.cache = cache
@@ -214,16 +318,75 @@ class EmbeddingLabeler:
 
     # -- learning ---------------------------------------------------------
 
-    def _head(self) -> Any:
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether ``fit`` wants the unlabelled pool (only when self-training)."""
+        return self.self_training
+
+    def _head(self, C: float) -> Any:
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=self.regularization, max_iter=2000, random_state=self.random_state)
+        weights = "balanced" if self.class_weight == "balanced" else None
+        return LogisticRegression(C=C, class_weight=weights, max_iter=2000, random_state=self.random_state)
+
+    def _choose_C(self, X: np.ndarray, y: np.ndarray, folds: int) -> float:
+        """The configured C, or the one of :data:`CV_GRID` with the best cross-validated log loss."""
+        if self.regularization != "cv":
+            return float(self.regularization)
+        if folds < 2:  # too few examples of some label to cross-validate: sklearn's default
+            return 1.0
+        from sklearn.linear_model import LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
+
+        search = LogisticRegressionCV(
+            Cs=list(CV_GRID),
+            l1_ratios=(0.0,),
+            cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state),
+            scoring="neg_log_loss",
+            class_weight="balanced" if self.class_weight == "balanced" else None,
+            max_iter=2000,
+            random_state=self.random_state,
+            use_legacy_attributes=False,
+        ).fit(X, y)
+        return float(np.ravel(search.C_)[0])
+
+    def _fit_head(self, X: np.ndarray, y: np.ndarray, C: float, pool: np.ndarray) -> tuple[Any, int]:
+        """A head fitted on ``(X, y)`` plus, when self-training, pseudo-labels from ``pool``
+        voted by ``(X, y)`` alone; and how many pseudo-labels it took."""
+        if not self.self_training or len(pool) == 0:
+            return self._head(C).fit(X, y), 0
+        rows, pseudo = knn_pseudo_labels(
+            X,
+            y,
+            pool,
+            k=self.self_training_k,
+            threshold=self.self_training_threshold,
+            limit=int(self.self_training_max * len(X)),
+        )
+        weights = np.concatenate([np.ones(len(X)), np.full(len(rows), self.self_training_weight)])
+        head = self._head(C).fit(
+            np.vstack([X, pool[rows]]), np.concatenate([y, pseudo]), sample_weight=weights
+        )
+        return head, len(rows)
 
     def fit(
-        self, items: Sequence[TextItem], labels: Sequence[str], *, progress: Progress | None = None
+        self,
+        items: Sequence[TextItem],
+        labels: Sequence[str],
+        *,
+        unlabeled: Sequence[TextItem] = (),
+        progress: Progress | None = None,
     ) -> EmbeddingLabeler:
-        """Train the head on labelled items and compute their out-of-fold probabilities."""
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        """Train the head on labelled items and compute their out-of-fold probabilities.
+
+        ``unlabeled`` is the pool self-training draws pseudo-labels from (ignored without
+        ``self_training``; items also in ``items`` are left out of it). Out-of-fold
+        probabilities stay honest: in each fold the pseudo-labels are voted by that fold's
+        training part only. The chosen C is chosen once on all training labels and reused
+        in the folds (one scalar, chosen by log loss; nesting the search in every fold
+        would cost ``cv_folds`` times as much for a negligible optimism).
+        """
+        from sklearn.model_selection import StratifiedKFold
 
         unknown = sorted(set(labels) - set(self.labels))
         if unknown:
@@ -236,28 +399,50 @@ class EmbeddingLabeler:
                 "add golden items for every label"
             )
         X, usage = self.encode(items, progress=progress)
+        train_ids = {item.id for item in items}
+        pool_items = [item for item in unlabeled if item.id not in train_ids] if self.self_training else []
+        pool, pool_usage = self.encode(pool_items)
+        usage.add(pool_usage)
         y = np.array([self.labels.index(label) for label in labels])
         started = time.perf_counter()
-        self.head_ = self._head().fit(X, y)
         folds = min(self.cv_folds, min(counts.values()))
+        C = self._choose_C(X, y, folds)
+        self.head_, n_pseudo = self._fit_head(X, y, C, pool)
         if folds >= 2:
             splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
-            oof = cross_val_predict(self._head(), X, y, cv=splitter, method="predict_proba")
+            oof = np.zeros((len(y), len(self.labels)))
+            for train, test in splitter.split(X, y):
+                head, _ = self._fit_head(X[train], y[train], C, pool)
+                oof[test] = self._full_columns(head.predict_proba(X[test]), head.classes_)
         else:  # a single example of some label: no honest out-of-fold estimate exists
-            oof = self.head_.predict_proba(X)
-        self.oof_proba_ = self._full_columns(oof, np.arange(len(self.labels)))
+            oof = self._full_columns(self.head_.predict_proba(X), self.head_.classes_)
+        self.oof_proba_ = oof
         self.train_ids_ = [item.id for item in items]
+        self.fit_info_ = {"C": C, "pseudo_labels": n_pseudo, "folds": folds}
         usage.seconds += time.perf_counter() - started
         self.fit_usage_ = usage
-        self.version_ = self._version(items, labels)
+        self.version_ = self._version(items, labels, pool_items)
         return self
 
-    def _version(self, items: Sequence[TextItem], labels: Sequence[str]) -> str:
+    def _version(
+        self, items: Sequence[TextItem], labels: Sequence[str], pool: Sequence[TextItem] = ()
+    ) -> str:
         digest = hashlib.sha256()
         digest.update(
             f"{self.name}|{self.model_name}|{self.regularization}|{self.cv_folds}|"
             f"{self.random_state}|{'|'.join(self.labels)}".encode()
         )
+        # Settings beyond the original ones enter the hash only when not at their defaults,
+        # so the versions (and stored predictions) of existing projects stay valid.
+        if self.class_weight != "none":
+            digest.update(f"|class_weight={self.class_weight}".encode())
+        if self.self_training:
+            digest.update(
+                f"|self_training={self.self_training_k},{self.self_training_threshold},"
+                f"{self.self_training_weight},{self.self_training_max}".encode()
+            )
+            # A self-trained head depends on the pool it drew pseudo-labels from.
+            digest.update("".join(sorted(f"{i.id}:{i.content_hash}" for i in pool)).encode())
         for item, label in sorted(zip((i.id for i in items), labels, strict=True)):
             digest.update(f"\n{item}\t{label}".encode())
         digest.update("".join(sorted(i.content_hash for i in items)).encode())

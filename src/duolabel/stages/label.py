@@ -91,6 +91,15 @@ def _select_configs(ctx: Context, name: str | None) -> list[LabelerConfig]:
     return chosen
 
 
+def _regular_items(ctx: Context) -> list[TextItem]:
+    """Every regular item of the project (the unlabelled pool of a self-training labeler)."""
+    with ctx.store.read() as session:
+        rows = session.execute(
+            select(Item.id, Item.text, Item.content_hash).where(Item.role == "regular").order_by(Item.seq)
+        )
+        return [TextItem(r.id, r.text, r.content_hash) for r in rows]
+
+
 def label_project(
     ctx: Context,
     *,
@@ -124,8 +133,13 @@ def _label_one(
     labels = ctx.config.task.label_names
     store = ctx.store
     costs = ctx.config.costs
+    options = {}
+    if getattr(model, "uses_unlabeled", False):
+        # A self-training labeler draws pseudo-labels from the project's regular items: all
+        # of them, whatever ``batches`` says, so its version does not depend on the run.
+        options["unlabeled"] = _regular_items(ctx)
     with progress(f"Preparing {name} on golden items", len(train)) as advance:
-        model.fit(train, gold, progress=advance)
+        model.fit(train, gold, progress=advance, **options)
     version = model.version_
     usage = Usage().add(getattr(model, "fit_usage_", Usage()))
     config = {
@@ -135,6 +149,8 @@ def _label_one(
         "golden": n_golden,
         "human_labelled": len(train) - n_golden,
     }
+    if (fit_info := getattr(model, "fit_info_", None)) is not None:
+        config["fit"] = fit_info  # what fitting chose (the head's C, pseudo-labels taken)
     with ledger_run(store, "label", config) as run:
         with store.read() as session:
             done = set(
