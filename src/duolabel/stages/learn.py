@@ -72,7 +72,7 @@ def _rank(
     ctx: Context, name: str, strategy: Strategy, ids: list[str], probs: np.ndarray, n: int
 ) -> list[str]:
     """The ``n`` most useful of ``ids``, most useful first."""
-    embeddings = None
+    embeddings = labeled = None
     if name not in _PROBS_ONLY:
         from duolabel.labelers import encoder_for
 
@@ -83,9 +83,23 @@ def _rank(
                     select(Item.id, Item.text, Item.content_hash).where(Item.id.in_(ids))
                 )
             }
-        embeddings = encoder_for(ctx).encode([rows[i] for i in ids])[0]
-    picked = strategy.select(probs, n, embeddings=embeddings, seed=ctx.config.learning.seed)
+        encoder = encoder_for(ctx)
+        embeddings = encoder.encode([rows[i] for i in ids])[0]
+        # Diversity strategies (k-center) cover the pool away from what the model already
+        # learned from: the golden items and people's labels.
+        known = _training_items(ctx)
+        labeled = encoder.encode(known)[0] if known else None
+    picked = strategy.select(probs, n, embeddings=embeddings, seed=ctx.config.learning.seed, labeled=labeled)
     return [ids[int(i)] for i in picked]
+
+
+def _training_items(ctx: Context) -> list[TextItem]:
+    """The items the model learns from (golden ones, when there are enough, and people's labels)."""
+    try:
+        golden = golden_items(ctx)[0]
+    except LabelerError:  # too few golden items to train on yet: no model learned from them
+        golden = []
+    return golden + human_labelled_items(ctx)[0]
 
 
 def _distributions(ctx: Context, version: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
