@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from duolabel import Project
 from duolabel.pipeline import batch_reports, run_project
-from duolabel.store import Item, Prediction, Route, Run
+from duolabel.store import FinalLabel, Item, Prediction, Route, Run
+from duolabel.training_data import STOP_SET_SUFFIX
 from tests.test_pipeline import answer, cli
 
 pytestmark = pytest.mark.slow
@@ -36,13 +37,23 @@ def test_batches_wait_for_people_and_retrain_the_model(example_copy: Path):
     with Project.open(example_copy) as project:
         summary = run_project(project)
         assert summary.waiting_batch == "first"
+        apart = Prediction.model_version.endswith(STOP_SET_SUFFIX)
         with project.store.read() as session:
-            labelled = set(session.scalars(select(Prediction.item_id)))
+            labelled = set(session.scalars(select(Prediction.item_id).where(~apart)))
             second = set(session.scalars(select(Item.id).where(Item.batch == "second")))
             assert not labelled & second  # the second batch waits for the first
+            # ... but the model predicted its stop-set items apart (every regular item is in the
+            # default stop set of 500), and nothing routed them.
+            assert set(session.scalars(select(Prediction.item_id).where(apart))) == second
+            assert not set(session.scalars(select(Route.item_id))) & second
             waiting = list(session.scalars(select(Route.item_id).where(Route.decision == "humans")))
+            accepted = dict(
+                session.execute(
+                    select(FinalLabel.item_id, FinalLabel.model_version).where(FinalLabel.source == "model")
+                ).all()
+            )
             first_version = summary.batches[0].model_version
-        assert waiting
+        assert waiting and accepted
         # People answer the first batch (three each, agreeing with the model).
         with project.store.read() as session:
             model_label = dict(session.execute(select(Prediction.item_id, Prediction.label)).all())
@@ -57,6 +68,19 @@ def test_batches_wait_for_people_and_retrain_the_model(example_copy: Path):
         with project.store.read() as session:
             label_runs = session.scalars(select(Run).where(Run.kind == "label", Run.status == "done")).all()
         assert label_runs[-1].config["human_labelled"] == len(waiting)
+        # Both versions were compared on the whole stop set; the first batch's accepted labels
+        # stayed those of the first model.
+        learning = project.learning()
+        assert learning.stop_set == 300 and learning.compared == 300 and len(learning.payoff.kappas) == 1
+        with project.store.read() as session:
+            still = dict(
+                session.execute(
+                    select(FinalLabel.item_id, FinalLabel.model_version).where(
+                        FinalLabel.item_id.in_(list(accepted))
+                    )
+                ).all()
+            )
+        assert still == accepted
         # Once people finish the second batch too, a run has nothing left to label.
         with project.store.read() as session:
             model_label = dict(session.execute(select(Prediction.item_id, Prediction.label)).all())

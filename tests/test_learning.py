@@ -235,3 +235,113 @@ def test_report_shows_the_learning_curve_and_strategy(example: Path, tmp_path: P
         html = write_report(project, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<h2>Learning curve</h2>" in html and "<strong>margin</strong>" in html
     assert "interval (Wilson)" in html and "more golden items would" in html
+
+
+def test_status_reads_what_was_measured_when_the_model_was_trained(example: Path, monkeypatch) -> None:
+    # status must stay fast: no encoder, no refitting; the curve was recorded at calibration.
+    import duolabel.labelers
+    import duolabel.stages.learn
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("status refitted the learning curve")
+
+    monkeypatch.setattr(duolabel.stages.learn, "learning_curve", refuse)
+    monkeypatch.setattr(duolabel.labelers, "encoder_for", refuse)
+    result = runner.invoke(app, ["status", str(example)])
+    assert result.exit_code == 0, result.output
+    assert "Learning (margin): more golden items would" in result.output
+    with Project.open(example) as project:
+        learning = project.learning()
+        assert learning is not None and learning.curve and learning.compared == learning.stop_set
+        assert learning.model.startswith("labeler 'embedding'")
+
+
+def test_the_curve_of_another_labeler_is_called_a_proxy() -> None:
+    from types import SimpleNamespace
+
+    from duolabel.config import parse_config
+    from duolabel.stages.learn import curve_model
+
+    task = {"labels": [{"name": "a"}, {"name": "b"}]}
+    llm = {"backend": "openai", "name": "llm", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    ctx = SimpleNamespace(config=parse_config({"task": task, "labeler": llm}))
+    assert curve_model(ctx) == "embedding head on the same labels (a proxy for 'llm')"  # type: ignore[arg-type]
+    ctx = SimpleNamespace(config=parse_config({"task": task}))
+    assert curve_model(ctx).startswith("labeler 'embedding'")  # type: ignore[arg-type]
+
+
+def _student_won(project: Project, folder: Path) -> str:
+    """Make the example a distilling project whose student (the example's own embedding
+    labeler, under the same name) has won over an LLM teacher; returns the student's version."""
+    from duolabel.core.distillation import decide_distillation
+    from duolabel.stages.distill import _settings
+    from duolabel.store import Run
+
+    student = project.status().model_version
+    path = folder / "duolabel.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["labeler"] = {
+        "backend": "openai",
+        "name": "llm",
+        "model": "m",
+        "base_url": "http://127.0.0.1:9/v1",
+    }
+    config["distill"] = {"teacher": "llm", "student": {"backend": "embedding", "name": "embedding"}}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    with Project.open(folder) as changed, changed.store.write() as session:
+        decision = decide_distillation(
+            np.ones(60, bool), np.ones(60, bool), student_cost_per_item=0.0, teacher_cost_per_item=1.0
+        )
+        teacher = {"labeler_name": "llm", "model_version": "teacher-v"}
+        session.add(Run(kind="label", status="done", config=teacher))
+        session.add(
+            Run(
+                kind="distill",
+                status="done",
+                config={**_settings(changed), "key": "k", "teacher_version": "teacher-v"},
+                usage={
+                    **decision.as_dict(),
+                    "student": "embedding",
+                    "student_version": student,
+                    "taught": 0,
+                    "golden_items": 60,
+                },
+            )
+        )
+    return str(student)
+
+
+def test_after_a_switch_the_report_simulate_and_dashboard_show_the_student(
+    example: Path, tmp_path: Path
+) -> None:
+    from duolabel.report import write_report
+    from duolabel.simulate import simulate_project
+    from duolabel.web.dashboard import dashboard_table
+
+    with Project.open(example) as project:
+        student = _student_won(project, example)
+    with Project.open(example) as project:
+        assert project.status().labeling.startswith("embedding labels: the student labels")
+        html = write_report(project, tmp_path / "report.html").read_text(encoding="utf-8")
+        assert student in html and "teacher-v" not in html
+        assert "labeler &#39;embedding&#39; (its logistic head" in html
+        model = dict(dashboard_table(project, "model").itertuples(index=False))
+        assert model["labeler"] == "embedding" and model["model version"] == student
+        assert model["why"].startswith("embedding labels")
+        # simulate replays the student's calibrated predictions: known labels and answers for 20 items
+        with project.store.write() as session:
+            items = session.scalars(select(Item).where(Item.role == "regular").order_by(Item.seq).limit(20))
+            replay = [(item.id, "billing") for item in items]
+            for item in session.scalars(select(Item).where(Item.id.in_([i for i, _ in replay]))):
+                item.gold_label = "billing"
+        answers = tmp_path / "answers.jsonl"
+        answers.write_text(
+            "".join(
+                f'{{"item_id": "{i}", "annotator": "w{w}", "label": "{label}"}}\n'
+                for i, label in replay
+                for w in range(3)
+            ),
+            encoding="utf-8",
+        )
+        result = simulate_project(project, answers)
+        assert result.rows

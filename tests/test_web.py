@@ -462,6 +462,7 @@ def test_admin_dashboard_tables_and_csv(project: Project, alice: Person) -> None
         "Annotators",
         "Cost so far",
         "Agreement",
+        "Model that labels",
     ):
         assert title in html
     assert 'hx-get="/admin/tables"' in html and "/static/htmx.min.js" in html

@@ -310,7 +310,10 @@ def status(project: ProjectArg = Path(".")) -> None:
     if len(reports) > 1:
         out.print(_batch_table(reports))
     if learning is None:
-        out.print("Learning: no model trained on golden items yet.")
+        out.print(
+            "Learning: nothing measured yet (the learning curve is measured when a model is "
+            "trained: 'duolabel calibrate' or 'duolabel run')."
+        )
     else:
         out.print(f"Learning ({learning.strategy}): {escape(learning.describe())}.")
 

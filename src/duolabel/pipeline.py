@@ -25,9 +25,15 @@ from duolabel.progress import Reporter, quiet
 from duolabel.stages.aggregate import AggregateResult, aggregate_project
 from duolabel.stages.audit import alarms, apply_expert_answers, effective_routing, tighten
 from duolabel.stages.calibrate import CalibrationResult, calibrate_project
-from duolabel.stages.distill import DistillResult, distill_project, distill_summary, labeling_context
+from duolabel.stages.distill import (
+    DistillResult,
+    distill_project,
+    distill_summary,
+    labeling_context,
+    labeling_version,
+)
 from duolabel.stages.label import LabelResult, label_project
-from duolabel.stages.learn import order_queue
+from duolabel.stages.learn import order_queue, record_learning, stop_set
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
 from duolabel.training_data import teacher_version
@@ -298,15 +304,20 @@ def exclusive(ctx: Context) -> AbstractContextManager[None]:
 
 def label(ctx: Context, **options: Any) -> list[LabelResult]:
     """Fit the labeler(s) and label every item, under the project lock (with the distilled
-    student in its teacher's place once it has won)."""
+    student in its teacher's place once it has won); a trainable labeler's new version
+    also predicts the learning stage's stop set."""
     with exclusive(ctx):
-        return label_project(labeling_context(ctx), **options)
+        return label_project(labeling_context(ctx), stop_set=stop_set(ctx), **options)
 
 
 def calibrate(ctx: Context) -> list[CalibrationResult]:
-    """Calibrate each labeler on the golden items, under the project lock."""
+    """Calibrate each labeler on the golden items, under the project lock, then measure the
+    model's learning curve and stop-set agreement once (what ``status`` reads)."""
     with exclusive(ctx):
-        return calibrate_project(labeling_context(ctx))
+        work = labeling_context(ctx)
+        results = calibrate_project(work)
+        record_learning(work)
+        return results
 
 
 def route(ctx: Context, **options: Any) -> RouteResult:
@@ -377,8 +388,9 @@ def _run_locked(ctx: Context, *, progress: Reporter) -> RunSummary:
             # it labels the batch and the teacher is not called for it.
             summary.distill = distill_project(ctx, progress=progress)
         work = labeling_context(ctx)
-        summary.label = label_project(work, batches=active, progress=progress)
+        summary.label = label_project(work, batches=active, progress=progress, stop_set=stop_set(ctx))
         summary.calibration = calibrate_project(work)
+        record_learning(work)
         summary.route = route(ctx, batches=active, progress=progress)
         summary.aggregate = aggregate(ctx)
         if batch is None:
@@ -393,7 +405,7 @@ def _run_locked(ctx: Context, *, progress: Reporter) -> RunSummary:
     summary.exported = export_labels(
         ctx.store,
         summary.export_path,
-        model_version=current_model_version(labeling_context(ctx)),
+        model_version=labeling_version(ctx),
         task=ctx.config.task,
     )
     summary.status = project_status(ctx)

@@ -76,10 +76,9 @@ class Project(Context):
     def export(self, path: str | Path, **options: Any) -> int:
         """Write final labels with their provenance; returns the rows written."""
         from duolabel.export import export_labels
-        from duolabel.ledger import current_model_version
-        from duolabel.stages.distill import labeling_context
+        from duolabel.stages.distill import labeling_version
 
-        options.setdefault("model_version", current_model_version(labeling_context(self)))
+        options.setdefault("model_version", labeling_version(self))
         options.setdefault("task", self.config.task)
         return export_labels(self.store, path, **options)
 
@@ -123,10 +122,12 @@ class Project(Context):
         return suggest_golden(self, n, export=export)
 
     def learning(self) -> Any:
-        """The learning curve and whether more golden items would pay off (None before a model)."""
+        """The learning curve and whether more golden items would pay off, as measured when the
+        model that labels (a distilled student once it has won) was trained; None before."""
+        from duolabel.stages.distill import labeling_context
         from duolabel.stages.learn import learning_status
 
-        return learning_status(self)
+        return learning_status(labeling_context(self))
 
     def run(self, **options: Any) -> Any:
         """The whole loop: import, label, calibrate, route, aggregate, export."""

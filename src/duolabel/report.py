@@ -69,11 +69,11 @@ def write_report(project: Project, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from jinja2 import Environment
 
-    from duolabel.ledger import current_model_version
     from duolabel.pipeline import plan as plan_routing
     from duolabel.pipeline import project_status
+    from duolabel.stages.distill import labeling_version
 
-    version = current_model_version(project)
+    version = labeling_version(project)  # the distilled student's once it has won
     if version is None:
         raise ProjectError("nothing to report yet: run 'duolabel run' (or label and calibrate) first")
     labels = project.config.task.label_names
@@ -207,6 +207,7 @@ def write_report(project: Project, path: Path) -> Path:
             strategy=project.config.learning.strategy,
             learning_curve=learning_rows,
             learning_verdict=learning.describe() if learning else "",
+            learning_model=learning.model if learning else "",
         )
     )
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -396,11 +396,11 @@ def simulate_project(
     from sqlalchemy import select
 
     from duolabel.errors import ProjectError
-    from duolabel.ledger import current_model_version
+    from duolabel.stages.distill import labeling_version
     from duolabel.stages.route import item_neighbourhood_accuracy
     from duolabel.store import Item, Prediction
 
-    version = current_model_version(project)
+    version = labeling_version(project)  # the distilled student's once it has won
     if version is None:
         raise ProjectError("nothing to simulate yet: run 'duolabel label' and 'duolabel calibrate' first")
     labels = project.config.task.label_names

@@ -18,7 +18,20 @@ from duolabel.errors import LabelerError
 from duolabel.labelers.base import TextItem
 from duolabel.store import FinalLabel, Item, Prediction, Run
 
-__all__ = ["golden_items", "human_labelled_items", "is_student", "student_items", "teacher_version"]
+__all__ = [
+    "STOP_SET_SUFFIX",
+    "golden_items",
+    "human_labelled_items",
+    "is_student",
+    "student_items",
+    "teacher_version",
+]
+
+#: Appended to a model version for its predictions on the learning stage's stop set that it
+#: does not label otherwise (items of other batches). Routing, calibration, aggregation and
+#: export select the version itself, so these rows never decide anything; the stopping rule
+#: reads both and so compares every version on the same items.
+STOP_SET_SUFFIX = "+stop"
 
 
 def golden_items(ctx: Context) -> tuple[list[TextItem], list[str]]:

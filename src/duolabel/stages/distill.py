@@ -33,12 +33,12 @@ from duolabel.core.distillation import DistillDecision, decide_distillation
 from duolabel.core.tasks import task_type
 from duolabel.errors import ProjectError
 from duolabel.labelers import build_labeler
-from duolabel.ledger import ledger_run
+from duolabel.ledger import current_model_version, ledger_run
 from duolabel.progress import Reporter, quiet
 from duolabel.store import FinalLabel, Item, Prediction, Run
 from duolabel.training_data import golden_items, student_items, teacher_version
 
-__all__ = ["DistillResult", "distill_project", "distill_summary", "labeling_context"]
+__all__ = ["DistillResult", "distill_project", "distill_summary", "labeling_context", "labeling_version"]
 
 
 @dataclass
@@ -224,6 +224,13 @@ def labeling_context(ctx: Context) -> Context:
     distill = ctx.config.distill
     labelers = [distill.student if c.label_name == distill.teacher else c for c in ctx.config.labeler]
     return Context(ctx.path, ctx.config.model_copy(update={"labeler": labelers}), ctx.store)
+
+
+def labeling_version(ctx: Context) -> str | None:
+    """The version of the model that labels: the student's once it has won, else the
+    project's (:func:`~duolabel.ledger.current_model_version` of :func:`labeling_context`).
+    What the report, ``simulate``, export and the dashboard show."""
+    return current_model_version(labeling_context(ctx))
 
 
 def distill_summary(ctx: Context) -> str:

@@ -2,6 +2,11 @@
 item that has no prediction from that labeler's version yet, one committed chunk at a time,
 so a killed run resumes where it stopped. Golden items get out-of-fold (or leave-one-out)
 predictions, the only ones calibration may learn from.
+
+Each new version of a trainable labeler also predicts the stop set it was given (the
+learning stage's fixed sample) where it labels none of it otherwise, under
+``version + STOP_SET_SUFFIX``: in batch mode a version labels only its batch, and the
+stopping rule needs every version's labels on the same items.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from duolabel.labelers import LabelingStopped, TextItem, Usage, build_labeler
 from duolabel.ledger import ledger_run, model_cost
 from duolabel.progress import Reporter, quiet
 from duolabel.store import Item, Prediction
-from duolabel.training_data import golden_items, human_labelled_items, is_student, student_items
+from duolabel.training_data import (
+    STOP_SET_SUFFIX,
+    golden_items,
+    human_labelled_items,
+    is_student,
+    student_items,
+)
 
 __all__ = ["CHUNK", "LabelResult", "label_project"]
 
@@ -40,6 +51,7 @@ class LabelResult:
     already_done: int
     abstained: int
     usage: dict[str, float]
+    stop_set: int = 0  # stop-set items predicted apart (see the module docstring)
 
 
 def _prediction_rows(
@@ -106,14 +118,43 @@ def label_project(
     labeler: str | None = None,
     batches: Sequence[str] | None = None,
     progress: Reporter = quiet,
+    stop_set: Sequence[str] = (),
 ) -> list[LabelResult]:
     """Fit each labeler (or the one named) on the golden items and predict every item (or
-    every item of ``batches``)."""
-    return [_label_one(ctx, cfg, progress, batches) for cfg in _select_configs(ctx, labeler)]
+    every item of ``batches``); a trainable labeler also predicts the ``stop_set`` items it
+    has no prediction for (see the module docstring)."""
+    return [_label_one(ctx, cfg, progress, batches, stop_set) for cfg in _select_configs(ctx, labeler)]
+
+
+def _stop_set_todo(ctx: Context, name: str, version: str, stop_set: Sequence[str]) -> list[TextItem]:
+    """The stop-set items that ``version`` of labeler ``name`` has predicted neither as
+    work nor apart."""
+    with ctx.store.read() as session:
+        have = set(
+            session.scalars(
+                select(Prediction.item_id).where(
+                    Prediction.labeler == name,
+                    Prediction.model_version.in_([version, version + STOP_SET_SUFFIX]),
+                    Prediction.item_id.in_(list(stop_set)),
+                )
+            )
+        )
+        return [
+            TextItem(r.id, r.text, r.content_hash)
+            for r in session.execute(
+                select(Item.id, Item.text, Item.content_hash)
+                .where(Item.id.in_([i for i in stop_set if i not in have]))
+                .order_by(Item.seq)
+            )
+        ]
 
 
 def _label_one(
-    ctx: Context, cfg: LabelerConfig, progress: Reporter, batches: Sequence[str] | None = None
+    ctx: Context,
+    cfg: LabelerConfig,
+    progress: Reporter,
+    batches: Sequence[str] | None = None,
+    stop_set: Sequence[str] = (),
 ) -> LabelResult:
     train, gold = golden_items(ctx)
     n_golden = len(train)
@@ -173,10 +214,17 @@ def _label_one(
         oof = getattr(model, "oof_proba_", None)
         abstained = 0
 
-        def save(part: Sequence[TextItem], probs: np.ndarray, part_usage: Usage, out_of_fold: bool) -> None:
+        def save(
+            part: Sequence[TextItem],
+            probs: np.ndarray,
+            part_usage: Usage,
+            out_of_fold: bool,
+            tag: str = version,
+        ) -> None:
             nonlocal abstained
             usage.add(part_usage)
-            abstained += int(np.isnan(probs).any(axis=1).sum())
+            if tag == version:
+                abstained += int(np.isnan(probs).any(axis=1).sum())
             # Each chunk commits its predictions and the ledger together: a killed run
             # loses at most one chunk and never pays for work it did not keep.
             with store.write() as session:
@@ -187,7 +235,7 @@ def _label_one(
                         labels,
                         task=task_type(ctx.config.task.type),
                         name=name,
-                        version=version,
+                        version=tag,
                         run_id=run.id,
                         out_of_fold=out_of_fold,
                         seconds_per_item=part_usage.seconds / max(len(part), 1),
@@ -219,4 +267,14 @@ def _label_one(
                         raise
                     save(items, probs, part_usage, out_of_fold)
                 advance(len(part))
-    return LabelResult(name, version, len(todo), len(done), abstained, usage.as_dict())
+        # An LLM labeler's versions change with its few-shot examples only, and each stop-set
+        # item would cost a paid call: only trainable labelers are compared on the stop set.
+        extra = [] if cfg.llm or not stop_set else _stop_set_todo(ctx, name, version, stop_set)
+        if extra:
+            with progress(f"Predicting the stop set with {name}", len(extra)) as advance:
+                for start in range(0, len(extra), CHUNK):
+                    chunk = extra[start : start + CHUNK]
+                    probs, part_usage = model.predict_proba(chunk)
+                    save(chunk, probs, part_usage, False, version + STOP_SET_SUFFIX)
+                    advance(len(chunk))
+    return LabelResult(name, version, len(todo), len(done), abstained, usage.as_dict(), len(extra))

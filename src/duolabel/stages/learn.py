@@ -8,8 +8,10 @@ Three uses of one strategy (``learning.strategy``, found by name in
   writes them to a file for outside experts, to import back with ``--role golden``;
 - :func:`order_queue` puts the items people wait to label in the order the strategy ranks
   them, most useful for the next model first (``routes.position``);
-- :func:`learning_status` reads the stopping rule: stable predictions on a fixed stop set and
-  whether one more golden label saves more than it costs (:mod:`duolabel.core.learning`).
+- :func:`record_learning` measures, when a model is trained, its learning curve and its labels
+  on a fixed stop set; :func:`learning_status` reads them for the stopping rule: stable
+  predictions and whether one more golden label saves more than it costs
+  (:mod:`duolabel.core.learning`).
 
 Strategies see the current model's calibrated distributions (raw ones before calibration)
 and, when they need them, the embeddings from the store's encoder cache.
@@ -20,13 +22,14 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import exists, func, select, update
 
+from duolabel.config import EmbeddingLabelerConfig
 from duolabel.context import Context
 from duolabel.core.learning import CurvePoint, PayOff, label_payoff, learning_curve
 from duolabel.core.probs import as_matrix
@@ -38,14 +41,18 @@ from duolabel.labelers.base import TextItem
 from duolabel.ledger import answer_price, current_model_version
 from duolabel.people.experts import enqueue_expert
 from duolabel.store import Annotation, Assignment, ExpertTask, FinalLabel, Item, Prediction, Route, Run
-from duolabel.training_data import golden_items, human_labelled_items
+from duolabel.training_data import STOP_SET_SUFFIX, golden_items, human_labelled_items
 
 __all__ = [
     "GOLD_COLUMN",
+    "LEARNING_RUN",
     "LearningStatus",
     "Suggestion",
+    "curve_model",
     "learning_status",
     "order_queue",
+    "record_learning",
+    "stop_set",
     "strategy_for",
     "suggest_golden",
 ]
@@ -260,16 +267,23 @@ def order_queue(ctx: Context) -> int:
 
 # -- the stopping rule -------------------------------------------------------------------------
 
+#: The ledger kind of a model's measured learning curve and stop-set labels.
+LEARNING_RUN = "learning"
+_FIGURES = ("accuracy", "accuracy_low", "accuracy_high", "auroc", "auroc_low", "auroc_high")
+
 
 @dataclass
 class LearningStatus:
-    """The learning curve, the strategy in use and the stopping rule's verdict."""
+    """The learning curve, the model it is for, the strategy in use and the stopping rule's
+    verdict (``compared``: the stop-set items the last versions were compared on)."""
 
     strategy: str
     curve: list[CurvePoint]
     payoff: PayOff
     stop_set: int
     versions: int
+    model: str = ""
+    compared: int = 0
 
     def describe(self) -> str:
         return self.payoff.describe()
@@ -278,7 +292,8 @@ class LearningStatus:
 def stop_set(ctx: Context) -> list[str]:
     """The fixed unlabelled stop set: ``learning.stop_sample`` regular items drawn (seeded)
     the first time it is asked for and kept in the ledger, so every later model is compared
-    on the same items."""
+    on the same items (the pipeline hands it to the labeling stage, which predicts it with
+    every new version of a trainable labeler)."""
     with ctx.store.read() as session:
         kept = session.scalar(
             select(Run.config).where(Run.kind == "stop_set").order_by(Run.id.desc()).limit(1)
@@ -303,7 +318,8 @@ def stop_set(ctx: Context) -> list[str]:
 
 def _history(ctx: Context, version: str, items: list[str]) -> tuple[list[list[str]], int]:
     """Each model version's labels on the stop-set items that the last ``stop_window``
-    versions all predicted (oldest first), and how many versions there are."""
+    versions all predicted (oldest first), and how many versions there are. A version's
+    predictions apart from its work (``STOP_SET_SUFFIX``) count as its own."""
     with ctx.store.read() as session:
         labeler = session.scalar(
             select(Prediction.labeler).where(Prediction.model_version == version).limit(1)
@@ -315,41 +331,104 @@ def _history(ctx: Context, version: str, items: list[str]) -> tuple[list[list[st
         ).all()
     by_version: dict[str, dict[str, str]] = {}
     for v, item_id, label, _ in rows:
-        by_version.setdefault(v, {})[item_id] = label
+        by_version.setdefault(v.removesuffix(STOP_SET_SUFFIX), {})[item_id] = label
     versions = list(by_version)  # in order of their first prediction
     last = versions[-ctx.config.learning.stop_window :]
     common = [i for i in items if all(i in by_version[v] for v in last)]
     return [[by_version[v][i] for i in common] for v in last] if common else [], len(versions)
 
 
-def learning_status(ctx: Context) -> LearningStatus | None:
-    """The learning curve on the training labels, the strategy and whether more golden
-    items would pay off; ``None`` before the first model or with too few labels for a curve."""
+def curve_model(ctx: Context) -> str:
+    """Which model the learning curve measures, in words: the project's embedding labeler
+    itself, or for any other labeler the embedding head refitted on the same labels, a proxy
+    (refitting an LLM or a fine-tuned encoder on every subsample would cost too much)."""
+    configs = ctx.config.labeler
+    if len(configs) == 1 and isinstance(configs[0], EmbeddingLabelerConfig):
+        return f"labeler {configs[0].label_name!r} (its logistic head refitted on fewer labels)"
+    names = ", ".join(repr(c.label_name) for c in configs)
+    return f"embedding head on the same labels (a proxy for {names})"
+
+
+def _key(ctx: Context, version: str) -> dict[str, Any]:
+    """What a recorded measurement holds for: a change to any of it voids the record."""
+    cfg = ctx.config.learning
+    return {
+        "model_version": version,
+        "seed": cfg.seed,
+        "stop_window": cfg.stop_window,
+        "confidence": ctx.config.audit.confidence,
+    }
+
+
+def _recorded(ctx: Context, key: dict[str, Any]) -> dict[str, Any] | None:
+    with ctx.store.read() as session:
+        for config in session.scalars(
+            select(Run.config).where(Run.kind == LEARNING_RUN).order_by(Run.id.desc())
+        ):
+            if all(config.get(k) == v for k, v in key.items()):
+                return dict(config)
+    return None
+
+
+def record_learning(ctx: Context) -> bool:
+    """Measure the current model's learning curve and its stop-set labels next to the earlier
+    versions' once, when it is trained (the pipeline calls this after calibration), and keep
+    them in the ledger, so :func:`learning_status` only reads them. Returns whether it
+    measured (not when already recorded, before a model, or with too few golden items)."""
     version = current_model_version(ctx)
     if version is None:
-        return None
+        return False
+    key = _key(ctx, version)
+    if _recorded(ctx, key) is not None:
+        return False
     try:
         train, gold = golden_items(ctx)
     except LabelerError:
-        return None
+        return False
     people, people_gold = human_labelled_items(ctx)
     train, gold = [*train, *people], [*gold, *people_gold]
     from duolabel.labelers import encoder_for
 
     encoder = encoder_for(ctx)
-    vectors = encoder.encode(train)[0]
     labels = ctx.config.task.label_names
-    regularization = float(getattr(encoder, "regularization", 1.0) or 1.0)
+    regularization = getattr(encoder, "regularization", 1.0)
     curve = learning_curve(
-        vectors,
+        encoder.encode(train)[0],
         np.array([labels.index(g) for g in gold]),
         n_labels=len(labels),
-        regularization=regularization,
+        # A head whose strength is chosen by cross-validation has no single value: C = 1.
+        regularization=float(regularization) if isinstance(regularization, int | float) else 1.0,
         confidence=ctx.config.audit.confidence,
         seed=ctx.config.learning.seed,
     )
     items = stop_set(ctx)
     history, versions = _history(ctx, version, items)
+    record = {
+        **key,
+        "model": curve_model(ctx),
+        # JSON has no NaN (PostgreSQL refuses it): an undefined figure is stored as null.
+        "curve": [{k: None if v != v else v for k, v in asdict(p).items()} for p in curve],
+        "history": history,
+        "versions": versions,
+        "stop_set": len(items),
+    }
+    with ctx.store.write() as session:
+        session.add(Run(kind=LEARNING_RUN, status="done", config=record))
+    return True
+
+
+def learning_status(ctx: Context) -> LearningStatus | None:
+    """The learning curve, the strategy and whether more golden items would pay off, from
+    what :func:`record_learning` measured when the current model was trained (only the items
+    left and the prices are read now); ``None`` before that."""
+    version = current_model_version(ctx)
+    record = None if version is None else _recorded(ctx, _key(ctx, version))
+    if record is None:
+        return None
+    curve = [
+        CurvePoint(int(p["labels"]), *(float("nan") if p[k] is None else float(p[k]) for k in _FIGURES))
+        for p in record["curve"]
+    ]
     with ctx.store.read() as session:
         items_left = int(
             session.scalar(
@@ -360,6 +439,7 @@ def learning_status(ctx: Context) -> LearningStatus | None:
             or 0
         )
     costs, cfg = ctx.config.costs, ctx.config.learning
+    history = record["history"]
     payoff = label_payoff(
         history,
         curve,
@@ -370,4 +450,12 @@ def learning_status(ctx: Context) -> LearningStatus | None:
         window=cfg.stop_window,
         currency=costs.currency,
     )
-    return LearningStatus(cfg.strategy, curve, payoff, len(items), versions)
+    return LearningStatus(
+        cfg.strategy,
+        curve,
+        payoff,
+        record["stop_set"],
+        record["versions"],
+        record["model"],
+        len(history[0]) if history else 0,
+    )

@@ -11,7 +11,7 @@ from sqlalchemy import case, func, select
 
 from duolabel.core.tasks import task_type
 from duolabel.errors import AccessError
-from duolabel.ledger import cost_summary
+from duolabel.ledger import cost_summary, current_model_version
 from duolabel.people.experts import expert_queue_counts
 from duolabel.people.leases import queue_counts
 from duolabel.people.qc import annotator_table
@@ -40,6 +40,19 @@ def progress_table(project: Project) -> pd.DataFrame:
     ]
     rows += [(f"final labels: {source}", n) for source, n in sorted(status.final_by_source.items())]
     return pd.DataFrame(rows, columns=["stage", "count"])
+
+
+def model_table(project: Project) -> pd.DataFrame:
+    """The model that labels: a distilled student once it has won, else the project's
+    labeler(s), with its version and, for a project that distils, why."""
+    from duolabel.stages.distill import distill_summary, labeling_context
+
+    working = labeling_context(project)
+    names = ", ".join(c.label_name for c in working.config.labeler)
+    rows = [("labeler", names), ("model version", current_model_version(working) or "not trained yet")]
+    if why := distill_summary(project):
+        rows.append(("why", why))
+    return pd.DataFrame(rows, columns=["what", "value"])
 
 
 def batches_table(project: Project) -> pd.DataFrame:
@@ -145,6 +158,7 @@ def alarms_table(project: Project) -> pd.DataFrame:
 TABLES: dict[str, Callable[[Project], pd.DataFrame]] = {
     "alarms": alarms_table,
     "progress": progress_table,
+    "model": model_table,
     "batches": batches_table,
     "queues": queues_table,
     "annotators": annotators_table,
