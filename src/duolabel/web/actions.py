@@ -40,6 +40,7 @@ from duolabel.people.experts import (
 from duolabel.people.leases import answers_given, lease_task, skip_task, submit_answer, undo_last_answer
 from duolabel.store import Annotation, Annotator, Assignment, Item, Prediction
 from duolabel.store.tables import utcnow
+from duolabel.training_data import STOP_SET_SUFFIX
 
 __all__ = [
     "SHORTCUT_KEYS",
@@ -101,7 +102,12 @@ def suggestion(ctx: Context, item_id: str) -> str | None:
     with ctx.store.read() as session:
         return session.scalar(
             select(Prediction.label)
-            .where(Prediction.item_id == item_id, Prediction.abstained.is_(False))
+            .where(
+                Prediction.item_id == item_id,
+                Prediction.abstained.is_(False),
+                # Stop-set rows measure the learning loop; they never routed the item.
+                Prediction.model_version.not_like(f"%{STOP_SET_SUFFIX}"),
+            )
             .order_by(Prediction.id.desc())
             .limit(1)
         )
