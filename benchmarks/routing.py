@@ -2,6 +2,7 @@
 target-mode guarantee.
 
     python benchmarks/routing.py [--record] [--draws 10] [--splits 200]
+    python benchmarks/routing.py --labeler finetune --golden 100 [--record]   # amazon_isbook only
 
 1. Simulation (``duolabel.simulate``) with the ``embedding`` labeler on ``amazon_isbook``
    (150 golden items), ``medrel`` (150) and ``politifact_truth`` (60 of its 120 statements;
@@ -67,13 +68,32 @@ def load(name: str) -> tuple[list[dict], list[str], dict[str, list[tuple[str, st
     return rows, labels, answers
 
 
+#: The labeler every draw trains (``--labeler``): ``embedding`` or a fine-tuned one.
+LABELER = "embedding"
+
+
+def make_labeler(labels: list[str], cache: MemoryEmbeddingCache, seed: int) -> object:
+    """An unfitted labeler of kind ``LABELER`` with the embedded defaults of its settings."""
+    if LABELER == "embedding":
+        return EmbeddingLabeler(labels=labels, cache=cache)
+    from duolabel.labelers.finetune import FineTuneLabeler, SetFitLabeler
+
+    kind = {"finetune": FineTuneLabeler, "setfit": SetFitLabeler}[LABELER]
+    return kind(labels=labels, random_state=seed)
+
+
 def predictions(
-    rows: list[dict], labels: list[str], golden: np.ndarray, test: np.ndarray, cache: MemoryEmbeddingCache
+    rows: list[dict],
+    labels: list[str],
+    golden: np.ndarray,
+    test: np.ndarray,
+    cache: MemoryEmbeddingCache,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cross-fitted calibrated golden probabilities, calibrated test probabilities, gold."""
     items = [TextItem(r["id"], r["text"], r["id"]) for r in rows]
     y = np.array([labels.index(r["gold"]) for r in rows])
-    labeler = EmbeddingLabeler(labels=labels, cache=cache).fit(
+    labeler = make_labeler(labels, cache, seed).fit(
         [items[i] for i in golden], [rows[i]["gold"] for i in golden]
     )
     oof = labeler.oof_proba_
@@ -94,7 +114,11 @@ def simulation(name: str, n_golden: int, draws: int) -> dict[str, object]:
     for draw in range(draws):
         order = np.random.default_rng(1000 + draw).permutation(len(rows))
         golden, test = order[:n_golden], order[n_golden:]
-        g_probs, g_gold, t_probs, t_gold = predictions(rows, labels, golden, test, cache)
+        g_probs, g_gold, t_probs, t_gold = predictions(rows, labels, golden, test, cache, draw)
+        if LABELER != "embedding":  # the routing features still use the frozen encoder's vectors
+            EmbeddingLabeler(labels=labels, cache=cache).encode(
+                [TextItem(r["id"], r["text"], r["id"]) for r in rows]
+            )
 
         def answers(idx: np.ndarray) -> list[list[tuple[str, int]]]:
             return [[(w, index[lab]) for w, lab in recorded[rows[i]["id"]]] for i in idx]
@@ -151,6 +175,8 @@ def simulation(name: str, n_golden: int, draws: int) -> dict[str, object]:
         "model": float(np.mean(model)),
         "people": float(np.mean(people)),
         "oracle": float(np.mean(oracle)),
+        "model_draws": model,
+        "crowd_draws": crowd,
         "points": {
             k: (float(np.mean([a for a, _ in v])), float(np.mean([c for _, c in v])), v)
             for k, v in per_point.items()
@@ -206,13 +232,91 @@ def validity(
     }
 
 
+def simulation_table(sim: dict) -> list[str]:
+    """The markdown lines of one simulated data set: its reference figures and its points."""
+    lines = [
+        f"**{sim['name']}** — {sim['golden']} golden, {sim['test']} replayed items; crowd majority vote "
+        f"{sim['crowd']:.3f}, people alone (overlap 5) {sim['people']:.3f}, "
+        f"model alone {sim['model']:.3f}; "
+        f"an oracle choosing model or crowd per item {sim['oracle']:.3f}; "
+        f"items that ran out of recorded answers (all points, all draws): {sim['ran_out']:,}.",
+        "",
+        "| policy | point | human accuracy | model accuracy | hybrid accuracy | human cost reduction |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (policy, point), (acc, reduction, _) in sim["points"].items():
+        lines.append(
+            f"| {policy} | {point} | {sim['people']:.3f} | {sim['model']:.3f} | {acc:.3f} | {reduction:.0%} |"
+        )
+    return [*lines, ""]
+
+
+def isbook_targets(isbook: dict) -> list[str]:
+    """The amazon_isbook targets: cost mode vs the crowd, best quality vs crowd + 1 point."""
+    cost_acc, cost_red, per_draw = isbook["points"][("threshold", "cost")]
+    best_acc, _, _ = isbook["points"][("threshold", "best quality")]
+    cost_ok = cost_acc >= isbook["crowd"] and (1 - cost_red) <= 0.25
+    best_ok = best_acc >= isbook["crowd"] + 0.01
+    # Each draw against its own test items' crowd accuracy.
+    draws_ok = sum(
+        a >= crowd and (1 - r) <= 0.25 for (a, r), crowd in zip(per_draw, isbook["crowd_draws"], strict=True)
+    )
+    return [
+        "Targets on amazon_isbook (threshold policy, means over the draws):",
+        "",
+        f"- cost mode: hybrid {cost_acc:.3f} vs crowd majority vote {isbook['crowd']:.3f}, at "
+        f"{1 - cost_red:.0%} of the humans-only labour cost (target ≥ crowd at ≤ 25%): "
+        f"**{'PASS' if cost_ok else 'MISS'}** "
+        f"({draws_ok} of {len(per_draw)} draws reach the crowd's accuracy at ≤ 25% of the cost).",
+        f"- best quality: hybrid {best_acc:.3f} vs crowd + 1 point = {isbook['crowd'] + 0.01:.3f}: "
+        f"**{'PASS' if best_ok else 'MISS'}**.",
+        "",
+    ]
+
+
+def learned_hybrid(args: argparse.Namespace, started: float) -> None:
+    """amazon_isbook alone with ``--golden`` golden items and the ``--labeler`` labeler."""
+    sim = simulation("amazon_isbook", args.golden, args.draws)
+    model_acc = sim["model_draws"]
+    lines = [
+        f"Command: `python benchmarks/routing.py --labeler {args.labeler} --golden {args.golden} "
+        f"--draws {args.draws} --record` — {date.today().isoformat()}, {platform.machine()}, 2 cores, "
+        f"Python {platform.python_version()}, CPU only. Model alone over the draws: mean "
+        f"{np.mean(model_acc):.3f}, std {np.std(model_acc):.3f}, min {np.min(model_acc):.3f}, "
+        f"max {np.max(model_acc):.3f}.",
+        "",
+        *simulation_table(sim),
+        *isbook_targets(sim),
+        f"Run time {time.perf_counter() - started:.0f} s.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        record_section(
+            f"Routing with the `{args.labeler}` labeler: amazon_isbook, {args.golden} golden items", text
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help="write the figures into docs/benchmarks.md")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--splits", type=int, default=200)
+    parser.add_argument(
+        "--labeler",
+        choices=["embedding", "finetune", "setfit"],
+        default="embedding",
+        help="with --golden: only the amazon_isbook simulation, in a section of its own",
+    )
+    parser.add_argument(
+        "--golden", type=int, default=None, help="amazon_isbook golden items (with --labeler)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
+    global LABELER
+    LABELER = args.labeler
+    if args.golden is not None:
+        return learned_hybrid(args, started)
 
     sims = [
         simulation("amazon_isbook", 150, args.draws),
@@ -233,39 +337,8 @@ def main() -> None:
         "",
     ]
     for sim in sims:
-        lines += [
-            f"**{sim['name']}** — {sim['golden']} golden, {sim['test']} replayed items; crowd majority vote "
-            f"{sim['crowd']:.3f}, people alone (overlap 5) {sim['people']:.3f}, "
-            f"model alone {sim['model']:.3f}; "
-            f"an oracle choosing model or crowd per item {sim['oracle']:.3f}; "
-            f"items that ran out of recorded answers (all points, all draws): {sim['ran_out']:,}.",
-            "",
-            "| policy | point | human accuracy | model accuracy | hybrid accuracy | human cost reduction |",
-            "|---|---|---|---|---|---|",
-        ]
-        for (policy, point), (acc, reduction, _) in sim["points"].items():
-            lines.append(
-                f"| {policy} | {point} | {sim['people']:.3f} | {sim['model']:.3f} | {acc:.3f} "
-                f"| {reduction:.0%} |"
-            )
-        lines.append("")
-    isbook = sims[0]
-    cost_acc, cost_red, per_draw = isbook["points"][("threshold", "cost")]
-    best_acc, _, _ = isbook["points"][("threshold", "best quality")]
-    cost_ok = cost_acc >= isbook["crowd"] and (1 - cost_red) <= 0.25
-    best_ok = best_acc >= isbook["crowd"] + 0.01
-    draws_ok = sum(a >= c for (a, _), c in zip(per_draw, [isbook["crowd"]] * len(per_draw), strict=True))
-    lines += [
-        "Targets on amazon_isbook (threshold policy, means over the draws):",
-        "",
-        f"- cost mode: hybrid {cost_acc:.3f} vs crowd majority vote {isbook['crowd']:.3f}, at "
-        f"{1 - cost_red:.0%} of the humans-only labour cost (target ≥ crowd at ≤ 25%): "
-        f"**{'PASS' if cost_ok else 'MISS'}** "
-        f"({draws_ok} of {len(per_draw)} draws reach the crowd's accuracy).",
-        f"- best quality: hybrid {best_acc:.3f} vs crowd + 1 point = {isbook['crowd'] + 0.01:.3f}: "
-        f"**{'PASS' if best_ok else 'MISS'}**.",
-        "",
-    ]
+        lines += simulation_table(sim)
+    lines += isbook_targets(sims[0])
     checks = [
         validity("amazon_isbook", 150, 0.95, 0.1, args.splits),
         validity("medrel", 150, 0.85, 0.1, args.splits),
