@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
-from duolabel.config import EmbeddingLabelerConfig, LabelerConfig
+from duolabel.config import EmbeddingLabelerConfig, FineTuneLabelerConfig, LabelerConfig, SetFitLabelerConfig
 from duolabel.context import Context
 from duolabel.core.probs import as_dict
 from duolabel.core.tasks import TaskType, task_type
@@ -108,7 +108,7 @@ def _label_one(
 ) -> LabelResult:
     train, gold = golden_items(ctx)
     n_golden = len(train)
-    if isinstance(cfg, EmbeddingLabelerConfig):
+    if isinstance(cfg, EmbeddingLabelerConfig | FineTuneLabelerConfig | SetFitLabelerConfig):
         # A trainable labeler retrains on what people have labelled since; those items get
         # out-of-fold predictions like the golden ones (calibration still uses golden only).
         extra, extra_labels = human_labelled_items(ctx)
@@ -129,6 +129,8 @@ def _label_one(
         "model_version": version,
         "golden": n_golden,
         "human_labelled": len(train) - n_golden,
+        # How a fine-tuned labeler made its training items' probabilities honest.
+        **({"fit": model.fit_info_} if hasattr(model, "fit_info_") else {}),
     }
     with ledger_run(store, "label", config) as run:
         with store.read() as session:
@@ -176,8 +178,15 @@ def _label_one(
                 run.record(session, spent, model_cost(costs, spent))
 
         if oof is not None:
-            save([train[i] for i in golden_todo], oof[golden_todo], Usage(), True)
-        todo = [] if oof is not None else [(train[i], True) for i in golden_todo]
+            # A NaN row of oof_proba_ means the labeler has no out-of-fold prediction for
+            # that training item (a held-out calibration fold covers only some of them): it
+            # is predicted like any other item, in-sample and so never used by calibration,
+            # rather than stored as an out-of-fold abstention.
+            honest = [i for i in golden_todo if not np.isnan(oof[i]).any()]
+            save([train[i] for i in honest], oof[honest], Usage(), True)
+            todo = [(train[i], False) for i in sorted(set(golden_todo) - set(honest))]
+        else:
+            todo = [(train[i], True) for i in golden_todo]
         todo += [(item, False) for item in regular]
         with progress(f"Labeling with {name}", len(todo)) as advance:
             for start in range(0, len(todo), CHUNK):
