@@ -324,19 +324,10 @@ class SetFitLabeler(TunedLabeler):
 
     def _load_base(self) -> Any:
         if self._base is None:
-            folder = self._model_folder()
-            try:
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
-            except ModuleNotFoundError:
-                raise SetupError(
-                    "the setfit labeler needs sentence-transformers: pip install sentence-transformers"
-                ) from None
-            hf_logging.disable_progress_bar()
-            try:
-                self._base = SentenceTransformer(str(folder), device="cpu")
-            except (OSError, ValueError) as exc:
-                raise SetupError(f"labeler.model: cannot load {folder}: {exc}") from None
+            from duolabel.labelers.embedding import EmbeddingLabeler
+
+            # The frozen labeler's loader: the same offline settings and errors.
+            self._base = EmbeddingLabeler(labels=self.labels, model_path=self.model_path)._load_encoder()
             self._base.max_seq_length = self.max_length
         return self._base
 
