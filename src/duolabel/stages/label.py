@@ -1,7 +1,9 @@
 """The labeling stage: fit each configured labeler on the golden items, then predict every
 item that has no prediction from that labeler's version yet, one committed chunk at a time,
 so a killed run resumes where it stopped. Golden items get out-of-fold (or leave-one-out)
-predictions, the only ones calibration may learn from.
+predictions, the only ones calibration may learn from; a training item the labeler has no
+out-of-fold prediction for (a NaN row of ``oof_proba_``) is predicted in-sample and never
+marked out-of-fold.
 """
 
 from __future__ import annotations
