@@ -31,7 +31,8 @@ def test_bad_value_names_key_value_and_what_is_allowed():
     message = one_line(with_(routing={"threshold": 1.5}))
     assert "key 'routing.threshold': got 1.5, expected less than or equal to 1" in message
     message = one_line(with_(labeler={"backend": "gpt"}))
-    assert "key 'labeler.0.backend': got 'gpt', expected one of 'embedding', 'llama', 'openai'" in message
+    allowed = "'embedding', 'finetune', 'setfit', 'llama', 'openai'"
+    assert f"key 'labeler.0.backend': got 'gpt', expected one of {allowed}" in message
     message = one_line(with_(labeler={"backend": "llama", "nctx": 512}))
     assert "unknown key 'labeler.0.nctx'" in message and "n_ctx" in message
 

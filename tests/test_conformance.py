@@ -276,10 +276,13 @@ ITEMS = [
 ]
 # Settings each built-in backend needs to run small and here; a plug-in backend runs on its
 # settings' defaults. The LLM backends skip few-shot examples (their own tests cover them),
-# so only the embedding backend loads the sentence encoder.
+# so only the embedding and fine-tuned backends load the sentence encoder (those last for one
+# short epoch).
 LABELER_SETTINGS: dict[str, dict[str, object]] = {
     "llama": {"n_ctx": 1024, "few_shot": 0},
     "openai": {"few_shot": 0},
+    "finetune": {"max_epochs": 1, "max_length": 64, "threads": 1},
+    "setfit": {"pairs_per_item": 4, "max_length": 64, "threads": 1},
 }
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "DataSource",
     "DistillConfig",
     "EmbeddingLabelerConfig",
+    "FineTuneLabelerConfig",
     "LabelSpec",
     "LabelerConfig",
     "LearningConfig",
@@ -63,6 +64,7 @@ __all__ = [
     "ProjectConfig",
     "QualityConfig",
     "RoutingConfig",
+    "SetFitLabelerConfig",
     "TaskConfig",
     "WebConfig",
     "load_config",
@@ -246,6 +248,86 @@ class EmbeddingLabelerConfig(LabelerSettings):
     )
 
 
+class _TunedLabelerSettings(LabelerSettings):
+    """What the labelers that fine-tune the encoder share."""
+
+    trainable: ClassVar[bool] = True
+
+    model: str | None = Field(
+        None,
+        description="Sentence-transformers model folder to fine-tune; empty means the bundled "
+        "all-MiniLM-L6-v2.",
+    )
+    max_length: int = Field(128, ge=8, le=512, description="Tokens kept of each text.")
+    batch_size: int = Field(16, ge=1, le=512, description="Training examples per optimisation step.")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="'balanced' weighs each label inversely to its training count."
+    )
+    cross_fit_max_items: int = Field(
+        200,
+        ge=0,
+        description="Up to this many training items, every one gets a cross-fitted probability for "
+        "calibration (cv_folds extra trainings); above it, a held-out calibration fold only.",
+    )
+    cv_folds: int = Field(5, ge=2, le=20, description="Folds for cross-fitting small training sets.")
+    calibration_fraction: float = Field(
+        0.15,
+        gt=0,
+        lt=0.5,
+        description="Share of the training items held out for calibration or early stopping.",
+    )
+    refit: bool = Field(
+        False,
+        description="With a held-out calibration fold, train the final model again on every item "
+        "(better model, twice the time; the fold's probabilities come from the first model).",
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; empty means all cores.")
+    random_state: int = Field(
+        0, description="Seed of every random choice (folds, shuffles, initial weights)."
+    )
+
+
+class FineTuneLabelerConfig(_TunedLabelerSettings):
+    backend: Literal["finetune"] = Field(
+        description="The sentence encoder fine-tuned end to end with a linear head (CPU, torch)."
+    )
+    max_epochs: int = Field(
+        6, ge=1, le=100, description="Most epochs; early stopping on a validation fold picks fewer."
+    )
+    patience: int = Field(
+        1, ge=1, le=10, description="Epochs without a better validation loss before stopping."
+    )
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate of the encoder.")
+    head_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the new linear head.")
+
+
+class SetFitLabelerConfig(_TunedLabelerSettings):
+    backend: Literal["setfit"] = Field(
+        description="SetFit-style: contrastive tuning of the encoder on pairs, then a logistic head."
+    )
+    epochs: int = Field(1, ge=1, le=20, description="Passes over the sampled pairs.")
+    pairs_per_item: int = Field(
+        20, ge=2, le=200, description="Training pairs sampled per item (half same-label)."
+    )
+    max_pairs: int = Field(
+        2000, ge=10, description="At most this many pairs in all (bounds the training time)."
+    )
+    # Each training tunes the encoder on up to 20 pairs per item: cross-fitting 50 items
+    # already takes about 5 minutes on 2 cores.
+    cross_fit_max_items: int = Field(
+        50,
+        ge=0,
+        description="Up to this many training items, every one gets a cross-fitted probability for "
+        "calibration (cv_folds extra trainings); above it, a held-out calibration fold only.",
+    )
+    learning_rate: float = Field(2e-5, gt=0, description="AdamW learning rate of the encoder.")
+    regularization: list[float] = Field(
+        [0.1, 1.0, 10.0, 100.0],
+        min_length=1,
+        description="Inverse regularization strengths C tried for the head, chosen by cross-validation.",
+    )
+
+
 class LlamaLabelerConfig(LabelerSettings):
     llm: ClassVar[bool] = True
     backend: Literal["llama"] = Field(description="A GGUF model run in-process by llama.cpp.")
@@ -289,6 +371,8 @@ class OpenAILabelerConfig(LabelerSettings):
 #: The settings classes of the built-in backends; a plug-in's comes from its factory.
 BACKENDS: dict[str, type[LabelerSettings]] = {
     "embedding": EmbeddingLabelerConfig,
+    "finetune": FineTuneLabelerConfig,
+    "setfit": SetFitLabelerConfig,
     "llama": LlamaLabelerConfig,
     "openai": OpenAILabelerConfig,
 }

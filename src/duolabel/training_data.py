@@ -9,6 +9,7 @@ the other.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from sqlalchemy import select
 
@@ -19,6 +20,7 @@ from duolabel.labelers.base import TextItem
 from duolabel.store import FinalLabel, Item, Prediction, Run
 
 __all__ = [
+    "fit_options",
     "STOP_SET_SUFFIX",
     "golden_items",
     "human_labelled_items",
@@ -112,3 +114,20 @@ def student_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
     return items + [TextItem(r.id, r.text, r.content_hash) for r in taught], labels + [
         r.label for r in taught
     ]
+
+
+def fit_options(ctx: Context, model: object) -> dict[str, Any]:
+    """The keywords ``model.fit`` takes beyond the training items, the same wherever the
+    model is fitted (the labeling and the distillation stage), so its version is too.
+
+    A self-training labeler (``uses_unlabeled``) draws pseudo-labels from the project's
+    regular items: all of them, whatever batch is labelled, so its version does not depend
+    on the run.
+    """
+    if not getattr(model, "uses_unlabeled", False):
+        return {}
+    with ctx.store.read() as session:
+        rows = session.execute(
+            select(Item.id, Item.text, Item.content_hash).where(Item.role == "regular").order_by(Item.seq)
+        )
+        return {"unlabeled": [TextItem(r.id, r.text, r.content_hash) for r in rows]}

@@ -1,8 +1,8 @@
 """Labelers: models that give a probability for every label of the project.
 
-One module per backend (``embedding``, ``llama``, ``openai``), each built from its
-``labeler`` entry of the project file by a factory in :data:`LABELERS`. The factories of the
-built-in backends import their module only when called, so the llama.cpp and HTTP client
+One module per backend (``embedding``, ``finetune`` with ``setfit``, ``llama``, ``openai``),
+each built from its ``labeler`` entry of the project file by a factory in :data:`LABELERS`.
+The factories of the built-in backends import their module only when called, so the llama.cpp and HTTP client
 dependencies load only for projects that use them. A plug-in adds a backend through the
 ``duolabel.labelers`` entry-point group: the entry point names its factory, and the factory's
 ``config`` attribute its settings class (a subclass of :class:`duolabel.config.LabelerSettings`,
@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from duolabel.config import EmbeddingLabelerConfig, LabelerConfig, LlamaLabelerConfig, OpenAILabelerConfig
+from duolabel.config import (
+    EmbeddingLabelerConfig,
+    FineTuneLabelerConfig,
+    LabelerConfig,
+    LlamaLabelerConfig,
+    OpenAILabelerConfig,
+    SetFitLabelerConfig,
+)
 from duolabel.context import Context
 from duolabel.core.registry import LABELERS
 from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, TrainableLabeler, Usage
@@ -88,6 +95,33 @@ def _embedding(ctx: Context, cfg: EmbeddingLabelerConfig) -> EmbeddingLabeler:
     )
     labeler.cache = StoreEmbeddingCache(ctx.store, labeler.model_name)
     return labeler
+
+
+def _tuned_options(ctx: Context, cfg: FineTuneLabelerConfig | SetFitLabelerConfig) -> dict[str, Any]:
+    """What every fine-tuned labeler takes; trained models are kept per version in the
+    project's ``models/`` folder, so a resumed or re-run project loads them."""
+    options = cfg.model_dump(exclude={"name", "weight", "backend", "model"})
+    return {
+        **options,
+        "labels": ctx.config.task.label_names,
+        "model_path": ctx.resolve(cfg.model) if cfg.model else None,
+        "model_dir": ctx.path / "models",
+    }
+
+
+@LABELERS.register("finetune")
+def _finetune(ctx: Context, cfg: FineTuneLabelerConfig) -> Labeler:
+    from duolabel.labelers.finetune import FineTuneLabeler
+
+    return FineTuneLabeler(**_tuned_options(ctx, cfg))
+
+
+@LABELERS.register("setfit")
+def _setfit(ctx: Context, cfg: SetFitLabelerConfig) -> Labeler:
+    from duolabel.labelers.finetune import SetFitLabeler
+
+    options = _tuned_options(ctx, cfg)
+    return SetFitLabeler(**{**options, "regularization": tuple(cfg.regularization)})
 
 
 def _llm_options(ctx: Context, cfg: LlamaLabelerConfig | OpenAILabelerConfig) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from duolabel.labelers import build_labeler
 from duolabel.ledger import current_model_version, ledger_run
 from duolabel.progress import Reporter, quiet
 from duolabel.store import FinalLabel, Item, Prediction, Run
-from duolabel.training_data import golden_items, student_items, teacher_version
+from duolabel.training_data import fit_options, golden_items, student_items, teacher_version
 
 __all__ = ["DistillResult", "distill_project", "distill_summary", "labeling_context", "labeling_version"]
 
@@ -167,7 +167,7 @@ def distill_project(ctx: Context, *, progress: Reporter = quiet) -> DistillResul
         with progress(
             f"Teaching {distill.student.label_name} ({len(extra):,} taught items)", len(train)
         ) as advance:
-            model.fit(train, labels, progress=advance)
+            model.fit(train, labels, progress=advance, **fit_options(ctx, model))
         fitted = time.perf_counter()
         probs, _ = model.predict_proba(golden)
         predict_seconds = time.perf_counter() - fitted

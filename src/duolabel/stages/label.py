@@ -1,7 +1,9 @@
 """The labeling stage: fit each configured labeler on the golden items, then predict every
 item that has no prediction from that labeler's version yet, one committed chunk at a time,
 so a killed run resumes where it stopped. Golden items get out-of-fold (or leave-one-out)
-predictions, the only ones calibration may learn from.
+predictions, the only ones calibration may learn from; a training item the labeler has no
+out-of-fold prediction for (a NaN row of ``oof_proba_``) is predicted in-sample and never
+marked out-of-fold.
 
 Each new version of a trainable labeler also predicts the stop set it was given (the
 learning stage's fixed sample) where it labels none of it otherwise, under
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
-from duolabel.config import EmbeddingLabelerConfig, LabelerConfig
+from duolabel.config import LabelerConfig
 from duolabel.context import Context
 from duolabel.core.probs import as_dict
 from duolabel.core.tasks import TaskType, task_type
@@ -28,6 +30,7 @@ from duolabel.progress import Reporter, quiet
 from duolabel.store import Item, Prediction
 from duolabel.training_data import (
     STOP_SET_SUFFIX,
+    fit_options,
     golden_items,
     human_labelled_items,
     is_student,
@@ -103,15 +106,6 @@ def _select_configs(ctx: Context, name: str | None) -> list[LabelerConfig]:
     return chosen
 
 
-def _regular_items(ctx: Context) -> list[TextItem]:
-    """Every regular item of the project (the unlabelled pool of a self-training labeler)."""
-    with ctx.store.read() as session:
-        rows = session.execute(
-            select(Item.id, Item.text, Item.content_hash).where(Item.role == "regular").order_by(Item.seq)
-        )
-        return [TextItem(r.id, r.text, r.content_hash) for r in rows]
-
-
 def label_project(
     ctx: Context,
     *,
@@ -163,7 +157,7 @@ def _label_one(
         # people's (the training set the distill stage compared it with).
         extra, extra_labels = student_items(ctx)
         train, gold = train + extra, gold + extra_labels
-    elif isinstance(cfg, EmbeddingLabelerConfig):
+    elif cfg.trainable:
         # A trainable labeler retrains on what people have labelled since; those items get
         # out-of-fold predictions like the golden ones (calibration still uses golden only).
         extra, extra_labels = human_labelled_items(ctx)
@@ -174,13 +168,8 @@ def _label_one(
     labels = ctx.config.task.label_names
     store = ctx.store
     costs = ctx.config.costs
-    options = {}
-    if getattr(model, "uses_unlabeled", False):
-        # A self-training labeler draws pseudo-labels from the project's regular items: all
-        # of them, whatever ``batches`` says, so its version does not depend on the run.
-        options["unlabeled"] = _regular_items(ctx)
     with progress(f"Preparing {name} on golden items", len(train)) as advance:
-        model.fit(train, gold, progress=advance, **options)
+        model.fit(train, gold, progress=advance, **fit_options(ctx, model))
     version = model.version_
     usage = Usage().add(getattr(model, "fit_usage_", Usage()))
     config = {
@@ -191,7 +180,9 @@ def _label_one(
         "human_labelled": len(train) - n_golden,
     }
     if (fit_info := getattr(model, "fit_info_", None)) is not None:
-        config["fit"] = fit_info  # what fitting chose (the head's C, pseudo-labels taken)
+        # What fitting chose: the head's C and pseudo-labels taken, or how a fine-tuned
+        # labeler made its training items' probabilities honest.
+        config["fit"] = fit_info
     with ledger_run(store, "label", config) as run:
         with store.read() as session:
             done = set(
@@ -245,8 +236,15 @@ def _label_one(
                 run.record(session, spent, model_cost(costs, spent))
 
         if oof is not None:
-            save([train[i] for i in golden_todo], oof[golden_todo], Usage(), True)
-        todo = [] if oof is not None else [(train[i], True) for i in golden_todo]
+            # A NaN row of oof_proba_ means the labeler has no out-of-fold prediction for
+            # that training item (a held-out calibration fold covers only some of them): it
+            # is predicted like any other item, in-sample and so never used by calibration,
+            # rather than stored as an out-of-fold abstention.
+            honest = [i for i in golden_todo if not np.isnan(oof[i]).any()]
+            save([train[i] for i in honest], oof[honest], Usage(), True)
+            todo = [(train[i], False) for i in sorted(set(golden_todo) - set(honest))]
+        else:
+            todo = [(train[i], True) for i in golden_todo]
         todo += [(item, False) for item in regular]
         with progress(f"Labeling with {name}", len(todo)) as advance:
             for start in range(0, len(todo), CHUNK):

@@ -1,0 +1,234 @@
+"""Learning curves of the fine-tuned labelers against the frozen embedding labeler.
+
+    python benchmarks/learning_finetune.py [--sizes 100,200,500,1000,2000] [--seeds 5]
+        [--draws 10] [--labelers finetune,setfit,embedding] [--parts emotion,amazon] [--record]
+
+(a) emotion: for each size and seed, a random sample of the train split (topped up to two
+    items per label, the least any labeler trains on) trains each labeler with its default
+    settings; it is measured on the validation split: accuracy, error-detection AUROC
+    (raw confidence against correctness), train seconds, predict items/s and peak RSS.
+(b) amazon_isbook: ``--draws`` seeded draws of 100 golden items; each labeler alone is
+    measured on the other items.
+
+Every run is its own process, so its peak RSS is its own and no model state leaks between
+runs. The frozen labeler's training vectors are cached under /work/bench/ft (its train
+seconds are the head's; its predict items/s encode the measured texts anew). Figures are
+means over seeds or draws with their standard deviation and range. Nothing is tuned to the
+measured items: every labeler runs on its defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+CACHE = Path(os.environ.get("DUOLABEL_BENCH_CACHE", "/work/bench/ft"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _record import record_section  # noqa: E402
+
+LABELERS = ("finetune", "setfit", "embedding")
+
+
+def load(name: str) -> tuple[list[dict], list[str]]:
+    with (DATA / name / "items.jsonl").open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    labels = json.loads((DATA / name / "labels.json").read_text(encoding="utf-8"))["labels"]
+    return rows, labels
+
+
+def emotion_sample(train: list[dict], labels: list[str], size: int, seed: int) -> list[int]:
+    """``size`` random train items, topped up to two per label (a label with fewer cannot
+    be split into folds)."""
+    rng = np.random.default_rng(seed)
+    chosen = list(rng.permutation(len(train))[:size])
+    for label in labels:
+        have = [i for i in chosen if train[i]["gold"] == label]
+        spare = [i for i in rng.permutation(len(train)) if train[i]["gold"] == label and i not in have]
+        chosen += spare[: max(0, 2 - len(have))]
+    return [int(i) for i in chosen]
+
+
+class DiskCache:
+    """Encoder vectors of one data set kept in an .npz file (the frozen labeler's cache)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.vectors: dict[str, np.ndarray] = {}
+        if path.exists():
+            with np.load(path) as saved:
+                self.vectors = dict(zip(saved["ids"].tolist(), saved["vectors"], strict=True))
+
+    def get(self, items):
+        return {i.id: self.vectors[i.id] for i in items if i.id in self.vectors}
+
+    def put(self, items, vectors) -> None:
+        self.vectors.update({i.id: v for i, v in zip(items, vectors, strict=True)})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ids = list(self.vectors)
+        np.savez(self.path, ids=np.array(ids), vectors=np.vstack([self.vectors[i] for i in ids]))
+
+
+def one_run(spec: dict) -> dict:
+    """Train one labeler on the chosen items and measure it (runs in its own process)."""
+    from duolabel.core.calibration import error_detection_auroc
+    from duolabel.labelers import EmbeddingLabeler, TextItem
+    from duolabel.labelers.finetune import FineTuneLabeler, SetFitLabeler
+
+    rows, labels = load(spec["data"])
+    train = [rows[i] for i in spec["train"]]
+    test = [rows[i] for i in spec["test"]]
+
+    def items(part: list[dict]) -> list[TextItem]:
+        return [TextItem(r["id"], r["text"], r["id"]) for r in part]
+
+    if spec["labeler"] == "embedding":
+        model = EmbeddingLabeler(labels=labels, cache=DiskCache(CACHE / f"{spec['data']}-minilm.npz"))
+    else:
+        cls = FineTuneLabeler if spec["labeler"] == "finetune" else SetFitLabeler
+        model = cls(labels=labels, random_state=spec["seed"])
+    started = time.perf_counter()
+    model.fit(items(train), [r["gold"] for r in train])
+    train_s = time.perf_counter() - started
+    if spec["labeler"] == "embedding":
+        model.cache = None  # predict speed: encode the measured texts for real
+    started = time.perf_counter()
+    probs, _ = model.predict_proba(items(test))
+    predict_s = time.perf_counter() - started
+    gold = np.array([labels.index(r["gold"]) for r in test])
+    info = getattr(model, "fit_info_", {})
+    return {
+        "accuracy": float((probs.argmax(axis=1) == gold).mean()),
+        "auroc": float(error_detection_auroc(probs, gold)),
+        "train_s": train_s,
+        "predict_items_s": len(test) / predict_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "mode": info.get("mode", "cross_fit"),
+        "epochs": info.get("epochs", 0),
+    }
+
+
+def run(spec: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"run {spec['labeler']} {spec['data']} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    where = f"{spec['labeler']:9} {spec['data']} n={len(spec['train'])} seed={spec['seed']}"
+    print(f"  {where}: {result}", flush=True)
+    return result
+
+
+def summary(results: list[dict], key: str, digits: int = 3) -> str:
+    values = np.array([r[key] for r in results])
+    spread = f" ± {values.std():.{digits}f} [{values.min():.{digits}f}–{values.max():.{digits}f}]"
+    return f"{values.mean():.{digits}f}" + (spread if len(values) > 1 else "")
+
+
+def row(name: str, label: str, results: list[dict]) -> str:
+    modes = "/".join(sorted({r["mode"] for r in results}))
+    return (
+        f"| {name} | {label} | {summary(results, 'accuracy')} | {summary(results, 'auroc')} | "
+        f"{summary(results, 'train_s', 0)} | {summary(results, 'predict_items_s', 0)} | "
+        f"{max(r['peak_rss_mb'] for r in results):.0f} | {modes} |"
+    )
+
+
+HEADER = [
+    "| labeler | labels | accuracy | error AUROC | train s | predict items/s | peak RSS MB | honest probs |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
+def emotion_curve(sizes: list[int], seeds: int, labelers: list[str]) -> list[str]:
+    rows, labels = load("emotion")
+    train = [i for i, r in enumerate(rows) if r["split"] == "train"]
+    test = [i for i, r in enumerate(rows) if r["split"] == "validation"]
+    train_rows = [rows[i] for i in train]
+    lines = [*HEADER]
+    for size in sizes:
+        for name in labelers:
+            results = []
+            for seed in range(seeds):
+                picked = [train[i] for i in emotion_sample(train_rows, labels, size, seed)]
+                spec = {"data": "emotion", "labeler": name, "train": picked, "test": test, "seed": seed}
+                results.append(run(spec))
+            lines.append(row(name, f"{size:,}", results))
+    return lines
+
+
+def amazon_draws(draws: int, labelers: list[str], golden: int = 100) -> list[str]:
+    rows, _labels = load("amazon_isbook")
+    lines = [*HEADER]
+    for name in labelers:
+        results = []
+        for draw in range(draws):
+            order = [int(i) for i in np.random.default_rng(draw).permutation(len(rows))]
+            spec = {"data": "amazon_isbook", "labeler": name, "train": order[:golden]}
+            results.append(run({**spec, "test": order[golden:], "seed": draw}))
+        lines.append(row(name, f"{golden} golden", results))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,200,500,1000,2000", help="training set sizes on emotion")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per size (emotion)")
+    parser.add_argument("--draws", type=int, default=10, help="golden draws on amazon_isbook")
+    parser.add_argument("--labelers", default=",".join(LABELERS), help="which labelers to compare")
+    parser.add_argument("--parts", default="emotion,amazon", help="emotion, amazon or both")
+    parser.add_argument("--record", action="store_true", help="write the figures into docs/benchmarks.md")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_run(json.loads(args.one))))
+        return
+    labelers = args.labelers.split(",")
+    parts = args.parts.split(",")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    started = time.perf_counter()
+    text = [
+        f"Command: `python benchmarks/learning_finetune.py --sizes {args.sizes} --seeds {args.seeds} "
+        f"--draws {args.draws} --labelers {args.labelers} --parts {args.parts}` — "
+        f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, CPU only, "
+        "every labeler on its default settings, torch on all cores.",
+        "",
+        "Mean ± standard deviation [min–max] over seeds (emotion) or golden draws (amazon_isbook). "
+        "Error AUROC: how well the raw confidence tells the model's wrong labels from its right ones. "
+        "Honest probs: how the training items got out-of-sample probabilities for calibration "
+        "(cross_fit: every item; held_out: a 15% calibration fold).",
+    ]
+    if "emotion" in parts:
+        text += ["", "Emotion (6 labels): train split sample → the 2,000 validation tweets.", ""]
+        text += emotion_curve(sizes, args.seeds, labelers)
+    if "amazon" in parts:
+        text += ["", "amazon_isbook: 100 golden items, the model alone on the other 599 reviews.", ""]
+        text += amazon_draws(args.draws, labelers)
+    load_avg = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    text += ["", f"Total {time.perf_counter() - started:.0f} s; load average at the end {load_avg}."]
+    body = "\n".join(text)
+    print(body)
+    if args.record:
+        record_section("Learning: fine-tuned labelers (benchmarks/learning_finetune.py)", body)
+
+
+if __name__ == "__main__":
+    main()
