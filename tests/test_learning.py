@@ -19,12 +19,14 @@ from duolabel import Project
 from duolabel.cli import app
 from duolabel.core.learning import CurvePoint, label_payoff
 from duolabel.errors import DuolabelError, ProjectError
+from duolabel.labelers import TextItem, encoder_for
 from duolabel.people.accounts import add_annotator
 from duolabel.people.experts import expert_queue_counts
 from duolabel.people.leases import lease_task
 from duolabel.stages.learn import GOLD_COLUMN, _distributions, order_queue, suggest_golden
 from duolabel.store import ExpertTask, Item, Route, open_store
 from duolabel.store import _migrations_config as migrations_config
+from duolabel.training_data import golden_items
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.slow
@@ -92,6 +94,32 @@ def test_unknown_strategy_names_the_known_ones(example: Path) -> None:
     assert isinstance(result.exception, DuolabelError)
     message = str(result.exception)
     assert "learning.strategy" in message and "'clever'" in message and "'margin'" in message
+
+
+def test_kcenter_suggestions_start_farthest_from_what_the_model_learned_from(example: Path) -> None:
+    path = example / "duolabel.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["learning"] = {"strategy": "kcenter"}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    with Project.open(example) as project:
+        picked = suggest_golden(project, 3)
+        assert picked.strategy == "kcenter"
+        encoder = encoder_for(project)
+        golden = encoder.encode(golden_items(project)[0])[0]
+        with project.store.read() as session:
+            pool = [
+                TextItem(r.id, r.text, r.content_hash)
+                for r in session.execute(
+                    select(Item.id, Item.text, Item.content_hash).where(
+                        Item.role == "regular", Item.id.not_in(picked.items[1:])
+                    )
+                )
+            ]
+        vectors = encoder.encode(pool)[0]
+        # k-center greedy covers the pool away from the golden items: its first pick is the
+        # pool item farthest from all of them (a start without them is the pool's centre).
+        nearest = np.min(np.linalg.norm(vectors[:, None, :] - golden[None, :, :], axis=2), axis=1)
+        assert pool[int(np.argmax(nearest))].id == picked.items[0]
 
 
 def test_export_fill_and_import_back_makes_items_golden(example: Path, tmp_path: Path) -> None:
