@@ -17,7 +17,7 @@ from duolabel import Project
 from duolabel.errors import DataError, ProjectError
 from duolabel.people.experts import expert_queue_counts
 from duolabel.stages.route import follow_up_project, plan_routing, route_project
-from duolabel.store import FinalLabel, Route, Run
+from duolabel.store import FinalLabel, Item, Route, Run
 from tests.conftest import shared_data
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_pipeline import answer, cli
@@ -254,6 +254,29 @@ def test_simulate_replays_every_policy_on_recorded_answers(isbook_project: Path,
     with Project.open(isbook_project) as project:
         again = simulate_project(project, answers)
     assert again.rows == sim.rows
+
+
+def test_simulate_replays_the_answers_imported_into_the_store(isbook_project: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "isbook"
+    shutil.copytree(isbook_project, folder)
+    from duolabel.simulate import simulate_project
+
+    with Project.open(folder) as project, project.store.read() as session:
+        ours = set(session.scalars(select(Item.id)))
+    source = shared_data("amazon_isbook") / "annotations.jsonl"
+    answers = tmp_path / "answers.jsonl"
+    with source.open(encoding="utf-8") as lines:
+        answers.write_text(
+            "".join(line for line in lines if json.loads(line)["item_id"] in ours), encoding="utf-8"
+        )
+    assert cli("import-answers", str(answers), "-p", str(folder)).returncode == 0
+    result = cli("simulate", str(folder), "--from-store")
+    assert result.returncode == 0, result.stderr
+    with Project.open(folder) as project:
+        from_store = simulate_project(project, None)
+        from_file = simulate_project(project, answers)
+    # The same answers in the same order: the same replay, whatever the workers are called.
+    assert from_store.rows == from_file.rows and from_store.crowd_accuracy == from_file.crowd_accuracy
 
 
 def test_simulate_reports_every_bad_answer_row(isbook_project: Path, tmp_path: Path):

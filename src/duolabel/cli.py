@@ -368,6 +368,14 @@ def simulate(
             "folder, like every path in duolabel.yaml.",
         ),
     ] = Path("annotations.jsonl"),
+    from_store: Annotated[
+        bool,
+        typer.Option(
+            "--from-store",
+            help="Replay the answers people gave in this project (web app or import-answers) "
+            "instead of a file.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the order in which recorded answers are drawn.")] = 0,
     expert_accuracy: Annotated[
         float | None,
@@ -384,7 +392,12 @@ def simulate(
     from duolabel.simulate import simulate_project
 
     with _open(project) as proj:
-        result = simulate_project(proj, proj.resolve(answers), seed=seed, expert_accuracy=expert_accuracy)
+        result = simulate_project(
+            proj,
+            None if from_store else proj.resolve(answers),
+            seed=seed,
+            expert_accuracy=expert_accuracy,
+        )
         currency = proj.config.costs.currency
     table = Table(
         title=f"Simulation ({currency}; crowd majority vote over all answers: {result.crowd_accuracy:.3f})",

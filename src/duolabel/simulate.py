@@ -57,6 +57,8 @@ __all__ = [
     "SimulationRow",
     "read_answers",
     "simulate",
+    "simulate_project",
+    "stored_answers",
 ]
 
 MAX_PROBLEMS = 20
@@ -382,9 +384,35 @@ def read_answers(path: Path, labels: Sequence[str], items: set[str]) -> Recorded
     return answers
 
 
+def stored_answers(project: Project) -> RecordedAnswers:
+    """The answers people gave in the project (in the web app or imported with
+    ``duolabel import-answers``) as recorded answers: people's answers (to regular items, and
+    to golden and control items, which tell how often each worker is right) as the crowd's,
+    expert answers as the experts'. Exam answers are left out: exam items are not the
+    project's work."""
+    from sqlalchemy import select
+
+    from duolabel.store import Annotation, Annotator
+
+    answers = RecordedAnswers()
+    with project.store.read() as session:
+        rows = session.execute(
+            select(Annotation.item_id, Annotator.name, Annotation.label, Annotation.kind)
+            .join(Annotator, Annotator.id == Annotation.annotator_id)
+            .where(Annotation.kind.in_(["regular", "control", "expert"]))
+            .order_by(Annotation.id)
+        )
+        for item, worker, label, kind in rows:
+            if kind == "expert":
+                answers.expert.setdefault(item, label)
+            else:
+                answers.crowd[item].append((worker, label))
+    return answers
+
+
 def simulate_project(
     project: Project,
-    answers_path: Path,
+    answers_path: Path | None,
     *,
     seed: int = 0,
     expert_accuracy: float | None = None,
@@ -392,7 +420,8 @@ def simulate_project(
     """Simulate on the project's own items: golden items choose the operating points; the
     other items with a known label (from their ``gold_column``) are replayed. Escalated
     items without a recorded expert answer count as right with probability
-    ``expert_accuracy`` (None: the project's ``routing.expert_accuracy``)."""
+    ``expert_accuracy`` (None: the project's ``routing.expert_accuracy``). With no
+    ``answers_path`` the answers come from the store (:func:`stored_answers`)."""
     from sqlalchemy import select
 
     from duolabel.errors import ProjectError
@@ -413,7 +442,9 @@ def simulate_project(
             .order_by(Item.seq)
         ).all()
         all_items = set(session.scalars(select(Item.id)))
-    recorded = read_answers(answers_path, labels, all_items)
+    recorded = (
+        stored_answers(project) if answers_path is None else read_answers(answers_path, labels, all_items)
+    )
     golden = [r for r in rows if r.role == "golden"]
     test = [r for r in rows if r.role != "golden" and recorded.crowd.get(r.id)]
     if not golden or not test:
