@@ -112,6 +112,23 @@ def test_finetune_cross_fits_small_sets_and_rows_sum_to_one():
     assert not np.allclose(in_sample, oof, atol=1e-3)
 
 
+def test_only_the_newest_saved_versions_are_kept(tmp_path):
+    import os
+
+    def saved(name: str, age: int) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text("{}", encoding="utf-8")
+        os.utime(tmp_path / name / "meta.json", (1_000_000 - age, 1_000_000 - age))
+
+    for age, version in enumerate(["new", "b", "c", "d", "e"]):
+        saved(f"finetune-{version}", age)
+    saved("setfit-x", 100)  # another backend's models are not this one's to prune
+    (tmp_path / "finetune-half").mkdir()  # no meta.json: never a complete model, left alone
+    FineTuneLabeler(labels=["a", "b"], model_dir=tmp_path)._prune(tmp_path / "finetune-new")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["finetune-b", "finetune-c", "finetune-half", "finetune-new", "setfit-x"]
+
+
 @pytest.mark.slow
 def test_finetune_holds_out_a_fold_and_reloads_the_saved_model(tmp_path, monkeypatch):
     items, gold, labels = golden()

@@ -113,6 +113,10 @@ class _Meter:
             self.shown = target
 
 
+#: Saved model versions kept per backend in a project's ``models`` folder (the newest ones).
+KEEP_MODELS = 3
+
+
 class TunedLabeler:
     """Base of the labelers that train their encoder (``finetune``, ``setfit``).
 
@@ -277,6 +281,7 @@ class TunedLabeler:
             meta = self._fit_new([item.text for item in items], labels, counts, progress)
             if folder is not None:
                 self._write(folder, meta)
+                self._prune(folder)
             loaded = 0.0
         self.fit_info_ = meta
         self.fit_usage_ = Usage(
@@ -340,6 +345,19 @@ class TunedLabeler:
             "epochs": int(used),
             "items": n,
         }
+
+    def _prune(self, kept: Path) -> None:
+        """Delete all but the newest ``KEEP_MODELS`` saved versions of this backend: each
+        retrain on new labels saves a new one (about 90 MB for MiniLM), and an older version
+        is only ever reused by a run on exactly its training data, which retrains if needed."""
+        saved = [
+            folder
+            for folder in kept.parent.glob(f"{self.name}-*")
+            if folder != kept and (folder / "meta.json").is_file()
+        ]
+        saved.sort(key=lambda folder: (folder / "meta.json").stat().st_mtime, reverse=True)
+        for old in saved[KEEP_MODELS - 1 :]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _write(self, folder: Path, meta: dict[str, Any]) -> None:
         """Save the model atomically: a temporary folder renamed into place."""
