@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from duolabel.labelers.finetune import FineTuneLabeler, SetFitLabeler
 from duolabel.labelers.tuning import TunedLabeler, _Meter, check_training_labels
 from duolabel.store import Item, Prediction, Run
 from tests.conftest import EXAMPLE
+from tests.test_pipeline import cli
 
 # Small and quick: one epoch, short texts, one thread (the machine is shared).
 QUICK = {"max_length": 64, "threads": 1}
@@ -170,15 +169,6 @@ def test_setfit_trains_saves_and_reloads(tmp_path, monkeypatch):
     monkeypatch.setattr(SetFitLabeler, "_train", None)  # loading never trains
     again = SetFitLabeler(**options).fit(items, gold)
     np.testing.assert_allclose(again.predict_proba(sample)[0], probs, atol=1e-6)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from duolabel.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 @pytest.mark.slow

