@@ -63,6 +63,22 @@ def test_init_with_labels_instruction_and_from_a_golden_file(tmp_path):
     assert [label["name"] for label in task["labels"]] == ["pos", "neg"]
 
 
+def test_init_names_the_fine_tuned_labeler_unless_told_otherwise(tmp_path):
+    import yaml
+
+    assert duolabel("init", str(tmp_path / "a"), "-l", "spam", "-l", "ham").returncode == 0
+    # One labeler is written as a mapping (a list also works).
+    written = yaml.safe_load((tmp_path / "a" / "duolabel.yaml").read_text())["labeler"]
+    assert written["backend"] == "finetune"
+    made = duolabel("init", str(tmp_path / "b"), "-l", "spam", "-l", "ham", "--labeler", "embedding")
+    assert made.returncode == 0
+    written = yaml.safe_load((tmp_path / "b" / "duolabel.yaml").read_text())["labeler"]
+    assert written["backend"] == "embedding"
+    bad = duolabel("init", str(tmp_path / "c"), "-l", "spam", "-l", "ham", "--labeler", "nope")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "'nope'" in bad.stderr and "'finetune'" in bad.stderr and not (tmp_path / "c").exists()
+
+
 def test_import_answers_and_wide_tables_in_a_file(tmp_path):
     import os
 

@@ -143,12 +143,14 @@ def init_project(
     force: bool = False,
     labels_from: str | Path | None = None,
     label_column: str = "label",
+    labeler: dict[str, Any] | None = None,
     **task: Any,
 ) -> Project:
     """Create a project folder with a commented ``duolabel.yaml`` and an empty store.
 
     ``labels_from`` takes the labels from a (golden) file's ``label_column``, in the order
-    they first appear; ``task`` holds other task settings (``instructions=...``).
+    they first appear; ``labeler`` is one ``labeler`` entry (``{"backend": "finetune"}``;
+    None keeps the embedded default); ``task`` holds other task settings (``instructions=...``).
     """
     folder = Path(path)
     target = folder / PROJECT_FILE
@@ -165,7 +167,8 @@ def init_project(
                 "labels": [{"name": n, "description": f"The item is {n}."} for n in names],
                 "instructions": "Choose the label that best describes the text.",
                 **task,
-            }
+            },
+            **({"labeler": [labeler]} if labeler is not None else {}),
         }
     )
     folder.mkdir(parents=True, exist_ok=True)
