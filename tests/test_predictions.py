@@ -166,3 +166,103 @@ def test_imported_predictions_run_the_whole_loop(tmp_path, database_url):
         report = project.resolve("report.html")
     code, output = cli("report", str(folder), "--out", str(report))
     assert code == 0 and report.exists(), output
+
+
+def test_a_bad_file_names_every_bad_row_and_imports_nothing(tmp_path):
+    folder = make_project(tmp_path / "p")
+    bad = _write(
+        tmp_path / "bad.csv",
+        ["id", "label", "confidence", "cost"],
+        [
+            ["g0", "book", 0.9, ""],
+            ["nope", "book", 0.9, ""],  # row 3: not an item of the project
+            ["g1", "magazine", 0.9, ""],  # row 4: not a label
+            ["g2", "book", 1.5, ""],  # row 5: not a probability
+            ["g0", "book", 0.8, ""],  # row 6: id again
+            ["g3", "book", "", ""],  # row 7: label without confidence
+            ["g4", "book", 0.7, "-1"],  # row 8: negative cost
+            ["g5", "", "", ""],  # an abstention: fine
+        ],
+    )
+    with Project.open(folder) as project:
+        project.import_data()
+        with pytest.raises(DataError) as caught:
+            project.import_predictions(bad, labeler="gpt")
+        where = {(p.row, p.column) for p in caught.value.problems}
+        assert where == {
+            (3, "id"),
+            (4, "label"),
+            (5, "confidence"),
+            (6, "id"),
+            (7, "confidence"),
+            (8, "cost"),
+        }, caught.value.problems
+        assert "no item 'nope' in the project" in str(caught.value)
+        assert "'magazine'" in str(caught.value)
+        with project.store.read() as session:
+            assert session.scalars(select(Prediction)).all() == []
+            assert session.scalars(select(Run).where(Run.kind == "label")).all() == []
+        # Columns are checked before any row: neither kind of file, or a p_ column of no label.
+        with pytest.raises(DataError, match="missing column; give label and confidence"):
+            project.import_predictions(pd.DataFrame({"id": ["g0"], "label": ["book"]}), labeler="gpt")
+        with pytest.raises(DataError, match="'magazine' is not a label of the project"):
+            project.import_predictions(
+                pd.DataFrame({"id": ["g0"], "p_book": [0.5], "p_not_book": [0.5], "p_magazine": [0]}),
+                labeler="gpt",
+            )
+        with pytest.raises(ProjectError, match=r"add '- \{backend: external, name: claude\}'"):
+            project.import_predictions(bad, labeler="claude")
+
+
+def test_distributions_are_checked_normalised_and_abstentions_kept(tmp_path):
+    folder = make_project(tmp_path / "p")
+    lines = [
+        {"id": "g0", "p_book": 0.701, "p_not_book": 0.3, "label": "book"},  # sums to 1.001: kept
+        {"id": "g1", "p_book": 0.2, "p_not_book": 0.7},  # sums to 0.9: refused
+        {"id": "g2", "p_book": 0.4, "p_not_book": 0.6, "label": "book"},  # label not the top one
+        {"id": "g3", "p_book": None, "p_not_book": None},  # abstention
+        {"id": "g4", "p_book": 0.5},  # a label's probability missing
+    ]
+    path = tmp_path / "dist.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    with Project.open(folder) as project:
+        project.import_data()
+        with pytest.raises(DataError) as caught:
+            project.import_predictions(path, labeler="gpt")
+        assert {(p.row, p.column) for p in caught.value.problems} == {
+            (2, None),
+            (3, "label"),
+            (5, "p_not_book"),
+        }, caught.value.problems
+        assert "sum to 0.9, expected 1 (within 0.01)" in str(caught.value)
+        path.write_text("".join(json.dumps(line) + "\n" for line in (lines[0], lines[3])), encoding="utf-8")
+        result = project.import_predictions(path, labeler="gpt")
+        assert (result.added, result.golden, result.abstained) == (2, 2, 1)
+        with project.store.read() as session:
+            stored = {p.item_id: p for p in session.scalars(select(Prediction))}
+        assert stored["g0"].probs["book"] == pytest.approx(0.701 / 1.001)
+        assert stored["g0"].label == "book" and stored["g0"].out_of_fold
+        assert stored["g3"].abstained and stored["g3"].label == ""
+        # The labeling stage names what the version lacks, and the command that fixes it.
+        with pytest.raises(
+            LabelerError, match=r"68 items have no imported prediction \(g1, g2, g4, g5, g6 and 63 more\)"
+        ):
+            project.label()
+
+
+def test_confidence_spreads_the_rest_evenly(tmp_path):
+    folder = make_project(tmp_path / "p")
+    with Project.open(folder) as project:
+        project.import_data()
+        result = project.import_predictions(
+            pd.DataFrame({"id": ["r0", "r1"], "label": ["book", "not_book"], "confidence": [0.9, 0.3]}),
+            labeler="gpt",
+        )
+        assert (result.file, result.added, result.golden) == ("DataFrame", 2, 0)
+        with project.store.read() as session:
+            stored = {p.item_id: p for p in session.scalars(select(Prediction))}
+    assert stored["r0"].probs == pytest.approx({"book": 0.9, "not_book": 0.1})
+    # A confidence under 1/K makes another label the most probable: the stored label follows it.
+    assert (
+        stored["r1"].probs == pytest.approx({"book": 0.7, "not_book": 0.3}) and stored["r1"].label == "book"
+    )
