@@ -211,8 +211,7 @@ def import_predictions(
     project: ProjectOpt = Path("."),
     fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
 ) -> None:
-    """Import predictions made elsewhere (an LLM batch job, autolabel) as an external labeler's;
-    nothing is imported when any row is bad."""
+    """Import predictions made elsewhere (an LLM batch job) as an external labeler's; bad rows import none."""
     with _open(project) as proj:
         result = proj.import_predictions(file, labeler=labeler, fmt=fmt)
     if result.unchanged:

@@ -388,7 +388,8 @@ class ExternalLabelerConfig(LabelerSettings):
         "model), imported with 'duolabel import-predictions FILE --labeler NAME'; it never predicts itself."
     )
     # Required here, and stored as external:NAME (the store's labeler column holds 64 characters).
-    name: str = Field(  # type: ignore[assignment]  # required for this backend, optional for the others
+    # required for this backend, optional for the others
+    name: str = Field(
         pattern=r"^[A-Za-z0-9_.-]{1,55}$",
         description="The name given to --labeler of import-predictions (letters, digits, _ . -); "
         "the labeler is stored and shown as external:NAME.",

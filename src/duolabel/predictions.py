@@ -130,7 +130,7 @@ def _number(value: Any) -> float | None:
     return number
 
 
-def _shape(keys: list[str], labels: list[str], id_field: str) -> tuple[str | None, list[tuple[str, str]]]:
+def _shape(keys: list[str], labels: list[str], id_field: str) -> tuple[str, list[tuple[str, str]]]:
     """Which kind of file (``confidence`` or ``distribution``) the columns make, and what is
     wrong with them as (column, message)."""
     wrong: list[tuple[str, str]] = []
@@ -269,7 +269,7 @@ def _read(
     labels = ctx.config.task.label_names
     id_field = ctx.config.task.id_field
     problems = _Problems(source, max_problems)
-    mode = None
+    mode: str | None = None
     if header is not None:
         mode, wrong = _shape(header, labels, id_field)
         if wrong:
@@ -390,7 +390,7 @@ def import_predictions(
         for start in range(0, len(fresh), CHUNK_ROWS):
             part = fresh[start : start + CHUNK_ROWS]
             answered = [p for p in part if p.probs is not None]
-            picks = kind.predicted(np.array([p.probs for p in answered])) if answered else []
+            picks = kind.predicted(np.array([p.probs for p in answered])) if answered else np.zeros(0)
             pick = dict(zip((p.item for p in answered), picks, strict=True))
             records = []
             for p in part:
