@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from duolabel.core.policies import POLICIES, FollowUpPolicy, make_policy
 from duolabel.core.registry import LABELERS
 from duolabel.core.strategies import STRATEGIES
 from duolabel.core.tasks import TASK_TYPES, task_type
+from duolabel.errors import LabelerError
 
 LABELS = ["x", "y", "z"]
 # Few examples per implementation: the suite runs over every registered one, and the maths of
@@ -283,7 +285,22 @@ LABELER_SETTINGS: dict[str, dict[str, object]] = {
     "openai": {"few_shot": 0},
     "finetune": {"max_epochs": 1, "max_length": 64, "threads": 1},
     "setfit": {"pairs_per_item": 4, "max_length": 64, "threads": 1},
+    "external": {"name": "outside"},
 }
+
+
+def stored_predictions(project: Any, version: str, items: list[Any], labels: list[str]) -> np.ndarray:
+    """A labeler version's stored predictions of ``items`` as rows (NaN: an abstention)."""
+    from sqlalchemy import select
+
+    from duolabel.store import Prediction
+
+    with project.store.read() as session:
+        rows = {
+            p.item_id: p.probs
+            for p in session.scalars(select(Prediction).where(Prediction.model_version == version))
+        }
+    return np.array([[rows[i.id].get(label, np.nan) for label in labels] for i in items])
 
 
 @pytest.mark.slow
@@ -316,6 +333,12 @@ def test_labeler_contract(backend: str, tmp_path: Path, request: pytest.FixtureR
         golden, items = stored[: len(GOLDEN)], stored[len(GOLDEN) :]
         gold = [label for _, label in GOLDEN]
         cfg = project.config.labeler[0]
+        if backend == "external":
+            # Its outputs are imported predictions (one abstention among them); asking it to
+            # predict is an error naming the import command.
+            outside = {"id": [r.id for r in stored], "p_billing": [0.8, 0.3] * 5 + [0.9, None, 0.2, 0.6]}
+            outside["p_shipping"] = [None if p is None else 1 - p for p in outside["p_billing"]]
+            project.import_predictions(pd.DataFrame(outside), labeler="outside")
 
         def predict() -> np.ndarray:
             model = build_labeler(project, cfg)
@@ -323,6 +346,10 @@ def test_labeler_contract(backend: str, tmp_path: Path, request: pytest.FixtureR
             if hasattr(model, "fit"):
                 assert model.fit(golden, gold) is model
                 assert isinstance(model.version_, str) and model.version_
+            if backend == "external":
+                with pytest.raises(LabelerError, match="duolabel import-predictions FILE --labeler outside"):
+                    model.predict_proba(items)
+                return stored_predictions(project, model.version_, items, labels)
             probs, _usage = model.predict_proba(items)
             return np.asarray(probs, dtype=float)
 

@@ -172,7 +172,10 @@ assert toy_plugin.USED == {"labeler", "calibrator", "policy", "aggregator"}, toy
 base = {"task": {"labels": [{"name": "a"}, {"name": "b"}]}}
 for bad, expected in [
     ({"labeler": {"backend": "toy", "keyword": {}}}, "allowed here: name, weight, backend, keywords"),
-    ({"labeler": {"backend": "gpt"}}, "expected one of 'embedding', 'llama', 'openai', 'toy'"),
+    (
+        {"labeler": {"backend": "gpt"}},
+        "expected one of 'embedding', 'finetune', 'setfit', 'llama', 'openai', 'external', 'toy'",
+    ),
     ({"routing": {"policy": "tpy"}}, "expected 'threshold', 'dynamic', 'meta' or 'toy'"),
 ]:
     try:

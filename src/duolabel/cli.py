@@ -215,6 +215,38 @@ def import_answers(
     )
 
 
+@app.command("import-predictions")
+def import_predictions(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV, JSONL or Parquet: id, and label + confidence or one p_<label> column per "
+            "label; optional cost."
+        ),
+    ],
+    labeler: Annotated[
+        str, typer.Option(help="The external labeler's name (labeler: [{backend: external, name: NAME}]).")
+    ],
+    project: ProjectOpt = Path("."),
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+) -> None:
+    """Import predictions made elsewhere (an LLM batch job) as an external labeler's; bad rows import none."""
+    with _open(project) as proj:
+        result = proj.import_predictions(file, labeler=labeler, fmt=fmt)
+    if result.unchanged:
+        out.print(
+            f"{file}: already imported as {result.labeler} version {result.model_version}; nothing to do."
+        )
+        return
+    skipped = f", {result.controls:,} control items skipped" if result.controls else ""
+    cost = f", cost {result.cost:,.2f}" if result.cost else ""
+    out.print(
+        f"{file}: {result.rows:,} rows; {result.labeler} version {result.model_version}: "
+        f"{result.added:,} predictions stored ({result.golden:,} on golden items, "
+        f"{result.abstained:,} abstentions){skipped}{cost}."
+    )
+
+
 @app.command()
 def label(
     project: ProjectArg = Path("."),

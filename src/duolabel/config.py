@@ -46,6 +46,7 @@ from duolabel.errors import ConfigError
 
 __all__ = [
     "BACKENDS",
+    "EXTERNAL_PREFIX",
     "PROJECT_FILE",
     "AggregationConfig",
     "AuditConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "DataSource",
     "DistillConfig",
     "EmbeddingLabelerConfig",
+    "ExternalLabelerConfig",
     "FineTuneLabelerConfig",
     "LabelSpec",
     "LabelerConfig",
@@ -368,6 +370,36 @@ class OpenAILabelerConfig(LabelerSettings):
     )
 
 
+#: The prefix of an imported labeler's name in the store, the CLI and ensembles.
+EXTERNAL_PREFIX = "external:"
+
+
+class ExternalLabelerConfig(LabelerSettings):
+    """Predictions made outside duolabel, brought in with ``duolabel import-predictions``.
+
+    Examples
+    --------
+    >>> ExternalLabelerConfig(backend="external", name="gpt4o").label_name
+    'external:gpt4o'
+    """
+
+    backend: Literal["external"] = Field(
+        description="Predictions made elsewhere (an LLM batch job, autolabel, another team's "
+        "model), imported with 'duolabel import-predictions FILE --labeler NAME'; it never predicts itself."
+    )
+    # Required here, and stored as external:NAME (the store's labeler column holds 64 characters).
+    # required for this backend, optional for the others
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,55}$",
+        description="The name given to --labeler of import-predictions (letters, digits, _ . -); "
+        "the labeler is stored and shown as external:NAME.",
+    )
+
+    @property
+    def label_name(self) -> str:
+        return f"{EXTERNAL_PREFIX}{self.name}"
+
+
 #: The settings classes of the built-in backends; a plug-in's comes from its factory.
 BACKENDS: dict[str, type[LabelerSettings]] = {
     "embedding": EmbeddingLabelerConfig,
@@ -375,6 +407,7 @@ BACKENDS: dict[str, type[LabelerSettings]] = {
     "setfit": SetFitLabelerConfig,
     "llama": LlamaLabelerConfig,
     "openai": OpenAILabelerConfig,
+    "external": ExternalLabelerConfig,
 }
 
 

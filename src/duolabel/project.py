@@ -67,6 +67,14 @@ class Project(Context):
         answers = read_answers(self.store, self.config.task, path, fmt=fmt)
         return record_imported_answers(self.store, answers, source=str(path))
 
+    def import_predictions(self, data: str | Path | Any, *, labeler: str, **options: Any) -> Any:
+        """Store a file's (or a DataFrame's) predictions as those of the external labeler
+        ``labeler`` (``labeler: [{backend: external, name: NAME}]`` in the project file);
+        options ``fmt`` and ``tolerance``: :func:`duolabel.predictions.import_predictions`."""
+        from duolabel.predictions import import_predictions
+
+        return import_predictions(self, data, labeler=labeler, **options)
+
     def import_data(self, **options: Any) -> Any:
         """Import the files named under ``data`` in the project file."""
         from duolabel.pipeline import import_sources

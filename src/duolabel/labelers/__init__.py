@@ -1,6 +1,7 @@
 """Labelers: models that give a probability for every label of the project.
 
-One module per backend (``embedding``, ``finetune`` with ``setfit``, ``llama``, ``openai``),
+One module per backend (``embedding``, ``finetune`` with ``setfit``, ``llama``, ``openai``,
+``external`` for predictions imported with ``duolabel import-predictions``),
 each built from its ``labeler`` entry of the project file by a factory in :data:`LABELERS`.
 The factories of the built-in backends import their module only when called, so the llama.cpp and HTTP client
 dependencies load only for projects that use them. A plug-in adds a backend through the
@@ -19,6 +20,7 @@ import numpy as np
 
 from duolabel.config import (
     EmbeddingLabelerConfig,
+    ExternalLabelerConfig,
     FineTuneLabelerConfig,
     LabelerConfig,
     LlamaLabelerConfig,
@@ -173,4 +175,16 @@ def _openai(ctx: Context, cfg: OpenAILabelerConfig) -> Labeler:
         price_input_per_million=costs.llm_input_per_million,
         price_output_per_million=costs.llm_output_per_million,
         cache=StoreResponseCache(ctx.store),
+    )
+
+
+@LABELERS.register("external")
+def _external(ctx: Context, cfg: ExternalLabelerConfig) -> Labeler:
+    from duolabel.labelers.external import ExternalLabeler
+    from duolabel.ledger import labeler_versions
+
+    return ExternalLabeler(
+        labels=ctx.config.task.label_names,
+        name=cfg.name,
+        version=labeler_versions(ctx).get(cfg.label_name),
     )

@@ -9,6 +9,10 @@ Each new version of a trainable labeler also predicts the stop set it was given 
 learning stage's fixed sample) where it labels none of it otherwise, under
 ``version + STOP_SET_SUFFIX``: in batch mode a version labels only its batch, and the
 stopping rule needs every version's labels on the same items.
+
+An imported labeler (backend ``external``) predicts nothing here: its predictions come
+from ``duolabel import-predictions``, and this stage only checks that every item it would
+label has one, with an error naming that command when some do not.
 """
 
 from __future__ import annotations
@@ -246,6 +250,9 @@ def _label_one(
         else:
             todo = [(train[i], True) for i in golden_todo]
         todo += [(item, False) for item in regular]
+        if getattr(model, "imported", False) and todo:
+            # An imported labeler never predicts: this names every item it lacks at once.
+            model.predict_proba([item for item, _ in todo])
         with progress(f"Labeling with {name}", len(todo)) as advance:
             for start in range(0, len(todo), CHUNK):
                 part = todo[start : start + CHUNK]
@@ -267,7 +274,9 @@ def _label_one(
                 advance(len(part))
         # An LLM labeler's versions change with its few-shot examples only, and each stop-set
         # item would cost a paid call: only trainable labelers are compared on the stop set.
-        extra = [] if cfg.llm or not stop_set else _stop_set_todo(ctx, name, version, stop_set)
+        # An imported labeler's items are whatever its file covered: it is never asked for more.
+        skip = cfg.llm or getattr(model, "imported", False) or not stop_set
+        extra = [] if skip else _stop_set_todo(ctx, name, version, stop_set)
         if extra:
             with progress(f"Predicting the stop set with {name}", len(extra)) as advance:
                 for start in range(0, len(extra), CHUNK):
