@@ -42,6 +42,7 @@ __all__ = [
     "choose_cost",
     "choose_operating_point",
     "golden_needed",
+    "hindsight_human_share",
     "majority_accuracy",
     "quality_curve",
 ]
@@ -149,15 +150,36 @@ class OperatingPoint:
     expected_cost_per_item: float
     certificate: TargetCertificate | None = None
     cost_certificate: CostCertificate | None = None
+    # Target and cost modes: the human share of the best threshold in hindsight on the golden
+    # items (the observed figure reaches the goal, with no allowance for chance); None otherwise.
+    hindsight_human_share: float | None = None
+
+    @property
+    def human_share(self) -> float:
+        return 1.0 - self.model_share
+
+    def price(self) -> str:
+        """The human share against the hindsight one: what the guarantee costs ("" without one).
+
+        Examples
+        --------
+        >>> OperatingPoint("target", 0.9, 0.59, 0.95, 0.1, hindsight_human_share=0.22).price()
+        'human share 41% (hindsight on golden items: 22%)'
+        """
+        if self.hindsight_human_share is None:
+            return ""
+        hindsight = f"hindsight on golden items: {self.hindsight_human_share:.0%}"
+        return f"human share {self.human_share:.0%} ({hindsight})"
 
     def describe(self) -> str:
-        """The point in words: its guarantee in target and cost modes, else its expected figures."""
+        """The point in words: its guarantee and its price (:meth:`price`) in target and cost
+        modes, else its expected figures."""
         if self.certificate is not None:
-            return self.certificate.describe()
+            return f"{self.certificate.describe()}; {self.price()}"
         if self.cost_certificate is not None:
             return (
                 f"{self.cost_certificate.describe()}; model labels {self.model_share:.0%} of golden "
-                f"items, expected accuracy {self.expected_accuracy:.3f}"
+                f"items, expected accuracy {self.expected_accuracy:.3f}; {self.price()}"
             )
         return (
             f"{self.mode} mode: threshold {self.threshold:.4g}, model labels {self.model_share:.0%} of "
@@ -271,7 +293,12 @@ PROCEDURES = ("fallback", "fixed-sequence")
 
 
 def _target_tests(
-    sorted_scores: np.ndarray, cum_wrong: np.ndarray, eps: float, risk: float, thresholds: np.ndarray, procedure: str
+    sorted_scores: np.ndarray,
+    cum_wrong: np.ndarray,
+    eps: float,
+    risk: float,
+    thresholds: np.ndarray,
+    procedure: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The tested thresholds (strictest first), their accepted counts and errors, and which
     the procedure rejects (certifies)."""
@@ -338,14 +365,18 @@ def certify_target(
     (True, 61, 1)
     """
     if procedure not in PROCEDURES:
-        raise ValueError(f"unknown certification procedure {procedure!r}; choose one of: {', '.join(PROCEDURES)}")
+        raise ValueError(
+            f"unknown certification procedure {procedure!r}; choose one of: {', '.join(PROCEDURES)}"
+        )
     scores = np.asarray(scores, dtype=float)
     wrong = ~np.asarray(model_correct, dtype=bool)
     total = len(scores)
     eps = 1.0 - target
     sorted_scores = np.sort(scores)[::-1]
     cum_wrong = np.concatenate([[0], np.cumsum(wrong[np.argsort(-scores, kind="stable")])])
-    tested, counts, errors, rejected = _target_tests(sorted_scores, cum_wrong, eps, risk, thresholds, procedure)
+    tested, counts, errors, rejected = _target_tests(
+        sorted_scores, cum_wrong, eps, risk, thresholds, procedure
+    )
     if rejected.any():
         best = int(np.flatnonzero(rejected)[-1])  # the loosest certified threshold
         n, k = int(counts[best]), int(errors[best])
@@ -391,6 +422,41 @@ def _golden_needed_for(
         else:
             lo = mid
     return hi
+
+
+def hindsight_human_share(
+    mode: str,
+    scores: np.ndarray,
+    model_correct: np.ndarray,
+    human_correct: np.ndarray,
+    *,
+    target: float,
+    thresholds: np.ndarray = GRID,
+) -> float:
+    """The smallest human share on the grid whose golden items *observed* meet the goal of
+    ``mode``: accuracy at least ``target`` on the accepted items (target mode), or the model at
+    least as often right as people on them (cost mode). What a certificate would choose
+    knowing the golden items were the whole truth: the gap to it is the price of the guarantee.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = np.linspace(0.5, 1.0, 200)
+    >>> correct = scores > 0.85  # the top 60 right: 6 more of the rest keep 90%
+    >>> round(hindsight_human_share("target", scores, correct, np.ones(200), target=0.9), 3)
+    0.67
+    """
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    sorted_scores = np.asarray(scores, dtype=float)[order]
+    cum_model = np.concatenate([[0.0], np.cumsum(np.asarray(model_correct, dtype=float)[order])])
+    cum_people = np.concatenate([[0.0], np.cumsum(np.asarray(human_correct, dtype=float)[order])])
+    counts = np.searchsorted(-sorted_scores, -np.asarray(thresholds, dtype=float), side="right")
+    if mode == "cost":
+        ok = cum_model[counts] >= cum_people[counts] - 1e-9
+    else:
+        ok = cum_model[counts] >= target * counts - 1e-9
+    total = max(len(sorted_scores), 1)
+    return float(1.0 - counts[ok].max() / total) if ok.any() else 1.0
 
 
 def choose_budget(
@@ -538,6 +604,9 @@ def choose_operating_point(
     else:
         raise ValueError(f"unknown routing mode {mode!r}; choose one of: fixed, target, budget, cost, best")
     at = quality_curve(scores, model_correct, human_correct, thresholds=np.array([chosen]), n_boot=0)[0]
+    hindsight = None
+    if mode in ("target", "cost"):
+        hindsight = hindsight_human_share(mode, scores, model_correct, human_correct, target=target)
     return OperatingPoint(
         mode,
         chosen,
@@ -546,4 +615,5 @@ def choose_operating_point(
         at.human_share * routed_cost if at.human_share else 0.0,
         certificate,
         cost_certificate,
+        hindsight,
     )
