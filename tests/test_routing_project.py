@@ -71,6 +71,15 @@ def test_target_mode_certifies_or_says_what_is_missing(example: Path):
         with project.store.read() as session:
             run = session.scalars(select(Run).where(Run.kind == "route")).all()[-1]
         assert "certified at threshold" in run.config["guarantee"]
+        # The recorded choice names its procedure and its price against hindsight.
+        assert run.config["procedure"] == "fallback"
+        hindsight = run.config["hindsight_human_share"]
+        assert 0 <= hindsight <= 1 - point.model_share + 1e-9  # hindsight never needs more people
+        assert f"(hindsight on golden items: {hindsight:.0%})" in run.config["guarantee"]
+    status = cli("status", str(example), env={**os.environ, "COLUMNS": "400"})
+    assert f"human share {1 - point.model_share:.0%} (hindsight on golden items:" in " ".join(
+        status.stdout.split()
+    )
     # A target this golden set cannot certify: nothing is accepted and the message says why.
     set_routing(example, target_accuracy=0.99)
     with Project.open(example) as project:
@@ -182,6 +191,7 @@ def test_report_renders_in_chromium_with_its_images(example: Path):
     page_file = example / "report.html"
     html = page_file.read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html  # nothing to fetch
+    assert "(hindsight on golden items: " in html  # the price of the guarantee
     requests: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -250,6 +260,9 @@ def test_simulate_replays_every_policy_on_recorded_answers(isbook_project: Path,
     assert curve.read_text(encoding="utf-8").startswith("threshold,human_share,hybrid_accuracy")
     for column in ("human accuracy", "model accuracy", "hybrid accuracy", "human cost reduction"):
         assert column in result.stdout
+    threshold_row = next(row for row in sim.rows if row.policy == "threshold")
+    assert "(hindsight on golden items: " in threshold_row.guarantee
+    assert "(hindsight on golden items: " in " ".join(result.stdout.split())
     # Same seed, same answers drawn: the simulation is reproducible.
     with Project.open(isbook_project) as project:
         again = simulate_project(project, answers)

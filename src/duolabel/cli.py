@@ -354,6 +354,8 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(_status_table(status_now))
         reports = batch_reports(proj)
         learning = proj.learning()
+    if status_now.routing:
+        out.print(escape(f"Routing: {status_now.routing}."))
     if status_now.labeling:
         out.print(escape(f"Labeling: {status_now.labeling}."))
     for alarm in status_now.alarms:

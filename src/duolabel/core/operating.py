@@ -10,8 +10,8 @@ are all this module needs.
 
 - **target**: the cheapest threshold whose accuracy on the accepted items is at least the
   target with probability at least ``1 - risk`` (Learn-then-Test: an exact binomial
-  (Clopper-Pearson) test per threshold, with fixed-sequence testing from the strictest
-  threshold down, so no multiple-testing correction is needed);
+  (Clopper-Pearson) test per threshold, with the fallback procedure from the strictest
+  threshold down, :mod:`duolabel.core.ltt`, so no Bonferroni correction over the grid);
 - **budget**: the best expected accuracy whose expected cost fits the budget;
 - **cost**: the cheapest threshold at which the hybrid is at least as accurate as people
   alone with probability at least ``1 - risk`` (an exact binomial test of the model's accuracy
@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from duolabel.core.ltt import anchor_weights, binomial_pvalue, fallback_rejections
+
 __all__ = [
     "GRID",
     "CostCertificate",
@@ -40,6 +42,7 @@ __all__ = [
     "choose_cost",
     "choose_operating_point",
     "golden_needed",
+    "hindsight_human_share",
     "majority_accuracy",
     "quality_curve",
 ]
@@ -89,6 +92,7 @@ class TargetCertificate(_Certificate):
     error_bound: float = 1.0  # upper (1 - risk) confidence bound on the accepted items' error
     needed: int | None = None  # golden items needed to certify the best observed point
     reachable: bool = True  # False when no threshold reaches the target even on paper
+    procedure: str = "fallback"  # which family-wise procedure chose it (see certify_target)
 
     def describe(self) -> str:
         goal = f"accuracy >= {self.target:.3g} on the accepted items with probability >= {1 - self.risk:.3g}"
@@ -146,15 +150,36 @@ class OperatingPoint:
     expected_cost_per_item: float
     certificate: TargetCertificate | None = None
     cost_certificate: CostCertificate | None = None
+    # Target and cost modes: the human share of the best threshold in hindsight on the golden
+    # items (the observed figure reaches the goal, with no allowance for chance); None otherwise.
+    hindsight_human_share: float | None = None
+
+    @property
+    def human_share(self) -> float:
+        return 1.0 - self.model_share
+
+    def price(self) -> str:
+        """The human share against the hindsight one: what the guarantee costs ("" without one).
+
+        Examples
+        --------
+        >>> OperatingPoint("target", 0.9, 0.59, 0.95, 0.1, hindsight_human_share=0.22).price()
+        'human share 41% (hindsight on golden items: 22%)'
+        """
+        if self.hindsight_human_share is None:
+            return ""
+        hindsight = f"hindsight on golden items: {self.hindsight_human_share:.0%}"
+        return f"human share {self.human_share:.0%} ({hindsight})"
 
     def describe(self) -> str:
-        """The point in words: its guarantee in target and cost modes, else its expected figures."""
+        """The point in words: its guarantee and its price (:meth:`price`) in target and cost
+        modes, else its expected figures."""
         if self.certificate is not None:
-            return self.certificate.describe()
+            return f"{self.certificate.describe()}; {self.price()}"
         if self.cost_certificate is not None:
             return (
                 f"{self.cost_certificate.describe()}; model labels {self.model_share:.0%} of golden "
-                f"items, expected accuracy {self.expected_accuracy:.3f}"
+                f"items, expected accuracy {self.expected_accuracy:.3f}; {self.price()}"
             )
         return (
             f"{self.mode} mode: threshold {self.threshold:.4g}, model labels {self.model_share:.0%} of "
@@ -264,6 +289,40 @@ def golden_needed(
     return hi
 
 
+PROCEDURES = ("fallback", "fixed-sequence")
+
+
+def _target_tests(
+    sorted_scores: np.ndarray,
+    cum_wrong: np.ndarray,
+    eps: float,
+    risk: float,
+    thresholds: np.ndarray,
+    procedure: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tested thresholds (strictest first), their accepted counts and errors, and which
+    the procedure rejects (certifies)."""
+    total = len(sorted_scores)
+    strict_first = np.sort(np.asarray(thresholds, dtype=float))[::-1]
+    counts = np.searchsorted(-sorted_scores, -strict_first, side="right")
+    if procedure == "fixed-sequence":
+        tested = counts >= max(math.ceil(total / 2), 1)
+    else:
+        # One hypothesis per distinct slice: the loosest threshold that accepts it (the
+        # stricter ones with the same items have the same test and would only be skipped).
+        last = np.append(counts[1:] != counts[:-1], True)
+        tested = last & (counts > 0)
+    strict_first, counts = strict_first[tested], counts[tested]
+    errors = cum_wrong[counts]
+    pvalues = binomial_pvalue(errors, counts, eps)
+    if procedure == "fixed-sequence":
+        weights = np.zeros(len(counts))
+        weights[:1] = 1.0
+    else:
+        weights = anchor_weights(counts)
+    return strict_first, counts, errors, fallback_rejections(pvalues, weights, risk)
+
+
 def certify_target(
     scores: np.ndarray,
     model_correct: np.ndarray,
@@ -271,17 +330,24 @@ def certify_target(
     target: float,
     risk: float,
     thresholds: np.ndarray = GRID,
+    procedure: str = "fallback",
 ) -> TargetCertificate:
     """The lowest threshold whose accepted items' accuracy is at least ``target`` with
-    probability at least ``1 - risk`` (Learn-then-Test with fixed-sequence testing).
+    probability at least ``1 - risk`` (Learn-then-Test on the fixed grid).
 
-    Each null hypothesis "the accepted items' error rate exceeds 1 - target" is rejected by
-    an exact binomial test at level ``risk``. Thresholds are tested in a fixed order, from
-    the one that accepts half of the golden items down, and testing stops at the first that
-    cannot be rejected. The order depends on the scores alone, never on which golden items
-    the model got right or on the target: that keeps the guarantee without a
-    multiple-testing correction, and makes a higher target never accept more items.
-    Thresholds that keep fewer than half of the model's labels are not considered.
+    Each null hypothesis "the accepted items' error rate exceeds 1 - target" gets an exact
+    binomial p-value (:func:`~duolabel.core.ltt.binomial_pvalue`); the thresholds are tested
+    from the strictest down, and the chosen one is the loosest the procedure rejects. The
+    order and the levels depend on the scores alone, never on which golden items the model
+    got right or on the target: that keeps the family-wise guarantee, and makes a higher
+    target never accept more items. ``procedure`` is
+
+    - ``fallback`` (the default): Wiens' fallback procedure with the risk spread over slices
+      of halving size (:func:`~duolabel.core.ltt.fallback_rejections`), so small confident
+      slices can be certified and one unlucky error does not stop the search;
+    - ``fixed-sequence``: all of the risk on the threshold that accepts half of the golden
+      items, then down until the first failure (the procedure before; it never accepts
+      fewer than half of the golden items).
 
     Examples
     --------
@@ -289,46 +355,108 @@ def certify_target(
     >>> scores = np.linspace(0.5, 1.0, 200)
     >>> correct = scores > 0.6  # wrong only on the least confident fifth
     >>> cert = certify_target(scores, correct, target=0.95, risk=0.1)
-    >>> cert.certified, 0.55 < cert.threshold <= 0.65
-    (True, True)
+    >>> cert.certified, 0.55 < cert.threshold <= 0.65, cert.procedure
+    (True, True, 'fallback')
+    >>> correct = scores > 0.85  # right on the top 30% only: half of the items is too much
+    >>> certify_target(scores, correct, target=0.9, risk=0.1, procedure="fixed-sequence").certified
+    False
+    >>> cert = certify_target(scores, correct, target=0.9, risk=0.1)
+    >>> cert.certified, cert.accepted, cert.errors
+    (True, 61, 1)
     """
+    if procedure not in PROCEDURES:
+        raise ValueError(
+            f"unknown certification procedure {procedure!r}; choose one of: {', '.join(PROCEDURES)}"
+        )
     scores = np.asarray(scores, dtype=float)
     wrong = ~np.asarray(model_correct, dtype=bool)
     total = len(scores)
     eps = 1.0 - target
     sorted_scores = np.sort(scores)[::-1]
     cum_wrong = np.concatenate([[0], np.cumsum(wrong[np.argsort(-scores, kind="stable")])])
-    start = math.ceil(total / 2)
-    best = TargetCertificate(target, risk, total)
-    strict_first = np.sort(np.asarray(thresholds, dtype=float))[::-1]
-    counts = np.searchsorted(-sorted_scores, -strict_first, side="right")
-    tested = counts >= max(start, 1)
-    strict_first, counts = strict_first[tested], counts[tested]
-    errors = cum_wrong[counts]
-    rejected = _binom_cdf(errors, counts, eps) <= risk
-    # Fixed-sequence testing: keep the thresholds before the first that is not rejected.
-    run = int(np.argmin(rejected)) if not rejected.all() else len(rejected)
-    if run:
-        n, k = int(counts[run - 1]), int(errors[run - 1])
-        best = TargetCertificate(
-            target, risk, total, float(strict_first[run - 1]), n, k, _error_bound(k, n, risk)
+    tested, counts, errors, rejected = _target_tests(
+        sorted_scores, cum_wrong, eps, risk, thresholds, procedure
+    )
+    if rejected.any():
+        best = int(np.flatnonzero(rejected)[-1])  # the loosest certified threshold
+        n, k = int(counts[best]), int(errors[best])
+        return TargetCertificate(
+            target, risk, total, float(tested[best]), n, k, _error_bound(k, n, risk), procedure=procedure
         )
-    if best.certified or total == 0:
-        return best
-    # Nothing certified: say how many golden items would certify the largest point that
-    # meets the target on paper, if the model kept its accuracy there. The sequence must
-    # pass its first test too, at half the golden items, with the top half's error rate.
-    first = max(start, 1)
-    top_half = golden_needed(0.5, cum_wrong[first] / first, target, risk)
-    feasible = [(n / total, cum_wrong[n] / n) for n in range(first, total + 1)]
-    feasible = [(share, rate) for share, rate in feasible if rate < eps]
-    if not feasible:
-        return TargetCertificate(target, risk, total, reachable=False)
-    if top_half is None:
-        return TargetCertificate(target, risk, total)
-    step = max(len(feasible) // 25, 1)  # a few candidates are enough for an estimate
-    needed = [c for c in (golden_needed(s, r, target, risk) for s, r in feasible[::step]) if c is not None]
-    return TargetCertificate(target, risk, total, needed=max(min(needed), top_half) if needed else None)
+    first = max(math.ceil(total / 2), 1) if procedure == "fixed-sequence" else 1
+    if total == 0:
+        return TargetCertificate(target, risk, total, procedure=procedure)
+    if not any(cum_wrong[n] / n < eps for n in range(first, total + 1)):
+        return TargetCertificate(target, risk, total, reachable=False, procedure=procedure)
+    needed = _golden_needed_for(scores, wrong, eps, risk, thresholds, procedure)
+    return TargetCertificate(target, risk, total, needed=needed, procedure=procedure)
+
+
+def _golden_needed_for(
+    scores: np.ndarray, wrong: np.ndarray, eps: float, risk: float, thresholds: np.ndarray, procedure: str
+) -> int | None:
+    """How many golden items would certify something if the model kept the error profile it
+    shows here: the golden items are replicated (``m`` copies, plus a spread share of one
+    more) and the procedure rerun; None when ten thousand times as many would not do."""
+    total = len(scores)
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_wrong = scores[order], wrong[order]
+
+    def certifies(size: int) -> bool:
+        # Item i of the larger set takes the profile of golden item floor(i * total / size):
+        # the same scores and error rates at every share of the items.
+        pick = (np.arange(size) * total) // size
+        s, w = sorted_scores[pick], sorted_wrong[pick]
+        cum = np.concatenate([[0], np.cumsum(w)])
+        return bool(_target_tests(s, cum, eps, risk, thresholds, procedure)[3].any())
+
+    lo, hi = total, 2 * total
+    while not certifies(hi):
+        lo, hi = hi, hi * 2
+        if hi > 10_000 * max(total, 1):
+            return None
+    while hi - lo > max(1, lo // 100):  # within 1%: the figure is an estimate anyway
+        mid = (lo + hi) // 2
+        if certifies(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def hindsight_human_share(
+    mode: str,
+    scores: np.ndarray,
+    model_correct: np.ndarray,
+    human_correct: np.ndarray,
+    *,
+    target: float,
+    thresholds: np.ndarray = GRID,
+) -> float:
+    """The smallest human share on the grid whose golden items *observed* meet the goal of
+    ``mode``: accuracy at least ``target`` on the accepted items (target mode), or the model at
+    least as often right as people on them (cost mode). What a certificate would choose
+    knowing the golden items were the whole truth: the gap to it is the price of the guarantee.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = np.linspace(0.5, 1.0, 200)
+    >>> correct = scores > 0.85  # the top 60 right: 6 more of the rest keep 90%
+    >>> round(hindsight_human_share("target", scores, correct, np.ones(200), target=0.9), 3)
+    0.67
+    """
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    sorted_scores = np.asarray(scores, dtype=float)[order]
+    cum_model = np.concatenate([[0.0], np.cumsum(np.asarray(model_correct, dtype=float)[order])])
+    cum_people = np.concatenate([[0.0], np.cumsum(np.asarray(human_correct, dtype=float)[order])])
+    counts = np.searchsorted(-sorted_scores, -np.asarray(thresholds, dtype=float), side="right")
+    if mode == "cost":
+        ok = cum_model[counts] >= cum_people[counts] - 1e-9
+    else:
+        ok = cum_model[counts] >= target * counts - 1e-9
+    total = max(len(sorted_scores), 1)
+    return float(1.0 - counts[ok].max() / total) if ok.any() else 1.0
 
 
 def choose_budget(
@@ -476,6 +604,9 @@ def choose_operating_point(
     else:
         raise ValueError(f"unknown routing mode {mode!r}; choose one of: fixed, target, budget, cost, best")
     at = quality_curve(scores, model_correct, human_correct, thresholds=np.array([chosen]), n_boot=0)[0]
+    hindsight = None
+    if mode in ("target", "cost"):
+        hindsight = hindsight_human_share(mode, scores, model_correct, human_correct, target=target)
     return OperatingPoint(
         mode,
         chosen,
@@ -484,4 +615,5 @@ def choose_operating_point(
         at.human_share * routed_cost if at.human_share else 0.0,
         certificate,
         cost_certificate,
+        hindsight,
     )

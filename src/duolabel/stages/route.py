@@ -338,6 +338,10 @@ def route_project(
         "model_share": point.model_share,
         "expected_accuracy": point.expected_accuracy,
         "guarantee": result.message,
+        # Which family-wise procedure certified the point, and what the guarantee cost on the
+        # golden items (the human share of the best threshold in hindsight).
+        "procedure": None if point.certificate is None else point.certificate.procedure,
+        "hindsight_human_share": point.hindsight_human_share,
     }
     with ledger_run(store, "route", run_config) as run, progress("Routing items", len(todo)) as advance:
         with store.write() as session:
