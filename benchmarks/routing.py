@@ -309,16 +309,19 @@ def simulation_table(sim: dict) -> list[str]:
     return [*lines, ""]
 
 
+def draws_reaching(per_draw: list[tuple[float, float]], crowds: list[float]) -> int:
+    """Draws whose hybrid is at least as accurate as that draw's crowd (its own test items)
+    at no more than 25% of the humans-only cost."""
+    return sum(a >= crowd and (1 - r) <= 0.25 for (a, r), crowd in zip(per_draw, crowds, strict=True))
+
+
 def isbook_targets(isbook: dict) -> list[str]:
     """The amazon_isbook targets: cost mode vs the crowd, best quality vs crowd + 1 point."""
     cost_acc, cost_red, per_draw = isbook["points"][("threshold", "cost")]
     best_acc, _, _ = isbook["points"][("threshold", "best quality")]
     cost_ok = cost_acc >= isbook["crowd"] and (1 - cost_red) <= 0.25
     best_ok = best_acc >= isbook["crowd"] + 0.01
-    # Each draw against its own test items' crowd accuracy.
-    draws_ok = sum(
-        a >= crowd and (1 - r) <= 0.25 for (a, r), crowd in zip(per_draw, isbook["crowd_draws"], strict=True)
-    )
+    draws_ok = draws_reaching(per_draw, isbook["crowd_draws"])
     return [
         "Targets on amazon_isbook (threshold policy, means over the draws):",
         "",
@@ -328,6 +331,13 @@ def isbook_targets(isbook: dict) -> list[str]:
         f"({draws_ok} of {len(per_draw)} draws reach the crowd's accuracy at ≤ 25% of the cost).",
         f"- best quality: hybrid {best_acc:.3f} vs crowd + 1 point = {isbook['crowd'] + 0.01:.3f}: "
         f"**{'PASS' if best_ok else 'MISS'}**.",
+        "- cost point, every policy (draws at least as accurate as their crowd at ≤ 25% of the cost): "
+        + ", ".join(
+            f"{policy} {draws_reaching(v, isbook['crowd_draws'])}/{len(v)}"
+            for (policy, point), (_, _, v) in isbook["points"].items()
+            if point == "cost"
+        )
+        + ".",
         "",
     ]
 
