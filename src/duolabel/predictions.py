@@ -183,6 +183,15 @@ def _parse(
         problems.add(number, "label", wrong)
         label = None
     label = _cell(label)
+
+    def known(given: str) -> str | None:
+        """``given`` as one of the project's labels, or None after adding the problem."""
+        try:
+            return kind.check_answer(given, labels)
+        except AnswerError as exc:
+            problems.add(number, "label", f"got {exc.got!r}, expected {exc.expected}")
+            return None
+
     probs: np.ndarray | None = None
     if mode == "confidence":
         try:
@@ -199,14 +208,9 @@ def _parse(
                 "got an empty cell; give both label and confidence, or leave both empty for an item "
                 "the model did not answer",
             )
-        elif label is not None and confidence is not None:
-            try:
-                label = kind.check_answer(label, labels)
-            except AnswerError as exc:
-                problems.add(number, "label", f"got {exc.got!r}, expected {exc.expected}")
-            else:
-                rest = (1.0 - confidence) / (len(labels) - 1)
-                probs = np.array([confidence if name == label else rest for name in labels])
+        elif label is not None and confidence is not None and (label := known(label)) is not None:
+            rest = (1.0 - confidence) / (len(labels) - 1)
+            probs = np.array([confidence if name == label else rest for name in labels])
     else:
         cells: list[float | None] = []
         for name in labels:
@@ -237,20 +241,15 @@ def _parse(
                     )
                 else:
                     probs = raw / total
-        if probs is not None and label is not None:
-            try:
-                label = kind.check_answer(label, labels)
-            except AnswerError as exc:
-                problems.add(number, "label", f"got {exc.got!r}, expected {exc.expected}")
-            else:
-                top = labels[int(np.argmax(probs))]
-                if probs[labels.index(label)] < probs.max() - 1e-9:
-                    problems.add(
-                        number,
-                        "label",
-                        f"got {label!r}, but p_{top} is higher: the label must be a most probable "
-                        "one (or leave the label column out)",
-                    )
+        if probs is not None and label is not None and (label := known(label)) is not None:
+            top = labels[int(np.argmax(probs))]
+            if probs[labels.index(label)] < probs.max() - 1e-9:
+                problems.add(
+                    number,
+                    "label",
+                    f"got {label!r}, but p_{top} is higher: the label must be a most probable "
+                    "one (or leave the label column out)",
+                )
     if len(problems.found) + problems.more > before or item is None:
         return None
     return _Parsed(number, item, None if probs is None else tuple(float(p) for p in probs), cost)
