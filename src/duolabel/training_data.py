@@ -25,6 +25,7 @@ __all__ = [
     "golden_items",
     "human_labelled_items",
     "is_student",
+    "learned_from",
     "student_items",
     "teacher_version",
 ]
@@ -114,6 +115,14 @@ def student_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
     return items + [TextItem(r.id, r.text, r.content_hash) for r in taught], labels + [
         r.label for r in taught
     ]
+
+
+def learned_from(ctx: Context) -> tuple[list[TextItem], list[str]]:
+    """What a trainable labeler learns from: the golden items (checked against the minimum
+    per label, ``LabelerError`` when short) and then the items people labelled."""
+    items, gold = golden_items(ctx)
+    people, people_gold = human_labelled_items(ctx)
+    return items + people, gold + people_gold
 
 
 def fit_options(ctx: Context, model: object) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from duolabel.labelers.base import TextItem
 from duolabel.ledger import answer_price, current_model_version
 from duolabel.people.experts import enqueue_expert
 from duolabel.store import Annotation, Assignment, ExpertTask, FinalLabel, Item, Prediction, Route, Run
-from duolabel.training_data import STOP_SET_SUFFIX, golden_items, human_labelled_items
+from duolabel.training_data import STOP_SET_SUFFIX, human_labelled_items, learned_from
 
 __all__ = [
     "GOLD_COLUMN",
@@ -103,10 +103,9 @@ def _rank(
 def _training_items(ctx: Context) -> list[TextItem]:
     """The items the model learns from (golden ones, when there are enough, and people's labels)."""
     try:
-        golden = golden_items(ctx)[0]
+        return learned_from(ctx)[0]
     except LabelerError:  # too few golden items to train on yet: no model learned from them
-        golden = []
-    return golden + human_labelled_items(ctx)[0]
+        return human_labelled_items(ctx)[0]
 
 
 def _distributions(ctx: Context, version: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -382,11 +381,9 @@ def record_learning(ctx: Context) -> bool:
     if _recorded(ctx, key) is not None:
         return False
     try:
-        train, gold = golden_items(ctx)
+        train, gold = learned_from(ctx)
     except LabelerError:
         return False
-    people, people_gold = human_labelled_items(ctx)
-    train, gold = [*train, *people], [*gold, *people_gold]
     from duolabel.labelers import encoder_for
 
     encoder = encoder_for(ctx)
