@@ -1,0 +1,148 @@
+"""Writing the commented project file and the settings reference (docs/configuration.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from duolabel.config.labelers import BACKENDS
+from duolabel.config.project import ProjectConfig
+from duolabel.config.sections import DistillConfig
+from duolabel.core.tasks import TASK_TYPES
+
+
+def _yaml_value(value: Any) -> str:
+    return (
+        yaml.safe_dump(value, default_flow_style=True, allow_unicode=True)
+        .strip()
+        .removesuffix("\n...")
+        .strip()
+    )
+
+
+def _render_section(model: BaseModel, indent: str) -> list[str]:
+    lines: list[str] = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        help_line = f"{indent}# {field.description}" if field.description else None
+        if help_line:
+            lines.append(help_line)
+        if isinstance(value, list) and len(value) == 1 and name == "labeler":
+            value = value[0]  # one labeler is written as a mapping, with its help comments
+        if isinstance(value, BaseModel):
+            lines.append(f"{indent}{name}:")
+            lines.extend(_render_section(value, indent + "  "))
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            lines.append(f"{indent}{name}:")
+            for entry in value:
+                dumped = entry.model_dump(exclude_defaults=False)
+                first = True
+                for key, item in dumped.items():
+                    prefix = f"{indent}  - " if first else f"{indent}    "
+                    lines.append(f"{prefix}{key}: {_yaml_value(item)}")
+                    first = False
+        else:
+            lines.append(f"{indent}{name}: {_yaml_value(value)}")
+    return lines
+
+
+def render_config(config: ProjectConfig) -> str:
+    """The project file for ``config``, every setting with its one-line help as a comment."""
+    header = [
+        "# duolabel project file. Every key is optional except task.labels;",
+        "# see docs/configuration.md for the full reference.",
+    ]
+    return "\n".join(header + _render_section(config, "")) + "\n"
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """Every setting as (dotted key, default, help), for the docs."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{name}"
+            if name == "labeler" and model is ProjectConfig:
+                rows.append((key, "", field.description or ""))
+                for backend, config in BACKENDS.items():
+                    walk(config, f"labeler ({backend}).")
+                continue
+            if name == "student" and model is DistillConfig:
+                # a labeler entry: its keys are those of `labeler` above
+                rows.append(
+                    (key, _yaml_value({"backend": "embedding", "name": "distilled"}), field.description or "")
+                )
+                continue
+            annotation = field.annotation
+            args = getattr(annotation, "__args__", ())
+            nested = next(
+                (a for a in [annotation, *args] if isinstance(a, type) and issubclass(a, BaseModel)),
+                None,
+            )
+            default = (
+                "(required)"
+                if field.is_required()
+                else _yaml_value(
+                    field.default.model_dump() if isinstance(field.default, BaseModel) else field.default
+                )
+            )
+            if nested is not None and getattr(annotation, "__origin__", None) is not list:
+                rows.append((key, "", field.description or ""))
+                walk(nested, key + ".")
+            else:
+                rows.append((key, default, field.description or ""))
+                if nested is not None:
+                    walk(nested, key + "[].")
+
+    walk(ProjectConfig, "")
+    return rows
+
+
+def settings_markdown() -> str:
+    """docs/configuration.md: every setting with its default and help."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `duolabel/config/` by `python tools/gen_docs.py`; a test fails when it",
+        "is out of date. Every key of `duolabel.yaml` is listed with its default. Unknown keys",
+        "are errors that name the key.",
+        "",
+        "| key | default | what it does |",
+        "|---|---|---|",
+    ]
+    for key, default, help_text in settings_reference():
+        shown = f"`{default}`" if default else ""
+        escaped = help_text.replace("|", "\\|")
+        lines.append(f"| `{key}` | {shown} | {escaped} |")
+    return "\n".join(lines + ["", *task_types_markdown()]) + "\n"
+
+
+def task_types_markdown() -> list[str]:
+    """The docs' "Task types" section: each built-in ``task.type`` with what it changes.
+
+    Examples
+    --------
+    >>> [line.split(" | ")[0] for line in task_types_markdown() if line.startswith("| `")][1:]
+    ['| `ordinal`', '| `single_label`']
+    """
+    lines = [
+        "## Task types",
+        "",
+        "`task.type` picks what differs between kinds of labeling (`duolabel/core/tasks.py`): how an",
+        "answer is checked on import and in the web app, the agreement figures on the dashboard, the",
+        "aggregator used while `aggregation.method` is empty, the answer widget and the extra export",
+        "columns. A plug-in adds one through the `duolabel.task_types` entry point group.",
+        "",
+        "| `task.type` | what it is | default `aggregation.method` | widget | extra export columns |",
+        "|---|---|---|---|---|",
+    ]
+    for name in TASK_TYPES.names():
+        kind = TASK_TYPES.get(name)
+        if not kind.__module__.startswith("duolabel."):
+            continue  # an installed plug-in documents itself
+        summary = " ".join((kind.__doc__ or "").strip().split("\n\n")[0].split())
+        columns = ", ".join(f"`{c}`" for c in kind().export_columns("a", ["a", "b"])) or "none"
+        lines.append(f"| `{name}` | {summary} | `{kind.default_aggregator}` | `{kind.widget}` | {columns} |")
+    return lines
