@@ -290,3 +290,27 @@ def test_a_student_taught_wrong_labels_loses_and_the_teacher_keeps_labeling(tmp_
         assert labelers_of(project, "second") == {"llm"} and labelers_of(project, "third") == {"llm"}
         assert "distilled" not in labelers_of(project, "first")
         assert project.status().labeling.startswith("llm labels: the teacher keeps labeling")
+
+
+@pytest.mark.slow
+def test_a_self_training_student_labels_with_the_model_the_distillation_measured(tmp_path, llm_server):
+    # A self-training student also learns from the unlabelled items; the labeling stage must fit
+    # it on the same data as the distillation stage did, or it would label with a model nobody
+    # compared with the teacher (and pay for a second fit).
+    folder = distill_project(
+        tmp_path / "p", llm_server.base_url, {"first": 4, "second": 4}, student={"self_training": True}
+    )
+    result = cli("run", str(folder))
+    assert result.returncode == 0, result.stderr
+    with Project.open(folder) as project:
+        [run] = distill_runs(project)
+        assert run.usage["winner"] == "student"
+        with project.store.read() as session:
+            versions = set(
+                session.scalars(
+                    select(Prediction.model_version)
+                    .join(Item, Item.id == Prediction.item_id)
+                    .where(Item.batch == "second", Prediction.labeler == "distilled")
+                )
+            )
+    assert versions == {run.usage["student_version"]}
