@@ -20,6 +20,7 @@ from duolabel.config.sections import (
     DistillConfig,
     ExportConfig,
     LearningConfig,
+    PrivacyConfig,
     QualityConfig,
     RoutingConfig,
     TaskConfig,
@@ -52,6 +53,9 @@ class ProjectConfig(_Strict):
         DistillConfig(),
         description="Distillation: a small model learns from an LLM labeler's confident labels and "
         "replaces it once it is as accurate on the golden items.",
+    )
+    privacy: PrivacyConfig = Field(
+        PrivacyConfig(), description="Personal data kept on this machine when a labeler is remote."
     )
     database_url: str | None = Field(
         None,

@@ -286,6 +286,43 @@ class ExportConfig(_Strict):
     path: str = Field("out/labels.csv", description="Where `duolabel run` writes the final labels.")
 
 
+#: ``privacy.redact``: the kinds of personal data duolabel can find without a language model
+#: (Presidio's pattern recognisers), short name -> Presidio's entity name.
+PII_KINDS = {
+    "EMAIL": "EMAIL_ADDRESS",
+    "PHONE": "PHONE_NUMBER",
+    "CREDIT_CARD": "CREDIT_CARD",
+    "IBAN": "IBAN_CODE",
+    "IP_ADDRESS": "IP_ADDRESS",
+    "URL": "URL",
+    "US_SSN": "US_SSN",
+    "CRYPTO": "CRYPTO",
+    "DATE": "DATE_TIME",
+    "PERSON": "PERSON",
+}
+
+
+class PrivacyConfig(_Strict):
+    redact: list[str] = Field(
+        [],
+        description="Personal data replaced by typed placeholders (<EMAIL_1>) before an item's text "
+        f"leaves the machine: any of {', '.join(PII_KINDS)} (PERSON needs a spaCy model).",
+    )
+    when: Literal["remote", "always"] = Field(
+        "remote",
+        description="remote: for openai labelers whose server is not on this machine (no base_url "
+        "means OpenAI's); always: for every openai labeler, loopback servers too.",
+    )
+
+    @field_validator("redact")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str]) -> list[str]:
+        unknown = [k for k in kinds if k.upper() not in PII_KINDS]
+        if unknown:
+            raise ValueError(f"one of {', '.join(PII_KINDS)} (got {', '.join(map(repr, unknown))})")
+        return list(dict.fromkeys(k.upper() for k in kinds))
+
+
 class DistillConfig(_Strict):
     enabled: bool = Field(
         False, description="`duolabel run` distils before each batch once the teacher has labelled one."

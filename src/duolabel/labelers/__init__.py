@@ -31,6 +31,7 @@ from duolabel.context import Context
 from duolabel.core.registry import LABELERS
 from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, TrainableLabeler, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
+from duolabel.labelers.privacy import redacting
 
 __all__ = [
     "ENSEMBLE",
@@ -58,8 +59,9 @@ LabelerFactory = Callable[[Context, Any], Labeler]
 
 
 def build_labeler(ctx: Context, cfg: LabelerConfig) -> Any:
-    """An unfitted labeler for one ``labeler`` entry of the project file."""
-    return LABELERS.get(cfg.backend)(ctx, cfg)
+    """An unfitted labeler for one ``labeler`` entry of the project file (behind redaction
+    when the project's ``privacy`` settings apply to it)."""
+    return redacting(ctx, cfg, LABELERS.get(cfg.backend)(ctx, cfg))
 
 
 def encoder_for(ctx: Context) -> EmbeddingLabeler:

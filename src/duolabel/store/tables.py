@@ -42,6 +42,7 @@ __all__ = [
     "LoginFailure",
     "StagedItem",
     "Prediction",
+    "Redaction",
     "Route",
     "Run",
     "WebSession",
@@ -385,4 +386,21 @@ class Audit(Base):
     band: Mapped[str] = mapped_column(String(16))
     batch: Mapped[str] = mapped_column(String(200))
     weight: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Redaction(Base):
+    """Personal data replaced in an item's text before it went to a remote labeler: where, what
+    kind, the placeholder sent instead, and the original (kept only here, on this machine)."""
+
+    __tablename__ = "redactions"
+    __table_args__ = (UniqueConstraint("item_id", "start", name="uq_redactions_item_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    placeholder: Mapped[str] = mapped_column(String(64))
+    original: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
