@@ -169,6 +169,10 @@ def test_no_email_or_phone_number_reaches_a_remote_server(tmp_path, recording_pr
         assert result.predicted == 9
         with project.store.read() as session:
             rows = session.scalars(select(Redaction).order_by(Redaction.item_id, Redaction.start)).all()
+        status = project.status().privacy
+    assert (
+        status == "personal data replaced in 4 items before they went to a remote labeler (EMAIL 3, PHONE 3)"
+    )
     sent = "\n".join(recording_proxy.bodies)
     assert '"prompt"' in sent  # the labeler did talk to the server through the proxy
     for secret in EMAILS + PHONES:
@@ -198,4 +202,5 @@ def test_a_loopback_server_gets_the_text_unless_told_to_treat_it_as_remote(tmp_p
         project.label()
         with project.store.read() as session:
             assert session.scalars(select(Redaction)).all() == []
+        assert project.status().privacy == ""
     assert EMAILS[1] in "\n".join(recording_proxy.bodies)

@@ -358,6 +358,8 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(escape(f"Routing: {status_now.routing}."))
     if status_now.labeling:
         out.print(escape(f"Labeling: {status_now.labeling}."))
+    if status_now.privacy:
+        out.print(escape(f"Privacy: {status_now.privacy}."))
     for alarm in status_now.alarms:
         out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
     if len(reports) > 1:

@@ -35,7 +35,7 @@ from duolabel.stages.distill import (
 from duolabel.stages.label import LabelResult, label_project
 from duolabel.stages.learn import order_queue, record_learning, stop_set
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
-from duolabel.store import Annotation, FinalLabel, Item, Prediction, Route, Run
+from duolabel.store import Annotation, FinalLabel, Item, Prediction, Redaction, Route, Run
 from duolabel.training_data import teacher_version
 
 __all__ = [
@@ -75,6 +75,7 @@ class Status:
     comparison: CostComparison
     routing: str = ""  # the operating point of the latest routing run, in words
     labeling: str = ""  # with distillation: which model labels and why
+    privacy: str = ""  # what privacy.redact replaced before text left the machine
     alarms: list[Alarm] = field(default_factory=list)
 
     @property
@@ -126,6 +127,10 @@ def project_status(ctx: Context) -> Status:
             .select_from(Route)
             .where(Route.decision == "expert", Route.item_id.not_in(select(FinalLabel.item_id)))
         )
+        redacted = count(select(func.count(func.distinct(Redaction.item_id))))
+        kinds = session.execute(
+            select(Redaction.kind, func.count()).group_by(Redaction.kind).order_by(Redaction.kind)
+        ).all()
         last_route = session.scalar(
             select(Run.config)
             .where(Run.kind == "route", Run.status == "done")
@@ -157,6 +162,13 @@ def project_status(ctx: Context) -> Status:
         comparison=comparison,
         routing=(last_route or {}).get("guarantee", ""),
         labeling=labeling,
+        privacy=(
+            f"personal data replaced in {redacted} items before they went to a remote labeler ("
+            + ", ".join(f"{kind} {n}" for kind, n in kinds)
+            + ")"
+            if redacted
+            else ""
+        ),
         alarms=alarms(ctx),
     )
 
