@@ -15,6 +15,7 @@ from duolabel.core.operating import (
     certify_target,
     choose_budget,
     choose_cost,
+    choose_operating_point,
     golden_needed,
     majority_accuracy,
     quality_curve,
@@ -137,6 +138,23 @@ def test_budget_mode_spends_no_more_than_the_budget():
             p for p in curve if cost[p.threshold] <= budget and p.hybrid_accuracy > chosen.hybrid_accuracy
         ]
         assert not better
+
+
+def test_budget_mode_says_how_sure_its_expected_accuracy_is():
+    scores, correct = calibrated_sample(400, 4)
+    people = np.full(400, 0.95)
+    point = choose_operating_point("budget", scores, correct, people, routed_cost=0.18, budget_per_item=0.05)
+    low, high = point.accuracy_interval
+    assert low < point.expected_accuracy < high and high - low < 0.1
+    assert f"{low:.3f}-{high:.3f}" in point.describe() and "bootstrap interval" in point.describe()
+    # Fewer golden items, a wider interval: the same data, a quarter of it.
+    small = choose_operating_point(
+        "budget", scores[:100], correct[:100], people[:100], routed_cost=0.18, budget_per_item=0.05
+    )
+    assert np.diff(small.accuracy_interval)[0] > high - low
+    # Modes with a certificate (or a fixed threshold) carry none.
+    fixed = choose_operating_point("fixed", scores, correct, people, routed_cost=0.18)
+    assert fixed.accuracy_interval is None
 
 
 def test_majority_of_three_beats_one_answer():

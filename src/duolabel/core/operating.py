@@ -153,6 +153,9 @@ class OperatingPoint:
     # Target and cost modes: the human share of the best threshold in hindsight on the golden
     # items (the observed figure reaches the goal, with no allowance for chance); None otherwise.
     hindsight_human_share: float | None = None
+    # Budget mode: the 90% bootstrap interval of the expected accuracy over the golden items
+    # (the budget buys a point, not a promise: this says how sure the estimate is).
+    accuracy_interval: tuple[float, float] | None = None
 
     @property
     def human_share(self) -> float:
@@ -181,9 +184,13 @@ class OperatingPoint:
                 f"{self.cost_certificate.describe()}; model labels {self.model_share:.0%} of golden "
                 f"items, expected accuracy {self.expected_accuracy:.3f}; {self.price()}"
             )
+        interval = ""
+        if self.accuracy_interval is not None:
+            low, high = self.accuracy_interval
+            interval = f" (90% bootstrap interval on the golden items: {low:.3f}-{high:.3f})"
         return (
             f"{self.mode} mode: threshold {self.threshold:.4g}, model labels {self.model_share:.0%} of "
-            f"golden items, expected accuracy {self.expected_accuracy:.3f}"
+            f"golden items, expected accuracy {self.expected_accuracy:.3f}{interval}"
         )
 
 
@@ -603,7 +610,9 @@ def choose_operating_point(
         chosen = choose_best(curve).threshold
     else:
         raise ValueError(f"unknown routing mode {mode!r}; choose one of: fixed, target, budget, cost, best")
-    at = quality_curve(scores, model_correct, human_correct, thresholds=np.array([chosen]), n_boot=0)[0]
+    # Budget mode promises nothing, so its point carries the bootstrap interval of its accuracy.
+    n_boot = 200 if mode == "budget" else 0
+    at = quality_curve(scores, model_correct, human_correct, thresholds=np.array([chosen]), n_boot=n_boot)[0]
     hindsight = None
     if mode in ("target", "cost"):
         hindsight = hindsight_human_share(mode, scores, model_correct, human_correct, target=target)
@@ -616,4 +625,5 @@ def choose_operating_point(
         certificate,
         cost_certificate,
         hindsight,
+        (at.low, at.high) if mode == "budget" else None,
     )

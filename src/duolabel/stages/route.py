@@ -337,6 +337,7 @@ def route_project(
         "threshold": None if math.isinf(point.threshold) else point.threshold,
         "model_share": point.model_share,
         "expected_accuracy": point.expected_accuracy,
+        "accuracy_interval": point.accuracy_interval,
         "guarantee": result.message,
         # Which family-wise procedure certified the point, and what the guarantee cost on the
         # golden items (the human share of the best threshold in hindsight).
