@@ -157,6 +157,27 @@ def test_budget_mode_says_how_sure_its_expected_accuracy_is():
     assert fixed.accuracy_interval is None
 
 
+def test_error_ranking_orients_each_signal_towards_errors():
+    from duolabel.core.evidence import error_ranking
+
+    rng = np.random.default_rng(3)
+    wrong = rng.random(300) < 0.2
+    noise = rng.random(300)
+    ranking = error_ranking(
+        {
+            "confidence": np.where(wrong, 0.5, 0.9) + 0.05 * noise,  # low when wrong
+            "entropy": np.where(wrong, 1.0, 0.2) + 0.05 * noise,  # high when wrong
+            "disagreement": np.zeros(300),  # one labeler: constant
+            "neighbourhood_accuracy": noise,  # unrelated
+        },
+        wrong,
+        combined=np.where(wrong, 0.1, 0.9),  # high means right
+    )
+    assert ranking["confidence"] == 1.0 and ranking["entropy"] == 1.0 and ranking["combined"] == 1.0
+    assert math.isnan(ranking["disagreement"]) and abs(ranking["neighbourhood_accuracy"] - 0.5) < 0.1
+    assert math.isnan(error_ranking({"confidence": noise}, np.zeros(300, bool))["confidence"])
+
+
 def test_majority_of_three_beats_one_answer():
     assert majority_accuracy(0.8, 3, 2) == pytest.approx(0.896, abs=0.01)  # 0.8^3 + 3 * 0.8^2 * 0.2
     assert majority_accuracy(0.8, 3, 5) > majority_accuracy(0.8, 3, 2)  # errors split over labels

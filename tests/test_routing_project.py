@@ -182,6 +182,25 @@ def test_status_compares_people_alone_model_alone_and_hybrid(example: Path):
         assert cmp.golden_set == pytest.approx(60 * 1.0)
 
 
+def test_calibrate_says_how_well_each_signal_ranks_the_errors(example: Path):
+    from duolabel.core.calibration import calibration_metrics
+    from duolabel.core.evidence import ERROR_SIGNALS
+
+    result = cli("calibrate", str(example))
+    assert result.returncode == 0, result.stderr
+    assert "How well each signal ranks the model's errors" in result.stdout
+    with Project.open(example) as project:
+        ranking = project.error_ranking()
+        evidence = plan_routing(project).evidence
+    assert list(ranking) == list(ERROR_SIGNALS)
+    # One labeler: no ensemble disagreement to rank by.
+    assert ranking["disagreement"] != ranking["disagreement"]
+    # The confidence's AUROC is the calibration table's (the same cross-fitted golden predictions).
+    after = calibration_metrics(evidence.probs, evidence.gold)["auroc"]
+    assert abs(ranking["confidence"] - after) < 1e-9
+    assert all(0.0 <= v <= 1.0 for k, v in ranking.items() if k != "disagreement")
+
+
 def test_report_renders_in_chromium_with_its_images(example: Path):
     from playwright.sync_api import sync_playwright
 
@@ -192,6 +211,7 @@ def test_report_renders_in_chromium_with_its_images(example: Path):
     html = page_file.read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html  # nothing to fetch
     assert "(hindsight on golden items: " in html  # the price of the guarantee
+    assert 'id="error-ranking"' in html and "meta-router" in html
     requests: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -281,8 +281,21 @@ def calibrate(project: ProjectArg = Path(".")) -> None:
     """Calibrate each labeler's confidence on the golden items; prints before/after metrics."""
     with _open(project) as proj:
         results = proj.calibrate()
+        ranking = proj.error_ranking()
     for result in results:
         out.print(_calibration_table(result))
+    out.print(_ranking_table(ranking))
+
+
+def _ranking_table(ranking: dict[str, float]) -> Table:
+    from duolabel.core.evidence import ERROR_SIGNALS
+
+    table = Table(title="How well each signal ranks the model's errors on the golden items")
+    for col in ("signal", "what it is", "AUROC"):
+        table.add_column(col)
+    for name, value in ranking.items():
+        table.add_row(name, ERROR_SIGNALS[name][0], "n/a" if value != value else f"{value:.3f}")
+    return table
 
 
 @app.command()

@@ -129,6 +129,16 @@ class Project(Context):
 
         return suggest_golden(self, n, export=export)
 
+    def error_ranking(self) -> dict[str, float]:
+        """AUROC with which each signal (confidence, margin, entropy, ensemble disagreement,
+        nearest-golden accuracy) and their combination rank the model's errors on the golden
+        items: :func:`duolabel.stages.route.error_ranking_of`."""
+        from duolabel.pipeline import plan
+        from duolabel.stages.distill import labeling_context
+        from duolabel.stages.route import error_ranking_of
+
+        return error_ranking_of(labeling_context(self), plan(self))
+
     def learning(self) -> Any:
         """The learning curve and whether more golden items would pay off, as measured when the
         model that labels (a distilled student once it has won) was trained; None before."""

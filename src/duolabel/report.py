@@ -69,15 +69,25 @@ def write_report(project: Project, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from jinja2 import Environment
 
+    from duolabel.core.evidence import ERROR_SIGNALS
     from duolabel.pipeline import plan as plan_routing
     from duolabel.pipeline import project_status
-    from duolabel.stages.distill import labeling_version
+    from duolabel.stages.distill import labeling_context, labeling_version
+    from duolabel.stages.route import error_ranking_of
 
     version = labeling_version(project)  # the distilled student's once it has won
     if version is None:
         raise ProjectError("nothing to report yet: run 'duolabel run' (or label and calibrate) first")
     labels = project.config.task.label_names
     plan = plan_routing(project)
+    ranking = [
+        (
+            name,
+            ERROR_SIGNALS[name][0] if name in ERROR_SIGNALS else "all of them: the meta-router, cross-fitted",
+            _fmt(v),
+        )
+        for name, v in error_ranking_of(labeling_context(project), plan).items()
+    ]
     golden = _golden(project, version)
     status = project_status(project)
     plots: dict[str, str] = {}
@@ -196,6 +206,7 @@ def write_report(project: Project, path: Path) -> Path:
             plots=plots,
             metric_names=metric_names,
             metrics=metrics,
+            ranking=ranking,
             costs=costs,
             labels=labels,
             confusion=list(zip(labels, confusion.tolist(), strict=True)),

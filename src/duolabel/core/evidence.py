@@ -6,7 +6,9 @@ pure maths behind the routing evidence, shared by the route stage, ``simulate`` 
   recorded answers on golden items (:func:`worker_accuracies`);
 - whether people's aggregated answer is right on an item (:func:`vote_correctness`,
   :func:`majority_correctness`);
-- the meta-router's item features (:func:`log_length`, :func:`neighbourhood_accuracy`).
+- the meta-router's item features (:func:`log_length`, :func:`neighbourhood_accuracy`);
+- how well each signal ranks the model's errors (:func:`error_ranking`): the human share any
+  guarantee needs is bounded by it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ __all__ = [
     "MIN_CONTROLS",
     "NEIGHBOURS",
     "Answers",
+    "ERROR_SIGNALS",
+    "error_ranking",
     "log_length",
     "majority_correctness",
     "majority_label",
@@ -113,6 +117,53 @@ def majority_correctness(answers: Answers, probs: np.ndarray, gold: np.ndarray, 
             for given, p, g in zip(answers, probs, gold, strict=True)
         ]
     )
+
+
+#: The error-ranking signals, each oriented so that a higher value means "more likely wrong":
+#: name -> (what it is, +1 or -1 applied to the raw value).
+ERROR_SIGNALS: dict[str, tuple[str, int]] = {
+    "confidence": ("the calibrated top probability, low first", -1),
+    "margin": ("gap between the top two labels, small first", -1),
+    "entropy": ("entropy of the calibrated distribution", +1),
+    "disagreement": ("ensemble disagreement (labelers' spread)", +1),
+    "neighbourhood_accuracy": (f"model's accuracy on the {NEIGHBOURS} nearest golden items, low first", -1),
+    # not a raw signal: error_ranking's ``combined`` score (high means right)
+    "combined": ("all of them: the meta-router's cross-fitted score", -1),
+}
+
+
+def error_ranking(
+    signals: Mapping[str, np.ndarray], wrong: np.ndarray, *, combined: np.ndarray | None = None
+) -> dict[str, float]:
+    """AUROC with which each signal ranks the model's errors above its right labels (0.5: no
+    better than chance; NaN when the items are all right or all wrong, or the signal is
+    constant, as disagreement is with one labeler).
+
+    ``signals`` maps names of :data:`ERROR_SIGNALS` to raw per-item values (``confidence`` is
+    the top probability); ``combined`` is a score where high means *right* (the meta-router's
+    cross-fitted scores) and is reported as ``combined``.
+
+    Examples
+    --------
+    >>> wrong = np.array([True, False, False, True])
+    >>> error_ranking({"confidence": np.array([0.6, 0.9, 0.8, 0.7])}, wrong)
+    {'confidence': 1.0}
+    """
+    from sklearn.metrics import roc_auc_score
+
+    wrong = np.asarray(wrong, dtype=bool)
+    oriented = {
+        name: sign * np.asarray(signals[name], dtype=float)
+        for name, (_, sign) in ERROR_SIGNALS.items()
+        if name in signals
+    }
+    if combined is not None:
+        oriented["combined"] = -np.asarray(combined, dtype=float)
+    out: dict[str, float] = {}
+    for name, values in oriented.items():
+        usable = 0 < wrong.sum() < len(wrong) and np.ptp(values) > 0
+        out[name] = float(roc_auc_score(wrong, values)) if usable else float("nan")
+    return out
 
 
 def log_length(texts: Sequence[str]) -> np.ndarray:

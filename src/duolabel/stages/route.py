@@ -22,6 +22,7 @@ from sqlalchemy import delete, or_, select, true, update
 from duolabel.config import RoutingConfig
 from duolabel.context import Context
 from duolabel.core.evidence import (
+    error_ranking,
     log_length,
     measured_accuracies,
     neighbourhood_accuracy,
@@ -37,12 +38,13 @@ from duolabel.core.operating import (
 from duolabel.core.policies import (
     Decision,
     FollowUpPolicy,
+    MetaRouter,
     ThresholdPolicy,
     make_policy,
     policy_version,
     route_items,
 )
-from duolabel.core.probs import as_matrix
+from duolabel.core.probs import as_matrix, signals
 from duolabel.errors import ProjectError
 from duolabel.ledger import answer_price, ledger_run
 from duolabel.people.experts import enqueue_expert
@@ -54,6 +56,7 @@ __all__ = [
     "Evidence",
     "Plan",
     "RouteResult",
+    "error_ranking_of",
     "follow_up_project",
     "item_neighbourhood_accuracy",
     "load_evidence",
@@ -254,6 +257,31 @@ def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfi
         policy_version(cfg.policy, params, model_version),
         model_version,
     )
+
+
+def error_ranking_of(ctx: Context, plan: Plan | None = None) -> dict[str, float]:
+    """How well each signal ranks the model's errors on the golden items (AUROC, see
+    :func:`duolabel.core.evidence.error_ranking`), and their combination: the meta-router's
+    cross-fitted scores over all of them. ``plan`` is a routing plan already made (None:
+    one is made). The human share any guarantee needs is bounded by how well the best of these
+    ranks the errors."""
+    plan = plan or plan_routing(ctx)
+    evidence = plan.evidence
+    wrong = ~evidence.model_correct
+    features = dict(evidence.features)
+    if "neighbourhood_accuracy" not in features:
+        features["neighbourhood_accuracy"] = item_neighbourhood_accuracy(
+            ctx, evidence.ids, evidence.model_correct.astype(float), evidence.ids
+        )
+    found = signals(evidence.probs)
+    raw = {
+        "confidence": found["max_prob"],
+        "margin": found["margin"],
+        "entropy": found["entropy"],
+        **{name: features[name] for name in ("disagreement", "neighbourhood_accuracy")},
+    }
+    combined = MetaRouter().cross_fit_scores(evidence.probs, features, wrong)
+    return error_ranking(raw, wrong, combined=combined)
 
 
 def _item_features(ctx: Context, plan: Plan, preds: list[Prediction]) -> dict[str, np.ndarray]:
