@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.stats import binom
 
 from duolabel.core.ltt import anchor_weights, binomial_pvalue, fallback_rejections
-from duolabel.core.operating import certify_target, choose_operating_point, hindsight_human_share
+from duolabel.core.operating import GRID, certify_target, choose_operating_point, hindsight_human_share
 
 
 def test_binomial_pvalue_is_scipys_exact_tail_and_sums_the_probabilities():
@@ -122,3 +122,76 @@ def test_fixed_and_budget_points_carry_no_hindsight_and_unknown_procedures_are_r
     assert point.hindsight_human_share is None and point.price() == ""
     with pytest.raises(ValueError, match="unknown certification procedure 'bonferroni'"):
         certify_target(scores, correct, target=0.9, risk=0.1, procedure="bonferroni")
+
+
+# --- the dataset-level guarantee (routing.guarantee: dataset) ---------------------------
+
+
+def _delivered_error(t: float, people_error: float) -> float:
+    """The true delivered error of a calibrated model with scores uniform on [0.5, 1] (right
+    with probability = score), people wrong with probability ``people_error``, at threshold t."""
+    if not math.isfinite(t) or t > 1:
+        return people_error
+    t = max(t, 0.5)
+    return (1 - t) ** 2 + 2 * (t - 0.5) * people_error
+
+
+@pytest.mark.parametrize("people_exact", [False, True])
+def test_the_dataset_guarantee_keeps_its_promise_on_many_simulated_splits(people_exact):
+    from duolabel.core.guarantee import certify_dataset
+
+    people_error = 0.0 if people_exact else 0.05
+    met, certified, shares, accepted_shares = 0, 0, [], []
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        scores = rng.uniform(0.5, 1.0, 400)
+        correct = rng.random(400) < scores
+        people = np.full(400, 1 - people_error)
+        cert = certify_dataset(
+            scores, correct, people, target=0.9, risk=0.1, thresholds=GRID, people_exact=people_exact
+        )
+        met += _delivered_error(cert.threshold, people_error) <= 0.1 + 1e-12
+        certified += cert.certified
+        shares.append(1 - cert.accepted / 400)
+        accepted_shares.append(1 - certify_target(scores, correct, target=0.9, risk=0.1).accepted / 400)
+    assert met / 300 >= 0.9
+    assert certified == 300
+    # Counting people's labels in, the promise about the whole data set needs fewer of them
+    # than the same target on the model's labels alone.
+    assert np.mean(shares) < np.mean(accepted_shares)
+
+
+def test_the_dataset_guarantee_says_when_people_alone_are_not_good_enough():
+    from duolabel.core.guarantee import certify_dataset
+
+    scores = np.linspace(0.5, 1.0, 300)
+    cert = certify_dataset(scores, scores > 0.6, np.full(300, 0.85), target=0.9, risk=0.1, thresholds=GRID)
+    assert not cert.certified and "people alone are expected to be wrong on 15.0%" in cert.describe()
+    point = choose_operating_point(
+        "target",
+        scores,
+        scores > 0.6,
+        np.full(300, 0.97),
+        routed_cost=1.0,
+        target=0.9,
+        risk=0.1,
+        guarantee="dataset",
+    )
+    assert point.certificate is None and point.dataset_certificate is not None
+    assert point.dataset_certificate.certified and point.threshold == point.dataset_certificate.threshold
+    text = point.describe()
+    assert text.startswith("delivered labels (the model's and people's) at least 0.9 right")
+    assert "hindsight on golden items" in text and "as measured on controls" in text
+    assert point.hindsight_human_share <= point.human_share + 1e-12
+
+
+def test_hoeffding_bentkus_pvalue_is_valid_for_bounded_losses():
+    from duolabel.core.guarantee import hb_pvalue
+
+    rng = np.random.default_rng(0)
+    # Losses in [0, 1] with mean exactly eps (the boundary of the null): P(p <= risk) <= risk.
+    eps, n = 0.1, 200
+    losses = rng.choice([0.0, 0.05, 0.5, 1.0], p=[0.775, 0.1, 0.06, 0.065], size=(4000, n))
+    assert abs(0.05 * 0.1 + 0.5 * 0.06 + 0.065 - eps) < 1e-12  # the mean loss is eps
+    p = np.array([hb_pvalue(float(row.mean()), n, eps) for row in losses])
+    assert (p <= 0.1).mean() <= 0.1 and (p <= 0.01).mean() <= 0.01

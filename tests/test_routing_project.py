@@ -91,6 +91,27 @@ def test_target_mode_certifies_or_says_what_is_missing(example: Path):
             assert not session.scalars(select(FinalLabel).where(FinalLabel.source == "model")).all()
 
 
+def test_the_dataset_guarantee_counts_people_in_and_says_so(example: Path):
+    set_routing(example, guarantee="dataset", target_accuracy=0.9)
+    with Project.open(example) as project:
+        dataset = route_project(project).point
+    set_routing(example, guarantee="accepted", target_accuracy=0.9)
+    with Project.open(example) as project:
+        accepted = plan_routing(project).point
+    assert dataset is not None and dataset.dataset_certificate is not None and dataset.certificate is None
+    assert dataset.dataset_certificate.golden == 60
+    # The delivered data set includes people's labels, so the same target accepts at least as
+    # many of the model's labels as the promise about the accepted items alone.
+    assert dataset.threshold <= accepted.threshold
+    status = cli("status", str(example), env={**os.environ, "COLUMNS": "400"})
+    said = " ".join(status.stdout.split())
+    assert "Routing: delivered labels (the model's and people's) at least 0.9 right" in said
+    with Project.open(example) as project, project.store.read() as session:
+        run = session.scalars(select(Run).where(Run.kind == "route")).all()[-1]
+        assert run.config["guarantee_kind"] == "dataset"
+        assert run.config["procedure"] == "fixed-sequence"
+
+
 def test_cost_and_budget_modes_follow_the_prices(example: Path):
     set_routing(example, mode="cost")
     with Project.open(example) as project:

@@ -112,6 +112,17 @@ class RoutingConfig(_Strict):
         lt=1,
         description="In target and cost modes: allowed probability that the accuracy guarantee fails.",
     )
+    guarantee: Literal["accepted", "dataset"] = Field(
+        "accepted",
+        description="In target mode, what reaches `target_accuracy`: accepted (the model's labels "
+        "shipped without people) or dataset (every delivered label, the model's and people's, "
+        "with people's error as measured on controls).",
+    )
+    people_exact: bool = Field(
+        False,
+        description="With guarantee: dataset, count people's aggregated labels as always right "
+        "(say so only when experts or a trusted process check them).",
+    )
     budget: float | None = Field(
         None, ge=0, description="In budget mode: money for human and expert answers per routing run."
     )

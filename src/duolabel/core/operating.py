@@ -18,6 +18,9 @@ are all this module needs.
   on the accepted items against people's on the same items, with the same fixed-sequence
   testing as target mode);
 - **fixed**: the configured threshold.
+
+Target mode's promise is about the accepted items, or, with ``guarantee="dataset"``, about the
+whole delivered data set, people's labels included (:mod:`duolabel.core.guarantee`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from duolabel.core.guarantee import DatasetCertificate, certify_dataset
 from duolabel.core.ltt import anchor_weights, binomial_pvalue, fallback_rejections
 
 __all__ = [
@@ -153,6 +157,8 @@ class OperatingPoint:
     # Target and cost modes: the human share of the best threshold in hindsight on the golden
     # items (the observed figure reaches the goal, with no allowance for chance); None otherwise.
     hindsight_human_share: float | None = None
+    # Target mode with the dataset-level guarantee: its certificate (``certificate`` is None).
+    dataset_certificate: DatasetCertificate | None = None
     # Budget mode: the 90% bootstrap interval of the expected accuracy over the golden items
     # (the budget buys a point, not a promise: this says how sure the estimate is).
     accuracy_interval: tuple[float, float] | None = None
@@ -179,6 +185,8 @@ class OperatingPoint:
         modes, else its expected figures."""
         if self.certificate is not None:
             return f"{self.certificate.describe()}; {self.price()}"
+        if self.dataset_certificate is not None:
+            return f"{self.dataset_certificate.describe()}; {self.price()}"
         if self.cost_certificate is not None:
             return (
                 f"{self.cost_certificate.describe()}; model labels {self.model_share:.0%} of golden "
@@ -441,8 +449,9 @@ def hindsight_human_share(
     thresholds: np.ndarray = GRID,
 ) -> float:
     """The smallest human share on the grid whose golden items *observed* meet the goal of
-    ``mode``: accuracy at least ``target`` on the accepted items (target mode), or the model at
-    least as often right as people on them (cost mode). What a certificate would choose
+    ``mode``: accuracy at least ``target`` on the accepted items (target mode), on the whole
+    delivered data set with people's expected errors (``dataset``), or the model at least as
+    often right as people on the accepted items (cost mode). What a certificate would choose
     knowing the golden items were the whole truth: the gap to it is the price of the guarantee.
 
     Examples
@@ -460,6 +469,8 @@ def hindsight_human_share(
     counts = np.searchsorted(-sorted_scores, -np.asarray(thresholds, dtype=float), side="right")
     if mode == "cost":
         ok = cum_model[counts] >= cum_people[counts] - 1e-9
+    elif mode == "dataset":
+        ok = cum_model[counts] + cum_people[-1] - cum_people[counts] >= target * len(sorted_scores) - 1e-9
     else:
         ok = cum_model[counts] >= target * counts - 1e-9
     total = max(len(sorted_scores), 1)
@@ -571,6 +582,8 @@ def choose_operating_point(
     risk: float = 0.1,
     budget_per_item: float | None = None,
     curve: list[CurvePoint] | None = None,
+    guarantee: str = "accepted",
+    people_exact: bool = False,
 ) -> OperatingPoint:
     """The operating point of a routing ``mode`` from the golden items' evidence.
 
@@ -580,6 +593,9 @@ def choose_operating_point(
     golden items' cross-fitted scores, ``model_correct`` and ``human_correct`` as in
     :func:`quality_curve`; ``routed_cost`` is the expected money one routed item costs.
     ``curve`` is the quality curve on the same evidence when the caller has it already.
+    ``guarantee`` is what target mode promises: ``accepted`` (the accepted items' accuracy) or
+    ``dataset`` (the whole delivered data set's, :func:`~duolabel.core.guarantee.certify_dataset`,
+    with people's errors from ``human_correct`` unless ``people_exact``).
 
     Examples
     --------
@@ -593,8 +609,20 @@ def choose_operating_point(
         curve = quality_curve(scores, model_correct, human_correct, n_boot=0)
     certificate = None
     cost_certificate = None
+    dataset_certificate = None
     if mode == "fixed":
         chosen = threshold
+    elif mode == "target" and guarantee == "dataset":
+        dataset_certificate = certify_dataset(
+            scores,
+            model_correct,
+            human_correct,
+            target=target,
+            risk=risk,
+            thresholds=GRID,
+            people_exact=people_exact,
+        )
+        chosen = dataset_certificate.threshold
     elif mode == "target":
         certificate = certify_target(scores, model_correct, target=target, risk=risk)
         chosen = certificate.threshold
@@ -615,7 +643,9 @@ def choose_operating_point(
     at = quality_curve(scores, model_correct, human_correct, thresholds=np.array([chosen]), n_boot=n_boot)[0]
     hindsight = None
     if mode in ("target", "cost"):
-        hindsight = hindsight_human_share(mode, scores, model_correct, human_correct, target=target)
+        goal = "dataset" if dataset_certificate is not None else mode
+        people = np.ones(len(scores)) if people_exact and goal == "dataset" else human_correct
+        hindsight = hindsight_human_share(goal, scores, model_correct, people, target=target)
     return OperatingPoint(
         mode,
         chosen,
@@ -625,5 +655,6 @@ def choose_operating_point(
         certificate,
         cost_certificate,
         hindsight,
+        dataset_certificate,
         (at.low, at.high) if mode == "budget" else None,
     )

@@ -242,6 +242,8 @@ def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfi
         risk=cfg.risk,
         budget_per_item=None if cfg.budget is None else cfg.budget / max(items_to_route, 1),
         curve=curve,
+        guarantee=cfg.guarantee,
+        people_exact=cfg.people_exact,
     )
     policy.threshold = point.threshold
     params: dict[str, Any] = {
@@ -358,6 +360,7 @@ def route_project(
     seqs = {item_id: seq for _, item_id, seq in candidates}
     result = RouteResult(plan.version, unchanged=len(decided), point=plan.point, followed_up=followed)
     point = plan.point
+    certificate = point.certificate or point.dataset_certificate
     run_config = {
         "policy": cfg.model_dump(),
         "model_version": version,
@@ -369,7 +372,8 @@ def route_project(
         "guarantee": result.message,
         # Which family-wise procedure certified the point, and what the guarantee cost on the
         # golden items (the human share of the best threshold in hindsight).
-        "procedure": None if point.certificate is None else point.certificate.procedure,
+        "procedure": None if certificate is None else certificate.procedure,
+        "guarantee_kind": cfg.guarantee if cfg.mode == "target" else None,
         "hindsight_human_share": point.hindsight_human_share,
     }
     with ledger_run(store, "route", run_config) as run, progress("Routing items", len(todo)) as advance:
