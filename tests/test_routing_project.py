@@ -109,7 +109,7 @@ def test_the_dataset_guarantee_counts_people_in_and_says_so(example: Path):
     with Project.open(example) as project, project.store.read() as session:
         run = session.scalars(select(Run).where(Run.kind == "route")).all()[-1]
         assert run.config["guarantee_kind"] == "dataset"
-        assert run.config["procedure"] == "fixed-sequence"
+        assert run.config["procedure"] == "expected-order"
 
 
 def test_cost_and_budget_modes_follow_the_prices(example: Path):
