@@ -11,8 +11,9 @@ benchmarks/routing.py):
 - the certificate is computed on the golden items; the delivered data set is the test items: the
   model's label where the threshold accepts, people's label elsewhere;
 - validity: the share of splits without a false certificate (certified, yet the delivered test
-  accuracy misses the target; must be at least 1 - risk); the human share against the best threshold in hindsight on the test items
-  (the fewest people for which the delivered test accuracy reaches the target).
+  accuracy misses the target; must be at least 1 - risk); the human share against the best
+  threshold in hindsight on the test items (the fewest people for which the delivered test
+  accuracy reaches the target).
 
 emotion has no recorded answers and is left out. The targets are fixed per data set before
 looking at any split, below people alone's accuracy (a delivered set cannot be better than
