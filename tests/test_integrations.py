@@ -143,12 +143,18 @@ def _label_studio_export() -> list[dict]:
 
 def test_a_label_studio_export_imports_items_answers_and_predictions(tmp_path):
     path = tmp_path / "project-1-at-2026.json"
-    path.write_text(json.dumps(_label_studio_export()), encoding="utf-8")
+    # A prediction with no choice is an abstention: people decide the item.
+    unsure = {
+        "id": 103,
+        "data": {"review": "A lamp."},
+        "predictions": [{"model_version": "bert-1", "result": []}],
+    }
+    path.write_text(json.dumps([*_label_studio_export(), unsure]), encoding="utf-8")
     with Project.open(_fresh(tmp_path / "p", None)) as project:
         result = project.import_file(path, columns={"review": "text"}, labeler="gpt")
-        assert (result.tasks, result.items.added, result.answers.added) == (2, 2, 2)
+        assert (result.tasks, result.items.added, result.answers.added) == (3, 3, 2)
         assert result.annotations_skipped == 2  # the cancelled one and the comment-only one
-        assert result.predictions.added == 2
+        assert (result.predictions.added, result.predictions.abstained) == (3, 1)
         items = project.to_pandas("items").set_index("id")
         assert items.loc["101", "text"] == "Great read, a page turner." and items.loc["101", "lang"] == "en"
         answers = project.to_pandas("answers")
@@ -169,7 +175,8 @@ def test_a_bad_label_studio_export_names_task_and_field_and_stores_nothing(tmp_p
     tasks[0]["annotations"][0]["result"][0]["value"]["choices"] = ["bok"]
     tasks[1]["predictions"][0]["result"][0].pop("score")
     tasks.append({"id": 103, "data": "just text"})
-    tasks.append({"id": 104, "data": {"review": "ok"}, "annotations": [{"completed_by": [1], "result": []}]})
+    answer = {"completed_by": [1], "result": tasks[0]["annotations"][1]["result"]}
+    tasks.append({"id": 104, "data": {"review": "ok"}, "annotations": [answer]})
     path = tmp_path / "export.json"
     path.write_text(json.dumps(tasks), encoding="utf-8")
     folder = _fresh(tmp_path / "p", None)

@@ -49,9 +49,7 @@ EXPORT_COLUMNS = [
 ]
 
 
-def final_query(
-    model_version: str | None, include_pending: bool
-) -> Select[Item, FinalLabel, Prediction]:
+def final_query(model_version: str | None, include_pending: bool) -> Select[Item, FinalLabel, Prediction]:
     """Every item (only finalized ones unless ``include_pending``) in import order, with its
     final label and the prediction of the model that decided it (a finished batch keeps the
     model of its time), else the current model's (``model_version``); None where missing."""

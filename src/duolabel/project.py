@@ -88,8 +88,10 @@ class Project(Context):
         if integration(data, options.get("fmt")) == "label-studio":
             from duolabel.integrations.label_studio import import_label_studio
 
-            options.pop("fmt", None)
-            return import_label_studio(self, data, items=False, answers=False, labeler=labeler, **options)
+            version = options.get("model_version")
+            return import_label_studio(
+                self, data, items=False, answers=False, labeler=labeler, model_version=version
+            )
         from duolabel.predictions import import_predictions
 
         options.pop("model_version", None)

@@ -171,155 +171,174 @@ def _probability(value: Any) -> float | None:
     return float(value) if math.isfinite(value) and 0 <= value <= 1 else None
 
 
-def _parse(
-    ctx: Context,
-    path: Path,
-    tasks: list[Any],
-    *,
-    columns: dict[str, str],
-    from_name: str | None,
-    model_version: str | None,
-    max_problems: int,
-) -> _Parsed:
-    """Every task checked for shape and labels; all problems at once (see the module docstring)."""
-    task = ctx.config.task
-    kind = task_type(task.type)
-    problems = _Problems(str(path), max_problems)
-    out = _Parsed()
-    seen: dict[tuple[str, str], int] = {}
+class _Reader:
+    """Checks every task for shape and labels, collecting all problems (up to the cap) and
+    what the three imports need (see the module docstring)."""
 
-    def bad(index: int, where: str | None, message: str) -> None:
-        if len(problems.found) < problems.cap:
-            problems.found.append(Problem(str(path), index, where, message, unit="task"))
+    def __init__(
+        self,
+        ctx: Context,
+        path: Path,
+        *,
+        columns: dict[str, str],
+        from_name: str | None,
+        model_version: str | None,
+        max_problems: int,
+    ) -> None:
+        self.task = ctx.config.task
+        self.kind = task_type(self.task.type)
+        self.path = path
+        self.columns = columns
+        self.from_name = from_name
+        self.model_version = model_version
+        self.problems = _Problems(str(path), max_problems)
+        self.out = _Parsed()
+        self.seen: dict[tuple[str, str], int] = {}  # (item, worker) -> task
+
+    def bad(self, index: int, where: str | None, message: str) -> None:
+        if len(self.problems.found) < self.problems.cap:
+            self.problems.found.append(Problem(str(self.path), index, where, message, unit="task"))
         else:
-            problems.more += 1
+            self.problems.more += 1
 
-    def label_of(index: int, where: str, result: Any) -> str | None:
-        label, problem, _ = _choice(result, from_name)
-        if problem is not None:
-            bad(index, where, problem)
-            return None
-        if label is None:
-            return None
-        try:
-            return kind.check_answer(label, task.label_names)
-        except AnswerError as exc:
-            bad(index, where, f"got {exc.got!r}, expected {exc.expected}")
-            return None
+    def count(self) -> int:
+        return len(self.problems.found) + self.problems.more
 
-    for index, entry in enumerate(tasks, start=1):
+    def read(self, tasks: list[Any]) -> _Parsed:
+        for index, entry in enumerate(tasks, start=1):
+            self.entry(index, entry)
+        if not tasks:
+            self.problems.add(None, None, "the file has no tasks")
+        if self.problems.found:
+            raise DataError(self.problems.found, more=self.problems.more)
+        return self.out
+
+    def entry(self, index: int, entry: Any) -> None:
         if not isinstance(entry, dict):
-            bad(index, None, f"got a JSON {_kind(entry)}, expected a task object")
-            continue
+            self.bad(index, None, f"got a JSON {_kind(entry)}, expected a task object")
+            return
         data = entry.get("data")
         if not isinstance(data, dict):
             got = "missing" if data is None else f"got a JSON {_kind(data)}"
-            bad(index, "data", f"{got}, expected an object with the item's fields")
-            continue
-        values = {str(columns.get(k, k)): v for k, v in data.items()}
+            self.bad(index, "data", f"{got}, expected an object with the item's fields")
+            return
+        values = {str(self.columns.get(k, k)): v for k, v in data.items()}
+        id_field = self.task.id_field
         # A task exported from Label Studio always has its own id; data often has none.
-        if task.id_field not in values and isinstance(entry.get("id"), (int, str)):
-            values[task.id_field] = entry["id"]
-        out.items.append(_Row(index, values))
-        item = _cell(values.get(task.id_field)) if isinstance(values.get(task.id_field), (str, int)) else None
-        for j, annotation in enumerate(_list(entry, "annotations", index, bad)):
-            where = f"annotations[{j}]"
-            if not isinstance(annotation, dict):
-                bad(index, where, f"got a JSON {_kind(annotation)}, expected an annotation object")
-                continue
-            if annotation.get("was_cancelled"):
-                out.annotations_skipped += 1
-                continue
-            label = label_of(index, f"{where}.result", annotation.get("result"))
-            worker = _worker(annotation)
-            if worker is None:
-                bad(
-                    index,
-                    f"{where}.completed_by",
-                    f"got {annotation.get('completed_by')!r}, expected a user id",
-                )
-            seconds = annotation.get("lead_time")
-            if seconds is not None and (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, (int, float))
-                or not 0 <= seconds < math.inf
-            ):
-                bad(index, f"{where}.lead_time", f"got {seconds!r}, expected seconds spent (a number >= 0)")
-                continue
-            if label is None:
-                out.annotations_skipped += _choice(annotation.get("result"), from_name) == (None, None, None)
-                continue
-            if item is None or worker is None:
-                continue
-            if (item, worker) in seen:
-                bad(
-                    index,
-                    f"{where}.completed_by",
-                    f"{worker!r} answers {item!r} again (task {seen[item, worker]})",
-                )
-                continue
-            seen[item, worker] = index
-            number = len(out.answers) + 1
-            out.answers.append(
-                Answer(number, item, worker, label, None if seconds is None else float(seconds))
-            )
-            out.where["answers", number] = (index, where)
+        if id_field not in values and isinstance(entry.get("id"), (int, str)):
+            values[id_field] = entry["id"]
+        self.out.items.append(_Row(index, values))
+        # A bad id is the item import's to report; answers and predictions then wait for it.
+        item = _cell(values.get(id_field)) if isinstance(values.get(id_field), (str, int)) else None
+        for j, annotation in enumerate(self.array(index, entry, "annotations")):
+            self.annotation(index, f"annotations[{j}]", annotation, item)
         predictions = [
             (j, p)
-            for j, p in enumerate(_list(entry, "predictions", index, bad))
-            if model_version is None or (isinstance(p, dict) and str(p.get("model_version")) == model_version)
+            for j, p in enumerate(self.array(index, entry, "predictions"))
+            if self.model_version is None
+            or (isinstance(p, dict) and str(p.get("model_version")) == self.model_version)
         ]
         if len(predictions) > 1:
             versions = ", ".join(
                 repr(p.get("model_version")) if isinstance(p, dict) else "?" for _, p in predictions
             )
-            bad(
+            self.bad(
                 index,
                 "predictions",
                 f"{len(predictions)} predictions ({versions}); pick one with --model-version",
             )
-            continue
+            return
         for j, prediction in predictions:
-            where = f"predictions[{j}]"
-            if not isinstance(prediction, dict):
-                bad(index, where, f"got a JSON {_kind(prediction)}, expected a prediction object")
-                continue
-            before = len(problems.found) + problems.more
-            label = label_of(index, f"{where}.result", prediction.get("result"))
-            _, _, entry_result = _choice(prediction.get("result"), from_name)
-            score = (entry_result or {}).get("score", prediction.get("score"))
-            if label is not None and _probability(score) is None:
-                got = "no score" if score is None else f"got {score!r}"
-                bad(index, f"{where}.score", f"{got}, expected the probability of its choice, in [0, 1]")
-            if len(problems.found) + problems.more > before or item is None:
-                continue
-            number = len(out.predictions) + 1
-            row: dict[str, Any] = {"id": item}
-            probs = _our_probs(entry, prediction)
-            if label is None:
-                pass  # no choice: an abstention, people decide the item
-            elif probs is not None:
-                # duolabel's own export: the model's whole distribution, not only its top label.
-                row.update({f"p_{name}": probs.get(name, 0.0) for name in task.label_names})
-            else:
-                row.update(label=label, confidence=score)
-            out.predictions.append(_Row(number, row))
-            out.where["predictions", number] = (index, where)
-    if not tasks:
-        problems.add(None, None, "the file has no tasks")
-    if problems.found:
-        raise DataError(problems.found, more=problems.more)
-    return out
+            self.prediction(index, f"predictions[{j}]", entry, prediction, item)
+
+    def array(self, index: int, entry: dict[str, Any], key: str) -> list[Any]:
+        value = entry.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.bad(index, key, f"got a JSON {_kind(value)}, expected a list")
+            return []
+        return value
+
+    def choice(self, index: int, where: str, result: Any) -> tuple[str | None, dict[str, Any]]:
+        """The checked label of a result list (None: none, or a problem added) and its entry."""
+        label, problem, found = _choice(result, self.from_name)
+        if problem is not None:
+            self.bad(index, where, problem)
+            return None, {}
+        if label is None:
+            return None, {}
+        try:
+            return self.kind.check_answer(label, self.task.label_names), found
+        except AnswerError as exc:
+            self.bad(index, where, f"got {exc.got!r}, expected {exc.expected}")
+            return None, found
+
+    def annotation(self, index: int, where: str, annotation: Any, item: str | None) -> None:
+        if not isinstance(annotation, dict):
+            self.bad(index, where, f"got a JSON {_kind(annotation)}, expected an annotation object")
+            return
+        if annotation.get("was_cancelled") or _choice(annotation.get("result"), self.from_name) == (
+            None,
+            None,
+            None,
+        ):
+            self.out.annotations_skipped += 1  # cancelled, or an answer to another control only
+            return
+        before = self.count()
+        label, _ = self.choice(index, f"{where}.result", annotation.get("result"))
+        worker = _worker(annotation)
+        if worker is None:
+            self.bad(
+                index, f"{where}.completed_by", f"got {annotation.get('completed_by')!r}, expected a user id"
+            )
+        seconds = annotation.get("lead_time")
+        if seconds is not None and _seconds(seconds) is None:
+            self.bad(index, f"{where}.lead_time", f"got {seconds!r}, expected seconds spent (a number >= 0)")
+        if self.count() > before or item is None or label is None or worker is None:
+            return
+        if (item, worker) in self.seen:
+            message = f"{worker!r} answers {item!r} again (task {self.seen[item, worker]})"
+            self.bad(index, f"{where}.completed_by", message)
+            return
+        self.seen[item, worker] = index
+        number = len(self.out.answers) + 1
+        self.out.answers.append(Answer(number, item, worker, label, _seconds(seconds)))
+        self.out.where["answers", number] = (index, where)
+
+    def prediction(
+        self, index: int, where: str, entry: dict[str, Any], prediction: Any, item: str | None
+    ) -> None:
+        if not isinstance(prediction, dict):
+            self.bad(index, where, f"got a JSON {_kind(prediction)}, expected a prediction object")
+            return
+        before = self.count()
+        label, found = self.choice(index, f"{where}.result", prediction.get("result"))
+        score = found.get("score", prediction.get("score"))
+        if label is not None and _probability(score) is None:
+            got = "no score" if score is None else f"got {score!r}"
+            self.bad(index, f"{where}.score", f"{got}, expected the probability of its choice, in [0, 1]")
+        if self.count() > before or item is None:
+            return
+        row: dict[str, Any] = {"id": item}
+        probs = _our_probs(entry, prediction)
+        if label is None:
+            row.update(label=None, confidence=None)  # no choice: an abstention, people decide
+        elif probs is not None:
+            # duolabel's own export: the model's whole distribution, not only its top label.
+            row.update({f"p_{name}": probs.get(name, 0.0) for name in self.task.label_names})
+        else:
+            row.update(label=label, confidence=score)
+        number = len(self.out.predictions) + 1
+        self.out.predictions.append(_Row(number, row))
+        self.out.where["predictions", number] = (index, where)
 
 
-def _list(entry: dict[str, Any], key: str, index: int, bad: Any) -> list[Any]:
-    value = entry.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        bad(index, key, f"got a JSON {_kind(value)}, expected a list")
-        return []
-    return value
+def _seconds(value: Any) -> float | None:
+    """``lead_time`` as seconds spent; None when missing or not a number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        return None
+    return float(value)
 
 
 def _our_probs(entry: dict[str, Any], prediction: dict[str, Any]) -> dict[str, Any] | None:
@@ -399,15 +418,15 @@ def import_label_studio(
     path = Path(path)
     source = str(path)
     tasks = _load(path)
-    parsed = _parse(
+    reader = _Reader(
         ctx,
         path,
-        tasks,
         columns=dict(columns or {}),
         from_name=from_name,
         model_version=model_version,
         max_problems=max_problems,
     )
+    parsed = reader.read(tasks)
     result = LabelStudioImport(file=source, tasks=len(tasks), annotations_skipped=parsed.annotations_skipped)
     if labeler is None:
         result.predictions_skipped = len(parsed.predictions)
