@@ -254,8 +254,12 @@ def test_datasets_import_from_objects_and_saved_folders(tmp_path):
     other = _fresh(tmp_path / "q", None)
     code, output = cli("import", str(saved), "-p", str(other), "--split", "test")
     assert code == 0 and "2 rows, 2 new items" in output, output
+    code, output = cli("import", str(tmp_path / "tasks.csv"), "-p", str(other), "--split", "test")
+    assert code == 2 and "--split applies only to a Hugging Face dataset" in output, output
     with Project.open(other) as project:
         assert set(project.to_pandas("items")["batch"]) == {"test"}
+        with pytest.raises(ProjectError, match="expected a Dataset, a DatasetDict or a save_to_disk folder"):
+            project.import_file(pd.DataFrame({"id": ["x"]}), fmt="hf")
         assert project.import_file(data["train"]).added == 3  # a single Dataset
 
     # A bad row names its split and row there; nothing of any split is imported.

@@ -112,6 +112,10 @@ def import_dataset(
             have = ", ".join(map(repr, known)) or "none"
             raise ProjectError(f"{source}: no split {split!r}; the dataset has {have}")
         parts = [(split, data[split])] if split is not None else [(name, data[name]) for name in known]
+    elif not isinstance(data, datasets.Dataset):
+        raise ProjectError(
+            f"expected a Dataset, a DatasetDict or a save_to_disk folder, got {type(data).__name__}"
+        )
     elif split is not None:
         raise ProjectError(f"{source}: --split {split!r} given, but this is a single Dataset with no splits")
     else:
