@@ -214,9 +214,16 @@ def test_label_studio_answers_alone_need_their_items(tmp_path):
     with Project.open(folder) as project:
         project.add_items(pd.DataFrame({"id": ["101", "102"], "text": ["a", "b"]}))
     code, output = cli("import-answers", str(path), "-p", str(folder))
-    assert code == 0 and "2 new answers" in output, output
+    assert code == 0 and "2 new answers" in output and "--labeler" not in output, output
     code, output = cli("import-predictions", str(path), "-p", str(folder), "--labeler", "gpt")
-    assert code == 0 and "2 predictions stored" in output, output
+    assert code == 0 and "2 predictions stored" in output and "new answers" not in output, output
+    # The whole export without --labeler: items and answers, and a word on the predictions left out.
+    code, output = cli("import", str(path), "-p", str(_fresh(tmp_path / "q", None)), "--map", "review=text")
+    assert code == 0 and "2 predictions not imported (name one with --labeler NAME)" in output, output
+    code, output = cli(
+        "import-predictions", str(path), "-p", str(folder), "--labeler", "gpt", "--format", "csv"
+    )
+    assert code == 2 and "error:" in output, output
 
 
 def _emotions() -> DatasetDict:

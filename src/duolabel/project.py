@@ -94,7 +94,8 @@ class Project(Context):
             )
         from duolabel.predictions import import_predictions
 
-        options.pop("model_version", None)
+        if options.pop("model_version", None) is not None:
+            raise ProjectError("--model-version applies only to a Label Studio export")
         return import_predictions(self, data, labeler=labeler, **options)
 
     def import_data(self, **options: Any) -> Any:

@@ -427,11 +427,14 @@ def import_label_studio(
         max_problems=max_problems,
     )
     parsed = reader.read(tasks)
-    result = LabelStudioImport(file=source, tasks=len(tasks), annotations_skipped=parsed.annotations_skipped)
+    result = LabelStudioImport(file=source, tasks=len(tasks))
     if labeler is None:
-        result.predictions_skipped = len(parsed.predictions)
+        # Worth a word only where the items come in: the other parts are asked for by name.
+        result.predictions_skipped = len(parsed.predictions) if items else 0
         parsed.predictions = []
-    if not answers:
+    if answers:
+        result.annotations_skipped = parsed.annotations_skipped
+    else:
         parsed.answers = []
     if not items:
         _check_items_known(ctx, path, parsed)
