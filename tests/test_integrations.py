@@ -199,7 +199,7 @@ def test_a_bad_label_studio_export_names_task_and_field_and_stores_nothing(tmp_p
     # prints it without a traceback.
     path.write_text(json.dumps([{"id": 1, "data": {"review": ""}}]), encoding="utf-8")
     code, output = cli("import", str(path), "-p", str(folder), "--map", "review=text")
-    assert code == 2 and f"{path}, task 1, field 'data.text': got empty text" in output, output
+    assert code == 2 and f"{path}, task 1, field 'data.review': got empty text" in output, output
     path.write_text(json.dumps({"data": {}}), encoding="utf-8")
     code, output = cli("import", str(path), "-p", str(folder))
     assert code == 2 and "got a JSON object, expected a list of tasks" in output, output

@@ -440,11 +440,15 @@ def import_label_studio(
         _check_items_known(ctx, path, parsed)
     done: list[str] = []
 
+    # An item problem names the key as the file has it (before --map renamed it).
+    original = {field: key for key, field in (columns or {}).items()}
+
     def moved(part: str, column_of: dict[str, str]) -> Any:
         def where(problem: Problem) -> Problem:
             index, prefix = parsed.where.get((part, problem.row or 0), (problem.row, ""))
             if part == "items":
-                column = None if problem.column is None else f"data.{problem.column}"
+                name = problem.column
+                column = None if name is None else f"data.{original.get(name, name)}"
             else:
                 tail = column_of.get(problem.column or "", "")
                 column = f"{prefix}{tail}" if prefix else problem.column
