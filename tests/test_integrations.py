@@ -321,3 +321,35 @@ def test_hf_export_and_pandas_frames_match_the_csv_export(tmp_path, database_url
     pd.testing.assert_frame_equal(
         back[columns], predictions.set_index("id").loc[back.index, columns], atol=1e-9
     )
+
+
+def test_label_studio_tasks_keep_several_text_fields_and_item_fields(tmp_path):
+    """An item made of several text fields travels as its joined text (the only text the
+    store keeps), the other text fields empty, so it reads back as the same item."""
+
+    def project(name: str) -> Project:
+        folder = _fresh(tmp_path / name, None)
+        config = yaml.safe_load((folder / "duolabel.yaml").read_text(encoding="utf-8"))
+        config["task"].update(text_fields=["title", "body"], id_field="key")
+        (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+        return Project.open(folder)
+
+    items = pd.DataFrame(
+        {"key": ["a", "b"], "title": ["Dune", "Kettle"], "body": ["A novel.", None], "shelf": [3, 4]}
+    )
+    path = tmp_path / "tasks.json"
+    with project("one") as source:
+        source.add_items(items)
+        assert source.export(path, include_pending=True) == 2
+        before = source.to_pandas("items")
+    tasks = json.loads(path.read_text(encoding="utf-8"))
+    assert tasks[0]["data"] == {"key": "a", "title": "Dune\n\nA novel.", "body": "", "shelf": 3}
+    with project("two") as target:
+        assert target.import_file(path).items.added == 2
+        # The same items; the batch is the import's (the file's name), as for any file.
+        again = target.to_pandas("items")
+        pd.testing.assert_frame_equal(again.drop(columns="batch"), before.drop(columns="batch"))
+    assert list(before.columns[:4]) == ["key", "title", "body", "shelf"]
+    # A frame of items goes back in as it is.
+    with project("three") as third:
+        assert third.add_items(before[["key", "title", "body", "shelf"]]).added == 2

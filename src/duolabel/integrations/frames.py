@@ -4,7 +4,8 @@ Each frame has the columns of the file duolabel reads or writes for the same thi
 goes back in unchanged: ``"answers"`` has ``item, worker, label, seconds`` (what
 ``import-answers`` reads), ``"predictions"`` has ``id`` and one ``p_<label>`` per label, the raw
 distribution (what ``import-predictions`` reads), ``"final"`` the columns of ``duolabel export``
-and ``"items"`` the item fields as columns (what ``import`` reads).
+and ``"items"`` the id, the text (the text fields joined) and the other fields as columns, under
+the project's field names (what ``import`` reads), then batch, role and gold label.
 """
 
 from __future__ import annotations
@@ -24,20 +25,24 @@ __all__ = ["FRAMES", "to_pandas"]
 
 #: What :func:`to_pandas` gives.
 FRAMES = ("items", "predictions", "answers", "final")
-_ITEM_COLUMNS = ["id", "text", "batch", "role", "gold_label", "gold_source"]
 
 
 def _items(store: Store, task: TaskConfig) -> pd.DataFrame:
+    # The id and the (joined) text under the project's own field names, as an import reads them.
+    # The other text fields are empty: the store keeps only the joined text.
+    id_column, text_column, *others = task.id_field, *task.text_fields
+    ours = [id_column, text_column, *others, "batch", "role", "gold_label", "gold_source"]
     rows: list[dict[str, Any]] = []
     with store.read() as session:
         query = select(Item).order_by(Item.seq).execution_options(yield_per=CHUNK_ROWS)
         for item in session.scalars(query):
             # An item field named like a column of ours keeps its own name with a prefix.
-            fields = {(f"field_{k}" if k in _ITEM_COLUMNS else k): v for k, v in item.fields.items()}
+            fields = {(f"field_{k}" if k in ours else k): v for k, v in item.fields.items()}
             rows.append(
                 {
-                    "id": item.id,
-                    "text": item.text,
+                    id_column: item.id,
+                    text_column: item.text,
+                    **dict.fromkeys(others),
                     **fields,
                     "batch": item.batch,
                     "role": item.role,
@@ -45,8 +50,7 @@ def _items(store: Store, task: TaskConfig) -> pd.DataFrame:
                     "gold_source": item.gold_source,
                 }
             )
-    frame = pd.DataFrame(rows)
-    return frame if rows else pd.DataFrame(columns=_ITEM_COLUMNS)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=ours)
 
 
 def _predictions(store: Store, task: TaskConfig) -> pd.DataFrame:
