@@ -282,6 +282,9 @@ def test_datasets_import_from_objects_and_saved_folders(tmp_path):
             == "Dataset['test'], row 2, column 'text': got empty text, expected the item's text"
         )
         assert project.to_pandas("items").empty
+        # A column that every split lacks is named once, with the fix.
+        with pytest.raises(DataError, match=r"^Dataset, row 1, column 'id': missing column; .*--map"):
+            project.import_file(DatasetDict({n: d.remove_columns("id") for n, d in data.items()}))
 
 
 def test_hf_export_and_pandas_frames_match_the_csv_export(tmp_path, database_url):

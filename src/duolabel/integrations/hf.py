@@ -142,9 +142,10 @@ def import_dataset(
             raise
 
         def where(problem: Problem) -> Problem:
-            if problem.row is None:
+            before = [(s, n) for s, n in starts if s < (problem.row or 0)]
+            if not before:  # a column every split lacks, found before any row was read
                 return problem
-            start, name = max((s, n) for s, n in starts if s < problem.row)
+            start, name = max(before)
             return replace(problem, file=f"{source}[{name!r}]", row=problem.row - start)
 
         raise relocate(error, where) from None
