@@ -142,11 +142,12 @@ def import_dataset(
             raise
 
         def where(problem: Problem) -> Problem:
-            before = [(s, n) for s, n in starts if s < (problem.row or 0)]
+            row = problem.row or 0
+            before = [(s, n) for s, n in starts if s < row]
             if not before:  # a column every split lacks, found before any row was read
                 return problem
             start, name = max(before)
-            return replace(problem, file=f"{source}[{name!r}]", row=problem.row - start)
+            return replace(problem, file=f"{source}[{name!r}]", row=row - start)
 
         raise relocate(error, where) from None
 
