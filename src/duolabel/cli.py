@@ -164,9 +164,18 @@ def init(
     )
 
 
+FORMAT_HELP = "csv, jsonl or parquet; label-studio (a .json export) or hf (a save_to_disk folder)."
+
+
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of items.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV, JSONL or Parquet file of items, a Label Studio JSON export (.json) or a "
+            "Hugging Face dataset folder (save_to_disk)."
+        ),
+    ],
     project: ProjectOpt = Path("."),
     role: Annotated[
         str,
@@ -180,9 +189,18 @@ def import_(
         list[str] | None, typer.Option("--map", help="Rename a column: FILE_COLUMN=FIELD (repeat).")
     ] = None,
     batch: Annotated[str | None, typer.Option(help="Batch name (default: the file name).")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
+    split: Annotated[
+        str | None, typer.Option(help="A dataset's split (default: every split, each its own batch).")
+    ] = None,
+    labeler: Annotated[
+        str | None, typer.Option(help="Label Studio: store the predictions as this external labeler's.")
+    ] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Label Studio: the predictions of this model_version.")
+    ] = None,
 ) -> None:
-    """Import items; nothing is imported when any row is bad."""
+    """Import items (a Label Studio export's annotations too); nothing is imported when any row is bad."""
     columns = {}
     for pair in map_ or []:
         if "=" not in pair:
@@ -190,7 +208,20 @@ def import_(
         src, dst = pair.split("=", 1)
         columns[src] = dst
     with _open(project) as proj:
-        result = proj.import_file(file, fmt=fmt, role=role, gold_column=gold, columns=columns, batch=batch)
+        result = proj.import_file(
+            file,
+            fmt=fmt,
+            role=role,
+            gold_column=gold,
+            columns=columns,
+            batch=batch,
+            split=split,
+            labeler=labeler,
+            model_version=model_version,
+        )
+    if hasattr(result, "summary"):  # a Label Studio export: items, answers, predictions
+        out.print(result.summary())
+        return
     promoted = f", {result.promoted:,} made golden" if result.promoted else ""
     out.print(
         f"{file}: {result.rows:,} rows, {result.added:,} new items, {result.unchanged:,} already "
@@ -201,14 +232,21 @@ def import_(
 @app.command("import-answers")
 def import_answers(
     file: Annotated[
-        Path, typer.Argument(help="CSV, JSONL or Parquet: item, worker, label, optional seconds (or time).")
+        Path,
+        typer.Argument(
+            help="CSV, JSONL or Parquet: item, worker, label, optional seconds (or time); or a "
+            "Label Studio JSON export's annotations."
+        ),
     ],
     project: ProjectOpt = Path("."),
-    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl, parquet or label-studio.")] = None,
 ) -> None:
     """Import recorded human answers as imported workers' (accounts that cannot log in)."""
     with _open(project) as proj:
         result = proj.import_answers(file, fmt=fmt)
+    if hasattr(result, "summary"):
+        out.print(result.summary())
+        return
     out.print(
         f"{file}: {result.rows:,} answers, {result.added:,} new, {result.unchanged:,} already imported, "
         f"{result.workers:,} workers ({result.new_workers:,} new)."
@@ -221,18 +259,24 @@ def import_predictions(
         Path,
         typer.Argument(
             help="CSV, JSONL or Parquet: id, and label + confidence or one p_<label> column per "
-            "label; optional cost."
+            "label; optional cost. Or a Label Studio JSON export's predictions."
         ),
     ],
     labeler: Annotated[
         str, typer.Option(help="The external labeler's name (labeler: [{backend: external, name: NAME}]).")
     ],
     project: ProjectOpt = Path("."),
-    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl, parquet or label-studio.")] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Label Studio: the predictions of this model_version.")
+    ] = None,
 ) -> None:
     """Import predictions made elsewhere (an LLM batch job) as an external labeler's; bad rows import none."""
     with _open(project) as proj:
-        result = proj.import_predictions(file, labeler=labeler, fmt=fmt)
+        result = proj.import_predictions(file, labeler=labeler, fmt=fmt, model_version=model_version)
+    if hasattr(result, "summary"):
+        out.print(result.summary())
+        return
     if result.unchanged:
         out.print(
             f"{file}: already imported as {result.labeler} version {result.model_version}; nothing to do."
@@ -346,10 +390,15 @@ def aggregate(
 
 @app.command()
 def export(
-    file: Annotated[Path, typer.Argument(help="Output .csv, .jsonl or .parquet file.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Output .csv, .jsonl or .parquet file, Label Studio tasks (.json) or a folder (hf)."
+        ),
+    ],
     project: ProjectOpt = Path("."),
     include_pending: Annotated[bool, typer.Option(help="Also write items without a final label.")] = False,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
 ) -> None:
     """Write final labels with their provenance."""
     with _open(project) as proj:

@@ -65,19 +65,24 @@ class AccessError(DuolabelError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad cell of an input file: where it is and what is wrong."""
+    """One bad cell of an input file: where it is and what is wrong.
+
+    ``unit`` names what ``row`` counts: ``"row"`` in a table, ``"task"`` in a JSON list of
+    tasks (a Label Studio export), whose ``column`` is then a field path (``data.text``).
+    """
 
     file: str
     row: int | None
     column: str | None
     message: str
+    unit: str = "row"
 
     def __str__(self) -> str:
         where = [self.file]
         if self.row is not None:
-            where.append(f"row {self.row}")
+            where.append(f"{self.unit} {self.row}")
         if self.column is not None:
-            where.append(f"column '{self.column}'")
+            where.append(f"{'column' if self.unit == 'row' else 'field'} '{self.column}'")
         return f"{', '.join(where)}: {self.message}"
 
 

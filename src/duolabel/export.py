@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from duolabel.config import TaskConfig
 from duolabel.core.tasks import TaskType, task_type
@@ -21,7 +21,7 @@ from duolabel.errors import DataError, Problem
 from duolabel.io import CHUNK_ROWS, detect_format
 from duolabel.store import FinalLabel, Item, Prediction, Store
 
-__all__ = ["EXPORT_COLUMNS", "defuse_formula", "export_labels"]
+__all__ = ["EXPORT_COLUMNS", "defuse_formula", "export_labels", "final_query", "final_rows"]
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -49,6 +49,24 @@ EXPORT_COLUMNS = [
 ]
 
 
+def final_query(model_version: str | None, include_pending: bool) -> Select[Item, FinalLabel, Prediction]:
+    """Every item (only finalized ones unless ``include_pending``) in import order, with its
+    final label and the prediction of the model that decided it (a finished batch keeps the
+    model of its time), else the current model's (``model_version``); None where missing."""
+    query = (
+        select(Item, FinalLabel, Prediction)
+        .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
+        .outerjoin(
+            Prediction,
+            (Prediction.item_id == Item.id)
+            & (Prediction.model_version == func.coalesce(FinalLabel.model_version, model_version or "")),
+        )
+        .order_by(Item.seq)
+        .execution_options(yield_per=CHUNK_ROWS)
+    )
+    return query if include_pending else query.where(FinalLabel.item_id.is_not(None))
+
+
 def _export_rows(
     store: Store,
     model_version: str | None,
@@ -57,21 +75,7 @@ def _export_rows(
     labels: list[str],
 ) -> Iterator[list[dict[str, Any]]]:
     with store.read() as session:
-        query = (
-            select(Item, FinalLabel, Prediction)
-            .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
-            .outerjoin(
-                Prediction,
-                # The prediction of the model that decided the item (a finished batch keeps
-                # the model of its time), else the current model's.
-                (Prediction.item_id == Item.id)
-                & (Prediction.model_version == func.coalesce(FinalLabel.model_version, model_version or "")),
-            )
-            .order_by(Item.seq)
-            .execution_options(yield_per=CHUNK_ROWS)
-        )
-        if not include_pending:
-            query = query.where(FinalLabel.item_id.is_not(None))
+        query = final_query(model_version, include_pending)
         out: list[dict[str, Any]] = []
         for item, final, pred in session.execute(query):
             probs = (pred.calibrated or pred.probs) if pred is not None else None
@@ -103,6 +107,25 @@ def _export_rows(
             yield out
 
 
+def final_rows(
+    store: Store, task: TaskConfig | None, *, model_version: str | None = None, include_pending: bool = False
+) -> tuple[list[str], Iterator[list[dict[str, Any]]]]:
+    """The columns of an export and its rows in chunks (dicts with those keys): see
+    :func:`export_labels`; the shape every export format and ``Project.to_pandas("final")`` share."""
+    labels = task.label_names if task is not None else []
+    task_kind: TaskType | None = task_type(task.type) if task is not None else None
+
+    def extra(label: str | None) -> dict[str, Any]:
+        return task_kind.export_columns(label, labels) if task_kind is not None else {}
+
+    # The columns a final label gets: every row carries the same keys, pending or not.
+    sample = extra(labels[0]) if labels else {}
+    at = EXPORT_COLUMNS.index("label") + 1
+    distribution = [f"p_{name}" for name in labels]
+    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *distribution]
+    return columns, _export_rows(store, model_version, include_pending, extra, labels)
+
+
 def export_labels(
     store: Store,
     path: str | Path,
@@ -129,17 +152,10 @@ def export_labels(
     tmp = path.with_name(path.name + ".part")
     count = 0
     labels = task.label_names if task is not None else []
-    task_kind: TaskType | None = task_type(task.type) if task is not None else None
-
-    def extra(label: str | None) -> dict[str, Any]:
-        return task_kind.export_columns(label, labels) if task_kind is not None else {}
-
-    # The columns a final label gets: every row carries the same keys, pending or not.
-    sample = extra(labels[0]) if labels else {}
-    at = EXPORT_COLUMNS.index("label") + 1
+    columns, chunks = final_rows(store, task, model_version=model_version, include_pending=include_pending)
+    # The task type's columns, for their Parquet types.
+    sample = task_type(task.type).export_columns(labels[0], labels) if task is not None and labels else {}
     distribution = [f"p_{name}" for name in labels]
-    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *distribution]
-    chunks = _export_rows(store, model_version, include_pending, extra, labels)
     if kind == "csv":
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)

@@ -76,6 +76,7 @@ class _Row:
     number: int
     values: dict[str, Any] | None
     problem: Problem | None = None
+    batch: str | None = None  # this row's batch where a source has several (a DatasetDict's splits)
 
 
 @dataclass
@@ -445,7 +446,7 @@ def import_records(
                     problems.add(number, id_field, _changed(item_id))
                 continue
             # The row number orders the items: seq is the published base plus it.
-            values.update(import_id=import_id, ord=number, batch=batch_name, role=role, created_at=now)
+            values.update(import_id=import_id, ord=number, role=role, created_at=now)
             fresh.append(values)
         if fresh:
             # A Core insert on the table, not the ORM bulk insert: every row carries every
@@ -517,6 +518,7 @@ def import_records(
                         "gold_label": gold,
                         "gold_source": source if gold is not None else None,
                         "content_hash": content_hash(text, extra, role, gold),
+                        "batch": row.batch or batch_name,
                     },
                 )
             )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,14 @@ from duolabel.io import (
     _cell,
     _Problems,
     _read_frame,
+    _Row,
     _type_problem,
     read_records,
 )
 from duolabel.ledger import labeler_versions, ledger_run, model_cost
 from duolabel.store import Item, Prediction
 
-__all__ = ["SUM_TOLERANCE", "PredictionImport", "import_predictions"]
+__all__ = ["SUM_TOLERANCE", "PredictionImport", "import_prediction_rows", "import_predictions"]
 
 #: How far a row of ``p_<label>`` values may sum from 1 before it is refused. Values written
 #: with two decimals stay within it for up to a few labels; a row further off is most likely
@@ -350,14 +352,32 @@ def import_predictions(
     duolabel.errors.ProjectError: --labeler 'gpt': the project has no external labeler of that name; ...
     >>> project.close()
     """
-    cfg = _labeler(ctx, labeler)
-    name = cfg.label_name
+    _labeler(ctx, labeler)  # an unknown labeler is refused before the file is read
     if isinstance(data, (str, Path)):
         source = str(data)
         header, rows = read_records(Path(data), fmt)
     else:
         source = "DataFrame"
         header, rows = _read_frame(data)
+    return import_prediction_rows(
+        ctx, source, header, rows, labeler=labeler, tolerance=tolerance, max_problems=max_problems
+    )
+
+
+def import_prediction_rows(
+    ctx: Context,
+    source: str,
+    header: list[str] | None,
+    rows: Iterable[_Row],
+    *,
+    labeler: str,
+    tolerance: float = SUM_TOLERANCE,
+    max_problems: int = MAX_PROBLEMS,
+) -> PredictionImport:
+    """:func:`import_predictions` on rows already read (``header`` None: each row has its own
+    keys, as in JSONL), for readers of other formats (a Label Studio export's predictions)."""
+    cfg = _labeler(ctx, labeler)
+    name = cfg.label_name
     labels = ctx.config.task.label_names
     parsed, roles = _read(ctx, source, header, rows, tolerance=tolerance, max_problems=max_problems)
     version = _version(parsed, labels)

@@ -52,15 +52,25 @@ class Project(Context):
 
         return import_frame(self.store, self.config.task, frame, **options)
 
-    def import_file(self, path: str | Path, **options: Any) -> Any:
-        """Import a CSV / JSONL / Parquet file (``role``, ``gold_column``, ``columns``, ``batch``)."""
-        from duolabel.io import import_file
+    def import_file(self, path: str | Path | Any, **options: Any) -> Any:
+        """Import a CSV / JSONL / Parquet file (``role``, ``gold_column``, ``columns``, ``batch``),
+        a Hugging Face ``Dataset``, ``DatasetDict`` or ``save_to_disk`` folder (``split``), or a
+        Label Studio JSON export with its annotations and, given ``labeler``, its predictions:
+        :func:`duolabel.integrations.import_items`."""
+        from duolabel.integrations import import_items
 
-        return import_file(self.store, self.config.task, path, **options)
+        return import_items(self, path, **options)
 
     def import_answers(self, path: str | Path, *, fmt: str | None = None) -> Any:
-        """Import recorded human answers (``item, worker, label``, optional ``seconds``) as
-        the answers of imported workers; a file with any bad row imports nothing."""
+        """Import recorded human answers (``item, worker, label``, optional ``seconds``, or a
+        Label Studio export's annotations) as the answers of imported workers; a file with any
+        bad row imports nothing."""
+        from duolabel.integrations import integration
+
+        if integration(path, fmt) == "label-studio":
+            from duolabel.integrations.label_studio import import_label_studio
+
+            return import_label_studio(self, path, items=False)
         from duolabel.io import read_answers
         from duolabel.people.imported import record_imported_answers
 
@@ -68,11 +78,24 @@ class Project(Context):
         return record_imported_answers(self.store, answers, source=str(path))
 
     def import_predictions(self, data: str | Path | Any, *, labeler: str, **options: Any) -> Any:
-        """Store a file's (or a DataFrame's) predictions as those of the external labeler
-        ``labeler`` (``labeler: [{backend: external, name: NAME}]`` in the project file);
-        options ``fmt`` and ``tolerance``: :func:`duolabel.predictions.import_predictions`."""
+        """Store a file's (or a DataFrame's, or a Label Studio export's) predictions as those
+        of the external labeler ``labeler`` (``labeler: [{backend: external, name: NAME}]``
+        in the project file); options ``fmt`` and ``tolerance``:
+        :func:`duolabel.predictions.import_predictions`, ``model_version`` for a Label Studio
+        export whose tasks have several predictions."""
+        from duolabel.integrations import integration
+
+        if integration(data, options.get("fmt")) == "label-studio":
+            from duolabel.integrations.label_studio import import_label_studio
+
+            version = options.get("model_version")
+            return import_label_studio(
+                self, data, items=False, answers=False, labeler=labeler, model_version=version
+            )
         from duolabel.predictions import import_predictions
 
+        if options.pop("model_version", None) is not None:
+            raise ProjectError("--model-version applies only to a Label Studio export")
         return import_predictions(self, data, labeler=labeler, **options)
 
     def import_data(self, **options: Any) -> Any:
@@ -82,13 +105,38 @@ class Project(Context):
         return import_sources(self, **options)
 
     def export(self, path: str | Path, **options: Any) -> int:
-        """Write final labels with their provenance; returns the rows written."""
-        from duolabel.export import export_labels
+        """Write final labels with their provenance (CSV, JSONL, Parquet, Label Studio tasks
+        with ``fmt="label-studio"`` or a ``.json`` path, a Hugging Face dataset folder with
+        ``fmt="hf"``); returns the rows written."""
+        from duolabel.integrations import export_to
         from duolabel.stages.distill import labeling_version
 
         options.setdefault("model_version", labeling_version(self))
         options.setdefault("task", self.config.task)
-        return export_labels(self.store, path, **options)
+        return export_to(self, path, **options)
+
+    def to_pandas(self, what: str = "final") -> Any:
+        """The project's ``"items"``, ``"predictions"``, ``"answers"`` or ``"final"`` labels as
+        a pandas DataFrame, with the columns of the file duolabel reads or writes for each:
+        :func:`duolabel.integrations.frames.to_pandas`.
+
+        Examples
+        --------
+        >>> import duolabel, pandas as pd, tempfile
+        >>> project = duolabel.init_project(tempfile.mkdtemp(), labels=["spam", "ham"])
+        >>> project.add_items(pd.DataFrame({"id": ["m1"], "text": ["Win a prize!"]})).added
+        1
+        >>> project.to_pandas("items")[["id", "text", "role"]]
+           id          text     role
+        0  m1  Win a prize!  regular
+        >>> len(project.to_pandas("final"))  # nothing is labelled yet
+        0
+        >>> project.close()
+        """
+        from duolabel.integrations.frames import to_pandas
+        from duolabel.stages.distill import labeling_version
+
+        return to_pandas(self.store, self.config.task, what, model_version=labeling_version(self))
 
     def label(self, **options: Any) -> Any:
         from duolabel.pipeline import label
