@@ -354,12 +354,14 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(_status_table(status_now))
         reports = batch_reports(proj)
         learning = proj.learning()
+        warnings = proj.sanity_checks()
     if status_now.routing:
         out.print(escape(f"Routing: {status_now.routing}."))
     if status_now.labeling:
         out.print(escape(f"Labeling: {status_now.labeling}."))
     for alarm in status_now.alarms:
         out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
+    _warn(warnings)
     if len(reports) > 1:
         out.print(_batch_table(reports))
     if learning is None:
@@ -371,10 +373,97 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(f"Learning ({learning.strategy}): {escape(learning.describe())}.")
 
 
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def _plan_output(plan) -> None:
+    def money(value: float) -> str:
+        # Per-item model costs are fractions of a cent: keep two significant digits.
+        return f"{value:.2g} {plan.currency}" if 0 < abs(value) < 1e-3 else _money(value, plan.currency)
+
+    for lab in plan.labelers:
+        if lab.prompt is not None:
+            # Verbatim between two rules: a panel would re-wrap the lines the model reads.
+            out.print(f"Prompt of {lab.name} for one item, as it will be sent:", highlight=False)
+            out.rule(style="dim")
+            out.print(lab.prompt, markup=False, highlight=False, soft_wrap=True)
+            out.rule(style="dim")
+    table = Table(title="Labelers: the items each has not labelled yet, and the whole project")
+    columns = ("items left", "tokens per item", "time per item", "cost per item", "time", "cost")
+    for column in ("labeler", *columns, "whole project"):
+        table.add_column(column, justify="left" if column == "labeler" else "right")
+    for lab in plan.labelers:
+        tokens = "–" if lab.tokens_per_item is None else f"{lab.tokens_per_item:,.0f}"
+        if lab.tokens_estimated:
+            tokens += " (estimated)"
+        table.add_row(
+            f"{lab.name} ({lab.backend})",
+            f"{lab.items:,} of {lab.project_items:,}",
+            tokens,
+            f"{lab.seconds_per_item:.3g} s",
+            money(lab.cost_per_item),
+            _duration(lab.seconds),
+            money(lab.cost),
+            money(lab.project_cost),
+        )
+    out.print(table)
+    for lab in plan.labelers:
+        out.print(escape(f"{lab.name}: {lab.basis}."))
+        if lab.budget_stop is not None:
+            out.print(
+                escape(
+                    f"{lab.name}: labeler.budget {money(lab.budget or 0.0)} would be reached at about "
+                    f"item {lab.budget_stop:,} of {lab.items:,} while labeling with {lab.name}; the run "
+                    "stops there (what was answered is kept): raise labeler.budget to label every item."
+                )
+            )
+    people = plan.people
+    out.print(escape(f"Routing: {people.basis}."))
+    lines = [
+        f"Of {people.items:,} items not routed yet, {people.routed:,} go to people "
+        f"(human share {people.human_share:.0%})",
+        f"{people.answers:,} answers ({people.routed - people.expert_items:,} items x "
+        f"{people.answers_per_item:g} per item), {people.control_answers:,} control answers "
+        f"(quality.control_rate)",
+        f"{people.expert_items:,} items straight to experts (routing.expert_share); an expert audit at "
+        f"audit.sample_rate is {people.audit_items:,} final labels",
+        f"people: {money(people.cost)}; model: {money(plan.model_cost)}; total {money(plan.total_cost)}",
+    ]
+    if people.accuracy is not None:
+        lines.insert(1, f"expected accuracy of the final labels on the golden curve: {people.accuracy:.3f}")
+    for line in lines:
+        out.print(escape(f"{line}."))
+    _warn(plan.warnings)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 @app.command()
-def run(project: ProjectArg = Path(".")) -> None:
+def plan(project: ProjectOpt = Path(".")) -> None:
+    """What a run would send, spend and ask of people; measured on a few items, stores nothing."""
+    with _open(project) as proj:
+        _plan_output(proj.plan())
+
+
+@app.command()
+def run(
+    project: ProjectArg = Path("."),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show the plan (as 'duolabel plan'); store nothing.")
+    ] = False,
+) -> None:
     """The whole loop: import, label, calibrate, route, aggregate, export. Resumable."""
     with _open(project) as proj:
+        if dry_run:
+            _plan_output(proj.plan())
+            return
+        _warn(proj.sanity_checks())
         summary = proj.run(progress=rich_reporter(err))
     for result in summary.imports:
         out.print(f"{result.file}: {result.added:,} new items, {result.unchanged:,} already imported.")
