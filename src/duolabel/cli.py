@@ -28,6 +28,8 @@ golden_app = typer.Typer(
     help="Choose the golden items: the expert labels the model learns from.", no_args_is_help=True
 )
 app.add_typer(golden_app, name="golden")
+config_app = typer.Typer(help="Change the project file (duolabel.yaml), validated.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 out = Console()
 err = Console(stderr=True)
@@ -143,20 +145,36 @@ def init(
             "trains on 1,000 items within minutes on a 2-core CPU (docs/benchmarks.md)."
         ),
     ] = DEFAULT_INIT_LABELER,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="The labeler's model: openai: the model name the server knows (required); llama: a "
+            "GGUF file; embedding, finetune, setfit: a sentence-transformers folder."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing duolabel.yaml.")] = False,
 ) -> None:
-    """Create a project folder with a commented duolabel.yaml."""
+    """Create a project folder with a commented duolabel.yaml (only the chosen labeler's keys)."""
     from duolabel.project import init_project
 
     names = [*(label or []), *(n.strip() for n in (labels or "").split(",") if n.strip())]
     task = {"instructions": instruction} if instruction else {}
+    entry = {"backend": labeler}
+    if model is not None:
+        entry["model_path" if labeler == "llama" else "model"] = model
+    elif labeler == "openai":
+        raise ProjectError(
+            "init --labeler openai needs --model NAME, the model name the server knows "
+            "(e.g. --model gpt-4o-mini); point it at your own server later with "
+            "'duolabel config set labeler.base_url http://127.0.0.1:8080/v1'"
+        )
     init_project(
         folder,
         labels=names or None,
         force=force,
         labels_from=from_,
         label_column=label_column,
-        labeler={"backend": labeler},
+        labeler=entry,
         **task,
     ).close()
     out.print(
@@ -689,6 +707,36 @@ def golden_suggest(
             f"Queued {result.queued:,} items ({result.strategy}) for experts; they answer them on the "
             "expert page of 'duolabel serve'."
         )
+
+
+@config_app.command("set")
+def config_set(
+    pairs: Annotated[
+        list[str],
+        typer.Argument(
+            help="KEY VALUE, repeated for several settings changed together: a dotted key "
+            "(routing.target_accuracy, labeler.backend; labeler.1.model with several labelers) "
+            "and a YAML value (0.95, llama, [a, b], null).",
+            metavar="KEY VALUE...",
+        ),
+    ],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Set settings of duolabel.yaml and rewrite it; an invalid value changes nothing.
+
+    Switching labeler.backend drops the old backend's keys: 'duolabel config set
+    labeler.backend openai labeler.model gpt-4o-mini' switches and sets the new model at once."""
+    from duolabel.config.edit import set_values
+
+    if len(pairs) % 2:
+        raise ProjectError(
+            f"config set: expected KEY VALUE pairs, got {len(pairs)} words ({' '.join(pairs)})"
+        )
+    changes = list(zip(pairs[::2], pairs[1::2], strict=True))
+    set_values(project, changes)
+    for key, value in changes:
+        out.print(escape(f"{key} = {value}"), highlight=False)
+    out.print(escape(f"Wrote {project / 'duolabel.yaml'}."), highlight=False)
 
 
 @annotators_app.command("add")
