@@ -404,10 +404,10 @@ def _plan_output(plan) -> None:
     for lab in plan.labelers:
         if lab.prompt is not None:
             # Verbatim between two rules: a panel would re-wrap the lines the model reads.
-            out.print(f"Prompt of {lab.name} for one item, as it will be sent:", highlight=False)
-            out.rule(style="dim")
+            rule = "-" * 40
+            out.print(f"Prompt of {lab.name} for one item, as it will be sent:\n{rule}", highlight=False)
             out.print(lab.prompt, markup=False, highlight=False, soft_wrap=True)
-            out.rule(style="dim")
+            out.print(rule, highlight=False)
     table = Table(title="Labelers: the items each has not labelled yet, and the whole project")
     columns = ("items left", "tokens per item", "time per item", "cost per item", "time", "cost")
     for column in ("labeler", *columns, "whole project"):

@@ -231,9 +231,10 @@ def _measure_trainable(
     plan.cost = model_cost(ctx.config.costs, {"seconds": plan.seconds})
 
 
-def _budget_stop(ctx: Context, cfg: LabelerConfig, plan: LabelerPlan) -> None:
+def _budget_stop(cfg: LabelerConfig, plan: LabelerPlan) -> None:
+    """The item at which ``labeler.budget`` runs out, from the plan's fixed and per-item costs."""
     budget = getattr(cfg, "budget", None)
-    plan.budget = budget
+    plan.budget, plan.budget_stop = budget, None
     if budget is None or plan.cost <= budget or plan.cost_per_item <= 0:
         return
     fixed = plan.cost - plan.items * plan.cost_per_item
@@ -264,7 +265,7 @@ def _plan_labeler(ctx: Context, cfg: LabelerConfig, regular: list[TextItem], gol
             plan.basis = f"a {cfg.backend!r} labeler: not measured (plan knows LLM and trainable labelers)"
     except DuolabelError as exc:
         plan.basis = f"could not measure: {exc}"
-    _budget_stop(ctx, cfg, plan)
+    _budget_stop(cfg, plan)
     return plan
 
 
