@@ -397,9 +397,7 @@ def _warn(warnings: list[str]) -> None:
 
 
 def _plan_output(plan) -> None:
-    def money(value: float) -> str:
-        # Per-item model costs are fractions of a cent: keep two significant digits.
-        return f"{value:.2g} {plan.currency}" if 0 < abs(value) < 1e-3 else _money(value, plan.currency)
+    from duolabel.plan import duration, money
 
     for lab in plan.labelers:
         if lab.prompt is not None:
@@ -414,52 +412,20 @@ def _plan_output(plan) -> None:
         table.add_column(column, justify="left" if column == "labeler" else "right")
     for lab in plan.labelers:
         tokens = "–" if lab.tokens_per_item is None else f"{lab.tokens_per_item:,.0f}"
-        if lab.tokens_estimated:
-            tokens += " (estimated)"
         table.add_row(
             f"{lab.name} ({lab.backend})",
             f"{lab.items:,} of {lab.project_items:,}",
-            tokens,
+            tokens + (" (estimated)" if lab.tokens_estimated else ""),
             f"{lab.seconds_per_item:.3g} s",
-            money(lab.cost_per_item),
-            _duration(lab.seconds),
-            money(lab.cost),
-            money(lab.project_cost),
+            money(lab.cost_per_item, plan.currency),
+            duration(lab.seconds),
+            money(lab.cost, plan.currency),
+            money(lab.project_cost, plan.currency),
         )
     out.print(table)
-    for lab in plan.labelers:
-        out.print(escape(f"{lab.name}: {lab.basis}."))
-        if lab.budget_stop is not None:
-            out.print(
-                escape(
-                    f"{lab.name}: labeler.budget {money(lab.budget or 0.0)} would be reached at about "
-                    f"item {lab.budget_stop:,} of {lab.items:,} while labeling with {lab.name}; the run "
-                    "stops there (what was answered is kept): raise labeler.budget to label every item."
-                )
-            )
-    people = plan.people
-    out.print(escape(f"Routing: {people.basis}."))
-    lines = [
-        f"Of {people.items:,} items not routed yet, {people.routed:,} go to people "
-        f"(human share {people.human_share:.0%})",
-        f"{people.answers:,} answers ({people.routed - people.expert_items:,} items x "
-        f"{people.answers_per_item:g} per item), {people.control_answers:,} control answers "
-        f"(quality.control_rate)",
-        f"{people.expert_items:,} items straight to experts (routing.expert_share); an expert audit at "
-        f"audit.sample_rate is {people.audit_items:,} final labels",
-        f"people: {money(people.cost)}; model: {money(plan.model_cost)}; total {money(plan.total_cost)}",
-    ]
-    if people.accuracy is not None:
-        lines.insert(1, f"expected accuracy of the final labels on the golden curve: {people.accuracy:.3f}")
-    for line in lines:
-        out.print(escape(f"{line}."))
+    for line in plan.describe():
+        out.print(escape(line), highlight=False)
     _warn(plan.warnings)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 @app.command()

@@ -37,7 +37,7 @@ from duolabel.people.imported import IMPORTED
 from duolabel.store import Annotator, Item, Prediction, Route
 from duolabel.training_data import golden_items
 
-__all__ = ["LabelerPlan", "PeoplePlan", "ProjectPlan", "plan_project", "sanity_checks"]
+__all__ = ["LabelerPlan", "PeoplePlan", "ProjectPlan", "duration", "money", "plan_project", "sanity_checks"]
 
 #: Items an LLM labeler is tried on (the first one also loads the model or opens the client).
 SAMPLE = 5
@@ -112,6 +112,63 @@ class ProjectPlan:
     @property
     def total_cost(self) -> float:
         return self.model_cost + self.people.cost
+
+    def describe(self) -> list[str]:
+        """The plan in sentences: how each labeler was measured and where its budget runs
+        out, then the routing point and what it asks of people."""
+        lines = []
+        for lab in self.labelers:
+            lines.append(f"{lab.name}: {lab.basis}.")
+            if lab.budget_stop is not None:
+                lines.append(
+                    f"{lab.name}: labeler.budget {money(lab.budget or 0.0, self.currency)} would be "
+                    f"reached at about item {lab.budget_stop:,} of {lab.items:,} while labeling with "
+                    f"{lab.name}; the run stops there (what was answered is kept): raise labeler.budget "
+                    "to label every item."
+                )
+        people = self.people
+        lines += [
+            f"Routing: {people.basis}.",
+            f"Of {people.items:,} items not routed yet, {people.routed:,} go to people "
+            f"(human share {people.human_share:.0%}).",
+        ]
+        if people.accuracy is not None:
+            lines.append(f"expected accuracy of the final labels on the golden curve: {people.accuracy:.3f}.")
+        cost = money(people.cost, self.currency), money(self.model_cost, self.currency)
+        return lines + [
+            f"{people.answers:,} answers ({people.routed - people.expert_items:,} items x "
+            f"{people.answers_per_item:g} per item), {people.control_answers:,} control answers "
+            "(quality.control_rate).",
+            f"{people.expert_items:,} items straight to experts (routing.expert_share); an expert audit "
+            f"at audit.sample_rate is {people.audit_items:,} final labels.",
+            f"people: {cost[0]}; model: {cost[1]}; total {money(self.total_cost, self.currency)}.",
+        ]
+
+
+def money(value: float, currency: str) -> str:
+    """An amount as the CLI shows it; a fraction of a cent keeps two significant digits.
+
+    Examples
+    --------
+    >>> money(0.0000053, "USD"), money(0.5, "USD"), money(1234.5, "EUR")
+    ('5.3e-06 USD', '0.5000 USD', '1,234.50 EUR')
+    """
+    if 0 < abs(value) < 1e-3:
+        return f"{value:.2g} {currency}"
+    return f"{value:,.4f} {currency}" if abs(value) < 1 else f"{value:,.2f} {currency}"
+
+
+def duration(seconds: float) -> str:
+    """A wall time in the unit that reads best.
+
+    Examples
+    --------
+    >>> duration(42), duration(600), duration(7200)
+    ('42 s', '10 min', '2.0 h')
+    """
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 # -- what is in the store ------------------------------------------------------
