@@ -73,9 +73,20 @@ def test_dry_run_is_the_plan(example: Path):
     assert stored(example)["predictions"] == 0
 
 
+def test_plan_before_the_data_files_are_imported_says_so(example_copy: Path):
+    result = invoke("plan", "-p", str(example_copy))
+    assert "embedding: nothing to measure on: import items first." in result.stdout
+    assert "warning: the project has no items yet" in result.stderr
+    assert "'duolabel run' would import golden.csv, tickets.csv first" in " ".join(result.stderr.split())
+
+
 @pytest.mark.slow
-def test_plan_after_a_run_reads_the_golden_curve(example: Path):
-    invoke("run", str(example))
+def test_plan_after_a_run_reads_the_golden_curve(example_copy: Path):
+    example = example_copy
+    ran = invoke("run", str(example))
+    # The warnings at the start of the run count the items it imports: 60 golden items
+    # are enough for the target, nobody can log in yet.
+    assert "warning: routing.overlap is 3" in ran.stderr and "golden items even for" not in ran.stderr
     result = invoke("plan", "-p", str(example))
     out = result.stdout
     assert "360 of 360" not in out and "0 of 360" in out  # everything is labelled

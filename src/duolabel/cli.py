@@ -447,8 +447,7 @@ def run(
         if dry_run:
             _plan_output(proj.plan())
             return
-        _warn(proj.sanity_checks())
-        summary = proj.run(progress=rich_reporter(err))
+        summary = proj.run(progress=rich_reporter(err), imported=lambda: _warn(proj.sanity_checks()))
     for result in summary.imports:
         out.print(f"{result.file}: {result.added:,} new items, {result.unchanged:,} already imported.")
     if summary.calibration:

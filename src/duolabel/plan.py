@@ -512,4 +512,12 @@ def plan_project(ctx: Context) -> ProjectPlan:
     warnings = sanity_checks(ctx, routing=routing)
     if _short is not None:
         warnings.insert(0, _short)
+    if not regular and not items and ctx.config.data:
+        files = ", ".join(source.path for source in ctx.config.data)
+        warnings.insert(
+            0,
+            f"the project has no items yet, so there is nothing to measure on; 'duolabel run' would "
+            f"import {files} first: import them with 'duolabel import FILE' (and --role golden --gold "
+            "COLUMN for golden items) to plan on them",
+        )
     return ProjectPlan(ctx.config.costs.currency, labelers, people, warnings)
