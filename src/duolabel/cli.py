@@ -512,21 +512,32 @@ def simulate(
         ),
     ] = None,
     curve: Annotated[Path | None, typer.Option(help="Also write the realised curve to this CSV.")] = None,
+    gold: Annotated[
+        Path | None,
+        typer.Option(
+            help="Known labels of items the project already has (the id column and --gold-column), "
+            "instead of their imported gold column: no second project needed. Relative to the "
+            "project folder, like --answers."
+        ),
+    ] = None,
+    gold_column: Annotated[str, typer.Option(help="The column of --gold holding the labels.")] = "gold",
 ) -> None:
     """Replay the routing policies on items with known labels and recorded human answers."""
-    from duolabel.simulate import simulate_project
+    from duolabel.simulate import HYBRID, read_gold, simulate_project
 
     with _open(project) as proj:
+        known = None if gold is None else read_gold(proj, proj.resolve(gold), column=gold_column)
         result = simulate_project(
             proj,
             None if from_store else proj.resolve(answers),
             seed=seed,
             expert_accuracy=expert_accuracy,
+            gold=known,
         )
         currency = proj.config.costs.currency
     table = Table(
         title=f"Simulation ({currency}; crowd majority vote over all answers: {result.crowd_accuracy:.3f})",
-        caption=f"Experts: {result.expert_assumption}.",
+        caption=f"{HYBRID}. Experts: {result.expert_assumption}.",
     )
     for column in (
         "policy",
