@@ -92,6 +92,8 @@ def test_plan_after_a_run_reads_the_golden_curve(example_copy: Path):
     assert "360 of 360" not in out and "0 of 360" in out  # everything is labelled
     assert "Routing: the golden curve of model " in out and "(60 golden items, cross-fitted)" in out
     assert "expected accuracy of the final labels on the golden curve: " in out
+    waiting = re.search(r"Besides, (\d+) items routed earlier still wait for people.", out)
+    assert waiting and int(waiting.group(1)) > 0
     status = invoke("status", str(example))
     assert "warning: routing.overlap is 3" in status.stderr
 

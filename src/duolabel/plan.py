@@ -34,7 +34,7 @@ from duolabel.errors import DuolabelError, ProjectError
 from duolabel.labelers import TextItem, build_labeler, encoder_for
 from duolabel.ledger import answer_price, current_model_version, labeler_versions, model_cost
 from duolabel.people.imported import IMPORTED
-from duolabel.store import Annotator, Item, Prediction, Route
+from duolabel.store import Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.training_data import golden_items
 
 __all__ = ["LabelerPlan", "PeoplePlan", "ProjectPlan", "duration", "money", "plan_project", "sanity_checks"]
@@ -94,6 +94,7 @@ class PeoplePlan:
     audit_items: int
     cost: float
     accuracy: float | None = None  # the hybrid's expected accuracy on the golden curve
+    waiting: int = 0  # items routed to people earlier that have no final label yet
 
 
 @dataclass
@@ -134,6 +135,8 @@ class ProjectPlan:
         ]
         if people.accuracy is not None:
             lines.append(f"expected accuracy of the final labels on the golden curve: {people.accuracy:.3f}.")
+        if people.waiting:
+            lines.append(f"Besides, {people.waiting:,} items routed earlier still wait for people.")
         cost = money(people.cost, self.currency), money(self.model_cost, self.currency)
         return lines + [
             f"{people.answers:,} answers ({people.routed - people.expert_items:,} items x "
@@ -329,19 +332,23 @@ def _plan_labeler(ctx: Context, cfg: LabelerConfig, regular: list[TextItem], gol
 # -- the human side ------------------------------------------------------------
 
 
-def _unrouted(ctx: Context) -> int:
+def _unrouted(ctx: Context) -> tuple[int, int]:
+    """Regular items not routed yet, and items routed to people still without a final label."""
     with ctx.store.read() as session:
-        return (
-            session.scalar(
-                select(func.count())
-                .select_from(Item)
-                .where(Item.role == "regular", Item.id.not_in(select(Route.item_id)))
-            )
-            or 0
+        unrouted = session.scalar(
+            select(func.count())
+            .select_from(Item)
+            .where(Item.role == "regular", Item.id.not_in(select(Route.item_id)))
         )
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(Route)
+            .where(Route.decision == "humans", Route.item_id.not_in(select(FinalLabel.item_id)))
+        )
+    return unrouted or 0, waiting or 0
 
 
-def _plan_people(ctx: Context, items: int) -> tuple[PeoplePlan, Any]:
+def _plan_people(ctx: Context, items: int, waiting: int) -> tuple[PeoplePlan, Any]:
     from duolabel.stages.route import plan_routing, routed_item_cost
 
     cfg = ctx.config.routing
@@ -372,7 +379,7 @@ def _plan_people(ctx: Context, items: int) -> tuple[PeoplePlan, Any]:
     audit = math.ceil(ctx.config.audit.sample_rate * items)
     cost = routed * routed_item_cost(cfg, costs, policy) + controls * answer_price(costs)
     people = PeoplePlan(
-        items, share, basis, routed, per_item, answers, controls, experts, audit, cost, accuracy
+        items, share, basis, routed, per_item, answers, controls, experts, audit, cost, accuracy, waiting
     )
     return people, routing
 
@@ -508,7 +515,7 @@ def plan_project(ctx: Context) -> ProjectPlan:
     regular = _regular(ctx)
     items, gold, _short = _golden(ctx)
     labelers = [_plan_labeler(ctx, cfg, regular, (items, gold)) for cfg in ctx.config.labeler]
-    people, routing = _plan_people(ctx, _unrouted(ctx))
+    people, routing = _plan_people(ctx, *_unrouted(ctx))
     warnings = sanity_checks(ctx, routing=routing)
     if _short is not None:
         warnings.insert(0, _short)
