@@ -237,10 +237,14 @@ def _measure_llm(
     model.fit(items, gold)
     fit_seconds = time.perf_counter() - started
     plan.prompt = (model.prompts(sample[:1]) or [None])[0]
-    # The first item loads the model (or opens the client); the rest are timed.
-    _probs, first = model.predict_proba(sample[:1])
     rest = sample[1:] or sample[:1]
-    _probs, usage = model.predict_proba(rest)
+    try:
+        # The first item loads the model (or opens the client); the rest are timed.
+        _probs, first = model.predict_proba(sample[:1])
+        _probs, usage = model.predict_proba(rest)
+    finally:
+        if callable(close := getattr(model, "close", None)):
+            close()  # an in-process model's memory is not kept past the plan
     plan.sample = len(sample)
     n = max(len(rest), 1)
     tokens = usage.input_tokens + usage.output_tokens
