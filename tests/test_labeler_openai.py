@@ -232,6 +232,17 @@ def test_budget_stops_with_the_answers_kept(server: LlamaServer) -> None:
     np.testing.assert_array_equal(full[:1], probs)
 
 
+def test_the_budget_counts_the_machines_time_as_the_ledger_does(server: LlamaServer) -> None:
+    # Tokens are free here; the machine's time is priced so that one request's wait (well
+    # over 10 ms) passes the budget: the run stops after it, as the ledger would count it.
+    lab = labeler(server.base_url, concurrency=1, budget=1.0, price_compute_hour=3600 * 100.0)
+    with pytest.raises(LabelingStopped) as stopped:
+        lab.predict_proba(ITEMS[:3])
+    assert "budget of 1" in one_line(stopped.value)
+    probs, usage = stopped.value.partial
+    assert stopped.value.done == 1 and usage.extra["cost"] == 0.0
+
+
 def test_a_server_that_is_down_fails_fast_with_one_line() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     lab = labeler(url, max_retries=2, backoff=0.01)

@@ -333,6 +333,36 @@ def test_simulate_replays_the_answers_imported_into_the_store(isbook_project: Pa
     assert from_store.rows == from_file.rows and from_store.crowd_accuracy == from_file.crowd_accuracy
 
 
+def test_simulate_takes_known_labels_from_a_gold_file(isbook_project: Path, tmp_path: Path) -> None:
+    from duolabel.simulate import read_gold, simulate_project
+
+    answers = shared_data("amazon_isbook") / "annotations.jsonl"
+    with Project.open(isbook_project) as project:
+        imported = simulate_project(project, answers)
+    # The same project with its regular items imported without their labels.
+    folder = tmp_path / "isbook"
+    shutil.copytree(isbook_project, folder)
+    with Project.open(folder) as project, project.store.write() as session:
+        for item in session.scalars(select(Item).where(Item.role == "regular")):
+            item.gold_label = None
+    assert "0 to replay" in cli("simulate", str(folder), "--answers", str(answers)).stderr
+    result = cli("simulate", str(folder), "--answers", str(answers), "--gold", "items.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert "hybrid: the model's label where the policy accepts it" in " ".join(result.stdout.split())
+    with Project.open(folder) as project:
+        from_file = simulate_project(project, answers, gold=read_gold(project, folder / "items.jsonl"))
+    assert from_file.rows == imported.rows
+    # A bad gold file names every bad row and simulates nothing.
+    bad = tmp_path / "gold.csv"
+    first = json.loads((folder / "items.jsonl").read_text().splitlines()[0])["id"]
+    bad.write_text(f"id,gold\nnot-an-item,book\n{first},novel\n")
+    refused = cli("simulate", str(folder), "--answers", str(answers), "--gold", str(bad))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "gold.csv, row 2, column 'id': got 'not-an-item', not an item of the project" in refused.stderr
+    assert "row 3, column 'gold': got 'novel', expected one of 'book', 'not_book'" in refused.stderr
+    assert "Nothing was simulated." in refused.stderr
+
+
 def test_simulate_reports_every_bad_answer_row(isbook_project: Path, tmp_path: Path):
     bad = tmp_path / "answers.csv"
     bad.write_text(

@@ -28,6 +28,8 @@ golden_app = typer.Typer(
     help="Choose the golden items: the expert labels the model learns from.", no_args_is_help=True
 )
 app.add_typer(golden_app, name="golden")
+config_app = typer.Typer(help="Change the project file (duolabel.yaml), validated.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 out = Console()
 err = Console(stderr=True)
@@ -143,20 +145,36 @@ def init(
             "trains on 1,000 items within minutes on a 2-core CPU (docs/benchmarks.md)."
         ),
     ] = DEFAULT_INIT_LABELER,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="The labeler's model: openai: the model name the server knows (required); llama: a "
+            "GGUF file; embedding, finetune, setfit: a sentence-transformers folder."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing duolabel.yaml.")] = False,
 ) -> None:
-    """Create a project folder with a commented duolabel.yaml."""
+    """Create a project folder with a commented duolabel.yaml (only the chosen labeler's keys)."""
     from duolabel.project import init_project
 
     names = [*(label or []), *(n.strip() for n in (labels or "").split(",") if n.strip())]
     task = {"instructions": instruction} if instruction else {}
+    entry = {"backend": labeler}
+    if model is not None:
+        entry["model_path" if labeler == "llama" else "model"] = model
+    elif labeler == "openai":
+        raise ProjectError(
+            "init --labeler openai needs --model NAME, the model name the server knows "
+            "(e.g. --model gpt-4o-mini); point it at your own server later with "
+            "'duolabel config set labeler.base_url http://127.0.0.1:8080/v1'"
+        )
     init_project(
         folder,
         labels=names or None,
         force=force,
         labels_from=from_,
         label_column=label_column,
-        labeler={"backend": labeler},
+        labeler=entry,
         **task,
     ).close()
     out.print(
@@ -416,6 +434,7 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(_status_table(status_now))
         reports = batch_reports(proj)
         learning = proj.learning()
+        warnings = proj.sanity_checks()
     if status_now.routing:
         out.print(escape(f"Routing: {status_now.routing}."))
     if status_now.labeling:
@@ -424,6 +443,7 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(escape(f"Privacy: {status_now.privacy}."))
     for alarm in status_now.alarms:
         out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
+    _warn(warnings)
     if len(reports) > 1:
         out.print(_batch_table(reports))
     if learning is None:
@@ -435,11 +455,63 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(f"Learning ({learning.strategy}): {escape(learning.describe())}.")
 
 
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def _plan_output(plan) -> None:
+    from duolabel.plan import duration, money
+
+    for lab in plan.labelers:
+        if lab.prompt is not None:
+            # Verbatim between two rules: a panel would re-wrap the lines the model reads.
+            rule = "-" * 40
+            out.print(f"Prompt of {lab.name} for one item, as it will be sent:\n{rule}", highlight=False)
+            out.print(lab.prompt, markup=False, highlight=False, soft_wrap=True)
+            out.print(rule, highlight=False)
+    table = Table(title="Labelers: the items each has not labelled yet, and the whole project")
+    columns = ("items left", "tokens per item", "time per item", "cost per item", "time", "cost")
+    for column in ("labeler", *columns, "whole project"):
+        table.add_column(column, justify="left" if column == "labeler" else "right")
+    for lab in plan.labelers:
+        tokens = "–" if lab.tokens_per_item is None else f"{lab.tokens_per_item:,.0f}"
+        table.add_row(
+            f"{lab.name} ({lab.backend})",
+            f"{lab.items:,} of {lab.project_items:,}",
+            tokens + (" (estimated)" if lab.tokens_estimated else ""),
+            f"{lab.seconds_per_item:.3g} s",
+            money(lab.cost_per_item, plan.currency),
+            duration(lab.seconds),
+            money(lab.cost, plan.currency),
+            money(lab.project_cost, plan.currency),
+        )
+    out.print(table)
+    for line in plan.describe():
+        out.print(escape(line), highlight=False)
+    _warn(plan.warnings)
+
+
 @app.command()
-def run(project: ProjectArg = Path(".")) -> None:
+def plan(project: ProjectOpt = Path(".")) -> None:
+    """What a run would send, spend and ask of people; measured on a few items, stores nothing."""
+    with _open(project) as proj:
+        _plan_output(proj.plan())
+
+
+@app.command()
+def run(
+    project: ProjectArg = Path("."),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show the plan (as 'duolabel plan'); store nothing.")
+    ] = False,
+) -> None:
     """The whole loop: import, label, calibrate, route, aggregate, export. Resumable."""
     with _open(project) as proj:
-        summary = proj.run(progress=rich_reporter(err))
+        if dry_run:
+            _plan_output(proj.plan())
+            return
+        summary = proj.run(progress=rich_reporter(err), imported=lambda: _warn(proj.sanity_checks()))
     for result in summary.imports:
         out.print(f"{result.file}: {result.added:,} new items, {result.unchanged:,} already imported.")
     if summary.calibration:
@@ -504,21 +576,32 @@ def simulate(
         ),
     ] = None,
     curve: Annotated[Path | None, typer.Option(help="Also write the realised curve to this CSV.")] = None,
+    gold: Annotated[
+        Path | None,
+        typer.Option(
+            help="Known labels of items the project already has (the id column and --gold-column), "
+            "instead of their imported gold column: no second project needed. Relative to the "
+            "project folder, like --answers."
+        ),
+    ] = None,
+    gold_column: Annotated[str, typer.Option(help="The column of --gold holding the labels.")] = "gold",
 ) -> None:
     """Replay the routing policies on items with known labels and recorded human answers."""
-    from duolabel.simulate import simulate_project
+    from duolabel.simulate import HYBRID, read_gold, simulate_project
 
     with _open(project) as proj:
+        known = None if gold is None else read_gold(proj, proj.resolve(gold), column=gold_column)
         result = simulate_project(
             proj,
             None if from_store else proj.resolve(answers),
             seed=seed,
             expert_accuracy=expert_accuracy,
+            gold=known,
         )
         currency = proj.config.costs.currency
     table = Table(
         title=f"Simulation ({currency}; crowd majority vote over all answers: {result.crowd_accuracy:.3f})",
-        caption=f"Experts: {result.expert_assumption}.",
+        caption=f"{HYBRID}. Experts: {result.expert_assumption}.",
     )
     for column in (
         "policy",
@@ -664,6 +747,36 @@ def golden_suggest(
             f"Queued {result.queued:,} items ({result.strategy}) for experts; they answer them on the "
             "expert page of 'duolabel serve'."
         )
+
+
+@config_app.command("set")
+def config_set(
+    pairs: Annotated[
+        list[str],
+        typer.Argument(
+            help="KEY VALUE, repeated for several settings changed together: a dotted key "
+            "(routing.target_accuracy, labeler.backend; labeler.1.model with several labelers) "
+            "and a YAML value (0.95, llama, [a, b], null).",
+            metavar="KEY VALUE...",
+        ),
+    ],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Set settings of duolabel.yaml and rewrite it; an invalid value changes nothing.
+
+    Switching labeler.backend drops the old backend's keys: 'duolabel config set
+    labeler.backend openai labeler.model gpt-4o-mini' switches and sets the new model at once."""
+    from duolabel.config.edit import set_values
+
+    if len(pairs) % 2:
+        raise ProjectError(
+            f"config set: expected KEY VALUE pairs, got {len(pairs)} words ({' '.join(pairs)})"
+        )
+    changes = list(zip(pairs[::2], pairs[1::2], strict=True))
+    set_values(project, changes)
+    for key, value in changes:
+        out.print(escape(f"{key} = {value}"), highlight=False)
+    out.print(escape(f"Wrote {project / 'duolabel.yaml'}."), highlight=False)
 
 
 @annotators_app.command("add")

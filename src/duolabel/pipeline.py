@@ -7,6 +7,7 @@ killed at any point continues where it stopped when started again.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,20 +373,26 @@ def aggregate(ctx: Context, *, refresh: bool = False) -> AggregateResult:
     return result
 
 
-def run_project(ctx: Context, *, progress: Reporter = quiet) -> RunSummary:
+def run_project(
+    ctx: Context, *, progress: Reporter = quiet, imported: Callable[[], None] | None = None
+) -> RunSummary:
     """import -> for each batch: label -> calibrate -> route -> aggregate; then export. Resumable.
 
     Batches are processed in import order. A batch whose items wait for people stops the loop:
     the next run aggregates their answers, retrains the labeler on them (a new model version,
     with out-of-fold predictions for the next calibration) and goes on with the next batch. A
     finished batch keeps its labels: later models label and route only later batches.
+    ``imported`` is called once the data files are in, before any labeling (the CLI prints
+    its sanity warnings there, when they count the items the run works on).
     """
     with exclusive(ctx):
-        return _run_locked(ctx, progress=progress)
+        return _run_locked(ctx, progress=progress, imported=imported)
 
 
-def _run_locked(ctx: Context, *, progress: Reporter) -> RunSummary:
+def _run_locked(ctx: Context, *, progress: Reporter, imported: Callable[[], None] | None) -> RunSummary:
     summary = RunSummary(imports=import_sources(ctx, progress=progress))
+    if imported is not None:
+        imported()
     batches = batch_order(ctx)
     if batches:
         # Answers given since the last run finish their items first, so the labeler of the

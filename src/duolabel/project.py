@@ -195,6 +195,19 @@ class Project(Context):
 
         return learning_status(labeling_context(self))
 
+    def plan(self) -> Any:
+        """What a run would send, spend and ask of people, measured on a few items; stores
+        nothing (:func:`duolabel.plan.plan_project`)."""
+        from duolabel.plan import plan_project
+
+        return plan_project(self)
+
+    def sanity_checks(self) -> list[str]:
+        """Warnings about settings that cannot work as configured (:func:`duolabel.plan.sanity_checks`)."""
+        from duolabel.plan import sanity_checks
+
+        return sanity_checks(self)
+
     def run(self, **options: Any) -> Any:
         """The whole loop: import, label, calibrate, route, aggregate, export."""
         from duolabel.pipeline import run_project

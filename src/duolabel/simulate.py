@@ -27,7 +27,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,7 +56,9 @@ __all__ = [
     "SimulationInput",
     "SimulationResult",
     "SimulationRow",
+    "HYBRID",
     "read_answers",
+    "read_gold",
     "simulate",
     "simulate_project",
     "stored_answers",
@@ -410,18 +413,75 @@ def stored_answers(project: Project) -> RecordedAnswers:
     return answers
 
 
+#: What the "hybrid" of a simulation is, as the table's caption says it.
+HYBRID = (
+    "hybrid: the model's label where the policy accepts it; on a routed item, people's answers "
+    "fused with the model's calibrated distribution (each weighted by its worker's accuracy on the "
+    "golden items); an escalated item gets its expert's answer"
+)
+
+
+def read_gold(project: Project, path: Path, *, column: str = "gold") -> dict[str, str]:
+    """Known labels of the project's items from a file (its id column and ``column``), for
+    ``simulate --gold``; every bad row is reported at once, naming file, row and column."""
+    from sqlalchemy import select
+
+    from duolabel.io import read_records
+    from duolabel.store import Item
+
+    labels, id_field = project.config.task.label_names, project.config.task.id_field
+    with project.store.read() as session:
+        items = set(session.scalars(select(Item.id)))
+    header, rows = read_records(path)
+    problems: list[Problem] = []
+    missing = [c for c in (id_field, column) if header is not None and c not in header]
+    if missing:
+        have = ", ".join(repr(h) for h in header or []) or "no columns"
+        raise DataError(
+            [Problem(str(path), 1, c, f"missing column; the file has {have}") for c in missing],
+            outcome="Nothing was simulated.",
+        )
+    gold: dict[str, str] = {}
+    for row in rows:
+        if row.problem is not None:
+            problems.append(row.problem)
+            continue
+        values = row.values or {}
+        item, label = values.get(id_field), values.get(column)
+        if item is None or str(item) not in items:
+            problems.append(
+                Problem(str(path), row.number, id_field, f"got {item!r}, not an item of the project")
+            )
+        elif label is None or label == "":
+            continue  # no known label for this item
+        elif str(label) not in labels:
+            expected = ", ".join(repr(lab) for lab in labels)
+            problems.append(
+                Problem(str(path), row.number, column, f"got {label!r}, expected one of {expected}")
+            )
+        else:
+            gold[str(item)] = str(label)
+        if len(problems) >= MAX_PROBLEMS:
+            break
+    if problems:
+        raise DataError(problems, outcome="Nothing was simulated.")
+    return gold
+
+
 def simulate_project(
     project: Project,
     answers_path: Path | None,
     *,
     seed: int = 0,
     expert_accuracy: float | None = None,
+    gold: Mapping[str, str] | None = None,
 ) -> SimulationResult:
     """Simulate on the project's own items: golden items choose the operating points; the
-    other items with a known label (from their ``gold_column``) are replayed. Escalated
-    items without a recorded expert answer count as right with probability
-    ``expert_accuracy`` (None: the project's ``routing.expert_accuracy``). With no
-    ``answers_path`` the answers come from the store (:func:`stored_answers`)."""
+    other items with a known label (from their ``gold_column``, or ``gold``: item id to label,
+    see :func:`read_gold`) are replayed. Escalated items without a recorded expert answer
+    count as right with probability ``expert_accuracy`` (None: the project's
+    ``routing.expert_accuracy``). With no ``answers_path`` the answers come from the store
+    (:func:`stored_answers`)."""
     from sqlalchemy import select
 
     from duolabel.errors import ProjectError
@@ -438,13 +498,21 @@ def simulate_project(
             select(Item.id, Item.role, Item.text, Item.gold_label, Prediction.calibrated)
             .join(Prediction, Prediction.item_id == Item.id)
             .where(Prediction.model_version == version, Prediction.calibrated.is_not(None))
-            .where(Item.gold_label.is_not(None))
             .order_by(Item.seq)
         ).all()
         all_items = set(session.scalars(select(Item.id)))
     recorded = (
         stored_answers(project) if answers_path is None else read_answers(answers_path, labels, all_items)
     )
+    known = dict(gold or {})
+    # The golden items keep their own labels: they choose the operating points.
+    labelled: list[Any] = [
+        SimpleNamespace(**{**r._asdict(), "gold_label": known.get(r.id, r.gold_label)})
+        if r.role != "golden"
+        else r
+        for r in rows
+    ]
+    rows = [r for r in labelled if r.gold_label is not None]
     golden = [r for r in rows if r.role == "golden"]
     test = [r for r in rows if r.role != "golden" and recorded.crowd.get(r.id)]
     if not golden or not test:

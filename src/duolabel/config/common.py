@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -28,6 +29,14 @@ def _choices(names: list[str]) -> str:
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
+@dataclass(frozen=True)
+class Choices:
+    """The built-in names a registered-name setting takes (installed plug-ins add theirs);
+    the project file's comments and the configuration docs list them."""
+
+    names: tuple[str, ...]
+
+
 def _registered(registry: Registry[Any], shown_first: tuple[str, ...]) -> AfterValidator:
     """Accept a name in ``registry`` (or in ``shown_first``, the built-ins' order in errors)."""
 
@@ -43,13 +52,16 @@ def _registered(registry: Registry[Any], shown_first: tuple[str, ...]) -> AfterV
     return AfterValidator(check)
 
 
+_CALIBRATORS = ("temperature", "vector", "isotonic", "histogram", "auto", "none")
 #: ``calibration.method``: a registered calibrator, or auto.
-CalibratorName = Annotated[
-    str, _registered(CALIBRATORS, ("temperature", "vector", "isotonic", "histogram", "auto", "none"))
-]
+CalibratorName = Annotated[str, _registered(CALIBRATORS, _CALIBRATORS), Choices(_CALIBRATORS)]
+_POLICIES = ("threshold", "dynamic", "meta")
 #: ``routing.policy``: a registered routing policy.
-PolicyName = Annotated[str, _registered(POLICIES, ("threshold", "dynamic", "meta"))]
+PolicyName = Annotated[str, _registered(POLICIES, _POLICIES), Choices(_POLICIES)]
 #: ``aggregation.method``: a registered aggregator.
-AggregatorName = Annotated[str, _registered(AGGREGATORS, BUILT_IN_AGGREGATORS)]
+AggregatorName = Annotated[
+    str, _registered(AGGREGATORS, BUILT_IN_AGGREGATORS), Choices(tuple(BUILT_IN_AGGREGATORS))
+]
+_STRATEGIES = ("random", "least_confidence", "margin", "entropy")
 #: ``learning.strategy``: a registered active-learning strategy.
-StrategyName = Annotated[str, _registered(STRATEGIES, ("random", "least_confidence", "margin", "entropy"))]
+StrategyName = Annotated[str, _registered(STRATEGIES, _STRATEGIES), Choices(_STRATEGIES)]

@@ -198,7 +198,10 @@ class OpenAILabelerConfig(LabelerSettings):
     timeout: float = Field(60.0, gt=0, description="Seconds before one request is given up.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries on 429, 5xx and connection errors.")
     budget: float | None = Field(
-        None, ge=0, description="Stop a labeling run once it has cost this much (costs.currency)."
+        None,
+        ge=0,
+        description="Stop a labeling run once it has cost this much (costs.currency): tokens and "
+        "compute time, as the runs ledger counts them.",
     )
 
 

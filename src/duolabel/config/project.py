@@ -217,6 +217,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_config(project_dir: str | Path) -> ProjectConfig:
     """Read and validate ``duolabel.yaml`` in ``project_dir``."""
+    path, data = read_project_file(project_dir)
+    return parse_config(data, source=str(path))
+
+
+def read_project_file(project_dir: str | Path) -> tuple[Path, Any]:
+    """The path of ``duolabel.yaml`` in ``project_dir`` and its YAML data, not validated."""
     path = Path(project_dir) / PROJECT_FILE
     if not path.is_file():
         raise ConfigError(f"{path}: no project file here; create one with 'duolabel init {project_dir}'")
@@ -234,7 +240,7 @@ def load_config(project_dir: str | Path) -> ProjectConfig:
         raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    return parse_config(data, source=str(path))
+    return path, data
 
 
 # ---------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import types
+import typing
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
+from duolabel.config.common import Choices
 from duolabel.config.labelers import BACKENDS
 from duolabel.config.project import ProjectConfig
 from duolabel.config.sections import DistillConfig
@@ -22,11 +26,63 @@ def _yaml_value(value: Any) -> str:
     )
 
 
+def field_choices(annotation: Any) -> tuple[list[str], bool]:
+    """The fixed values a setting's type allows, and whether plug-ins may add names.
+
+    Examples
+    --------
+    >>> field_choices(Literal["none", "balanced"] | None)
+    (['none', 'balanced'], False)
+    >>> field_choices(float)
+    ([], False)
+    """
+    if typing.get_origin(annotation) is Literal:
+        return [str(v) for v in typing.get_args(annotation)], False
+    if typing.get_origin(annotation) is typing.Annotated:
+        marked = [m for m in annotation.__metadata__ if isinstance(m, Choices)]
+        if marked:
+            return list(marked[0].names), True
+        return field_choices(annotation.__origin__)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        names: list[str] = []
+        plugins = False
+        for arg in typing.get_args(annotation):
+            found, more = field_choices(arg)
+            names += [n for n in found if n not in names]
+            plugins = plugins or more
+        return names, plugins
+    return [], False
+
+
+def _quoted(names: list[str], *, plugins: bool = False) -> str:
+    quoted = [f"'{name}'" for name in names]
+    if plugins:
+        return f"{', '.join(quoted)} or an installed plug-in's"
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+#: Added to the help of a labeler entry's backend: the backends one can switch to.
+SWITCH_HINT = "switch with 'duolabel config set labeler.backend NAME'"
+
+
+def field_help(name: str, field: FieldInfo) -> str:
+    """A setting's one line of help, ending with the values it takes when they are fixed."""
+    text = field.description or ""
+    if name == "backend":
+        return f"{text} Backends: {_quoted(list(BACKENDS), plugins=True)}; {SWITCH_HINT}."
+    marked = [m for m in field.metadata if isinstance(m, Choices)]
+    names, plugins = (list(marked[0].names), True) if marked else field_choices(field.annotation)
+    if len(names) < 2 or all(f"{n}" in text for n in names):
+        return text
+    return f"{text} One of {_quoted(names, plugins=plugins)}."
+
+
 def _render_section(model: BaseModel, indent: str) -> list[str]:
     lines: list[str] = []
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
-        help_line = f"{indent}# {field.description}" if field.description else None
+        help_text = field_help(name, field)
+        help_line = f"{indent}# {help_text}" if help_text else None
         if help_line:
             lines.append(help_line)
         if isinstance(value, list) and len(value) == 1 and name == "labeler":
@@ -52,8 +108,14 @@ def render_config(config: ProjectConfig) -> str:
     """The project file for ``config``, every setting with its one-line help as a comment."""
     header = [
         "# duolabel project file. Every key is optional except task.labels;",
-        "# see docs/configuration.md for the full reference.",
+        "# see docs/configuration.md for the full reference. Change a setting with",
+        "# 'duolabel config set KEY VALUE' (validated; an invalid value changes nothing).",
     ]
+    llms = [lab.label_name for lab in config.labeler if lab.llm]
+    if not config.distill.enabled and llms == [config.distill.teacher]:
+        # The teacher was inferred (the only LLM labeler): left empty, it follows the labeler
+        # when its backend changes instead of naming one that is gone.
+        config = config.model_copy(update={"distill": config.distill.model_copy(update={"teacher": None})})
     return "\n".join(header + _render_section(config, "")) + "\n"
 
 
@@ -92,7 +154,7 @@ def settings_reference() -> list[tuple[str, str, str]]:
                 rows.append((key, "", field.description or ""))
                 walk(nested, key + ".")
             else:
-                rows.append((key, default, field.description or ""))
+                rows.append((key, default, field_help(name, field)))
                 if nested is not None:
                     walk(nested, key + "[].")
 

@@ -176,6 +176,7 @@ def _openai(ctx: Context, cfg: OpenAILabelerConfig) -> Labeler:
         budget=cfg.budget,
         price_input_per_million=costs.llm_input_per_million,
         price_output_per_million=costs.llm_output_per_million,
+        price_compute_hour=costs.compute_hour,
         cache=StoreResponseCache(ctx.store),
     )
 

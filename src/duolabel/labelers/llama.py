@@ -166,6 +166,12 @@ class LlamaLabeler(PromptedLabeler):
         self._steps = [(prefix, sorted(needs[prefix])) for prefix in sorted(needs)]
         return llm
 
+    def close(self) -> None:
+        """Free the model now (llama.cpp's memory), rather than whenever the object is collected."""
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
     def _tokens_of(self, label: str) -> tuple[int, ...]:
         """The tokens scored for ``label``: its name after ``Label:``, as the examples show it.
 

@@ -208,10 +208,14 @@ class OpenAILabeler(PromptedLabeler):
         Seconds before the first retry, doubled for each next one.
     budget : float, optional
         Most this call may spend (in the currency of the prices); once the cost of its
-        answered requests reaches it, no new request is sent. Requests already in flight
+        answered requests and of the time spent (``price_compute_hour``) reaches it, no new
+        request is sent. Requests already in flight
         finish, so the cost can pass the budget by up to ``concurrency - 1`` requests.
     price_input_per_million, price_output_per_million : float
         Price per million prompt and completion tokens, for ``Usage.extra["cost"]``.
+    price_compute_hour : float
+        Price of an hour of this machine's time; the budget counts it with the tokens, as
+        the runs ledger does.
     cache : ResponseCache, optional
         Where answers are kept; a cached answer costs no request.
     seed : int
@@ -244,6 +248,7 @@ class OpenAILabeler(PromptedLabeler):
     budget: float | None = None
     price_input_per_million: float = 0.0
     price_output_per_million: float = 0.0
+    price_compute_hour: float = 0.0
     cache: ResponseCache | None = None
 
     # -- prompts and keys ---------------------------------------------------
@@ -258,6 +263,12 @@ class OpenAILabeler(PromptedLabeler):
         if self.verbalized:
             instructions = f"{instructions} {VERBALIZED_HINT}".strip()
         return self.prompt(text, examples, instructions=instructions).text
+
+    def prompts(self, items: Sequence[TextItem]) -> list[str]:
+        """The prompt each item is sent with, few-shot examples included (after ``fit``)."""
+        selector = getattr(self, "selector_", None)
+        examples = selector.select(items) if selector is not None else [[] for _ in items]
+        return [self._prompt(item.text, ex) for item, ex in zip(items, examples, strict=True)]
 
     def _base_mode(self) -> Mode:
         if self.verbalized:
@@ -368,9 +379,7 @@ class OpenAILabeler(PromptedLabeler):
 
     async def _predict(self, items: list[TextItem], progress: Progress | None) -> tuple[np.ndarray, Usage]:
         started = time.perf_counter()
-        selector = getattr(self, "selector_", None)
-        examples = selector.select(items) if selector is not None else [[] for _ in items]
-        prompts = [self._prompt(item.text, ex) for item, ex in zip(items, examples, strict=True)]
+        prompts = self.prompts(items)
         run = _Run(
             probs=np.full((len(items), len(self.labels)), np.nan), done=np.zeros(len(items), dtype=bool)
         )
@@ -386,10 +395,12 @@ class OpenAILabeler(PromptedLabeler):
                     self._record(run, i, *hit, progress)
                     continue
                 await slots.acquire()
-                if run.failure is None and self.budget is not None and run.cost >= self.budget:
+                # The budget covers what the ledger counts: tokens and the machine's time.
+                spent = run.cost + self.price_compute_hour * (time.perf_counter() - started) / 3600
+                if run.failure is None and self.budget is not None and spent >= self.budget:
                     stop = (
                         f"the budget of {self.budget:g} was reached after {int(run.done.sum())} items "
-                        f"(cost {run.cost:.4g}); raise labeler.budget, or run again to continue "
+                        f"(cost {spent:.4g}); raise labeler.budget, or run again to continue "
                         "(answered items are cached)"
                     )
                 if run.failure is not None or stop is not None:

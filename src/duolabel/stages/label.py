@@ -261,8 +261,9 @@ def _label_one(
                     if not items:
                         continue
                     if (budget := getattr(cfg, "budget", None)) is not None:
-                        # labeler.budget is per run; the labeler itself counts per call.
-                        model.budget = max(budget - usage.extra.get("cost", 0.0), 0.0)
+                        # labeler.budget is per run and covers what the ledger counts (tokens
+                        # and compute, fitting included); the labeler itself counts per call.
+                        model.budget = max(budget - model_cost(costs, usage.as_dict()), 0.0)
                     try:
                         probs, part_usage = model.predict_proba(items)
                     except LabelingStopped as stop:

@@ -19,7 +19,7 @@ from typing import Any, cast
 import numpy as np
 from sqlalchemy import delete, or_, select, true, update
 
-from duolabel.config import RoutingConfig
+from duolabel.config import CostsConfig, RoutingConfig
 from duolabel.context import Context
 from duolabel.core.evidence import (
     error_ranking,
@@ -61,6 +61,7 @@ __all__ = [
     "item_neighbourhood_accuracy",
     "load_evidence",
     "plan_routing",
+    "routed_item_cost",
     "route_project",
 ]
 
@@ -205,6 +206,13 @@ def item_neighbourhood_accuracy(
     )
 
 
+def routed_item_cost(routing: RoutingConfig, costs: CostsConfig, policy: ThresholdPolicy) -> float:
+    """What one item sent to people is expected to cost: the policy's expected answers at
+    the crowd's price, or an expert's answer for the ``expert_share`` sent to experts."""
+    crowd = (1 - routing.expert_share) * policy.expected_answers * answer_price(costs)
+    return crowd + routing.expert_share * costs.expert_answer
+
+
 def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfig | None = None) -> Plan:
     """Choose the policy's operating point from the golden items (see RoutingConfig.mode).
 
@@ -227,10 +235,7 @@ def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfi
     scores = policy.cross_fit_scores(evidence.probs, evidence.features, wrong)
     policy.fit(evidence.probs, evidence.features, wrong)
     curve = quality_curve(scores, evidence.model_correct, evidence.human_correct)
-    costs = ctx.config.costs
-    routed_cost = (1 - cfg.expert_share) * policy.expected_answers * answer_price(
-        costs
-    ) + cfg.expert_share * costs.expert_answer
+    routed_cost = routed_item_cost(cfg, ctx.config.costs, policy)
     point = choose_operating_point(
         cfg.mode,
         scores,

@@ -1,0 +1,144 @@
+"""``duolabel config set``: change settings of ``duolabel.yaml`` by dotted key, validated.
+
+The file is read as YAML (so a file that no longer validates, say after a backend was
+changed by hand, can still be mended), the values are put in, the whole is validated with
+the project file's models, and only then is the file rewritten, commented, by
+:func:`~duolabel.config.render.render_config`. An invalid value changes nothing.
+
+A labeler entry's ``backend`` is special: a new backend starts from its own defaults, so
+the old backend's keys are dropped (its ``name`` and ``weight`` are kept).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from duolabel.config.project import ProjectConfig, parse_config, read_project_file
+from duolabel.config.render import render_config
+from duolabel.errors import ConfigError
+
+__all__ = ["parse_value", "set_values"]
+
+#: What a labeler entry keeps when its backend changes (the other keys are the backend's).
+_KEPT_ON_SWITCH = {"name": None, "weight": 1.0}
+
+
+def parse_value(key: str, text: str) -> Any:
+    """``text`` read as a YAML value: ``0.95`` is a number, ``[a, b]`` a list, ``null`` empty.
+
+    Examples
+    --------
+    >>> parse_value("routing.target_accuracy", "0.95"), parse_value("labeler.backend", "llama")
+    (0.95, 'llama')
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{key}: {text!r} is not a YAML value ({problem}); quote it") from None
+
+
+def _entries(parent: dict[str, Any], name: str) -> list[Any]:
+    """The list under ``name``, as a list: one labeler may be written as a mapping."""
+    value = parent.get(name)
+    if name == "labeler" and value is None:
+        value = [{"backend": "embedding"}]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        value = []
+    parent[name] = value
+    return value
+
+
+def _is_entry_list(name: str) -> bool:
+    return name in ("labeler", "data")
+
+
+def _step(node: Any, part: str, key: str, parts: list[str], i: int) -> tuple[Any, int]:
+    """The child of ``node`` named by ``parts[i]`` (made when missing), and the next index."""
+    if _is_entry_list(part) and isinstance(node, dict):
+        entries = _entries(node, part)
+        following = parts[i + 1] if i + 1 < len(parts) else None
+        if following is not None and following.isdigit():
+            index = int(following)
+            if index >= len(entries):
+                raise ConfigError(f"{key}: {part} has {len(entries)} entries (numbered from 0)")
+            return entries[index], i + 2
+        if len(entries) != 1:
+            raise ConfigError(
+                f"{key}: {part} has {len(entries)} entries; name one by its number, "
+                f"e.g. {part}.0.{'.'.join(parts[i + 1 :])}"
+            )
+        return entries[0], i + 1
+    if not isinstance(node, dict):
+        raise ConfigError(f"{key}: {'.'.join(parts[:i])} is not a section with keys")
+    child = node.get(part)
+    if child is None:
+        child = node[part] = {}
+    return child, i + 1
+
+
+def _put(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"{key!r}: not a dotted key such as routing.target_accuracy")
+    node: Any = data
+    i = 0
+    while i < len(parts) - 1:
+        node, i = _step(node, parts[i], key, parts, i)
+    last = parts[-1]
+    if not isinstance(node, dict):
+        raise ConfigError(f"{key}: {'.'.join(parts[:-1])} is not a section with keys")
+    if last == "backend" and node.get("backend", "embedding") != value:
+        old = node.get("name") or node.get("backend", "embedding")
+        kept = {k: node[k] for k, default in _KEPT_ON_SWITCH.items() if node.get(k, default) != default}
+        node.clear()
+        node.update(kept)
+        distill = data.get("distill")
+        if isinstance(distill, dict) and distill.get("teacher") == old and not distill.get("enabled"):
+            distill["teacher"] = None  # it named the old labeler only because it was the LLM one
+    node[last] = value
+
+
+def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> ProjectConfig:
+    """Set each dotted ``key`` to its ``value`` (YAML text) and rewrite ``duolabel.yaml``.
+
+    Keys follow the file: ``routing.target_accuracy``, ``labeler.backend`` (``labeler.1.model``
+    when there are several labelers). The new settings are validated together; when any is
+    invalid the file is left as it was and the error names the key.
+
+    Examples
+    --------
+    >>> import duolabel, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> duolabel.init_project(folder, labels=["spam", "ham"]).close()
+    >>> set_values(folder, [("routing.target_accuracy", "0.95")]).routing.target_accuracy
+    0.95
+    """
+    path, data = read_project_file(project_dir)
+    if not isinstance(data, dict):
+        data = {}
+    for key, text in pairs:
+        _put(data, key, parse_value(key, text))
+    try:
+        config = parse_config(data, source=str(path))
+    except ConfigError as exc:
+        switched = [key for key, _ in pairs if key.endswith("backend")]
+        if switched and "missing key" in str(exc):
+            # A backend with a required key (openai's model) is switched to in one command.
+            raise ConfigError(
+                f"{exc}\nnothing was changed; give the new backend's required keys in the same "
+                f"command: duolabel config set {switched[0]} NAME KEY VALUE"
+            ) from None
+        raise
+    # Written beside and moved over it: a crash never leaves half a project file.
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(render_config(config), encoding="utf-8")
+    os.replace(temporary, path)
+    return config
