@@ -202,6 +202,8 @@ def test_optimize_prompt_cli_with_llama_writes_every_candidate_and_a_new_version
     from tests.test_labelers_in_project import small_project
 
     folder = small_project(tmp_path / "p", {"backend": "llama", "few_shot": 2, "n_ctx": 512, "n_threads": 1})
+    with Project.open(folder) as project:
+        project.import_data()  # the golden.csv and items.csv the project file names
     result = _cli("optimize-prompt", "-p", str(folder), "--max-calls", "26")
     assert result.returncode == 0, result.stderr
     assert "Before: accuracy" in result.stdout and "± " in result.stdout

@@ -335,6 +335,9 @@ def optimize_prompt(
         f"{escape(result.labeler)} labeler in duolabel.yaml."
     )
 
+
+@app.command()
+def route(project: ProjectArg = Path(".")) -> None:
     """Accept confident model labels; send the rest to people."""
     with _open(project) as proj:
         result = proj.route(progress=rich_reporter(err))
