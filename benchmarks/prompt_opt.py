@@ -30,6 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+import llm_quality
 from _record import record_section
 
 from duolabel.core.calibration import calibration_metrics
@@ -37,26 +38,13 @@ from duolabel.labelers import EmbeddingLabeler, TextItem
 from duolabel.labelers.embedding import MemoryEmbeddingCache
 from duolabel.labelers.prompt_search import search_prompt
 
-DATA = Path("/work/shared/data")
-
 
 def split(name: str, n_golden: int, n_test: int, seed: int, max_chars: int):
-    with (DATA / name / "items.jsonl").open(encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-    meta = json.loads((DATA / name / "labels.json").read_text(encoding="utf-8"))
-    for row in rows:
+    """llm_quality.py's split (emotion: golden from train, held-out from validation), texts cut shorter."""
+    golden, held, labels, instruction = llm_quality.split(name, n_golden, n_test, seed=seed)
+    for row in golden + held:
         row["text"] = row["text"][:max_chars]
-    rng = np.random.default_rng(seed)
-    if name == "emotion":
-        train = [r for r in rows if r["split"] == "train"]
-        test = [r for r in rows if r["split"] == "validation"]
-        golden = [train[i] for i in rng.permutation(len(train))[:n_golden]]
-        held = [test[i] for i in rng.permutation(len(test))[:n_test]]
-    else:
-        order = rng.permutation(len(rows))
-        golden = [rows[i] for i in order[:n_golden]]
-        held = [rows[i] for i in order[n_golden : n_golden + n_test]]
-    return golden, held, meta["labels"], meta.get("instruction", "")
+    return golden, held, labels, instruction
 
 
 def items(rows: list[dict]) -> list[TextItem]:

@@ -5,8 +5,6 @@ llama.cpp server (slow)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -186,25 +184,16 @@ def test_llama_contextual_calibration_divides_out_the_content_free_bias():
     assert fixed.version_ != raw.version_
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from duolabel.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
 @pytest.mark.slow
 def test_optimize_prompt_cli_with_llama_writes_every_candidate_and_a_new_version(tmp_path):
     pytest.importorskip("llama_cpp", reason="pip install 'duolabel[llama]'")
     from duolabel import Project
-    from tests.test_labelers_in_project import small_project
+    from tests.test_labelers_in_project import cli, small_project
 
     folder = small_project(tmp_path / "p", {"backend": "llama", "few_shot": 2, "n_ctx": 512, "n_threads": 1})
     with Project.open(folder) as project:
         project.import_data()  # the golden.csv and items.csv the project file names
-    result = _cli("optimize-prompt", "-p", str(folder), "--max-calls", "26")
+    result = cli("optimize-prompt", "-p", str(folder), "--max-calls", "26")
     assert result.returncode == 0, result.stderr
     assert "Before: accuracy" in result.stdout and "± " in result.stdout
     [file] = (folder / "prompts").glob("llama-*.json")
@@ -268,3 +257,29 @@ def test_search_and_contextual_calibration_through_the_openai_labeler(llm_server
     )
     assert found.calls <= 10 and len(found.candidates) == 2
     assert all(len(c.folds) == 2 for c in found.candidates)
+
+
+def test_the_project_file_switches_contextual_calibration_and_the_chosen_prompt_on(tmp_path):
+    from duolabel import Project
+    from duolabel.labelers import build_labeler
+    from tests.conftest import write_project
+
+    prompt = {
+        "chosen": {"instructions": "Pick one.", "demos": [["g1", "text", "billing"]], "zero_shot": False}
+    }
+    folder = write_project(
+        tmp_path / "p",
+        labeler=[{"backend": "llama", "contextual_calibration": True, "prompt": "prompts/chosen.json"}],
+    )
+    (folder / "prompts").mkdir()
+    (folder / "prompts" / "chosen.json").write_text(json.dumps(prompt))
+    with Project.open(folder) as project:
+        labeler = build_labeler(project, project.config.labeler[0])
+    assert labeler.contextual and labeler.instructions == "Pick one."
+    assert labeler.demos == [("g1", "text", "billing")] and labeler.encode is None  # fixed: no encoder
+    (folder / "prompts" / "chosen.json").unlink()
+    with (
+        Project.open(folder) as project,
+        pytest.raises(ConfigError, match="labeler llama: prompt: .*chosen.json"),
+    ):
+        build_labeler(project, project.config.labeler[0])
