@@ -329,6 +329,9 @@ def optimize_prompt(
         f"{search.calls:,} LLM calls."
     )
     rel = result.file.relative_to(project) if result.file.is_relative_to(project) else result.file
+    if search.chosen is search.before:
+        out.print(f"Every candidate is in {rel}. The configured prompt scored best: nothing to change.")
+        return
     out.print(
         f"Every candidate is in {rel}. To label with the chosen prompt (labeler version "
         f"{result.version_after}, now {result.version_before}), add 'prompt: {rel}' to the "

@@ -16,7 +16,9 @@ labelers score:
 3. **Scoring.** A candidate is scored fold by fold: its demonstrations are drawn from the
    other folds only and it predicts the held-out fold, so no item is ever scored by a
    prompt that shows it as a demonstration. The metric is accuracy, then ECE, then
-   log-loss (tie-breaks); the spread is the standard deviation over folds.
+   log-loss (tie-breaks); the spread is the standard deviation over folds. (Which items
+   count as "labelled right" comes from step 1, where an item's nearest examples may lie in
+   any other fold; that decides only which items may become demonstrations, never a score.)
 4. **The chosen prompt** is the best candidate's instructions and its recipe applied to all
    golden items; it is what ``labeler.prompt`` loads, and it enters the labeler's version.
 
