@@ -15,7 +15,7 @@ from duolabel.core.calibration import contextual_correction
 from duolabel.errors import ConfigError, LabelerError
 from duolabel.labelers.base import TextItem, Usage
 from duolabel.labelers.fewshot import FixedDemos
-from duolabel.labelers.prompt_search import bootstrap_demos, read_prompt, search_prompt
+from duolabel.labelers.prompt_search import bootstrap_demos, planned_calls, read_prompt, search_prompt
 from duolabel.labelers.prompts import PromptedLabeler
 
 # -- contextual calibration: the maths ------------------------------------------------
@@ -90,7 +90,11 @@ def test_search_keeps_to_its_budget_and_never_scores_an_item_on_its_own_demonstr
     labeler = FakeLabeler(labels=["pos", "neg"], instructions="Is it positive?", few_shot=2)
     labeler.log = []
     found = search_prompt(labeler, items, gold, generate=labeler.complete, folds=3, max_calls=74)
-    assert found.calls <= 74
+    assert (
+        found.calls
+        == 74
+        == planned_calls(12, labels=["pos", "neg"], instructions="Is it?", few_shot=2, max_calls=74)
+    )
     assert len(found.candidates) == 1 + (74 - 12 - 2) // 12  # the configured prompt, then what fits
     texts = {i.id: i.text for i in items}
     for item_id, shown, _, _ in labeler.log:

@@ -399,10 +399,13 @@ def planned_calls(
     --------
     >>> planned_calls(60, labels=["a", "b"], instructions="", few_shot=4, max_calls=10_000)
     1202
+    >>> planned_calls(60, labels=["a", "b"], instructions="", few_shot=4, max_calls=1000)
+    962
     """
     tried = 1 + generated + len(instruction_templates(labels, instructions))
     recipes = 1 + bootstraps + (1 if few_shot else 0)
-    return min(max_calls, n_golden * tried * recipes + generated)
+    fits = max(0, (max_calls - n_golden - generated) // max(n_golden, 1))
+    return n_golden + generated + n_golden * min(tried * recipes - 1, fits)
 
 
 def read_prompt(path: Path, *, labels: Sequence[str], where: str = "prompt") -> dict[str, Any]:
