@@ -166,7 +166,6 @@ class _Run:
     done: np.ndarray
     usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
-    abstained: int = 0
     sampled: int = 0
     no_logprobs: bool = False
     failure: str | None = None
@@ -440,7 +439,8 @@ class OpenAILabeler(PromptedLabeler):
         run.usage.seconds = time.perf_counter() - started
         run.usage.extra.update(
             cost=run.cost,
-            abstained=float(run.abstained),
+            # answered items without a distribution (content-free prompts are not items)
+            abstained=float((np.isnan(probs).any(axis=1) & done_items).sum()),
             sampled=float(run.sampled),
             content_free_prompts=n_bias,
         )
@@ -505,8 +505,7 @@ class OpenAILabeler(PromptedLabeler):
     def _record(
         self, run: _Run, i: int, mode: Mode, answer: dict[str, Any], progress: Progress | None
     ) -> None:
-        if answer.get("too_long"):
-            run.abstained += 1  # the prompt does not fit the model's context window
+        if answer.get("too_long"):  # the prompt does not fit: an abstention (a NaN row)
             run.done[i] = True
             if progress is not None:
                 progress(1)
@@ -519,9 +518,7 @@ class OpenAILabeler(PromptedLabeler):
             run.sampled += 1
         else:
             probs = _verbalized_distribution(answer["texts"][0] if answer["texts"] else "", self.labels)
-        if probs is None:
-            run.abstained += 1
-        else:
+        if probs is not None:  # else an abstention: the row stays NaN
             run.probs[i] = probs
         run.done[i] = True
         if progress is not None:
