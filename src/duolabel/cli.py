@@ -360,6 +360,60 @@ def _ranking_table(ranking: dict[str, float]) -> Table:
     return table
 
 
+@app.command("optimize-prompt")
+def optimize_prompt(
+    project: ProjectOpt = Path("."),
+    labeler: Annotated[
+        str | None, typer.Option(help="The llama or openai labeler (default: the only one).")
+    ] = None,
+    max_calls: Annotated[
+        int, typer.Option(min=1, help="Most LLM calls (items scored plus instructions written).")
+    ] = 1000,
+    folds: Annotated[
+        int, typer.Option(min=2, max=10, help="Cross-validation folds of the golden items.")
+    ] = 3,
+) -> None:
+    """Search an LLM labeler's instructions and demonstrations on the golden items; keeps every candidate."""
+    with _open(project) as proj:
+        result = proj.optimize_prompt(
+            labeler=labeler, max_calls=max_calls, folds=folds, reporter=rich_reporter(err)
+        )
+    search = result.search
+    table = Table(
+        title=f"Prompt of {result.labeler}: {search.folds}-fold cross-validation on the golden items"
+    )
+    for col in ("candidate", "accuracy (± fold std)", "ECE (± fold std)", "log-loss"):
+        table.add_column(col)
+    for candidate in sorted(search.candidates, key=lambda c: c.key):
+        mark = (
+            " (before)" if candidate is search.before else " (chosen)" if candidate is search.chosen else ""
+        )
+        table.add_row(
+            escape(candidate.name + mark),
+            f"{candidate.mean('accuracy'):.3f} ± {candidate.std('accuracy'):.3f}",
+            f"{candidate.mean('ece'):.3f} ± {candidate.std('ece'):.3f}",
+            f"{candidate.mean('nll'):.3f}",
+        )
+    out.print(table)
+    before, after = search.before, search.chosen
+    out.print(
+        f"Before: accuracy {before.mean('accuracy'):.3f} ± {before.std('accuracy'):.3f}, "
+        f"ECE {before.mean('ece'):.3f} ± {before.std('ece'):.3f}. After ({escape(after.name)}): accuracy "
+        f"{after.mean('accuracy'):.3f} ± {after.std('accuracy'):.3f}, ECE {after.mean('ece'):.3f} ± "
+        f"{after.std('ece'):.3f} (the best of {len(search.candidates)} candidates: optimistic). "
+        f"{search.calls:,} LLM calls."
+    )
+    rel = result.file.relative_to(project) if result.file.is_relative_to(project) else result.file
+    if search.chosen is search.before:
+        out.print(f"Every candidate is in {rel}. The configured prompt scored best: nothing to change.")
+        return
+    out.print(
+        f"Every candidate is in {rel}. To label with the chosen prompt (labeler version "
+        f"{result.version_after}, now {result.version_before}), add 'prompt: {rel}' to the "
+        f"{escape(result.labeler)} labeler in duolabel.yaml."
+    )
+
+
 @app.command()
 def route(project: ProjectArg = Path(".")) -> None:
     """Accept confident model labels; send the rest to people."""

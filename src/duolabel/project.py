@@ -148,6 +148,12 @@ class Project(Context):
 
         return calibrate(self)
 
+    def optimize_prompt(self, **options: Any) -> Any:
+        """Search an LLM labeler's prompt on the golden items (``duolabel optimize-prompt``)."""
+        from duolabel.optimize_prompt import optimize_prompt
+
+        return optimize_prompt(self, **options)
+
     def route(self, **options: Any) -> Any:
         from duolabel.pipeline import route
 

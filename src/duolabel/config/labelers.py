@@ -162,6 +162,16 @@ class SetFitLabelerConfig(_TunedLabelerSettings):
     )
 
 
+_CONTEXTUAL_HELP = (
+    "Contextual calibration (Zhao et al., 2021): divide each distribution by the one the same prompt "
+    "gives to content-free inputs (N/A, an empty text, [MASK]), then renormalise."
+)
+_PROMPT_HELP = (
+    "JSON file written by 'duolabel optimize-prompt' (under prompts/); its chosen instructions and "
+    "demonstrations replace task.instructions and the nearest golden examples. Empty: neither."
+)
+
+
 class LlamaLabelerConfig(LabelerSettings):
     llm: ClassVar[bool] = True
     backend: Literal["llama"] = Field(description="A GGUF model run in-process by llama.cpp.")
@@ -174,6 +184,8 @@ class LlamaLabelerConfig(LabelerSettings):
         1, ge=1, le=24, description="Label orders averaged over, against option-order bias."
     )
     n_threads: int | None = Field(None, ge=1, description="CPU threads; empty means half the CPU cores.")
+    contextual_calibration: bool = Field(False, description=_CONTEXTUAL_HELP)
+    prompt: str | None = Field(None, description=_PROMPT_HELP)
 
 
 class OpenAILabelerConfig(LabelerSettings):
@@ -203,6 +215,8 @@ class OpenAILabelerConfig(LabelerSettings):
         description="Stop a labeling run once it has cost this much (costs.currency): tokens and "
         "compute time, as the runs ledger counts them.",
     )
+    contextual_calibration: bool = Field(False, description=_CONTEXTUAL_HELP)
+    prompt: str | None = Field(None, description=_PROMPT_HELP)
 
 
 #: The prefix of an imported labeler's name in the store, the CLI and ensembles.

@@ -29,6 +29,7 @@ __all__ = [
     "calibration_metrics",
     "calibrator_params",
     "confidence_signals",
+    "contextual_correction",
     "cross_validated",
     "ensemble_average",
     "ensemble_disagreement",
@@ -205,6 +206,31 @@ class HistogramBinning(_OneVsRest):
     def _apply_one(self, model: object, score: np.ndarray) -> np.ndarray:
         edges, freq = cast("tuple[np.ndarray, np.ndarray]", model)  # what _fit_one returns
         return freq[np.searchsorted(edges, score, side="right")]
+
+
+def contextual_correction(probs: np.ndarray, content_free: np.ndarray) -> np.ndarray:
+    """Contextual calibration (Zhao et al., 2021): ``probs`` times ``diag(content_free)^-1``,
+    each row renormalised.
+
+    ``content_free`` is the distribution the same prompt gives to content-free inputs
+    (``N/A``, an empty text, ``[MASK]``), averaged: the prompt's own lean towards some
+    labels. Dividing it out makes the content-free input itself uniform and leaves a
+    prompt without bias unchanged. It needs no gold label, so it can differ per prompt;
+    a label the content-free inputs give (almost) no probability is floored at 1e-12.
+    NaN rows (abstentions) stay NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cf = np.array([0.8, 0.2])
+    >>> contextual_correction(cf, cf).tolist()
+    [0.5, 0.5]
+    >>> contextual_correction(np.array([[0.8, 0.2], [0.5, 0.5]]), cf).round(2).tolist()
+    [[0.5, 0.5], [0.2, 0.8]]
+    """
+    weights = 1.0 / np.clip(np.asarray(content_free, dtype=float), _EPS, None)
+    scaled = np.asarray(probs, dtype=float) * weights
+    return scaled / scaled.sum(axis=-1, keepdims=True)
 
 
 def cross_validated(

@@ -132,13 +132,22 @@ def _llm_options(ctx: Context, cfg: LlamaLabelerConfig | OpenAILabelerConfig) ->
     """What every LLM labeler takes: the labels, their descriptions, the instructions and
     the few-shot settings."""
     task = ctx.config.task
-    return {
+    options = {
         "labels": task.label_names,
         "descriptions": [spec.description for spec in task.labels],
         "instructions": task.instructions,
         "few_shot": cfg.few_shot,
-        "encode": _encode_fn(ctx) if cfg.few_shot else None,
+        "contextual": cfg.contextual_calibration,
     }
+    if cfg.prompt:
+        from duolabel.labelers.prompt_search import read_prompt
+
+        chosen = read_prompt(
+            ctx.resolve(cfg.prompt), labels=task.label_names, where=f"labeler {cfg.label_name}: prompt"
+        )
+        options.update(chosen)
+    options["encode"] = _encode_fn(ctx) if options["few_shot"] and not options.get("demos") else None
+    return options
 
 
 @LABELERS.register("llama")

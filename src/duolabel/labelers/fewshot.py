@@ -8,9 +8,11 @@ import numpy as np
 
 from duolabel.labelers.base import TextItem
 
-__all__ = ["FewShotSelector", "encoder_name"]
+__all__ = ["Demo", "FewShotSelector", "FixedDemos", "encoder_name"]
 
 Encode = Callable[[Sequence[TextItem]], np.ndarray]
+#: A fixed demonstration: the golden item's id, its text and its gold label.
+Demo = tuple[str, str, str]
 
 
 def encoder_name(encode: Encode | None) -> str:
@@ -62,3 +64,24 @@ class FewShotSelector:
             kept = [int(i) for i in best if np.isfinite(row[i])]
             out.append([(self.items_[i].text, self.labels_[i]) for i in reversed(kept)])
         return out
+
+
+class FixedDemos:
+    """The same demonstrations before every item (a prompt chosen by ``optimize-prompt``).
+
+    An item that is itself one of the demonstrations gets the others, so a golden item is
+    never its own example here either.
+
+    Examples
+    --------
+    >>> demos = FixedDemos([("g1", "WIN NOW", "spam"), ("g2", "see you", "ham")])
+    >>> demos.select([TextItem("g1", "WIN NOW", "h"), TextItem("x", "hi", "h")])
+    [[('see you', 'ham')], [('WIN NOW', 'spam'), ('see you', 'ham')]]
+    """
+
+    def __init__(self, demos: Sequence[Demo]) -> None:
+        self.demos = [tuple(d) for d in demos]
+
+    def select(self, items: Sequence[TextItem]) -> list[list[tuple[str, str]]]:
+        """For each item, the demonstrations other than itself, as (text, label)."""
+        return [[(text, label) for id_, text, label in self.demos if id_ != item.id] for item in items]

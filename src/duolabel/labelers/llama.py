@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from duolabel.core.calibration import contextual_correction
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import Progress, TextItem, Usage
-from duolabel.labelers.fewshot import FewShotSelector, encoder_name
-from duolabel.labelers.prompts import PromptedLabeler, build_prompt
+from duolabel.labelers.fewshot import encoder_name
+from duolabel.labelers.prompts import CONTENT_FREE, PromptedLabeler, build_prompt
 
 __all__ = ["LlamaLabeler", "default_model_path"]
 
@@ -94,9 +95,9 @@ class LlamaLabeler(PromptedLabeler):
         CPU threads for llama.cpp (prompts and single tokens); half the cores when omitted.
     seed : int
         Seed of the label shuffles (and of llama.cpp).
-    labels, descriptions, instructions, few_shot, encode
-        As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words and
-        the few-shot settings.
+    labels, descriptions, instructions, few_shot, encode, demos, contextual
+        As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words,
+        the few-shot settings and contextual calibration.
 
     Examples
     --------
@@ -312,7 +313,7 @@ class LlamaLabeler(PromptedLabeler):
         if unknown:
             raise LabelerError(f"training labels {unknown} are not among the project's labels {self.labels}")
         started = time.perf_counter()
-        self.selector_ = FewShotSelector(encode=self.encode, k=self.few_shot).fit(items, labels)
+        self.selector_ = self._selector(items, labels)
         self.version_ = self._version(items, labels)
         self.fit_usage_ = Usage(items=len(items), seconds=time.perf_counter() - started)
         if progress is not None:
@@ -342,6 +343,7 @@ class LlamaLabeler(PromptedLabeler):
             "golden": sorted(
                 (item.id, label, item.content_hash) for item, label in zip(items, labels, strict=True)
             ),
+            **self._prompt_state(),
         }
         return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -369,6 +371,8 @@ class LlamaLabeler(PromptedLabeler):
             return probs, usage
         self._load()
         orders = self._orders()
+        # The content-free distribution of each (examples, label order) seen in this call.
+        biases: dict[tuple[tuple[tuple[str, str], ...], tuple[int, ...]], np.ndarray] = {}
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             examples = self.selector_.select(chunk)
@@ -385,12 +389,51 @@ class LlamaLabeler(PromptedLabeler):
                     _text, tokens, dropped = found
                     usage.extra["prompt_tokens"] += len(tokens)
                     usage.extra["examples_dropped"] += dropped
-                    loglik = self._score(tokens, usage)
-                    dist = np.exp(loglik - loglik.max())
-                    probs[row] += dist / dist.sum()
+                    dist = self._distribution(tokens, usage)
+                    if self.contextual:
+                        key = (tuple(shots[dropped:]), order)
+                        if key not in biases:
+                            biases[key] = self.content_free(shots[dropped:], order, usage)
+                        dist = contextual_correction(dist, biases[key])
+                    probs[row] += dist
             if progress is not None:
                 progress(len(chunk))
         probs /= len(orders)
         usage.extra["abstained"] = int(np.isnan(probs[:, 0]).sum())
+        usage.extra["content_free_prompts"] = len(biases) * len(CONTENT_FREE)
         usage.seconds = time.perf_counter() - started
         return probs, usage
+
+    def _distribution(self, tokens: list[int], usage: Usage) -> np.ndarray:
+        loglik = self._score(tokens, usage)
+        dist = np.exp(loglik - loglik.max())
+        return dist / dist.sum()
+
+    def content_free(
+        self, examples: Sequence[tuple[str, str]], order: Sequence[int], usage: Usage | None = None
+    ) -> np.ndarray:
+        """The mean distribution of the content-free inputs (:data:`CONTENT_FREE`) in the
+        prompt with these ``examples`` and label ``order``: its label bias.
+
+        With ``contextual=True``, every item's distribution is divided by the one of its own
+        prompt (:func:`~duolabel.core.calibration.contextual_correction`).
+        """
+        self._load()
+        usage = usage if usage is not None else Usage()
+        usage.extra.setdefault("label_tokens", 0)
+        rows = []
+        for text in CONTENT_FREE:
+            prompt = self.prompt(text, examples, order=order).text
+            rows.append(self._distribution(self._llm.tokenize(prompt.encode(), add_bos=True), usage))
+        return np.mean(rows, axis=0)
+
+    def complete(self, prompt: str, seed: int = 0, *, max_tokens: int = 48, temperature: float = 0.8) -> str:
+        """The model's continuation of ``prompt`` up to the end of the line (one sampled
+        answer; ``optimize-prompt`` has the LLM write instruction candidates with it)."""
+        llm = self._load()
+        self._reusable = 0  # generating rewrites the KV cache: the next prompt starts afresh
+        with contextlib.redirect_stderr(io.StringIO()):
+            out = llm.create_completion(
+                prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, stop=["\n"]
+            )
+        return str(out["choices"][0]["text"])

@@ -28,11 +28,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from duolabel.core.calibration import contextual_correction
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import LabelingStopped, Progress, TextItem, Usage
 from duolabel.labelers.cache import ResponseCache, cache_key
-from duolabel.labelers.fewshot import FewShotSelector, encoder_name
-from duolabel.labelers.prompts import PromptedLabeler
+from duolabel.labelers.fewshot import encoder_name
+from duolabel.labelers.prompts import CONTENT_FREE, PromptedLabeler
 
 __all__ = ["LabelingStopped", "OpenAILabeler", "logprob_distribution", "match_label"]
 
@@ -165,7 +166,6 @@ class _Run:
     done: np.ndarray
     usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
-    abstained: int = 0
     sampled: int = 0
     no_logprobs: bool = False
     failure: str | None = None
@@ -220,9 +220,10 @@ class OpenAILabeler(PromptedLabeler):
         Where answers are kept; a cached answer costs no request.
     seed : int
         Seed of the sampled answers.
-    labels, descriptions, instructions, few_shot, encode
-        As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words and
-        the few-shot settings.
+    labels, descriptions, instructions, few_shot, encode, demos, contextual
+        As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words,
+        the few-shot settings and contextual calibration (three more requests per distinct
+        set of examples: once in all with ``demos`` or ``few_shot=0``, per item otherwise).
 
     Examples
     --------
@@ -264,10 +265,13 @@ class OpenAILabeler(PromptedLabeler):
             instructions = f"{instructions} {VERBALIZED_HINT}".strip()
         return self.prompt(text, examples, instructions=instructions).text
 
+    def _examples(self, items: Sequence[TextItem]) -> list[Any]:
+        selector = getattr(self, "selector_", None)
+        return selector.select(items) if selector is not None else [[] for _ in items]
+
     def prompts(self, items: Sequence[TextItem]) -> list[str]:
         """The prompt each item is sent with, few-shot examples included (after ``fit``)."""
-        selector = getattr(self, "selector_", None)
-        examples = selector.select(items) if selector is not None else [[] for _ in items]
+        examples = self._examples(items)
         return [self._prompt(item.text, ex) for item, ex in zip(items, examples, strict=True)]
 
     def _base_mode(self) -> Mode:
@@ -306,7 +310,7 @@ class OpenAILabeler(PromptedLabeler):
         if unknown:
             raise LabelerError(f"training labels {unknown} are not among the project's labels")
         started = time.perf_counter()
-        self.selector_ = FewShotSelector(encode=self.encode, k=self.few_shot).fit(items, labels)
+        self.selector_ = self._selector(items, labels)
         if progress is not None:
             progress(len(items))
         self.fit_usage_ = Usage(items=len(items), seconds=time.perf_counter() - started)
@@ -321,6 +325,7 @@ class OpenAILabeler(PromptedLabeler):
             encode=encoder_name(self.encode),
             template=self._prompt("{text}"),
             golden=[(i.id, label, i.content_hash) for i, label in zip(items, labels, strict=True)],
+            **self._prompt_state(),
         )[:16]
         return self
 
@@ -346,6 +351,23 @@ class OpenAILabeler(PromptedLabeler):
         # loop cannot be blocked on, so this call gets a loop of its own in a thread.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             return pool.submit(asyncio.run, self._predict(items, progress)).result()
+
+    def complete(self, prompt: str, seed: int = 0, *, max_tokens: int = 48, temperature: float = 0.8) -> str:
+        """The model's continuation of ``prompt`` up to the end of the line (one sampled
+        answer, not cached; ``optimize-prompt`` has the LLM write instruction candidates)."""
+        params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "stop": ["\n"]}
+
+        async def ask() -> dict[str, Any]:
+            client = self._client()
+            try:
+                return await self._request(client, prompt, params)
+            finally:
+                await client.close()
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # safe inside a running loop
+            response = pool.submit(asyncio.run, ask()).result()
+        choices = response.get("choices") or [{}]
+        return _choice_text(choices[0])
 
     def _client(self) -> Any:
         try:
@@ -379,9 +401,16 @@ class OpenAILabeler(PromptedLabeler):
 
     async def _predict(self, items: list[TextItem], progress: Progress | None) -> tuple[np.ndarray, Usage]:
         started = time.perf_counter()
-        prompts = self.prompts(items)
+        examples = self._examples(items)
+        prompts = [self._prompt(item.text, ex) for item, ex in zip(items, examples, strict=True)]
+        # Contextual calibration: the content-free prompts of each distinct set of examples
+        # go first, so that a run stopped part-way has the bias of every item it answered.
+        sets = list(dict.fromkeys(tuple(ex) for ex in examples)) if self.contextual else []
+        bias_prompts = [self._prompt(text, ex) for ex in sets for text in CONTENT_FREE]
+        n_bias = len(bias_prompts)
+        prompts = bias_prompts + prompts
         run = _Run(
-            probs=np.full((len(items), len(self.labels)), np.nan), done=np.zeros(len(items), dtype=bool)
+            probs=np.full((len(prompts), len(self.labels)), np.nan), done=np.zeros(len(prompts), dtype=bool)
         )
         client: Any = None  # made at the first request: a fully cached run needs no server or key
         slots = asyncio.Semaphore(max(1, self.concurrency))
@@ -389,10 +418,11 @@ class OpenAILabeler(PromptedLabeler):
         tasks: list[asyncio.Task[None]] = []
         try:
             for i, prompt in enumerate(prompts):
+                shown = progress if i >= n_bias else None
                 hit = self._cached(prompt)
                 if hit is not None:
                     run.usage.cached += 1
-                    self._record(run, i, *hit, progress)
+                    self._record(run, i, *hit, shown)
                     continue
                 await slots.acquire()
                 # The budget covers what the ledger counts: tokens and the machine's time.
@@ -408,7 +438,7 @@ class OpenAILabeler(PromptedLabeler):
                     break
                 if client is None:
                     client = self._client()
-                tasks.append(asyncio.create_task(self._one(client, run, i, prompt, slots, progress)))
+                tasks.append(asyncio.create_task(self._one(client, run, i, prompt, slots, shown)))
         finally:
             # In-flight requests are paid for: let them land in the cache before leaving.
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -417,14 +447,43 @@ class OpenAILabeler(PromptedLabeler):
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]  # a bug, not a server problem
-        run.usage.items = int(run.done.sum())
+        probs, done_items = run.probs[n_bias:], run.done[n_bias:]
+        if sets:
+            probs = self._debiased(probs, run.probs[:n_bias], sets, examples)
+        run.usage.items = int(done_items.sum())
         run.usage.seconds = time.perf_counter() - started
-        run.usage.extra.update(cost=run.cost, abstained=float(run.abstained), sampled=float(run.sampled))
+        run.usage.extra.update(
+            cost=run.cost,
+            # answered items without a distribution (content-free prompts are not items)
+            abstained=float((np.isnan(probs).any(axis=1) & done_items).sum()),
+            sampled=float(run.sampled),
+            content_free_prompts=n_bias,
+        )
         message = run.failure or stop
         if message is not None:
-            done = len(items) if run.done.all() else int(np.argmin(run.done))
-            raise LabelingStopped(message, probs=run.probs[:done].copy(), usage=run.usage)
-        return run.probs, run.usage
+            done = len(items) if done_items.all() else int(np.argmin(done_items))
+            raise LabelingStopped(message, probs=probs[:done].copy(), usage=run.usage)
+        return probs, run.usage
+
+    def _debiased(
+        self,
+        probs: np.ndarray,
+        bias_rows: np.ndarray,
+        sets: list[tuple[tuple[str, str], ...]],
+        examples: list[list[tuple[str, str]]],
+    ) -> np.ndarray:
+        """Each item's distribution divided by its prompt's content-free one (NaN when no
+        content-free input of that prompt was answered: an abstention, not an uncorrected row)."""
+        out = np.full_like(probs, np.nan)
+        k = len(CONTENT_FREE)
+        for s, ex in enumerate(sets):
+            rows = bias_rows[s * k : (s + 1) * k]
+            rows = rows[~np.isnan(rows[:, 0])]
+            if not len(rows):
+                continue
+            mine = [i for i, e in enumerate(examples) if tuple(e) == ex]
+            out[mine] = contextual_correction(probs[mine], rows.mean(axis=0))
+        return out
 
     async def _one(
         self,
@@ -461,8 +520,7 @@ class OpenAILabeler(PromptedLabeler):
     def _record(
         self, run: _Run, i: int, mode: Mode, answer: dict[str, Any], progress: Progress | None
     ) -> None:
-        if answer.get("too_long"):
-            run.abstained += 1  # the prompt does not fit the model's context window
+        if answer.get("too_long"):  # the prompt does not fit: an abstention (a NaN row)
             run.done[i] = True
             if progress is not None:
                 progress(1)
@@ -475,9 +533,7 @@ class OpenAILabeler(PromptedLabeler):
             run.sampled += 1
         else:
             probs = _verbalized_distribution(answer["texts"][0] if answer["texts"] else "", self.labels)
-        if probs is None:
-            run.abstained += 1
-        else:
+        if probs is not None:  # else an abstention: the row stays NaN
             run.probs[i] = probs
         run.done[i] = True
         if progress is not None:

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from duolabel.labelers.fewshot import Encode
+from duolabel.errors import LabelerError
+from duolabel.labelers.base import TextItem
+from duolabel.labelers.fewshot import Demo, Encode, FewShotSelector, FixedDemos
 
-__all__ = ["LabelPrompt", "PromptedLabeler", "build_prompt"]
+__all__ = ["CONTENT_FREE", "LabelPrompt", "PromptedLabeler", "build_prompt"]
+
+#: The content-free inputs whose label distribution measures a prompt's label bias, as in
+#: Zhao et al. (2021), "Calibrate before use" (contextual calibration).
+CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,12 @@ class PromptedLabeler:
     encode : callable, optional
         Items to normalised vectors, for choosing the nearest examples; without it every
         item gets the first ``few_shot`` golden items.
+    demos : list of (id, text, label)
+        Fixed demonstrations shown before every item instead of the nearest golden items
+        (the prompt ``duolabel optimize-prompt`` chose); ``few_shot`` is then unused.
+    contextual : bool
+        Contextual calibration (Zhao et al., 2021): divide each distribution by the one the
+        same prompt gives to content-free inputs (:data:`CONTENT_FREE`), and renormalise.
     seed : int
         Seed of whatever the labeler draws at random.
 
@@ -103,12 +116,35 @@ class PromptedLabeler:
     instructions: str = ""
     few_shot: int = 4
     encode: Encode | None = None
+    demos: Sequence[Demo] = ()
+    contextual: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         # Copies: a caller's list changed later must not change the labeler.
         self.labels = list(self.labels)
         self.descriptions = list(self.descriptions)
+        self.demos = [(str(i), str(t), str(label)) for i, t, label in self.demos]
+        unknown = sorted({label for _, _, label in self.demos} - set(self.labels))
+        if unknown:
+            raise LabelerError(f"demonstration labels {unknown} are not among the labels {self.labels}")
+
+    def _selector(self, items: Sequence[TextItem], labels: Sequence[str]) -> FewShotSelector | FixedDemos:
+        """Where each item's examples come from: the fixed demonstrations when there are
+        some, else the nearest of the golden items given to ``fit``."""
+        if self.demos:
+            return FixedDemos(self.demos)
+        return FewShotSelector(encode=self.encode, k=self.few_shot).fit(items, labels)
+
+    def _prompt_state(self) -> dict[str, Any]:
+        """What the prompt options add to the labeler's version: nothing at their defaults,
+        so the versions of existing projects do not change."""
+        state: dict[str, Any] = {}
+        if self.demos:
+            state["demos"] = [list(d) for d in self.demos]
+        if self.contextual:
+            state["contextual"] = list(CONTENT_FREE)
+        return state
 
     def prompt(
         self,
