@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -308,13 +309,19 @@ def test_import_answers_names_a_bad_label(tmp_path: Path):
 # -- the web widget ------------------------------------------------------------------------------
 
 
-def test_the_page_shows_checkboxes_and_stores_the_ticked_list(tmp_path: Path):
-    project = make_project(tmp_path / "p", task={"type": "multi_label"})
-    add_routed_items(project, 4, overlap=1)
+def multi_label_web_project(folder: Path, items: int) -> Project:
+    """A multi_label project with LABELS, ``items`` items routed to one person, and alice."""
+    project = make_project(folder, task={"type": "multi_label"})
+    add_routed_items(project, items, overlap=1)
     add_annotator(project.store, "alice", PASSWORD)
+    return project
+
+
+def test_the_page_shows_checkboxes_and_stores_the_ticked_list(tmp_path: Path):
+    project = multi_label_web_project(tmp_path / "p", 4)
     person = Person(create_app(project))
+    person.login("alice")
     try:
-        person.login("alice")
         html = person.get("/label").text
         boxes = re.findall(r'type="checkbox" name="labels" value="([^"]+)" data-toggle="(\d)"', html)
         assert boxes == [(label, str(key)) for key, label in enumerate(LABELS, start=1)]
@@ -364,9 +371,7 @@ def test_label_with_keyboard_toggles_in_chromium(tmp_path: Path, monkeypatch: py
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium")
     monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
-    project = make_project(tmp_path / "p", task={"type": "multi_label"})
-    add_routed_items(project, 3, overlap=1)
-    add_annotator(project.store, "alice", PASSWORD)
+    project = multi_label_web_project(tmp_path / "p", 3)
     served = _serve(project)
     url = next(served)
     errors: list[str] = []
@@ -410,3 +415,102 @@ def test_label_with_keyboard_toggles_in_chromium(tmp_path: Path, monkeypatch: py
         for _ in served:
             pass
         project.close()
+
+
+# -- the model side ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_one_vs_rest_embedding_heads_on_real_goemotions(tmp_path: Path):
+    from sklearn.metrics import roc_auc_score
+
+    from duolabel.labelers import EmbeddingLabeler, TextItem
+    from duolabel.labelers.embedding import MemoryEmbeddingCache
+    from tests.conftest import shared_data
+
+    data = shared_data("goemotions")
+    rows = [json.loads(line) for line in (data / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+    chosen = ["joy", "love", "neutral"]
+    pick = [r for r in rows if set(r["gold"]) & set(chosen)][:90]
+    items = [TextItem(r["id"], r["text"], r["id"]) for r in pick]
+    gold = [KIND.check_answer([g for g in r["gold"] if g in chosen], chosen) for r in pick]
+    labeler = EmbeddingLabeler(labels=chosen, multi_label=True, cv_folds=3, cache=MemoryEmbeddingCache())
+    labeler.fit(items[:60], gold[:60])
+    probs, _ = labeler.predict_proba(items[60:])
+    assert probs.shape == (30, 3) and ((probs >= 0) & (probs <= 1)).all()
+    assert not np.allclose(probs.sum(axis=1), 1.0)  # per-label probabilities, not a distribution
+    assert labeler.oof_proba_.shape == (60, 3) and labeler.fit_info_["folds"] == 3
+    # each head ranks the held-out comments that carry its label above those that do not
+    truth = np.array([[int(label in json.loads(g)) for label in chosen] for g in gold[60:]])
+    assert truth.sum(axis=0).min() >= 2  # every label occurs among the held-out comments
+    aucs = [roc_auc_score(truth[:, j], probs[:, j]) for j in range(len(chosen))]
+    assert min(aucs) > 0.7, aucs
+    # a different task type is a different model version
+    single = EmbeddingLabeler(labels=chosen, cache=labeler.cache)
+    single.fit(items[:60], [json.loads(g)[0] for g in gold[:60]])
+    assert single.version_ != labeler.version_
+
+
+def test_one_vs_rest_refuses_what_it_cannot_train():
+    from duolabel.errors import LabelerError, SetupError
+    from duolabel.labelers import EmbeddingLabeler, TextItem
+
+    with pytest.raises(SetupError, match="numeric regularization"):
+        EmbeddingLabeler(labels=EMOTIONS, multi_label=True, regularization="cv")
+    labeler = EmbeddingLabeler(labels=EMOTIONS, multi_label=True)
+    items = [TextItem("a", "x", "a"), TextItem("b", "y", "b")]
+    with pytest.raises(LabelerError, match=r"training labels \['anger'\] are not among"):
+        labeler.fit(items, ['["joy", "anger"]', "[]"])
+    with pytest.raises(LabelerError, match="no training examples for label\\(s\\) 'fear'"):
+        labeler.fit(items, ['["joy", "love"]', '["joy"]'])
+
+
+def test_the_label_stage_stores_the_model_list_and_its_whole_list_confidence():
+    from duolabel.stages.label import _prediction_rows
+
+    items = [type("I", (), {"id": "a"})(), type("I", (), {"id": "b"})()]
+    probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.3, 0.4]])
+    rows = _prediction_rows(
+        items, probs, EMOTIONS, task=KIND, name="embedding", version="v", run_id=1,
+        out_of_fold=False, seconds_per_item=0.0,
+    )  # fmt: skip
+    assert [r.label for r in rows] == ['["joy", "fear"]', "[]"]
+    assert rows[0].raw_confidence == pytest.approx(0.9 * 0.8 * 0.6)
+    assert rows[0].probs == {"joy": 0.9, "love": 0.2, "fear": 0.6}
+
+
+@pytest.mark.slow
+def test_a_project_labels_with_lists_and_calibration_stops_with_a_clear_message(tmp_path: Path):
+    from duolabel.store import Prediction
+    from tests.conftest import shared_data
+
+    data = shared_data("goemotions")
+    rows = [json.loads(line) for line in (data / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+    chosen = ["joy", "love", "fear"]
+    # ten comments per label (a comment with two of them once), the regular ones after them
+    golden = list(
+        {r["id"]: r for label in chosen for r in [r for r in rows if label in r["gold"]][:10]}.values()
+    )
+    regular = [r for r in rows if r not in golden][:10]
+    with multi_project(tmp_path / "p") as project:
+        for name, part, role in (("golden.jsonl", golden, "golden"), ("items.jsonl", regular, "regular")):
+            path = tmp_path / name
+            lines = []
+            for r in part:
+                row = {"id": r["id"], "text": r["text"]}
+                if role == "golden":  # a list in a JSONL gold column
+                    row["gold"] = [g for g in r["gold"] if g in chosen]
+                lines.append(json.dumps(row) + "\n")
+            path.write_text("".join(lines), encoding="utf-8")
+            project.import_file(path, role=role, gold_column="gold" if role == "golden" else None)
+        project.label()
+        with project.store.read() as session:
+            predictions = list(session.scalars(select(Prediction)))
+        assert len(predictions) == len(golden) + 10
+        for pred in predictions:
+            assert set(json.loads(pred.label)) <= set(chosen) and set(pred.probs) == set(chosen)
+            assert pred.raw_confidence == pytest.approx(
+                KIND.model_confidence([pred.probs[c] for c in chosen])
+            )
+        with pytest.raises(ProjectError, match="task.type multi_label: calibrating the model's per-label"):
+            project.calibrate()

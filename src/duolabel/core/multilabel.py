@@ -19,7 +19,7 @@ import pandas as pd
 
 from duolabel.core.aggregation import make_aggregator
 
-__all__ = ["NO", "YES", "BinaryRelevance", "answer_sets", "per_label"]
+__all__ = ["NO", "YES", "BinaryRelevance", "OneVsRestHead", "answer_sets", "per_label"]
 
 NO, YES = "no", "yes"
 
@@ -135,3 +135,47 @@ def _per_label_model(model_probas: Any) -> dict[Any, Mapping[str, float]]:
     if isinstance(model_probas, pd.DataFrame):
         return {task: row.to_dict() for task, row in model_probas.iterrows()}
     return dict(model_probas)
+
+
+class OneVsRestHead:
+    """One binary classifier per label over shared features: per-label probabilities.
+
+    ``make_head()`` builds a fresh scikit-learn classifier (``fit``, ``predict_proba``) for each
+    label's yes/no column of ``Y`` (items x labels, 0/1). A label whose column is constant in
+    the training data (every item has it, or none) gets that constant as its probability: there
+    is nothing to separate. ``predict_proba`` returns items x labels, each entry the probability
+    that the label applies (rows need not sum to 1); ``classes_`` numbers the labels, so code
+    written for a single-label head's ``(predict_proba, classes_)`` pair reads it unchanged.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    >>> Y = np.array([[0, 1], [0, 1], [1, 1], [1, 1]])
+    >>> head = OneVsRestHead(LogisticRegression).fit(X, Y)
+    >>> p = head.predict_proba(np.array([[0.0], [3.0]]))
+    >>> bool(p[0, 0] < 0.5 < p[1, 0]), p[:, 1].tolist()
+    (True, [1.0, 1.0])
+    """
+
+    def __init__(self, make_head: Any) -> None:
+        self.make_head = make_head
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, **fit_params: Any) -> OneVsRestHead:
+        Y = np.asarray(Y)
+        self.heads_: list[Any] = []
+        for j in range(Y.shape[1]):
+            column = Y[:, j]
+            if column.min() == column.max():
+                self.heads_.append(float(column[0]))
+            else:
+                self.heads_.append(self.make_head().fit(X, column, **fit_params))
+        self.classes_ = np.arange(Y.shape[1])
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        columns = [
+            np.full(len(X), head) if isinstance(head, float) else head.predict_proba(X)[:, 1]
+            for head in self.heads_
+        ]
+        return np.column_stack(columns) if columns else np.zeros((len(X), 0))

@@ -72,6 +72,14 @@ class TaskType(Protocol):
         """The model's answer per row of an ``(n, n_labels)`` distribution matrix (label indices)."""
         ...
 
+    def model_answer(self, probs: Sequence[float], labels: Sequence[str]) -> str:
+        """The model's answer as stored, from one row of its probabilities."""
+        ...
+
+    def model_confidence(self, probs: Sequence[float]) -> float:
+        """The model's own chance that :meth:`model_answer` is right (before calibration)."""
+        ...
+
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         """Agreement figures (name -> value, NaN where the answers cannot give one) over
         ``task, worker, label`` answers."""
@@ -142,6 +150,12 @@ class SingleLabel:
 
     def predicted(self, probs: np.ndarray) -> np.ndarray:
         return np.asarray(probs).argmax(axis=1)
+
+    def model_answer(self, probs: Sequence[float], labels: Sequence[str]) -> str:
+        return labels[int(np.argmax(probs))]
+
+    def model_confidence(self, probs: Sequence[float]) -> float:
+        return float(np.max(probs))
 
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         return {
@@ -266,6 +280,18 @@ class MultiLabel:
         return json.dumps(
             [label for label, p in zip(labels, probs, strict=True) if p >= threshold], ensure_ascii=False
         )
+
+    def model_confidence(self, probs: Sequence[float], threshold: float = 0.5) -> float:
+        """The chance the whole list is right, labels taken as independent: the product over
+        labels of the probability of the side :meth:`model_answer` chose.
+
+        Examples
+        --------
+        >>> round(MultiLabel().model_confidence([0.9, 0.2]), 2)  # joy in (0.9), love out (0.8)
+        0.72
+        """
+        p = np.asarray(probs, dtype=float)
+        return float(np.prod(np.where(p >= threshold, p, 1.0 - p)))
 
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         # Each label's yes/no answers as a binary task. A label everyone answered the same way

@@ -66,6 +66,14 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
 def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]) -> CalibrationResult:
     labels = ctx.config.task.label_names
     task = task_type(ctx.config.task.type)
+    if task.list_valued:
+        # Calibration per label and routing on the whole list's chance of being right are
+        # not built yet (issue 14): a clear stop instead of a gold label read as one label.
+        raise ProjectError(
+            f"task.type {task.name}: calibrating the model's per-label probabilities is not "
+            "supported yet (issue 14); people's answers (duolabel import-answers, the web app) "
+            "are aggregated per label"
+        )
     method: str = ctx.config.calibration.method  # "auto" is replaced by the method it selects
     store = ctx.store
     mine = (Prediction.model_version == version) & (Prediction.labeler == name)
