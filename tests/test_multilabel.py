@@ -480,7 +480,7 @@ def test_the_label_stage_stores_the_model_list_and_its_whole_list_confidence():
 
 
 @pytest.mark.slow
-def test_a_project_labels_with_lists_and_calibration_stops_with_a_clear_message(tmp_path: Path):
+def test_a_project_labels_and_calibrates_per_label_and_routing_stops_with_a_clear_message(tmp_path: Path):
     from duolabel.store import Prediction
     from tests.conftest import shared_data
 
@@ -512,5 +512,27 @@ def test_a_project_labels_with_lists_and_calibration_stops_with_a_clear_message(
             assert pred.raw_confidence == pytest.approx(
                 KIND.model_confidence([pred.probs[c] for c in chosen])
             )
-        with pytest.raises(ProjectError, match="task.type multi_label: calibrating the model's per-label"):
-            project.calibrate()
+        results = project.calibrate()
+        assert [r.method for r in results] == ["per label (temperature)"]
+        assert results[0].after["nll"] <= results[0].before["nll"] + 0.05  # honest, out of fold
+        with project.store.read() as session:
+            predictions = list(session.scalars(select(Prediction)))
+        for pred in predictions:
+            calibrated = [pred.calibrated[c] for c in chosen]
+            assert pred.label == KIND.model_answer(calibrated, chosen)
+            assert pred.confidence == pytest.approx(KIND.model_confidence(calibrated))
+        with pytest.raises(ProjectError, match="task.type multi_label: routing the model's answers is not"):
+            project.route()
+
+
+def test_per_label_calibrator_auto_picks_a_method_per_label_and_cross_fits():
+    from duolabel.core.multilabel import PerLabelCalibrator
+
+    rng = np.random.default_rng(1)
+    Y = rng.integers(0, 2, size=(120, 3))
+    probs = np.clip(0.5 + 0.3 * (2 * Y - 1) + rng.normal(0, 0.2, Y.shape), 0.01, 0.99)
+    cal = PerLabelCalibrator("auto").fit(probs, Y)
+    assert len(cal.methods_) == 3 and all(isinstance(m, str) for m in cal.methods_)
+    honest = cal.cross_validated(probs, Y)
+    assert honest.shape == probs.shape and ((honest >= 0) & (honest <= 1)).all()
+    assert not np.allclose(honest, cal.transform(probs))  # out of fold, not in-sample

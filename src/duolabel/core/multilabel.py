@@ -19,7 +19,16 @@ import pandas as pd
 
 from duolabel.core.aggregation import make_aggregator
 
-__all__ = ["NO", "YES", "BinaryRelevance", "OneVsRestHead", "answer_sets", "per_label"]
+__all__ = [
+    "NO",
+    "YES",
+    "BinaryRelevance",
+    "OneVsRestHead",
+    "PerLabelCalibrator",
+    "answer_sets",
+    "flat_binary",
+    "per_label",
+]
 
 NO, YES = "no", "yes"
 
@@ -179,3 +188,70 @@ class OneVsRestHead:
             for head in self.heads_
         ]
         return np.column_stack(columns) if columns else np.zeros((len(X), 0))
+
+
+def _binary(p: np.ndarray) -> np.ndarray:
+    """One label's probabilities as a two-column distribution (no, yes)."""
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    return np.column_stack([1.0 - p, p])
+
+
+class PerLabelCalibrator:
+    """Calibrates each label's probability on its own: one binary calibrator per label.
+
+    ``method`` names a calibrator of :data:`duolabel.core.calibration.CALIBRATORS` (or
+    ``"auto"``: each label gets the one with the lowest cross-validated log loss on its own
+    yes/no answers). ``fit(probs, Y)`` takes items x labels probabilities and the 0/1 truth;
+    ``transform`` calibrates new rows; ``cross_validated`` gives each fitted row's calibration by
+    calibrators that never saw it (honest figures for golden items). ``methods_`` lists the
+    method each label got.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> Y = rng.integers(0, 2, size=(200, 2))
+    >>> probs = np.clip(0.5 + 0.2 * (2 * Y - 1) + rng.normal(0, 0.1, Y.shape), 0, 1)  # underconfident
+    >>> cal = PerLabelCalibrator("temperature").fit(probs, Y)
+    >>> bool((np.abs(cal.transform(probs) - 0.5) > np.abs(probs - 0.5)).mean() > 0.9)
+    True
+    """
+
+    def __init__(self, method: str = "temperature") -> None:
+        self.method = method
+
+    def fit(self, probs: np.ndarray, Y: np.ndarray) -> PerLabelCalibrator:
+        from duolabel.core.calibration import CALIBRATORS, select_calibrator
+
+        self.methods_: list[str] = []
+        self.calibrators_: list[Any] = []
+        for j in range(np.asarray(Y).shape[1]):
+            P, y = _binary(probs[:, j]), np.asarray(Y)[:, j].astype(int)
+            name = select_calibrator(P, y)[0] if self.method == "auto" else self.method
+            self.methods_.append(name)
+            self.calibrators_.append(CALIBRATORS.get(name)().fit(P, y))
+        return self
+
+    def transform(self, probs: np.ndarray) -> np.ndarray:
+        columns = [cal.transform(_binary(probs[:, j]))[:, 1] for j, cal in enumerate(self.calibrators_)]
+        return np.column_stack(columns) if columns else np.zeros((len(probs), 0))
+
+    def cross_validated(self, probs: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        from duolabel.core.calibration import cross_validated
+
+        columns = [
+            cross_validated(name, _binary(probs[:, j]), np.asarray(Y)[:, j].astype(int))[:, 1]
+            for j, name in enumerate(self.methods_)
+        ]
+        return np.column_stack(columns) if columns else np.zeros((len(probs), 0))
+
+
+def flat_binary(probs: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (item, label) as one binary prediction: the input of single-label metrics.
+
+    Examples
+    --------
+    >>> P, y = flat_binary(np.array([[0.9, 0.2]]), np.array([[1, 0]]))
+    >>> P.tolist(), y.tolist()
+    ([[0.09999999999999998, 0.9], [0.8, 0.2]], [1, 0])
+    """
+    return _binary(np.asarray(probs).ravel()), np.asarray(Y).ravel().astype(int)
