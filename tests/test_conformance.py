@@ -8,6 +8,7 @@ checked without editing this file. Method-specific behaviour lives in each part'
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -194,8 +195,13 @@ def test_task_type_contract(name, other):
     assert task.name == name and isinstance(task.default_aggregator, str)
     assert task.default_aggregator in AGGREGATORS
     for label in LABELS:
-        assert task.check_answer(label, LABELS) == label
-    if other.strip() not in LABELS:
+        stored = task.check_answer(label, LABELS)
+        assert task.check_answer(stored, LABELS) == stored  # the stored form is canonical
+        # a one-label answer is the label itself, or (a list-valued type) the list of just it
+        assert stored == label or (task.list_valued and stored == json.dumps([label]))
+    # a list type also reads a JSON list or comma-separated labels; other text is refused
+    as_list = task.list_valued and (other.strip().startswith("[") or "," in other)
+    if other.strip() not in LABELS and not as_list:
         with pytest.raises(ValueError):
             task.check_answer(other, LABELS)
     probs = np.random.default_rng(len(other)).dirichlet(np.ones(3), size=5)
@@ -208,6 +214,7 @@ def test_task_type_contract(name, other):
             "label": ["x", "x", "y", "z", "z", "z", "y", "x"],
         }
     )
+    answers["label"] = [task.check_answer(label, LABELS) for label in answers["label"]]
     figures = task.agreement(answers, LABELS)
     assert figures and all(np.isfinite(value) for value in figures.values())
     assert isinstance(task.export_columns(LABELS[0], LABELS), dict)

@@ -51,7 +51,9 @@ def test_both_built_ins_are_registered_task_types():
         assert isinstance(kind, TaskType) and kind.name == name
         assert kind.default_aggregator in AGGREGATORS  # a default the project can run
         assert (WIDGETS / kind.widget).is_file()  # and a widget the web page can include
-    with pytest.raises(ConfigError, match="unknown task type 'spans'; choose one of: ordinal, single_label"):
+    with pytest.raises(
+        ConfigError, match="unknown task type 'spans'; choose one of: multi_label, ordinal, single_label"
+    ):
         task_type("spans")
 
 
@@ -131,7 +133,9 @@ def test_task_type_setting_and_the_default_aggregator():
     assert parse_config(config(task={"type": "ordinal"})).task.type == "ordinal"
     with pytest.raises(ConfigError) as caught:
         parse_config(config(task={"type": "ranking"}))
-    assert "key 'task.type': got 'ranking', expected one of 'ordinal', 'single_label'" in str(caught.value)
+    assert "key 'task.type': got 'ranking', expected one of 'multi_label', 'ordinal', 'single_label'" in str(
+        caught.value
+    )
     # the descriptions (and so the generated docs) name every built-in choice
     described = TaskConfig.model_fields["type"].description or ""
     assert all(name in described for name in TASK_TYPES.names())

@@ -317,6 +317,11 @@ def _type_problem(value: Any, *, reserved: bool) -> str | None:
     return None
 
 
+def _is_list(value: Any) -> bool:
+    """A list cell: a JSON array in JSONL, a list column's value (a numpy array) from Parquet."""
+    return isinstance(value, (list, tuple)) or getattr(value, "ndim", 0) == 1
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -477,6 +482,9 @@ def import_records(
                 continue
             cells = {}
             for col, value in values.items():
+                if col == gold_column and kind.list_valued and _is_list(value):
+                    cells[col] = value  # a list label (multi_label) in JSONL or Parquet: checked below
+                    continue
                 wrong = _type_problem(value, reserved=col in reserved)
                 if wrong is not None:
                     problems.add(row.number, col, wrong)
@@ -696,10 +704,13 @@ def read_answers(
             problems.add_problem(row.problem)
             continue
         values = row.values or {}
-        cells: dict[str, str | None] = {}
+        cells: dict[str, Any] = {}
         for what in ANSWER_COLUMNS:
             name = column(values, what)
             value = values.get(name) if name is not None else None
+            if what == "label" and kind.list_valued and _is_list(value):
+                cells[what] = value  # a list label (multi_label) in JSONL or Parquet
+                continue
             wrong = _type_problem(value, reserved=True)
             if wrong is not None:
                 problems.add(row.number, name, wrong)

@@ -15,6 +15,8 @@ from sqlalchemy import select
 
 from duolabel.config import LabelerSettings
 from duolabel.context import Context
+from duolabel.core.multilabel import answer_sets
+from duolabel.core.tasks import task_type
 from duolabel.errors import LabelerError
 from duolabel.labelers.base import TextItem
 from duolabel.store import FinalLabel, Item, Prediction, Run
@@ -48,7 +50,11 @@ def golden_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
     items = [TextItem(r.id, r.text, r.content_hash) for r in rows]
     gold = [r.gold_label for r in rows]
     need = ctx.config.calibration.min_golden_per_label
-    counts = Counter(gold)
+    # A list answer (multi_label) counts once for each label in it.
+    if task_type(ctx.config.task.type).list_valued:
+        counts = Counter(label for answer in answer_sets(gold) for label in answer)
+    else:
+        counts = Counter(gold)
     short = [
         f"'{label}' has {counts.get(label, 0)}"
         for label in ctx.config.task.label_names

@@ -187,7 +187,7 @@ def task_types_markdown() -> list[str]:
     Examples
     --------
     >>> [line.split(" | ")[0] for line in task_types_markdown() if line.startswith("| `")][1:]
-    ['| `ordinal`', '| `single_label`']
+    ['| `multi_label`', '| `ordinal`', '| `single_label`']
     """
     lines = [
         "## Task types",
@@ -205,6 +205,7 @@ def task_types_markdown() -> list[str]:
         if not kind.__module__.startswith("duolabel."):
             continue  # an installed plug-in documents itself
         summary = " ".join((kind.__doc__ or "").strip().split("\n\n")[0].split())
-        columns = ", ".join(f"`{c}`" for c in kind().export_columns("a", ["a", "b"])) or "none"
+        # One label named <label>: a column per label reads as is_<label>.
+        columns = ", ".join(f"`{c}`" for c in kind().export_columns("<label>", ["<label>"])) or "none"
         lines.append(f"| `{name}` | {summary} | `{kind.default_aggregator}` | `{kind.widget}` | {columns} |")
     return lines

@@ -19,9 +19,10 @@ class LabelSpec(_Strict):
 class TaskConfig(_Strict):
     type: str = Field(
         "single_label",
-        description="Task type: single_label (one label per item) or ordinal (the labels are a "
+        description="Task type: single_label (one label per item), ordinal (the labels are a "
         "scale, low to high in the order listed: ordinal agreement, median aggregation, a rank "
-        "column in exports); a plug-in may register more.",
+        "column in exports) or multi_label (any number of the labels per item, a JSON list: "
+        "checkboxes, aggregation and agreement per label); a plug-in may register more.",
     )
     labels: list[LabelSpec] = Field(
         description="The labels, in display order, each with a one-line description.", min_length=2
@@ -242,7 +243,8 @@ class AggregationConfig(_Strict):
         None,
         description="How each item's answers become its final label: majority_vote, "
         "weighted_majority_vote, dawid_skene, glad, mace or median (ordered labels); empty means "
-        "the task type's default (single_label: majority_vote, ordinal: median).",
+        "the task type's default (single_label: majority_vote, ordinal: median). multi_label "
+        "runs the method on each label's yes/no answers.",
     )
     fuse_model: bool = Field(
         False,

@@ -29,6 +29,7 @@ from duolabel.config import (
 )
 from duolabel.context import Context
 from duolabel.core.registry import LABELERS
+from duolabel.core.tasks import task_type
 from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, TrainableLabeler, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
 from duolabel.labelers.privacy import redacting
@@ -96,6 +97,7 @@ def _embedding(ctx: Context, cfg: EmbeddingLabelerConfig) -> EmbeddingLabeler:
         self_training_max=cfg.self_training_max,
         batch_size=cfg.batch_size,
         cv_folds=cfg.cv_folds,
+        multi_label=task_type(ctx.config.task.type).list_valued,
     )
     labeler.cache = StoreEmbeddingCache(ctx.store, labeler.model_name)
     return labeler

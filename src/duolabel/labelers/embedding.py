@@ -218,6 +218,11 @@ class EmbeddingLabeler:
         Folds for the out-of-fold probabilities of the training items.
     cache : EmbeddingCache, optional
         Where vectors are kept between runs.
+    multi_label : bool
+        One logistic-regression head per label (one-vs-rest) for ``multi_label`` tasks: the
+        training labels are JSON lists (``'["joy", "love"]'``) and each probability column is
+        the chance that its label applies (rows need not sum to 1). Needs a numeric
+        ``regularization`` and no self-training.
 
     Examples
     --------
@@ -244,6 +249,7 @@ class EmbeddingLabeler:
         cv_folds: int = 5,
         cache: EmbeddingCache | None = None,
         random_state: int = 0,
+        multi_label: bool = False,
     ) -> None:
         if regularization != "cv" and not isinstance(regularization, int | float):
             raise SetupError(f"labeler.regularization: {regularization!r} is neither a number nor 'cv'")
@@ -260,8 +266,14 @@ class EmbeddingLabeler:
         self.self_training_max = self_training_max
         self.batch_size = batch_size
         self.cv_folds = cv_folds
+        if multi_label and (regularization == "cv" or self_training):
+            raise SetupError(
+                "labeler: a multi_label task's one-vs-rest heads take a numeric regularization "
+                "(not 'cv') and no self_training yet"
+            )
         self.cache = cache
         self.random_state = random_state
+        self.multi_label = multi_label
         self._encoder: Any = None
 
     # -- encoding ---------------------------------------------------------
@@ -394,6 +406,8 @@ class EmbeddingLabeler:
         """
         from sklearn.model_selection import StratifiedKFold
 
+        if self.multi_label:
+            return self._fit_one_vs_rest(items, labels, progress)
         unknown = sorted(set(labels) - set(self.labels))
         if unknown:
             raise LabelerError(f"training labels {unknown} are not among the project's labels")
@@ -430,6 +444,49 @@ class EmbeddingLabeler:
         self.version_ = self._version(items, labels, pool_items)
         return self
 
+    def _fit_one_vs_rest(
+        self, items: Sequence[TextItem], labels: Sequence[str], progress: Progress | None
+    ) -> EmbeddingLabeler:
+        """:meth:`fit` for ``multi_label``: a head per label, out-of-fold probabilities by K-fold."""
+        from sklearn.model_selection import KFold
+
+        from duolabel.core.multilabel import OneVsRestHead, answer_sets
+
+        sets = [set(s) for s in answer_sets(labels)]
+        unknown = sorted(set().union(*sets) - set(self.labels)) if sets else []
+        if unknown:
+            raise LabelerError(f"training labels {unknown} are not among the project's labels")
+        Y = np.array([[int(label in s) for label in self.labels] for s in sets]).reshape(len(sets), -1)
+        positives = Y.sum(axis=0)
+        missing = [label for label, n in zip(self.labels, positives, strict=True) if n == 0]
+        if missing:
+            raise LabelerError(
+                f"no training examples for label(s) {', '.join(map(repr, missing))}; "
+                "add golden items for every label"
+            )
+        X, usage = self.encode(items, progress=progress)
+        started = time.perf_counter()
+        C = float(self.regularization)
+        self.head_ = OneVsRestHead(lambda: self._head(C)).fit(X, Y)
+        # Every fold's training part should see each label at least once where it can.
+        folds = min(self.cv_folds, int(positives.min()), len(Y))
+        if folds >= 2:
+            oof = np.zeros(Y.shape, dtype=float)
+            splitter = KFold(n_splits=folds, shuffle=True, random_state=self.random_state)
+            for train, test in splitter.split(X):
+                oof[test] = (
+                    OneVsRestHead(lambda: self._head(C)).fit(X[train], Y[train]).predict_proba(X[test])
+                )
+        else:  # a single example of some label: no honest out-of-fold estimate exists
+            oof = self.head_.predict_proba(X)
+        self.oof_proba_ = oof
+        self.train_ids_ = [item.id for item in items]
+        self.fit_info_ = {"C": C, "pseudo_labels": 0, "folds": folds}
+        usage.seconds += time.perf_counter() - started
+        self.fit_usage_ = usage
+        self.version_ = self._version(items, labels)
+        return self
+
     def _version(
         self, items: Sequence[TextItem], labels: Sequence[str], pool: Sequence[TextItem] = ()
     ) -> str:
@@ -442,6 +499,8 @@ class EmbeddingLabeler:
         # so the versions (and stored predictions) of existing projects stay valid.
         if self.class_weight != "none":
             digest.update(f"|class_weight={self.class_weight}".encode())
+        if self.multi_label:
+            digest.update(b"|multi_label")
         if self.self_training:
             digest.update(
                 f"|self_training={self.self_training_k},{self.self_training_threshold},"
@@ -462,7 +521,8 @@ class EmbeddingLabeler:
     def predict_proba(
         self, items: Sequence[TextItem], *, progress: Progress | None = None
     ) -> tuple[np.ndarray, Usage]:
-        """Probabilities over ``labels`` for ``items``; rows sum to 1."""
+        """Probabilities over ``labels`` for ``items``; rows sum to 1 (``multi_label``: each
+        column is its label's own probability)."""
         if not hasattr(self, "head_"):
             raise LabelerError("the embedding labeler is not trained yet: call fit() first")
         X, usage = self.encode(items, progress=progress)

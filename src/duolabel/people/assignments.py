@@ -76,10 +76,11 @@ def check_lease(lease_minutes: float) -> None:
 
 
 def check_answer(
-    label: str, labels: Sequence[str], seconds: float | None, task_type: TaskType | None = None
+    label: str | list[str], labels: Sequence[str], seconds: float | None, task_type: TaskType | None = None
 ) -> str:
     """The answer as stored: ``ProjectError`` unless ``label`` is a valid answer for the task type
-    (default ``single_label``: one of ``labels``) and ``seconds`` is unknown or >= 0."""
+    (default ``single_label``: one of ``labels``; ``multi_label`` also takes a list) and
+    ``seconds`` is unknown or >= 0."""
     try:
         answer = (task_type or SingleLabel()).check_answer(label, labels)
     except AnswerError as exc:

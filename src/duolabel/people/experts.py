@@ -153,7 +153,7 @@ def submit_expert_answer(
     store: Store,
     expert_id: int,
     assignment_id: int,
-    label: str,
+    label: str | list[str],
     *,
     labels: Sequence[str],
     seconds: float | None,

@@ -170,7 +170,7 @@ def submit_answer(
     store: Store,
     annotator_id: int,
     assignment_id: int,
-    label: str,
+    label: str | list[str],
     *,
     labels: Sequence[str],
     seconds: float | None,

@@ -24,7 +24,6 @@ from sqlalchemy import delete, func, select
 
 from duolabel.config import AggregationConfig
 from duolabel.context import Context
-from duolabel.core.aggregation import make_aggregator
 from duolabel.core.tasks import task_type
 from duolabel.ledger import current_model_version, ledger_run
 from duolabel.people.imported import IMPORTED
@@ -86,7 +85,8 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
     finalized here.
     """
     cfg = ctx.config.aggregation
-    method = cfg.method or task_type(ctx.config.task.type).default_aggregator
+    kind = task_type(ctx.config.task.type)
+    method = cfg.method or kind.default_aggregator
     labels = ctx.config.task.label_names
     store = ctx.store
     with store.read() as session:
@@ -167,7 +167,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
         t: known[t] for t in known if t in set(fit_answers["task"]) or (cfg.fuse_model and t in priors)
     }
     params = _params(cfg, method, skills)
-    aggregator = make_aggregator(method, labels=labels, **params)
+    aggregator = kind.aggregator(method, labels=labels, **params)
     aggregator.fit(fit_answers, known=used_known, model_probas=priors or None)
     answer_set = hashlib.sha256(
         json.dumps(fit_answers.astype(str).to_numpy().tolist(), separators=(",", ":")).encode()
@@ -185,6 +185,9 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
     }
     agg_version = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     fused = getattr(aggregator, "model_used_", None)
+    # A list-valued answer's confidence is the aggregator's for the whole list (multi_label:
+    # every label right); a single label's is its posterior.
+    whole = getattr(aggregator, "confidence_", None)
     with (
         ledger_run(store, "aggregate", {**settings, "version": agg_version, "refresh": refresh}) as run,
         store.write() as session,
@@ -201,7 +204,9 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
                     item_id=item,
                     label=label,
                     source="fused" if used_model else "humans",
-                    confidence=float(aggregator.probas_.loc[item, label]),
+                    confidence=float(
+                        whole[item] if whole is not None else aggregator.probas_.loc[item, label]
+                    ),
                     votes={str(k): int(v) for k, v in answers["label"].value_counts().sort_index().items()},
                     n_votes=len(answers),
                     annotators=sorted(answers["worker"].astype(str)),

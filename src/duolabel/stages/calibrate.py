@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, or_, select, update
@@ -30,6 +32,7 @@ from duolabel.core.calibration import (
     ensemble_disagreement,
     select_calibrator,
 )
+from duolabel.core.multilabel import PerLabelCalibrator, answer_sets, flat_binary
 from duolabel.core.probs import as_dict, as_matrix
 from duolabel.core.tasks import task_type
 from duolabel.errors import ProjectError
@@ -63,13 +66,11 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if v != v else v) for k, v in metrics.items()}
 
 
-def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]) -> CalibrationResult:
-    labels = ctx.config.task.label_names
-    task = task_type(ctx.config.task.type)
-    method: str = ctx.config.calibration.method  # "auto" is replaced by the method it selects
-    store = ctx.store
+def _golden_rows(ctx: Context, name: str, version: str) -> tuple[list[Any], list[int]]:
+    """A labeler version's out-of-fold predictions on golden items (item, probs, gold) and the
+    ids of all its usable predictions."""
     mine = (Prediction.model_version == version) & (Prediction.labeler == name)
-    with store.read() as session:
+    with ctx.store.read() as session:
         rows = session.execute(
             select(Prediction.item_id, Prediction.probs, Item.gold_label)
             .join(Item, Item.id == Prediction.item_id)
@@ -80,6 +81,36 @@ def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.n
         ids = list(session.scalars(select(Prediction.id).where(mine, Prediction.abstained.is_(False))))
     if not rows:
         raise ProjectError(f"labeler {name!r} has no usable predictions on golden items to calibrate on")
+    return list(rows), ids
+
+
+def _calibrated_batches(
+    ctx: Context, ids: list[int], scored: dict[str, np.ndarray], transform: Callable[[np.ndarray], np.ndarray]
+) -> Iterator[tuple[list[Prediction], np.ndarray]]:
+    """The predictions ``ids`` in write batches, each with its calibrated rows, inside the
+    batch's write transaction (what the caller sets on them is written when it asks for the
+    next batch)."""
+    labels = ctx.config.task.label_names
+    for start in range(0, len(ids), _WRITE_BATCH):
+        with ctx.store.write() as session:
+            chunk = ids[start : start + _WRITE_BATCH]
+            batch = list(session.scalars(select(Prediction).where(Prediction.id.in_(chunk))))
+            calibrated = transform(as_matrix([p.probs for p in batch], labels))
+            for i, pred in enumerate(batch):
+                if pred.out_of_fold and pred.item_id in scored:
+                    # Golden items keep the calibration of a calibrator that never saw
+                    # them, so routing chooses its threshold on honest confidences.
+                    calibrated[i] = scored[pred.item_id]
+            yield batch, calibrated
+
+
+def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]) -> CalibrationResult:
+    labels = ctx.config.task.label_names
+    task = task_type(ctx.config.task.type)
+    if task.list_valued:
+        return _calibrate_lists(ctx, name, version, scored)
+    method: str = ctx.config.calibration.method  # "auto" is replaced by the method it selects
+    rows, ids = _golden_rows(ctx, name, version)
     probs = as_matrix([r.probs for r in rows], labels)
     gold = np.array([labels.index(r.gold_label) for r in rows])
     scores: dict[str, float] = {}
@@ -88,24 +119,15 @@ def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.n
     calibrator = CALIBRATORS.get(method)().fit(probs, gold)
     honest = cross_validated(method, probs, gold)
     scored.update({r.item_id: p for r, p in zip(rows, honest, strict=True)})
-    for start in range(0, len(ids), _WRITE_BATCH):
-        with store.write() as session:
-            chunk = ids[start : start + _WRITE_BATCH]
-            batch = list(session.scalars(select(Prediction).where(Prediction.id.in_(chunk))))
-            calibrated = calibrator.transform(as_matrix([p.probs for p in batch], labels))
-            for i, pred in enumerate(batch):
-                if pred.out_of_fold and pred.item_id in scored:
-                    # Golden items keep the calibration of a calibrator that never saw
-                    # them, so routing chooses its threshold on honest confidences.
-                    calibrated[i] = scored[pred.item_id]
-            # A calibrator may move the top label (vector scaling does): the label shipped is
-            # always the one of the distribution that routing and the certificate use.
-            picks = task.predicted(calibrated)
-            for pred, row, pick in zip(batch, calibrated, picks, strict=True):
-                pred.label = labels[int(pick)]
-                pred.calibrated = as_dict(row, labels)
-                pred.confidence = float(row.max())
-                pred.features = {**(pred.features or {}), **confidence_signals(row)}
+    for batch, calibrated in _calibrated_batches(ctx, ids, scored, calibrator.transform):
+        # A calibrator may move the top label (vector scaling does): the label shipped is
+        # always the one of the distribution that routing and the certificate use.
+        picks = task.predicted(calibrated)
+        for pred, row, pick in zip(batch, calibrated, picks, strict=True):
+            pred.label = labels[int(pick)]
+            pred.calibrated = as_dict(row, labels)
+            pred.confidence = float(row.max())
+            pred.features = {**(pred.features or {}), **confidence_signals(row)}
     params = {**calibrator_params(calibrator), **{f"cv_nll_{k}": v for k, v in scores.items()}}
     return CalibrationResult(
         name,
@@ -114,6 +136,44 @@ def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.n
         params,
         calibration_metrics(probs, gold),
         calibration_metrics(honest, gold),
+        len(ids),
+    )
+
+
+def _calibrate_lists(
+    ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]
+) -> CalibrationResult:
+    """:func:`_calibrate_one` for list answers (multi_label): each label's probability is
+    calibrated on its own (``PerLabelCalibrator``), the stored label is the task type's list
+    from the calibrated probabilities and the confidence the whole list's chance of being
+    right. The metrics are over every (item, label) pair as one binary prediction."""
+    labels = ctx.config.task.label_names
+    task = task_type(ctx.config.task.type)
+    rows, ids = _golden_rows(ctx, name, version)
+    probs = as_matrix([r.probs for r in rows], labels)
+    sets = [set(s) for s in answer_sets([r.gold_label for r in rows])]
+    Y = np.array([[int(label in s) for label in labels] for s in sets])
+    calibrator = PerLabelCalibrator(ctx.config.calibration.method).fit(probs, Y)
+    honest = calibrator.cross_validated(probs, Y)
+    scored.update({r.item_id: p for r, p in zip(rows, honest, strict=True)})
+    for batch, calibrated in _calibrated_batches(ctx, ids, scored, calibrator.transform):
+        for pred, row in zip(batch, calibrated, strict=True):
+            pred.label = task.model_answer(row, labels)
+            pred.calibrated = as_dict(row, labels)
+            pred.confidence = task.model_confidence(row)
+    chosen = zip(labels, calibrator.methods_, strict=True)
+    method = (
+        ", ".join(f"{label}: {m}" for label, m in chosen)
+        if calibrator.method == "auto"
+        else calibrator.method
+    )
+    return CalibrationResult(
+        name,
+        version,
+        f"per label ({method})",
+        {},
+        calibration_metrics(*flat_binary(probs, Y)),
+        calibration_metrics(*flat_binary(honest, Y)),
         len(ids),
     )
 
@@ -211,6 +271,8 @@ def calibrate_project(ctx: Context) -> list[CalibrationResult]:
             honest[name] = {}
             results.append(_calibrate_one(ctx, name, version, honest[name]))
         if len(versions) > 1:
+            if task_type(ctx.config.task.type).list_valued:
+                raise ProjectError("an ensemble of several labelers is not supported for list answers yet")
             version, rows, golden_avg = _ensemble(ctx, versions, honest)
             with store.write() as session:
                 session.execute(

@@ -92,8 +92,10 @@ def _prediction_rows(
                 Prediction(
                     **common,
                     probs=as_dict(row, labels),
-                    label=labels[int(pick)],
-                    raw_confidence=float(row.max()),
+                    # A list-valued answer (multi_label) is not one index: the task type
+                    # reads it, and its confidence, from the per-label probabilities.
+                    label=task.model_answer(row, labels) if task.list_valued else labels[int(pick)],
+                    raw_confidence=task.model_confidence(row) if task.list_valued else float(row.max()),
                 )
             )
     return rows

@@ -34,6 +34,7 @@ from duolabel.context import Context
 from duolabel.core.learning import CurvePoint, PayOff, label_payoff, learning_curve
 from duolabel.core.probs import as_matrix
 from duolabel.core.strategies import STRATEGIES, Strategy
+from duolabel.core.tasks import task_type
 from duolabel.errors import LabelerError, ProjectError
 from duolabel.export import defuse_formula
 from duolabel.io import detect_format
@@ -375,8 +376,8 @@ def record_learning(ctx: Context) -> bool:
     them in the ledger, so :func:`learning_status` only reads them. Returns whether it
     measured (not when already recorded, before a model, or with too few golden items)."""
     version = current_model_version(ctx)
-    if version is None:
-        return False
+    if version is None or task_type(ctx.config.task.type).list_valued:
+        return False  # the learning curve reads one label per item (multi_label: issue 14)
     key = _key(ctx, version)
     if _recorded(ctx, key) is not None:
         return False

@@ -45,6 +45,7 @@ from duolabel.core.policies import (
     route_items,
 )
 from duolabel.core.probs import as_matrix, signals
+from duolabel.core.tasks import task_type
 from duolabel.errors import ProjectError
 from duolabel.ledger import answer_price, ledger_run
 from duolabel.people.experts import enqueue_expert
@@ -130,6 +131,13 @@ def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | 
     how likely people are to be right on them, under ``routing`` (None: the project's)."""
     cfg = routing or ctx.config.routing
     labels = ctx.config.task.label_names
+    if task_type(ctx.config.task.type).list_valued:
+        # The operating point is chosen on one label per golden item; routing on a list's
+        # chance of being entirely right is not built yet (issue 14).
+        raise ProjectError(
+            f"task.type {ctx.config.task.type}: routing the model's answers is not supported yet "
+            "(issue 14); answers imported with 'duolabel import-answers' are aggregated per label"
+        )
     with ctx.store.read() as session:
         rows = session.execute(
             select(Item.id, Item.text, Item.gold_label, Prediction.calibrated, Prediction.features)

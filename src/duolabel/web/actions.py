@@ -178,7 +178,7 @@ def own_task(
         return Task(assignment.id, item, assignment.lease_expires, assignment.kind)
 
 
-def answer(ctx: Context, me: Annotator, assignment_id: int, label: str) -> Annotation:
+def answer(ctx: Context, me: Annotator, assignment_id: int, label: str | list[str]) -> Annotation:
     """Record an answer to the caller's task; skills and flags are brought up to date with it.
 
     The time it took is the server's, from lease to answer: never a time the client reports."""
@@ -224,7 +224,7 @@ def exam_next(ctx: Context, me: Annotator) -> Task | None:
     return exam_task(ctx.store, me.id, quality=quality, lease_minutes=quality.lease_minutes)
 
 
-def exam_answer(ctx: Context, me: Annotator, assignment_id: int, label: str) -> Annotation:
+def exam_answer(ctx: Context, me: Annotator, assignment_id: int, label: str | list[str]) -> Annotation:
     """Record an exam answer; a finished attempt is scored in the same transaction."""
     own_task(ctx, me, assignment_id, ("exam",))  # 404 for anything but the caller's exam items
     return answer(ctx, me, assignment_id, label)
@@ -262,7 +262,7 @@ def expert_next(ctx: Context, me: Annotator, reason: str | None) -> dict[str, An
     return {**view, "reason": task.reason, "item_id": task.item.id}
 
 
-def expert_answer(ctx: Context, me: Annotator, assignment_id: int, label: str) -> Annotation:
+def expert_answer(ctx: Context, me: Annotator, assignment_id: int, label: str | list[str]) -> Annotation:
     """Record an expert's answer and close the expert task (timed by the server)."""
     return submit_expert_answer(ctx.store, me.id, assignment_id, label, seconds=None, **_checked_by(ctx))
 

@@ -53,7 +53,7 @@ class LoginBody(_Body):
 
 class AnswerBody(_Body):
     assignment_id: int
-    label: str
+    label: str | list[str]  # a list (or its JSON) for multi_label
     # Accepted for old clients and ignored: the server times answers itself.
     seconds: float | None = Field(None, ge=0)
 

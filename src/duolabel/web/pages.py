@@ -38,23 +38,36 @@ __all__ = ["router"]
 router = APIRouter()
 
 Field = Annotated[str, Form()]
+Fields = Annotated[list[str] | None, Form()]
 
 
 class AnswerForm:
-    """The fields of an answer form (labeling, exam and expert pages alike); any may be missing."""
+    """The fields of an answer form (labeling, exam and expert pages alike); any may be missing.
+
+    A list answer (the multi_label widget's checkboxes) comes as ``labels``, one field per
+    checked box after an empty one the widget always sends, so that checking nothing is an
+    answer too (the empty list)."""
 
     def __init__(
-        self, csrf_token: Field = "", assignment_id: Field = "", label: Field = "", seconds: Field = ""
+        self,
+        csrf_token: Field = "",
+        assignment_id: Field = "",
+        label: Field = "",
+        seconds: Field = "",
+        labels: Fields = None,
     ) -> None:
         self.csrf_token = csrf_token
         self.assignment_id = assignment_id
         self.label = label
         self.seconds = seconds
+        self.labels = labels
 
-    def answer(self) -> tuple[int, str]:
+    def answer(self) -> tuple[int, str | list[str]]:
         """The assignment id and label an answering action takes (a bad id is a ``ProjectError``).
 
         ``seconds`` (the page's own timer) is accepted and ignored: the server times answers."""
+        if self.labels is not None:
+            return parse_id(self.assignment_id), [value for value in self.labels if value]
         return parse_id(self.assignment_id), self.label
 
 

@@ -1,5 +1,5 @@
-// Keyboard-first labelling: 1..9 choose a label, s skips, u undoes the last answer,
-// ? opens the instructions. Also measures the time spent on the item.
+// Keyboard-first labelling: 1..9 choose a label (multi_label: toggle its box, Enter submits),
+// s skips, u undoes the last answer, ? opens the instructions. Also measures the time spent on the item.
 (() => {
   "use strict";
   const form = document.getElementById("answer");
@@ -24,7 +24,8 @@
   }
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
-    if (event.target instanceof Element && event.target.closest("input, textarea, select")) return;
+    // Typing in a field is typing; a focused checkbox (just clicked) still takes the shortcuts.
+    if (event.target instanceof Element && event.target.closest("input:not([type=checkbox]), textarea, select")) return;
     if (event.key === "?") {
       const help = document.getElementById("instructions");
       if (help) {
@@ -34,6 +35,18 @@
       return;
     }
     const key = event.key.toLowerCase();
+    const box = document.querySelector(`input[type="checkbox"][data-toggle="${key}"]`);
+    if (box) {
+      event.preventDefault();
+      box.checked = !box.checked;
+      return;
+    }
+    const submit = event.key === "Enter" ? document.querySelector("button[data-submit]") : null;
+    if (submit && submit.form) {
+      event.preventDefault();
+      submit.form.requestSubmit(submit);
+      return;
+    }
     const button = document.querySelector(`button[data-key="${key}"]`);
     if (!button || !button.form) return;
     event.preventDefault();
