@@ -523,6 +523,7 @@ def test_a_project_labels_and_calibrates_per_label_and_routing_stops_with_a_clea
             assert pred.confidence == pytest.approx(KIND.model_confidence(calibrated))
         with pytest.raises(ProjectError, match="task.type multi_label: routing the model's answers is not"):
             project.route()
+        assert project.error_ranking() == {}  # nothing routes yet, so `duolabel calibrate` prints none
 
 
 def test_per_label_calibrator_auto_picks_a_method_per_label_and_cross_fits():

@@ -346,7 +346,8 @@ def calibrate(project: ProjectArg = Path(".")) -> None:
         ranking = proj.error_ranking()
     for result in results:
         out.print(_calibration_table(result))
-    out.print(_ranking_table(ranking))
+    if ranking:
+        out.print(_ranking_table(ranking))
 
 
 def _ranking_table(ranking: dict[str, float]) -> Table:
