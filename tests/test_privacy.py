@@ -130,6 +130,13 @@ def _project(folder: Path, url: str, when: str) -> Path:
     )
 
 
+def _golden_items(frame: pd.DataFrame) -> tuple[list, list]:
+    from duolabel.labelers import TextItem
+
+    items = [TextItem(row.id, row.text, row.id) for row in frame.itertuples()]
+    return items, list(frame.label)
+
+
 def _items() -> tuple[pd.DataFrame, pd.DataFrame]:
     golden = pd.DataFrame(
         {
@@ -167,6 +174,13 @@ def test_no_email_or_phone_number_reaches_a_remote_server(tmp_path, recording_pr
         project.add_items(regular)
         [result] = project.label()
         assert result.predicted == 9
+        # What `duolabel plan` shows is what is sent: redacted.
+        from duolabel.labelers import build_labeler
+
+        model = build_labeler(project, project.config.labeler[0])
+        model.fit(*_golden_items(golden))
+        [prompt] = model.prompts(_golden_items(regular.assign(label="billing"))[0][:1])
+        assert "<EMAIL_1>" in prompt and EMAILS[1] not in prompt
         with project.store.read() as session:
             rows = session.scalars(select(Redaction).order_by(Redaction.item_id, Redaction.start)).all()
         status = project.status().privacy

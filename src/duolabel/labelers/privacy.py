@@ -236,7 +236,7 @@ class _Redacting:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._model, name, value)  # e.g. the label stage's per-run budget
 
-    def _redacted(self, items: Sequence[TextItem]) -> list[TextItem]:
+    def _redacted(self, items: Sequence[TextItem], *, record: bool = True) -> list[TextItem]:
         out: list[TextItem] = []
         rows: list[Redaction] = []
         for item in items:
@@ -255,7 +255,7 @@ class _Redacting:
             ]
         # Recorded before anything is sent: the store always knows what left the machine.
         ids = sorted({row.item_id for row in rows})
-        if ids:
+        if ids and record:
             with self._store.write() as session:
                 have = {
                     (r.item_id, r.start)
@@ -272,3 +272,7 @@ class _Redacting:
 
     def predict_proba(self, items: Sequence[TextItem]) -> Any:
         return self._model.predict_proba(self._redacted(items))
+
+    def prompts(self, items: Sequence[TextItem]) -> list[str]:
+        """The prompts as sent: redacted (what ``duolabel plan`` shows; nothing is sent or stored)."""
+        return list(self._model.prompts(self._redacted(items, record=False)))
