@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import sys
 import time
@@ -39,6 +40,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "emotion"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _record import record_section  # noqa: E402
 
 from duolabel.labelers import TextItem  # noqa: E402
 from duolabel.labelers.openai import OpenAILabeler  # noqa: E402
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/fleet.py" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
 
     from tests.llm_server import MODEL_ALIAS, LlamaServer, gguf_path
+
+    # A SIGTERM (timeout, kill) still runs the finally below: no server is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     items, gold, golden, golden_gold, task = load_items(args.items)
     load_at_start = load_average()
@@ -184,9 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines))
     if args.record:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _record import record_section  # the helper every benchmarks/ script shares
-
         record_section(lines[0].removeprefix("## "), "\n".join(lines[2:]))
         print("recorded in docs/benchmarks.md", file=sys.stderr)
     return 0

@@ -17,17 +17,11 @@ from duolabel.labelers.base import TextItem
 from duolabel.labelers.cache import MemoryResponseCache, cache_key
 from duolabel.labelers.openai import LabelingStopped, OpenAILabeler
 from tests.llm_server import MODEL_ALIAS, LlamaServer, free_port, gguf_path, llm_missing
+from tests.test_labeler_openai import ITEMS as TICKETS
 from tests.test_labeler_openai import LABELS, CountingCache, assert_rows, labeler, one_line
 
-TOPICS = [
-    "Please refund the payment you took yesterday",
-    "Where is my package? The tracking page is empty",
-    "How do I reset my password?",
-    "The invoice shows the wrong amount",
-    "The courier left the box at the wrong address",
-    "My login code never arrives",
-]
-ITEMS = [TextItem(f"f{k}", f"{TOPICS[k % 6]} (ticket {k})", f"hf{k}") for k in range(20)]
+# Twenty tickets: the six of test_labeler_openai, numbered apart.
+ITEMS = [TextItem(f"f{k}", f"{TICKETS[k % 6].text} (ticket {k})", f"hf{k}") for k in range(20)]
 
 
 @pytest.fixture(scope="module")
