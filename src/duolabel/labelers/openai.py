@@ -249,6 +249,13 @@ class OpenAILabeler(PromptedLabeler):
     >>> labeler = OpenAILabeler(labels=["billing", "shipping"], model="gemma-3-270m",
     ...                         base_url="http://127.0.0.1:8000/v1")
     >>> probs, usage = labeler.fit(golden, gold).predict_proba(items)  # doctest: +SKIP
+
+    Two servers of the same model; answers are cached under the first one's address:
+
+    >>> fleet = OpenAILabeler(labels=["billing", "shipping"], model="gemma-3-270m",
+    ...                       base_url=["http://10.0.0.1:8000/v1/", "http://10.0.0.2:8000/v1"])
+    >>> fleet.urls
+    ['http://10.0.0.1:8000/v1', 'http://10.0.0.2:8000/v1']
     """
 
     name = "openai"
