@@ -106,6 +106,7 @@ def test_openai_labeler_runs_the_loop_and_a_rerun_costs_nothing(tmp_path, server
         assert session.scalar(select(func.count()).select_from(LLMCache)) == 12
         run = session.scalars(select(Run).where(Run.kind == "label")).one()
         assert run.usage["input_tokens"] > 0 and run.cost > 0
+        assert run.usage["requests"] == 12  # one answered request per item, counted once
     server.stop()  # everything is cached: a re-run needs no server and pays nothing
     try:
         again = cli("label", str(folder))

@@ -46,12 +46,15 @@ def test_only_the_kinds_asked_for_are_redacted() -> None:
 
 
 def test_a_server_is_remote_unless_it_is_on_loopback() -> None:
-    def remote(url: str | None) -> bool:
+    def remote(url: str | list[str] | None) -> bool:
         return is_remote(OpenAILabelerConfig(backend="openai", model="m", base_url=url))
 
     assert not remote("http://127.0.0.1:8080/v1") and not remote("http://localhost:1/v1")
     assert not remote("http://[::1]:8080/v1")
     assert remote("https://api.example.com/v1") and remote(None) and remote("http://10.0.0.5:8080/v1")
+    # A fleet is remote as soon as one of its servers is.
+    assert not remote(["http://127.0.0.1:8080/v1", "http://127.0.0.1:8081/v1"])
+    assert remote(["http://127.0.0.1:8080/v1", "https://api.example.com/v1"])
 
 
 def test_an_unknown_kind_is_a_config_error_naming_the_key() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Discriminator, Field, PlainValidator, SerializeAsAny, Tag, TypeAdapter
+from pydantic import Discriminator, Field, PlainValidator, SerializeAsAny, Tag, TypeAdapter, field_validator
 from pydantic_core import PydanticCustomError
 
 from duolabel.config.common import _Strict
@@ -192,23 +192,41 @@ class OpenAILabelerConfig(LabelerSettings):
     llm: ClassVar[bool] = True
     backend: Literal["openai"] = Field(description="Any OpenAI-compatible server.")
     model: str = Field(description="Model name as the server knows it.")
-    base_url: str | None = Field(
-        None, description="Server URL such as http://127.0.0.1:8080/v1; empty means OpenAI."
+    base_url: str | list[str] | None = Field(
+        None,
+        description="Server URL such as http://127.0.0.1:8080/v1, or a list of servers of the same "
+        "model (least-loaded dispatch, failover); empty means OpenAI.",
     )
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     endpoint: Literal["completions", "chat"] = Field("completions", description="Which API to call.")
     few_shot: int = Field(4, ge=0, le=64, description="Golden examples in each prompt, nearest first.")
     top_logprobs: int = Field(
-        5, ge=0, le=20, description="Alternatives asked for per answer token; 0 means vote share only."
+        5,
+        ge=0,
+        le=20,
+        description="Most alternatives asked for per answer token (no more than the labels); "
+        "0 means vote share only.",
     )
     answer_tokens: int = Field(2, ge=1, le=16, description="Tokens generated when reading log-probabilities.")
     samples: int = Field(
         5, ge=1, le=50, description="Answers sampled per item when the server gives no log-probabilities."
     )
     verbalized: bool = Field(False, description="Ask the model for its confidence (only when set).")
-    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once on each server.")
+    cooldown: float = Field(
+        30.0, gt=0, description="Seconds a server of a list that keeps failing is left out before a new try."
+    )
+    cache_prompt: bool = Field(
+        False,
+        description="llama.cpp's server only: keep the shared prompt prefix in its KV cache (cache_prompt).",
+    )
     timeout: float = Field(60.0, gt=0, description="Seconds before one request is given up.")
-    max_retries: int = Field(4, ge=0, le=20, description="Retries on 429, 5xx and connection errors.")
+    max_retries: int = Field(
+        4,
+        ge=0,
+        le=20,
+        description="Retries on 429, 5xx and connection errors, after a first try on each server.",
+    )
     budget: float | None = Field(
         None,
         ge=0,
@@ -217,6 +235,21 @@ class OpenAILabelerConfig(LabelerSettings):
     )
     contextual_calibration: bool = Field(False, description=_CONTEXTUAL_HELP)
     prompt: str | None = Field(None, description=_PROMPT_HELP)
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _one_or_more_servers(cls, value: Any) -> Any:
+        # Checked before the union is tried, so that a bad value gets one message, not two.
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not all(isinstance(url, str) and url for url in value):
+            raise ValueError("a URL or a list of URLs")
+        if not value:
+            raise ValueError("at least one URL (leave base_url out for OpenAI)")
+        twice = sorted({url for url in value if value.count(url) > 1})
+        if twice:
+            raise ValueError(f"each URL once ({', '.join(twice)} is listed twice)")
+        return value
 
 
 #: The prefix of an imported labeler's name in the store, the CLI and ensembles.

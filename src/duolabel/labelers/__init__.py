@@ -182,6 +182,8 @@ def _openai(ctx: Context, cfg: OpenAILabelerConfig) -> Labeler:
         samples=cfg.samples,
         verbalized=cfg.verbalized,
         concurrency=cfg.concurrency,
+        cooldown=cfg.cooldown,
+        cache_prompt=cfg.cache_prompt,
         timeout=cfg.timeout,
         max_retries=cfg.max_retries,
         budget=cfg.budget,

@@ -7,10 +7,19 @@ spells the start of, their probabilities are summed per label and renormalised o
 labels. A server that returns no log-probabilities is asked for a few samples instead and
 the vote share is used; ``verbalized=True`` asks the model to state its confidence.
 
-Requests run concurrently (bounded), each with a timeout, and are retried with exponential
-backoff on rate limits, server errors and lost connections. Every answer is written to the
-response cache as soon as it arrives, so a run stopped by its budget, a dead server or a
-Ctrl-C is resumed by running it again, without paying twice for what was answered.
+Requests run concurrently (bounded per server), each with a timeout. ``base_url`` may name
+several servers serving the same model (a fleet, :mod:`duolabel.labelers.fleet`): each
+request goes to the least-loaded one, a failed request (refused, timed out, 5xx, rate
+limited) is retried on another, and a server that keeps failing leaves the rotation for a
+while. With one server, a failed request is retried on it with exponential backoff. Every
+answer is written to the response cache as soon as it arrives, so a run stopped by its
+budget, dead servers or a Ctrl-C is resumed by running it again, without paying twice for
+what was answered.
+
+Requests are shaped for label scoring: no more top tokens than there are labels are asked
+for, and the prompt puts what every item shares first (instructions, labels), the item
+last, so a server that caches prompt prefixes reuses it; ``cache_prompt=True`` asks
+llama.cpp's server to do so explicitly.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import LabelingStopped, Progress, TextItem, Usage
 from duolabel.labelers.cache import ResponseCache, cache_key
 from duolabel.labelers.fewshot import encoder_name
+from duolabel.labelers.fleet import Fleet, Server, take
 from duolabel.labelers.prompts import CONTENT_FREE, PromptedLabeler
 
 __all__ = ["LabelingStopped", "OpenAILabeler", "logprob_distribution", "match_label"]
@@ -169,6 +179,7 @@ class _Run:
     sampled: int = 0
     no_logprobs: bool = False
     failure: str | None = None
+    requests: int = 0  # answered HTTP requests: what the server did (and may bill)
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -179,8 +190,11 @@ class OpenAILabeler(PromptedLabeler):
     ----------
     model : str
         The model name sent to the server.
-    base_url : str, optional
-        The server (``http://127.0.0.1:8000/v1``); OpenAI itself when omitted.
+    base_url : str or list of str, optional
+        The server (``http://127.0.0.1:8000/v1``); OpenAI itself when omitted. A list is a
+        fleet serving the same model: requests go to the least-loaded server and fail over to
+        another. Cache keys and the version follow the first URL only, so servers may be
+        added to or removed after it without asking anything again.
     api_key_env : str
         The environment variable holding the API key. The key is read from there only and
         never stored or logged; a server at ``base_url`` needs none.
@@ -188,8 +202,9 @@ class OpenAILabeler(PromptedLabeler):
         ``/v1/completions`` (the prompt is continued) or ``/v1/chat/completions`` (the
         prompt is one user message).
     top_logprobs : int
-        Top tokens read at each answer position (OpenAI allows 5 on completions, 20 on
-        chat). 0 never asks for log-probabilities: the vote share of samples is used.
+        Most top tokens read at each answer position (OpenAI allows 5 on completions, 20
+        on chat); no more than there are labels is asked for. 0 never asks for
+        log-probabilities: the vote share of samples is used.
     samples : int
         Answers sampled (temperature 1) per item when the server gives no log-probabilities.
     verbalized : bool
@@ -199,18 +214,26 @@ class OpenAILabeler(PromptedLabeler):
         look past leading whitespace or markup, at a cost on servers that compute top
         tokens slowly (llama.cpp's Python server takes about 1 s per token for Gemma).
     concurrency : int
-        Requests in flight at once.
+        Requests in flight at once on each server.
     timeout : float
         Seconds one request may take.
     max_retries : int
         Retries of a request after a rate limit, server error, timeout or lost connection.
     backoff : float
-        Seconds before the first retry, doubled for each next one.
+        Seconds before the first retry on a server the request already failed on, doubled
+        for each next one.
+    cooldown : float
+        Seconds a server of a fleet that failed twice in a row is left out of the rotation,
+        doubled each time it is left out again; then it is tried again.
+    cache_prompt : bool
+        Send llama.cpp's ``cache_prompt: true``, so the server keeps the shared prompt prefix
+        (instructions and labels) in its KV cache; only for llama.cpp's server (other servers
+        may refuse an unknown field). Not part of the cache keys: the answer is the same.
     budget : float, optional
         Most this call may spend (in the currency of the prices); once the cost of its
         answered requests and of the time spent (``price_compute_hour``) reaches it, no new
-        request is sent. Requests already in flight
-        finish, so the cost can pass the budget by up to ``concurrency - 1`` requests.
+        request is sent. Requests already in flight finish, so the cost can pass the budget by up
+        to ``concurrency`` times the number of servers, less one, requests.
     price_input_per_million, price_output_per_million : float
         Price per million prompt and completion tokens, for ``Usage.extra["cost"]``.
     price_compute_hour : float
@@ -230,12 +253,19 @@ class OpenAILabeler(PromptedLabeler):
     >>> labeler = OpenAILabeler(labels=["billing", "shipping"], model="gemma-3-270m",
     ...                         base_url="http://127.0.0.1:8000/v1")
     >>> probs, usage = labeler.fit(golden, gold).predict_proba(items)  # doctest: +SKIP
+
+    Two servers of the same model; answers are cached under the first one's address:
+
+    >>> fleet = OpenAILabeler(labels=["billing", "shipping"], model="gemma-3-270m",
+    ...                       base_url=["http://10.0.0.1:8000/v1/", "http://10.0.0.2:8000/v1"])
+    >>> fleet.urls
+    ['http://10.0.0.1:8000/v1', 'http://10.0.0.2:8000/v1']
     """
 
     name = "openai"
 
     model: str
-    base_url: str | None = None
+    base_url: str | Sequence[str] | None = None
     api_key_env: str = "OPENAI_API_KEY"
     endpoint: Literal["completions", "chat"] = "completions"
     top_logprobs: int = 5
@@ -246,6 +276,8 @@ class OpenAILabeler(PromptedLabeler):
     timeout: float = 60.0
     max_retries: int = 4
     backoff: float = 0.5
+    cooldown: float = 30.0
+    cache_prompt: bool = False
     budget: float | None = None
     price_input_per_million: float = 0.0
     price_output_per_million: float = 0.0
@@ -255,9 +287,33 @@ class OpenAILabeler(PromptedLabeler):
     # -- prompts and keys ---------------------------------------------------
 
     @property
+    def urls(self) -> list[str]:
+        """The servers' addresses (one unless ``base_url`` lists a fleet), as named in errors."""
+        if self.base_url is None:
+            return [OPENAI_URL]
+        named = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+        return [url.rstrip("/") for url in named] or [OPENAI_URL]
+
+    @property
     def url(self) -> str:
-        """The server's address, as named in errors."""
-        return (self.base_url or OPENAI_URL).rstrip("/")
+        """The (first) server's address."""
+        return self.urls[0]
+
+    @property
+    def _key_url(self) -> str | None:
+        # A one-server project's keys predate fleets: the first URL, as it was written.
+        if self.base_url is None or isinstance(self.base_url, str):
+            return self.base_url
+        return self.base_url[0] if self.base_url else None
+
+    def _fleet(self) -> Fleet:
+        """The dispatcher, kept across calls so that a dropped server stays dropped."""
+        fleet: Fleet | None = getattr(self, "fleet_", None)
+        if fleet is None or [s.url for s in fleet.servers] != self.urls:
+            fleet = Fleet(self.urls, concurrency=self.concurrency, cooldown=self.cooldown)
+            self.fleet_ = fleet
+        fleet.concurrency = max(1, self.concurrency)
+        return fleet
 
     def _prompt(self, text: str, examples: Sequence[tuple[str, str]] = ()) -> str:
         instructions = self.instructions
@@ -279,25 +335,30 @@ class OpenAILabeler(PromptedLabeler):
             return "verbalized"
         return "logprobs" if self.top_logprobs > 0 else "samples"
 
-    def _params(self, mode: Mode) -> dict[str, Any]:
-        """What is sent besides the prompt; it is part of every cache key."""
+    def _params(self, mode: Mode, *, shaped: bool = True) -> dict[str, Any]:
+        """What is sent besides the prompt; it is part of every cache key.
+
+        Only as many top tokens as there are labels are asked for (``shaped``); answers
+        cached before that asked for ``top_logprobs`` and are still read (``_cached``).
+        """
         if mode == "logprobs":
+            top = min(self.top_logprobs, len(self.labels)) if shaped else self.top_logprobs
             if self.endpoint == "chat":
-                extra: dict[str, Any] = {"logprobs": True, "top_logprobs": self.top_logprobs}
+                extra: dict[str, Any] = {"logprobs": True, "top_logprobs": top}
             else:
-                extra = {"logprobs": self.top_logprobs}
+                extra = {"logprobs": top}
             return {"max_tokens": self.answer_tokens, "temperature": 0.0, **extra}
         if mode == "samples":
             return {"max_tokens": SAMPLE_TOKENS, "temperature": 1.0, "n": self.samples, "seed": self.seed}
         return {"max_tokens": VERBALIZED_TOKENS, "temperature": 0.0}
 
-    def _key(self, prompt: str, mode: Mode) -> str:
+    def _key(self, prompt: str, mode: Mode, *, shaped: bool = True) -> str:
         return cache_key(
             model=self.model,
-            base_url=self.base_url,
+            base_url=self._key_url,
             endpoint=self.endpoint,
             prompt=prompt,
-            params=self._params(mode),
+            params=self._params(mode, shaped=shaped),
         )
 
     # -- learning -----------------------------------------------------------
@@ -317,7 +378,7 @@ class OpenAILabeler(PromptedLabeler):
         self.version_ = cache_key(
             labeler=self.name,
             model=self.model,
-            base_url=self.base_url,
+            base_url=self._key_url,
             endpoint=self.endpoint,
             params={mode: self._params(mode) for mode in ("logprobs", "samples", "verbalized")},
             mode=self._base_mode(),
@@ -358,18 +419,22 @@ class OpenAILabeler(PromptedLabeler):
         params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "stop": ["\n"]}
 
         async def ask() -> dict[str, Any]:
-            client = self._client()
+            clients = self._clients()
             try:
-                return await self._request(client, prompt, params)
+                return await self._request(
+                    _Dispatch(clients, self._fleet(), asyncio.Condition()), prompt, params
+                )
             finally:
-                await client.close()
+                for client in clients.values():
+                    await client.close()
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # safe inside a running loop
             response = pool.submit(asyncio.run, ask()).result()
         choices = response.get("choices") or [{}]
         return _choice_text(choices[0])
 
-    def _client(self) -> Any:
+    def _clients(self) -> dict[str, Any]:
+        """One client per server, by URL."""
         try:
             import openai
         except ModuleNotFoundError:
@@ -385,7 +450,10 @@ class OpenAILabeler(PromptedLabeler):
                 )
             key = PLACEHOLDER_KEY
         # Retries are ours (max_retries=0): the SDK's would hide a dead server for minutes.
-        return openai.AsyncOpenAI(api_key=key, base_url=self.url, timeout=self.timeout, max_retries=0)
+        return {
+            url: openai.AsyncOpenAI(api_key=key, base_url=url, timeout=self.timeout, max_retries=0)
+            for url in self.urls
+        }
 
     def _cached(self, prompt: str) -> tuple[Mode, dict[str, Any]] | None:
         if self.cache is None:
@@ -395,6 +463,9 @@ class OpenAILabeler(PromptedLabeler):
             modes.append("samples")  # answered by the fallback on an earlier run
         for mode in modes:
             found = self.cache.get(self._key(prompt, mode))
+            if found is None and mode == "logprobs" and self.top_logprobs > len(self.labels):
+                # Asked before requests were shaped: more top tokens, read the same way.
+                found = self.cache.get(self._key(prompt, mode, shaped=False))
             if found is not None:
                 return mode, found
         return None
@@ -412,8 +483,10 @@ class OpenAILabeler(PromptedLabeler):
         run = _Run(
             probs=np.full((len(prompts), len(self.labels)), np.nan), done=np.zeros(len(prompts), dtype=bool)
         )
-        client: Any = None  # made at the first request: a fully cached run needs no server or key
-        slots = asyncio.Semaphore(max(1, self.concurrency))
+        clients: Any = None  # made at the first request: a fully cached run needs no server or key
+        # Each server bounds its own requests (the fleet); this bounds what waits for one.
+        slots = asyncio.Semaphore(max(1, self.concurrency) * len(self.urls))
+        fleet, changed = self._fleet(), asyncio.Condition()
         stop: str | None = None
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -436,13 +509,14 @@ class OpenAILabeler(PromptedLabeler):
                 if run.failure is not None or stop is not None:
                     slots.release()
                     break
-                if client is None:
-                    client = self._client()
-                tasks.append(asyncio.create_task(self._one(client, run, i, prompt, slots, shown)))
+                if clients is None:
+                    clients = self._clients()
+                    dispatch = _Dispatch(clients, fleet, changed)
+                tasks.append(asyncio.create_task(self._one(dispatch, run, i, prompt, slots, shown)))
         finally:
             # In-flight requests are paid for: let them land in the cache before leaving.
             await asyncio.gather(*tasks, return_exceptions=True)
-            if client is not None:
+            for client in (clients or {}).values():
                 await client.close()
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
@@ -457,6 +531,7 @@ class OpenAILabeler(PromptedLabeler):
             # answered items without a distribution (content-free prompts are not items)
             abstained=float((np.isnan(probs).any(axis=1) & done_items).sum()),
             sampled=float(run.sampled),
+            requests=float(run.requests),
             content_free_prompts=n_bias,
         )
         message = run.failure or stop
@@ -487,7 +562,7 @@ class OpenAILabeler(PromptedLabeler):
 
     async def _one(
         self,
-        client: Any,
+        client: _Dispatch,
         run: _Run,
         i: int,
         prompt: str,
@@ -539,7 +614,7 @@ class OpenAILabeler(PromptedLabeler):
         if progress is not None:
             progress(1)
 
-    async def _ask(self, client: Any, run: _Run, prompt: str, mode: Mode) -> dict[str, Any]:
+    async def _ask(self, client: _Dispatch, run: _Run, prompt: str, mode: Mode) -> dict[str, Any]:
         """One item's answer, as kept in the cache: texts, top tokens per position, tokens."""
         params = self._params(mode)
         answer: dict[str, Any] = {"texts": [], "positions": None, "input_tokens": 0, "output_tokens": 0}
@@ -552,6 +627,7 @@ class OpenAILabeler(PromptedLabeler):
                 params = {**params, "n": self.samples - len(answer["texts"]), "seed": self.seed + calls}
             response = await self._request(client, prompt, params)
             calls += 1
+            run.requests += 1
             usage = response.get("usage") or {}
             answer["input_tokens"] += int(usage.get("prompt_tokens") or 0)
             answer["output_tokens"] += int(usage.get("completion_tokens") or 0)
@@ -567,51 +643,94 @@ class OpenAILabeler(PromptedLabeler):
                 answer["positions"] = _top_tokens(choices[0].get("logprobs"))
         return answer
 
-    async def _request(self, client: Any, prompt: str, params: dict[str, Any]) -> dict[str, Any]:
-        import openai
-
+    async def _request(self, via: _Dispatch, prompt: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One answered request: sent to the least-loaded server, retried on another."""
         if self.endpoint == "chat":
-            create: Any = client.chat.completions.create
             body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}]}
         else:
-            create = client.completions.create
             body = {"prompt": prompt}
-        reason = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = await create(model=self.model, **body, **params)
-            except openai.APIConnectionError as exc:  # refused, reset, timed out
-                reason = _reason(exc)
-            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-                # The server's text may quote part of the key: it is not repeated here.
-                raise LabelerError(
-                    f"the server at {self.url} refused the API key ({exc.status_code}): "
-                    f"check {self.api_key_env}"
-                ) from None
-            except openai.APIStatusError as exc:
-                if "logprobs" in params and _NO_LOGPROBS.search(_reason(exc)):
-                    # e.g. llama.cpp without logits_all: "logprobs is not supported" (a 500).
-                    # A bad value (too many top tokens) is not this: it stays an error.
-                    raise _NoLogprobs from None
-                if exc.status_code == 400 and _TOO_LONG.search(_reason(exc)):
-                    raise _TooLong from None  # this item's prompt: an abstention, not a failed run
-                if exc.status_code < 500 and exc.status_code not in _RETRYABLE_STATUS:
-                    raise LabelerError(
-                        f"the server at {self.url} refused the request ({exc.status_code}): {_reason(exc)}"
-                    ) from None
-                reason = f"{exc.status_code} {_reason(exc)}"
-            except openai.APIResponseValidationError as exc:
-                raise LabelerError(
-                    f"the server at {self.url} sent an unreadable answer: {_reason(exc)}"
-                ) from None
-            else:
-                return response.model_dump()
+        if self.cache_prompt:
+            body["extra_body"] = {"cache_prompt": True}
+        failed: dict[str, str] = {}  # url -> why, for this request
+        attempts = self.max_retries + len(self.urls)  # a first try on each server, then retries
+        backoffs = 0
+        for attempt in range(attempts):
+            if attempt and via.fleet.tried_all(failed):
+                # No untried server is left: wait before asking one that failed again.
+                await asyncio.sleep(self.backoff * 2**backoffs)
+                backoffs += 1
+            server = await take(via.fleet, via.changed, failed)
+            answer = await self._send(via, server, body, params)
+            if not isinstance(answer, str):
+                return answer
+            failed[server.url] = answer
+        if len(self.urls) == 1:
+            raise LabelerError(
+                f"the server at {self.url} is not answering: {failed[self.url]} (tried {attempts} times); "
+                "check that it is running, then run again to continue (answered items are cached)"
+            )
+        why = "; ".join(f"{url}: {reason}" for url, reason in failed.items())
         raise LabelerError(
-            f"the server at {self.url} is not answering: {reason} (tried {self.max_retries + 1} times); "
-            "check that it is running, then run again to continue (answered items are cached)"
+            f"no server of labeler.base_url is answering ({why}; tried {attempts} times); check that "
+            "they are running, then run again to continue (answered items are cached)"
         )
+
+    async def _send(
+        self, via: _Dispatch, server: Server, body: dict[str, Any], params: dict[str, Any]
+    ) -> dict[str, Any] | str:
+        """One try on ``server``: the response, or why the server did not answer (a retry)."""
+        import openai
+
+        client = via.clients[server.url]
+        create: Any = client.chat.completions.create if self.endpoint == "chat" else client.completions.create
+        failure: str | None = None  # set when the server did not answer: worth a retry
+        try:
+            response = await create(model=self.model, **body, **params)
+        except openai.APIConnectionError as exc:  # refused, reset, timed out
+            failure = _reason(exc)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            # The server's text may quote part of the key: it is not repeated here.
+            raise LabelerError(
+                f"the server at {server.url} refused the API key ({exc.status_code}): "
+                f"check {self.api_key_env}"
+            ) from None
+        except openai.APIStatusError as exc:
+            if "logprobs" in params and _NO_LOGPROBS.search(_reason(exc)):
+                # e.g. llama.cpp without logits_all: "logprobs is not supported" (a 500).
+                # A bad value (too many top tokens) is not this: it stays an error.
+                raise _NoLogprobs from None
+            if exc.status_code == 400 and _TOO_LONG.search(_reason(exc)):
+                raise _TooLong from None  # this item's prompt: an abstention, not a failed run
+            if exc.status_code < 500 and exc.status_code not in _RETRYABLE_STATUS:
+                raise LabelerError(
+                    f"the server at {server.url} refused the request ({exc.status_code}): {_reason(exc)}"
+                ) from None
+            failure = f"{exc.status_code} {_reason(exc)}"
+        except openai.APIResponseValidationError as exc:
+            raise LabelerError(
+                f"the server at {server.url} sent an unreadable answer: {_reason(exc)}"
+            ) from None
+        finally:
+            # Every way out frees the slot; only a missing answer counts against the server.
+            await via.release(server, failure)
+        return failure if failure is not None else dict(response.model_dump())
+
+
+@dataclass
+class _Dispatch:
+    """What one run sends through: a client per server, the fleet, and its wake-up call."""
+
+    clients: dict[str, Any]
+    fleet: Fleet
+    changed: asyncio.Condition
+
+    async def release(self, server: Server, failure: str | None) -> None:
+        if failure is None:
+            self.fleet.answered(server)
+        else:
+            self.fleet.failed(server, failure)
+        async with self.changed:
+            self.changed.notify_all()
 
 
 _TOO_LONG = re.compile(r"context|too long|maximum.*tokens|exceeds", re.I)

@@ -177,7 +177,7 @@ class Redactor:
 
 
 def _hosts(cfg: LabelerConfig) -> list[str | None]:
-    urls = getattr(cfg, "base_urls", None) or [getattr(cfg, "base_url", None)]
+    urls = getattr(cfg, "base_url", None)  # one URL, or a fleet's list of them
     return [urlparse(u).hostname if u else None for u in (urls if isinstance(urls, list) else [urls])]
 
 
