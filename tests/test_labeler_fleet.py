@@ -20,8 +20,8 @@ from tests.llm_server import MODEL_ALIAS, LlamaServer, free_port, gguf_path, llm
 from tests.test_labeler_openai import ITEMS as TICKETS
 from tests.test_labeler_openai import LABELS, CountingCache, assert_rows, labeler, one_line
 
-# Twenty tickets: the six of test_labeler_openai, numbered apart.
-ITEMS = [TextItem(f"f{k}", f"{TICKETS[k % 6].text} (ticket {k})", f"hf{k}") for k in range(20)]
+# Twelve tickets: the six of test_labeler_openai, numbered apart.
+ITEMS = [TextItem(f"f{k}", f"{TICKETS[k % 6].text} (ticket {k})", f"hf{k}") for k in range(12)]
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +48,14 @@ def test_a_server_killed_mid_run_loses_no_item_and_no_request_is_counted_twice(
     lab = labeler([first.base_url, second.base_url], cache=cache, concurrency=1, cooldown=60.0)
     done = 0
 
-    def kill_second_after_six(n: int) -> None:
+    def kill_second_after_four(n: int) -> None:
         nonlocal done
         done += n
-        if done == 6:
+        if done == 4:
             second.kill()  # SIGKILL: its request in flight is lost, and retried on the first
 
     try:
-        probs, usage = lab.predict_proba(ITEMS, progress=kill_second_after_six)
+        probs, usage = lab.predict_proba(ITEMS, progress=kill_second_after_four)
     finally:
         second.start()
     assert_rows(probs, len(ITEMS))
