@@ -315,6 +315,36 @@ def distill(project: ProjectArg = Path(".")) -> None:
 
 
 @app.command()
+def generate(
+    project: ProjectOpt = Path("."),
+    per_label: Annotated[int, typer.Option(min=1, help="Synthetic items to keep per label.")] = 10,
+    mode: Annotated[
+        str, typer.Option(help="zero-shot, few-shot (golden examples) or taxonomy.")
+    ] = "zero-shot",
+    labeler: Annotated[
+        str | None, typer.Option(help="The llama or openai labeler that writes (default: synthetic.labeler).")
+    ] = None,
+) -> None:
+    """Generate synthetic training items per label with an LLM labeler; resumable and costed.
+
+    Items too close to a real or an earlier synthetic item are dropped; kept items train the
+    embedding and fine-tuned labelers only (see `synthetic:` in docs/configuration.md)."""
+    with _open(project) as proj:
+        result = proj.generate(per_label=per_label, mode=mode, labeler=labeler, progress=rich_reporter(err))
+    kept = ", ".join(f"{label} {n}" for label, n in result.kept.items()) or "none"
+    rejected = ", ".join(f"{why} {n}" for why, n in result.rejected.items()) or "none"
+    out.print(
+        escape(f"Kept ({result.mode}): {kept}; rejected: {rejected}; {result.cached:,} answers cached.")
+    )
+    figures = ", ".join(f"{key} {value}" for key, value in result.figures.items())
+    out.print(escape(f"Figures: {figures}. Cost {result.cost:.4g}, {result.seconds:.1f} s."))
+    for label, leaves in result.taxonomy.items():
+        out.print(escape(f"Taxonomy {label}: {'; '.join(leaves)}"))
+    if result.stopped:
+        err.print(escape(f"Stopped: {result.stopped}."))
+
+
+@app.command()
 def aggregate(
     project: ProjectArg = Path("."),
     refresh: Annotated[

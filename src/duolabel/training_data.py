@@ -37,8 +37,9 @@ __all__ = [
 STOP_SET_SUFFIX = "+stop"
 
 
-def golden_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
-    """The golden items and their gold labels, checked against the minimum per label."""
+def golden_items(ctx: Context, *, minimum: bool = True) -> tuple[list[TextItem], list[str]]:
+    """The golden items and their gold labels, checked against the minimum per label (unless
+    ``minimum`` is False: whatever golden items exist, for synthetic data's cold start)."""
     with ctx.store.read() as session:
         rows = session.execute(
             select(Item.id, Item.text, Item.content_hash, Item.gold_label)
@@ -47,7 +48,7 @@ def golden_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
         ).all()
     items = [TextItem(r.id, r.text, r.content_hash) for r in rows]
     gold = [r.gold_label for r in rows]
-    need = ctx.config.calibration.min_golden_per_label
+    need = ctx.config.calibration.min_golden_per_label if minimum else 0
     counts = Counter(gold)
     short = [
         f"'{label}' has {counts.get(label, 0)}"
