@@ -366,11 +366,14 @@ def export(
     file: Annotated[Path, typer.Argument(help="Output .csv, .jsonl or .parquet file.")],
     project: ProjectOpt = Path("."),
     include_pending: Annotated[bool, typer.Option(help="Also write items without a final label.")] = False,
+    include_synthetic: Annotated[
+        bool, typer.Option(help="Also write the synthetic training items, flagged in a 'synthetic' column.")
+    ] = False,
     fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
 ) -> None:
     """Write final labels with their provenance."""
     with _open(project) as proj:
-        n = proj.export(file, fmt=fmt, include_pending=include_pending)
+        n = proj.export(file, fmt=fmt, include_pending=include_pending, include_synthetic=include_synthetic)
     out.print(f"Wrote {n:,} rows to {file}.")
 
 
@@ -390,6 +393,8 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(escape(f"Labeling: {status_now.labeling}."))
     if status_now.privacy:
         out.print(escape(f"Privacy: {status_now.privacy}."))
+    if status_now.synthetic:
+        out.print(escape(f"Synthetic: {status_now.synthetic}."))
     for alarm in status_now.alarms:
         out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
     if len(reports) > 1:

@@ -19,7 +19,7 @@ from duolabel.config import TaskConfig
 from duolabel.core.tasks import TaskType, task_type
 from duolabel.errors import DataError, Problem
 from duolabel.io import CHUNK_ROWS, detect_format
-from duolabel.store import FinalLabel, Item, Prediction, Store
+from duolabel.store import FinalLabel, Item, Prediction, Store, SyntheticItem
 
 __all__ = ["EXPORT_COLUMNS", "defuse_formula", "export_labels"]
 
@@ -55,11 +55,13 @@ def _export_rows(
     include_pending: bool,
     extra: Callable[[str | None], dict[str, Any]],
     labels: list[str],
+    include_synthetic: bool = False,
 ) -> Iterator[list[dict[str, Any]]]:
     with store.read() as session:
         query = (
-            select(Item, FinalLabel, Prediction)
+            select(Item, FinalLabel, Prediction, SyntheticItem.label.label("intended"))
             .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
+            .outerjoin(SyntheticItem, SyntheticItem.item_id == Item.id)
             .outerjoin(
                 Prediction,
                 # The prediction of the model that decided the item (a finished batch keeps
@@ -70,19 +72,25 @@ def _export_rows(
             .order_by(Item.seq)
             .execution_options(yield_per=CHUNK_ROWS)
         )
+        # Synthetic items are training data, not labelled items: only asked for, and flagged.
+        synthetic = Item.role == "synthetic"
         if not include_pending:
-            query = query.where(FinalLabel.item_id.is_not(None))
+            kept = FinalLabel.item_id.is_not(None)
+            query = query.where(kept | synthetic if include_synthetic else kept)
+        if not include_synthetic:
+            query = query.where(~synthetic)
         out: list[dict[str, Any]] = []
-        for item, final, pred in session.execute(query):
+        for item, final, pred, intended in session.execute(query):
             probs = (pred.calibrated or pred.probs) if pred is not None else None
-            label = final.label if final else None
+            label = final.label if final else intended
+            flag = {"synthetic": item.role == "synthetic"} if include_synthetic else {}
             out.append(
                 {
                     "id": item.id,
                     "text": item.text,
                     "label": label,
                     **extra(label),
-                    "source": final.source if final else "pending",
+                    "source": final.source if final else "synthetic" if intended else "pending",
                     "confidence": round(final.confidence, 6) if final else None,
                     "human_votes": final.n_votes if final else 0,
                     "annotators": ";".join(str(a) for a in final.annotators) if final else "",
@@ -90,6 +98,7 @@ def _export_rows(
                     "model_probability": round(max(probs.values()), 6) if probs else None,
                     "gold_label": item.gold_label,
                     "batch": item.batch,
+                    **flag,
                     **{
                         f"p_{name}": round(float(probs.get(name, 0.0)), 6) if probs else None
                         for name in labels
@@ -110,6 +119,7 @@ def export_labels(
     fmt: str | None = None,
     model_version: str | None = None,
     include_pending: bool = False,
+    include_synthetic: bool = False,
     task: TaskConfig | None = None,
 ) -> int:
     """Write final labels with their provenance; returns the number of rows written.
@@ -117,7 +127,9 @@ def export_labels(
     With ``task``, the task type's export columns follow ``label`` (``rank`` for ordinal),
     and the model's calibrated distribution ends each row, one column ``p_<label>`` per
     label. The file is written next to its destination and moved into place at the end, so
-    a crash never leaves a half-written export behind. CSV cells that a spreadsheet would
+    a crash never leaves a half-written export behind. ``include_synthetic`` adds the
+    synthetic training items (source ``synthetic``, their intended label) and a column
+    ``synthetic`` that flags them. CSV cells that a spreadsheet would
     run as a formula are defused (:func:`defuse_formula`); JSONL and Parquet are exact.
     """
     path = Path(path)
@@ -138,8 +150,9 @@ def export_labels(
     sample = extra(labels[0]) if labels else {}
     at = EXPORT_COLUMNS.index("label") + 1
     distribution = [f"p_{name}" for name in labels]
-    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *distribution]
-    chunks = _export_rows(store, model_version, include_pending, extra, labels)
+    flagged = ["synthetic"] if include_synthetic else []
+    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *flagged, *distribution]
+    chunks = _export_rows(store, model_version, include_pending, extra, labels, include_synthetic)
     if kind == "csv":
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
@@ -170,6 +183,7 @@ def export_labels(
                 ("model_probability", pa.float64()),
                 ("gold_label", pa.string()),
                 ("batch", pa.string()),
+                *((name, pa.bool_()) for name in flagged),
                 *((name, pa.float64()) for name in distribution),
             ]
         )

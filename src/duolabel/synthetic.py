@@ -68,6 +68,7 @@ __all__ = [
     "diversity_figures",
     "generate_synthetic",
     "generation_prompt",
+    "synthetic_status",
     "synthetic_summary",
 ]
 
@@ -534,20 +535,50 @@ def _agreement(ctx: Context, new: list[tuple[TextItem, str]]) -> dict[str, Any]:
 
 
 def synthetic_summary(ctx: Context) -> dict[str, Any] | None:
-    """The synthetic items kept per label, mode and taxonomy leaf, and the latest finished
-    ``generate`` run's figures and taxonomy; None when the project has none."""
+    """The synthetic items kept per label, mode and taxonomy leaf, the latest finished
+    ``generate`` run's figures and the latest taxonomy used; None when there are none."""
     stored = _stored(ctx)
     if not stored:
         return None
     with ctx.store.read() as session:
-        run = session.scalars(
-            select(Run).where(Run.kind == "generate", Run.status == "done").order_by(Run.id.desc()).limit(1)
-        ).first()
+        runs = list(
+            session.scalars(
+                select(Run).where(Run.kind == "generate", Run.status == "done").order_by(Run.id.desc())
+            )
+        )
+    run = runs[0] if runs else None
+    with_taxonomy = next((r for r in runs if r.config.get("taxonomy")), None)
     counts = Counter((r.label, r.mode, r.leaf or "") for r in stored)
     return {
         "items": len(stored),
         "by_label": dict(Counter(r.label for r in stored)),
         "leaves": [{"label": a, "mode": b, "leaf": c, "items": n} for (a, b, c), n in sorted(counts.items())],
         "figures": run.config.get("figures", {}) if run else {},
-        "taxonomy": run.config.get("taxonomy", {}) if run else {},
+        "taxonomy": with_taxonomy.config["taxonomy"] if with_taxonomy else {},
     }
+
+
+def synthetic_status(ctx: Context) -> str:
+    """One line for ``duolabel status``: the synthetic items kept per label, the latest run's
+    checks and its taxonomy with the items kept per leaf; empty when there are none.
+
+    Examples
+    --------
+    >>> import duolabel, tempfile
+    >>> synthetic_status(duolabel.init_project(tempfile.mkdtemp()))
+    ''
+    """
+    summary = synthetic_summary(ctx)
+    if summary is None:
+        return ""
+    labels = ", ".join(f"{label} {n}" for label, n in summary["by_label"].items())
+    text = f"{summary['items']} synthetic training items ({labels}), never golden, routed or calibrated"
+    if summary["figures"]:
+        text += "; latest run: " + ", ".join(f"{k} {v}" for k, v in summary["figures"].items())
+    per_leaf = {(r["label"], r["leaf"]): r["items"] for r in summary["leaves"] if r["mode"] == "taxonomy"}
+    if summary["taxonomy"]:
+        text += "; taxonomy: " + "; ".join(
+            f"{label}: " + ", ".join(f"{leaf} ({per_leaf.get((label, leaf), 0)})" for leaf in leaves)
+            for label, leaves in summary["taxonomy"].items()
+        )
+    return text
