@@ -216,3 +216,37 @@ def test_generate_without_an_llm_labeler_is_one_clear_error(tmp_path):
     )
     with Project.open(folder) as project, pytest.raises(ProjectError, match="llama or openai labeler"):
         project.generate(per_label=1)
+
+
+@pytest.mark.slow
+def test_the_cli_generates_through_the_openai_server_and_status_shows_the_items(tmp_path, llm_server):
+    import subprocess
+    import sys
+
+    from tests.llm_server import MODEL_ALIAS
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    config = {
+        "task": {"labels": [{"name": "book"}, {"name": "not_book"}], "instructions": "Amazon reviews."},
+        "labeler": [{"backend": "openai", "model": MODEL_ALIAS, "base_url": llm_server.base_url}],
+        "synthetic": {"max_tokens": 12, "taxonomy": {"book": ["poetry"], "not_book": ["socks"]}},
+        "costs": {"llm_input_per_million": 1.0, "llm_output_per_million": 2.0},
+    }
+    (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", "from duolabel.cli import main; main()", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    made = cli("generate", "-p", str(folder), "--per-label", "1", "--mode", "taxonomy")
+    assert made.returncode == 0, made.stderr
+    assert "Taxonomy book: poetry" in made.stdout and "distinct_1" in made.stdout
+    with Project.open(folder) as project, project.store.read() as session:
+        run = session.scalars(select(Run).where(Run.kind == "generate")).one()
+        assert run.cost > 0 and run.usage["input_tokens"] > 0  # priced from the server's usage
+        leaves = set(session.execute(select(SyntheticItem.label, SyntheticItem.leaf)).all())
+    assert leaves <= {("book", "poetry"), ("not_book", "socks")} and leaves
+    shown = cli("status", str(folder))
+    assert shown.returncode == 0, shown.stderr
+    assert "synthetic training items" in shown.stdout and "poetry (" in shown.stdout

@@ -63,13 +63,14 @@ SYNTHETIC = {
 }  # fmt: skip
 
 
-def _project(tmp_path, golden_per_label: int, **synthetic) -> Project:
+def _project(tmp_path, golden_per_label: int, labeler: list | None = None, **synthetic) -> Project:
     folder = tmp_path / "proj"
     folder.mkdir()
     config = {
         "task": {"labels": [{"name": "book"}, {"name": "not_book"}]},
         "routing": {"threshold": 0.6},
         "synthetic": synthetic,
+        **({"labeler": labeler} if labeler else {}),
     }
     (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     project = Project.open(folder)
@@ -179,3 +180,30 @@ def test_share_caps_the_synthetic_items_and_zero_turns_them_off(tmp_path):
         with project.store.read() as session:
             run = session.scalars(select(Run).where(Run.kind == "label")).one()
         assert "synthetic" not in run.config
+
+
+def test_an_ensemble_imported_predictions_and_the_dashboard_leave_synthetic_items_out(tmp_path):
+    from duolabel.web.dashboard import batches_table
+
+    labelers = [{"name": "wide"}, {"name": "tight", "regularization": 0.05}]
+    with _project(tmp_path, golden_per_label=3, labeler=labelers) as project:
+        synthetic = _synthetic_ids(project)
+        project.label()
+        assert [r.labeler for r in project.calibrate()] == ["wide", "tight", "ensemble"]
+        assert "synthetic" not in set(batches_table(project)["batch"])
+        with project.store.read() as session:
+            assert not synthetic & set(session.scalars(select(Prediction.item_id)))
+    cfg = yaml.safe_load((tmp_path / "proj" / "duolabel.yaml").read_text())
+    cfg["labeler"] = [*labelers, {"backend": "external", "name": "outside"}]
+    (tmp_path / "proj" / "duolabel.yaml").write_text(yaml.safe_dump(cfg))
+    with Project.open(tmp_path / "proj") as project:
+        frame = pd.DataFrame(
+            [{"id": i, "p_book": 0.5, "p_not_book": 0.5} for i in sorted(synthetic)]
+            + [{"id": "r-b0", "p_book": 0.9, "p_not_book": 0.1}]
+        )
+        project.import_predictions(frame, labeler="outside")
+        with project.store.read() as session:
+            imported = set(
+                session.scalars(select(Prediction.item_id).where(Prediction.labeler.like("%outside")))
+            )
+        assert imported == {"r-b0"}
