@@ -147,6 +147,10 @@ def test_synthetic_items_never_reach_gold_control_prediction_routing_audit_or_a_
         assert all(r["synthetic"] == "False" for i, r in rows.items() if i not in synthetic)
         status = project.status()
         assert status.items == 16 and "12 synthetic training items" in status.synthetic
+        from duolabel.report import write_report
+
+        html = write_report(project, tmp_path / "report.html").read_text(encoding="utf-8")
+        assert "Synthetic training items" in html and "<p>12 items generated" in html
 
 
 def test_cold_start_trains_on_synthetic_items_with_one_golden_item_per_label(tmp_path):
