@@ -76,6 +76,7 @@ Mode = Literal["zero-shot", "few-shot", "taxonomy"]
 MODES: tuple[str, ...] = ("zero-shot", "few-shot", "taxonomy")
 MAX_TRIES = 4  # attempts per wanted item before a label is given up on (near-duplicates, empties)
 MIN_CHARS = 8  # shorter continuations are no items
+SEED_STRIDE = 1_000_003  # attempt k of synthetic.seed s samples with seed s * SEED_STRIDE + k
 
 
 @dataclass
@@ -91,6 +92,7 @@ class GenerateResult:
     taxonomy: dict[str, list[str]] = field(default_factory=dict)
     cost: float = 0.0
     seconds: float = 0.0
+    generation_seconds: float = 0.0  # of which the model spent writing (uncached answers)
     cached: int = 0
     stopped: str | None = None
 
@@ -273,7 +275,7 @@ def _taxonomy(
                     description=descriptions[label],
                     leaves=leaves,
                 )
-                answer = gen.ask(prompt, seed=attempt, max_tokens=16)
+                answer = gen.ask(prompt, seed=settings.seed * SEED_STRIDE + attempt, max_tokens=16)
                 if answer is None:
                     break
                 leaf = answer.text.strip(" .-*\"'").strip()[:200]
@@ -396,8 +398,9 @@ def generate_synthetic(
                 while have < per_label and attempt < per_label * MAX_TRIES and not result.stopped:
                     leaf = leaves[attempt % len(leaves)] if mode == "taxonomy" else None
                     shots = golden[label]
+                    seed = settings.seed * SEED_STRIDE + attempt
                     if shots:
-                        rng = np.random.default_rng(attempt)
+                        rng = np.random.default_rng(seed)
                         picked = rng.choice(
                             len(shots), size=min(settings.examples, len(shots)), replace=False
                         )
@@ -409,7 +412,7 @@ def generate_synthetic(
                         leaf=leaf,
                         examples=shots,
                     )
-                    answer = gen.ask(prompt, seed=attempt, max_tokens=settings.max_tokens)
+                    answer = gen.ask(prompt, seed=seed, max_tokens=settings.max_tokens)
                     attempt += 1
                     if answer is None:
                         result.stopped = gen.over_budget()
@@ -456,6 +459,7 @@ def generate_synthetic(
         result.figures.update(agreement)
         result.cost, result.cached = gen.cost, gen.cached
         result.seconds = time.perf_counter() - started
+        result.generation_seconds = float(gen.usage["seconds"])
         record = {
             **config,
             "kept": result.kept,

@@ -363,6 +363,7 @@ class SyntheticConfig(_Strict):
     max_tokens: int = Field(48, ge=4, le=1024, description="Most tokens of one generated item.")
     temperature: float = Field(0.9, ge=0.0, le=2.0, description="Sampling temperature of generation.")
     examples: int = Field(3, ge=1, le=20, description="Few-shot mode: golden items shown per prompt.")
+    seed: int = Field(0, ge=0, description="Seed of the sampling; another seed gives other items.")
     near_duplicate: Fraction = Field(
         0.92,
         description="Cosine similarity (the project's encoder) above which a generated item is "
