@@ -445,6 +445,36 @@ def distill(project: ProjectArg = Path(".")) -> None:
 
 
 @app.command()
+def generate(
+    project: ProjectOpt = Path("."),
+    per_label: Annotated[int, typer.Option(min=1, help="Synthetic items to keep per label.")] = 10,
+    mode: Annotated[
+        str, typer.Option(help="zero-shot, few-shot (golden examples) or taxonomy.")
+    ] = "zero-shot",
+    labeler: Annotated[
+        str | None, typer.Option(help="The llama or openai labeler that writes (default: synthetic.labeler).")
+    ] = None,
+) -> None:
+    """Generate synthetic training items per label with an LLM labeler; resumable and costed.
+
+    Items too close to a real or an earlier synthetic item are dropped; kept items train the
+    embedding and fine-tuned labelers only (see `synthetic:` in docs/configuration.md)."""
+    with _open(project) as proj:
+        result = proj.generate(per_label=per_label, mode=mode, labeler=labeler, progress=rich_reporter(err))
+    kept = ", ".join(f"{label} {n}" for label, n in result.kept.items()) or "none"
+    rejected = ", ".join(f"{why} {n}" for why, n in result.rejected.items()) or "none"
+    out.print(
+        escape(f"Kept ({result.mode}): {kept}; rejected: {rejected}; {result.cached:,} answers cached.")
+    )
+    figures = ", ".join(f"{key} {value}" for key, value in result.figures.items())
+    out.print(escape(f"Figures: {figures}. Cost {result.cost:.4g}, {result.seconds:.1f} s."))
+    for label, leaves in result.taxonomy.items():
+        out.print(escape(f"Taxonomy {label}: {'; '.join(leaves)}"))
+    if result.stopped:
+        err.print(escape(f"Stopped: {result.stopped}."))
+
+
+@app.command()
 def aggregate(
     project: ProjectArg = Path("."),
     refresh: Annotated[
@@ -471,11 +501,14 @@ def export(
     ],
     project: ProjectOpt = Path("."),
     include_pending: Annotated[bool, typer.Option(help="Also write items without a final label.")] = False,
+    include_synthetic: Annotated[
+        bool, typer.Option(help="Also write the synthetic training items, flagged in a 'synthetic' column.")
+    ] = False,
     fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
 ) -> None:
     """Write final labels with their provenance."""
     with _open(project) as proj:
-        n = proj.export(file, fmt=fmt, include_pending=include_pending)
+        n = proj.export(file, fmt=fmt, include_pending=include_pending, include_synthetic=include_synthetic)
     out.print(f"Wrote {n:,} rows to {file}.")
 
 
@@ -496,6 +529,8 @@ def status(project: ProjectArg = Path(".")) -> None:
         out.print(escape(f"Labeling: {status_now.labeling}."))
     if status_now.privacy:
         out.print(escape(f"Privacy: {status_now.privacy}."))
+    if status_now.synthetic:
+        out.print(escape(f"Synthetic: {status_now.synthetic}."))
     for alarm in status_now.alarms:
         out.print(f"[bold red]alarm:[/] {escape(alarm.message)}")
     _warn(warnings)

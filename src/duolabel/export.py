@@ -19,7 +19,7 @@ from duolabel.config import TaskConfig
 from duolabel.core.tasks import TaskType, task_type
 from duolabel.errors import DataError, Problem
 from duolabel.io import CHUNK_ROWS, detect_format
-from duolabel.store import FinalLabel, Item, Prediction, Store
+from duolabel.store import FinalLabel, Item, Prediction, Store, SyntheticItem
 
 __all__ = ["EXPORT_COLUMNS", "defuse_formula", "export_labels", "final_query", "final_rows"]
 
@@ -49,13 +49,18 @@ EXPORT_COLUMNS = [
 ]
 
 
-def final_query(model_version: str | None, include_pending: bool) -> Select[Item, FinalLabel, Prediction]:
+def final_query(
+    model_version: str | None, include_pending: bool, include_synthetic: bool = False
+) -> Select[Item, FinalLabel, Prediction, str]:
     """Every item (only finalized ones unless ``include_pending``) in import order, with its
-    final label and the prediction of the model that decided it (a finished batch keeps the
-    model of its time), else the current model's (``model_version``); None where missing."""
+    final label, the prediction of the model that decided it (a finished batch keeps the
+    model of its time), else the current model's (``model_version``), and a synthetic item's
+    intended label; None where missing. Synthetic items are training data, not labelled
+    items: they come only with ``include_synthetic``."""
     query = (
-        select(Item, FinalLabel, Prediction)
+        select(Item, FinalLabel, Prediction, SyntheticItem.label.label("intended"))
         .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
+        .outerjoin(SyntheticItem, SyntheticItem.item_id == Item.id)
         .outerjoin(
             Prediction,
             (Prediction.item_id == Item.id)
@@ -64,7 +69,11 @@ def final_query(model_version: str | None, include_pending: bool) -> Select[Item
         .order_by(Item.seq)
         .execution_options(yield_per=CHUNK_ROWS)
     )
-    return query if include_pending else query.where(FinalLabel.item_id.is_not(None))
+    synthetic = Item.role == "synthetic"
+    if not include_pending:
+        kept = FinalLabel.item_id.is_not(None)
+        query = query.where(kept | synthetic if include_synthetic else kept)
+    return query if include_synthetic else query.where(~synthetic)
 
 
 def _export_rows(
@@ -73,20 +82,22 @@ def _export_rows(
     include_pending: bool,
     extra: Callable[[str | None], dict[str, Any]],
     labels: list[str],
+    include_synthetic: bool = False,
 ) -> Iterator[list[dict[str, Any]]]:
     with store.read() as session:
-        query = final_query(model_version, include_pending)
+        query = final_query(model_version, include_pending, include_synthetic)
         out: list[dict[str, Any]] = []
-        for item, final, pred in session.execute(query):
+        for item, final, pred, intended in session.execute(query):
             probs = (pred.calibrated or pred.probs) if pred is not None else None
-            label = final.label if final else None
+            label = final.label if final else intended
+            flag = {"synthetic": item.role == "synthetic"} if include_synthetic else {}
             out.append(
                 {
                     "id": item.id,
                     "text": item.text,
                     "label": label,
                     **extra(label),
-                    "source": final.source if final else "pending",
+                    "source": final.source if final else "synthetic" if intended else "pending",
                     "confidence": round(final.confidence, 6) if final else None,
                     "human_votes": final.n_votes if final else 0,
                     "annotators": ";".join(str(a) for a in final.annotators) if final else "",
@@ -94,6 +105,7 @@ def _export_rows(
                     "model_probability": round(max(probs.values()), 6) if probs else None,
                     "gold_label": item.gold_label,
                     "batch": item.batch,
+                    **flag,
                     **{
                         f"p_{name}": round(float(probs.get(name, 0.0)), 6) if probs else None
                         for name in labels
@@ -108,7 +120,12 @@ def _export_rows(
 
 
 def final_rows(
-    store: Store, task: TaskConfig | None, *, model_version: str | None = None, include_pending: bool = False
+    store: Store,
+    task: TaskConfig | None,
+    *,
+    model_version: str | None = None,
+    include_pending: bool = False,
+    include_synthetic: bool = False,
 ) -> tuple[list[str], Iterator[list[dict[str, Any]]]]:
     """The columns of an export and its rows in chunks (dicts with those keys): see
     :func:`export_labels`; the shape every export format and ``Project.to_pandas("final")`` share."""
@@ -122,8 +139,9 @@ def final_rows(
     sample = extra(labels[0]) if labels else {}
     at = EXPORT_COLUMNS.index("label") + 1
     distribution = [f"p_{name}" for name in labels]
-    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *distribution]
-    return columns, _export_rows(store, model_version, include_pending, extra, labels)
+    flagged = ["synthetic"] if include_synthetic else []
+    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *flagged, *distribution]
+    return columns, _export_rows(store, model_version, include_pending, extra, labels, include_synthetic)
 
 
 def export_labels(
@@ -133,6 +151,7 @@ def export_labels(
     fmt: str | None = None,
     model_version: str | None = None,
     include_pending: bool = False,
+    include_synthetic: bool = False,
     task: TaskConfig | None = None,
 ) -> int:
     """Write final labels with their provenance; returns the number of rows written.
@@ -140,7 +159,9 @@ def export_labels(
     With ``task``, the task type's export columns follow ``label`` (``rank`` for ordinal),
     and the model's calibrated distribution ends each row, one column ``p_<label>`` per
     label. The file is written next to its destination and moved into place at the end, so
-    a crash never leaves a half-written export behind. CSV cells that a spreadsheet would
+    a crash never leaves a half-written export behind. ``include_synthetic`` adds the
+    synthetic training items (source ``synthetic``, their intended label) and a column
+    ``synthetic`` that flags them. CSV cells that a spreadsheet would
     run as a formula are defused (:func:`defuse_formula`); JSONL and Parquet are exact.
     """
     path = Path(path)
@@ -152,10 +173,17 @@ def export_labels(
     tmp = path.with_name(path.name + ".part")
     count = 0
     labels = task.label_names if task is not None else []
-    columns, chunks = final_rows(store, task, model_version=model_version, include_pending=include_pending)
+    columns, chunks = final_rows(
+        store,
+        task,
+        model_version=model_version,
+        include_pending=include_pending,
+        include_synthetic=include_synthetic,
+    )
     # The task type's columns, for their Parquet types.
     sample = task_type(task.type).export_columns(labels[0], labels) if task is not None and labels else {}
     distribution = [f"p_{name}" for name in labels]
+    flagged = ["synthetic"] if include_synthetic else []
     if kind == "csv":
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
@@ -186,6 +214,7 @@ def export_labels(
                 ("model_probability", pa.float64()),
                 ("gold_label", pa.string()),
                 ("batch", pa.string()),
+                *((name, pa.bool_()) for name in flagged),
                 *((name, pa.float64()) for name in distribution),
             ]
         )

@@ -37,6 +37,7 @@ from duolabel.stages.label import LabelResult, label_project
 from duolabel.stages.learn import order_queue, record_learning, stop_set
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Redaction, Route, Run
+from duolabel.synthetic import synthetic_status
 from duolabel.training_data import teacher_version
 
 __all__ = [
@@ -77,6 +78,7 @@ class Status:
     routing: str = ""  # the operating point of the latest routing run, in words
     labeling: str = ""  # with distillation: which model labels and why
     privacy: str = ""  # what privacy.redact replaced before text left the machine
+    synthetic: str = ""  # the synthetic training items, their checks and taxonomy, in words
     alarms: list[Alarm] = field(default_factory=list)
 
     @property
@@ -90,7 +92,8 @@ def project_status(ctx: Context) -> Status:
     version = current_model_version(ctx)
     with ctx.store.read() as session:
         count = lambda q: session.scalar(q) or 0  # noqa: E731
-        items = count(select(func.count()).select_from(Item))
+        # Synthetic items are training data, not items to label (duolabel.synthetic).
+        items = count(select(func.count()).select_from(Item).where(Item.role != "synthetic"))
         golden = count(select(func.count()).select_from(Item).where(Item.role == "golden"))
         by_version = (
             select(func.count()).select_from(Prediction).where(Prediction.model_version == (version or ""))
@@ -170,6 +173,7 @@ def project_status(ctx: Context) -> Status:
             if redacted
             else ""
         ),
+        synthetic=synthetic_status(ctx),
         alarms=alarms(ctx),
     )
 

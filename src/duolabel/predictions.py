@@ -392,7 +392,8 @@ def import_prediction_rows(
                 )
             )
         )
-    fresh = [p for p in parsed if p.item not in stored and roles[p.item] != "control"]
+    # Synthetic items are training data only: a prediction for one is skipped like a control's.
+    fresh = [p for p in parsed if p.item not in stored and roles[p.item] not in ("control", "synthetic")]
     if not fresh and labeler_versions(ctx).get(name) == version:
         result.unchanged = True
         return result

@@ -171,6 +171,13 @@ class Project(Context):
 
         return distill(self, **options)
 
+    def generate(self, *, per_label: int, **options: Any) -> Any:
+        """Generate synthetic training items (``mode``, ``labeler``, ``progress``):
+        :func:`duolabel.synthetic.generate_synthetic`."""
+        from duolabel.synthetic import generate_synthetic
+
+        return generate_synthetic(self, per_label=per_label, **options)
+
     def status(self) -> Any:
         from duolabel.pipeline import project_status
 

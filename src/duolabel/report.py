@@ -175,6 +175,7 @@ def write_report(project: Project, path: Path) -> Path:
     from datetime import UTC, datetime
 
     from duolabel.stages.audit import audit_estimates
+    from duolabel.synthetic import synthetic_summary
 
     audits = [
         (e.source, e.audited, e.agreed, f"{e.accuracy:.1%}", f"{e.low:.1%} – {e.high:.1%}")
@@ -219,6 +220,7 @@ def write_report(project: Project, path: Path) -> Path:
             learning_curve=learning_rows,
             learning_verdict=learning.describe() if learning else "",
             learning_model=learning.model if learning else "",
+            synthetic=synthetic_summary(project),
         )
     )
     path.parent.mkdir(parents=True, exist_ok=True)

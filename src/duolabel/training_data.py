@@ -19,7 +19,7 @@ from duolabel.core.multilabel import answer_sets
 from duolabel.core.tasks import task_type
 from duolabel.errors import LabelerError
 from duolabel.labelers.base import TextItem
-from duolabel.store import FinalLabel, Item, Prediction, Run
+from duolabel.store import FinalLabel, Item, Prediction, Run, SyntheticItem
 
 __all__ = [
     "fit_options",
@@ -29,6 +29,7 @@ __all__ = [
     "is_student",
     "learned_from",
     "student_items",
+    "synthetic_training_items",
     "teacher_version",
 ]
 
@@ -39,8 +40,9 @@ __all__ = [
 STOP_SET_SUFFIX = "+stop"
 
 
-def golden_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
-    """The golden items and their gold labels, checked against the minimum per label."""
+def golden_items(ctx: Context, *, minimum: bool = True) -> tuple[list[TextItem], list[str]]:
+    """The golden items and their gold labels, checked against the minimum per label (unless
+    ``minimum`` is False: whatever golden items exist, for synthetic data's cold start)."""
     with ctx.store.read() as session:
         rows = session.execute(
             select(Item.id, Item.text, Item.content_hash, Item.gold_label)
@@ -49,7 +51,7 @@ def golden_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
         ).all()
     items = [TextItem(r.id, r.text, r.content_hash) for r in rows]
     gold = [r.gold_label for r in rows]
-    need = ctx.config.calibration.min_golden_per_label
+    need = ctx.config.calibration.min_golden_per_label if minimum else 0
     # A list answer (multi_label) counts once for each label in it.
     if task_type(ctx.config.task.type).list_valued:
         counts = Counter(label for answer in answer_sets(gold) for label in answer)
@@ -78,6 +80,40 @@ def human_labelled_items(ctx: Context) -> tuple[list[TextItem], list[str]]:
             .where(Item.role == "regular", FinalLabel.source.in_(["humans", "fused", "expert"]))
             .order_by(Item.seq)
         ).all()
+    return [TextItem(r.id, r.text, r.content_hash) for r in rows], [r.label for r in rows]
+
+
+def synthetic_training_items(ctx: Context, real: int) -> tuple[list[TextItem], list[str]]:
+    """The synthetic items a trainable labeler learns from besides ``real`` real ones, with
+    their intended labels: all of them, or, with ``synthetic.share``, at most that share of
+    the training items (taken label by label in turn, oldest first, so the labels stay
+    balanced). Training data only: they are never predicted, calibrated or routed.
+
+    Examples
+    --------
+    >>> import duolabel, tempfile
+    >>> synthetic_training_items(duolabel.init_project(tempfile.mkdtemp()), 10)
+    ([], [])
+    """
+    share = ctx.config.synthetic.share
+    with ctx.store.read() as session:
+        rows = session.execute(
+            select(Item.id, Item.text, Item.content_hash, SyntheticItem.label)
+            .join(SyntheticItem, SyntheticItem.item_id == Item.id)
+            .where(Item.role == "synthetic")
+            .order_by(Item.seq)
+        ).all()
+    if share is not None and share < 1.0:
+        # share = s / (s + real)  =>  s = share * real / (1 - share)
+        limit = int(share * real / (1.0 - share))
+        queues = {label: [r for r in rows if r.label == label] for label in ctx.config.task.label_names}
+        taken: list[Any] = []
+        while len(taken) < limit and any(queues.values()):
+            for queue in queues.values():
+                if queue and len(taken) < limit:
+                    taken.append(queue.pop(0))
+        order = {r.id: i for i, r in enumerate(rows)}
+        rows = sorted(taken, key=lambda r: order[r.id])
     return [TextItem(r.id, r.text, r.content_hash) for r in rows], [r.label for r in rows]
 
 

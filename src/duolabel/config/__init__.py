@@ -40,6 +40,7 @@ from duolabel.config.sections import (
     PrivacyConfig,
     QualityConfig,
     RoutingConfig,
+    SyntheticConfig,
     TaskConfig,
     WebConfig,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "QualityConfig",
     "RoutingConfig",
     "SetFitLabelerConfig",
+    "SyntheticConfig",
     "TaskConfig",
     "WebConfig",
     "labeler_settings",

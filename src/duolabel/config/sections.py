@@ -355,3 +355,39 @@ class DistillConfig(_Strict):
     @classmethod
     def _student_entry(cls, value: Any) -> Any:
         return {"backend": "embedding", "name": "distilled", **value} if isinstance(value, dict) else value
+
+
+class SyntheticConfig(_Strict):
+    labeler: str | None = Field(
+        None,
+        description="The llama or openai labeler entry (its name) that generates; the first of "
+        "them when empty.",
+    )
+    taxonomy: dict[str, list[str]] = Field(
+        {},
+        description="Taxonomy mode: per label, the subtopics, styles or personas items are "
+        "generated for; labels left out are read from taxonomy_file, or asked of the LLM.",
+    )
+    taxonomy_file: str = Field(
+        "synthetic_taxonomy.yaml",
+        description="Where generated taxonomies are written for you to edit, and read from next time.",
+    )
+    leaves_per_label: int = Field(4, ge=1, le=50, description="Leaves the LLM is asked for per label.")
+    max_tokens: int = Field(48, ge=4, le=1024, description="Most tokens of one generated item.")
+    temperature: float = Field(0.9, ge=0.0, le=2.0, description="Sampling temperature of generation.")
+    examples: int = Field(3, ge=1, le=20, description="Few-shot mode: golden items shown per prompt.")
+    seed: int = Field(0, ge=0, description="Seed of the sampling; another seed gives other items.")
+    near_duplicate: Fraction = Field(
+        0.92,
+        description="Cosine similarity (the project's encoder) above which a generated item is "
+        "dropped as a near-duplicate of a real or an earlier generated item.",
+    )
+    budget: float | None = Field(
+        None, ge=0, description="Most one generate run may spend; it stops there (run again to continue)."
+    )
+    share: Fraction | None = Field(
+        None,
+        description="Trainable labelers: the most synthetic items may make up of the training "
+        "items (0: none are used); empty: all kept synthetic items.",
+    )
+    weight: float = Field(1.0, gt=0, description="Sample weight of a synthetic training item (real: 1).")

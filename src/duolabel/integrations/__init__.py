@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from duolabel.context import Context
-from duolabel.errors import ProjectError
+from duolabel.errors import DataError, Problem, ProjectError
 
 __all__ = ["FORMATS", "export_to", "import_items", "integration"]
 
@@ -73,6 +73,13 @@ def export_to(ctx: Context, path: str | Path, *, fmt: str | None = None, **optio
     kind = (
         fmt if fmt in FORMATS else ("label-studio" if fmt is None and Path(path).suffix == ".json" else None)
     )
+    include_synthetic = options.pop("include_synthetic", False)
+    if kind is not None and include_synthetic:
+        # Synthetic items are training data, flagged in a column only the flat formats have.
+        raise DataError(
+            [Problem(str(path), None, None, f"--include-synthetic writes CSV, JSONL or Parquet, not {kind}")],
+            outcome="Nothing was exported.",
+        )
     if kind == "label-studio":
         from duolabel.integrations.label_studio import export_tasks
 
@@ -84,4 +91,4 @@ def export_to(ctx: Context, path: str | Path, *, fmt: str | None = None, **optio
         return export_dataset(ctx.store, path, **options)
     from duolabel.export import export_labels
 
-    return export_labels(ctx.store, path, fmt=fmt, **options)
+    return export_labels(ctx.store, path, fmt=fmt, include_synthetic=include_synthetic, **options)

@@ -550,7 +550,7 @@ def export_tasks(
     count = 0
     with store.read() as session, tmp.open("w", encoding="utf-8") as handle:
         handle.write("[")
-        for item, final, pred in session.execute(final_query(model_version, include_pending)):
+        for item, final, pred, _intended in session.execute(final_query(model_version, include_pending)):
             entry: dict[str, Any] = {
                 "data": {task.id_field: item.id, task.text_fields[0]: item.text, **blank, **item.fields},
                 "meta": {"duolabel": {"batch": item.batch, "role": item.role, "gold_label": item.gold_label}},

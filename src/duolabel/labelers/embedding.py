@@ -368,11 +368,14 @@ class EmbeddingLabeler:
         ).fit(X, y)
         return float(np.ravel(search.C_)[0])
 
-    def _fit_head(self, X: np.ndarray, y: np.ndarray, C: float, pool: np.ndarray) -> tuple[Any, int]:
-        """A head fitted on ``(X, y)`` plus, when self-training, pseudo-labels from ``pool``
-        voted by ``(X, y)`` alone; and how many pseudo-labels it took."""
+    def _fit_head(
+        self, X: np.ndarray, y: np.ndarray, C: float, pool: np.ndarray, weight: np.ndarray | None = None
+    ) -> tuple[Any, int]:
+        """A head fitted on ``(X, y)`` (each row of sample weight ``weight``, 1 when None)
+        plus, when self-training, pseudo-labels from ``pool`` voted by ``(X, y)`` alone; and
+        how many pseudo-labels it took."""
         if not self.self_training or len(pool) == 0:
-            return self._head(C).fit(X, y), 0
+            return self._head(C).fit(X, y, sample_weight=weight), 0
         rows, pseudo = knn_pseudo_labels(
             X,
             y,
@@ -381,7 +384,8 @@ class EmbeddingLabeler:
             threshold=self.self_training_threshold,
             limit=int(self.self_training_max * len(X)),
         )
-        weights = np.concatenate([np.ones(len(X)), np.full(len(rows), self.self_training_weight)])
+        given = np.ones(len(X)) if weight is None else weight
+        weights = np.concatenate([given, np.full(len(rows), self.self_training_weight)])
         head = self._head(C).fit(
             np.vstack([X, pool[rows]]), np.concatenate([y, pseudo]), sample_weight=weights
         )
@@ -393,6 +397,7 @@ class EmbeddingLabeler:
         labels: Sequence[str],
         *,
         unlabeled: Sequence[TextItem] = (),
+        sample_weight: Sequence[float] | None = None,
         progress: Progress | None = None,
     ) -> EmbeddingLabeler:
         """Train the head on labelled items and compute their out-of-fold probabilities.
@@ -402,7 +407,9 @@ class EmbeddingLabeler:
         probabilities stay honest: in each fold the pseudo-labels are voted by that fold's
         training part only. The chosen C is chosen once on all training labels and reused
         in the folds (one scalar, chosen by log loss; nesting the search in every fold
-        would cost ``cv_folds`` times as much for a negligible optimism).
+        would cost ``cv_folds`` times as much for a negligible optimism). ``sample_weight``
+        weighs the training items in the head's loss (synthetic items' ``synthetic.weight``);
+        C is chosen unweighted.
         """
         from sklearn.model_selection import StratifiedKFold
 
@@ -427,12 +434,15 @@ class EmbeddingLabeler:
         started = time.perf_counter()
         folds = min(self.cv_folds, min(counts.values()))
         C = self._choose_C(X, y, folds)
-        self.head_, n_pseudo = self._fit_head(X, y, C, pool)
+        weight = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        self.head_, n_pseudo = self._fit_head(X, y, C, pool, weight)
         if folds >= 2:
             splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
             oof = np.zeros((len(y), len(self.labels)))
             for train, test in splitter.split(X, y):
-                head, _ = self._fit_head(X[train], y[train], C, pool)
+                head, _ = self._fit_head(
+                    X[train], y[train], C, pool, None if weight is None else weight[train]
+                )
                 oof[test] = self._full_columns(head.predict_proba(X[test]), head.classes_)
         else:  # a single example of some label: no honest out-of-fold estimate exists
             oof = self._full_columns(self.head_.predict_proba(X), self.head_.classes_)
@@ -441,7 +451,7 @@ class EmbeddingLabeler:
         self.fit_info_ = {"C": C, "pseudo_labels": n_pseudo, "folds": folds}
         usage.seconds += time.perf_counter() - started
         self.fit_usage_ = usage
-        self.version_ = self._version(items, labels, pool_items)
+        self.version_ = self._version(items, labels, pool_items, weight)
         return self
 
     def _fit_one_vs_rest(
@@ -488,7 +498,11 @@ class EmbeddingLabeler:
         return self
 
     def _version(
-        self, items: Sequence[TextItem], labels: Sequence[str], pool: Sequence[TextItem] = ()
+        self,
+        items: Sequence[TextItem],
+        labels: Sequence[str],
+        pool: Sequence[TextItem] = (),
+        weight: np.ndarray | None = None,
     ) -> str:
         digest = hashlib.sha256()
         digest.update(
@@ -511,6 +525,12 @@ class EmbeddingLabeler:
         for item, label in sorted(zip((i.id for i in items), labels, strict=True)):
             digest.update(f"\n{item}\t{label}".encode())
         digest.update("".join(sorted(i.content_hash for i in items)).encode())
+        if weight is not None and not np.all(weight == 1.0):
+            digest.update(
+                ",".join(
+                    f"{i.id}={w:g}" for i, w in sorted(zip(items, weight, strict=True), key=lambda p: p[0].id)
+                ).encode()
+            )
         return digest.hexdigest()[:16]
 
     def _full_columns(self, proba: np.ndarray, classes: np.ndarray) -> np.ndarray:

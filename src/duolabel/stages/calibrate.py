@@ -208,7 +208,8 @@ def _ensemble(
             )
         ):
             members.setdefault(item_id, []).append((name, calibrated, oof))
-        all_items = list(session.scalars(select(Item.id).order_by(Item.seq)))
+        # Synthetic items (training data only) get no ensemble row, not even an abstention.
+        all_items = list(session.scalars(select(Item.id).where(Item.role != "synthetic").order_by(Item.seq)))
         gold = dict(session.execute(select(Item.id, Item.gold_label).where(Item.role == "golden")).all())
     rows: list[dict[str, object]] = []
     golden_avg: list[tuple[np.ndarray, int]] = []

@@ -17,6 +17,7 @@ label has one, with an error naming that command when some do not.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ from duolabel.training_data import (
     human_labelled_items,
     is_student,
     student_items,
+    synthetic_training_items,
 )
 
 __all__ = ["CHUNK", "LabelResult", "label_project"]
@@ -156,7 +158,10 @@ def _label_one(
     batches: Sequence[str] | None = None,
     stop_set: Sequence[str] = (),
 ) -> LabelResult:
-    train, gold = golden_items(ctx)
+    # Cold start: a trainable labeler with synthetic items to learn from starts on whatever
+    # golden items exist (calibration still needs its minimum of golden items).
+    cold = cfg.trainable and not is_student(ctx, cfg) and bool(synthetic_training_items(ctx, 0)[0])
+    train, gold = golden_items(ctx, minimum=not cold)
     n_golden = len(train)
     if is_student(ctx, cfg):
         # The distilled student learns from the teacher's confident labels as well as from
@@ -168,14 +173,23 @@ def _label_one(
         # out-of-fold predictions like the golden ones (calibration still uses golden only).
         extra, extra_labels = human_labelled_items(ctx)
         train, gold = train + extra, gold + extra_labels
-    train_ids = {item.id for item in train}
     model = build_labeler(ctx, cfg)
+    options = fit_options(ctx, model)
+    synthetic_ids: set[str] = set()
+    if cfg.trainable and not is_student(ctx, cfg):
+        synthetic, intended = synthetic_training_items(ctx, len(train))
+        synthetic_ids = {item.id for item in synthetic}
+        weight = ctx.config.synthetic.weight
+        if synthetic and weight != 1.0 and "sample_weight" in inspect.signature(model.fit).parameters:
+            options["sample_weight"] = [1.0] * len(train) + [weight] * len(synthetic)
+        train, gold = train + synthetic, gold + intended
+    train_ids = {item.id for item in train}
     name = cfg.label_name
     labels = ctx.config.task.label_names
     store = ctx.store
     costs = ctx.config.costs
     with progress(f"Preparing {name} on golden items", len(train)) as advance:
-        model.fit(train, gold, progress=advance, **fit_options(ctx, model))
+        model.fit(train, gold, progress=advance, **options)
     version = model.version_
     usage = Usage().add(getattr(model, "fit_usage_", Usage()))
     config = {
@@ -183,8 +197,11 @@ def _label_one(
         "labeler_name": name,
         "model_version": version,
         "golden": n_golden,
-        "human_labelled": len(train) - n_golden,
+        "human_labelled": len(train) - n_golden - len(synthetic_ids),
     }
+    if synthetic_ids:
+        config["synthetic"] = len(synthetic_ids)
+        config["synthetic_weight"] = "sample_weight" in options and ctx.config.synthetic.weight
     if (fit_info := getattr(model, "fit_info_", None)) is not None:
         # What fitting chose: the head's C and pseudo-labels taken, or how a fine-tuned
         # labeler made its training items' probabilities honest.
@@ -207,7 +224,10 @@ def _label_one(
                 for r in session.execute(wanted.order_by(Item.seq))
                 if r.id not in done and r.id not in train_ids
             ]
-        golden_todo = [i for i, item in enumerate(train) if item.id not in done]
+        # Synthetic items are training data only: no prediction of theirs is ever stored.
+        golden_todo = [
+            i for i, item in enumerate(train) if item.id not in done and item.id not in synthetic_ids
+        ]
         oof = getattr(model, "oof_proba_", None)
         abstained = 0
 

@@ -41,6 +41,7 @@ __all__ = [
     "LLMCache",
     "LoginFailure",
     "StagedItem",
+    "SyntheticItem",
     "Prediction",
     "Redaction",
     "Route",
@@ -403,4 +404,25 @@ class Redaction(Base):
     kind: Mapped[str] = mapped_column(String(32))
     placeholder: Mapped[str] = mapped_column(String(64))
     original: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SyntheticItem(Base):
+    """An item an LLM generated (its ``items`` row has role ``synthetic``): training data
+    only, never golden, control, audit, routed or calibrated. ``label`` is the label it was
+    generated for (kept here, not in ``items.gold_label``, so no gold query can meet it)."""
+
+    __tablename__ = "synthetic_items"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    label: Mapped[str] = mapped_column(String(200), index=True)
+    mode: Mapped[str] = mapped_column(String(16), doc="zero-shot | few-shot | taxonomy")
+    leaf: Mapped[str | None] = mapped_column(String(200), nullable=True, doc="Taxonomy leaf.")
+    logprob: Mapped[float | None] = mapped_column(
+        Float, nullable=True, doc="Mean log-probability per generated token, where the backend gives it."
+    )
+    agreement: Mapped[float | None] = mapped_column(
+        Float, nullable=True, doc="The current labeler's probability of the intended label."
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

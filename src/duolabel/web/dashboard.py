@@ -77,6 +77,7 @@ def batches_table(project: Project) -> pd.DataFrame:
             .outerjoin(Route, Route.item_id == Item.id)
             .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
             .outerjoin(answers, answers.c.item_id == Item.id)
+            .where(Item.role != "synthetic")  # training data, not a batch to label
             .group_by(Item.batch)
             .order_by(Item.batch)
         ).all()
