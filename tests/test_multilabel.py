@@ -388,6 +388,8 @@ def test_label_with_keyboard_toggles_in_chromium(tmp_path: Path, monkeypatch: py
                 page.click("button[type=submit]")
                 text = page.locator("#item-text")
                 expect(text).to_contain_text("text of item-000")
+                # Keys pressed before label.js has run would be lost: wait for the page's load.
+                page.wait_for_load_state("load")
                 # 3 and 1 on, 2 on and off again; a clicked box keeps taking the keys
                 for key in "3122":
                     page.keyboard.press(key)
@@ -395,10 +397,12 @@ def test_label_with_keyboard_toggles_in_chromium(tmp_path: Path, monkeypatch: py
                 expect(page.locator('input[data-toggle="2"]')).not_to_be_checked()
                 page.keyboard.press("Enter")
                 expect(text).to_contain_text("text of item-001")
+                page.wait_for_load_state("load")
                 page.click('input[data-toggle="2"]')  # the mouse, then the keyboard on the focused box
                 page.keyboard.press("3")
                 page.keyboard.press("Enter")
                 expect(text).to_contain_text("text of item-002")
+                page.wait_for_load_state("load")
                 page.keyboard.press("Enter")  # nothing ticked: no label applies
                 expect(page.get_by_text("Nothing to do right now")).to_be_visible()
             finally:
