@@ -34,20 +34,24 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+#: Three short reviews per label (the golden items of the small projects here and elsewhere).
+REVIEWS = {
+    "book": [
+        "A gripping novel, I read it in one night.",
+        "The author's prose is lovely, great chapters.",
+        "This paperback fell apart but the story was good.",
+    ],
+    "not_book": [
+        "The blender is loud but crushes ice.",
+        "These headphones broke after a week.",
+        "Nice warm socks for winter.",
+    ],
+}
+
+
 def small_project(folder: Path, labeler: dict) -> Path:
     folder.mkdir()
-    texts = {
-        "book": [
-            "A gripping novel, I read it in one night.",
-            "The author's prose is lovely, great chapters.",
-            "This paperback fell apart but the story was good.",
-        ],
-        "not_book": [
-            "The blender is loud but crushes ice.",
-            "These headphones broke after a week.",
-            "Nice warm socks for winter.",
-        ],
-    }
+    texts = REVIEWS
     with (folder / "golden.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "text", "label"])

@@ -14,20 +14,10 @@ from duolabel.labelers import encoder_for
 from duolabel.labelers.base import TextItem
 from duolabel.store import Item, LLMCache, Run, SyntheticItem
 from duolabel.synthetic import diversity_figures, generation_prompt, synthetic_summary
+from tests.test_labelers_in_project import REVIEWS
 
 LABELS = ["book", "not_book"]
-GOLDEN = {
-    "book": [
-        "A gripping novel, I read it in one night.",
-        "The author's prose is lovely, great chapters.",
-        "This paperback fell apart but the story was good.",
-    ],
-    "not_book": [
-        "The blender is loud but crushes ice.",
-        "These headphones broke after a week.",
-        "Nice warm socks for winter.",
-    ],
-}
+GOLDEN = REVIEWS
 
 
 # -- pure logic ----------------------------------------------------------------------
