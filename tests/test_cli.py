@@ -125,3 +125,52 @@ def test_simulate_answers_are_relative_to_the_project(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["simulate", "p", "--answers", "recorded.csv"])
     where = Path(str(result.exception).removeprefix("answers at "))
     assert where.resolve() == (tmp_path / "p" / "recorded.csv").resolve()
+
+
+def _started(*args: str) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen(
+        [sys.executable, "-c", "from duolabel.cli import main; main()", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_what_was_kept_and_a_rerun_finishes(example_copy: Path):
+    import signal
+
+    from duolabel import Project
+
+    running = _started("run", str(example_copy))
+    first = running.stdout.readline()  # the import's report: the labeler is about to train
+    assert "golden.csv" in first or "tickets.csv" in first, first
+    running.send_signal(signal.SIGINT)
+    stdout, stderr = running.communicate(timeout=120)
+    assert running.returncode == 130, stderr
+    assert "interrupted: stopped by Ctrl-C. Everything finished before it is kept" in " ".join(stderr.split())
+    assert "Traceback" not in stderr and "Aborted!" not in stderr
+    again = _started("run", str(example_copy))
+    _, stderr = again.communicate(timeout=900)
+    assert again.returncode == 0, stderr
+    with Project.open(example_copy) as project:
+        assert project.status().predicted == 360
+
+
+def test_status_watch_prints_again_until_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "p"
+    assert duolabel("init", str(folder), "--labels", "a,b").returncode == 0
+    watching = _started("status", str(folder), "--watch", "0.2")
+    time.sleep(6)  # started (imports take a few seconds) and printed more than once
+    assert watching.poll() is None  # still watching
+    watching.send_signal(signal.SIGINT)
+    stdout, stderr = watching.communicate(timeout=60)
+    assert watching.returncode == 0, stderr
+    assert stdout.count("Project status") >= 2 and "Ctrl-C to stop" in stdout
+    assert "Traceback" not in stderr and "interrupted" not in stderr

@@ -161,3 +161,29 @@ def test_a_prompt_longer_than_the_context_is_an_abstention(server):
     probs, usage = labeler.predict_proba([TextItem("long", long_text), TextItem("short", "A fine novel.")])
     assert all(p != p for p in probs[0])  # NaN row: an abstention, and the run went on
     assert usage.extra["abstained"] >= 1 and usage.input_tokens > 0  # the short item was answered
+
+
+def test_the_labeling_bar_moves_with_each_answer(tmp_path, server):
+    """An LLM's bar advances per answered item, not once per committed chunk (an openai bar
+    used to sit at 0/378 for 96 answered requests), and ends at its total."""
+    from contextlib import contextmanager
+
+    folder = small_project(
+        tmp_path / "p",
+        {"backend": "openai", "model": MODEL_ALIAS, "base_url": server.base_url, "answer_tokens": 1},
+    )
+    steps: dict[str, list[int]] = {}
+    totals: dict[str, int | None] = {}
+
+    @contextmanager
+    def recording(description: str, total: int | None):
+        totals[description] = total
+        steps[description] = []
+        yield steps[description].append
+
+    with Project.open(folder) as project:
+        project.import_data()
+        project.label(progress=recording)
+    [bar] = [d for d in steps if d.startswith("Labeling with")]
+    assert totals[bar] == 12 and sum(steps[bar]) == 12
+    assert steps[bar].count(1) >= 10  # one step per answer, not one step of 12

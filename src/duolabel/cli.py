@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from duolabel.errors import DuolabelError, ProjectError
+from duolabel.errors import DuolabelError, Interrupted, ProjectError
 from duolabel.progress import rich_reporter
 
 app = typer.Typer(
@@ -513,8 +515,28 @@ def export(
 
 
 @app.command()
-def status(project: ProjectArg = Path(".")) -> None:
+def status(
+    project: ProjectArg = Path("."),
+    watch: Annotated[
+        float | None,
+        typer.Option(help="Print the status again every this many seconds, until Ctrl-C.", min=0.1),
+    ] = None,
+) -> None:
     """Counts per stage and the cost so far."""
+    if watch is None:
+        _print_status(project)
+        return
+    try:
+        while True:
+            out.clear()
+            out.print(f"[dim]{time.strftime('%H:%M:%S')}: every {watch:g} s, Ctrl-C to stop[/]")
+            _print_status(project)
+            time.sleep(watch)
+    except Interrupted:
+        return  # stopping the watch is how it ends, not an error
+
+
+def _print_status(project: Path) -> None:
     from duolabel.pipeline import batch_reports
 
     with _open(project) as proj:
@@ -959,10 +981,23 @@ def command_paths() -> list[list[str]]:
     return walk(typer.main.get_command(app), [])
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    # Every stage commits as it goes (a chunk of predictions with its ledger entry, each
+    # answer, each routing decision) and a re-run skips what is done: say so, not "Aborted!".
+    raise Interrupted(
+        "stopped by Ctrl-C. Everything finished before it is kept in the store (labelled chunks, "
+        "answers, routing decisions, runs); run the same command again to continue from there"
+    )
+
+
 def main() -> None:
     """Entry point: user mistakes become one line and exit code 2, never a traceback."""
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         app()
+    except Interrupted as exc:
+        err.print(f"[bold yellow]interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except DuolabelError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

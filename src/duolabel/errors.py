@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DuolabelError",
+    "Interrupted",
     "LabelerError",
     "Problem",
     "ProjectError",
@@ -33,6 +34,13 @@ class DuolabelError(Exception):
     """Base of every error a user can act on."""
 
     exit_code = 2
+
+
+class Interrupted(DuolabelError):
+    """The user pressed Ctrl-C (SIGINT). Raised instead of KeyboardInterrupt by the command
+    line, so that it ends with a sentence about what was kept rather than "Aborted!"."""
+
+    exit_code = 130  # the shell's code for a process ended by SIGINT
 
 
 class ConfigError(DuolabelError):

@@ -270,8 +270,8 @@ class _Redacting:
         self._model.fit(self._redacted(items), labels, **options)
         return self
 
-    def predict_proba(self, items: Sequence[TextItem]) -> Any:
-        return self._model.predict_proba(self._redacted(items))
+    def predict_proba(self, items: Sequence[TextItem], **options: Any) -> Any:
+        return self._model.predict_proba(self._redacted(items), **options)
 
     def prompts(self, items: Sequence[TextItem]) -> list[str]:
         """The prompts as sent: redacted (what ``duolabel plan`` shows; nothing is sent or stored)."""

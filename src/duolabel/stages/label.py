@@ -278,6 +278,16 @@ def _label_one(
         with progress(f"Labeling with {name}", len(todo)) as advance:
             for start in range(0, len(todo), CHUNK):
                 part = todo[start : start + CHUNK]
+                moved = 0
+
+                def step(n: int, size: int = len(part)) -> None:
+                    # The labeler reports each item as it is answered (a slow LLM's bar moves
+                    # per answer, not per committed chunk); the chunk makes up the rest.
+                    nonlocal moved
+                    n = min(n, size - moved)
+                    moved += n
+                    advance(n)
+
                 for out_of_fold in (True, False):
                     items = [item for item, oof_flag in part if oof_flag is out_of_fold]
                     if not items:
@@ -287,14 +297,14 @@ def _label_one(
                         # and compute, fitting included); the labeler itself counts per call.
                         model.budget = max(budget - model_cost(costs, usage.as_dict()), 0.0)
                     try:
-                        probs, part_usage = model.predict_proba(items)
+                        probs, part_usage = model.predict_proba(items, progress=step)
                     except LabelingStopped as stop:
                         # Keep what was answered; the next run continues from there.
                         partial, part_usage = stop.partial
                         save(items[: stop.done], partial, part_usage, out_of_fold)
                         raise
                     save(items, probs, part_usage, out_of_fold)
-                advance(len(part))
+                advance(len(part) - moved)
         # An LLM labeler's versions change with its few-shot examples only, and each stop-set
         # item would cost a paid call: only trainable labelers are compared on the stop set.
         # An imported labeler's items are whatever its file covered: it is never asked for more.
