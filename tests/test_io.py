@@ -200,3 +200,26 @@ def test_export_writes_final_labels_with_provenance(project, tmp_path, suffix):
     assert row["annotators"] == "ann;bo;cy"
     assert abs(row["confidence"] - 2 / 3) < 1e-6
     assert project.export(tmp_path / f"all{suffix}", include_pending=True) == 2
+
+
+def test_export_keeps_the_users_own_input_columns(project, tmp_path):
+    rows = [
+        {"id": "a", "text": "refund please", "customer": "c-17", "source": "email", "vip": True},
+        {"id": "b", "text": "where is my parcel", "customer": "c-18", "priority": 2},
+    ]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    project.import_file(path)
+    project.export(tmp_path / "out.csv", include_pending=True)
+    with (tmp_path / "out.csv").open(encoding="utf-8") as handle:
+        exported = {r["id"]: r for r in csv.DictReader(handle)}
+    # The input columns follow duolabel's; one named like a duolabel column gets a prefix.
+    assert exported["a"]["customer"] == "c-17" and exported["b"]["priority"] == "2"
+    assert exported["a"]["field_source"] == "email" and exported["a"]["source"] == "pending"
+    assert exported["a"]["vip"] == "True" and exported["b"]["vip"] == ""
+    project.export(tmp_path / "out.jsonl", include_pending=True)
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert lines[0]["vip"] is True and lines[1]["priority"] == 2  # exact in JSONL
+    project.export(tmp_path / "out.parquet", include_pending=True)
+    table = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert table[0]["customer"] == "c-17" and table[1]["priority"] == "2"

@@ -76,6 +76,17 @@ def final_query(
     return query if include_synthetic else query.where(~synthetic)
 
 
+def _input_columns(store: Store, taken: set[str]) -> dict[str, str]:
+    """The items' other input columns (``Item.fields``: what the import kept besides the id,
+    the text fields and the gold column) in first-seen order, as {export column: field};
+    a field named like one of duolabel's columns (``taken``) is exported as ``field_<name>``."""
+    keys: dict[str, None] = {}
+    with store.read() as session:
+        for fields in session.scalars(select(Item.fields).execution_options(yield_per=CHUNK_ROWS)):
+            keys.update(dict.fromkeys(fields or {}))
+    return {(f"field_{k}" if k in taken or k.startswith("p_") else k): k for k in keys}
+
+
 def _export_rows(
     store: Store,
     model_version: str | None,
@@ -83,7 +94,9 @@ def _export_rows(
     extra: Callable[[str | None], dict[str, Any]],
     labels: list[str],
     include_synthetic: bool = False,
+    inputs: dict[str, str] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
+    inputs = inputs or {}
     with store.read() as session:
         query = final_query(model_version, include_pending, include_synthetic)
         out: list[dict[str, Any]] = []
@@ -105,6 +118,7 @@ def _export_rows(
                     "model_probability": round(max(probs.values()), 6) if probs else None,
                     "gold_label": item.gold_label,
                     "batch": item.batch,
+                    **{column: (item.fields or {}).get(key) for column, key in inputs.items()},
                     **flag,
                     **{
                         f"p_{name}": round(float(probs.get(name, 0.0)), 6) if probs else None
@@ -140,8 +154,11 @@ def final_rows(
     at = EXPORT_COLUMNS.index("label") + 1
     distribution = [f"p_{name}" for name in labels]
     flagged = ["synthetic"] if include_synthetic else []
-    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *flagged, *distribution]
-    return columns, _export_rows(store, model_version, include_pending, extra, labels, include_synthetic)
+    # The user's own input columns travel with their items (after duolabel's columns).
+    inputs = _input_columns(store, {*EXPORT_COLUMNS, *sample, "synthetic"})
+    columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *inputs, *flagged, *distribution]
+    rows = _export_rows(store, model_version, include_pending, extra, labels, include_synthetic, inputs)
+    return columns, rows
 
 
 def export_labels(
@@ -184,6 +201,7 @@ def export_labels(
     sample = task_type(task.type).export_columns(labels[0], labels) if task is not None and labels else {}
     distribution = [f"p_{name}" for name in labels]
     flagged = ["synthetic"] if include_synthetic else []
+    inputs = columns[columns.index("batch") + 1 : len(columns) - len(flagged) - len(distribution)]
     if kind == "csv":
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
@@ -214,12 +232,17 @@ def export_labels(
                 ("model_probability", pa.float64()),
                 ("gold_label", pa.string()),
                 ("batch", pa.string()),
+                *((name, pa.string()) for name in inputs),
                 *((name, pa.bool_()) for name in flagged),
                 *((name, pa.float64()) for name in distribution),
             ]
         )
         with pq.ParquetWriter(tmp, schema) as writer:
             for chunk in chunks:
+                # Input columns are text here (a column may mix numbers and words across
+                # rows); CSV and JSONL keep each value as imported.
+                for r in chunk:
+                    r.update({c: None if r[c] is None else str(r[c]) for c in inputs})
                 writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
                 count += len(chunk)
     tmp.replace(path)
