@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import signal
 import sys
 import time
@@ -11,10 +9,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from duolabel.cli.common import ProjectArg, ProjectOpt, _open, err, out, wide_when_not_a_terminal
+from duolabel.cli.people import annotators_app, config_app, golden_app
+from duolabel.cli.tables import (
+    _batch_table,
+    _calibration_table,
+    _money,
+    _plan_output,
+    _ranking_table,
+    _status_table,
+    _warn,
+)
 from duolabel.errors import DuolabelError, Interrupted, ProjectError
 from duolabel.progress import rich_reporter
 
@@ -24,106 +32,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-annotators_app = typer.Typer(help="Manage the people who label.", no_args_is_help=True)
 app.add_typer(annotators_app, name="annotators")
-golden_app = typer.Typer(
-    help="Choose the golden items: the expert labels the model learns from.", no_args_is_help=True
-)
 app.add_typer(golden_app, name="golden")
-config_app = typer.Typer(help="Change the project file (duolabel.yaml), validated.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-
-out = Console()
-err = Console(stderr=True)
 
 
 @app.callback()
 def _setup() -> None:
-    # Written to a file or a pipe, Rich would fit tables into 80 columns and cut them; there
-    # is no terminal to fit, so nothing is cut (COLUMNS still sets a width when given).
-    if not out.is_terminal and "COLUMNS" not in os.environ:
-        out.width = 10_000
+    wide_when_not_a_terminal()
 
 
-ProjectArg = Annotated[Path, typer.Argument(help="The project folder (holds duolabel.yaml).")]
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="The project folder.")]
-
-
-def _open(path: Path):
-    from duolabel.project import Project
-
-    return Project.open(path)
-
-
-def _money(value: float, currency: str) -> str:
-    return f"{value:,.4f} {currency}" if abs(value) < 1 else f"{value:,.2f} {currency}"
-
-
-def _status_table(status) -> Table:
-    table = Table(title="Project status", show_header=False)
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    rows = [
-        ("items", status.items),
-        ("  golden (expert labels)", status.golden),
-        ("predicted by the model", status.predicted),
-        ("calibrated", status.calibrated),
-        ("accepted from the model", status.accepted),
-        ("routed to people", status.routed_to_people),
-        ("  waiting for people", status.waiting_for_people),
-        ("human answers", status.answers),
-    ]
-    rows += [(f"final labels: {src}", n) for src, n in sorted(status.final_by_source.items())]
-    for what, n in rows:
-        table.add_row(what, f"{n:,}")
-    cost = status.cost
-    table.add_row("cost: model", _money(cost.model, cost.currency))
-    table.add_row(f"cost: people ({cost.human_answers:,} answers)", _money(cost.humans, cost.currency))
-    if cost.expert_answers:
-        table.add_row(f"cost: experts ({cost.expert_answers:,} answers)", _money(cost.experts, cost.currency))
-    if cost.setup:
-        table.add_row("cost: set-up", _money(cost.setup, cost.currency))
-    table.add_row("cost so far", _money(cost.total, cost.currency))
-    cmp = status.comparison
-    table.add_section()
-    table.add_row(f"people alone, {cmp.items:,} items (estimate)", _money(cmp.humans_only, cmp.currency))
-    table.add_row("model alone (ledger)", _money(cmp.model_only, cmp.currency))
-    table.add_row("hybrid, when people finish", _money(cmp.hybrid, cmp.currency))
-    table.add_row("golden set (experts + set-up)", _money(cmp.golden_set, cmp.currency))
-    table.add_row("saving vs people alone", _money(cmp.saving, cmp.currency))
-    if cmp.roi is not None:
-        table.add_row("return on the model + golden set", f"{cmp.roi:,.1f}x")
-    return table
-
-
-def _batch_table(reports) -> Table:
-    table = Table(title="Batches")
-    for column in (
-        "batch",
-        "items",
-        "accepted",
-        "to people",
-        "human share",
-        "waiting",
-        "model (golden acc.)",
-    ):
-        table.add_column(column, justify="left" if column == "batch" else "right")
-    for r in reports:
-        accuracy = "–" if r.golden_accuracy is None else f"{r.golden_accuracy:.3f}"
-        table.add_row(
-            r.batch,
-            f"{r.items:,}",
-            f"{r.accepted:,}",
-            f"{r.to_people:,}",
-            f"{r.human_share:.0%}",
-            f"{r.waiting:,}",
-            f"{(r.model_version or '–')[:8]} ({accuracy})",
-        )
-    return table
-
-
-#: The labeler ``duolabel init`` writes (``init_project`` without ``labeler`` keeps the
-#: embedded default, the frozen ``embedding`` labeler, which the bundled example uses).
 DEFAULT_INIT_LABELER = "finetune"
 
 
@@ -329,17 +247,6 @@ def label(
         )
 
 
-def _calibration_table(result) -> Table:
-    bins = int(result.before["ece_bins"])
-    table = Table(title=f"Calibration of {result.labeler} on the golden items: {result.method}")
-    for col in ("metric", "before", "after (cross-validated)"):
-        table.add_column(col)
-    names = {"ece": f"ECE ({bins} equal-mass bins)", "auroc": "error-detection AUROC"}
-    for key in ("accuracy", "ece", "brier", "nll", "auroc"):
-        table.add_row(names.get(key, key), f"{result.before[key]:.4f}", f"{result.after[key]:.4f}")
-    return table
-
-
 @app.command()
 def calibrate(project: ProjectArg = Path(".")) -> None:
     """Calibrate each labeler's confidence on the golden items; prints before/after metrics."""
@@ -350,17 +257,6 @@ def calibrate(project: ProjectArg = Path(".")) -> None:
         out.print(_calibration_table(result))
     if ranking:
         out.print(_ranking_table(ranking))
-
-
-def _ranking_table(ranking: dict[str, float]) -> Table:
-    from duolabel.core.evidence import ERROR_SIGNALS
-
-    table = Table(title="How well each signal ranks the model's errors on the golden items")
-    for col in ("signal", "what it is", "AUROC"):
-        table.add_column(col)
-    for name, value in ranking.items():
-        table.add_row(name, ERROR_SIGNALS[name][0], "n/a" if value != value else f"{value:.3f}")
-    return table
 
 
 @app.command("optimize-prompt")
@@ -565,43 +461,6 @@ def _print_status(project: Path) -> None:
         )
     else:
         out.print(f"Learning ({learning.strategy}): {escape(learning.describe())}.")
-
-
-def _warn(warnings: list[str]) -> None:
-    for warning in warnings:
-        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-
-
-def _plan_output(plan) -> None:
-    from duolabel.plan import duration, money
-
-    for lab in plan.labelers:
-        if lab.prompt is not None:
-            # Verbatim between two rules: a panel would re-wrap the lines the model reads.
-            rule = "-" * 40
-            out.print(f"Prompt of {lab.name} for one item, as it will be sent:\n{rule}", highlight=False)
-            out.print(lab.prompt, markup=False, highlight=False, soft_wrap=True)
-            out.print(rule, highlight=False)
-    table = Table(title="Labelers: the items each has not labelled yet, and the whole project")
-    columns = ("items left", "tokens per item", "time per item", "cost per item", "time", "cost")
-    for column in ("labeler", *columns, "whole project"):
-        table.add_column(column, justify="left" if column == "labeler" else "right")
-    for lab in plan.labelers:
-        tokens = "–" if lab.tokens_per_item is None else f"{lab.tokens_per_item:,.0f}"
-        table.add_row(
-            f"{lab.name} ({lab.backend})",
-            f"{lab.items:,} of {lab.project_items:,}",
-            tokens + (" (estimated)" if lab.tokens_estimated else ""),
-            f"{lab.seconds_per_item:.3g} s",
-            money(lab.cost_per_item, plan.currency),
-            duration(lab.seconds),
-            money(lab.cost, plan.currency),
-            money(lab.project_cost, plan.currency),
-        )
-    out.print(table)
-    for line in plan.describe():
-        out.print(escape(line), highlight=False)
-    _warn(plan.warnings)
 
 
 @app.command()
@@ -830,142 +689,6 @@ def serve(
     with _open(project) as proj:
         out.print(f"Annotators log in at http://{host}:{port}/ (Ctrl+C stops).")
         serve_app(proj, host=host, port=port, workers=workers)
-
-
-@golden_app.command("suggest")
-def golden_suggest(
-    n: Annotated[int, typer.Argument(help="How many items to suggest.")],
-    project: ProjectOpt = Path("."),
-    export: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write them to this .csv or .jsonl for outside experts instead of the expert queue."
-        ),
-    ] = None,
-) -> None:
-    """Put the N items the model would learn most from in the experts' queue (learning.strategy)."""
-    with _open(project) as proj:
-        result = proj.suggest_golden(n, export=export)
-    if result.file is not None:
-        from duolabel.stages.learn import GOLD_COLUMN
-
-        out.print(
-            f"Wrote {len(result.items):,} items ({result.strategy}) to {result.file}. Fill in the column "
-            f"'{GOLD_COLUMN}', then: duolabel import {result.file} --role golden --gold {GOLD_COLUMN} "
-            f"-p {project}"
-        )
-    else:
-        out.print(
-            f"Queued {result.queued:,} items ({result.strategy}) for experts; they answer them on the "
-            "expert page of 'duolabel serve'."
-        )
-
-
-@config_app.command("set")
-def config_set(
-    pairs: Annotated[
-        list[str],
-        typer.Argument(
-            help="KEY VALUE, repeated for several settings changed together: a dotted key "
-            "(routing.target_accuracy, labeler.backend; labeler.1.model with several labelers) "
-            "and a YAML value (0.95, llama, [a, b], null).",
-            metavar="KEY VALUE...",
-        ),
-    ],
-    project: ProjectOpt = Path("."),
-) -> None:
-    """Set settings of duolabel.yaml and rewrite it; an invalid value changes nothing.
-
-    Switching labeler.backend drops the old backend's keys: 'duolabel config set
-    labeler.backend openai labeler.model gpt-4o-mini' switches and sets the new model at once."""
-    from duolabel.config.edit import set_values
-
-    if len(pairs) % 2:
-        raise ProjectError(
-            f"config set: expected KEY VALUE pairs, got {len(pairs)} words ({' '.join(pairs)})"
-        )
-    changes = list(zip(pairs[::2], pairs[1::2], strict=True))
-    set_values(project, changes)
-    for key, value in changes:
-        out.print(escape(f"{key} = {value}"), highlight=False)
-    out.print(escape(f"Wrote {project / 'duolabel.yaml'}."), highlight=False)
-
-
-@annotators_app.command("add")
-def annotators_add(
-    name: Annotated[str, typer.Argument(help="Login name.")],
-    project: ProjectOpt = Path("."),
-    role: Annotated[str, typer.Option(help="annotator, expert or admin.")] = "annotator",
-    password_env: Annotated[
-        str | None, typer.Option(help="Read the password from this environment variable.")
-    ] = None,
-) -> None:
-    """Create an account (the password is asked for, or read from --password-env)."""
-    from duolabel.people.accounts import add_annotator
-
-    if password_env:
-        password = os.environ.get(password_env)
-        if not password:
-            raise ProjectError(f"--password-env {password_env}: that environment variable is empty")
-    else:
-        password = getpass.getpass(f"Password for {name}: ")
-    with _open(project) as proj:
-        add_annotator(proj.store, name, password, role=role)
-    out.print(f"Created {role} '{name}'.")
-
-
-@annotators_app.command("invite")
-def annotators_invite(
-    project: ProjectOpt = Path("."),
-    role: Annotated[str, typer.Option(help="annotator, expert or admin.")] = "annotator",
-    base_url: Annotated[
-        str, typer.Option(help="The address people open the app at.")
-    ] = "http://127.0.0.1:8000",
-) -> None:
-    """Print a one-time invitation link (annotators take the exam after signing up)."""
-    from duolabel.people.accounts import create_invitation
-
-    with _open(project) as proj:
-        token = create_invitation(proj.store, role=role, hours=proj.config.web.invitation_hours)
-        hours = proj.config.web.invitation_hours
-    out.print(f"{base_url.rstrip('/')}/invite/{token}", soft_wrap=True, highlight=False)
-    err.print(f"One-time link for a new {role}, valid for {hours:g} hours.")
-
-
-@annotators_app.command("list")
-def annotators_list(project: ProjectOpt = Path(".")) -> None:
-    """Accounts with their status, answers, control accuracy and flags."""
-    from duolabel.people.qc import annotator_table
-
-    with _open(project) as proj:
-        frame = annotator_table(proj.store, proj.config.quality)
-    table = Table(title="Accounts")
-    for column in ("name", "role", "status", "answers", "controls", "control accuracy", "flags"):
-        table.add_column(column)
-    for row in frame.itertuples():
-        accuracy = (
-            ""
-            if row.control_accuracy is None or row.control_accuracy != row.control_accuracy
-            else (f"{row.control_accuracy:.0%} [{row.accuracy_low:.0%}, {row.accuracy_high:.0%}]")
-        )
-        table.add_row(
-            row.name, row.role, row.status, str(row.answers), str(row.controls), accuracy, row.flags
-        )
-    out.print(table)
-
-
-@annotators_app.command("set-status")
-def annotators_set_status(
-    name: Annotated[str, typer.Argument(help="Login name.")],
-    status: Annotated[str, typer.Argument(help="active, suspended, onboarding or declined.")],
-    project: ProjectOpt = Path("."),
-) -> None:
-    """Suspend or reactivate an account (a suspended person's answers are kept but not used)."""
-    from duolabel.people.accounts import set_status
-
-    with _open(project) as proj:
-        set_status(proj.store, name, status)
-    out.print(f"'{name}' is now {status}.")
 
 
 def command_paths() -> list[list[str]]:
