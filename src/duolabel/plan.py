@@ -20,7 +20,6 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,7 @@ from duolabel.context import Context
 from duolabel.core.operating import golden_needed
 from duolabel.core.policies import make_policy
 from duolabel.errors import DuolabelError, ProjectError
-from duolabel.labelers import TextItem, build_labeler, encoder_for
+from duolabel.labelers import TextItem, build_labeler, encode_fn, encoder_for
 from duolabel.ledger import answer_price, current_model_version, labeler_versions, model_cost
 from duolabel.people.imported import IMPORTED
 from duolabel.store import Annotator, FinalLabel, Item, Prediction, Route
@@ -212,24 +211,12 @@ def _predicted(ctx: Context, name: str, version: str | None) -> set[str]:
 # -- measuring a labeler on a sample -------------------------------------------
 
 
-def _uncached_encode(ctx: Context) -> Any:
-    """Few-shot similarity like the labelers', without writing vectors to the store."""
-    encoder = encoder_for(ctx)
-    encoder.cache = None
-
-    def encode(items: Sequence[TextItem]) -> Any:
-        return encoder.encode(items)[0]
-
-    encode.model_name = encoder.model_name  # type: ignore[attr-defined]  # part of LLM versions
-    return encode
-
-
 def _measure_llm(
     ctx: Context, cfg: LabelerConfig, plan: LabelerPlan, sample: list[TextItem], golden: Any
 ) -> None:
     model = build_labeler(ctx, cfg)
     if getattr(model, "encode", None) is not None:
-        model.encode = _uncached_encode(ctx)
+        model.encode = encode_fn(ctx, store_vectors=False)
     if hasattr(model, "cache"):
         model.cache = None  # the sample's answers are not kept: planning stores nothing
     items, gold = golden

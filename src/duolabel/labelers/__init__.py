@@ -45,6 +45,7 @@ __all__ = [
     "TrainableLabeler",
     "Usage",
     "build_labeler",
+    "encode_fn",
     "encoder_for",
 ]
 
@@ -72,9 +73,12 @@ def encoder_for(ctx: Context) -> EmbeddingLabeler:
     return build_labeler(ctx, cfg or EmbeddingLabelerConfig())
 
 
-def _encode_fn(ctx: Context) -> Any:
-    """Few-shot similarity through the project's encoder (and its store cache)."""
+def encode_fn(ctx: Context, *, store_vectors: bool = True) -> Any:
+    """Few-shot similarity through the project's encoder, with its store cache unless
+    ``store_vectors`` is False (``duolabel plan`` writes nothing)."""
     encoder = encoder_for(ctx)
+    if not store_vectors:
+        encoder.cache = None
 
     def encode(items: Sequence[TextItem]) -> np.ndarray:
         return encoder.encode(items)[0]
@@ -148,7 +152,7 @@ def _llm_options(ctx: Context, cfg: LlamaLabelerConfig | OpenAILabelerConfig) ->
             ctx.resolve(cfg.prompt), labels=task.label_names, where=f"labeler {cfg.label_name}: prompt"
         )
         options.update(chosen)
-    options["encode"] = _encode_fn(ctx) if options["few_shot"] and not options.get("demos") else None
+    options["encode"] = encode_fn(ctx) if options["few_shot"] and not options.get("demos") else None
     return options
 
 
