@@ -201,7 +201,9 @@ def export_labels(
     sample = task_type(task.type).export_columns(labels[0], labels) if task is not None and labels else {}
     distribution = [f"p_{name}" for name in labels]
     flagged = ["synthetic"] if include_synthetic else []
-    inputs = columns[columns.index("batch") + 1 : len(columns) - len(flagged) - len(distribution)]
+    # The user's own input columns: every column the schema below does not type itself.
+    typed = {*EXPORT_COLUMNS, *sample, *flagged, *distribution}
+    inputs = [c for c in columns if c not in typed]
     if kind == "csv":
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)

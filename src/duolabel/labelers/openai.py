@@ -325,9 +325,10 @@ class OpenAILabeler(PromptedLabeler):
         selector = getattr(self, "selector_", None)
         return selector.select(items) if selector is not None else [[] for _ in items]
 
-    def prompts(self, items: Sequence[TextItem]) -> list[str]:
-        """The prompt each item is sent with, few-shot examples included (after ``fit``)."""
-        examples = self._examples(items)
+    def prompts(self, items: Sequence[TextItem], examples: list[Any] | None = None) -> list[str]:
+        """The prompt each item is sent with, few-shot examples included (after ``fit``);
+        ``examples`` are the items' examples when the caller has chosen them already."""
+        examples = self._examples(items) if examples is None else examples
         return [self._prompt(item.text, ex) for item, ex in zip(items, examples, strict=True)]
 
     def _base_mode(self) -> Mode:
@@ -473,7 +474,7 @@ class OpenAILabeler(PromptedLabeler):
     async def _predict(self, items: list[TextItem], progress: Progress | None) -> tuple[np.ndarray, Usage]:
         started = time.perf_counter()
         examples = self._examples(items)
-        prompts = [self._prompt(item.text, ex) for item, ex in zip(items, examples, strict=True)]
+        prompts = self.prompts(items, examples)
         # Contextual calibration: the content-free prompts of each distinct set of examples
         # go first, so that a run stopped part-way has the bias of every item it answered.
         sets = list(dict.fromkeys(tuple(ex) for ex in examples)) if self.contextual else []
