@@ -356,3 +356,13 @@ def test_label_studio_tasks_keep_several_text_fields_and_item_fields(tmp_path):
     # A frame of items goes back in as it is.
     with project("three") as third:
         assert third.add_items(before[["key", "title", "body", "shelf"]]).added == 2
+
+
+@pytest.mark.parametrize("name, fmt", [("tasks.json", None), ("dataset", "hf")])
+def test_synthetic_items_are_refused_by_the_label_studio_and_hf_exports(tmp_path, name, fmt):
+    # Synthetic items are flagged in a column only the flat formats have: the other formats
+    # say so, instead of failing on an option they do not take.
+    refused = pytest.raises(DataError, match="--include-synthetic writes CSV, JSONL or Parquet")
+    with Project.open(make_project(tmp_path / "p")) as project, refused as error:
+        project.export(tmp_path / name, fmt=fmt, include_synthetic=True)
+    assert "Nothing was exported." in str(error.value) and not (tmp_path / name).exists()
