@@ -30,13 +30,14 @@ from duolabel.context import Context
 from duolabel.core.operating import golden_needed
 from duolabel.core.policies import make_policy
 from duolabel.errors import DuolabelError, ProjectError
+from duolabel.formatting import money
 from duolabel.labelers import TextItem, build_labeler, encode_fn, encoder_for
 from duolabel.ledger import answer_price, current_model_version, labeler_versions, model_cost
 from duolabel.people.imported import IMPORTED
 from duolabel.store import Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.training_data import golden_items
 
-__all__ = ["LabelerPlan", "PeoplePlan", "ProjectPlan", "duration", "money", "plan_project", "sanity_checks"]
+__all__ = ["LabelerPlan", "PeoplePlan", "ProjectPlan", "plan_project", "sanity_checks"]
 
 #: Items an LLM labeler is tried on (the first one also loads the model or opens the client).
 SAMPLE = 5
@@ -145,32 +146,6 @@ class ProjectPlan:
             f"at audit.sample_rate is {people.audit_items:,} final labels.",
             f"people: {cost[0]}; model: {cost[1]}; total {money(self.total_cost, self.currency)}.",
         ]
-
-
-def money(value: float, currency: str) -> str:
-    """An amount as the CLI shows it; a fraction of a cent keeps two significant digits.
-
-    Examples
-    --------
-    >>> money(0.0000053, "USD"), money(0.5, "USD"), money(1234.5, "EUR")
-    ('5.3e-06 USD', '0.5000 USD', '1,234.50 EUR')
-    """
-    if 0 < abs(value) < 1e-3:
-        return f"{value:.2g} {currency}"
-    return f"{value:,.4f} {currency}" if abs(value) < 1 else f"{value:,.2f} {currency}"
-
-
-def duration(seconds: float) -> str:
-    """A wall time in the unit that reads best.
-
-    Examples
-    --------
-    >>> duration(42), duration(600), duration(7200)
-    ('42 s', '10 min', '2.0 h')
-    """
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 # -- what is in the store ------------------------------------------------------

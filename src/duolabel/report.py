@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from duolabel.core.calibration import calibration_metrics, reliability_diagram
 from duolabel.core.probs import as_matrix
 from duolabel.errors import ProjectError
+from duolabel.formatting import money
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 
 if TYPE_CHECKING:
@@ -138,14 +139,13 @@ def write_report(project: Project, path: Path) -> Path:
     confusion = np.zeros((len(labels), len(labels)), dtype=int)
     for g, p in zip(golden.gold, golden.calibrated.argmax(axis=1), strict=True):
         confusion[g, p] += 1
-    money = lambda v: f"{v:,.2f} {cmp.currency}"  # noqa: E731
     costs = [
-        ("spent so far", money(status.cost.total)),
-        (f"people alone, {cmp.items:,} items (estimate)", money(cmp.humans_only)),
-        ("model alone (ledger)", money(cmp.model_only)),
-        ("hybrid, when people finish", money(cmp.hybrid)),
-        ("golden set (experts + set-up)", money(cmp.golden_set)),
-        ("saving vs people alone", money(cmp.saving)),
+        ("spent so far", money(status.cost.total, cmp.currency)),
+        (f"people alone, {cmp.items:,} items (estimate)", money(cmp.humans_only, cmp.currency)),
+        ("model alone (ledger)", money(cmp.model_only, cmp.currency)),
+        ("hybrid, when people finish", money(cmp.hybrid, cmp.currency)),
+        ("golden set (experts + set-up)", money(cmp.golden_set, cmp.currency)),
+        ("saving vs people alone", money(cmp.saving, cmp.currency)),
         ("return on the model + golden set", "–" if cmp.roi is None else f"{cmp.roi:,.1f}x"),
     ]
     with project.store.read() as session:

@@ -17,13 +17,13 @@ from duolabel.cli.people import annotators_app, config_app, golden_app
 from duolabel.cli.tables import (
     _batch_table,
     _calibration_table,
-    _money,
     _plan_output,
     _ranking_table,
     _status_table,
     _warn,
 )
 from duolabel.errors import DuolabelError, Interrupted, ProjectError
+from duolabel.formatting import money
 from duolabel.progress import rich_reporter
 
 app = typer.Typer(
@@ -597,7 +597,7 @@ def simulate(
             f"{row.cost_reduction:.0%}",
             f"{row.human_share:.0%}",
             f"{row.expert_answers:,} ({row.expert_recorded:,} recorded)",
-            _money(row.cost, currency),
+            money(row.cost, currency),
             f"{row.ran_out:,}",
         )
     out.print(table)

@@ -6,10 +6,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from duolabel.cli.common import err, out
-
-
-def _money(value: float, currency: str) -> str:
-    return f"{value:,.4f} {currency}" if abs(value) < 1 else f"{value:,.2f} {currency}"
+from duolabel.formatting import duration, money
 
 
 def _status_table(status) -> Table:
@@ -30,20 +27,20 @@ def _status_table(status) -> Table:
     for what, n in rows:
         table.add_row(what, f"{n:,}")
     cost = status.cost
-    table.add_row("cost: model", _money(cost.model, cost.currency))
-    table.add_row(f"cost: people ({cost.human_answers:,} answers)", _money(cost.humans, cost.currency))
+    table.add_row("cost: model", money(cost.model, cost.currency))
+    table.add_row(f"cost: people ({cost.human_answers:,} answers)", money(cost.humans, cost.currency))
     if cost.expert_answers:
-        table.add_row(f"cost: experts ({cost.expert_answers:,} answers)", _money(cost.experts, cost.currency))
+        table.add_row(f"cost: experts ({cost.expert_answers:,} answers)", money(cost.experts, cost.currency))
     if cost.setup:
-        table.add_row("cost: set-up", _money(cost.setup, cost.currency))
-    table.add_row("cost so far", _money(cost.total, cost.currency))
+        table.add_row("cost: set-up", money(cost.setup, cost.currency))
+    table.add_row("cost so far", money(cost.total, cost.currency))
     cmp = status.comparison
     table.add_section()
-    table.add_row(f"people alone, {cmp.items:,} items (estimate)", _money(cmp.humans_only, cmp.currency))
-    table.add_row("model alone (ledger)", _money(cmp.model_only, cmp.currency))
-    table.add_row("hybrid, when people finish", _money(cmp.hybrid, cmp.currency))
-    table.add_row("golden set (experts + set-up)", _money(cmp.golden_set, cmp.currency))
-    table.add_row("saving vs people alone", _money(cmp.saving, cmp.currency))
+    table.add_row(f"people alone, {cmp.items:,} items (estimate)", money(cmp.humans_only, cmp.currency))
+    table.add_row("model alone (ledger)", money(cmp.model_only, cmp.currency))
+    table.add_row("hybrid, when people finish", money(cmp.hybrid, cmp.currency))
+    table.add_row("golden set (experts + set-up)", money(cmp.golden_set, cmp.currency))
+    table.add_row("saving vs people alone", money(cmp.saving, cmp.currency))
     if cmp.roi is not None:
         table.add_row("return on the model + golden set", f"{cmp.roi:,.1f}x")
     return table
@@ -107,7 +104,6 @@ def _warn(warnings: list[str]) -> None:
 
 
 def _plan_output(plan) -> None:
-    from duolabel.plan import duration, money
 
     for lab in plan.labelers:
         if lab.prompt is not None:
