@@ -14,23 +14,27 @@ labels the items with ``s_i >= t`` and people the rest, so the delivered error i
 
 with ``w_i`` whether the model's label is wrong (unknown) and ``h_i`` people's expected error on
 item ``i`` (known: from their measured accuracy, or 0 when people are taken as exact). Only the
-first sum is unknown. It is estimated by importance sampling: ``m`` items are drawn
-independently, with replacement, item ``i`` with probability
+first sum is unknown. It is estimated from ``m`` items people label, drawn at random, item ``i``
+with probability
 
     q_i = (1 - u) * (1 - s_i) / sum_j (1 - s_j) + u / n,
 
 uncertainty-weighted (the model's errors sit mostly on its uncertain items, so they are drawn
 more often) and mixed with the uniform share ``u`` so that every weight ``1 / (n q_i)`` stays at
-most ``1 / u``. People label the drawn items; on the k-th draw ``I_k``,
+most ``1 / u``. Weighted draws are independent, with replacement; on the k-th draw ``I_k``,
 
     Z_k(t) = [s_{I_k} >= t] * w_{I_k} / (n q_{I_k})
 
 has expectation exactly the unknown sum divided by ``n``, whatever the data. The null hypothesis
 "``R(t) > eps``" at threshold ``t`` then gets a valid p-value:
 
-- with ``u = 1`` (uniform draws, as PAC Labels' published runs do) the ``Z_k`` are 0/1 and
-  independent Bernoulli draws, so the exact binomial tail (:func:`~duolabel.core.ltt.binomial_pvalue`),
-  the tightest valid p-value for a count;
+- with ``u = 1`` (uniform draws, as PAC Labels' published runs make them; the default) the items
+  are drawn *without* replacement, so none is labelled twice, and given how many sampled items a
+  threshold accepts, those are a uniform sample without replacement of the items it accepts:
+  their count of model errors has an exact hypergeometric law, whose tail at the fewest wrong
+  accepted items that break the target is the p-value (exact for the finite data set, tighter
+  than the binomial tail of draws with replacement; a threshold that accepts fewer items than
+  the target allows to be wrong needs no evidence at all);
 - otherwise a betting p-value (Waudby-Smith and Ramdas 2023, "Estimating means of bounded random
   variables by betting"; the bound PAC Labels uses): the capital of a gambler betting, with a
   predictable stake, that the draws' mean is below the null's boundary is a nonnegative
@@ -92,17 +96,22 @@ def sampling_probabilities(scores: np.ndarray, *, uniform_share: float = UNIFORM
 
 
 def draw_sample(probabilities: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` independent draws (with replacement) of item indices from ``probabilities``, in
-    draw order (the betting p-value reads them in that order).
+    """``size`` draws of item indices from ``probabilities``, in draw order.
+
+    Uniform draws are made without replacement (no item is labelled twice; at most every item),
+    weighted ones independently with replacement (the betting p-value reads them in draw order).
 
     Examples
     --------
     >>> import numpy as np
     >>> draws = draw_sample(np.full(10, 0.1), 5, np.random.default_rng(0))
-    >>> len(draws), bool(((draws >= 0) & (draws < 10)).all())
-    (5, True)
+    >>> len(draws), len(set(draws.tolist())), bool(((draws >= 0) & (draws < 10)).all())
+    (5, 5, True)
     """
-    return rng.choice(len(probabilities), size=size, replace=True, p=probabilities)
+    n = len(probabilities)
+    if np.allclose(probabilities, 1.0 / n):
+        return rng.choice(n, size=min(size, n), replace=False)
+    return rng.choice(n, size=size, replace=True, p=probabilities)
 
 
 def betting_pvalue(x: np.ndarray, boundary: np.ndarray | float, risk: float) -> np.ndarray:
@@ -259,11 +268,16 @@ def certify_sample(
     weights = 1.0 / (n * q[draws])
     uniform = np.allclose(weights, 1.0)
     if uniform:
-        from scipy.stats import binom
+        from scipy.stats import hypergeom
 
-        # binomial_pvalue's exact tail, with each threshold's own boundary.
+        # Given how many sampled items a threshold accepts, they are a uniform sample without
+        # replacement of the items it accepts: the exact hypergeometric tail of their errors,
+        # at the fewest wrong accepted items that break the target (none can when too few are
+        # accepted: p-value 0).
         errors = (accepted_draw * drawn_wrong[None, :]).sum(axis=1)
-        pvalues = np.where(boundary > 0, binom.cdf(errors, m, np.clip(boundary, 1e-12, 1)), 1.0)
+        breaking = np.floor(boundary * n + 1e-9).astype(int) + 1
+        tail = hypergeom.cdf(errors, counts, np.minimum(breaking, counts), accepted_draw.sum(axis=1))
+        pvalues = np.where(boundary <= 0, 1.0, np.where(breaking > counts, 0.0, tail))
     else:
         z = accepted_draw * (drawn_wrong * weights)[None, :]
         # Each threshold's range bound: the largest weight among the items it accepts.
