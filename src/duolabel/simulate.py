@@ -153,6 +153,7 @@ def simulate(
     escalate: bool = True,
     expert_accuracy: float = DEFAULT_EXPERT_ACCURACY,
     seed: int = 0,
+    certification: str = "fallback",
 ) -> SimulationResult:
     """Replay each policy at each operating point (target mode for every ``targets``, cost
     mode, the best expected quality, and budget mode when ``budget_per_item`` is given).
@@ -163,7 +164,8 @@ def simulate(
     to the model's choice). With ``escalate``, the dynamic policy sends items still unsure
     after ``max_overlap`` answers to an expert: the item gets the expert's recorded answer
     (``data.test_experts``) where there is one, else it counts as right with probability
-    ``expert_accuracy`` (its expected contribution, so no draw is added).
+    ``expert_accuracy`` (its expected contribution, so no draw is added). ``certification`` is
+    target mode's family-wise procedure (``routing.certification``).
     """
     price = answer_price(costs)
     golden_answers = _shuffled(data.golden_answers, seed)
@@ -211,6 +213,7 @@ def simulate(
                 risk=risk,
                 budget_per_item=budget_per_item,
                 curve=curve,
+                certification=certification,
             )
             policy.threshold = point.threshold
             decisions = route_items(policy, data.test_probs, data.test_features)
@@ -564,4 +567,5 @@ def simulate_project(
         policies=("threshold", "dynamic", "meta"),
         expert_accuracy=cfg.expert_accuracy if expert_accuracy is None else expert_accuracy,
         seed=seed,
+        certification=cfg.certification,
     )
