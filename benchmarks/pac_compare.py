@@ -6,7 +6,7 @@ Each data set is a pool of ``N`` items to deliver with error at most ``eps`` (pr
 cross-fitted probabilities over the pool (5 folds, temperature-calibrated out of fold), cached
 under /work/bench/pac. People are taken as exact (their label is the gold one), as PAC Labels'
 oracle is. Every method gets the same number ``m`` of human labels for its certificate
-(``--share`` of the pool) and, per draw:
+(each of ``--shares`` of the pool) and, per draw:
 
 - **PAC Labels** (``tijana-zrnic/pac-labels``, ``pac_labeling`` as their README runs it with the
   betting bound): ``m`` uniform draws with replacement, each labelled (``pi = 1``), the
@@ -29,7 +29,7 @@ it must be at least ``1 - risk``. Human share: the items people label, certifica
 over ``N``; the hindsight share is the fewest people for which the delivered error is at most
 ``eps`` knowing every item's truth.
 
-    python benchmarks/pac_compare.py --draws 500 [--record]
+    python benchmarks/pac_compare.py --draws 500 [--shares 0.15,0.3] [--record]
 """
 
 from __future__ import annotations
@@ -178,9 +178,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--risk", type=float, default=0.1)
-    parser.add_argument("--share", type=float, default=0.15, help="certificate labels, share of the pool")
+    parser.add_argument(
+        "--shares", default="0.15,0.3", help="certificate labels, shares of the pool (comma-separated)"
+    )
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
+    shares = [float(x) for x in args.shares.split(",")]
     started = time.perf_counter()
     lines = [
         "| data set (N, m) | eps | model alone | hindsight share | "
@@ -189,44 +192,48 @@ def main() -> None:
         "|---|---|---|---|" + "---|" * len(METHODS),
     ]
     verdicts = []
-    for name, eps in SETS.items():
-        r = run(name, eps, args.risk, args.share, args.draws)
-        valid = {m: r[m] for m in METHODS if r[m][0] >= 1 - args.risk}  # type: ignore[index]
-        ranked = sorted(valid, key=lambda m: (valid[m][1], valid[m][2]))  # type: ignore[index]
-        verdicts.append(
-            f"- {name}: lowest median human share among the valid methods: "
-            + ", ".join(f"{m} {valid[m][1]:.1%}" for m in ranked)  # type: ignore[index]
-            + (
-                f" (not valid: {', '.join(sorted(set(METHODS) - set(valid)))})"
-                if len(valid) < len(METHODS)
-                else ""
+    for share in shares:
+        for name, eps in SETS.items():
+            r = run(name, eps, args.risk, share, args.draws)
+            ok = {m: r[m] for m in METHODS if r[m][0] >= 1 - args.risk}  # type: ignore[index]
+            ranked = sorted(ok, key=lambda m: (ok[m][1], ok[m][2]))  # type: ignore[index]
+            verdicts.append(
+                f"- {name}, m = {r['m']}: lowest median human share among the valid methods: "
+                + ", ".join(f"{m} {ok[m][1]:.1%}" for m in ranked)  # type: ignore[index]
+                + (
+                    f" (not valid: {', '.join(sorted(set(METHODS) - set(ok)))})"
+                    if len(ok) < len(METHODS)
+                    else ""
+                )
             )
-        )
-        cells = []
-        for method in METHODS:
-            valid, median, mean, std = r[method]  # type: ignore[misc]
-            cells.append(f"{valid:.3f}, {median:.1%} ({mean:.1%} ± {std:.1%})")
-        lines.append(
-            f"| {name} ({r['n']}, {r['m']}) | {eps} | {r['model']:.3f} | {r['hindsight']:.1%} | "
-            + " | ".join(cells)
-            + " |"
-        )
-        print(lines[-1], flush=True)
+            cells = []
+            for method in METHODS:
+                valid, median, mean, std = r[method]  # type: ignore[misc]
+                cells.append(f"{valid:.3f}, {median:.1%} ({mean:.1%} ± {std:.1%})")
+            lines.append(
+                f"| {name} ({r['n']}, {r['m']}) | {eps} | {r['model']:.3f} | {r['hindsight']:.1%} | "
+                + " | ".join(cells)
+                + " |"
+            )
+            print(lines[-1], flush=True)
     body = (
         f"Command: `python benchmarks/pac_compare.py --draws {args.draws} --risk {args.risk} "
-        f"--share {args.share} --record` ({time.perf_counter() - started:.0f} s). Target: delivered error "
+        f"--shares {args.shares} --record` ({time.perf_counter() - started:.0f} s). Target: delivered error "
         f"<= eps with probability >= {1 - args.risk:.0%}, people exact (gold), the same cross-fitted "
-        f"embedding predictions for every method, m = {args.share:.0%} of the pool for each certificate; "
+        f"embedding predictions for every method, m = {' or '.join(f'{x:.0%}' for x in shares)} of the "
+        "pool for each certificate; "
         f"{args.draws} draws (random golden items or samples). Valid: share of draws meeting the target "
         "(>= 1 - risk needed); share: items people label, the certificate's own included.\n\n"
         + "\n".join(lines)
         + "\n\n"
         + "\n".join(verdicts)
-        + "\n\nThe medians differ by less than the spread of the shares over draws (std above): the "
-        "sampling certificate's edge is its exact finite-population (hypergeometric) test, and, where "
-        "few items may be accepted, that accepting at most eps * N items needs no evidence. Uncertainty-"
-        "weighted draws (importance weights up to 2, betting p-values) did not pay for the wider range of "
-        "their weighted losses here, nor on synthetic data (tests/test_pac.py): the default draws uniformly."
+        + "\n\nThe differences between valid methods are mostly within the spread of the shares over "
+        "draws (std above). Uniform sampling is the lowest, or within a point of it, in five of the six "
+        "rows: its exact finite-population (hypergeometric) test is tighter than PAC Labels' betting "
+        "bound on draws with replacement, and accepting at most eps * N items needs no evidence. "
+        "Uncertainty-weighted draws (importance weights up to 2, betting p-values) certify nothing with "
+        "the smaller samples of amazon_isbook and medrel and win only with the largest sample (emotion, "
+        "m = 600): the default draws uniformly."
     )
     print(body)
     if args.record:

@@ -66,6 +66,8 @@ def test_the_certification_setting_reaches_the_certificate():
         certification="expected-start",
     )  # fmt: skip
     assert point.certificate is not None and point.certificate.procedure == "expected-start"
+    assert point.describe().split(";")[0].startswith("accuracy >= 0.9 on the accepted items")
+    assert "expected-start procedure)" in point.describe()
     assert RoutingConfig().certification == "fallback"  # existing projects keep their procedure
     assert RoutingConfig(certification="expected-start").certification == "expected-start"
     with pytest.raises(ValidationError):

@@ -104,7 +104,10 @@ class TargetCertificate(_Certificate):
             return (
                 f"{goal}: certified at threshold {self.threshold:.4g} "
                 f"({self.accepted} golden items accepted, {self.errors} wrong; "
-                f"error bound {self.error_bound:.3f})"
+                f"error bound {self.error_bound:.3f}"
+                # The default procedure goes unsaid, as before; another is named (routing.certification).
+                + ("" if self.procedure == "fallback" else f"; {self.procedure} procedure")
+                + ")"
             )
         if not self.reachable:
             return (

@@ -47,14 +47,16 @@ Thresholds are tested one after the other with the whole risk and stop at the fi
 be rejected (fixed-sequence testing), in the order of their *expected* delivered error computed
 from the scores and ``h`` alone (the model's expected errors ``1 - s_i`` on the items it accepts):
 it does not depend on the sample, so the family-wise error is at most ``risk``. The sampled items
-keep people's labels in the delivered data (which can only lower its error); the certificate's
-own cost is the drawn items the threshold accepts, which people would not have labelled
-otherwise.
+keep people's labels in the delivered data; where people are not exact, their expected errors on
+the sampled items the threshold accepts are added to the known part (at most ``m`` such items,
+each at most the largest ``h_i`` among the accepted items, so the boundary stays fixed before
+sampling). The certificate's own cost is the drawn items the threshold accepts, which people
+would not have labelled otherwise.
 
 What people's labels stand for: the drawn items' model errors are judged against people's
 aggregated label, as PAC Labels judges against its oracle. With ``people_exact`` that is the
 truth; otherwise the certificate bounds the model's disagreement with people on the accepted
-items plus people's own expected error on the routed ones.
+items plus people's own expected error on the items they label.
 """
 
 from __future__ import annotations
@@ -263,7 +265,13 @@ def certify_sample(
     # Known part: people's expected errors on the routed items; expected part from the scores.
     people_routed = (h[order].sum() - np.concatenate([[0.0], np.cumsum(h[order])])[counts]) / n
     expected = np.concatenate([[0.0], np.cumsum(1.0 - scores[order])])[counts] / n + people_routed
-    boundary = eps - people_routed  # the null: the model's part of the error is at least this
+    # The sampled items the threshold accepts are delivered with people's labels, whose errors
+    # the model's part does not count: at most min(m, accepted) of them, each at most the
+    # largest of people's expected errors among the accepted items (0 when people are exact).
+    h_accepted = np.concatenate([[0.0], np.maximum.accumulate(h[order])])[counts]
+    sampled_people = np.minimum(m, counts) * h_accepted / n
+    # The null: the model's part of the delivered error is at least this.
+    boundary = eps - people_routed - sampled_people
     accepted_draw = scores[draws][None, :] >= strict_first[:, None]  # thresholds x draws
     weights = 1.0 / (n * q[draws])
     uniform = np.allclose(weights, 1.0)
@@ -293,7 +301,9 @@ def certify_sample(
     if best is None:
         return base
     t = float(strict_first[best])
-    estimate = float(people_routed[best] + (accepted_draw[best] * drawn_wrong * weights).mean())
+    estimate = float(
+        people_routed[best] + sampled_people[best] + (accepted_draw[best] * drawn_wrong * weights).mean()
+    )
     extra = int((scores[sampled] >= t).sum())
     return SampleCertificate(
         target, risk, n, m, len(sampled), t, int(counts[best]), extra, estimate, base.people_error,
