@@ -103,3 +103,14 @@ def test_certificate_counts_the_human_labels_it_cost():
     assert cert.extra == accepted_sampled > 0
     assert cert.human_labels == 1000 - cert.accepted + accepted_sampled
     assert "certificate itself cost" in cert.describe()
+
+
+def test_uniform_draws_with_repeats_are_refused():
+    # The hypergeometric test counts distinct items: a repeated draw would count one error twice.
+    scores = np.linspace(0.5, 1.0, 100)
+    q = sampling_probabilities(scores)
+    with pytest.raises(ValueError, match="without replacement"):
+        certify_sample(
+            scores, np.array([1, 1, 2]), np.zeros(3), probabilities=q, target=0.9, risk=RISK,
+            thresholds=THRESHOLDS, people_exact=True,
+        )  # fmt: skip

@@ -278,6 +278,9 @@ def certify_sample(
     if uniform:
         from scipy.stats import hypergeom
 
+        if len(sampled) < m:
+            raise ValueError("uniform draws must be made without replacement (see draw_sample)")
+
         # Given how many sampled items a threshold accepts, they are a uniform sample without
         # replacement of the items it accepts: the exact hypergeometric tail of their errors,
         # at the fewest wrong accepted items that break the target (none can when too few are
