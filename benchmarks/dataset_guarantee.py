@@ -140,7 +140,7 @@ def main() -> None:
         "split; embedding labeler, temperature calibration; means over splits.\n\n"
         + "\n".join(lines)
         + "\n\nThe PAC Labels comparison (certifying without golden items from a sample people label) "
-        "is not run: that variant is not built."
+        "is benchmarks/pac_compare.py's section."
     )
     print(body)
     if args.record:

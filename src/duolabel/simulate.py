@@ -40,7 +40,7 @@ from duolabel.core.evidence import (
     majority_label,
     worker_accuracies,
 )
-from duolabel.core.operating import choose_operating_point, quality_curve
+from duolabel.core.operating import choose_operating_point, majority_accuracy, quality_curve
 from duolabel.core.policies import Decision, FollowUpPolicy, fuse, make_policy, route_items
 from duolabel.core.probs import as_matrix
 from duolabel.errors import DataError, Problem
@@ -153,6 +153,8 @@ def simulate(
     escalate: bool = True,
     expert_accuracy: float = DEFAULT_EXPERT_ACCURACY,
     seed: int = 0,
+    certification: str = "fallback",
+    sample_share: float | None = None,
 ) -> SimulationResult:
     """Replay each policy at each operating point (target mode for every ``targets``, cost
     mode, the best expected quality, and budget mode when ``budget_per_item`` is given).
@@ -163,7 +165,11 @@ def simulate(
     to the model's choice). With ``escalate``, the dynamic policy sends items still unsure
     after ``max_overlap`` answers to an expert: the item gets the expert's recorded answer
     (``data.test_experts``) where there is one, else it counts as right with probability
-    ``expert_accuracy`` (its expected contribution, so no draw is added).
+    ``expert_accuracy`` (its expected contribution, so no draw is added). ``certification`` is
+    target mode's family-wise procedure (``routing.certification``). With ``sample_share``, each
+    target also gets a ``(dataset, sample)`` row: the dataset-level guarantee certified without
+    golden items from a random sample of that share of the test items, labelled by the recorded
+    answers (:func:`_sample_certificate_row`).
     """
     price = answer_price(costs)
     golden_answers = _shuffled(data.golden_answers, seed)
@@ -211,6 +217,7 @@ def simulate(
                 risk=risk,
                 budget_per_item=budget_per_item,
                 curve=curve,
+                certification=certification,
             )
             policy.threshold = point.threshold
             decisions = route_items(policy, data.test_probs, data.test_features)
@@ -268,12 +275,76 @@ def simulate(
                     experts - len(assumed),
                 )
             )
+    if sample_share is not None:
+        people_error = 1.0 - majority_accuracy(pooled, overlap, len(data.labels))
+        for target in targets:
+            rows.append(
+                _sample_certificate_row(
+                    data, test_answers, target=target, risk=risk, share=sample_share, overlap=overlap,
+                    people_error=people_error, price=price, seed=seed, human_accuracy=human_accuracy,
+                )
+            )  # fmt: skip
     return SimulationResult(
         rows,
         _realised_curve(data, test_answers, overlap),
         float((crowd == test_gold).mean()),
         expert_accuracy,
         sum(label is not None for label in expert_labels),
+    )
+
+
+def _sample_certificate_row(
+    data: SimulationInput,
+    test_answers: Answers,
+    *,
+    target: float,
+    risk: float,
+    share: float,
+    overlap: int,
+    people_error: float,
+    price: float,
+    seed: int,
+    human_accuracy: float,
+) -> SimulationRow:
+    """The sampling variant of the dataset-level guarantee (:mod:`duolabel.core.pac`) replayed:
+    a uniform sample of ``share`` of the test items is labelled by people (the majority of
+    their first ``overlap`` recorded answers), the certificate judges the model against those
+    labels, with people's expected error from their accuracy on the golden items, and the
+    items below its threshold go to people too. The human share and the cost count the
+    sample."""
+    from duolabel.core.operating import GRID
+    from duolabel.core.pac import certify_sample, draw_sample, sampling_probabilities
+
+    scores = data.test_probs.max(axis=1)
+    model = data.test_probs.argmax(axis=1)
+    q = sampling_probabilities(scores)
+    draws = draw_sample(q, max(1, round(share * len(scores))), np.random.default_rng(seed))
+    people = np.array(
+        [majority_label(given[:overlap], p) for given, p in zip(test_answers, data.test_probs, strict=True)]
+    )
+    cert = certify_sample(
+        scores, draws, model[draws] != people[draws], probabilities=q, target=target, risk=risk,
+        thresholds=GRID, people_error=people_error,
+    )  # fmt: skip
+    human = scores < cert.threshold
+    human[draws] = True
+    final = np.where(human, people, model)
+    answers = sum(min(len(test_answers[i]), overlap) for i in np.flatnonzero(human))
+    ran_out = sum(len(test_answers[i]) < overlap for i in np.flatnonzero(human))
+    return SimulationRow(
+        "threshold",
+        f"target {target:g} (dataset, sample)",
+        float(cert.threshold),
+        human_accuracy,
+        float((model == data.test_gold).mean()),
+        float((final == data.test_gold).mean()),
+        float(human.mean()),
+        answers,
+        0,
+        answers * price,
+        sum(min(len(given), overlap) for given in test_answers) * price,
+        ran_out,
+        cert.describe(),
     )
 
 
@@ -475,13 +546,14 @@ def simulate_project(
     seed: int = 0,
     expert_accuracy: float | None = None,
     gold: Mapping[str, str] | None = None,
+    sample_share: float | None = None,
 ) -> SimulationResult:
     """Simulate on the project's own items: golden items choose the operating points; the
     other items with a known label (from their ``gold_column``, or ``gold``: item id to label,
     see :func:`read_gold`) are replayed. Escalated items without a recorded expert answer
     count as right with probability ``expert_accuracy`` (None: the project's
     ``routing.expert_accuracy``). With no ``answers_path`` the answers come from the store
-    (:func:`stored_answers`)."""
+    (:func:`stored_answers`). ``sample_share``: see :func:`simulate`."""
     from sqlalchemy import select
 
     from duolabel.errors import ProjectError
@@ -564,4 +636,6 @@ def simulate_project(
         policies=("threshold", "dynamic", "meta"),
         expert_accuracy=cfg.expert_accuracy if expert_accuracy is None else expert_accuracy,
         seed=seed,
+        certification=cfg.certification,
+        sample_share=sample_share,
     )

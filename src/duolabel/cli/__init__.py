@@ -556,6 +556,15 @@ def simulate(
         ),
     ] = None,
     gold_column: Annotated[str, typer.Option(help="The column of --gold holding the labels.")] = "gold",
+    sample_share: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            max=1.0,
+            help="Also certify the dataset-level target without golden items, from a random sample of "
+            "this share of the replayed items labelled by the recorded answers (PAC-Labels-style).",
+        ),
+    ] = None,
 ) -> None:
     """Replay the routing policies on items with known labels and recorded human answers."""
     from duolabel.simulate import HYBRID, read_gold, simulate_project
@@ -568,6 +577,7 @@ def simulate(
             seed=seed,
             expert_accuracy=expert_accuracy,
             gold=known,
+            sample_share=sample_share,
         )
         currency = proj.config.costs.currency
     table = Table(

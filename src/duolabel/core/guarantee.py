@@ -31,8 +31,7 @@ order uses people's *mean* error on the golden items, which the tests also count
 dependence, which ``benchmarks/dataset_guarantee.py`` checks on real crowds over 500 splits.
 
 The PAC Labels procedure (Candès, Ilyas, Zrnic) certifies the same kind of statement without
-golden items, from a random, uncertainty-weighted sample that people label; that variant is not
-built here: a project without golden items cannot use ``routing.guarantee: dataset``.
+golden items, from a random sample that people label: :mod:`duolabel.core.pac`.
 """
 
 from __future__ import annotations

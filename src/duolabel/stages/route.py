@@ -257,6 +257,7 @@ def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfi
         curve=curve,
         guarantee=cfg.guarantee,
         people_exact=cfg.people_exact,
+        certification=cfg.certification,
     )
     policy.threshold = point.threshold
     params: dict[str, Any] = {
