@@ -37,6 +37,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
 
 from duolabel.project import Project
 from duolabel.web.api import router as api_router
+from duolabel.web.browse import router as browse_router
 from duolabel.web.common import HERE, Web, maybe_who
 from duolabel.web.pages import router as pages_router
 
@@ -115,6 +116,7 @@ def create_app(project: Project) -> FastAPI:
 
     app.include_router(pages_router)
     app.include_router(api_router)
+    app.include_router(browse_router)
     return app
 
 
