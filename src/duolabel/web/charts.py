@@ -129,7 +129,8 @@ def charts(ctx: Context) -> list[Chart]:
             .group_by(Annotator.name)
             .order_by(Annotator.name)
         ).all()
-    total, progress = 0, []
+    # From zero at the first day, so that even one day of answers draws a line.
+    total, progress = 0, [(str(per_day[0][0])[:10], 0.0)] if per_day else []
     for when, count in per_day:
         total += int(count)
         progress.append((str(when)[:10], float(total)))
