@@ -12,7 +12,8 @@ Errors: pages show one line; the API answers ``{"error": {"type", "message", "st
 
 This module only assembles the app (session cookie, security headers, error handlers)
 and includes the routers of :mod:`duolabel.web.pages` and :mod:`duolabel.web.api`, which
-both call :mod:`duolabel.web.actions`; nothing imports this module back.
+both call :mod:`duolabel.web.actions`, and of :mod:`duolabel.web.browse` (the admin item
+browser); nothing imports this module back.
 """
 
 from __future__ import annotations

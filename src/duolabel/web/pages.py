@@ -174,9 +174,10 @@ PREVIEW_CHARS = 20_000
 def _label_page(
     request: Request, web: Web, who: Who, task: dict[str, Any], action: str, **context: Any
 ) -> Response:
-    """The labeling page for one task (as :func:`~duolabel.web.actions.task_view` shows it),
-    answered by posting to ``action``; a long text is cut to its first ``PREVIEW_CHARS``
-    characters unless the page was asked for with ``?full=1``."""
+    """The labeling page for one task (as :func:`~duolabel.web.actions.task_view` shows it:
+    one block per text field, the highlight terms marked), answered by posting to ``action``;
+    a long text is cut to its first ``PREVIEW_CHARS`` characters unless the page was asked for
+    with ``?full=1``."""
     labels = actions.label_buttons(web.project)
     blocks, length = cut_blocks(task["blocks"], PREVIEW_CHARS)
     if length > PREVIEW_CHARS and request.query_params.get("full") != "1":
