@@ -188,3 +188,17 @@ def test_the_controls_chart_shows_each_annotators_accuracy(folder: Path) -> None
     assert [(bar.caption, bar.value) for bar in chart.bars] == [("alice", "0.50")]
     assert chart.axis["top"] == "1.00" and chart.bars[0].height == pytest.approx((170 - 14 - 34) / 2, abs=0.1)
     project.close()
+
+
+def test_the_label_filter_looks_inside_multi_label_answers(folder: Path) -> None:
+    from tests.web_fixtures import add_routed_items, make_project
+
+    project = make_project(folder, task={"type": "multi_label"})
+    add_routed_items(project, 3, overlap=1)
+    with project.store.write() as session:
+        for item_id, labels in (("item-000", '["billing", "other"]'), ("item-001", '["shipping"]')):
+            session.add(FinalLabel(item_id=item_id, label=labels, source="humans", confidence=1.0))
+    assert ids(project, label="other") == ["item-000"]
+    assert ids(project, label="shipping") == ["item-001"]
+    assert ids(project, label="ship") == []  # a whole label, not a part of one
+    project.close()

@@ -16,6 +16,7 @@ admin's shoulder; ``duolabel golden`` manages them).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -142,8 +143,14 @@ def _crowd(column: Any) -> ColumnElement[int]:
     )
 
 
-def _search(filters: ItemFilter) -> Select[*tuple[Any, ...]]:
-    """The filtered item rows (unordered, not paged)."""
+def _like(text: str) -> str:
+    """A LIKE pattern that finds ``text`` anywhere, its wildcards taken as text (escape ``\\``)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _search(filters: ItemFilter, *, list_valued: bool = False) -> Select[*tuple[Any, ...]]:
+    """The filtered item rows (unordered, not paged); ``list_valued`` when a final label is a
+    JSON list of labels (multi_label), which the label filter then looks inside."""
     answers = _crowd(func.count(Annotation.id))
     distinct = _crowd(func.count(Annotation.label.distinct()))
     known = Item.role.in_(GOLD_ROLES)
@@ -164,7 +171,7 @@ def _search(filters: ItemFilter) -> Select[*tuple[Any, ...]]:
         .outerjoin(FinalLabel, FinalLabel.item_id == Item.id)
     )
     if filters.text:
-        pattern = "%" + filters.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = _like(filters.text)
         query = query.where(or_(Item.text.ilike(pattern, escape="\\"), Item.id.ilike(pattern, escape="\\")))
     if filters.role:
         query = query.where(Item.role == filters.role)
@@ -172,7 +179,10 @@ def _search(filters: ItemFilter) -> Select[*tuple[Any, ...]]:
         query = query.where(Route.decision.is_(None))
     elif filters.route:
         query = query.where(Route.decision == filters.route)
-    if filters.label:
+    if filters.label and list_valued:
+        quoted = json.dumps(filters.label, ensure_ascii=False)  # as the list stores it
+        query = query.where(FinalLabel.label.like(_like(quoted), escape="\\"), ~known)
+    elif filters.label:
         query = query.where(FinalLabel.label == filters.label, ~known)
     if filters.batch:
         query = query.where(Item.batch == filters.batch)
@@ -205,7 +215,7 @@ def find_items(ctx: Context, filters: ItemFilter, *, per_page: int = PER_PAGE) -
     (1, ['m1'])
     >>> project.close()
     """
-    query = _search(filters)
+    query = _search(filters, list_valued=task_type(ctx.config.task.type).list_valued)
     with ctx.store.read() as session:
         total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
         pages = max(1, -(-total // per_page))
