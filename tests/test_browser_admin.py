@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
-from duolabel.store import Annotation, Annotator, FinalLabel
+from duolabel.store import Annotation, Annotator, ExpertTask, FinalLabel
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _serve
 from tests.web_fixtures import PASSWORD
 from tests.webui_fixtures import fielded_project
@@ -147,6 +147,9 @@ def test_admin_searches_opens_corrects_and_aggregates(page, project: Project, tm
     expect(page.locator("#message")).to_contain_text("Aggregated:")
     expect(page.locator("#items")).to_contain_text("shipping")  # r2's final label, from the crowd
     shot(page, tmp_path / "aggregated.png")
+    page.click("#audit button")
+    expect(page.locator("#message")).to_contain_text("Audit drawn:")
+    expect(page.locator("#message")).to_contain_text("put in the experts' queue")
     with project.store.read() as session:
         finals = dict(session.execute(select(FinalLabel.item_id, FinalLabel.source)).all())
         ada = session.scalar(select(Annotator.id).where(Annotator.name == "ada"))
@@ -157,4 +160,7 @@ def test_admin_searches_opens_corrects_and_aggregates(page, project: Project, tm
         ).one()
     assert finals["r3"] == "expert" and finals["r2"] in ("humans", "fused")
     assert tuple(correction) == ("billing", "expert", "checked the record")
+    with project.store.read() as session:
+        drawn = session.scalars(select(ExpertTask.item_id).where(ExpertTask.reason == "audit")).all()
+    assert drawn  # the button put shipped labels in the experts' queue
     assert page.errors == []
