@@ -71,6 +71,8 @@ def test_filters_on_sqlite_and_postgresql(answered: Project) -> None:
     final = {row["id"]: row["label"] for row in find_items(project, ItemFilter()).rows}
     assert final["r2"] == "shipping"
     assert ids(project, label="shipping") == ["r2"]
+    assert ids(project, source="humans") == ["r2", "r3"]  # the split one too: a vote decides
+    assert ids(project, source="expert") == [] and ids(project, source="model") == []
     assert ids(project, route="humans", agreement="split", text="nausea") == ["r3"]
     row = find_items(project, ItemFilter(text="r2")).rows[0]
     assert row["model"] == {"label": "shipping", "confidence": 0.55} and row["answers"] == 2

@@ -16,7 +16,7 @@ from duolabel.pipeline import aggregate
 from duolabel.stages.audit import draw_audit
 from duolabel.web.charts import charts
 from duolabel.web.common import ADMIN, Web, Who, posted, signed_in
-from duolabel.web.items import AGREEMENT, ROUTES, ItemFilter, correct_label, find_items, item_detail
+from duolabel.web.items import AGREEMENT, ROUTES, SOURCES, ItemFilter, correct_label, find_items, item_detail
 
 __all__ = ["router"]
 
@@ -39,6 +39,7 @@ def _items_page(request: Request, web: Web, who: Who, status: int = 200, **conte
         found=found,
         query=query,
         routes=ROUTES,
+        sources=SOURCES,
         agreements=AGREEMENT,
         labels=web.config.task.label_names,
         charts=charts(web.project),

@@ -47,6 +47,7 @@ __all__ = [
     "AGREEMENT",
     "PER_PAGE",
     "ROUTES",
+    "SOURCES",
     "ItemFilter",
     "ItemPage",
     "correct_label",
@@ -59,6 +60,8 @@ PER_PAGE = 50
 AGREEMENT = ("none", "single", "unanimous", "split")
 #: Routing decisions, and "unrouted" for items without one.
 ROUTES = ("accept", "humans", "expert", "unrouted")
+#: Where a final label came from.
+SOURCES = ("model", "humans", "fused", "expert")
 _PREVIEW = 160
 
 
@@ -67,7 +70,8 @@ class ItemFilter:
     """What to look for; an empty field (or ``None``) does not filter.
 
     ``text`` matches the text or the id (case-insensitive substring), ``route`` the routing
-    decision (one of :data:`ROUTES`), ``label`` the final label, ``min_confidence`` /
+    decision (one of :data:`ROUTES`), ``label`` the final label and ``source`` where it came
+    from (one of :data:`SOURCES`), ``min_confidence`` /
     ``max_confidence`` the confidence routing saw, ``agreement`` one of :data:`AGREEMENT`.
 
     Examples
@@ -81,6 +85,7 @@ class ItemFilter:
     role: str = ""
     route: str = ""
     label: str = ""
+    source: str = ""
     batch: str = ""
     agreement: str = ""
     min_confidence: float | None = None
@@ -103,7 +108,7 @@ class ItemFilter:
         def text(name: str) -> str:
             return str(values.get(name) or "").strip()
 
-        for name, allowed in (("route", ROUTES), ("agreement", AGREEMENT)):
+        for name, allowed in (("route", ROUTES), ("source", SOURCES), ("agreement", AGREEMENT)):
             if text(name) and text(name) not in allowed:
                 raise ProjectError(f"{name} must be one of {', '.join(allowed)}, got {text(name)!r}")
         page = text("page") or "1"
@@ -114,6 +119,7 @@ class ItemFilter:
             role=text("role"),
             route=text("route"),
             label=text("label"),
+            source=text("source"),
             batch=text("batch"),
             agreement=text("agreement"),
             min_confidence=number("min_confidence"),
@@ -184,6 +190,8 @@ def _search(filters: ItemFilter, *, list_valued: bool = False) -> Select[*tuple[
         query = query.where(FinalLabel.label.like(_like(quoted), escape="\\"), ~known)
     elif filters.label:
         query = query.where(FinalLabel.label == filters.label, ~known)
+    if filters.source:
+        query = query.where(FinalLabel.source == filters.source, ~known)
     if filters.batch:
         query = query.where(Item.batch == filters.batch)
     if filters.min_confidence is not None:
