@@ -225,7 +225,9 @@ def find_items(ctx: Context, filters: ItemFilter, *, per_page: int = PER_PAGE) -
     """
     query = _search(filters, list_valued=task_type(ctx.config.task.type).list_valued)
     with ctx.store.read() as session:
-        total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+        # Counted over the ids alone: the answer counts per item are computed for one page only.
+        matches = query.with_only_columns(Item.id).subquery()
+        total = int(session.scalar(select(func.count()).select_from(matches)) or 0)
         pages = max(1, -(-total // per_page))
         page = min(filters.page, pages)
         rows = session.execute(query.order_by(Item.seq).offset((page - 1) * per_page).limit(per_page)).all()
