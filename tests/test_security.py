@@ -65,6 +65,8 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/expert/tasks"): EXPERTS,
     ("GET", "/api/v1/expert/task"): EXPERTS,
     ("POST", "/api/v1/expert/answer"): EXPERTS,
+    ("POST", "/expert/skip"): EXPERTS,
+    ("POST", "/api/v1/expert/skip"): EXPERTS,
     ("GET", "/admin"): {"admin"},
     ("GET", "/admin/tables"): {"admin"},
     ("GET", "/admin/{name}.csv"): {"admin"},
@@ -72,6 +74,11 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/admin/accounts"): {"admin"},
     ("POST", "/admin/status"): {"admin"},
     ("GET", "/api/v1/admin/tables"): {"admin"},
+    ("GET", "/admin/items"): {"admin"},
+    ("GET", "/admin/item"): {"admin"},
+    ("POST", "/admin/item/label"): {"admin"},
+    ("POST", "/admin/aggregate"): {"admin"},
+    ("POST", "/admin/audit"): {"admin"},
     ("GET", "/api/v1/admin/tables/{name}"): {"admin"},
     ("POST", "/api/v1/admin/invitations"): {"admin"},
     ("POST", "/api/v1/admin/accounts"): {"admin"},
@@ -295,3 +302,37 @@ def test_wrong_password_or_name_is_refused_alike(project: Project) -> None:
         response = login(client, name, password)
         assert response.status_code == 401 and "wrong name or password" in response.text
     assert client.get("/").status_code == 303
+
+
+# -- stored XSS -----------------------------------------------------------------------------
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror=alert(1)>'
+
+
+def test_text_fields_and_marked_terms_cannot_inject_markup(tmp_path: Path) -> None:
+    """A text field, a field name and a highlight term holding HTML are shown as text, inside
+    the <mark> the page adds and outside it (issue 15 item 6)."""
+    from duolabel.store import Route, Run
+
+    project = make_project(tmp_path / "proj", task={"text_fields": ["title", "body"], "highlight": ["term"]})
+    path = tmp_path / "items.csv"
+    quoted = IMG.replace('"', '""')  # CSV quoting
+    path.write_text(
+        f'id,title,body,term\nx1,"{SCRIPT}","before {quoted} after <b>bold</b>","{quoted}|<b>"\n',
+        encoding="utf-8",
+    )
+    project.import_file(path)
+    with project.store.write() as session:
+        run = Run(kind="route")
+        session.add(run)
+        session.flush()
+        session.add(Route(item_id="x1", decision="humans", overlap=1, policy_version="t", run_id=run.id))
+    add_annotator(project.store, "alice", PASSWORD)
+    alice = Browser(create_app(project), "alice")
+    html = alice.client.get("/label", follow_redirects=True).text
+    assert "<script>alert" not in html and "<img src=x" not in html and "<b>bold" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<mark>&#34;&gt;&lt;img src=x onerror=alert(1)&gt;</mark>" in html
+    assert "<mark>&lt;b&gt;</mark>bold" in html
+    project.close()

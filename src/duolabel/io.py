@@ -523,6 +523,11 @@ def import_records(
                         "id": item_id,
                         "text": text,
                         "fields": extra,
+                        # Kept apart for the labeling page's one block per field; outside
+                        # the content hash, which `text` already covers.
+                        "text_parts": dict(zip(task.text_fields, parts, strict=True))
+                        if len(parts) > 1
+                        else None,
                         "gold_label": gold,
                         "gold_source": source if gold is not None else None,
                         "content_hash": content_hash(text, extra, role, gold),
@@ -556,6 +561,7 @@ _ITEM_COLUMNS = (
     "id",
     "text",
     "fields",
+    "text_parts",
     "content_hash",
     "batch",
     "role",

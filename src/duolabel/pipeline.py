@@ -315,7 +315,8 @@ def batch_reports(ctx: Context) -> list[BatchReport]:
 def exclusive(ctx: Context) -> AbstractContextManager[None]:
     """The project lock of the writing stages: two of them at once on one project would
     insert the same rows twice (issue 12 item 10). A second process gets a one-line error
-    naming the holder; the web app never takes the lock, so people keep working."""
+    naming the holder; people's work in the web app never takes the lock, so they keep working
+    (only an admin's "aggregate now" button does, through :func:`aggregate`)."""
     return ctx.store.lock("pipeline")
 
 

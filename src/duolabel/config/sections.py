@@ -34,6 +34,12 @@ class TaskConfig(_Strict):
         min_length=1,
     )
     id_field: str = Field("id", description="Input column holding the item's stable id.")
+    highlight: list[str] = Field(
+        [],
+        description="Input columns (outside text_fields) whose values are terms to mark in the "
+        "text people are shown, e.g. the two terms of a relation; a cell may hold one term or "
+        "several separated by '|'. Matching ignores case; everything stays escaped.",
+    )
 
     @field_validator("type")
     @classmethod
@@ -51,6 +57,16 @@ class TaskConfig(_Strict):
                 raise ValueError(f"label '{spec.name}' is listed twice")
             seen.add(spec.name)
         return labels
+
+    @model_validator(mode="after")
+    def _highlight_outside_text(self) -> TaskConfig:
+        inside = [name for name in self.highlight if name in (*self.text_fields, self.id_field)]
+        if inside:
+            raise ValueError(
+                f"task.highlight names {', '.join(map(repr, inside))}, which is the item's id or "
+                "text; name other input columns, whose values are the terms to mark"
+            )
+        return self
 
     @property
     def label_names(self) -> list[str]:

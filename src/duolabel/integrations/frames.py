@@ -85,7 +85,7 @@ def _predictions(store: Store, task: TaskConfig) -> pd.DataFrame:
 
 
 def _answers(store: Store, task: TaskConfig) -> pd.DataFrame:
-    columns = ["item", "worker", "label", "seconds", "kind", "role", "created_at"]
+    columns = ["item", "worker", "label", "seconds", "kind", "role", "created_at", "unsure", "comment"]
     with store.read() as session:
         query = (
             select(
@@ -96,6 +96,8 @@ def _answers(store: Store, task: TaskConfig) -> pd.DataFrame:
                 Annotation.kind,
                 Annotator.role,
                 Annotation.created_at,
+                Annotation.unsure,
+                Annotation.comment,
             )
             .join(Annotator, Annotator.id == Annotation.annotator_id)
             .order_by(Annotation.id)
@@ -124,7 +126,7 @@ def to_pandas(store: Store, task: TaskConfig, what: str, *, model_version: str |
     0  m1    Win!   en  regular
     1  m2  Hi mum   en  regular
     >>> list(project.to_pandas("answers").columns)
-    ['item', 'worker', 'label', 'seconds', 'kind', 'role', 'created_at']
+    ['item', 'worker', 'label', 'seconds', 'kind', 'role', 'created_at', 'unsure', 'comment']
     >>> project.close()
     """
     if what == "final":

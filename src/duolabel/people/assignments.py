@@ -27,9 +27,11 @@ __all__ = [
     "EXPERT_REASONS",
     "GOLD_ROLES",
     "HUMANS",
+    "MAX_COMMENT_CHARS",
     "MAX_ID",
     "MAX_TRIES",
     "WORK_KINDS",
+    "Note",
     "Task",
     "check_answer",
     "check_lease",
@@ -141,7 +143,13 @@ def new_lease(session: Session, item_id: str, annotator_id: int, kind: str, expi
 
 
 def record_answer(
-    session: Session, assignment: Assignment, annotator_id: int, label: str, seconds: float | None, kind: str
+    session: Session,
+    assignment: Assignment,
+    annotator_id: int,
+    label: str,
+    seconds: float | None,
+    kind: str,
+    note: Note | None = None,
 ) -> Annotation:
     """Record the answer to a leased assignment (an ``Annotation`` of ``kind``) and close it.
 
@@ -149,7 +157,7 @@ def record_answer(
     which an undo resets) to now. The web app always passes ``None``, since a time the
     browser reports is whatever the client wants the fraud checks to see (issue 12).
     Raises ``ProjectError`` when the assignment is closed or this person already answered
-    the item.
+    the item. ``note`` is what the person added: "unsure" and a comment.
     """
     if assignment.state != "leased":
         raise ProjectError(f"assignment {assignment.id} {why_closed(assignment.state)}; load the next item")
@@ -169,11 +177,46 @@ def record_answer(
         kind=kind,
         seconds=seconds,
         assignment_id=assignment.id,
+        unsure=True if note is not None and note.unsure else None,
+        comment=note.comment if note is not None else None,
     )
     session.add(annotation)
     assignment.state = "done"
     session.flush()
     return annotation
+
+
+MAX_COMMENT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Note:
+    """What a person may add to an answer: that they are unsure, and a comment.
+
+    Examples
+    --------
+    >>> Note.of(unsure="1", comment="  two readings  ")
+    Note(unsure=True, comment='two readings')
+    >>> Note.of(unsure="", comment="")
+    Note(unsure=False, comment=None)
+    """
+
+    unsure: bool = False
+    comment: str | None = None
+
+    @classmethod
+    def of(cls, *, unsure: object = None, comment: str | None = None) -> Note:
+        """A note from form or JSON values: ``unsure`` true-ish ("1", "on", True), the comment
+        stripped (empty: none); ``ProjectError`` for a comment over 2,000 characters."""
+        text = (comment or "").strip()
+        if len(text) > MAX_COMMENT_CHARS:
+            raise ProjectError(f"comment is {len(text):,} characters long; keep it to {MAX_COMMENT_CHARS:,}")
+        flag = (
+            unsure
+            if isinstance(unsure, bool)
+            else str(unsure or "").strip().lower() in ("1", "on", "true", "yes")
+        )
+        return cls(flag, text or None)
 
 
 def gold_items() -> Select[str]:

@@ -24,12 +24,14 @@ from duolabel.errors import ProjectError
 from duolabel.people.assignments import (
     EXPERT_REASONS,
     MAX_TRIES,
+    Note,
     check_answer,
     check_lease,
     new_lease,
     own_assignment,
     own_lease,
     record_answer,
+    why_closed,
 )
 from duolabel.store import Annotation, Annotator, Assignment, ExpertTask, Item, Store
 from duolabel.store.golden import make_golden
@@ -42,6 +44,7 @@ __all__ = [
     "expert_queue_counts",
     "next_expert_task",
     "open_expert_tasks",
+    "skip_expert_task",
     "submit_expert_answer",
 ]
 
@@ -128,9 +131,15 @@ def next_expert_task(
         answered = exists().where(
             Annotation.item_id == ExpertTask.item_id, Annotation.annotator_id == expert_id
         )
+        skipped = exists().where(
+            Assignment.item_id == ExpertTask.item_id,
+            Assignment.annotator_id == expert_id,
+            Assignment.kind == ExpertTask.reason,
+            Assignment.state == "skipped",
+        )
         candidates = (
             select(ExpertTask)
-            .where(ExpertTask.state == "open", ExpertTask.reason.in_(reasons), ~leased, ~answered)
+            .where(ExpertTask.state == "open", ExpertTask.reason.in_(reasons), ~leased, ~answered, ~skipped)
             .order_by(ExpertTask.id)
             .limit(1)
         )
@@ -158,9 +167,10 @@ def submit_expert_answer(
     labels: Sequence[str],
     seconds: float | None,
     task_type: TaskType | None = None,
+    note: Note | None = None,
 ) -> Annotation:
-    """Record an expert's answer (an ``Annotation`` of kind ``expert``) and close the task;
-    ``task_type`` (default ``single_label``) validates the answer."""
+    """Record an expert's answer (an ``Annotation`` of kind ``expert``, with their ``note``) and
+    close the task; ``task_type`` (default ``single_label``) validates the answer."""
     label = check_answer(label, labels, seconds, task_type)
     with store.write() as session:
         expert = session.get(Annotator, expert_id, with_for_update={"key_share": True})
@@ -170,7 +180,7 @@ def submit_expert_answer(
         if assignment.kind not in EXPERT_REASONS:
             raise ProjectError(f"assignment {assignment_id} is not an expert task")
         session.refresh(assignment, with_for_update=True)
-        annotation = record_answer(session, assignment, expert_id, label, seconds, "expert")
+        annotation = record_answer(session, assignment, expert_id, label, seconds, "expert", note)
         task = session.scalar(
             select(ExpertTask).where(
                 ExpertTask.item_id == assignment.item_id,
@@ -192,6 +202,20 @@ def submit_expert_answer(
                 annotation_id=annotation.id,
             )
     return annotation
+
+
+def skip_expert_task(store: Store, expert_id: int, assignment_id: int) -> None:
+    """Give an expert task back: it stays open for other experts and is not offered to this
+    expert again."""
+    with store.write() as session:
+        session.get(Annotator, expert_id, with_for_update={"key_share": True})
+        assignment = own_assignment(session, expert_id, assignment_id)
+        if assignment.kind not in EXPERT_REASONS:
+            raise ProjectError(f"assignment {assignment_id} is not an expert task")
+        session.refresh(assignment, with_for_update=True)
+        if assignment.state != "leased":
+            raise ProjectError(f"assignment {assignment_id} {why_closed(assignment.state)}")
+        assignment.state = "skipped"
 
 
 def expert_queue_counts(store: Store) -> dict[str, int]:

@@ -38,6 +38,7 @@ from duolabel.people.assignments import (
     HUMANS,
     MAX_TRIES,
     WORK_KINDS,
+    Note,
     Task,
     check_answer,
     check_lease,
@@ -56,6 +57,7 @@ from duolabel.store.tables import utcnow
 __all__ = [
     "Task",
     "answers_given",
+    "items_left",
     "lease_task",
     "next_task",
     "queue_counts",
@@ -176,6 +178,7 @@ def submit_answer(
     seconds: float | None,
     quality: QualityConfig | None = None,
     task_type: TaskType | None = None,
+    note: Note | None = None,
 ) -> Annotation:
     """Record an annotator's answer to their leased assignment and close the assignment.
 
@@ -200,7 +203,7 @@ def submit_answer(
         wanted = "onboarding" if assignment.kind == "exam" else "active"
         if annotator is None or annotator.status != wanted:
             raise ProjectError("your account is not active; answers are not accepted")
-        annotation = record_answer(session, assignment, annotator_id, label, seconds, assignment.kind)
+        annotation = record_answer(session, assignment, annotator_id, label, seconds, assignment.kind, note)
         if quality is not None:
             if assignment.kind == "exam":
                 score_exam(session, annotator, quality)
@@ -285,6 +288,33 @@ def answers_given(store: Store, annotator_id: int) -> int:
             select(func.count())
             .select_from(Annotation)
             .where(Annotation.annotator_id == annotator_id, Annotation.kind.in_(WORK_KINDS))
+        )
+    return int(count or 0)
+
+
+def items_left(store: Store, annotator_id: int) -> int:
+    """Routed items this annotator may still be given, counting the one leased to them now.
+
+    The same number whether the task on their screen is a control or not (issue 12): a
+    control lease leaves open the routed item that would have been leased instead, and a
+    regular lease is counted as one still to do, so either way the count is the routed
+    items not yet answered or closed by them.
+    """
+    now = utcnow()
+    seen_answer = exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id)
+    seen_lease = exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id)
+    mine = exists().where(
+        Assignment.item_id == Route.item_id,
+        Assignment.annotator_id == annotator_id,
+        Assignment.kind == "regular",
+        Assignment.state == "leased",
+        Assignment.lease_expires >= now,
+    )
+    with store.read() as session:
+        count = session.scalar(
+            select(func.count())
+            .select_from(Route)
+            .where(Route.decision == HUMANS, (_has_free_slot(now) & ~seen_answer & ~seen_lease) | mine)
         )
     return int(count or 0)
 

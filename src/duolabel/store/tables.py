@@ -66,6 +66,12 @@ class Item(Base):
     seq: Mapped[int] = mapped_column(Integer, index=True, doc="Import order, for stable listing.")
     text: Mapped[str] = mapped_column(Text)
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    text_parts: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON,
+        nullable=True,
+        doc="Each of task.text_fields' values as imported, when there are several (``text`` "
+        "joins them): what the labeling page shows one block per field.",
+    )
     content_hash: Mapped[str] = mapped_column(String(64))
     batch: Mapped[str] = mapped_column(String(200), default="default", index=True)
     role: Mapped[str] = mapped_column(String(16), default="regular", index=True)
@@ -86,6 +92,7 @@ class StagedItem(Base):
     ord: Mapped[int] = mapped_column(Integer, doc="Order in the file, for the items' seq.")
     text: Mapped[str] = mapped_column(Text)
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    text_parts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     batch: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
@@ -261,6 +268,10 @@ class Annotation(Base):
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     assignment_id: Mapped[int | None] = mapped_column(ForeignKey("assignments.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    unsure: Mapped[bool | None] = mapped_column(
+        nullable=True, doc="True when the person ticked 'unsure' with their answer; else None."
+    )
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True, doc="The person's comment, if any.")
 
 
 class FinalLabel(Base):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from duolabel.context import Context
 from duolabel.core.tasks import task_type
@@ -28,19 +28,28 @@ from duolabel.people.accounts import (
     log_in,
     set_status,
 )
-from duolabel.people.assignments import MAX_ID, WORK_KINDS, Task
+from duolabel.people.assignments import MAX_ID, WORK_KINDS, Note, Task
 from duolabel.people.exam import ExamResult, exam_result, exam_task, pool_size, retry_exam
 from duolabel.people.experts import (
     EXPERT_REASONS,
     expert_queue_counts,
     next_expert_task,
     open_expert_tasks,
+    skip_expert_task,
     submit_expert_answer,
 )
-from duolabel.people.leases import answers_given, lease_task, skip_task, submit_answer, undo_last_answer
+from duolabel.people.leases import (
+    answers_given,
+    items_left,
+    lease_task,
+    skip_task,
+    submit_answer,
+    undo_last_answer,
+)
 from duolabel.store import Annotation, Annotator, Assignment, Item, Prediction
 from duolabel.store.tables import utcnow
 from duolabel.training_data import STOP_SET_SUFFIX
+from duolabel.web.itemview import highlight_terms, text_blocks
 
 __all__ = [
     "SHORTCUT_KEYS",
@@ -55,6 +64,8 @@ __all__ = [
     "expert_answer",
     "expert_next",
     "expert_overview",
+    "expert_skip",
+    "model_label",
     "invitation",
     "invite",
     "join",
@@ -90,6 +101,8 @@ def task_view(ctx: Context, task: Task) -> dict[str, Any]:
     view: dict[str, Any] = {
         "assignment_id": task.assignment_id,
         "text": task.item.text,
+        "blocks": text_blocks(task.item, ctx.config.task),
+        "highlight": highlight_terms(task.item.fields, ctx.config.task.highlight),
         "lease_expires": task.lease_expires.isoformat(timespec="seconds") + "Z",
     }
     if ctx.config.quality.show_model_suggestion:
@@ -99,9 +112,16 @@ def task_view(ctx: Context, task: Task) -> dict[str, Any]:
 
 def suggestion(ctx: Context, item_id: str) -> str | None:
     """The model's latest label for an item (co-pilot mode only)."""
+    found = model_label(ctx, item_id)
+    return None if found is None else found["label"]
+
+
+def model_label(ctx: Context, item_id: str) -> dict[str, Any] | None:
+    """The model's latest label for an item and its confidence (calibrated where the item's
+    prediction was), or ``None`` when no model labelled it."""
     with ctx.store.read() as session:
-        return session.scalar(
-            select(Prediction.label)
+        row = session.execute(
+            select(Prediction.label, func.coalesce(Prediction.confidence, Prediction.raw_confidence))
             .where(
                 Prediction.item_id == item_id,
                 Prediction.abstained.is_(False),
@@ -110,16 +130,19 @@ def suggestion(ctx: Context, item_id: str) -> str | None:
             )
             .order_by(Prediction.id.desc())
             .limit(1)
-        )
+        ).first()
+    return None if row is None else {"label": row[0], "confidence": row[1]}
 
 
 @dataclass(frozen=True)
 class Progress:
-    """An annotator's paid work so far: answers given and what they earned."""
+    """An annotator's paid work so far (answers given and what they earned) and the routed
+    items still open to them (:func:`~duolabel.people.leases.items_left`)."""
 
     answers: int
     earnings: float
     currency: str
+    left: int = 0
 
 
 def progress(ctx: Context, me: Annotator) -> Progress:
@@ -127,7 +150,7 @@ def progress(ctx: Context, me: Annotator) -> Progress:
     answer would tell which tasks were controls (admins see both on the dashboard)."""
     answers = answers_given(ctx.store, me.id)
     costs = ctx.config.costs
-    return Progress(answers, answers * costs.human_answer, costs.currency)
+    return Progress(answers, answers * costs.human_answer, costs.currency, items_left(ctx.store, me.id))
 
 
 # -- accounts ----------------------------------------------------------------------------
@@ -178,8 +201,11 @@ def own_task(
         return Task(assignment.id, item, assignment.lease_expires, assignment.kind)
 
 
-def answer(ctx: Context, me: Annotator, assignment_id: int, label: str | list[str]) -> Annotation:
-    """Record an answer to the caller's task; skills and flags are brought up to date with it.
+def answer(
+    ctx: Context, me: Annotator, assignment_id: int, label: str | list[str], note: Note | None = None
+) -> Annotation:
+    """Record an answer (with the person's ``note``: unsure, a comment) to the caller's task;
+    skills and flags are brought up to date with it.
 
     The time it took is the server's, from lease to answer: never a time the client reports."""
     return submit_answer(
@@ -189,6 +215,7 @@ def answer(ctx: Context, me: Annotator, assignment_id: int, label: str | list[st
         label,
         seconds=None,
         quality=ctx.config.quality,
+        note=note,
         **_checked_by(ctx),
     )
 
@@ -224,10 +251,12 @@ def exam_next(ctx: Context, me: Annotator) -> Task | None:
     return exam_task(ctx.store, me.id, quality=quality, lease_minutes=quality.lease_minutes)
 
 
-def exam_answer(ctx: Context, me: Annotator, assignment_id: int, label: str | list[str]) -> Annotation:
+def exam_answer(
+    ctx: Context, me: Annotator, assignment_id: int, label: str | list[str], note: Note | None = None
+) -> Annotation:
     """Record an exam answer; a finished attempt is scored in the same transaction."""
     own_task(ctx, me, assignment_id, ("exam",))  # 404 for anything but the caller's exam items
-    return answer(ctx, me, assignment_id, label)
+    return answer(ctx, me, assignment_id, label, note)
 
 
 def exam_outcome(ctx: Context, me: Annotator) -> ExamResult | None:
@@ -258,13 +287,24 @@ def expert_next(ctx: Context, me: Annotator, reason: str | None) -> dict[str, An
     if task is None:
         return None
     view = task_view(ctx, Task(task.assignment_id, task.item, utcnow(), task.reason))
-    # Experts are trusted, and audits are about named items.
-    return {**view, "reason": task.reason, "item_id": task.item.id}
+    # Experts are trusted, and audits are about named items: they see the item's id and
+    # the model's label with its confidence.
+    return {**view, "reason": task.reason, "item_id": task.item.id, "model": model_label(ctx, task.item.id)}
 
 
-def expert_answer(ctx: Context, me: Annotator, assignment_id: int, label: str | list[str]) -> Annotation:
-    """Record an expert's answer and close the expert task (timed by the server)."""
-    return submit_expert_answer(ctx.store, me.id, assignment_id, label, seconds=None, **_checked_by(ctx))
+def expert_answer(
+    ctx: Context, me: Annotator, assignment_id: int, label: str | list[str], note: Note | None = None
+) -> Annotation:
+    """Record an expert's answer (with their ``note``) and close the expert task (timed by the
+    server)."""
+    return submit_expert_answer(
+        ctx.store, me.id, assignment_id, label, seconds=None, note=note, **_checked_by(ctx)
+    )
+
+
+def expert_skip(ctx: Context, me: Annotator, assignment_id: int) -> None:
+    """Give an expert task back for another expert; it is not offered to the caller again."""
+    skip_expert_task(ctx.store, me.id, assignment_id)
 
 
 # -- admins ----------------------------------------------------------------------------------

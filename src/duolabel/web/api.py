@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from duolabel.people.assignments import Task
+from duolabel.people.assignments import Note, Task
 from duolabel.store import Annotation
 from duolabel.web import actions
 from duolabel.web.common import (
@@ -56,6 +56,8 @@ class AnswerBody(_Body):
     label: str | list[str]  # a list (or its JSON) for multi_label
     # Accepted for old clients and ignored: the server times answers itself.
     seconds: float | None = Field(None, ge=0)
+    unsure: bool = False
+    comment: str | None = None
 
 
 class SkipBody(_Body):
@@ -99,6 +101,7 @@ def _me(web: Web, who: Who) -> dict[str, Any]:
         me["answers"] = done.answers
         me["earnings"] = round(done.earnings, 4)
         me["currency"] = done.currency
+        me["left"] = done.left
     return me
 
 
@@ -114,7 +117,8 @@ def _answering(path: str, access: Access, action: Callable[..., Annotation], *, 
         who: Who = Depends(posting(access)),  # noqa: B008
     ) -> dict[str, Any]:
         project = web_of(request).project
-        annotation = action(project, who.annotator, body.assignment_id, body.label)
+        note = Note.of(unsure=body.unsure, comment=body.comment)
+        annotation = action(project, who.annotator, body.assignment_id, body.label, note)
         return {"annotation_id": annotation.id}
 
     router.post(path, name=name)(answered)
@@ -235,6 +239,14 @@ def api_expert_task(request: Request, reason: str | None = None) -> dict[str, An
 
 
 _answering("/expert/answer", EXPERT, actions.expert_answer, name="api_expert_answer")
+
+
+@router.post("/expert/skip")
+def api_expert_skip(
+    request: Request, body: SkipBody, who: Annotated[Who, Depends(posting(EXPERT))]
+) -> dict[str, Any]:
+    actions.expert_skip(web_of(request).project, who.annotator, body.assignment_id)
+    return {"ok": True}
 
 
 # -- admins ------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ Errors: pages show one line; the API answers ``{"error": {"type", "message", "st
 
 This module only assembles the app (session cookie, security headers, error handlers)
 and includes the routers of :mod:`duolabel.web.pages` and :mod:`duolabel.web.api`, which
-both call :mod:`duolabel.web.actions`; nothing imports this module back.
+both call :mod:`duolabel.web.actions`, and of :mod:`duolabel.web.browse` (the admin item
+browser); nothing imports this module back.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
 
 from duolabel.project import Project
 from duolabel.web.api import router as api_router
+from duolabel.web.browse import router as browse_router
 from duolabel.web.common import HERE, Web, maybe_who
 from duolabel.web.pages import router as pages_router
 
@@ -115,6 +117,7 @@ def create_app(project: Project) -> FastAPI:
 
     app.include_router(pages_router)
     app.include_router(api_router)
+    app.include_router(browse_router)
     return app
 
 

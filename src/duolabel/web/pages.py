@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from duolabel.errors import AccessError, ProjectError
 from duolabel.export import defuse_formula
+from duolabel.people.assignments import Note
 from duolabel.web import actions
 from duolabel.web.common import (
     ADMIN,
@@ -32,6 +33,7 @@ from duolabel.web.common import (
     web_of,
 )
 from duolabel.web.dashboard import TABLES, dashboard_table
+from duolabel.web.itemview import cut_blocks, mark_terms
 
 __all__ = ["router"]
 
@@ -55,20 +57,26 @@ class AnswerForm:
         label: Field = "",
         seconds: Field = "",
         labels: Fields = None,
+        unsure: Field = "",
+        comment: Field = "",
     ) -> None:
         self.csrf_token = csrf_token
         self.assignment_id = assignment_id
         self.label = label
         self.seconds = seconds
         self.labels = labels
+        self.unsure = unsure
+        self.comment = comment
 
-    def answer(self) -> tuple[int, str | list[str]]:
-        """The assignment id and label an answering action takes (a bad id is a ``ProjectError``).
+    def answer(self) -> tuple[int, str | list[str], Note]:
+        """The assignment id, label and note an answering action takes (a bad id is a
+        ``ProjectError``).
 
         ``seconds`` (the page's own timer) is accepted and ignored: the server times answers."""
+        note = Note.of(unsure=self.unsure, comment=self.comment)
         if self.labels is not None:
-            return parse_id(self.assignment_id), [value for value in self.labels if value]
-        return parse_id(self.assignment_id), self.label
+            return parse_id(self.assignment_id), [value for value in self.labels if value], note
+        return parse_id(self.assignment_id), self.label, note
 
 
 def _go(path: str) -> Response:
@@ -155,7 +163,7 @@ def help_page(request: Request) -> Response:
 
 def _progress(web: Web, who: Who) -> dict[str, Any]:
     done = actions.progress(web.project, who.annotator)
-    return {"answers": done.answers, "earnings": f"{done.earnings:,.2f} {done.currency}"}
+    return {"answers": done.answers, "earnings": f"{done.earnings:,.2f} {done.currency}", "left": done.left}
 
 
 # A page shows this much of a longer item, with a "show all" link: a browser takes seconds
@@ -166,14 +174,22 @@ PREVIEW_CHARS = 20_000
 def _label_page(
     request: Request, web: Web, who: Who, task: dict[str, Any], action: str, **context: Any
 ) -> Response:
-    """The labeling page for one task (as :func:`~duolabel.web.actions.task_view` shows it),
-    answered by posting to ``action``; a long text is cut to its first ``PREVIEW_CHARS``
-    characters unless the page was asked for with ``?full=1``."""
+    """The labeling page for one task (as :func:`~duolabel.web.actions.task_view` shows it:
+    one block per text field, the highlight terms marked), answered by posting to ``action``;
+    a long text is cut to its first ``PREVIEW_CHARS`` characters unless the page was asked for
+    with ``?full=1``."""
     labels = actions.label_buttons(web.project)
-    text = task["text"]
-    if len(text) > PREVIEW_CHARS and request.query_params.get("full") != "1":
-        task = {**task, "text": text[:PREVIEW_CHARS]}
-        context["full_text"] = {"link": f"{request.url.path}?full=1", "length": len(text)}
+    blocks, length = cut_blocks(task["blocks"], PREVIEW_CHARS)
+    if length > PREVIEW_CHARS and request.query_params.get("full") != "1":
+        context["full_text"] = {
+            "link": f"{request.url.path}?full=1",
+            "length": length,
+            "shown": PREVIEW_CHARS,
+        }
+    else:
+        blocks = task["blocks"]
+    segments = [{**b, "segments": mark_terms(b["text"], task["highlight"])} for b in blocks]
+    task = {**task, "blocks": segments}
     return web.render(request, "label.html", who=who, task=task, action=action, labels=labels, **context)
 
 
@@ -279,6 +295,13 @@ def expert_next(request: Request, reason: str | None = None) -> Response:
 def expert_answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
     web, who = posted(request, EXPERT, form.csrf_token)
     actions.expert_answer(web.project, who.annotator, *form.answer())
+    return _go("/expert")
+
+
+@router.post("/expert/skip")
+def expert_skip(request: Request, csrf_token: Field = "", assignment_id: Field = "") -> Response:
+    web, who = posted(request, EXPERT, csrf_token)
+    actions.expert_skip(web.project, who.annotator, parse_id(assignment_id))
     return _go("/expert")
 
 
