@@ -85,7 +85,8 @@ def test_pair_features_flip_sign_with_the_order_except_the_distance():
     rng = np.random.default_rng(0)
     p, a, b = rng.normal(size=(3, 4, 8))
     ab, ba = pair_features(p, a, b), pair_features(p, b, a)
-    assert np.allclose(ab[:, :16], -ba[:, :16]) and np.allclose(ab[:, 16:], ba[:, 16:])
+    assert np.allclose(ab[:, :17], -ba[:, :17]) and np.allclose(ab[:, 17:], ba[:, 17:])
+    assert np.allclose(ab[:, 16], (p * a).sum(axis=1) - (p * b).sum(axis=1))  # nearer the prompt
 
 
 def test_swapped_control_flips_gold_and_keeps_everything_else():

@@ -18,6 +18,7 @@ import pandas as pd
 
 __all__ = [
     "PAIR_FIELDS",
+    "OrderCalibrator",
     "PAIRWISE_LABELS",
     "bradley_terry",
     "check_pair_labels",
@@ -94,23 +95,71 @@ def swap_consistent(shown: np.ndarray, swapped_back: np.ndarray) -> np.ndarray:
     return np.asarray(picks == back)
 
 
-def pair_features(prompt: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Features of pairs from the embeddings of their prompts and responses (rows):
-    ``[e(a) - e(b), e(p) * (e(a) - e(b)), |e(a) - e(b)|]``.
+class OrderCalibrator:
+    """Calibration of one order's distributions (the pairs as shown, or swapped and mapped
+    back): a multinomial logistic regression on the log-probabilities, fitted on golden pairs.
 
-    The first two blocks change sign when A and B are swapped (which response is better, and
-    how that depends on the prompt); the last does not (how different they are: a tie's cue).
+    A judge with a position bias gives the first position more than its due in every pair; this
+    learns the shift (and a temperature) for each order apart, so that the two orders are
+    comparable before they are averaged and checked for swap-consistency.
 
     Examples
     --------
-    >>> p, a, b = np.ones((1, 2)), np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    >>> biased = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]] * 3)
+    >>> gold = np.array([0, 0, 1, 1] * 3)
+    >>> OrderCalibrator().fit(biased, gold).transform(np.array([[0.65, 0.35]])).argmax()
+    np.int64(1)
+    """
+
+    def __init__(self, C: float = 1.0) -> None:
+        self.C = C
+
+    @staticmethod
+    def _features(probs: np.ndarray) -> np.ndarray:
+        return np.log(np.clip(np.asarray(probs, dtype=float), 1e-9, 1.0))
+
+    def fit(self, probs: np.ndarray, gold: np.ndarray) -> OrderCalibrator:
+        """Fit on ``(n, k)`` distributions and gold label indices (rows with NaN are left out)."""
+        from sklearn.linear_model import LogisticRegression
+
+        probs, gold = np.asarray(probs, dtype=float), np.asarray(gold)
+        self.n_labels_ = probs.shape[1]
+        keep = ~np.isnan(probs).any(axis=1)
+        self.model_ = LogisticRegression(C=self.C, max_iter=1000).fit(self._features(probs[keep]), gold[keep])
+        return self
+
+    def transform(self, probs: np.ndarray) -> np.ndarray:
+        """Calibrated distributions; NaN rows stay NaN."""
+        probs = np.asarray(probs, dtype=float)
+        out = np.full(probs.shape, np.nan)
+        keep = ~np.isnan(probs).any(axis=1)
+        if keep.any():
+            fitted = np.zeros((int(keep.sum()), self.n_labels_))
+            fitted[:, self.model_.classes_] = self.model_.predict_proba(self._features(probs[keep]))
+            out[keep] = fitted
+        return out
+
+
+def pair_features(prompt: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Features of pairs from the (normalised) embeddings of their prompts and responses, one
+    row per pair: ``[e(a) - e(b), e(p) * (e(a) - e(b)), cos(p, a) - cos(p, b), |e(a) - e(b)|]``.
+
+    The first three blocks change sign when A and B are swapped (which response is better, how
+    that depends on the prompt, and which response is nearer the prompt: the third is the sum
+    of the second, given on its own so that a few golden pairs suffice to weigh it); the last
+    does not (how different the responses are: a tie's cue).
+
+    Examples
+    --------
+    >>> p, a, b = np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
     >>> pair_features(p, a, b).tolist()
-    [[1.0, -1.0, 1.0, -1.0, 1.0, 1.0]]
-    >>> (pair_features(p, b, a)[:, :4] == -pair_features(p, a, b)[:, :4]).all()
+    [[1.0, -1.0, 1.0, -0.0, 1.0, 1.0, 1.0]]
+    >>> (pair_features(p, b, a)[:, :5] == -pair_features(p, a, b)[:, :5]).all()
     np.True_
     """
     diff = np.asarray(a) - np.asarray(b)
-    return np.hstack([diff, np.asarray(prompt) * diff, np.abs(diff)])
+    towards = np.asarray(prompt) * diff
+    return np.hstack([diff, towards, towards.sum(axis=1, keepdims=True), np.abs(diff)])
 
 
 def swapped_control(
