@@ -9,8 +9,9 @@ cached under /work/bench (so a rerun scores nothing twice). Figures are means ov
 subsamples of the pool, with their min-max: accuracy of the order as shown, of the swapped order
 alone, of the two orders averaged; the swap-consistency rate; how often the shown order picks A
 (position bias); and the routing that sends swap-inconsistent pairs to people (human share,
-accuracy of the pairs the model keeps). Pairs too long for the 2,048-token context abstain and
-count as wrong / as routed to people.
+accuracy of the pairs the model keeps); each raw, and with each order calibrated on the other
+subsamples as the labeler does on golden pairs. Pairs too long for the 2,048-token context
+abstain and count as wrong / as routed to people.
 
 Embedding head: the frozen MiniLM on prompt and responses, the logistic-regression head on the
 pair features with swap augmentation (:class:`duolabel.labelers.pairwise.
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _record import record_section  # noqa: E402
 
+from duolabel.core.pairwise import OrderCalibrator  # noqa: E402
 from duolabel.labelers.base import TextItem  # noqa: E402
 from duolabel.labelers.embedding import EmbeddingLabeler, MemoryEmbeddingCache  # noqa: E402
 from duolabel.labelers.llm_pairwise import PairwiseLLMLabeler  # noqa: E402
@@ -92,42 +94,62 @@ def llm_orders(items: list[TextItem], fields) -> tuple[np.ndarray, np.ndarray, f
             print(f"  scored {start + len(part)}/{len(todo)} pairs", flush=True)
         seconds = time.perf_counter() - started
         backend.close()
+        timing = CACHE / "gemma_seconds.json"
+        spent = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "pairs": 0}
+        timing.write_text(
+            json.dumps({"seconds": spent["seconds"] + seconds, "pairs": spent["pairs"] + len(todo)})
+        )
     shown = np.array([cached[i.id][0] for i in items], dtype=float)
     back = np.array([cached[i.id][1] for i in items], dtype=float)
-    return shown, back, seconds / max(len(todo), 1)
+    timing = CACHE / "gemma_seconds.json"
+    spent = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "pairs": 0}
+    return shown, back, spent["seconds"] / max(spent["pairs"], 1)
 
 
 def llm_figures(shown: np.ndarray, back: np.ndarray, gold: np.ndarray) -> dict[str, list[float]]:
-    answered = ~(np.isnan(shown).any(axis=1) | np.isnan(back).any(axis=1))
-    s, b = np.nan_to_num(shown, nan=0.5), np.nan_to_num(back, nan=0.5)
-    pick_s, pick_b, pick_m = s.argmax(1), b.argmax(1), (s + b).argmax(1)
-    consistent = answered & (pick_s == pick_b)
     out: dict[str, list[float]] = {k: [] for k in FIGURES}
-    for part in np.array_split(np.random.default_rng(1).permutation(len(gold)), SPLITS):
-        g, ok = gold[part], answered[part]
-        out["as shown"].append(float(((pick_s[part] == g) & ok).mean()))
-        out["swapped order alone"].append(float(((pick_b[part] == g) & ok).mean()))
-        out["both orders averaged"].append(float(((pick_m[part] == g) & ok).mean()))
-        out["swap-consistent"].append(float(consistent[part].mean()))
-        out["shown order picks A"].append(float((pick_s[part][ok] == 0).mean()))
-        out["human share (inconsistent + abstained)"].append(float(1 - consistent[part].mean()))
-        kept = consistent[part]
-        out["accuracy of the kept pairs"].append(
-            float((pick_m[part][kept] == g[kept]).mean()) if kept.any() else np.nan
-        )
-        out["abstained (too long)"].append(float(1 - ok.mean()))
+    answered = ~(np.isnan(shown).any(axis=1) | np.isnan(back).any(axis=1))
+    parts = np.array_split(np.random.default_rng(1).permutation(len(gold)), SPLITS)
+    for k, part in enumerate(parts):
+        # Per-order calibration as the labeler does it, fitted on the other subsamples
+        # (the golden pairs) and applied to this one.
+        rest = np.concatenate([p for j, p in enumerate(parts) if j != k])
+        rest = rest[answered[rest]]
+        cal_s = OrderCalibrator().fit(shown[rest], gold[rest])
+        cal_b = OrderCalibrator().fit(back[rest], gold[rest])
+        for suffix, (s, b) in {
+            "": (shown[part], back[part]),
+            ", per-order calibrated": (cal_s.transform(shown[part]), cal_b.transform(back[part])),
+        }.items():
+            g, ok = gold[part], answered[part]
+            s, b = np.nan_to_num(s, nan=0.5), np.nan_to_num(b, nan=0.5)
+            pick_s, pick_b, pick_m = s.argmax(1), b.argmax(1), (s + b).argmax(1)
+            kept = ok & (pick_s == pick_b)
+            out["accuracy, order as shown" + suffix].append(float(((pick_s == g) & ok).mean()))
+            out["accuracy, swapped order alone" + suffix].append(float(((pick_b == g) & ok).mean()))
+            out["accuracy, both orders averaged" + suffix].append(float(((pick_m == g) & ok).mean()))
+            out["swap-consistent pairs" + suffix].append(float(kept.mean()))
+            out["order as shown picks A" + suffix].append(float((pick_s[ok] == 0).mean()))
+            out["routing: human share (inconsistent or abstained)" + suffix].append(float(1 - kept.mean()))
+            accepted = float((pick_m[kept] == g[kept]).mean()) if kept.any() else np.nan
+            out["routing: accuracy of the accepted pairs" + suffix].append(accepted)
+        out["abstained (longer than the context)"].append(float(1 - answered[part].mean()))
     return out
 
 
+_BASE = [
+    "accuracy, order as shown",
+    "accuracy, swapped order alone",
+    "accuracy, both orders averaged",
+    "swap-consistent pairs",
+    "order as shown picks A",
+    "routing: human share (inconsistent or abstained)",
+    "routing: accuracy of the accepted pairs",
+]
 FIGURES = [
-    "as shown",
-    "swapped order alone",
-    "both orders averaged",
-    "swap-consistent",
-    "shown order picks A",
-    "human share (inconsistent + abstained)",
-    "accuracy of the kept pairs",
-    "abstained (too long)",
+    *_BASE,
+    *[f"{name}, per-order calibrated" for name in _BASE],
+    "abstained (longer than the context)",
 ]
 
 
@@ -150,6 +172,8 @@ def embedding_figures(items, gold, fields, golden: int) -> dict[str, list[float]
 
 def row(name: str, values: list[float]) -> str:
     v = np.array(values, dtype=float)
+    if np.isnan(v).all():
+        return f"| {name} | n/a (no pair) | | |"
     return f"| {name} | {np.nanmean(v):.3f} | {np.nanstd(v):.3f} | {np.nanmin(v):.3f}–{np.nanmax(v):.3f} |"
 
 
@@ -171,7 +195,8 @@ def main() -> None:
         "",
         "Bundled Gemma 3 270M (a base model: it exercises the path, it is no judge), zero-shot, each "
         "pair scored as shown and with A and B swapped (P(label) from the label tokens), "
-        f"{per_pair:.1f} s per pair for both orders on one thread where scored in this run.",
+        f"{per_pair:.1f} s per pair for both orders on one thread of a shared 2-core machine "
+        "(measured when the pairs were scored; the scores are cached).",
         "",
         "| figure | mean | std | min–max |",
         "|---|---|---|---|",

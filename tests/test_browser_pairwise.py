@@ -6,14 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import select
 
-from duolabel.config import PROJECT_FILE
 from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
-from duolabel.store import Annotation, Item, Route, Run
+from duolabel.store import Annotation
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _serve
+from tests.test_pairwise import pair_project, routed_pairs
 from tests.web_fixtures import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -30,33 +29,8 @@ PAIRS = [
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
-    folder = tmp_path / "pairs"
-    folder.mkdir()
-    settings = {
-        "task": {"type": "pairwise", "labels": [{"name": "A"}, {"name": "B"}, {"name": "tie"}]},
-        "quality": {"exam_size": 0, "control_rate": 0.0},
-    }
-    (folder / PROJECT_FILE).write_text(yaml.safe_dump(settings), encoding="utf-8")
-    project = Project.open(folder)
-    with project.store.write() as session:
-        run = Run(kind="route")
-        session.add(run)
-        session.flush()
-        for seq, (item_id, prompt, a, b) in enumerate(PAIRS):
-            session.add(
-                Item(
-                    id=item_id,
-                    seq=seq,
-                    text=prompt,
-                    fields={"response_a": a, "response_b": b},
-                    content_hash=item_id,
-                    batch="b",
-                    role="regular",
-                )  # fmt: skip
-            )
-            session.flush()
-            route = Route(item_id=item_id, decision="humans", overlap=1, policy_version="t", run_id=run.id)
-            session.add(route)
+    project = pair_project(tmp_path / "pairs", tie=True, quality={"exam_size": 0, "control_rate": 0.0})
+    routed_pairs(project, PAIRS)
     add_annotator(project.store, "alice", PASSWORD)
     try:
         yield project

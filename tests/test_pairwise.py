@@ -208,3 +208,76 @@ def test_tie_answers_aggregate_with_dawid_skene(tmp_path: Path):
         with project.store.read() as session:
             finals = dict(session.execute(select(FinalLabel.item_id, FinalLabel.label)).all())
         assert finals == {"x": "tie", "y": "B"}
+
+
+# -- people: the page and swapped-duplicate controls ---------------------------------------
+
+
+def routed_pairs(project: Project, pairs: list[tuple[str, str, str, str]]) -> None:
+    """Pairs ``(id, prompt, response_a, response_b)`` as regular items routed to people."""
+    from duolabel.store import Route, Run
+
+    with project.store.write() as session:
+        run = Run(kind="route")
+        session.add(run)
+        session.flush()
+        for seq, (item_id, prompt, a, b) in enumerate(pairs):
+            fields = {"response_a": a, "response_b": b}
+            session.add(
+                Item(id=item_id, seq=seq, text=prompt, fields=fields, content_hash=item_id, batch="b")
+            )
+            session.flush()
+            session.add(
+                Route(item_id=item_id, decision="humans", overlap=1, policy_version="t", run_id=run.id)
+            )
+
+
+def test_swapped_duplicate_controls_look_like_any_task_and_catch_a_position_bias(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import re
+
+    from duolabel.people.accounts import add_annotator
+    from duolabel.web import create_app
+    from tests.test_web import Person, annotations, assignment_id
+    from tests.web_fixtures import PASSWORD
+
+    monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
+    with pair_project(tmp_path / "p", quality={"exam_size": 0, "control_rate": 1.0}) as project:
+        routed_pairs(project, [("r1", "Add 2 and 2.", "4", "5"), ("r2", "Spell cat.", "c-a-t", "k-a-t")])
+        control = {
+            "id": "c1",
+            "text": "Name a primary colour.",
+            "response_a": "red",
+            "response_b": "grey",
+            "gold": "A",
+        }
+        path = tmp_path / "controls.jsonl"
+        path.write_text(
+            "".join(json.dumps(r) + "\n" for r in [control, swapped_control(control)]), encoding="utf-8"
+        )
+        project.import_file(path, role="control", gold_column="gold")
+        with project.store.read() as session:
+            golds = dict(
+                session.execute(select(Item.id, Item.gold_label).where(Item.role == "control")).all()
+            )
+        assert golds == {"c1": "A", "c1-swapped": "B"}
+
+        add_annotator(project.store, "alice", PASSWORD)
+        alice = Person(create_app(project))
+        alice.login("alice")
+        skeletons, shown = set(), []
+        for _ in range(4):
+            html = alice.get("/label").text
+            task = alice.api("GET", "/task").json()["task"]
+            assert set(task) == {"assignment_id", "text", "lease_expires", "response_a", "response_b"}
+            shown.append((task["response_a"], task["response_b"]))
+            body = re.sub(r'(id="item-text"|class="text")>[^<]*<', "", html)
+            skeletons.add(re.sub(r'value="\d+"|"answers">\d+</span> answers?|"earnings">[^<]*<', "", body))
+            assert "swapped" not in html and "gold" not in html.lower()
+            alice.post("/answer", assignment_id=assignment_id(html), label="A")  # always the left one
+        assert len(skeletons) == 1  # controls and regular pairs differ only in their texts
+        assert ("red", "grey") in shown and ("grey", "red") in shown
+        controls = {row[0]: row[2] for row in annotations(project) if row[4] == "control"}
+        # Always answering A, whatever the responses: right on one of the two controls.
+        assert sorted(label == golds[item] for item, label in controls.items()) == [False, True]
