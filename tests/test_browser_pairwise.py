@@ -11,11 +11,14 @@ from sqlalchemy import select
 from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
 from duolabel.store import Annotation
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _serve
+from tests import test_browser
 from tests.test_pairwise import pair_project, routed_pairs
 from tests.web_fixtures import PASSWORD
 
 pytestmark = pytest.mark.browser
+
+# The browser fixtures of the first widget's tests, serving this module's project.
+page, server_url = test_browser.page, test_browser.server_url
 
 # Responses hold markup and markdown: the page must show them as text, never run them.
 PAIRS = [
@@ -36,21 +39,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
         yield project
     finally:
         project.close()
-
-
-@pytest.fixture
-def page(project: Project) -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    for url in _serve(project):
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                yield browser.new_context(base_url=url).new_page()
-            finally:
-                browser.close()
 
 
 def test_label_pairs_with_a_b_t_and_a_digit(page, project: Project) -> None:
