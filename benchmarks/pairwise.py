@@ -134,6 +134,9 @@ def llm_figures(shown: np.ndarray, back: np.ndarray, gold: np.ndarray) -> dict[s
             accepted = float((pick_m[kept] == g[kept]).mean()) if kept.any() else np.nan
             out["routing: accuracy of the accepted pairs" + suffix].append(accepted)
         out["abstained (longer than the context)"].append(float(1 - answered[part].mean()))
+        # What knowing only the golden pairs' commonest answer gets: the floor to beat.
+        majority = np.bincount(gold[rest], minlength=2).argmax()
+        out["baseline: the golden pairs' commonest answer"].append(float((gold[part] == majority).mean()))
     return out
 
 
@@ -150,6 +153,7 @@ FIGURES = [
     *_BASE,
     *[f"{name}, per-order calibrated" for name in _BASE],
     "abstained (longer than the context)",
+    "baseline: the golden pairs' commonest answer",
 ]
 
 
@@ -159,6 +163,7 @@ def embedding_figures(items, gold, fields, golden: int) -> dict[str, list[float]
     head = PairwiseEmbeddingLabeler(encoder, lookup_from(fields), labels=LABELS, caches=caches)
     labels = [LABELS[g] for g in gold]
     acc: list[float] = []
+    floor: list[float] = []
     for seed in range(SPLITS):
         order = np.random.default_rng(100 + seed).permutation(len(items))
         train, test = order[:golden], order[golden:]
@@ -166,8 +171,12 @@ def embedding_figures(items, gold, fields, golden: int) -> dict[str, list[float]
         head.fit([items[i] for i in train], [labels[i] for i in train])
         probs, _ = head.predict_proba([items[i] for i in test])
         acc.append(float((probs.argmax(1) == gold[test]).mean()))
+        floor.append(float((gold[test] == np.bincount(gold[train], minlength=2).argmax()).mean()))
         print(f"  embedding split {seed}: accuracy {acc[-1]:.3f} (C={head.fit_info_['C']})", flush=True)
-    return {f"embedding head, {golden} golden pairs": acc}
+    return {
+        f"embedding head, {golden} golden pairs": acc,
+        "baseline: the golden pairs' commonest answer": floor,
+    }
 
 
 def row(name: str, values: list[float]) -> str:
@@ -189,7 +198,8 @@ def main() -> None:
     shown, back, per_pair = llm_orders(items, fields)
     figures = llm_figures(shown, back, gold)
     lines = [
-        f"Command: `python benchmarks/pairwise.py --pool {args.pool} --record` — {date.today().isoformat()}, "
+        f"Command: `python benchmarks/pairwise.py --pool {args.pool} --golden {args.golden} --record` — "
+        f"{date.today().isoformat()}, "
         f"llmbar ({len(items)} pairs drawn at random from 885, gold A/B, balanced), {SPLITS} disjoint "
         f"subsamples of ~{len(items) // SPLITS} pairs: mean, std, min–max over them.",
         "",
@@ -201,6 +211,12 @@ def main() -> None:
         "| figure | mean | std | min–max |",
         "|---|---|---|---|",
         *[row(name, figures[name]) for name in FIGURES],
+        "",
+        "Reading: a judge that always prefers one position is swap-inconsistent on every pair, so the "
+        "routing sends every pair to people. Per-order calibration removes a position bias the golden "
+        "pairs show; but where the judge carries little signal beyond its bias, what it learns is close "
+        "to the golden pairs' commonest answer, and the two calibrated orders then agree because both "
+        "say that answer: compare its rows with the baseline row before reading its consistency as skill.",
     ]
     if not args.skip_embedding:
         print("Embedding head: MiniLM + logistic regression, swap-augmented", flush=True)

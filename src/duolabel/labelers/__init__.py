@@ -32,7 +32,7 @@ from duolabel.core.registry import LABELERS
 from duolabel.core.tasks import task_type
 from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, TrainableLabeler, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
-from duolabel.labelers.pairwise import for_task
+from duolabel.labelers.llm_pairwise import for_task
 from duolabel.labelers.privacy import redacting
 
 __all__ = [
@@ -64,7 +64,7 @@ LabelerFactory = Callable[[Context, Any], Labeler]
 def build_labeler(ctx: Context, cfg: LabelerConfig) -> Any:
     """An unfitted labeler for one ``labeler`` entry of the project file (behind redaction
     when the project's ``privacy`` settings apply to it; a pairwise labeler in a pairwise
-    project, :func:`duolabel.labelers.pairwise.for_task`)."""
+    project, :func:`duolabel.labelers.llm_pairwise.for_task`)."""
     return for_task(ctx, cfg, redacting(ctx, cfg, LABELERS.get(cfg.backend)(ctx, cfg)))
 
 

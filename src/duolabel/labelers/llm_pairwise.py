@@ -23,11 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from duolabel.config import EmbeddingLabelerConfig, LabelerConfig
+from duolabel.context import Context
 from duolabel.core.pairwise import OrderCalibrator, swap_consistent, swapped_columns
+from duolabel.errors import LabelerError
 from duolabel.labelers.base import Progress, TextItem, Usage
-from duolabel.labelers.pairwise import Pair, PairLookup, render_pair
+from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
+from duolabel.labelers.pairwise import Pair, PairLookup, PairwiseEmbeddingLabeler, render_pair, store_pairs
 
-__all__ = ["PairwiseLLMLabeler"]
+__all__ = ["PairwiseLLMLabeler", "for_task"]
 
 
 def _as_items(pairs: Sequence[Pair]) -> list[TextItem]:
@@ -187,3 +191,29 @@ class PairwiseLLMLabeler:
         if progress is not None:
             progress(len(items))
         return probs, usage
+
+
+def for_task(ctx: Context, cfg: LabelerConfig, model: Any) -> Any:
+    """``model`` as the project's task type needs it: unchanged, except in a ``pairwise``
+    project, where it becomes a pairwise labeler reading the pairs from the store."""
+    if ctx.config.task.type != "pairwise":
+        return model
+    pairs = store_pairs(ctx.store)
+    if isinstance(cfg, EmbeddingLabelerConfig) and isinstance(model, EmbeddingLabeler):
+        name = model.model_name
+        return PairwiseEmbeddingLabeler(
+            model,
+            pairs,
+            labels=ctx.config.task.label_names,
+            regularization=cfg.regularization,
+            caches={
+                part: StoreEmbeddingCache(ctx.store, f"{name}#pair-{part}") for part in ("prompt", "a", "b")
+            },
+            cv_folds=cfg.cv_folds,
+        )
+    if getattr(cfg, "llm", False):
+        return PairwiseLLMLabeler(model, pairs)
+    raise LabelerError(
+        f"labeler {cfg.label_name}: backend {cfg.backend!r} does not label pairs yet; "
+        "use embedding, llama or openai in a pairwise project"
+    )

@@ -2,8 +2,9 @@
 
 A labeler sees :class:`~duolabel.labelers.base.TextItem` s (id, text, content hash); a pair's
 two responses are in the item's fields (``response_a``, ``response_b``), which a
-:data:`PairLookup` reads (from the store in a project). :func:`for_task` is the one hook of
-the labeler factories: in a ``pairwise`` project it turns the backend's labeler into
+:data:`PairLookup` reads (from the store in a project). The one hook of the labeler factories,
+:func:`duolabel.labelers.llm_pairwise.for_task`, turns a backend's labeler in a ``pairwise``
+project into
 
 - :class:`PairwiseEmbeddingLabeler` for the ``embedding`` backend: the frozen encoder embeds
   the prompt and both responses, and a logistic-regression head reads
@@ -25,15 +26,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from duolabel.config import EmbeddingLabelerConfig, LabelerConfig
-from duolabel.context import Context
 from duolabel.core.pairwise import PAIR_FIELDS, pair_features, swapped_answer, swapped_columns
 from duolabel.errors import LabelerError
 from duolabel.labelers.base import Progress, TextItem, Usage
-from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
+from duolabel.labelers.embedding import EmbeddingLabeler
 from duolabel.store import Item, Store
 
-__all__ = ["Pair", "PairLookup", "PairwiseEmbeddingLabeler", "for_task", "render_pair", "store_pairs"]
+__all__ = ["Pair", "PairLookup", "PairwiseEmbeddingLabeler", "pair_of", "render_pair", "store_pairs"]
 
 C_GRID = (0.1, 1.0, 10.0)  # the head's regularisation, chosen by cross-validated log loss
 
@@ -265,31 +264,3 @@ class PairwiseEmbeddingLabeler:
         proba = self._proba(self.head_, shown, swapped)
         usage.seconds = time.perf_counter() - started
         return proba, usage
-
-
-def for_task(ctx: Context, cfg: LabelerConfig, model: Any) -> Any:
-    """``model`` as the project's task type needs it: unchanged, except in a ``pairwise``
-    project, where it becomes a pairwise labeler reading the pairs from the store."""
-    if ctx.config.task.type != "pairwise":
-        return model
-    pairs = store_pairs(ctx.store)
-    if isinstance(cfg, EmbeddingLabelerConfig) and isinstance(model, EmbeddingLabeler):
-        name = model.model_name
-        return PairwiseEmbeddingLabeler(
-            model,
-            pairs,
-            labels=ctx.config.task.label_names,
-            regularization=cfg.regularization,
-            caches={
-                part: StoreEmbeddingCache(ctx.store, f"{name}#pair-{part}") for part in ("prompt", "a", "b")
-            },
-            cv_folds=cfg.cv_folds,
-        )
-    if getattr(cfg, "llm", False):
-        from duolabel.labelers.llm_pairwise import PairwiseLLMLabeler
-
-        return PairwiseLLMLabeler(model, pairs)
-    raise LabelerError(
-        f"labeler {cfg.label_name}: backend {cfg.backend!r} does not label pairs yet; "
-        "use embedding, llama or openai in a pairwise project"
-    )
