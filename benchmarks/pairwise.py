@@ -200,7 +200,8 @@ def main() -> None:
     lines = [
         f"Command: `python benchmarks/pairwise.py --pool {args.pool} --golden {args.golden} --record` — "
         f"{date.today().isoformat()}, "
-        f"llmbar ({len(items)} pairs drawn at random from 885, gold A/B, balanced), {SPLITS} disjoint "
+        f"llmbar ({len(items)} pairs drawn at random from 885; gold A on {(gold == 0).mean():.0%} of them, "
+        f"on 50% of all 885), {SPLITS} disjoint "
         f"subsamples of ~{len(items) // SPLITS} pairs: mean, std, min–max over them.",
         "",
         "Bundled Gemma 3 270M (a base model: it exercises the path, it is no judge), zero-shot, each "
