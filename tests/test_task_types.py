@@ -52,7 +52,8 @@ def test_both_built_ins_are_registered_task_types():
         assert kind.default_aggregator in AGGREGATORS  # a default the project can run
         assert (WIDGETS / kind.widget).is_file()  # and a widget the web page can include
     with pytest.raises(
-        ConfigError, match="unknown task type 'spans'; choose one of: multi_label, ordinal, single_label"
+        ConfigError,
+        match="unknown task type 'spans'; choose one of: multi_label, ordinal, pairwise, single_label",
     ):
         task_type("spans")
 
@@ -133,9 +134,8 @@ def test_task_type_setting_and_the_default_aggregator():
     assert parse_config(config(task={"type": "ordinal"})).task.type == "ordinal"
     with pytest.raises(ConfigError) as caught:
         parse_config(config(task={"type": "ranking"}))
-    assert "key 'task.type': got 'ranking', expected one of 'multi_label', 'ordinal', 'single_label'" in str(
-        caught.value
-    )
+    expected = "expected one of 'multi_label', 'ordinal', 'pairwise', 'single_label'"
+    assert f"key 'task.type': got 'ranking', {expected}" in str(caught.value)
     # the descriptions (and so the generated docs) name every built-in choice
     described = TaskConfig.model_fields["type"].description or ""
     assert all(name in described for name in TASK_TYPES.names())

@@ -389,8 +389,10 @@ def import_records(
     labels = task.label_names
     kind = task_type(task.type)
     id_field = task.id_field
-    required = [id_field, *task.text_fields] + ([gold_column] if gold_column else [])
-    reserved = {id_field, *task.text_fields, *([gold_column] if gold_column else [])}
+    # Fields a task type needs on every item (pairwise: the two responses), kept in Item.fields.
+    item_fields = list(getattr(kind, "item_fields", ()))
+    required = [id_field, *task.text_fields, *item_fields] + ([gold_column] if gold_column else [])
+    reserved = {id_field, *task.text_fields, *item_fields, *([gold_column] if gold_column else [])}
     problems = _Problems(source, max_problems)
     result = ImportResult(file=source)
 
@@ -506,6 +508,11 @@ def import_records(
                 col = task.text_fields[0] if len(task.text_fields) == 1 else "/".join(task.text_fields)
                 problems.add(row.number, col, "got empty text, expected the item's text")
                 continue
+            empty = [c for c in item_fields if cells[c] is None]
+            for col in empty:
+                problems.add(row.number, col, f"got an empty {col}, expected its text")
+            if empty:
+                continue
             text = "\n\n".join([p for p in parts if p is not None])
             gold = cells[gold_column] if gold_column else None
             if gold is not None or role in WITH_GOLD:
@@ -515,7 +522,7 @@ def import_records(
                     got = "an empty gold label" if gold is None else repr(exc.got)
                     problems.add(row.number, gold_column, f"got {got}, expected {exc.expected}")
                     continue
-            extra = {k: _jsonable(v) for k, v in cells.items() if k not in reserved}
+            extra = {k: _jsonable(v) for k, v in cells.items() if k not in reserved or k in item_fields}
             chunk.append(
                 (
                     row.number,

@@ -21,8 +21,10 @@ class TaskConfig(_Strict):
         "single_label",
         description="Task type: single_label (one label per item), ordinal (the labels are a "
         "scale, low to high in the order listed: ordinal agreement, median aggregation, a rank "
-        "column in exports) or multi_label (any number of the labels per item, a JSON list: "
-        "checkboxes, aggregation and agreement per label); a plug-in may register more.",
+        "column in exports), multi_label (any number of the labels per item, a JSON list: "
+        "checkboxes, aggregation and agreement per label) or pairwise (which of two responses to "
+        "a prompt is better: labels A, B and optionally tie; items carry response_a and "
+        "response_b); a plug-in may register more.",
     )
     labels: list[LabelSpec] = Field(
         description="The labels, in display order, each with a one-line description.", min_length=2
@@ -66,6 +68,14 @@ class TaskConfig(_Strict):
                 f"task.highlight names {', '.join(map(repr, inside))}, which is the item's id or "
                 "text; name other input columns, whose values are the terms to mark"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _labels_suit_type(self) -> TaskConfig:
+        # A task type with fixed labels (pairwise: A, B, tie) says which it takes.
+        check = getattr(TASK_TYPES.get(self.type)(), "check_labels", None)
+        if check is not None:
+            check(self.label_names)
         return self
 
     @property

@@ -8,7 +8,8 @@ instead of assuming one label per item.
 
 Built-ins: ``single_label`` (one of the labels, unordered), ``ordinal`` (one of the labels,
 which are ordered: the scale's order is the order the project lists them in) and
-``multi_label`` (any number of the labels, stored as a JSON list). Another kind of
+``multi_label`` (any number of the labels, stored as a JSON list) and ``pairwise`` (which of
+two responses to a prompt is better: ``A``, ``B`` or ``tie``). Another kind of
 task is one class with the members of :class:`TaskType`, registered in :data:`TASK_TYPES` (or
 through the ``duolabel.task_types`` entry point group), plus its widget template under
 ``web/templates/widgets/``.
@@ -26,11 +27,21 @@ import pandas as pd
 
 from duolabel.core.aggregation import Aggregator, make_aggregator
 from duolabel.core.multilabel import NO, YES, BinaryRelevance, answer_sets, per_label
+from duolabel.core.pairwise import PAIR_FIELDS, check_pair_labels
 from duolabel.core.quality import fleiss_kappa, krippendorff_alpha
 from duolabel.core.registry import Registry
 from duolabel.errors import DuolabelError
 
-__all__ = ["TASK_TYPES", "AnswerError", "MultiLabel", "Ordinal", "SingleLabel", "TaskType", "task_type"]
+__all__ = [
+    "TASK_TYPES",
+    "AnswerError",
+    "MultiLabel",
+    "Ordinal",
+    "Pairwise",
+    "SingleLabel",
+    "TaskType",
+    "task_type",
+]
 
 
 class AnswerError(ValueError):
@@ -321,3 +332,50 @@ class MultiLabel:
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
+
+
+# -- pairwise preference ------------------------------------------------------------------
+# Optional members a task type may have beyond the protocol (callers use getattr):
+# ``item_fields`` (item fields every row must carry, checked on import), ``check_labels``
+# (ValueError unless the project's labels suit the type) and ``item_view`` (what the labeling
+# page shows of an item's fields).
+
+
+@TASK_TYPES.register("pairwise")
+class Pairwise(SingleLabel):
+    """Which of two responses to a prompt is better: ``A``, ``B`` or, if listed, ``tie``.
+
+    An item is a prompt (its text) and two responses, the fields ``response_a`` and
+    ``response_b`` (rename a file's columns with the data source's ``columns``). The labels are
+    fixed: ``A`` and ``B``, plus ``tie`` when ties are allowed. Answers are single labels, so
+    aggregation (majority vote by default, Dawid-Skene, ...) and agreement (kappa, nominal
+    alpha) are the single-label ones; an answer is read case-insensitively (``a`` is ``A``).
+    The labeling page shows the prompt with the two responses side by side.
+
+    Examples
+    --------
+    >>> t = Pairwise()
+    >>> t.check_answer("b", ["A", "B", "tie"])
+    'B'
+    >>> t.check_answer("tie", ["A", "B"])
+    Traceback (most recent call last):
+    ...
+    duolabel.core.tasks.AnswerError: got 'tie', expected one of 'A', 'B'
+    >>> t.item_view({"response_a": "yes", "response_b": "no", "source": "x"})
+    {'response_a': 'yes', 'response_b': 'no'}
+    """
+
+    name: ClassVar[str] = "pairwise"
+    widget: ClassVar[str] = "widgets/pairwise.html"
+    item_fields: ClassVar[tuple[str, ...]] = PAIR_FIELDS
+
+    def check_answer(self, value: Any, labels: Sequence[str]) -> str:
+        if isinstance(value, str):
+            value = {label.lower(): label for label in labels}.get(value.strip().lower(), value)
+        return super().check_answer(value, labels)
+
+    def check_labels(self, labels: Sequence[str]) -> None:
+        check_pair_labels(labels)
+
+    def item_view(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return {name: str(fields.get(name) or "") for name in self.item_fields}

@@ -32,6 +32,7 @@ from duolabel.core.registry import LABELERS
 from duolabel.core.tasks import task_type
 from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, TrainableLabeler, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
+from duolabel.labelers.llm_pairwise import for_task
 from duolabel.labelers.privacy import redacting
 
 __all__ = [
@@ -62,15 +63,18 @@ LabelerFactory = Callable[[Context, Any], Labeler]
 
 def build_labeler(ctx: Context, cfg: LabelerConfig) -> Any:
     """An unfitted labeler for one ``labeler`` entry of the project file (behind redaction
-    when the project's ``privacy`` settings apply to it)."""
-    return redacting(ctx, cfg, LABELERS.get(cfg.backend)(ctx, cfg))
+    when the project's ``privacy`` settings apply to it; a pairwise labeler in a pairwise
+    project, :func:`duolabel.labelers.llm_pairwise.for_task`)."""
+    return for_task(ctx, cfg, redacting(ctx, cfg, LABELERS.get(cfg.backend)(ctx, cfg)))
 
 
 def encoder_for(ctx: Context) -> EmbeddingLabeler:
     """The embedding model used for few-shot similarity and neighbourhoods (the project's
     embedding labeler, or the default one), with the store's embedding cache."""
     cfg = next((c for c in ctx.config.labeler if isinstance(c, EmbeddingLabelerConfig)), None)
-    return build_labeler(ctx, cfg or EmbeddingLabelerConfig())
+    # The encoder itself, never the task's labeler around it (a pairwise head).
+    cfg = cfg or EmbeddingLabelerConfig()
+    return redacting(ctx, cfg, LABELERS.get(cfg.backend)(ctx, cfg))
 
 
 def encode_fn(ctx: Context, *, store_vectors: bool = True) -> Any:

@@ -105,6 +105,10 @@ def task_view(ctx: Context, task: Task) -> dict[str, Any]:
         "highlight": highlight_terms(task.item.fields, ctx.config.task.highlight),
         "lease_expires": task.lease_expires.isoformat(timespec="seconds") + "Z",
     }
+    # A task type's own fields of the item (pairwise: the two responses), by the type's hook.
+    item_view = getattr(task_type(ctx.config.task.type), "item_view", None)
+    if item_view is not None:
+        view.update(item_view(task.item.fields or {}))
     if ctx.config.quality.show_model_suggestion:
         view["suggestion"] = suggestion(ctx, task.item.id)
     return view

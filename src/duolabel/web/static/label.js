@@ -1,4 +1,5 @@
-// Keyboard-first labelling: 1..9 choose a label (multi_label: toggle its box, Enter submits),
+// Keyboard-first labelling: 1..9 choose a label (multi_label: toggle its box, Enter submits;
+// pairwise: a / b / t too),
 // s skips, u undoes the last answer, ? opens the instructions. Also measures the time spent on the item.
 (() => {
   "use strict";
@@ -47,7 +48,8 @@
       submit.form.requestSubmit(submit);
       return;
     }
-    const button = document.querySelector(`button[data-key="${key}"]`);
+    // data-key may list several keys ("a 1": the pairwise widget's letter and number).
+    const button = document.querySelector(`button[data-key~="${CSS.escape(key)}"]`);
     if (!button || !button.form) return;
     event.preventDefault();
     button.form.requestSubmit(button);
