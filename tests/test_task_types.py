@@ -278,8 +278,11 @@ def test_single_label_page_renders_the_same_buttons_as_before(tmp_path: Path):
         expected = jinja2.Environment(autoescape=True).from_string(OLD_BUTTONS)
         buttons = expected.render(labels=actions.label_buttons(project))
         form = html[html.index('<form id="answer"') : html.index("</form>", html.index('<form id="answer"'))]
-        # the buttons close the form, as they did (Jinja drops a template's last newline)
-        assert form.endswith(buttons + "\n") and 'class="labels scale"' not in html
+        # the buttons are rendered as they were (Jinja drops a template's last newline); only the
+        # unsure/comment note (issue 15 item 6) follows them in the form now
+        widget_end = form.index(buttons + "\n") + len(buttons) + 1
+        assert form[widget_end:].lstrip().startswith('<div class="note">')
+        assert 'class="labels scale"' not in html
     finally:
         person.close()
         project.close()
