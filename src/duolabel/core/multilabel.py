@@ -28,6 +28,7 @@ __all__ = [
     "answer_sets",
     "flat_binary",
     "per_label",
+    "whole_answer_chances",
 ]
 
 NO, YES = "no", "yes"
@@ -255,3 +256,32 @@ def flat_binary(probs: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     ([[0.09999999999999998, 0.9], [0.8, 0.2]], [1, 0])
     """
     return _binary(np.asarray(probs).ravel()), np.asarray(Y).ravel().astype(int)
+
+
+def whole_answer_chances(probs: np.ndarray, thresholds: float | Sequence[float] = 0.5) -> np.ndarray:
+    """Per item, the chance that the model's whole list is right and that of the likeliest other list.
+
+    ``probs`` is items x labels, each the calibrated probability that the label applies; the
+    model's list takes every label at its threshold or above. Labels taken as independent, the
+    list is right with the product over labels of the probability of the side it chose (the
+    answer's chance of being *entirely* right, what routing scores), and the likeliest other list
+    flips the least certain label. Column 0 is the first chance, column 1 the second capped at
+    the first, so that the largest entry of a row is always the model's own answer: routing
+    policies read a row's top entry and its margin over the runner-up, as they do for a
+    single-label distribution.
+
+    Examples
+    --------
+    >>> whole_answer_chances(np.array([[0.9, 0.2], [0.6, 0.5]])).round(2).tolist()
+    [[0.72, 0.18], [0.3, 0.3]]
+    """
+    p = np.asarray(probs, dtype=float)
+    if p.size == 0:
+        return np.zeros((len(p), 2))
+    side = np.where(p >= np.asarray(thresholds, dtype=float), p, 1.0 - p)
+    whole = side.prod(axis=1)
+    # Flipping label j turns its factor side_j into 1 - side_j; the least certain label
+    # (side nearest 1/2, or below it under a threshold other than 1/2) gives the runner-up.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flips = np.where(side > 0, whole[:, None] * (1.0 - side) / side, 0.0)
+    return np.column_stack([whole, np.minimum(flips.max(axis=1), whole)])

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from duolabel.core.aggregation import Aggregator, make_aggregator
-from duolabel.core.multilabel import NO, YES, BinaryRelevance, answer_sets, per_label
+from duolabel.core.multilabel import NO, YES, BinaryRelevance, answer_sets, per_label, whole_answer_chances
 from duolabel.core.quality import fleiss_kappa, krippendorff_alpha
 from duolabel.core.registry import Registry
 from duolabel.errors import DuolabelError
@@ -78,6 +78,17 @@ class TaskType(Protocol):
 
     def model_confidence(self, probs: Sequence[float]) -> float:
         """The model's own chance that :meth:`model_answer` is right (before calibration)."""
+        ...
+
+    def routing_probs(self, probs: np.ndarray) -> np.ndarray:
+        """What routing scores, from the ``(n, n_labels)`` calibrated model output: rows over the
+        item's likeliest answers whose largest entry is the chance the model's answer is right
+        (the policies read a row's top entry, margin and entropy)."""
+        ...
+
+    def routing_gold(self, probs: np.ndarray, gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """Per golden item (a row of ``probs``, the calibrated model output), the column of
+        :meth:`routing_probs` that holds its ``gold`` answer; -1 where none does."""
         ...
 
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
@@ -156,6 +167,12 @@ class SingleLabel:
 
     def model_confidence(self, probs: Sequence[float]) -> float:
         return float(np.max(probs))
+
+    def routing_probs(self, probs: np.ndarray) -> np.ndarray:
+        return probs  # the distribution over the labels: its top entry is the answer's chance
+
+    def routing_gold(self, probs: np.ndarray, gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        return np.array([list(labels).index(g) for g in gold])
 
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         return {
@@ -292,6 +309,30 @@ class MultiLabel:
         """
         p = np.asarray(probs, dtype=float)
         return float(np.prod(np.where(p >= threshold, p, 1.0 - p)))
+
+    def routing_probs(self, probs: np.ndarray) -> np.ndarray:
+        """Per item, the chance the whole list is right and that of the likeliest other list
+        (:func:`duolabel.core.multilabel.whole_answer_chances`): an item is accepted or routed
+        on its chance of being entirely right.
+
+        Examples
+        --------
+        >>> MultiLabel().routing_probs(np.array([[0.9, 0.2]])).round(2).tolist()
+        [[0.72, 0.18]]
+        """
+        return whole_answer_chances(probs)
+
+    def routing_gold(self, probs: np.ndarray, gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """0 where the model's whole list equals the gold list (column 0 of
+        :meth:`routing_probs` is the model's answer), -1 otherwise.
+
+        Examples
+        --------
+        >>> MultiLabel().routing_gold(np.array([[0.9, 0.2], [0.9, 0.7]]), ['["a"]', '["a"]'], ["a", "b"])
+        array([ 0, -1])
+        """
+        answers = [self.model_answer(row, labels) for row in probs]
+        return np.array([0 if a == g else -1 for a, g in zip(answers, gold, strict=True)], dtype=int)
 
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         # Each label's yes/no answers as a binary task. A label everyone answered the same way
