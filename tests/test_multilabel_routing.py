@@ -17,7 +17,7 @@ import yaml
 from sqlalchemy import select
 
 from duolabel.config import PROJECT_FILE
-from duolabel.core.multilabel import whole_answer_chances
+from duolabel.core.multilabel import LabelThresholds, whole_answer_chances
 from duolabel.core.operating import choose_operating_point
 from duolabel.core.policies import ThresholdPolicy
 from duolabel.core.tasks import MultiLabel, SingleLabel
@@ -58,11 +58,10 @@ def test_routing_on_the_whole_list_chance_reaches_the_target_on_accepted_items()
     probs, truth = synthetic(4000, 4, seed=1, spread=0.2)
     gold = [json.dumps([f"l{j}" for j in range(4) if t[j]]) for t in truth]
     labels = [f"l{j}" for j in range(4)]
-    routed = KIND.routing_probs(probs)
-    correct = KIND.routing_gold(probs, gold, labels) == routed.argmax(axis=1)
-    assert correct.mean() == pytest.approx(
-        np.mean([KIND.model_answer(p, labels) == g for p, g in zip(probs, gold, strict=True)])
-    )
+    answers = [KIND.model_answer(p, labels) for p in probs]
+    routed = KIND.routing_probs(probs, answers, labels)
+    correct = KIND.routing_gold(answers, gold, labels) == routed.argmax(axis=1)
+    assert correct.mean() == pytest.approx(np.mean([a == g for a, g in zip(answers, gold, strict=True)]))
     scores = ThresholdPolicy().score(routed)
     golden, test = slice(0, 2000), slice(2000, None)
     point = choose_operating_point(
@@ -79,8 +78,35 @@ def test_routing_on_the_whole_list_chance_reaches_the_target_on_accepted_items()
 
 def test_single_label_routes_its_distribution_as_it_is():
     probs = np.array([[0.7, 0.3], [0.2, 0.8]])
-    assert SingleLabel().routing_probs(probs) is probs
-    assert SingleLabel().routing_gold(probs, ["b", "a"], ["a", "b"]).tolist() == [1, 0]
+    assert SingleLabel().routing_probs(probs, ["a", "b"], ["a", "b"]) is probs
+    assert SingleLabel().routing_gold(["a", "b"], ["b", "a"], ["a", "b"]).tolist() == [1, 0]
+
+
+def test_tuned_thresholds_find_more_of_a_rare_label_and_keep_a_clear_one():
+    rng = np.random.default_rng(2)
+    n = 600
+    rare = (rng.random(n) < 0.08).astype(int)
+    clear = (rng.random(n) < 0.5).astype(int)
+    # The rare label's probability seldom reaches 0.5 even where it applies; the clear one
+    # separates the two sides well around 0.5.
+    probs = np.column_stack(
+        [np.clip(0.3 * rare + rng.normal(0.12, 0.1, n), 0, 1), np.clip(0.5 + 0.4 * (2 * clear - 1)
+         + rng.normal(0, 0.1, n), 0, 1)]
+    )  # fmt: skip
+    tuned = LabelThresholds().fit(probs, np.column_stack([rare, clear]))
+    assert tuned.thresholds_[0] < 0.4 and tuned.tuned_f1_[0] > tuned.f1_[0] + 0.1
+    assert 0.3 <= tuned.thresholds_[1] <= 0.7 and tuned.tuned_f1_[1] == pytest.approx(tuned.f1_[1], abs=0.03)
+    # A label no golden item carries keeps 0.5: nothing to tune it on.
+    none = LabelThresholds().fit(probs[:, :1], np.zeros((n, 1), dtype=int))
+    assert none.thresholds_.tolist() == [0.5] and np.isnan(none.tuned_f1_[0])
+
+
+def test_tuned_thresholds_choose_the_list_and_its_whole_list_chance():
+    kind = MultiLabel(thresholds=[0.5, 0.2])
+    assert kind.model_answer([0.6, 0.3], ["a", "b"]) == '["a", "b"]'
+    assert kind.model_confidence([0.6, 0.3]) == pytest.approx(0.6 * 0.3)
+    routed = kind.routing_probs(np.array([[0.6, 0.3]]), ['["a", "b"]'], ["a", "b"])
+    assert routed[0, 0] == pytest.approx(0.18)  # the stored list's chance, not the 0.5 list's
 
 
 # -- a project, end to end ----------------------------------------------------------------------
@@ -88,7 +114,9 @@ def test_single_label_routes_its_distribution_as_it_is():
 CHOSEN = ["joy", "love", "gratitude"]
 
 
-def goemotions_project(folder: Path, per_label: int = 30, **routing: object) -> Path:
+def goemotions_project(
+    folder: Path, per_label: int = 30, routing: dict[str, object] | None = None, **sections: object
+) -> Path:
     """Golden comments (``per_label`` per label and as many with none of them) and twenty regular ones."""
     from tests.conftest import shared_data
 
@@ -109,8 +137,9 @@ def goemotions_project(folder: Path, per_label: int = 30, **routing: object) -> 
     settings = {
         "task": {"type": "multi_label", "labels": [{"name": n} for n in CHOSEN]},
         "data": [{"path": "golden.jsonl", "role": "golden", "gold_column": "gold"}, {"path": "items.jsonl"}],
-        "routing": {"mode": "fixed", "threshold": 0.6, **routing},
+        "routing": {"mode": "fixed", "threshold": 0.6, **(routing or {})},
         "export": {"path": "out/labels.csv"},
+        **sections,
     }
     (folder / PROJECT_FILE).write_text(yaml.safe_dump(settings))
     return folder
@@ -149,7 +178,45 @@ def test_duolabel_run_routes_lists_and_people_close_the_loop(tmp_path: Path):
 def test_the_dynamic_policy_is_refused_for_lists_with_the_fix(tmp_path: Path):
     from duolabel.stages.route import follow_up_project
 
-    folder = goemotions_project(tmp_path / "p", policy="dynamic")
+    folder = goemotions_project(tmp_path / "p", routing={"policy": "dynamic"})
     refused = pytest.raises(ProjectError, match="set routing.policy to threshold or meta")
     with Project.open(folder) as project, refused:
         follow_up_project(project)
+
+
+@pytest.mark.slow
+def test_tuned_thresholds_are_chosen_on_the_golden_items_and_route_the_stored_list(tmp_path: Path):
+    from duolabel.core.probs import as_matrix
+    from duolabel.store import Item, Prediction
+
+    folder = goemotions_project(tmp_path / "p", calibration={"label_thresholds": "tuned"})
+    with Project.open(folder) as project:
+        project.import_data()
+        project.label()
+        [result] = project.calibrate()
+        assert "thresholds joy: " in result.method
+        with project.store.read() as session:
+            rows = session.execute(
+                select(
+                    Item.role, Item.gold_label, Prediction.label, Prediction.calibrated, Prediction.confidence
+                )
+                .join(Prediction, Prediction.item_id == Item.id)
+                .order_by(Item.seq)
+            ).all()
+        golden = [r for r in rows if r.role == "golden"]
+        # The thresholds come from the golden items' cross-fitted probabilities alone.
+        Y = np.array([[int(c in json.loads(r.gold_label)) for c in CHOSEN] for r in golden])
+        limits = LabelThresholds().fit(as_matrix([r.calibrated for r in golden], CHOSEN), Y).thresholds_
+        assert result.method.endswith(
+            ", ".join(f"{c}: {t:g}" for c, t in zip(CHOSEN, limits, strict=True)) + ")"
+        )
+        kind = MultiLabel(thresholds=limits.tolist())
+        for r in rows:
+            probs = [r.calibrated[c] for c in CHOSEN]
+            assert r.label == kind.model_answer(probs, CHOSEN)
+            assert r.confidence == pytest.approx(kind.model_confidence(probs))
+        routed = project.route()
+        assert sum(routed.decided.values()) == 20
+        with project.store.read() as session:
+            confidences = [r.confidence for r in session.scalars(select(Route))]
+        assert sorted(confidences) == sorted(r.confidence for r in rows if r.role == "regular")

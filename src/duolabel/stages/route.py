@@ -144,7 +144,14 @@ def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | 
     _check_policy(ctx, cfg)
     with ctx.store.read() as session:
         rows = session.execute(
-            select(Item.id, Item.text, Item.gold_label, Prediction.calibrated, Prediction.features)
+            select(
+                Item.id,
+                Item.text,
+                Item.gold_label,
+                Prediction.label,
+                Prediction.calibrated,
+                Prediction.features,
+            )
             .join(Prediction, Prediction.item_id == Item.id)
             .where(
                 Item.role == "golden",
@@ -181,11 +188,11 @@ def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | 
     }
     # The task type says what routing scores (for a list: its chance of being entirely right)
     # and which of those columns is the gold answer.
-    calibrated = as_matrix([r.calibrated for r in rows], labels)
+    given = [r.label for r in rows]
     return Evidence(
         [r.id for r in rows],
-        task.routing_probs(calibrated),
-        task.routing_gold(calibrated, [cast(str, r.gold_label) for r in rows], labels),
+        task.routing_probs(as_matrix([r.calibrated for r in rows], labels), given, labels),
+        task.routing_gold(given, [cast(str, r.gold_label) for r in rows], labels),
         features,
         np.array(human_correct, dtype=float),
         accuracy,
@@ -407,7 +414,9 @@ def route_project(
                     session.scalars(select(Prediction).where(Prediction.id.in_(todo[start : start + CHUNK])))
                 )
                 usable = [p for p in preds if not p.abstained]
-                probs = task.routing_probs(as_matrix([p.calibrated or {} for p in usable], labels))
+                probs = task.routing_probs(
+                    as_matrix([p.calibrated or {} for p in usable], labels), [p.label for p in usable], labels
+                )
                 features = _item_features(ctx, plan, usable)
                 decisions = route_items(plan.policy, probs, features, expert_share=cfg.expert_share)
                 by_item = dict(zip([p.item_id for p in usable], decisions, strict=True))
