@@ -91,6 +91,11 @@ class TaskType(Protocol):
         (``answers``: the model's stored answers); -1 where none does."""
         ...
 
+    def answer_score(self, answer: str, gold: str) -> float:
+        """How right a person's stored ``answer`` is against the ``gold`` answer, from 0 to 1: what
+        one control or exam question counts towards their accuracy."""
+        ...
+
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         """Agreement figures (name -> value, NaN where the answers cannot give one) over
         ``task, worker, label`` answers."""
@@ -170,6 +175,9 @@ class SingleLabel:
 
     def routing_probs(self, probs: np.ndarray, answers: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         return probs  # the distribution over the labels: its top entry is the answer's chance
+
+    def answer_score(self, answer: str, gold: str) -> float:
+        return float(answer == gold)
 
     def routing_gold(self, answers: Sequence[str], gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         return np.array([list(labels).index(g) for g in gold])
@@ -343,6 +351,20 @@ class MultiLabel:
             probs,
             np.array([[label in s for label in labels] for s in chosen], dtype=bool).reshape(probs.shape),
         )
+
+    def answer_score(self, answer: str, gold: str) -> float:
+        """Partial credit: the Jaccard index of the two lists (labels in both over labels in
+        either; 1 when both are empty), so a control answered with one of two gold labels
+        counts half, not wrong.
+
+        Examples
+        --------
+        >>> MultiLabel().answer_score('["joy"]', '["joy", "love"]'), MultiLabel().answer_score("[]", "[]")
+        (0.5, 1.0)
+        """
+        given, truth = (set(s) for s in answer_sets([answer, gold]))
+        either = given | truth
+        return len(given & truth) / len(either) if either else 1.0
 
     def routing_gold(self, answers: Sequence[str], gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         """0 where the model's whole list equals the gold list (column 0 of
