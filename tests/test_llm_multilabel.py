@@ -89,7 +89,7 @@ def test_llama_scores_yes_against_no_per_label_as_a_fresh_evaluation_does():
         asker.close()
 
 
-def emotion_project(folder: Path, labeler: dict[str, Any]) -> Path:
+def emotion_project(folder: Path, labeler: dict[str, Any], **sections: Any) -> Path:
     folder.mkdir(parents=True)
     (folder / "golden.jsonl").write_text(
         "".join(
@@ -101,6 +101,7 @@ def emotion_project(folder: Path, labeler: dict[str, Any]) -> Path:
         "task": {"type": "multi_label", "labels": [{"name": n} for n in EMOTIONS]},
         "labeler": [labeler],
         "data": [{"path": "golden.jsonl", "role": "golden", "gold_column": "gold"}],
+        **sections,
     }
     (folder / PROJECT_FILE).write_text(yaml.safe_dump(settings))
     return folder
@@ -146,3 +147,33 @@ def test_the_openai_labeler_asks_each_question_of_a_real_server(llm_server, tmp_
     with pytest.raises(LabelingStopped) as stopped:
         asker.predict_proba(ITEMS)
     assert stopped.value.partial[0].shape == (0, 2)
+
+
+@pytest.mark.slow
+def test_a_multi_label_project_labels_with_the_llama_labeler(tmp_path: Path):
+    pytest.importorskip("llama_cpp", reason="pip install 'duolabel[llama]'")
+    from sqlalchemy import select
+
+    from duolabel.core.tasks import MultiLabel
+    from duolabel.project import Project
+    from duolabel.store import Prediction
+
+    folder = emotion_project(
+        tmp_path / "p",
+        {"backend": "llama", "few_shot": 1, "n_ctx": 1024, "n_threads": 1},
+        calibration={"min_golden_per_label": 1},  # three golden comments: one per label
+    )
+    (folder / "items.jsonl").write_text(
+        "".join(json.dumps({"id": i.id, "text": i.text}) + "\n" for i in ITEMS)
+    )
+    with Project.open(folder) as project:
+        project.import_data()
+        project.import_file(folder / "items.jsonl")
+        [result] = project.label()
+        assert result.predicted == 5 and result.abstained == 0 and result.usage["questions"] == 15
+        with project.store.read() as session:
+            predictions = list(session.scalars(select(Prediction)))
+    assert len(predictions) == 5
+    for pred in predictions:
+        assert set(pred.probs) == set(EMOTIONS) and all(0 < p < 1 for p in pred.probs.values())
+        assert pred.label == MultiLabel().model_answer([pred.probs[c] for c in EMOTIONS], EMOTIONS)
