@@ -178,6 +178,11 @@ def test_duolabel_run_routes_lists_and_people_close_the_loop(tmp_path: Path):
         report.returncode != 0 and "duolabel report is not built for task.type multi_label" in report.stderr
     )
     assert "Traceback" not in report.stderr
+    simulate = cli("simulate", str(folder), "--from-store")
+    assert (
+        simulate.returncode != 0
+        and "duolabel simulate is not built for task.type multi_label" in simulate.stderr
+    )
 
 
 def test_the_dynamic_policy_is_refused_for_lists_with_the_fix(tmp_path: Path):
