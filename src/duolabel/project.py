@@ -193,15 +193,12 @@ class Project(Context):
     def error_ranking(self) -> dict[str, float]:
         """AUROC with which each signal (confidence, margin, entropy, ensemble disagreement,
         nearest-golden accuracy) and their combination rank the model's errors on the golden
-        items: :func:`duolabel.stages.route.error_ranking_of`; empty for a task whose answers
-        are lists (multi-label), which routing does not support yet."""
-        from duolabel.core.tasks import task_type
+        items: :func:`duolabel.stages.route.error_ranking_of` (for a list answer, of the model's
+        whole list)."""
         from duolabel.pipeline import plan
         from duolabel.stages.distill import labeling_context
         from duolabel.stages.route import error_ranking_of
 
-        if task_type(self.config.task.type).list_valued:
-            return {}
         return error_ranking_of(labeling_context(self), plan(self))
 
     def learning(self) -> Any:

@@ -71,11 +71,19 @@ def write_report(project: Project, path: Path) -> Path:
     from jinja2 import Environment
 
     from duolabel.core.evidence import ERROR_SIGNALS
+    from duolabel.core.tasks import task_type
     from duolabel.pipeline import plan as plan_routing
     from duolabel.pipeline import project_status
     from duolabel.stages.distill import labeling_context, labeling_version
     from duolabel.stages.route import error_ranking_of
 
+    kind = project.config.task.type
+    if task_type(kind).list_valued:
+        # The calibration and confusion views read one label per golden item.
+        raise ProjectError(
+            f"duolabel report is not built for task.type {kind} yet (it reads one label per item); "
+            "'duolabel status' shows the routing and 'duolabel export' the lists"
+        )
     version = labeling_version(project)  # the distilled student's once it has won
     if version is None:
         raise ProjectError("nothing to report yet: run 'duolabel run' (or label and calibrate) first")

@@ -556,11 +556,18 @@ def simulate_project(
     (:func:`stored_answers`). ``sample_share``: see :func:`simulate`."""
     from sqlalchemy import select
 
+    from duolabel.core.tasks import task_type
     from duolabel.errors import ProjectError
     from duolabel.stages.distill import labeling_version
     from duolabel.stages.route import item_neighbourhood_accuracy
     from duolabel.store import Item, Prediction
 
+    if task_type(project.config.task.type).list_valued:
+        # The replay reads one label per answer and per item (majority votes, the dynamic fusion).
+        raise ProjectError(
+            f"duolabel simulate is not built for task.type {project.config.task.type} yet (it replays "
+            "one label per answer); benchmarks/multilabel.py --routing replays multi-label routing"
+        )
     version = labeling_version(project)  # the distilled student's once it has won
     if version is None:
         raise ProjectError("nothing to simulate yet: run 'duolabel label' and 'duolabel calibrate' first")

@@ -113,6 +113,12 @@ class CalibrationConfig(_Strict):
     min_golden_per_label: int = Field(
         3, ge=1, description="Refuse to train or calibrate with fewer golden items per label."
     )
+    label_thresholds: Literal["fixed", "tuned"] = Field(
+        "fixed",
+        description="multi_label: the probability at which a label joins the model's list: fixed (0.5 "
+        "for every label) or tuned (per label, the threshold with the best cross-validated F1 on the "
+        "golden items; finds more of a rare label at the price of false alarms).",
+    )
 
 
 class RoutingConfig(_Strict):

@@ -52,8 +52,11 @@ def wilson_interval(correct: int, n: int, *, confidence: float = 0.9) -> tuple[f
     return binomial_interval(correct, max(n, 0), confidence, "wilson")
 
 
-def control_skills(correct: int, n: int, *, confidence: float) -> dict[str, Any]:
+def control_skills(correct: float, n: int, *, confidence: float) -> dict[str, Any]:
     """The skill entry the aggregation and routing read: counts, accuracy, Wilson bounds.
+
+    ``correct`` may be a sum of partial credits (multi-label controls); the interval then
+    counts it rounded to whole answers.
 
     Examples
     --------
@@ -61,7 +64,7 @@ def control_skills(correct: int, n: int, *, confidence: float) -> dict[str, Any]
     >>> skills["controls"], skills["control_correct"], skills["accuracy"], skills["interval"]
     (4, 3, 0.75, 'wilson')
     """
-    low, high = wilson_interval(correct, n, confidence=confidence)
+    low, high = wilson_interval(round(correct), n, confidence=confidence)
     return {
         "controls": n,
         "control_correct": correct,

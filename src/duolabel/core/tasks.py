@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from duolabel.core.aggregation import Aggregator, make_aggregator
-from duolabel.core.multilabel import NO, YES, BinaryRelevance, answer_sets, per_label
+from duolabel.core.multilabel import NO, YES, BinaryRelevance, answer_sets, per_label, whole_answer_chances
 from duolabel.core.pairwise import PAIR_FIELDS, check_pair_labels
 from duolabel.core.quality import fleiss_kappa, krippendorff_alpha
 from duolabel.core.registry import Registry
@@ -89,6 +89,22 @@ class TaskType(Protocol):
 
     def model_confidence(self, probs: Sequence[float]) -> float:
         """The model's own chance that :meth:`model_answer` is right (before calibration)."""
+        ...
+
+    def routing_probs(self, probs: np.ndarray, answers: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """What routing scores, from the ``(n, n_labels)`` calibrated model output and the model's
+        stored ``answers``: rows over the item's likeliest answers whose largest entry is the
+        chance the model's answer is right (the policies read a row's top entry and margin)."""
+        ...
+
+    def routing_gold(self, answers: Sequence[str], gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """Per golden item, the column of :meth:`routing_probs` that holds its ``gold`` answer
+        (``answers``: the model's stored answers); -1 where none does."""
+        ...
+
+    def answer_score(self, answer: str, gold: str) -> float:
+        """How right a person's stored ``answer`` is against the ``gold`` answer, from 0 to 1: what
+        one control or exam question counts towards their accuracy."""
         ...
 
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
@@ -168,6 +184,15 @@ class SingleLabel:
     def model_confidence(self, probs: Sequence[float]) -> float:
         return float(np.max(probs))
 
+    def routing_probs(self, probs: np.ndarray, answers: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        return probs  # the distribution over the labels: its top entry is the answer's chance
+
+    def answer_score(self, answer: str, gold: str) -> float:
+        return float(answer == gold)
+
+    def routing_gold(self, answers: Sequence[str], gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        return np.array([list(labels).index(g) for g in gold])
+
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         return {
             f"Krippendorff's alpha ({self.level})": _figure(
@@ -243,6 +268,15 @@ class MultiLabel:
     default_aggregator: ClassVar[str] = "majority_vote"  # per label (binary relevance)
     list_valued: ClassVar[bool] = True  # importers pass list cells (JSONL, Parquet) as they are
 
+    def __init__(self, *, thresholds: Sequence[float] | None = None) -> None:
+        # Per-label decision thresholds (calibration.label_thresholds: tuned); None: 0.5 for all.
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
+
+    def _limits(self, threshold: float | Sequence[float] | None) -> float | Sequence[float]:
+        if threshold is not None:
+            return threshold
+        return 0.5 if self.thresholds is None else self.thresholds
+
     def check_answer(self, value: Any, labels: Sequence[str]) -> str:
         expected = f"a list of labels, each one of {', '.join(repr(label) for label in labels)}"
         given: Any = value
@@ -280,19 +314,27 @@ class MultiLabel:
         # index get; the set itself is :meth:`model_answer`.
         return np.asarray(probs).argmax(axis=1)
 
-    def model_answer(self, probs: Sequence[float], labels: Sequence[str], threshold: float = 0.5) -> str:
-        """The model's answer from per-label probabilities: every label at ``threshold`` or above.
+    def model_answer(
+        self, probs: Sequence[float], labels: Sequence[str], threshold: float | Sequence[float] | None = None
+    ) -> str:
+        """The model's answer from per-label probabilities: every label at its ``threshold`` (one
+        for all, or one per label; None: the type's ``thresholds``, else 0.5) or above.
 
         Examples
         --------
         >>> MultiLabel().model_answer([0.9, 0.2, 0.5], ["joy", "love", "fear"])
         '["joy", "fear"]'
+        >>> MultiLabel(thresholds=[0.5, 0.15, 0.6]).model_answer([0.9, 0.2, 0.5], ["joy", "love", "fear"])
+        '["joy", "love"]'
         """
+        limits = np.broadcast_to(np.asarray(self._limits(threshold), dtype=float), (len(labels),))
         return json.dumps(
-            [label for label, p in zip(labels, probs, strict=True) if p >= threshold], ensure_ascii=False
+            [label for label, p, t in zip(labels, probs, limits, strict=True) if p >= t], ensure_ascii=False
         )
 
-    def model_confidence(self, probs: Sequence[float], threshold: float = 0.5) -> float:
+    def model_confidence(
+        self, probs: Sequence[float], threshold: float | Sequence[float] | None = None
+    ) -> float:
         """The chance the whole list is right, labels taken as independent: the product over
         labels of the probability of the side :meth:`model_answer` chose.
 
@@ -302,7 +344,49 @@ class MultiLabel:
         0.72
         """
         p = np.asarray(probs, dtype=float)
-        return float(np.prod(np.where(p >= threshold, p, 1.0 - p)))
+        return float(np.prod(np.where(p >= np.asarray(self._limits(threshold), dtype=float), p, 1.0 - p)))
+
+    def routing_probs(self, probs: np.ndarray, answers: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """Per item, the chance the model's whole list (as stored: ``answers``, whatever the
+        thresholds that chose it) is right and that of the likeliest other list
+        (:func:`duolabel.core.multilabel.whole_answer_chances`): an item is accepted or routed
+        on its chance of being entirely right.
+
+        Examples
+        --------
+        >>> MultiLabel().routing_probs(np.array([[0.9, 0.2]]), ['["a"]'], ["a", "b"]).round(2).tolist()
+        [[0.72, 0.18]]
+        """
+        chosen = [set(s) for s in answer_sets(answers)]
+        return whole_answer_chances(
+            probs,
+            np.array([[label in s for label in labels] for s in chosen], dtype=bool).reshape(probs.shape),
+        )
+
+    def answer_score(self, answer: str, gold: str) -> float:
+        """Partial credit: the Jaccard index of the two lists (labels in both over labels in
+        either; 1 when both are empty), so a control answered with one of two gold labels
+        counts half, not wrong.
+
+        Examples
+        --------
+        >>> MultiLabel().answer_score('["joy"]', '["joy", "love"]'), MultiLabel().answer_score("[]", "[]")
+        (0.5, 1.0)
+        """
+        given, truth = (set(s) for s in answer_sets([answer, gold]))
+        either = given | truth
+        return len(given & truth) / len(either) if either else 1.0
+
+    def routing_gold(self, answers: Sequence[str], gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """0 where the model's whole list equals the gold list (column 0 of
+        :meth:`routing_probs` is the model's answer), -1 otherwise.
+
+        Examples
+        --------
+        >>> MultiLabel().routing_gold(['["a"]', '["a", "b"]'], ['["a"]', '["a"]'], ["a", "b"])
+        array([ 0, -1])
+        """
+        return np.array([0 if a == g else -1 for a, g in zip(answers, gold, strict=True)], dtype=int)
 
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         # Each label's yes/no answers as a binary task. A label everyone answered the same way

@@ -14,7 +14,7 @@ which the project file validates the entry with). The labeling stage itself is
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -160,11 +160,23 @@ def _llm_options(ctx: Context, cfg: LlamaLabelerConfig | OpenAILabelerConfig) ->
     return options
 
 
+def _prompted(ctx: Context, labeler: type, **options: Any) -> Labeler:
+    """The LLM labeler ``labeler(**options)``; for list answers (multi_label), wrapped to ask
+    one yes/no question per label (:mod:`duolabel.labelers.llm_multilabel`)."""
+    if task_type(ctx.config.task.type).list_valued:
+        from duolabel.labelers.llm_multilabel import PerLabelQuestions
+
+        return cast(Labeler, PerLabelQuestions.build(labeler, **options))
+    return cast(Labeler, labeler(**options))
+
+
 @LABELERS.register("llama")
 def _llama(ctx: Context, cfg: LlamaLabelerConfig) -> Labeler:
     from duolabel.labelers.llama import LlamaLabeler
 
-    return LlamaLabeler(
+    return _prompted(
+        ctx,
+        LlamaLabeler,
         **_llm_options(ctx, cfg),
         model_path=ctx.resolve(cfg.model_path) if cfg.model_path else None,
         n_ctx=cfg.n_ctx,
@@ -179,7 +191,9 @@ def _openai(ctx: Context, cfg: OpenAILabelerConfig) -> Labeler:
     from duolabel.labelers.openai import OpenAILabeler
 
     costs = ctx.config.costs
-    return OpenAILabeler(
+    return _prompted(
+        ctx,
+        OpenAILabeler,
         **_llm_options(ctx, cfg),
         model=cfg.model,
         base_url=cfg.base_url,

@@ -13,6 +13,7 @@ control items.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,8 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from duolabel.config import QualityConfig
+from duolabel.core.tasks import TaskType
 from duolabel.errors import ProjectError
 from duolabel.people.assignments import Task, check_lease, gold_items, new_lease, own_lease
+from duolabel.people.qc import credit, tally
 from duolabel.store import Annotation, Annotator, Assignment, Item, Store
 from duolabel.store.tables import utcnow
 
@@ -43,7 +46,7 @@ class ExamResult:
     """A finished exam attempt; ``review`` holds (text, given label, whether it was right) per item."""
 
     attempt: int
-    correct: int
+    correct: float  # right answers; a fraction where list answers earned partial credit
     total: int
     passed: bool
     can_retry: bool
@@ -55,7 +58,7 @@ class ExamResult:
         return self.correct / self.total if self.total else 0.0
 
 
-def passes_exam(correct: int, total: int, *, pass_mark: float) -> bool:
+def passes_exam(correct: float, total: int, *, pass_mark: float) -> bool:
     """Whether ``correct`` right answers out of ``total`` reach ``pass_mark`` (a share).
 
     Examples
@@ -129,8 +132,13 @@ def exam_task(
         return new_lease(session, todo[0], annotator_id, "exam", now + timedelta(minutes=lease_minutes))
 
 
-def exam_result(store: Store, annotator_id: int, *, quality: QualityConfig) -> ExamResult | None:
-    """The latest exam attempt if it is answered in full, with which answers were right; else ``None``."""
+def exam_result(
+    store: Store, annotator_id: int, *, quality: QualityConfig, task: TaskType | None = None
+) -> ExamResult | None:
+    """The latest exam attempt if it is answered in full, with which answers were right; else ``None``.
+
+    ``task`` scores each answer (None: single-label, right or wrong; a list earns partial credit)."""
+
     with store.read() as session:
         annotator = session.get(Annotator, annotator_id)
         if annotator is None or annotator.exam_attempt < 1:
@@ -149,7 +157,8 @@ def exam_result(store: Store, annotator_id: int, *, quality: QualityConfig) -> E
             return None
         order = {item: i for i, item in enumerate(items)}
         rows = sorted(rows, key=lambda row: order[row[0]])
-        correct = sum(row[2] == row[3] for row in rows)
+        scores = [credit(task, row[2], row[3]) for row in rows]
+        correct = tally(math.fsum(scores))
         passed = passes_exam(correct, len(items), pass_mark=quality.pass_mark)
         retry_items = exam_items(session, annotator, annotator.exam_attempt + 1, quality)
         can_retry = (
@@ -158,13 +167,15 @@ def exam_result(store: Store, annotator_id: int, *, quality: QualityConfig) -> E
             and annotator.exam_attempt <= quality.exam_retries
             and bool(retry_items)
         )
-        review = [(row[1], row[2], row[2] == row[3]) for row in rows]
+        review = [(row[1], row[2], score == 1.0) for row, score in zip(rows, scores, strict=True)]
     return ExamResult(annotator.exam_attempt, correct, len(items), passed, can_retry, review)
 
 
-def retry_exam(store: Store, annotator_id: int, *, quality: QualityConfig) -> None:
+def retry_exam(
+    store: Store, annotator_id: int, *, quality: QualityConfig, task: TaskType | None = None
+) -> None:
     """Start the next exam attempt (on fresh items) after a failed one, if a retry is left."""
-    result = exam_result(store, annotator_id, quality=quality)
+    result = exam_result(store, annotator_id, quality=quality, task=task)
     if result is None or not result.can_retry:
         raise ProjectError("there is no exam retry to start")
     with store.write() as session:
@@ -173,12 +184,16 @@ def retry_exam(store: Store, annotator_id: int, *, quality: QualityConfig) -> No
             annotator.exam_attempt += 1
 
 
-def score_exam(session: Session, annotator: Annotator, quality: QualityConfig) -> None:
+def score_exam(
+    session: Session, annotator: Annotator, quality: QualityConfig, task: TaskType | None = None
+) -> None:
     """After an exam answer: once the attempt is complete, activate, keep for a retry, or decline.
 
     Runs inside the write transaction that recorded the answer (the annotator's row is
-    locked); each finished attempt is kept in ``annotator.skills["exams"]``.
+    locked); each finished attempt is kept in ``annotator.skills["exams"]``. ``task`` scores
+    each answer as for :func:`exam_result`.
     """
+
     items = exam_items(session, annotator, annotator.exam_attempt, quality)
     rows = session.execute(
         select(Annotation.label, Item.gold_label)
@@ -187,7 +202,7 @@ def score_exam(session: Session, annotator: Annotator, quality: QualityConfig) -
     ).all()
     if not items or len(rows) < len(items):
         return
-    correct = sum(label == gold for label, gold in rows)
+    correct = tally(math.fsum(credit(task, label, gold) for label, gold in rows))
     exams = [*dict(annotator.skills or {}).get("exams", []), {"correct": correct, "total": len(items)}]
     annotator.skills = {**(annotator.skills or {}), "exams": exams}
     if passes_exam(correct, len(items), pass_mark=quality.pass_mark):

@@ -206,9 +206,9 @@ def submit_answer(
         annotation = record_answer(session, assignment, annotator_id, label, seconds, assignment.kind, note)
         if quality is not None:
             if assignment.kind == "exam":
-                score_exam(session, annotator, quality)
+                score_exam(session, annotator, quality, task_type)
             else:
-                refresh_annotator(session, annotator, quality, annotation)
+                refresh_annotator(session, annotator, quality, annotation, task=task_type)
     return annotation
 
 
@@ -235,6 +235,7 @@ def undo_last_answer(
     window_seconds: float,
     lease_minutes: float,
     quality: QualityConfig | None = None,
+    task_type: TaskType | None = None,
 ) -> int:
     """Take back this annotator's last answer if it is at most ``window_seconds`` old.
 
@@ -277,7 +278,7 @@ def undo_last_answer(
         assignment.lease_expires = now + timedelta(minutes=lease_minutes)
         session.flush()
         if quality is not None:
-            refresh_annotator(session, annotator, quality)
+            refresh_annotator(session, annotator, quality, task=task_type)
         return assignment.id
 
 

@@ -4,7 +4,8 @@ The rules themselves are pure functions in :mod:`duolabel.core.rules`; this modu
 the counts they need from the store and writes back skills, flags and status. Their
 settings come from the project file's ``quality`` section:
 
-- **Control accuracy** is the share of control items answered right, with a Wilson score
+- **Control accuracy** is the share of control items answered right (for a list answer, the
+  task type's partial credit, :meth:`duolabel.core.tasks.TaskType.answer_score`), with a Wilson score
   interval at ``confidence_level`` (Wilson 1927; it stays inside [0, 1] and behaves with
   few answers, unlike the normal approximation). It is kept in ``Annotator.skills``.
 - **Suspension**: once ``min_controls`` controls are answered, an annotator whose
@@ -42,6 +43,7 @@ from duolabel.core.rules import (
     fraud_flags,
     same_label_streak,
 )
+from duolabel.core.tasks import SingleLabel, TaskType
 from duolabel.people.assignments import WORK_KINDS
 from duolabel.store import Annotation, Annotator, Item, Store
 
@@ -49,13 +51,19 @@ __all__ = ["annotator_table", "refresh_agreement_flags", "refresh_annotator"]
 
 
 def refresh_annotator(
-    session: Session, annotator: Annotator, quality: QualityConfig, answer: Annotation | None = None
+    session: Session,
+    annotator: Annotator,
+    quality: QualityConfig,
+    answer: Annotation | None = None,
+    *,
+    task: TaskType | None = None,
 ) -> None:
     """Bring one annotator's skills and flags up to date, and suspend if the rule says so.
 
     With ``answer`` (just recorded) the counts kept in ``skills`` are advanced by it; without,
     or when those counts were kept under other settings, everything is recomputed from the
-    store. Runs inside the caller's write transaction (the annotator's row is already locked).
+    store. ``task`` scores control answers (None: single-label, right or wrong). Runs inside
+    the caller's write transaction (the annotator's row is already locked).
     """
     skills = dict(annotator.skills or {})
     counted_with = [quality.min_seconds, quality.max_same_label_streak]
@@ -63,9 +71,9 @@ def refresh_annotator(
         # Read for every answer, control or not, so the work done is the same for both.
         gold = session.scalar(select(Item.gold_label).where(Item.id == answer.item_id))
         if skills.get("counted_with") == counted_with and all(k in skills for k in _COUNTS):
-            _advance(annotator, skills, answer, gold, quality)
+            _advance(annotator, skills, answer, gold, quality, task)
             return
-    _recount(session, annotator, skills, quality)
+    _recount(session, annotator, skills, quality, task)
     skills["counted_with"] = counted_with
     _apply(annotator, skills, quality)
 
@@ -73,14 +81,30 @@ def refresh_annotator(
 _COUNTS = ("controls", "control_correct", "answers", "fast", "seconds", "streak", "last_label")
 
 
+def credit(task: TaskType | None, label: str, gold: str | None) -> float:
+    """What one answer to a known item counts: the task type's score (0 to 1) against ``gold``."""
+    return 0.0 if gold is None else (task or SingleLabel()).answer_score(label, gold)
+
+
+def tally(total: float) -> int | float:
+    """A count of right answers: an integer when whole (partial credit can make it a fraction)."""
+    # Whole counts stay integers: single-label skills read exactly as they always have.
+    return int(total) if float(total).is_integer() else total
+
+
 def _advance(
-    annotator: Annotator, skills: dict, answer: Annotation, gold: str | None, quality: QualityConfig
+    annotator: Annotator,
+    skills: dict,
+    answer: Annotation,
+    gold: str | None,
+    quality: QualityConfig,
+    task: TaskType | None,
 ) -> None:
     """The counts in ``skills`` with one more answer."""
     control = answer.kind == "control"
     seconds = answer.seconds
     controls = int(skills["controls"]) + control
-    correct = int(skills["control_correct"]) + (control and answer.label == gold)
+    correct = tally(float(skills["control_correct"]) + (credit(task, answer.label, gold) if control else 0.0))
     skills.update(control_skills(correct, controls, confidence=quality.confidence_level))
     same = answer.label == skills["last_label"]
     skills.update(
@@ -94,17 +118,17 @@ def _advance(
     _apply(annotator, skills, quality)
 
 
-def _recount(session: Session, annotator: Annotator, skills: dict, quality: QualityConfig) -> None:
+def _recount(
+    session: Session, annotator: Annotator, skills: dict, quality: QualityConfig, task: TaskType | None
+) -> None:
     """The counts in ``skills``, from all of the annotator's answers."""
     mine = (Annotation.annotator_id == annotator.id, Annotation.kind.in_(WORK_KINDS))
-    controls, correct = session.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((Annotation.label == Item.gold_label, 1), else_=0)), 0),
-        )
+    scored = session.execute(
+        select(Annotation.label, Item.gold_label)
         .join(Item, Item.id == Annotation.item_id)
         .where(Annotation.annotator_id == annotator.id, Annotation.kind == "control")
-    ).one()
+    ).all()
+    controls, correct = len(scored), tally(math.fsum(credit(task, label, gold) for label, gold in scored))
     answers, fast, seconds = session.execute(
         select(
             func.count(),
@@ -120,7 +144,7 @@ def _recount(session: Session, annotator: Annotator, skills: dict, quality: Qual
             .limit(quality.max_same_label_streak)
         )
     )
-    skills.update(control_skills(int(correct), int(controls), confidence=quality.confidence_level))
+    skills.update(control_skills(correct, controls, confidence=quality.confidence_level))
     streak = same_label_streak(recent)
     skills.update(
         answers=int(answers),

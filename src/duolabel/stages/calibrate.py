@@ -32,9 +32,9 @@ from duolabel.core.calibration import (
     ensemble_disagreement,
     select_calibrator,
 )
-from duolabel.core.multilabel import PerLabelCalibrator, answer_sets, flat_binary
+from duolabel.core.multilabel import LabelThresholds, PerLabelCalibrator, answer_sets, flat_binary
 from duolabel.core.probs import as_dict, as_matrix
-from duolabel.core.tasks import task_type
+from duolabel.core.tasks import MultiLabel, task_type
 from duolabel.errors import ProjectError
 from duolabel.labelers import ENSEMBLE
 from duolabel.ledger import labeler_versions, ledger_run
@@ -145,10 +145,10 @@ def _calibrate_lists(
 ) -> CalibrationResult:
     """:func:`_calibrate_one` for list answers (multi_label): each label's probability is
     calibrated on its own (``PerLabelCalibrator``), the stored label is the task type's list
-    from the calibrated probabilities and the confidence the whole list's chance of being
+    from the calibrated probabilities (at each label's threshold: 0.5, or tuned on the golden
+    items, ``calibration.label_thresholds``) and the confidence the whole list's chance of being
     right. The metrics are over every (item, label) pair as one binary prediction."""
     labels = ctx.config.task.label_names
-    task = task_type(ctx.config.task.type)
     rows, ids = _golden_rows(ctx, name, version)
     probs = as_matrix([r.probs for r in rows], labels)
     sets = [set(s) for s in answer_sets([r.gold_label for r in rows])]
@@ -156,6 +156,10 @@ def _calibrate_lists(
     calibrator = PerLabelCalibrator(ctx.config.calibration.method).fit(probs, Y)
     honest = calibrator.cross_validated(probs, Y)
     scored.update({r.item_id: p for r, p in zip(rows, honest, strict=True)})
+    # Tuned on the golden items' honest (cross-fitted) calibrated probabilities, never on others.
+    tuned = ctx.config.calibration.label_thresholds == "tuned"
+    limits = LabelThresholds().fit(honest, Y).thresholds_.tolist() if tuned else None
+    task = MultiLabel(thresholds=limits)
     for batch, calibrated in _calibrated_batches(ctx, ids, scored, calibrator.transform):
         for pred, row in zip(batch, calibrated, strict=True):
             pred.label = task.model_answer(row, labels)
@@ -167,6 +171,10 @@ def _calibrate_lists(
         if calibrator.method == "auto"
         else calibrator.method
     )
+    if limits is not None:
+        method += "; thresholds " + ", ".join(
+            f"{label}: {t:g}" for label, t in zip(labels, limits, strict=True)
+        )
     return CalibrationResult(
         name,
         version,

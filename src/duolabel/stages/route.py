@@ -74,8 +74,8 @@ class Evidence:
     """What the golden items say about the model and about people, cross-fitted."""
 
     ids: list[str]
-    probs: np.ndarray  # cross-fitted calibrated distributions
-    gold: np.ndarray  # label indices
+    probs: np.ndarray  # cross-fitted calibrated distributions, as the task type routes them
+    gold: np.ndarray  # the gold answer's column in probs (label indices for one label; -1: none)
     features: dict[str, np.ndarray]
     human_correct: np.ndarray  # probability that people's aggregated label is right
     human_accuracy: float  # of one answer: measured on controls, or the configured prior
@@ -126,21 +126,32 @@ def _policy(routing: RoutingConfig) -> ThresholdPolicy:
     return make_policy(routing.policy, routing.model_dump())
 
 
+def _check_policy(ctx: Context, routing: RoutingConfig) -> None:
+    """Refuse a policy that reads people's answers as one label when the answers are lists."""
+    if task_type(ctx.config.task.type).list_valued and isinstance(_policy(routing), FollowUpPolicy):
+        raise ProjectError(
+            f"routing.policy {routing.policy} fuses people's answers one label at a time, which "
+            f"task.type {ctx.config.task.type} does not give: set routing.policy to threshold or meta"
+        )
+
+
 def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | None = None) -> Evidence:
     """The golden items' cross-fitted calibrated distributions, gold labels, features and
     how likely people are to be right on them, under ``routing`` (None: the project's)."""
     cfg = routing or ctx.config.routing
     labels = ctx.config.task.label_names
-    if task_type(ctx.config.task.type).list_valued:
-        # The operating point is chosen on one label per golden item; routing on a list's
-        # chance of being entirely right is not built yet (issue 14).
-        raise ProjectError(
-            f"task.type {ctx.config.task.type}: routing the model's answers is not supported yet "
-            "(issue 14); answers imported with 'duolabel import-answers' are aggregated per label"
-        )
+    task = task_type(ctx.config.task.type)
+    _check_policy(ctx, cfg)
     with ctx.store.read() as session:
         rows = session.execute(
-            select(Item.id, Item.text, Item.gold_label, Prediction.calibrated, Prediction.features)
+            select(
+                Item.id,
+                Item.text,
+                Item.gold_label,
+                Prediction.label,
+                Prediction.calibrated,
+                Prediction.features,
+            )
             .join(Prediction, Prediction.item_id == Item.id)
             .where(
                 Item.role == "golden",
@@ -175,10 +186,13 @@ def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | 
         "disagreement": np.array([(r.features or {}).get("disagreement", 0.0) for r in rows]),
         "log_length": log_length([r.text for r in rows]),
     }
+    # The task type says what routing scores (for a list: its chance of being entirely right)
+    # and which of those columns is the gold answer.
+    given = [r.label for r in rows]
     return Evidence(
         [r.id for r in rows],
-        as_matrix([r.calibrated for r in rows], labels),
-        np.array([labels.index(r.gold_label) for r in rows]),
+        task.routing_probs(as_matrix([r.calibrated for r in rows], labels), given, labels),
+        task.routing_gold(given, [cast(str, r.gold_label) for r in rows], labels),
         features,
         np.array(human_correct, dtype=float),
         accuracy,
@@ -362,6 +376,7 @@ def route_project(
         ]
     plan = plan_routing(ctx, items_to_route=len(candidates), routing=routing)
     labels = ctx.config.task.label_names
+    task = task_type(ctx.config.task.type)
     cfg = ctx.config.routing  # the ledger records the project's settings, as configured
     with store.read() as session:
         decided = set(session.scalars(select(Route.item_id).where(Route.policy_version == plan.version)))
@@ -400,7 +415,9 @@ def route_project(
                     session.scalars(select(Prediction).where(Prediction.id.in_(todo[start : start + CHUNK])))
                 )
                 usable = [p for p in preds if not p.abstained]
-                probs = as_matrix([p.calibrated or {} for p in usable], labels)
+                probs = task.routing_probs(
+                    as_matrix([p.calibrated or {} for p in usable], labels), [p.label for p in usable], labels
+                )
                 features = _item_features(ctx, plan, usable)
                 decisions = route_items(plan.policy, probs, features, expert_share=cfg.expert_share)
                 by_item = dict(zip([p.item_id for p in usable], decisions, strict=True))
@@ -459,6 +476,7 @@ def follow_up_project(ctx: Context) -> Counter[str]:
     policy = _policy(cfg)
     if not isinstance(policy, FollowUpPolicy):
         return done
+    _check_policy(ctx, cfg)
     labels = ctx.config.task.label_names
     skills = _skills(ctx)
     with ctx.store.read() as session:

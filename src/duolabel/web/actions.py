@@ -243,6 +243,7 @@ def undo(ctx: Context, me: Annotator) -> int:
         window_seconds=quality.undo_seconds,
         lease_minutes=quality.lease_minutes,
         quality=quality,
+        task_type=task_type(ctx.config.task.type),
     )
 
 
@@ -266,12 +267,12 @@ def exam_answer(
 def exam_outcome(ctx: Context, me: Annotator) -> ExamResult | None:
     """The latest attempt with which answers were wrong (not the key), once it is answered in full;
     else ``None``."""
-    return exam_result(ctx.store, me.id, quality=ctx.config.quality)
+    return exam_result(ctx.store, me.id, quality=ctx.config.quality, task=task_type(ctx.config.task.type))
 
 
 def exam_retry(ctx: Context, me: Annotator) -> None:
     """Start the next attempt after a failed one, if a retry is left."""
-    retry_exam(ctx.store, me.id, quality=ctx.config.quality)
+    retry_exam(ctx.store, me.id, quality=ctx.config.quality, task=task_type(ctx.config.task.type))
 
 
 # -- experts -------------------------------------------------------------------------------
