@@ -52,9 +52,10 @@ def test_both_built_ins_are_registered_task_types():
         assert kind.default_aggregator in AGGREGATORS  # a default the project can run
         assert (WIDGETS / kind.widget).is_file()  # and a widget the web page can include
     with pytest.raises(
-        ConfigError, match="unknown task type 'spans'; choose one of: multi_label, ordinal, single_label"
+        ConfigError,
+        match="unknown task type 'span'; choose one of: multi_label, ordinal, single_label, spans",
     ):
-        task_type("spans")
+        task_type("span")
 
 
 @pytest.mark.parametrize("kind", [SingleLabel(), Ordinal()])

@@ -21,8 +21,10 @@ class TaskConfig(_Strict):
         "single_label",
         description="Task type: single_label (one label per item), ordinal (the labels are a "
         "scale, low to high in the order listed: ordinal agreement, median aggregation, a rank "
-        "column in exports) or multi_label (any number of the labels per item, a JSON list: "
-        "checkboxes, aggregation and agreement per label); a plug-in may register more.",
+        "column in exports), multi_label (any number of the labels per item, a JSON list: "
+        "checkboxes, aggregation and agreement per label) or spans (labelled character-offset "
+        'spans in the text, a JSON list of {"start", "end", "label"}: token vote, span F1); '
+        "a plug-in may register more.",
     )
     labels: list[LabelSpec] = Field(
         description="The labels, in display order, each with a one-line description.", min_length=2

@@ -30,7 +30,16 @@ from duolabel.core.quality import fleiss_kappa, krippendorff_alpha
 from duolabel.core.registry import Registry
 from duolabel.errors import DuolabelError
 
-__all__ = ["TASK_TYPES", "AnswerError", "MultiLabel", "Ordinal", "SingleLabel", "TaskType", "task_type"]
+__all__ = [
+    "TASK_TYPES",
+    "AnswerError",
+    "MultiLabel",
+    "Ordinal",
+    "SingleLabel",
+    "TaskType",
+    "check_item_answer",
+    "task_type",
+]
 
 
 class AnswerError(ValueError):
@@ -104,6 +113,22 @@ def task_type(name: str) -> TaskType:
     'widgets/single_label.html'
     """
     return TASK_TYPES.get(name)()
+
+
+def check_item_answer(kind: TaskType, value: Any, labels: Sequence[str], text: str) -> str:
+    """``kind.check_answer``, then, for a type whose answers point into the item's ``text``
+    (``spans``: its ``check_against_text``), the answer against that text.
+
+    Examples
+    --------
+    >>> check_item_answer(task_type("single_label"), "spam", ["spam", "ham"], "any text")
+    'spam'
+    """
+    answer = kind.check_answer(value, labels)
+    against_text = getattr(kind, "check_against_text", None)
+    if against_text is not None:
+        against_text(answer, text)
+    return answer
 
 
 def _figure(function: Any, *args: Any, **kwargs: Any) -> float:

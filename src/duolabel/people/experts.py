@@ -25,6 +25,7 @@ from duolabel.people.assignments import (
     EXPERT_REASONS,
     MAX_TRIES,
     check_answer,
+    check_answer_text,
     check_lease,
     new_lease,
     own_assignment,
@@ -170,6 +171,7 @@ def submit_expert_answer(
         if assignment.kind not in EXPERT_REASONS:
             raise ProjectError(f"assignment {assignment_id} is not an expert task")
         session.refresh(assignment, with_for_update=True)
+        check_answer_text(session, task_type, label, assignment.item_id)
         annotation = record_answer(session, assignment, expert_id, label, seconds, "expert")
         task = session.scalar(
             select(ExpertTask).where(

@@ -40,6 +40,7 @@ from duolabel.people.assignments import (
     WORK_KINDS,
     Task,
     check_answer,
+    check_answer_text,
     check_lease,
     gold_items,
     new_lease,
@@ -200,12 +201,13 @@ def submit_answer(
         wanted = "onboarding" if assignment.kind == "exam" else "active"
         if annotator is None or annotator.status != wanted:
             raise ProjectError("your account is not active; answers are not accepted")
+        check_answer_text(session, task_type, label, assignment.item_id)
         annotation = record_answer(session, assignment, annotator_id, label, seconds, assignment.kind)
         if quality is not None:
             if assignment.kind == "exam":
                 score_exam(session, annotator, quality)
             else:
-                refresh_annotator(session, annotator, quality, annotation)
+                refresh_annotator(session, annotator, quality, annotation, task_type=task_type)
     return annotation
 
 
@@ -232,6 +234,7 @@ def undo_last_answer(
     window_seconds: float,
     lease_minutes: float,
     quality: QualityConfig | None = None,
+    task_type: TaskType | None = None,
 ) -> int:
     """Take back this annotator's last answer if it is at most ``window_seconds`` old.
 
@@ -274,7 +277,7 @@ def undo_last_answer(
         assignment.lease_expires = now + timedelta(minutes=lease_minutes)
         session.flush()
         if quality is not None:
-            refresh_annotator(session, annotator, quality)
+            refresh_annotator(session, annotator, quality, task_type=task_type)
         return assignment.id
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from statistics import median
 
 import pandas as pd
@@ -42,6 +43,7 @@ from duolabel.core.rules import (
     fraud_flags,
     same_label_streak,
 )
+from duolabel.core.tasks import TaskType
 from duolabel.people.assignments import WORK_KINDS
 from duolabel.store import Annotation, Annotator, Item, Store
 
@@ -49,23 +51,31 @@ __all__ = ["annotator_table", "refresh_agreement_flags", "refresh_annotator"]
 
 
 def refresh_annotator(
-    session: Session, annotator: Annotator, quality: QualityConfig, answer: Annotation | None = None
+    session: Session,
+    annotator: Annotator,
+    quality: QualityConfig,
+    answer: Annotation | None = None,
+    *,
+    task_type: TaskType | None = None,
 ) -> None:
     """Bring one annotator's skills and flags up to date, and suspend if the rule says so.
 
     With ``answer`` (just recorded) the counts kept in ``skills`` are advanced by it; without,
     or when those counts were kept under other settings, everything is recomputed from the
     store. Runs inside the caller's write transaction (the annotator's row is already locked).
+    A ``task_type`` with a ``control_score(answer, gold)`` (``spans``: span F1) gives partial
+    credit for a control; otherwise a control counts when the answer equals its gold label.
     """
+    score = getattr(task_type, "control_score", None)
     skills = dict(annotator.skills or {})
     counted_with = [quality.min_seconds, quality.max_same_label_streak]
     if answer is not None:
         # Read for every answer, control or not, so the work done is the same for both.
         gold = session.scalar(select(Item.gold_label).where(Item.id == answer.item_id))
         if skills.get("counted_with") == counted_with and all(k in skills for k in _COUNTS):
-            _advance(annotator, skills, answer, gold, quality)
+            _advance(annotator, skills, answer, gold, quality, score)
             return
-    _recount(session, annotator, skills, quality)
+    _recount(session, annotator, skills, quality, score)
     skills["counted_with"] = counted_with
     _apply(annotator, skills, quality)
 
@@ -74,13 +84,20 @@ _COUNTS = ("controls", "control_correct", "answers", "fast", "seconds", "streak"
 
 
 def _advance(
-    annotator: Annotator, skills: dict, answer: Annotation, gold: str | None, quality: QualityConfig
+    annotator: Annotator,
+    skills: dict,
+    answer: Annotation,
+    gold: str | None,
+    quality: QualityConfig,
+    score: Callable[[str, str], float] | None = None,
 ) -> None:
     """The counts in ``skills`` with one more answer."""
     control = answer.kind == "control"
     seconds = answer.seconds
     controls = int(skills["controls"]) + control
-    correct = int(skills["control_correct"]) + (control and answer.label == gold)
+    exact = answer.label == gold
+    credit = float(score(answer.label, gold)) if score is not None and gold is not None else exact
+    correct = _number(skills["control_correct"]) + (credit if control else 0)
     skills.update(control_skills(correct, controls, confidence=quality.confidence_level))
     same = answer.label == skills["last_label"]
     skills.update(
@@ -94,7 +111,13 @@ def _advance(
     _apply(annotator, skills, quality)
 
 
-def _recount(session: Session, annotator: Annotator, skills: dict, quality: QualityConfig) -> None:
+def _recount(
+    session: Session,
+    annotator: Annotator,
+    skills: dict,
+    quality: QualityConfig,
+    score: Callable[[str, str], float] | None = None,
+) -> None:
     """The counts in ``skills``, from all of the annotator's answers."""
     mine = (Annotation.annotator_id == annotator.id, Annotation.kind.in_(WORK_KINDS))
     controls, correct = session.execute(
@@ -105,6 +128,14 @@ def _recount(session: Session, annotator: Annotator, skills: dict, quality: Qual
         .join(Item, Item.id == Annotation.item_id)
         .where(Annotation.annotator_id == annotator.id, Annotation.kind == "control")
     ).one()
+    if score is not None:
+        # Partial credit per control, which SQL cannot compute: score each answer here.
+        pairs = session.execute(
+            select(Annotation.label, Item.gold_label)
+            .join(Item, Item.id == Annotation.item_id)
+            .where(Annotation.annotator_id == annotator.id, Annotation.kind == "control")
+        ).all()
+        correct = sum(score(label, gold) for label, gold in pairs if gold is not None)
     answers, fast, seconds = session.execute(
         select(
             func.count(),
@@ -120,7 +151,7 @@ def _recount(session: Session, annotator: Annotator, skills: dict, quality: Qual
             .limit(quality.max_same_label_streak)
         )
     )
-    skills.update(control_skills(int(correct), int(controls), confidence=quality.confidence_level))
+    skills.update(control_skills(_number(correct), int(controls), confidence=quality.confidence_level))
     streak = same_label_streak(recent)
     skills.update(
         answers=int(answers),
@@ -130,6 +161,11 @@ def _recount(session: Session, annotator: Annotator, skills: dict, quality: Qual
         last_label=recent[0] if recent else None,
         max_streak=max(streak, int(skills.get("max_streak", 0))),
     )
+
+
+def _number(count: float) -> float | int:
+    # Control credit is a whole count, or a sum of fractions under partial credit.
+    return int(count) if float(count).is_integer() else float(count)
 
 
 def _apply(annotator: Annotator, skills: dict, quality: QualityConfig) -> None:

@@ -212,6 +212,7 @@ def undo(ctx: Context, me: Annotator) -> int:
         window_seconds=quality.undo_seconds,
         lease_minutes=quality.lease_minutes,
         quality=quality,
+        task_type=task_type(ctx.config.task.type),
     )
 
 
