@@ -346,3 +346,34 @@ def test_people_functions_check_offsets_against_the_item(tmp_path: Path):
             pytest.raises(ProjectError, match="a span inside the item's text"),
         ):
             check_answer_text(session, KIND, spans_json([(0, 5, "PER")]), "x")
+
+
+def test_a_control_answer_earns_its_span_f1_as_partial_credit(tmp_path: Path):
+    from duolabel.people.qc import refresh_annotator
+    from duolabel.store import Annotator
+
+    gold = spans_json([(0, 5, "PER"), (10, 16, "LOC")])
+    with spans_project(tmp_path / "p") as project:
+        project.add_items(pd.DataFrame({"id": ["c1", "c2"], "text": ["Alice met in Berlin"] * 2}))
+        with project.store.write() as session:
+            for item in session.scalars(select(Item)):
+                item.role, item.gold_label = "control", gold
+            annotator = Annotator(name="ann", password_hash="x")
+            session.add(annotator)
+            session.flush()
+            quality = project.config.quality
+            answers = {"c1": spans_json([(0, 5, "PER")]), "c2": gold}  # F1 2/3, then 1
+            for item_id, label in answers.items():
+                answer = Annotation(item_id=item_id, annotator_id=annotator.id, label=label, kind="control")
+                session.add(answer)
+                session.flush()
+                refresh_annotator(session, annotator, quality, answer, task_type=KIND)
+            advanced = dict(annotator.skills)
+            refresh_annotator(session, annotator, quality, task_type=KIND)  # recount from the store
+            recounted = dict(annotator.skills)
+            refresh_annotator(session, annotator, quality)  # without the type: exact match only
+            exact = dict(annotator.skills)
+    assert advanced["control_correct"] == pytest.approx(2 / 3 + 1)
+    assert recounted["control_correct"] == pytest.approx(2 / 3 + 1)
+    assert advanced["accuracy"] == pytest.approx(5 / 6) and advanced["controls"] == 2
+    assert exact["control_correct"] == 1
