@@ -377,3 +377,10 @@ def test_a_control_answer_earns_its_span_f1_as_partial_credit(tmp_path: Path):
     assert recounted["control_correct"] == pytest.approx(2 / 3 + 1)
     assert advanced["accuracy"] == pytest.approx(5 / 6) and advanced["controls"] == 2
     assert exact["control_correct"] == 1
+
+
+def test_labeling_a_spans_project_stops_with_what_to_do_instead(tmp_path: Path):
+    with spans_project(tmp_path / "p") as project:
+        project.add_items(pd.DataFrame({"id": ["x"], "text": ["Alice"]}))
+        with pytest.raises(ProjectError, match="the model labelers do not label it yet.*import-answers"):
+            project.label()

@@ -248,6 +248,7 @@ class Spans:
     default_aggregator: ClassVar[str] = "majority_vote"  # per token: TokenVote
     list_valued: ClassVar[bool] = True
     needs_texts: ClassVar[bool] = True  # answers point into the item's text: aggregation needs it
+    model_labels: ClassVar[bool] = False  # no labeler predicts spans through the label stage yet
 
     def check_answer(self, value: Any, labels: Sequence[str]) -> str:
         names = ", ".join(repr(label) for label in labels)
