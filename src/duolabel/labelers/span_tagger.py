@@ -1,0 +1,180 @@
+"""A span labeler on the frozen encoder: a BIO tag per word from the encoder's token embeddings.
+
+The sentence encoder of the ``embedding`` labeler (all-MiniLM-L6-v2 by default) also gives one
+vector per word piece (sentence-transformers' ``output_value="token_embeddings"``); the
+tokenizer's offset mapping places each piece in the text. Each word (a word or punctuation mark,
+:func:`duolabel.core.spans.tokens`) takes the vector of its first piece, as in BERT's NER
+recipe, and one multinomial logistic regression over the tags ``O``, ``B-<label>`` and
+``I-<label>`` is trained on the golden items' words. Predicted tags are chunked back into spans.
+
+Confidence follows the least certain word: a span's is the smallest probability of the tag
+predicted on any of its words, and an item's (what routing reads) is its least certain span
+times the chance that no span was missed, the product over its ``O`` words of ``P(O)`` (words
+taken as independent). Words the encoder did not see (past its ``max_seq_length`` pieces) are
+``O`` with no confidence, so an item with any gets 0 and goes to people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duolabel.core.spans import Span, tokens
+from duolabel.errors import LabelerError, SetupError
+from duolabel.labelers.embedding import local_model_folder
+
+__all__ = ["SpanPrediction", "SpanTagger"]
+
+
+@dataclass(frozen=True)
+class SpanPrediction:
+    """The tagger's answer for one item: its spans, each span's confidence, and the item's."""
+
+    spans: list[Span]
+    span_confidence: list[float]
+    confidence: float  # least certain span x chance that no span was missed
+
+
+def word_tags(words: Sequence[tuple[int, int]], spans: Sequence[Span]) -> list[str]:
+    """The BIO tag of each word under ``spans`` (a word inside a span: ``B-`` on its first word,
+    ``I-`` after); where spans overlap, the first by start wins.
+
+    Examples
+    --------
+    >>> word_tags([(0, 3), (4, 8), (9, 14)], [(0, 8, "LOC")])
+    ['B-LOC', 'I-LOC', 'O']
+    """
+    tags = ["O"] * len(words)
+    for start, end, label in sorted(spans):
+        inside = [i for i, (a, b) in enumerate(words) if a >= start and b <= end and tags[i] == "O"]
+        for n, i in enumerate(inside):
+            tags[i] = ("B-" if n == 0 else "I-") + label
+    return tags
+
+
+def decode(
+    words: Sequence[tuple[int, int]], probs: np.ndarray, classes: Sequence[str]
+) -> tuple[list[Span], list[float], float]:
+    """Spans, their confidences and the item's confidence from per-word tag probabilities
+    (rows of ``probs``; NaN rows are words the encoder did not see).
+
+    Examples
+    --------
+    >>> p = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7]])
+    >>> spans, sure, item = decode([(0, 3), (4, 8), (9, 14)], p, ["B-PER", "I-PER", "O"])
+    >>> spans, sure, round(item, 2)  # the span's least sure word 0.8, times P(O) of the last
+    ([(0, 8, 'PER')], [0.8], 0.56)
+    """
+    spans: list[Span] = []
+    sure: list[float] = []
+    none_missed = 1.0
+    current: list[Any] | None = None
+    for (a, b), row in zip(words, probs, strict=True):
+        if np.isnan(row).any():
+            tag, p = "O", 0.0
+        else:
+            k = int(np.argmax(row))
+            tag, p = classes[k], float(row[k])
+        if tag == "O":
+            none_missed *= p
+        label = tag[2:]
+        # CoNLL chunking: B- opens, I- continues the same label (or opens), O closes.
+        if tag == "O" or tag.startswith("B-") or current is None or current[2] != label:
+            if current is not None:
+                spans.append((current[0], current[1], current[2]))
+                sure.append(current[3])
+            current = None if tag == "O" else [a, b, label, p]
+        else:
+            current[1], current[3] = b, min(current[3], p)
+    if current is not None:
+        spans.append((current[0], current[1], current[2]))
+        sure.append(current[3])
+    return spans, sure, (min(sure) if sure else 1.0) * none_missed
+
+
+class SpanTagger:
+    """BIO tagging on the frozen encoder's token embeddings, one logistic regression over tags.
+
+    ``fit(texts, spans)`` learns from texts with their gold spans; ``predict(texts)`` gives a
+    :class:`SpanPrediction` per text. ``C`` is the regression's inverse regularization.
+
+    Examples
+    --------
+    >>> tagger = SpanTagger().fit(["Alice met Bob", "Carol left"], [[(0, 5, "PER"), (10, 13, "PER")],
+    ...                                                             [(0, 5, "PER")]])
+    >>> tagger.predict(["Alice met Bob"])[0].spans
+    [(0, 5, 'PER'), (10, 13, 'PER')]
+    """
+
+    def __init__(self, *, model_path: str | Path | None = None, C: float = 1.0, batch_size: int = 32) -> None:
+        self.model_path = model_path
+        self.C = C
+        self.batch_size = batch_size
+        self._encoder: Any = None
+
+    def _load(self) -> Any:
+        if self._encoder is None:
+            path = local_model_folder(self.model_path)
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ModuleNotFoundError:
+                raise SetupError(
+                    "the span tagger needs sentence-transformers: pip install sentence-transformers"
+                ) from None
+            self._encoder = SentenceTransformer(str(path), device="cpu")
+        return self._encoder
+
+    def word_vectors(self, texts: Sequence[str]) -> list[tuple[list[tuple[int, int]], np.ndarray]]:
+        """Each text's words and one vector per word (its first piece's; NaN where the encoder
+        cut the text off before the word)."""
+        encoder = self._load()
+        pieces = encoder.tokenizer(
+            list(texts), return_offsets_mapping=True, truncation=True, max_length=encoder.max_seq_length
+        )["offset_mapping"]
+        vectors = encoder.encode(
+            list(texts), output_value="token_embeddings", batch_size=self.batch_size, convert_to_numpy=False
+        )
+        out = []
+        for text, offsets, matrix in zip(texts, pieces, vectors, strict=True):
+            matrix = matrix.detach().cpu().numpy()
+            words = tokens(text)
+            found = np.full((len(words), matrix.shape[1]), np.nan, dtype=np.float32)
+            j = 0
+            for i, (a, b) in enumerate(words):
+                # The first piece that overlaps the word (special tokens are (0, 0): skipped).
+                while j < len(offsets) and (offsets[j][1] <= a or offsets[j][0] == offsets[j][1]):
+                    j += 1
+                if j < len(offsets) and offsets[j][0] < b:
+                    found[i] = matrix[j]
+            out.append((words, found))
+        return out
+
+    def fit(self, texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> SpanTagger:
+        from sklearn.linear_model import LogisticRegression
+
+        rows, tags = [], []
+        for (words, vectors), gold in zip(self.word_vectors(texts), spans, strict=True):
+            for vector, tag in zip(vectors, word_tags(words, gold), strict=True):
+                if not np.isnan(vector).any():
+                    rows.append(vector)
+                    tags.append(tag)
+        if len(set(tags)) < 2:
+            raise LabelerError("the span tagger needs golden items with at least one span and one other word")
+        self.head_ = LogisticRegression(C=self.C, max_iter=1000).fit(np.asarray(rows), tags)
+        self.classes_: list[str] = [str(c) for c in self.head_.classes_]
+        return self
+
+    def predict(self, texts: Sequence[str]) -> list[SpanPrediction]:
+        out = []
+        for words, vectors in self.word_vectors(texts):
+            probs = np.full((len(words), len(self.classes_)), np.nan)
+            seen = ~np.isnan(vectors).any(axis=1)
+            if seen.any():
+                probs[seen] = self.head_.predict_proba(vectors[seen])
+            spans, sure, confidence = decode(words, probs, self.classes_)
+            out.append(SpanPrediction(spans, sure, confidence))
+        return out
