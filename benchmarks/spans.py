@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _record import record_section  # noqa: E402
 
-from duolabel.core.spans import Span, Spans, TokenVote, parse_spans, span_scores  # noqa: E402
-from duolabel.labelers.span_tagger import SpanTagger, decode, word_tags  # noqa: E402
+from duolabel.core.spans import Span, Spans, TokenVote, bio_tags, parse_spans, span_scores  # noqa: E402
+from duolabel.labelers.span_tagger import SpanTagger, decode  # noqa: E402
 
 
 def load() -> tuple[list[dict], dict[str, list[tuple[str, str]]], list[str]]:
@@ -109,7 +109,7 @@ def tagged(
     from sklearn.linear_model import LogisticRegression
 
     rows = np.concatenate([vectors[i][1] for i in train])
-    tags = [t for i in train for t in word_tags(vectors[i][0], gold[i])]
+    tags = [t for i in train for t in bio_tags(gold[i], vectors[i][0])]
     keep = ~np.isnan(rows).any(axis=1)
     head = LogisticRegression(C=SpanTagger().C, max_iter=1000, random_state=seed)
     head.fit(rows[keep], np.asarray(tags)[keep])

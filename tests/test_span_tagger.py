@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from duolabel.core.spans import Spans, span_scores, spans_json
+from duolabel.core.spans import Spans, bio_tags, span_scores, spans_json
 from duolabel.errors import LabelerError
-from duolabel.labelers.span_tagger import SpanTagger, decode, word_tags
+from duolabel.labelers.span_tagger import SpanTagger, decode
 from tests.test_spans import NER, conll
 
 
 def test_word_tags_and_decode_are_inverse_on_confident_tags():
     words = [(0, 3), (4, 8), (9, 14), (15, 20)]
     spans = [(0, 8, "LOC"), (15, 20, "PER")]
-    tags = word_tags(words, spans)
+    tags = bio_tags(spans, words)
     classes = ["B-LOC", "B-PER", "I-LOC", "O"]
     probs = np.array([[1.0 if c == t else 0.0 for c in classes] for t in tags])
     assert decode(words, probs, classes) == (spans, [1.0, 1.0], 1.0)

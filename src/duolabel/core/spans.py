@@ -35,7 +35,17 @@ import pandas as pd
 from duolabel.core.tasks import TASK_TYPES, AnswerError
 from duolabel.errors import ConfigError
 
-__all__ = ["Span", "Spans", "TokenVote", "parse_spans", "span_f1", "span_scores", "spans_json", "tokens"]
+__all__ = [
+    "Span",
+    "Spans",
+    "TokenVote",
+    "bio_tags",
+    "parse_spans",
+    "span_f1",
+    "span_scores",
+    "spans_json",
+    "tokens",
+]
 
 #: One span: (start, end, label), ``text[start:end]`` being the marked text.
 Span = tuple[int, int, str]
@@ -121,9 +131,16 @@ def tokens(text: str | None, cuts: Iterable[int] = ()) -> list[tuple[int, int]]:
     return out
 
 
-def _bio(spans: Sequence[Span], pieces: Sequence[tuple[int, int]]) -> list[str]:
-    # One tag per token; where one person's spans overlap, the first (by start) wins, as BIO
-    # can hold one tag per token.
+def bio_tags(spans: Sequence[Span], pieces: Sequence[tuple[int, int]]) -> list[str]:
+    """The BIO tag of each token (``pieces``) under ``spans``: ``B-<label>`` on a span's first
+    token, ``I-<label>`` on the rest, ``O`` outside. Where spans overlap, the first by start
+    wins, as BIO holds one tag per token.
+
+    Examples
+    --------
+    >>> bio_tags([(0, 8, "LOC")], [(0, 3), (4, 8), (9, 14)])
+    ['B-LOC', 'I-LOC', 'O']
+    """
     tags = ["O"] * len(pieces)
     for start, end, label in sorted(spans):
         inside = [i for i, (a, b) in enumerate(pieces) if a >= start and b <= end and tags[i] == "O"]
@@ -132,22 +149,35 @@ def _bio(spans: Sequence[Span], pieces: Sequence[tuple[int, int]]) -> list[str]:
     return tags
 
 
-def _chunk(tags: Sequence[str], pieces: Sequence[tuple[int, int]]) -> list[Span]:
-    # CoNLL chunking: B-X opens a span, I-X continues one of label X (or opens it after
-    # anything else), O closes.
+def chunk_tags(
+    tags: Sequence[str], pieces: Sequence[tuple[int, int]], sure: Sequence[float] | None = None
+) -> tuple[list[Span], list[float]]:
+    """Spans from one BIO tag per token (CoNLL chunking: ``B-X`` opens a span, ``I-X`` continues
+    one of label X or opens it after anything else, ``O`` closes), with each span's confidence:
+    the least of ``sure`` (per token; 1.0 without) over its tokens.
+
+    Examples
+    --------
+    >>> chunk_tags(["B-PER", "I-PER", "O", "I-LOC"], [(0, 3), (4, 8), (9, 11), (12, 16)], [0.9, 0.6, 1, 0.7])
+    ([(0, 8, 'PER'), (12, 16, 'LOC')], [0.6, 0.7])
+    """
     spans: list[Span] = []
+    least: list[float] = []
     current: list[Any] | None = None
-    for tag, (a, b) in zip(tags, pieces, strict=True):
+    for n, (tag, (a, b)) in enumerate(zip(tags, pieces, strict=True)):
+        p = 1.0 if sure is None else float(sure[n])
         label = tag[2:]
         if tag == "O" or tag.startswith("B-") or current is None or current[2] != label:
             if current is not None:
                 spans.append((current[0], current[1], current[2]))
-            current = None if tag == "O" else [a, b, label]
+                least.append(current[3])
+            current = None if tag == "O" else [a, b, label, p]
         else:
-            current[1] = b
+            current[1], current[3] = b, min(current[3], p)
     if current is not None:
         spans.append((current[0], current[1], current[2]))
-    return spans
+        least.append(current[3])
+    return spans, least
 
 
 class TokenVote:
@@ -194,7 +224,7 @@ class TokenVote:
             given = [parse_spans(v) for v in frame["label"].astype(str)]
             cuts = [p for spans in given for s, e, _ in spans for p in (s, e)]
             pieces = tokens(texts.get(task), cuts)
-            tags = [_bio(spans, pieces) for spans in given]
+            tags = [bio_tags(spans, pieces) for spans in given]
             winners: list[str] = []
             least = 1.0
             best = dict.fromkeys(self.labels, 0.0)
@@ -208,7 +238,7 @@ class TokenVote:
                 for t, c in counts.items():
                     if t != "O" and t[2:] in best:
                         best[t[2:]] = max(best[t[2:]], c / len(column))
-            chosen[task] = spans_json(_chunk(winners, pieces))
+            chosen[task] = spans_json(chunk_tags(winners, pieces)[0])
             sure[task] = least
             shares[task] = best
         index = pd.Index(list(chosen), name="task")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from duolabel.core.spans import Span, tokens
+from duolabel.core.spans import Span, bio_tags, chunk_tags, tokens
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.embedding import local_model_folder
 
@@ -39,23 +39,6 @@ class SpanPrediction:
     confidence: float  # least certain span x chance that no span was missed
 
 
-def word_tags(words: Sequence[tuple[int, int]], spans: Sequence[Span]) -> list[str]:
-    """The BIO tag of each word under ``spans`` (a word inside a span: ``B-`` on its first word,
-    ``I-`` after); where spans overlap, the first by start wins.
-
-    Examples
-    --------
-    >>> word_tags([(0, 3), (4, 8), (9, 14)], [(0, 8, "LOC")])
-    ['B-LOC', 'I-LOC', 'O']
-    """
-    tags = ["O"] * len(words)
-    for start, end, label in sorted(spans):
-        inside = [i for i, (a, b) in enumerate(words) if a >= start and b <= end and tags[i] == "O"]
-        for n, i in enumerate(inside):
-            tags[i] = ("B-" if n == 0 else "I-") + label
-    return tags
-
-
 def decode(
     words: Sequence[tuple[int, int]], probs: np.ndarray, classes: Sequence[str]
 ) -> tuple[list[Span], list[float], float]:
@@ -69,31 +52,16 @@ def decode(
     >>> spans, sure, round(item, 2)  # the span's least sure word 0.8, times P(O) of the last
     ([(0, 8, 'PER')], [0.8], 0.56)
     """
-    spans: list[Span] = []
-    sure: list[float] = []
-    none_missed = 1.0
-    current: list[Any] | None = None
-    for (a, b), row in zip(words, probs, strict=True):
-        if np.isnan(row).any():
-            tag, p = "O", 0.0
-        else:
-            k = int(np.argmax(row))
-            tag, p = classes[k], float(row[k])
-        if tag == "O":
-            none_missed *= p
-        label = tag[2:]
-        # CoNLL chunking: B- opens, I- continues the same label (or opens), O closes.
-        if tag == "O" or tag.startswith("B-") or current is None or current[2] != label:
-            if current is not None:
-                spans.append((current[0], current[1], current[2]))
-                sure.append(current[3])
-            current = None if tag == "O" else [a, b, label, p]
-        else:
-            current[1], current[3] = b, min(current[3], p)
-    if current is not None:
-        spans.append((current[0], current[1], current[2]))
-        sure.append(current[3])
-    return spans, sure, (min(sure) if sure else 1.0) * none_missed
+    unseen = np.isnan(probs).any(axis=1)
+    picks = np.where(unseen, 0, np.nan_to_num(probs).argmax(axis=1))
+    tags = ["O" if gone else classes[k] for gone, k in zip(unseen, picks, strict=True)]
+    # A word the encoder did not see is O with no confidence: the item then goes to people.
+    sure = [
+        0.0 if gone else float(probs[i, k]) for i, (gone, k) in enumerate(zip(unseen, picks, strict=True))
+    ]
+    spans, least = chunk_tags(tags, words, sure)
+    none_missed = float(np.prod([p for tag, p in zip(tags, sure, strict=True) if tag == "O"]))
+    return spans, least, (min(least) if least else 1.0) * none_missed
 
 
 class SpanTagger:
@@ -158,7 +126,7 @@ class SpanTagger:
 
         rows, tags = [], []
         for (words, vectors), gold in zip(self.word_vectors(texts), spans, strict=True):
-            for vector, tag in zip(vectors, word_tags(words, gold), strict=True):
+            for vector, tag in zip(vectors, bio_tags(gold, words), strict=True):
                 if not np.isnan(vector).any():
                     rows.append(vector)
                     tags.append(tag)
