@@ -14,7 +14,7 @@ reply with no JSON list at all abstains on the whole item (people decide).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,34 +59,29 @@ def extraction_prompt(text: str, labels: Sequence[str], instructions: str = "") 
     )
 
 
+def _values(reply: str, opener: str, start: int = 0) -> Iterator[Any]:
+    """Each JSON value that starts at an ``opener`` character of ``reply`` (from ``start``),
+    in order; a value found is skipped over, not searched inside."""
+    decoder = json.JSONDecoder()
+    at = reply.find(opener, start)
+    while at != -1:
+        try:
+            value, length = decoder.raw_decode(reply[at:])
+        except json.JSONDecodeError:
+            at = reply.find(opener, at + 1)
+            continue
+        yield value
+        at = reply.find(opener, at + length)
+
+
 def _json_list(reply: str) -> list[Any] | None:
     # The first JSON list in the reply (small models add words around it); failing that, the
     # whole objects of a list cut short (the token limit, or a model that never closes it).
-    decoder = json.JSONDecoder()
-    start = reply.find("[")
-    while start != -1:
-        try:
-            value, _ = decoder.raw_decode(reply[start:])
-        except json.JSONDecodeError:
-            start = reply.find("[", start + 1)
-            continue
-        if isinstance(value, list):
-            return value
-        start = reply.find("[", start + 1)
+    found = next(_values(reply, "["), None)
+    if isinstance(found, list):
+        return found
     opened = reply.find("[")
-    if opened == -1:
-        return None
-    objects = []
-    at = reply.find("{", opened)
-    while at != -1:
-        try:
-            value, end = decoder.raw_decode(reply[at:])
-        except json.JSONDecodeError:
-            at = reply.find("{", at + 1)
-            continue
-        if isinstance(value, dict):
-            objects.append(value)
-        at = reply.find("{", at + end)
+    objects = [v for v in _values(reply, "{", opened) if isinstance(v, dict)] if opened != -1 else []
     return objects or None
 
 
