@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import select
 
@@ -94,3 +95,33 @@ def test_the_label_config_for_spans_has_a_labels_control():
     config = label_config(task)
     assert '<Labels name="label" toName="text">' in config and '<Label value="LOC"/>' in config
     assert "Choices" not in config
+
+
+def test_a_hf_dataset_with_span_structs_imports_and_exports_with_n_spans(tmp_path: Path):
+    pytest.importorskip("datasets", reason="pip install 'duolabel[hf]'")
+    from datasets import Dataset, load_from_disk
+
+    from duolabel.store import Item
+    from tests.test_spans import write_jsonl
+
+    rows = [
+        {
+            "id": "a",
+            "text": TEXT,
+            "gold": [{"start": 17, "end": 22, "label": "LOC"}, {"start": 0, "end": 5, "label": "PER"}],
+        },
+        {"id": "b", "text": "nothing to see", "gold": []},
+    ]
+    with spans_project(tmp_path / "p") as project:
+        project.import_file(Dataset.from_list(rows), role="golden", gold_column="gold", fmt="hf")
+        with project.store.read() as session:
+            gold = dict(session.execute(select(Item.id, Item.gold_label)).all())
+        assert gold == {"a": spans_json([(0, 5, "PER"), (17, 22, "LOC")]), "b": "[]"}
+        project.add_items(pd.DataFrame({"id": ["c"], "text": [TEXT]}))
+        answer = [{"start": 0, "end": 5, "label": "PER"}]
+        write_jsonl(tmp_path / "a.jsonl", [{"item": "c", "worker": w, "label": answer} for w in "xy"])
+        project.import_answers(tmp_path / "a.jsonl")
+        project.aggregate()
+        project.export(tmp_path / "hf", fmt="hf")
+        exported = load_from_disk(str(tmp_path / "hf"))[0]
+    assert json.loads(exported["label"]) == answer and exported["n_spans"] == 1

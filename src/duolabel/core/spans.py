@@ -361,6 +361,8 @@ class Spans:
         return {"span F1 between annotators (pooled over pairs)": f1}
 
     def export_columns(self, label: str | None, labels: Sequence[str]) -> dict[str, Any]:
-        # A label that is not a stored answer (the docs' placeholder) has no count.
-        stored = label is not None and label.lstrip().startswith("[")
-        return {"n_spans": len(json.loads(label)) if stored and label is not None else None}
+        if label is None:
+            return {"n_spans": None}
+        # A bare label (the sample the Parquet schema and the docs are built from) marks no span;
+        # an int either way, so the column's type is known.
+        return {"n_spans": len(json.loads(label)) if label.lstrip().startswith("[") else 0}
