@@ -125,3 +125,30 @@ def test_a_hf_dataset_with_span_structs_imports_and_exports_with_n_spans(tmp_pat
         project.export(tmp_path / "hf", fmt="hf")
         exported = load_from_disk(str(tmp_path / "hf"))[0]
     assert json.loads(exported["label"]) == answer and exported["n_spans"] == 1
+
+
+def test_a_hf_token_classification_dataset_imports_as_text_and_gold_spans(tmp_path: Path):
+    pytest.importorskip("datasets", reason="pip install 'duolabel[hf]'")
+    from datasets import ClassLabel, Dataset, Features, List, Value
+
+    from duolabel.store import Item
+
+    names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+    features = Features(
+        {"id": Value("string"), "tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=names))}
+    )
+    data = Dataset.from_dict(
+        {
+            "id": ["s1", "s2"],
+            "tokens": [["EU", "rejects", "German", "call"], ["Peter", "Blackburn", "Peter"]],
+            "ner_tags": [[3, 0, 7, 0], [1, 2, 1]],  # the last Peter: a new span (B-) after I-PER
+        },
+        features=features,
+    )
+    with spans_project(tmp_path / "p") as project:
+        project.import_file(data, role="golden", gold_column="ner_tags", fmt="hf")
+        with project.store.read() as session:
+            rows = {i.id: (i.text, i.gold_label, i.fields) for i in session.scalars(select(Item))}
+    assert rows["s1"][:2] == ("EU rejects German call", spans_json([(0, 2, "ORG"), (11, 17, "MISC")]))
+    assert rows["s2"][:2] == ("Peter Blackburn Peter", spans_json([(0, 15, "PER"), (16, 21, "PER")]))
+    assert "tokens" not in rows["s1"][2]  # the words are the text now
