@@ -1,6 +1,6 @@
 """Spans on CoNLL-2003 with Mechanical Turk answers: the crowd aggregated by the token vote, against gold.
 
-    python benchmarks/spans.py [--record] [--seeds 5] [--golden 50 100 400]
+    python benchmarks/spans.py [--record] [--seeds 5] [--golden 50 100 400] [--llm 30]
 
 Data: ``shared/data/conll2003_mturk`` (1,412 sentences, 4 entity types; gold spans per sentence;
 the workers' span lists, 1-8 per sentence). For each seed the sentences are shuffled; the first
@@ -16,7 +16,9 @@ span counts when start, end and label all match gold) on the remaining sentences
 - one random worker: a single worker's answer per sentence, drawn at random;
 - embedding BIO head (``duolabel.labelers.span_tagger.SpanTagger``): a logistic regression over
   BIO tags on the frozen MiniLM's token embeddings (each word's first piece), trained on the
-  first k golden sentences' gold spans, predicting the others.
+  first k golden sentences' gold spans, predicting the others;
+- LLM extraction (``duolabel.labelers.llm_spans``) with the llama labeler's bundled GGUF model,
+  greedy, on the first ``--llm`` test sentences of each seed.
 
 Figures are the mean over seeds with the standard deviation and the range. Word vectors are
 cached under /work/bench (not in the repository).
