@@ -53,9 +53,9 @@ def test_both_built_ins_are_registered_task_types():
         assert (WIDGETS / kind.widget).is_file()  # and a widget the web page can include
     with pytest.raises(
         ConfigError,
-        match="unknown task type 'spans'; choose one of: multi_label, ordinal, pairwise, single_label",
+        match="unknown task type 'span'; choose one of: multi_label, ordinal, pairwise, single_label, spans",
     ):
-        task_type("spans")
+        task_type("span")
 
 
 @pytest.mark.parametrize("kind", [SingleLabel(), Ordinal()])

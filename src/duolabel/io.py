@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 
 from duolabel.config import TaskConfig
-from duolabel.core.tasks import AnswerError, task_type
+from duolabel.core.tasks import AnswerError, check_item_answer, task_type
 from duolabel.errors import DataError, Problem, ProjectError
 from duolabel.store import Item, StagedItem, Store
 from duolabel.store.golden import make_golden
@@ -517,7 +517,7 @@ def import_records(
             gold = cells[gold_column] if gold_column else None
             if gold is not None or role in WITH_GOLD:
                 try:
-                    gold = kind.check_answer(gold, labels)
+                    gold = check_item_answer(kind, gold, labels, text)
                 except AnswerError as exc:
                     got = "an empty gold label" if gold is None else repr(exc.got)
                     problems.add(row.number, gold_column, f"got {got}, expected {exc.expected}")
@@ -765,17 +765,26 @@ def read_answers(
             continue
         seen[item, worker] = row.number
         answers.append(Answer(row.number, item, worker, label, seconds))
-    known: set[str] = set()
+    # Answers that point into the item's text (spans) are checked against it: read it too.
+    against_text = getattr(kind, "check_against_text", None)
+    known: dict[str, str] = {}
     with store.read() as session:
         ids = sorted({a.item for a in answers})
         for start in range(0, len(ids), CHUNK_ROWS):
-            known.update(session.scalars(select(Item.id).where(Item.id.in_(ids[start : start + CHUNK_ROWS]))))
+            chunk = ids[start : start + CHUNK_ROWS]
+            query = select(Item.id, Item.text if against_text is not None else Item.id)
+            known.update(session.execute(query.where(Item.id.in_(chunk))).all())
     for answer in answers:
         if answer.item not in known:
             item_column = column(header or ANSWER_COLUMNS["item"], "item") or "item"
             problems.add(
                 answer.row, item_column, f"no item {answer.item!r} in the project; import the items first"
             )
+        elif against_text is not None:
+            try:
+                against_text(answer.label, known[answer.item])
+            except AnswerError as exc:
+                problems.add(answer.row, "label", f"got {exc.got!r}, expected {exc.expected}")
     if not answers and not problems.found:
         problems.add(None, None, "the file has no rows")
     if problems.found:

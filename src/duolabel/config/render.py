@@ -187,7 +187,7 @@ def task_types_markdown() -> list[str]:
     Examples
     --------
     >>> [line.split(" | ")[0] for line in task_types_markdown() if line.startswith("| `")][1:]
-    ['| `multi_label`', '| `ordinal`', '| `pairwise`', '| `single_label`']
+    ['| `multi_label`', '| `ordinal`', '| `pairwise`', '| `single_label`', '| `spans`']
     """
     lines = [
         "## Task types",

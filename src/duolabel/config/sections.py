@@ -22,9 +22,11 @@ class TaskConfig(_Strict):
         description="Task type: single_label (one label per item), ordinal (the labels are a "
         "scale, low to high in the order listed: ordinal agreement, median aggregation, a rank "
         "column in exports), multi_label (any number of the labels per item, a JSON list: "
-        "checkboxes, aggregation and agreement per label) or pairwise (which of two responses to "
+        "checkboxes, aggregation and agreement per label), pairwise (which of two responses to "
         "a prompt is better: labels A, B and optionally tie; items carry response_a and "
-        "response_b); a plug-in may register more.",
+        "response_b) or spans (labelled character-offset "
+        'spans in the text, a JSON list of {"start", "end", "label"}: token vote, span F1); '
+        "a plug-in may register more.",
     )
     labels: list[LabelSpec] = Field(
         description="The labels, in display order, each with a one-line description.", min_length=2

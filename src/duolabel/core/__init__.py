@@ -5,3 +5,7 @@ Nothing here imports the store, the web app, SQLAlchemy or reads a configuration
 function takes arrays and keyword parameters, so it is tested without a project and reused by
 the stages, ``simulate`` and the report alike.
 """
+
+# Task types kept in modules of their own register themselves when imported; importing them
+# here makes them built-ins wherever duolabel.core.tasks is used.
+from duolabel.core import spans as _spans  # noqa: F401

@@ -16,6 +16,7 @@ and ``simulate`` may call them on recorded answers alike.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-def wilson_interval(correct: int, n: int, *, confidence: float = 0.9) -> tuple[float, float]:
+def wilson_interval(correct: float, n: int, *, confidence: float = 0.9) -> tuple[float, float]:
     """The Wilson score interval of a proportion ``correct / n`` at level ``confidence``.
 
     With no observations it is ``(0.0, 1.0)``: nothing is known yet.
@@ -49,7 +50,17 @@ def wilson_interval(correct: int, n: int, *, confidence: float = 0.9) -> tuple[f
     """
     if not 0 <= correct <= max(n, 0):
         raise ValueError(f"correct must be between 0 and n={n}, got {correct}")
-    return binomial_interval(correct, max(n, 0), confidence, "wilson")
+    if float(correct).is_integer():
+        return binomial_interval(int(correct), max(n, 0), confidence, "wilson")
+    # Partial credit (a spans control scores its span F1) makes the count fractional; scipy
+    # takes whole counts only, so the same Wilson formula is written out for it.
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def control_skills(correct: float, n: int, *, confidence: float) -> dict[str, Any]:

@@ -40,6 +40,7 @@ __all__ = [
     "Pairwise",
     "SingleLabel",
     "TaskType",
+    "check_item_answer",
     "task_type",
 ]
 
@@ -131,6 +132,22 @@ def task_type(name: str) -> TaskType:
     'widgets/single_label.html'
     """
     return TASK_TYPES.get(name)()
+
+
+def check_item_answer(kind: TaskType, value: Any, labels: Sequence[str], text: str) -> str:
+    """``kind.check_answer``, then, for a type whose answers point into the item's ``text``
+    (``spans``: its ``check_against_text``), the answer against that text.
+
+    Examples
+    --------
+    >>> check_item_answer(task_type("single_label"), "spam", ["spam", "ham"], "any text")
+    'spam'
+    """
+    answer = kind.check_answer(value, labels)
+    against_text = getattr(kind, "check_against_text", None)
+    if against_text is not None:
+        against_text(answer, text)
+    return answer
 
 
 def _figure(function: Any, *args: Any, **kwargs: Any) -> float:

@@ -23,6 +23,7 @@ from duolabel.config import TaskConfig
 from duolabel.errors import DataError, Problem, ProjectError, SetupError
 from duolabel.export import export_labels
 from duolabel.integrations._common import relocate, setup_hint
+from duolabel.integrations.hf_spans import span_row, token_tags
 from duolabel.io import CHUNK_ROWS, ImportResult, _Row, import_records
 from duolabel.store import Store
 
@@ -121,17 +122,25 @@ def import_dataset(
     else:
         parts = [(None, data)]
     starts: list[tuple[int, str | None]] = []
+    # spans: words with BIO tag ids (the Hub's NER shape) become text and span lists.
+    shape = token_tags(parts[0][1].features) if task.type == "spans" else None
 
     def rows() -> Iterator[_Row]:
         start = 0
         for name, dataset in parts:
             starts.append((start, name))
-            yield from _rows(dataset, start, None if batch is not None or name is None else name)
+            for row in _rows(dataset, start, None if batch is not None or name is None else name):
+                if shape is not None and row.values is not None:
+                    row = replace(row, values=span_row(row.values, shape, task.text_fields[0]))
+                yield row
             start += len(dataset)
 
     # One header for all splits when they share it, so a missing column is named once.
     same = len({tuple(d.column_names) for _, d in parts}) == 1
     header = list(parts[0][1].column_names) if same else None
+    if header is not None and shape is not None:
+        text = task.text_fields[0]  # the words become the text
+        header = [c for c in header if c != shape.words] + ([] if text in header else [text])
     default_batch = batch or (parts[0][0] if len(parts) == 1 else None) or Path(source).name
     try:
         return import_records(

@@ -38,10 +38,11 @@ from sqlalchemy import select
 
 from duolabel.config import TaskConfig
 from duolabel.context import Context
-from duolabel.core.tasks import AnswerError, task_type
+from duolabel.core.tasks import AnswerError, check_item_answer, task_type
 from duolabel.errors import DataError, Problem
 from duolabel.export import final_query
 from duolabel.integrations._common import relocate
+from duolabel.integrations.label_studio_spans import span_label_config, span_results, spans_of_results
 from duolabel.io import CHUNK_ROWS, MAX_PROBLEMS, Answer, ImportResult, _cell, _Problems, _Row, import_records
 from duolabel.people.imported import ImportedAnswers, record_imported_answers
 from duolabel.predictions import PredictionImport, import_prediction_rows
@@ -194,6 +195,9 @@ class _Reader:
         self.problems = _Problems(str(path), max_problems)
         self.out = _Parsed()
         self.seen: dict[tuple[str, str], int] = {}  # (item, worker) -> task
+        # spans: <Labels> regions, not <Choices>, checked against the task's own text.
+        self.spans = self.task.type == "spans"
+        self.text = ""
 
     def bad(self, index: int, where: str | None, message: str) -> None:
         if len(self.problems.found) < self.problems.cap:
@@ -228,6 +232,7 @@ class _Reader:
         if id_field not in values and isinstance(entry.get("id"), (int, str)):
             values[id_field] = entry["id"]
         self.out.items.append(_Row(index, values))
+        self.text = "\n\n".join(str(values.get(f) or "") for f in self.task.text_fields if values.get(f))
         # A bad id is the item import's to report; answers and predictions then wait for it.
         item = _cell(values.get(id_field)) if isinstance(values.get(id_field), (str, int)) else None
         for j, annotation in enumerate(self.array(index, entry, "annotations")):
@@ -262,14 +267,19 @@ class _Reader:
 
     def choice(self, index: int, where: str, result: Any) -> tuple[str | None, dict[str, Any]]:
         """The checked label of a result list (None: none, or a problem added) and its entry."""
-        label, problem, found = _choice(result, self.from_name)
+        label: Any
+        found: dict[str, Any] = {}
+        if self.spans:
+            label, problem = spans_of_results(result, self.from_name)
+        else:
+            label, problem, found = _choice(result, self.from_name)
         if problem is not None:
             self.bad(index, where, problem)
             return None, {}
         if label is None:
             return None, {}
         try:
-            return self.kind.check_answer(label, self.task.label_names), found
+            return check_item_answer(self.kind, label, self.task.label_names, self.text), found
         except AnswerError as exc:
             self.bad(index, where, f"got {exc.got!r}, expected {exc.expected}")
             return None, found
@@ -278,10 +288,9 @@ class _Reader:
         if not isinstance(annotation, dict):
             self.bad(index, where, f"got a JSON {_kind(annotation)}, expected an annotation object")
             return
-        if annotation.get("was_cancelled") or _choice(annotation.get("result"), self.from_name) == (
-            None,
-            None,
-            None,
+        # A spans annotation without regions marked nothing: an answer ([]), not another control's.
+        if annotation.get("was_cancelled") or (
+            not self.spans and _choice(annotation.get("result"), self.from_name) == (None, None, None)
         ):
             self.out.annotations_skipped += 1  # cancelled, or an answer to another control only
             return
@@ -507,6 +516,8 @@ def label_config(task: TaskConfig) -> str:
     """
     from xml.sax.saxutils import quoteattr
 
+    if task.type == "spans":
+        return span_label_config(task, FROM_NAME)
     text = task.text_fields[0]
     choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in task.label_names)
     return (
@@ -517,7 +528,9 @@ def label_config(task: TaskConfig) -> str:
     )
 
 
-def _result(task: TaskConfig, label: str) -> list[dict[str, Any]]:
+def _result(task: TaskConfig, label: str, text: str) -> list[dict[str, Any]]:
+    if task.type == "spans":
+        return span_results(task, label, text, FROM_NAME)
     return [
         {
             "from_name": FROM_NAME,
@@ -561,7 +574,7 @@ def export_tasks(
                     {
                         "model_version": pred.model_version,
                         "score": round(pred.raw_confidence, 6),
-                        "result": _result(task, pred.label),
+                        "result": _result(task, pred.label, item.text),
                     }
                 ]
                 # The raw distribution: a project reading the file calibrates it itself.
@@ -573,7 +586,10 @@ def export_tasks(
                 )
             if final is not None:
                 entry["annotations"] = [
-                    {"result": _result(task, final.label), "ground_truth": final.source == "expert"}
+                    {
+                        "result": _result(task, final.label, item.text),
+                        "ground_truth": final.source == "expert",
+                    }
                 ]
                 ours["final"] = {
                     "label": final.label,

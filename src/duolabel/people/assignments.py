@@ -92,6 +92,18 @@ def check_answer(
     return answer
 
 
+def check_answer_text(session: Session, task_type: TaskType | None, answer: str, item_id: str) -> None:
+    """``ProjectError`` unless ``answer`` (as stored) fits the item's text, for a task type whose
+    answers point into it (``spans``: offsets within the text); nothing for the others."""
+    against_text = getattr(task_type, "check_against_text", None)
+    if against_text is None:
+        return
+    try:
+        against_text(answer, session.scalar(select(Item.text).where(Item.id == item_id)) or "")
+    except AnswerError as exc:
+        raise ProjectError(f"label {exc.got!r} is not {exc.expected}") from None
+
+
 def why_closed(state: str) -> str:
     """Why an assignment in ``state`` can no longer be answered, as the end of a sentence."""
     return {

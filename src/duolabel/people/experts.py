@@ -26,6 +26,7 @@ from duolabel.people.assignments import (
     MAX_TRIES,
     Note,
     check_answer,
+    check_answer_text,
     check_lease,
     new_lease,
     own_assignment,
@@ -180,6 +181,7 @@ def submit_expert_answer(
         if assignment.kind not in EXPERT_REASONS:
             raise ProjectError(f"assignment {assignment_id} is not an expert task")
         session.refresh(assignment, with_for_update=True)
+        check_answer_text(session, task_type, label, assignment.item_id)
         annotation = record_answer(session, assignment, expert_id, label, seconds, "expert", note)
         task = session.scalar(
             select(ExpertTask).where(

@@ -41,6 +41,7 @@ from duolabel.people.assignments import (
     Note,
     Task,
     check_answer,
+    check_answer_text,
     check_lease,
     gold_items,
     new_lease,
@@ -203,6 +204,7 @@ def submit_answer(
         wanted = "onboarding" if assignment.kind == "exam" else "active"
         if annotator is None or annotator.status != wanted:
             raise ProjectError("your account is not active; answers are not accepted")
+        check_answer_text(session, task_type, label, assignment.item_id)
         annotation = record_answer(session, assignment, annotator_id, label, seconds, assignment.kind, note)
         if quality is not None:
             if assignment.kind == "exam":

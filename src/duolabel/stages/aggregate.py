@@ -167,7 +167,19 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
         t: known[t] for t in known if t in set(fit_answers["task"]) or (cfg.fuse_model and t in priors)
     }
     params = _params(cfg, method, skills)
-    aggregator = kind.aggregator(method, labels=labels, **params)
+    # A type whose answers point into the text (spans: the vote's tokens) gets the items' texts.
+    texts: dict[str, Any] = {}
+    if getattr(kind, "needs_texts", False):
+        ids = fit_answers["task"].unique().tolist()
+        with store.read() as session:
+            texts["texts"] = {
+                item_id: text
+                for start in range(0, len(ids), 5000)  # under every backend's bound-parameter limit
+                for item_id, text in session.execute(
+                    select(Item.id, Item.text).where(Item.id.in_(ids[start : start + 5000]))
+                )
+            }
+    aggregator = kind.aggregator(method, labels=labels, **params, **texts)
     aggregator.fit(fit_answers, known=used_known, model_probas=priors or None)
     answer_set = hashlib.sha256(
         json.dumps(fit_answers.astype(str).to_numpy().tolist(), separators=(",", ":")).encode()

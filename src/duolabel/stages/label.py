@@ -125,6 +125,12 @@ def label_project(
     """Fit each labeler (or the one named) on the golden items and predict every item (or
     every item of ``batches``); a trainable labeler also predicts the ``stop_set`` items it
     has no prediction for (see the module docstring)."""
+    if not getattr(task_type(ctx.config.task.type), "model_labels", True):
+        # spans: a distribution over labels says nothing of where spans are (issue 14).
+        raise ProjectError(
+            f"task.type {ctx.config.task.type}: the model labelers do not label it yet (issue 14); "
+            "import people's answers with 'duolabel import-answers' and run 'duolabel aggregate'"
+        )
     return [_label_one(ctx, cfg, progress, batches, stop_set) for cfg in _select_configs(ctx, labeler)]
 
 

@@ -75,7 +75,7 @@ class Item(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     batch: Mapped[str] = mapped_column(String(200), default="default", index=True)
     role: Mapped[str] = mapped_column(String(16), default="regular", index=True)
-    gold_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    gold_label: Mapped[str | None] = mapped_column(Text, nullable=True)  # an answer: a span list is long
     gold_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -96,7 +96,7 @@ class StagedItem(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     batch: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
-    gold_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    gold_label: Mapped[str | None] = mapped_column(Text, nullable=True)  # an answer: a span list is long
     gold_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
@@ -137,7 +137,7 @@ class Prediction(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     probs: Mapped[dict[str, Any]] = mapped_column(JSON, doc="Raw probability per label.")
     calibrated: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    label: Mapped[str] = mapped_column(String(200), doc="The most probable label.")
+    label: Mapped[str] = mapped_column(Text, doc="The model's answer (its most probable label).")
     raw_confidence: Mapped[float] = mapped_column(Float)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     out_of_fold: Mapped[bool] = mapped_column(default=False)
@@ -258,7 +258,7 @@ class Annotation(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"), index=True)
-    label: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(
         String(16),
         default="regular",
@@ -278,7 +278,7 @@ class FinalLabel(Base):
     __tablename__ = "final_labels"
 
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
-    label: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16), index=True)  # model | humans | fused | expert
     confidence: Mapped[float] = mapped_column(Float)
     votes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, doc="Label -> human votes.")
@@ -393,7 +393,7 @@ class Audit(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    label: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
     band: Mapped[str] = mapped_column(String(16))
     batch: Mapped[str] = mapped_column(String(200))

@@ -3,18 +3,15 @@ option); items.text_parts and staged_items.text_parts (each text field as import
 page shows one block per field)
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-30 09:40:00.000000
-
-Note for merging: 0010 (answers as Text, the spans branch) is built at the same time;
-once both are in, this revision's ``down_revision`` becomes "0010".
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
