@@ -367,9 +367,9 @@ def test_a_control_answer_earns_its_span_f1_as_partial_credit(tmp_path: Path):
                 answer = Annotation(item_id=item_id, annotator_id=annotator.id, label=label, kind="control")
                 session.add(answer)
                 session.flush()
-                refresh_annotator(session, annotator, quality, answer, task_type=KIND)
+                refresh_annotator(session, annotator, quality, answer, task=KIND)
             advanced = dict(annotator.skills)
-            refresh_annotator(session, annotator, quality, task_type=KIND)  # recount from the store
+            refresh_annotator(session, annotator, quality, task=KIND)  # recount from the store
             recounted = dict(annotator.skills)
             refresh_annotator(session, annotator, quality)  # without the type: exact match only
             exact = dict(annotator.skills)
