@@ -93,6 +93,7 @@ def test_label_with_unsure_and_a_comment(page, project: Project, tmp_path: Path)
             select(Annotation.item_id, Annotation.label, Annotation.unsure, Annotation.comment)
         ).all()
     assert [tuple(row) for row in rows] == [("r2", "other", True, "2 readings; see the title")]
+    page.wait_for_load_state("load")
     page.keyboard.press("1")  # no note this time: the keyboard path still works
     expect(page.get_by_text("Nothing to do right now")).to_be_visible()
     with project.store.read() as session:
@@ -110,6 +111,7 @@ def test_admin_searches_opens_corrects_and_aggregates(page, project: Project, tm
         log_in(page, name)
         for left, key in zip((2, 1), labels, strict=True):
             expect(page.locator("#left")).to_contain_text(f"{left} left in this batch")
+            page.wait_for_load_state("load")  # label.js listens for keys only once it has run
             page.keyboard.press(key)
         expect(page.get_by_text("Nothing to do right now")).to_be_visible()
         page.click(".logout button")
