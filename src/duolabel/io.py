@@ -26,13 +26,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 
 from duolabel.config import TaskConfig
 from duolabel.core.tasks import AnswerError, task_type
 from duolabel.errors import DataError, Problem, ProjectError
 from duolabel.store import Item, StagedItem, Store
-from duolabel.store.bulk import insert_many
+from duolabel.store.bulk import insert_many, select_in
 from duolabel.store.golden import make_golden
 from duolabel.store.tables import utcnow
 
@@ -440,12 +440,9 @@ def import_records(
             return
         ids = [values["id"] for _, values in chunk]
         with store.read() as session:
-            existing = dict(session.execute(select(Item.id, Item.content_hash).where(Item.id.in_(ids))).all())
-            earlier = set(
-                session.scalars(
-                    select(StagedItem.id).where(StagedItem.import_id == import_id, StagedItem.id.in_(ids))
-                )
-            )
+            existing: dict[str, str] = dict(select_in(session, _ITEMS, ["id", "content_hash"], "id", ids))
+            staged = select_in(session, _STAGED, ["id"], "id", ids, import_id=import_id)
+            earlier = {row[0] for row in staged}
         fresh: list[dict[str, Any]] = []
         seen_here: set[str] = set()
         now = utcnow()
@@ -472,7 +469,7 @@ def import_records(
             # out of each row's INSERT, which splits a chunk into a statement per run of
             # rows with and without a gold label: ~500 statements per 5,000 rows at 5% gold.)
             with store.write() as session:
-                insert_many(session, StagedItem.__table__, fresh)  # type: ignore[arg-type]  # SQLAlchemy types __table__ as a FromClause; a mapped class's is a Table
+                insert_many(session, _STAGED, fresh)
         chunk.clear()
 
     try:
@@ -563,6 +560,11 @@ def import_records(
     finally:
         _drop_staged(store, import_id, last_row)
     return result
+
+
+# SQLAlchemy types a mapped class's __table__ as a FromClause; it is a Table.
+_ITEMS: Table = Item.__table__  # type: ignore[assignment]
+_STAGED: Table = StagedItem.__table__  # type: ignore[assignment]
 
 
 def _changed(item_id: str) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert
 
-__all__ = ["insert_many"]
+__all__ = ["insert_many", "select_in"]
 
 _UNSET = object()
 
@@ -78,3 +78,42 @@ def insert_many(session: Any, table: Table, rows: list[dict[str, Any]]) -> None:
     else:
         params = [dict(zip(names, processed(row), strict=True)) for row in rows]
     connection.exec_driver_sql(str(compiled), params)
+
+
+def select_in(
+    session: Any,
+    table: Table,
+    columns: Sequence[str],
+    key: str,
+    values: Sequence[Any],
+    **equal: Any,
+) -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM table WHERE key IN values AND column = value ...`` as one
+    DB-API call: SQLAlchemy renders an expanded ``IN`` anew per call, a bound name per value,
+    which cost an import of 5,000-row chunks more than the query itself.
+
+    Examples
+    --------
+    >>> from sqlalchemy import Column, MetaData, String, create_engine, insert
+    >>> from sqlalchemy.orm import Session
+    >>> table = Table("t", MetaData(), Column("id", String, primary_key=True), Column("kind", String))
+    >>> engine = create_engine("sqlite://")
+    >>> table.metadata.create_all(engine)
+    >>> with Session(engine) as session:
+    ...     _ = session.execute(insert(table), [{"id": "a", "kind": "x"}, {"id": "b", "kind": "y"}])
+    ...     select_in(session, table, ["id"], "id", ["a", "b", "c"], kind="x")
+    [('a',)]
+    """
+    if not values:
+        return []
+    connection = session.connection()
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    conditions = [f"{quote(name)} = {mark}" for name in equal]
+    conditions.append(f"{quote(key)} IN ({', '.join([mark] * len(values))})")
+    sql = (
+        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(table.name)} "
+        f"WHERE {' AND '.join(conditions)}"
+    )
+    return [tuple(row) for row in connection.exec_driver_sql(sql, (*equal.values(), *values))]
