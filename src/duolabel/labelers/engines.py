@@ -108,11 +108,12 @@ def _restore(cls: Any, state: dict[str, Any]) -> Any:
 class _Predictor:
     """The Ray Data UDF: one fitted labeler per worker, one batch per call."""
 
-    def __init__(self, shipped: bytes, threads: int) -> None:
+    def __init__(self, shipped: list[Any], threads: int) -> None:
+        import ray
         import torch
 
         torch.set_num_threads(threads)  # the worker's CPUs, not every core of its machine
-        self.model = pickle.loads(shipped)
+        self.model = pickle.loads(ray.get(shipped[0]))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = []
@@ -240,7 +241,10 @@ class RayEngine:
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // self.cpus_per_worker)
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _Predictor,
-            fn_constructor_kwargs={"shipped": shipped, "threads": self.cpus_per_worker},
+            # The labeler goes to the object store once, and its reference, inside a list
+            # (which Ray leaves unresolved), is what each worker is constructed with: a
+            # restarted worker fetches it again while this driver holds it (Ray issue 53727).
+            fn_constructor_kwargs={"shipped": [ray.put(shipped)], "threads": self.cpus_per_worker},
             batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))),
