@@ -37,18 +37,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 # A local Ray's workers import duolabel too: from this tree, as this process does.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent / "src"), os.environ.get("PYTHONPATH")]))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(HERE.parent / "src"), os.environ.get("PYTHONPATH")])
+)
 
 from _record import record_section  # noqa: E402
 
 SEED = 20261130
 LABELS = ["billing", "shipping", "technical"]
+# Words as one string each, split once (a list literal per word would fill a page).
 TOPIC = {
-    "billing": "refund charge invoice card payment price subscription fee receipt discount".split(),
-    "shipping": "parcel delivery tracking courier address package shipped arrived late box".split(),
-    "technical": "app crash error login page button loading screen update browser".split(),
+    "billing": "refund charge invoice card payment price subscription fee receipt discount".split(),  # noqa: SIM905
+    "shipping": "parcel delivery tracking courier address package shipped arrived late box".split(),  # noqa: SIM905
+    "technical": "app crash error login page button loading screen update browser".split(),  # noqa: SIM905
 }
-COMMON = (
+COMMON = (  # noqa: SIM905
     "the my a is was not it and to please help I we you again still today since order "
     "account this that have has can why when what now"
 ).split()
@@ -168,7 +171,10 @@ def one_run(n: int, engine: str, data: Path, folder: Path) -> dict[str, dict[str
             call()  # type: ignore[operator]
             seconds = time.perf_counter() - started
         out[name] = {"seconds": seconds, "rate": n / seconds, "peak_mb": memory.peak}
-        print(f"  {name:<9} {seconds:8.1f} s  {n / seconds:9.0f} items/s  peak {memory.peak:7.0f} MB", flush=True)
+        print(
+            f"  {name:<9} {seconds:8.1f} s  {n / seconds:9.0f} items/s  peak {memory.peak:7.0f} MB",
+            flush=True,
+        )
 
     def load() -> None:
         project.import_file(data / "golden.csv", role="golden", gold_column="label")
@@ -205,7 +211,8 @@ def table(n: int, engine: str, runs: list[dict], floors: dict[str, list[float]])
         else:
             ratio = "—"
         lines.append(
-            f"| {name} | {_spread(seconds, '.1f')} | {_spread(rates, ',.0f')} | {_spread(peaks, ',.0f')} | {ratio} |"
+            f"| {name} | {_spread(seconds, '.1f')} | {_spread(rates, ',.0f')} "
+            f"| {_spread(peaks, ',.0f')} | {ratio} |"
         )
     total = [sum(r[s]["seconds"] for s in STAGES) for r in runs]
     lines.append(f"| **total** | {_spread(total, '.1f')} | {_spread([n / t for t in total], ',.0f')} | | |")
@@ -213,12 +220,16 @@ def table(n: int, engine: str, runs: list[dict], floors: dict[str, list[float]])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=1_000_000, help="items (besides 300 golden ones)")
     parser.add_argument("--engine", default="local", help="local, ray, or both: local,ray")
     parser.add_argument("--runs", type=int, default=3, help="runs per engine (mean ± std, min–max)")
     parser.add_argument("--encoder-sample", type=int, default=5000, help="texts the encoder floor encodes")
-    parser.add_argument("--data", type=Path, default=Path("/work/bench/scale"), help="where the CSVs are kept")
+    parser.add_argument(
+        "--data", type=Path, default=Path("/work/bench/scale"), help="where the CSVs are kept"
+    )
     parser.add_argument("--record", action="store_true", help="write the sections of docs/benchmarks.md")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
@@ -248,7 +259,8 @@ def main() -> None:
     where = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     floors_line = (
         f"Floors (mean ± std over {args.runs} runs): raw SQLite insert "
-        f"{_spread(floors['sqlite'], ',.0f')} rows/s; raw encoder {_spread(floors['encoder'], ',.0f')} texts/s "
+        f"{_spread(floors['sqlite'], ',.0f')} rows/s; "
+        f"raw encoder {_spread(floors['encoder'], ',.0f')} texts/s "
         f"(a {min(args.encoder_sample, args.n):,}-text sample)."
     )
     for engine in engines:
@@ -257,7 +269,8 @@ def main() -> None:
         if args.record:
             record_section(
                 f"Scale, n = {args.n:,}, engine {engine} (benchmarks/scale.py)",
-                f"`python benchmarks/scale.py --n {args.n} --engine {args.engine} --runs {args.runs} --record` "
+                f"`python benchmarks/scale.py --n {args.n} --engine {args.engine} "
+                f"--runs {args.runs} --record` "
                 f"on {where}, {time.strftime('%Y-%m-%d')}; each figure is mean ± std (min–max) over "
                 f"{args.runs} runs, a fresh project each. Peak memory is this process and every process "
                 "under it (Ray's workers included).\n\n"
