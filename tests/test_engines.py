@@ -32,13 +32,20 @@ def ray_address():
         ray.shutdown()
 
 
-def small_copy(folder: Path, **labeler: object) -> Path:
-    """The example project with its first ``N_ITEMS`` tickets and one embedding labeler."""
+def small_copy(folder: Path, n_items: int = N_ITEMS, per_label: int = 99, **labeler: object) -> Path:
+    """The example project with its first ``n_items`` tickets, the first ``per_label``
+    golden items of each label, and one labeler (embedding unless ``labeler`` names another
+    backend)."""
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("duolabel.db*", "out"))
     with (EXAMPLE / "tickets.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))[: N_ITEMS + 1]
+        rows = list(csv.reader(handle))[: n_items + 1]
     with (folder / "tickets.csv").open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(rows)
+    with (EXAMPLE / "golden.csv").open(newline="", encoding="utf-8") as handle:
+        header, *golden = list(csv.reader(handle))
+    with (folder / "golden.csv").open("w", newline="", encoding="utf-8") as handle:
+        kept = [row for i, row in enumerate(golden) if [r[2] for r in golden[:i]].count(row[2]) < per_label]
+        csv.writer(handle).writerows([header, *kept])
     config = yaml.safe_load((folder / "duolabel.yaml").read_text(encoding="utf-8"))
     config["labeler"] = [{"backend": "embedding", **labeler}]
     (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -154,3 +161,36 @@ def test_a_killed_ray_run_resumes_without_redoing_a_batch(tmp_path, ray_address,
         # The ledger holds what each run kept: fitting on the golden items, then two batches
         # (the killed run), the three batches left (the resumed one); no item predicted twice.
         assert [r.usage["items"] for r in runs] == [golden + 2 * CHUNK, golden + N_ITEMS - 2 * CHUNK]
+
+
+@pytest.mark.slow
+def test_llama_scores_on_ray_as_it_does_locally(tmp_path, ray_address, monkeypatch):
+    """The llama labeler travels without its llama.cpp model (each worker loads its own)
+    and with its few-shot encoder's store cache swapped for the worker's."""
+    from tests.llm_server import llm_missing
+
+    if why := llm_missing():
+        pytest.skip(why)
+    from duolabel import Project
+    from duolabel.stages import label
+
+    monkeypatch.setattr(label, "CHUNK", 4)
+    runs = {}
+    for engine in ("local", "ray"):
+        folder = small_copy(
+            tmp_path / engine, 8, per_label=3, backend="llama", few_shot=2, engine=engine, ray_workers=1
+        )
+        with Project.open(folder) as project:
+            project.import_data()
+            [runs[engine]] = project.label()
+            runs[engine].probs = predictions(project)
+            runs[engine].vectors = counts(project)[1]
+    assert runs["ray"].model_version == runs["local"].model_version
+    assert runs["ray"].predicted == runs["local"].predicted > 0
+    # The few-shot encoder's vectors computed on the worker reached the store.
+    assert runs["ray"].vectors == runs["local"].vectors > 0
+    local, remote = runs["local"].probs, runs["ray"].probs
+    assert local.keys() == remote.keys()
+    for item, (label_, probs, _) in local.items():
+        assert remote[item][0] == label_
+        assert np.allclose([remote[item][1][k] for k in probs], list(probs.values()), atol=1e-4)
