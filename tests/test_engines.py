@@ -194,3 +194,34 @@ def test_llama_scores_on_ray_as_it_does_locally(tmp_path, ray_address, monkeypat
     for item, (label_, probs, _) in local.items():
         assert remote[item][0] == label_
         assert np.allclose([remote[item][1][k] for k in probs], list(probs.values()), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_finetuned_labeler_predicts_on_ray_as_it_does_locally(tmp_path, ray_address, monkeypatch):
+    """The fine-tuned encoder travels pickled with the labeler (its base is reloaded)."""
+    from duolabel import Project
+    from duolabel.stages import label
+
+    monkeypatch.setattr(label, "CHUNK", 4)
+    found = {}
+    for engine in ("local", "ray"):
+        folder = small_copy(
+            tmp_path / engine,
+            8,
+            per_label=3,
+            backend="finetune",
+            max_epochs=1,
+            cross_fit_max_items=0,
+            engine=engine,
+            ray_workers=1,
+        )
+        with Project.open(folder) as project:
+            project.import_data()
+            [run] = project.label()
+            found[engine] = (run.model_version, predictions(project))
+    assert found["ray"][0] == found["local"][0]
+    local, remote = found["local"][1], found["ray"][1]
+    assert local.keys() == remote.keys() and len(local) == 8 + 15
+    for item, (label_, probs, _) in local.items():
+        assert remote[item][0] == label_
+        assert np.allclose([remote[item][1][k] for k in probs], list(probs.values()), atol=1e-4)

@@ -65,6 +65,10 @@ class _EngineSettings(LabelerSettings):
     )
 
 
+#: The settings of where a labeler runs, which are not the labeler's own options.
+ENGINE_FIELDS = frozenset(_EngineSettings.model_fields) - frozenset(LabelerSettings.model_fields)
+
+
 class EmbeddingLabelerConfig(_EngineSettings):
     trainable: ClassVar[bool] = True
     backend: Literal["embedding"] = Field("embedding", description="Which labeler labels the items.")
