@@ -41,7 +41,35 @@ class LabelerSettings(_Strict):
         return self.name or self.backend
 
 
-class EmbeddingLabelerConfig(LabelerSettings):
+class _EngineSettings(LabelerSettings):
+    """What the labelers that can run on Ray share (``duolabel.labelers.engines``)."""
+
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="Where items are predicted: 'local' in this process; 'ray' streams item batches "
+        "through Ray Data workers (pip install 'duolabel[ray]'), the store written here.",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="With engine 'ray': the cluster's address (e.g. 'ray://head:10001'); empty "
+        "starts a local Ray on this machine.",
+    )
+    ray_workers: int | None = Field(
+        None,
+        ge=1,
+        description="With engine 'ray': model copies at once; empty means the cluster's CPUs "
+        "divided by ray_cpus_per_worker.",
+    )
+    ray_cpus_per_worker: int = Field(
+        1, ge=1, description="With engine 'ray': CPUs (and torch threads) each model copy takes."
+    )
+
+
+#: The settings of where a labeler runs, which are not the labeler's own options.
+ENGINE_FIELDS = frozenset(_EngineSettings.model_fields) - frozenset(LabelerSettings.model_fields)
+
+
+class EmbeddingLabelerConfig(_EngineSettings):
     trainable: ClassVar[bool] = True
     backend: Literal["embedding"] = Field("embedding", description="Which labeler labels the items.")
     model: str | None = Field(
@@ -82,7 +110,7 @@ class EmbeddingLabelerConfig(LabelerSettings):
     )
 
 
-class _TunedLabelerSettings(LabelerSettings):
+class _TunedLabelerSettings(_EngineSettings):
     """What the labelers that fine-tune the encoder share."""
 
     trainable: ClassVar[bool] = True
@@ -172,7 +200,7 @@ _PROMPT_HELP = (
 )
 
 
-class LlamaLabelerConfig(LabelerSettings):
+class LlamaLabelerConfig(_EngineSettings):
     llm: ClassVar[bool] = True
     backend: Literal["llama"] = Field(description="A GGUF model run in-process by llama.cpp.")
     model_path: str | None = Field(

@@ -27,6 +27,7 @@ from duolabel.config import (
     OpenAILabelerConfig,
     SetFitLabelerConfig,
 )
+from duolabel.config.labelers import ENGINE_FIELDS
 from duolabel.context import Context
 from duolabel.core.registry import LABELERS
 from duolabel.core.tasks import task_type
@@ -114,7 +115,7 @@ def _embedding(ctx: Context, cfg: EmbeddingLabelerConfig) -> EmbeddingLabeler:
 def _tuned_options(ctx: Context, cfg: FineTuneLabelerConfig | SetFitLabelerConfig) -> dict[str, Any]:
     """What every fine-tuned labeler takes; trained models are kept per version in the
     project's ``models/`` folder, so a resumed or re-run project loads them."""
-    options = cfg.model_dump(exclude={"name", "weight", "backend", "model"})
+    options = cfg.model_dump(exclude={"name", "weight", "backend", "model", *ENGINE_FIELDS})
     return {
         **options,
         "labels": ctx.config.task.label_names,

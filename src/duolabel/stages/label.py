@@ -30,6 +30,7 @@ from duolabel.core.probs import as_dict
 from duolabel.core.tasks import TaskType, task_type
 from duolabel.errors import ProjectError
 from duolabel.labelers import LabelingStopped, TextItem, Usage, build_labeler
+from duolabel.labelers.engines import labeling_engine
 from duolabel.ledger import ledger_run, model_cost
 from duolabel.progress import Reporter, quiet
 from duolabel.store import Item, Prediction
@@ -101,6 +102,17 @@ def _prediction_rows(
                 )
             )
     return rows
+
+
+def _groups(todo: Sequence[tuple[TextItem, bool]]) -> list[tuple[list[TextItem], bool]]:
+    """The chunks the local loop predicts, as (items, out_of_fold) groups of one flag each."""
+    groups = []
+    for start in range(0, len(todo), CHUNK):
+        part = todo[start : start + CHUNK]
+        for flag in (True, False):
+            if items := [item for item, oof_flag in part if oof_flag is flag]:
+                groups.append((items, flag))
+    return groups
 
 
 def _select_configs(ctx: Context, name: str | None) -> list[LabelerConfig]:
@@ -281,9 +293,19 @@ def _label_one(
         if getattr(model, "imported", False) and todo:
             # An imported labeler never predicts: this names every item it lacks at once.
             model.predict_proba([item for item, _ in todo])
+        engine = labeling_engine(cfg)
         with progress(f"Labeling with {name}", len(todo)) as advance:
-            for start in range(0, len(todo), CHUNK):
-                part = todo[start : start + CHUNK]
+            if engine is not None:
+                # Another engine predicts the same chunks elsewhere; each is saved here as
+                # it comes back, so resuming works as below.
+                for items, out_of_fold, probs, part_usage in engine.predict(model, _groups(todo)):
+                    save(items, probs, part_usage, out_of_fold)
+                    advance(len(items))
+                todo_local: list[tuple[TextItem, bool]] = []
+            else:
+                todo_local = todo
+            for start in range(0, len(todo_local), CHUNK):
+                part = todo_local[start : start + CHUNK]
                 moved = 0
 
                 def step(n: int, size: int = len(part)) -> None:
@@ -317,10 +339,14 @@ def _label_one(
         skip = cfg.llm or getattr(model, "imported", False) or not stop_set
         extra = [] if skip else _stop_set_todo(ctx, name, version, stop_set)
         if extra:
+            chunks = [(extra[start : start + CHUNK], False) for start in range(0, len(extra), CHUNK)]
+            predicted = (
+                engine.predict(model, chunks)
+                if engine is not None
+                else ((chunk, flag, *model.predict_proba(chunk)) for chunk, flag in chunks)
+            )
             with progress(f"Predicting the stop set with {name}", len(extra)) as advance:
-                for start in range(0, len(extra), CHUNK):
-                    chunk = extra[start : start + CHUNK]
-                    probs, part_usage = model.predict_proba(chunk)
+                for chunk, _, probs, part_usage in predicted:
                     save(chunk, probs, part_usage, False, version + STOP_SET_SUFFIX)
                     advance(len(chunk))
     return LabelResult(name, version, len(todo), len(done), abstained, usage.as_dict(), len(extra))
