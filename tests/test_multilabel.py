@@ -26,6 +26,7 @@ from duolabel.config import PROJECT_FILE
 from duolabel.core.multilabel import BinaryRelevance, per_label
 from duolabel.core.quality import fleiss_kappa
 from duolabel.core.tasks import AnswerError, MultiLabel, task_type
+from duolabel.core.wholelist import LIST_CHANCE
 from duolabel.errors import DataError, ProjectError
 from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
@@ -33,6 +34,7 @@ from duolabel.store import Annotation, FinalLabel, Item, Run
 from duolabel.web import create_app
 from duolabel.web.dashboard import dashboard_table
 from tests.test_web import Person, assignment_id
+from tests.test_wholelist import refit_chances
 from tests.web_fixtures import LABELS, PASSWORD, add_routed_items, make_project
 
 EMOTIONS = ["joy", "love", "fear"]
@@ -524,7 +526,20 @@ def test_a_project_labels_calibrates_per_label_and_routes(tmp_path: Path):
         for pred in predictions:
             calibrated = [pred.calibrated[c] for c in chosen]
             assert pred.label == KIND.model_answer(calibrated, chosen)
-            assert pred.confidence == pytest.approx(KIND.model_confidence(calibrated))
+            # The confidence is the whole list's chance, calibrated on the golden items.
+            assert pred.confidence == pred.features[LIST_CHANCE]
+        ids = {r["id"] for r in golden}
+        gold = {r["id"]: KIND.check_answer([g for g in r["gold"] if g in chosen], chosen) for r in golden}
+        mine = [p for p in predictions if p.item_id in ids]
+        others = [p for p in predictions if p.item_id not in ids]
+        expected = refit_chances(
+            [(p.calibrated, p.label, gold[p.item_id]) for p in mine],
+            [(p.calibrated, p.label) for p in others],
+            chosen,
+            KIND,
+        )
+        assert [p.confidence for p in others] == pytest.approx(expected.tolist())
+        assert set(results[0].params) == {"list_ece_before", "list_ece_after", "list_right"}
         # Routing reads each item's chance of being entirely right (tests/test_multilabel_routing.py).
         routed = project.route()
         assert sum(routed.decided.values()) == 10

@@ -25,6 +25,7 @@ from duolabel.errors import ProjectError
 from duolabel.project import Project
 from duolabel.store import FinalLabel, Route
 from tests.test_pipeline import answer, cli
+from tests.test_wholelist import refit_chances
 
 KIND = MultiLabel()
 
@@ -224,7 +225,15 @@ def test_tuned_thresholds_are_chosen_on_the_golden_items_and_route_the_stored_li
         for r in rows:
             probs = [r.calibrated[c] for c in CHOSEN]
             assert r.label == kind.model_answer(probs, CHOSEN)
-            assert r.confidence == pytest.approx(kind.model_confidence(probs))
+        # The confidence: the stored list's whole-list chance, calibrated on the golden items.
+        regular = [r for r in rows if r.role == "regular"]
+        expected = refit_chances(
+            [(r.calibrated, r.label, r.gold_label) for r in golden],
+            [(r.calibrated, r.label) for r in regular],
+            CHOSEN,
+            kind,
+        )
+        assert [r.confidence for r in regular] == pytest.approx(expected.tolist())
         routed = project.route()
         assert sum(routed.decided.values()) == 20
         with project.store.read() as session:

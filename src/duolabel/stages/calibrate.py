@@ -35,6 +35,7 @@ from duolabel.core.calibration import (
 from duolabel.core.multilabel import LabelThresholds, PerLabelCalibrator, answer_sets, flat_binary
 from duolabel.core.probs import as_dict, as_matrix
 from duolabel.core.tasks import MultiLabel, task_type
+from duolabel.core.wholelist import LIST_CHANCE, WholeListCalibrator, chance_calibration_error
 from duolabel.errors import ProjectError
 from duolabel.labelers import ENSEMBLE
 from duolabel.ledger import labeler_versions, ledger_run
@@ -160,11 +161,20 @@ def _calibrate_lists(
     tuned = ctx.config.calibration.label_thresholds == "tuned"
     limits = LabelThresholds().fit(honest, Y).thresholds_.tolist() if tuned else None
     task = MultiLabel(thresholds=limits)
+    whole, honest_whole, list_params = _whole_list(task, honest, [r.gold_label for r in rows], labels)
+    honest_chance = {r.item_id: c for r, c in zip(rows, honest_whole, strict=True)}
     for batch, calibrated in _calibrated_batches(ctx, ids, scored, calibrator.transform):
-        for pred, row in zip(batch, calibrated, strict=True):
-            pred.label = task.model_answer(row, labels)
+        answers = [task.model_answer(row, labels) for row in calibrated]
+        chances = whole.transform(*_list_chances(task, calibrated, answers, labels))
+        for pred, row, answer, chance in zip(batch, calibrated, answers, chances, strict=True):
+            if pred.out_of_fold and pred.item_id in honest_chance:
+                chance = honest_chance[pred.item_id]  # cross-fitted, as the per-label rows are
+            pred.label = answer
             pred.calibrated = as_dict(row, labels)
-            pred.confidence = task.model_confidence(row)
+            # The whole list's chance of being right, calibrated on the golden items (routing
+            # reads it from the features, core.wholelist).
+            pred.confidence = float(chance)
+            pred.features = {**(pred.features or {}), LIST_CHANCE: float(chance)}
     chosen = zip(labels, calibrator.methods_, strict=True)
     method = (
         ", ".join(f"{label}: {m}" for label, m in chosen)
@@ -179,11 +189,36 @@ def _calibrate_lists(
         name,
         version,
         f"per label ({method})",
-        {},
+        list_params,
         calibration_metrics(*flat_binary(probs, Y)),
         calibration_metrics(*flat_binary(honest, Y)),
         len(ids),
     )
+
+
+def _list_chances(
+    task: MultiLabel, probs: np.ndarray, answers: list[str], labels: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-label product chance of each stored list and whether the list is empty."""
+    return task.routing_probs(probs, answers, labels)[:, 0], np.array([a == "[]" for a in answers])
+
+
+def _whole_list(
+    task: MultiLabel, honest: np.ndarray, gold: list[str], labels: list[str]
+) -> tuple[WholeListCalibrator, np.ndarray, dict[str, float]]:
+    """The whole-list calibrator fitted on the golden items (their lists chosen from honest
+    per-label rows), each golden item's cross-fitted whole-list chance, and the whole-list
+    chance's calibration error before (the per-label product) and after."""
+    answers = [task.model_answer(row, labels) for row in honest]
+    chances, empty = _list_chances(task, honest, answers, labels)
+    right = np.array([a == g for a, g in zip(answers, gold, strict=True)], dtype=int)
+    whole = WholeListCalibrator().fit(chances, right, empty)
+    honest_whole = whole.cross_validated(chances, right, empty)
+    ece = {
+        f"list_ece_{when}": chance_calibration_error(c, right)
+        for when, c in (("before", chances), ("after", honest_whole))
+    }
+    return whole, honest_whole, {**ece, "list_right": float(right.mean())}
 
 
 def ensemble_version(members: dict[str, str], weights: dict[str, float], method: str) -> str:

@@ -46,6 +46,7 @@ from duolabel.core.policies import (
 )
 from duolabel.core.probs import as_matrix, signals
 from duolabel.core.tasks import task_type
+from duolabel.core.wholelist import LIST_CHANCE, with_list_chance
 from duolabel.errors import ProjectError
 from duolabel.ledger import answer_price, ledger_run
 from duolabel.people.experts import enqueue_expert
@@ -191,7 +192,10 @@ def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | 
     given = [r.label for r in rows]
     return Evidence(
         [r.id for r in rows],
-        task.routing_probs(as_matrix([r.calibrated for r in rows], labels), given, labels),
+        with_list_chance(
+            task.routing_probs(as_matrix([r.calibrated for r in rows], labels), given, labels),
+            [(r.features or {}).get(LIST_CHANCE) for r in rows],
+        ),
         task.routing_gold(given, [cast(str, r.gold_label) for r in rows], labels),
         features,
         np.array(human_correct, dtype=float),
@@ -418,6 +422,8 @@ def route_project(
                 probs = task.routing_probs(
                     as_matrix([p.calibrated or {} for p in usable], labels), [p.label for p in usable], labels
                 )
+                # A list's whole-list chance as calibrated on the golden items, where stored.
+                probs = with_list_chance(probs, [(p.features or {}).get(LIST_CHANCE) for p in usable])
                 features = _item_features(ctx, plan, usable)
                 decisions = route_items(plan.policy, probs, features, expert_share=cfg.expert_share)
                 by_item = dict(zip([p.item_id for p in usable], decisions, strict=True))
