@@ -78,7 +78,7 @@ def write_report(project: Project, path: Path) -> Path:
     from duolabel.stages.route import error_ranking_of
 
     kind = project.config.task.type
-    if task_type(kind).list_valued:
+    if task_type(kind).list_valued and kind != "multi_label":
         # The calibration and confusion views read one label per golden item.
         raise ProjectError(
             f"duolabel report is not built for task.type {kind} yet (it reads one label per item); "
@@ -87,6 +87,10 @@ def write_report(project: Project, path: Path) -> Path:
     version = labeling_version(project)  # the distilled student's once it has won
     if version is None:
         raise ProjectError("nothing to report yet: run 'duolabel run' (or label and calibrate) first")
+    if kind == "multi_label":  # the views that make sense for lists (report_lists.py)
+        from duolabel.report_lists import write_list_report
+
+        return write_list_report(project, path, version)
     labels = project.config.task.label_names
     plan = plan_routing(project)
     ranking = [

@@ -570,6 +570,14 @@ def simulate(
     from duolabel.simulate import HYBRID, read_gold, simulate_project
 
     with _open(project) as proj:
+        if proj.config.task.type == "multi_label":  # lists: cli/lists.py
+            from duolabel.cli.lists import list_simulation_table
+
+            given = {"--gold": gold, "--curve": curve, "--sample-share": sample_share}
+            unsupported = [name for name, value in given.items() if value is not None]
+            answers_file = None if from_store else proj.resolve(answers)
+            out.print(list_simulation_table(proj, answers_file, unsupported=unsupported))
+            return
         known = None if gold is None else read_gold(proj, proj.resolve(gold), column=gold_column)
         result = simulate_project(
             proj,

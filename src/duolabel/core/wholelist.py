@@ -15,11 +15,19 @@ reads it there (:func:`with_list_chance`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LIST_CHANCE", "WholeListCalibrator", "chance_calibration_error", "with_list_chance"]
+__all__ = [
+    "LIST_CHANCE",
+    "ListScores",
+    "WholeListCalibrator",
+    "chance_calibration_error",
+    "list_scores",
+    "with_list_chance",
+]
 
 #: The features key under which the calibrate stage stores the calibrated whole-list chance.
 LIST_CHANCE = "list_chance"
@@ -141,4 +149,49 @@ def chance_calibration_error(chances: np.ndarray, right: np.ndarray, *, n_bins: 
     for chunk in np.array_split(order, min(n_bins, len(order))):
         if len(chunk):
             total += len(chunk) * abs(chances[chunk].mean() - right[chunk].mean())
-    return round(total / max(len(order), 1), 12)
+    return round(float(total) / max(len(order), 1), 12)
+
+
+@dataclass
+class ListScores:
+    """How well lists match gold lists: ``subset_accuracy`` (the whole list equals gold),
+    ``micro_f1`` (over every (item, label) pair) and per label ``precision``, ``recall``,
+    ``f1`` and ``support`` (items whose gold list has it)."""
+
+    subset_accuracy: float
+    micro_f1: float
+    precision: dict[str, float]
+    recall: dict[str, float]
+    f1: dict[str, float]
+    support: dict[str, int]
+
+
+def list_scores(
+    given: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], labels: Sequence[str]
+) -> ListScores:
+    """Subset accuracy, micro-F1 and per-label figures of ``given`` lists against ``gold`` lists.
+
+    A label never chosen nor in gold has an undefined (NaN) precision, recall and F1.
+
+    Examples
+    --------
+    >>> s = list_scores([["a"], [], ["a", "b"]], [["a"], ["b"], ["a"]], ["a", "b"])
+    >>> round(s.subset_accuracy, 3), s.micro_f1, s.recall["b"], s.precision["a"]
+    (0.333, 0.6667, 0.0, 1.0)
+    """
+    P = np.array([[label in set(g) for label in labels] for g in given], dtype=bool).reshape(-1, len(labels))
+    G = np.array([[label in set(g) for label in labels] for g in gold], dtype=bool).reshape(-1, len(labels))
+    hits, chosen, truth = (P & G).sum(axis=0), P.sum(axis=0), G.sum(axis=0)
+
+    def ratio(a: float, b: float) -> float:
+        return float(a / b) if b else float("nan")
+
+    total = float(chosen.sum() + truth.sum())
+    return ListScores(
+        subset_accuracy=float((P == G).all(axis=1).mean()) if len(P) else float("nan"),
+        micro_f1=round(2 * float(hits.sum()) / total, 4) if total else float("nan"),
+        precision={label: ratio(hits[j], chosen[j]) for j, label in enumerate(labels)},
+        recall={label: ratio(hits[j], truth[j]) for j, label in enumerate(labels)},
+        f1={label: ratio(2 * hits[j], chosen[j] + truth[j]) for j, label in enumerate(labels)},
+        support={label: int(truth[j]) for j, label in enumerate(labels)},
+    )

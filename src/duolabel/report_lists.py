@@ -1,0 +1,174 @@
+"""``duolabel report`` for multi-label projects: one self-contained HTML file with the figures
+that make sense for lists.
+
+On the golden items (their cross-fitted predictions, so the figures are honest): each label's
+precision, recall, F1 and calibration, the lists' subset accuracy and micro-F1, and how well the
+whole list's chance of being right is calibrated, as the per-label product and as calibrated on
+the golden items (:mod:`duolabel.core.wholelist`, what routing reads), with a reliability table.
+Then the routing: the operating point, how many items went to people (the human share) and where
+the final labels came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from duolabel.core.multilabel import answer_sets
+from duolabel.core.probs import as_matrix
+from duolabel.core.tasks import MultiLabel
+from duolabel.core.wholelist import LIST_CHANCE, chance_calibration_error, list_scores
+from duolabel.errors import ProjectError
+from duolabel.store import FinalLabel, Item, Prediction, Route
+
+if TYPE_CHECKING:
+    from duolabel.project import Project
+
+__all__ = ["list_report_figures", "write_list_report"]
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>duolabel report: {{ name }}</title>
+<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th:first-child,td:first-child{text-align:left}
+</style></head><body>
+<h1>{{ name }}: multi-label report</h1>
+<p>Model version {{ version }}; {{ golden }} golden items (cross-fitted predictions);
+generated {{ generated }}.</p>
+<h2>Lists on the golden items</h2>
+<table><tr><th>figure</th><th>value</th></tr>
+{% for name, value in overall %}<tr><td>{{ name }}</td><td>{{ value }}</td></tr>{% endfor %}
+</table>
+<h2>Per label</h2>
+<table><tr><th>label</th><th>golden items with it</th><th>precision</th><th>recall</th><th>F1</th>
+<th>calibration error</th></tr>
+{% for row in per_label %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+<h2>Calibration of the whole-list chance</h2>
+<p>The chance that an item's whole list is right: the per-label product (labels taken as
+independent) and as calibrated on the golden items, which routing reads. Error: mean
+|chance - share right| over equal-mass bins.</p>
+<table><tr><th>chance</th><th>calibration error</th></tr>
+{% for name, value in list_calibration %}<tr><td>{{ name }}</td><td>{{ value }}</td></tr>{% endfor %}
+</table>
+<h3>Reliability (calibrated chance)</h3>
+<table><tr><th>bin</th><th>items</th><th>mean chance</th><th>share right</th></tr>
+{% for row in reliability %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+<h2>Routing</h2>
+<p>{{ guarantee }}</p>
+<table><tr><th>decision</th><th>items</th></tr>
+{% for k, v in routes %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
+<tr><td>human share</td><td>{{ human_share }}</td></tr>
+</table>
+<h3>Final labels by source</h3>
+<table><tr><th>source</th><th>items</th></tr>
+{% for k, v in finals %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
+</table>
+</body></html>
+"""
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def list_report_figures(project: Project, version: str) -> dict[str, Any]:
+    """The report's figures on the golden items' cross-fitted predictions of ``version``."""
+    labels = project.config.task.label_names
+    with project.store.read() as session:
+        rows = session.execute(
+            select(Prediction.calibrated, Prediction.label, Prediction.features, Item.gold_label)
+            .join(Item, Item.id == Prediction.item_id)
+            .where(Prediction.model_version == version, Prediction.out_of_fold.is_(True))
+            .where(Prediction.calibrated.is_not(None), Item.role == "golden", Item.gold_label.is_not(None))
+            .order_by(Item.seq)
+        ).all()
+    if not rows:
+        raise ProjectError("no calibrated golden items to report on: run 'duolabel calibrate' first")
+    probs = as_matrix([r.calibrated for r in rows], labels)
+    given, gold = answer_sets([r.label for r in rows]), answer_sets([r.gold_label for r in rows])
+    scores = list_scores(given, gold, labels)
+    Y = np.array([[label in set(g) for label in labels] for g in gold], dtype=float)
+    right = np.array([r.label == r.gold_label for r in rows], dtype=float)
+    product = MultiLabel().routing_probs(probs, [r.label for r in rows], labels)[:, 0]
+    stored = [(r.features or {}).get(LIST_CHANCE) for r in rows]
+    calibrated = np.array([product[i] if c is None else c for i, c in enumerate(stored)], dtype=float)
+    empty = np.array([r.label == "[]" for r in rows])
+    order = np.argsort(calibrated, kind="stable")
+    reliability = [
+        (f"{k + 1}", len(chunk), _fmt(calibrated[chunk].mean()), _fmt(right[chunk].mean()))
+        for k, chunk in enumerate(np.array_split(order, min(10, len(order))))
+        if len(chunk)
+    ]
+    return {
+        "golden": len(rows),
+        "overall": [
+            ("subset accuracy (whole list right)", _fmt(scores.subset_accuracy)),
+            ("micro-F1", _fmt(scores.micro_f1)),
+            ("empty lists given", f"{int(empty.sum())}"),
+            ("empty lists right", _fmt(right[empty].mean()) if empty.any() else "–"),
+        ],
+        "per_label": [
+            (
+                label,
+                scores.support[label],
+                _fmt(scores.precision[label]),
+                _fmt(scores.recall[label]),
+                _fmt(scores.f1[label]),
+                _fmt(chance_calibration_error(probs[:, j], Y[:, j])),
+            )
+            for j, label in enumerate(labels)
+        ],
+        "list_calibration": [
+            ("per-label product", _fmt(chance_calibration_error(product, right))),
+            ("calibrated on the golden items (routed on)", _fmt(chance_calibration_error(calibrated, right))),
+        ],
+        "reliability": reliability,
+    }
+
+
+def write_list_report(project: Project, path: Path, version: str) -> Path:
+    """Write a multi-label project's report for model ``version`` to ``path`` (one HTML file).
+
+    Examples
+    --------
+    >>> write_list_report  # doctest: +ELLIPSIS
+    <function write_list_report at ...>
+    """
+    from jinja2 import Environment
+
+    from duolabel.pipeline import plan as plan_routing
+
+    figures = list_report_figures(project, version)
+    with project.store.read() as session:
+        routes = Counter(
+            dict(session.execute(select(Route.decision, func.count()).group_by(Route.decision)).all())
+        )
+        finals = dict(
+            session.execute(select(FinalLabel.source, func.count()).group_by(FinalLabel.source)).all()
+        )
+    routed = sum(routes.values())
+    people = routes.get("humans", 0) + routes.get("expert", 0)
+    html = (
+        Environment(autoescape=True)
+        .from_string(_TEMPLATE)
+        .render(
+            name=project.path.name,
+            version=version,
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            guarantee=plan_routing(project).point.describe(),
+            routes=[(k, routes.get(k, 0)) for k in ("accept", "humans", "expert")],
+            human_share=_fmt(people / routed) if routed else "– (nothing routed yet)",
+            finals=sorted(finals.items()),
+            **figures,
+        )
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path
