@@ -6,8 +6,11 @@ For each seed the 3,001 comments are split in half at random: the first half is 
 logistic-regression head per label; the golden items get cross-fitted (5-fold) probabilities,
 each label is calibrated on them (temperature, ``PerLabelCalibrator`` as ``duolabel calibrate``
 does) and the items to label get the heads and calibrators fitted on the whole golden half.
-An item's routing score is its whole list's chance of being entirely right
-(``MultiLabel.routing_probs``); the target mode certifies on the golden items the lowest
+An item's routing score is its whole list's chance of being entirely right, scored two ways:
+the per-label product (``MultiLabel.routing_probs``, labels taken as independent) and that
+product calibrated on the golden half against "the list equals gold"
+(``core.wholelist.WholeListCalibrator``, cross-fitted there, as ``duolabel calibrate`` does, and
+what routing reads); the target mode certifies on the golden items the lowest
 threshold at which the accepted lists are entirely right (subset accuracy) at least
 ``TARGET`` of the time with probability ``1 - RISK``. Items below it get people's answer: the
 raters' answers aggregated by majority vote per label (most comments have one rater).
