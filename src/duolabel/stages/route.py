@@ -35,6 +35,7 @@ from duolabel.core.operating import (
     majority_accuracy,
     quality_curve,
 )
+from duolabel.core.pac import SampleCertificate
 from duolabel.core.policies import (
     Decision,
     FollowUpPolicy,
@@ -50,6 +51,7 @@ from duolabel.errors import ProjectError
 from duolabel.ledger import answer_price, ledger_run
 from duolabel.people.experts import enqueue_expert
 from duolabel.progress import Reporter, quiet
+from duolabel.stages.route_sample import route_with_sample, routes_by_sample
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.store.tables import utcnow
 
@@ -107,11 +109,15 @@ class RouteResult:
     unchanged: int = 0
     point: OperatingPoint | None = None
     followed_up: Counter[str] = field(default_factory=Counter)
+    # Routing by a sample's certificate (routing.dataset_source: sample): its guarantee or what
+    # it waits for, and the certificate once people labelled the sample.
+    note: str = ""
+    sample_certificate: SampleCertificate | None = None
 
     @property
     def message(self) -> str:
         """The operating point in words (its guarantee in target mode)."""
-        return "" if self.point is None else self.point.describe()
+        return self.note if self.point is None else self.point.describe()
 
 
 def _skills(ctx: Context) -> dict[str, float]:
@@ -346,6 +352,14 @@ def route_project(
     the operating point is chosen under (None: the project's own, see :func:`plan_routing`).
     """
     followed = follow_up_project(ctx)
+    if routes_by_sample(routing or ctx.config.routing):  # no golden items needed: see route_sample
+        decided, state, cert, version = route_with_sample(
+            ctx, batches=batches, progress=progress, routing=routing
+        )
+        note = state.message or ("" if cert is None else cert.describe())
+        return RouteResult(
+            version, Counter(decided), followed_up=followed, note=note, sample_certificate=cert
+        )
     store = ctx.store
     with store.read() as session:
         people_done = set(
