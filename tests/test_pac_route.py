@@ -100,6 +100,8 @@ def test_a_project_without_golden_items_routes_by_a_sample_certificate(tmp_path,
         half = state.items[: SAMPLE // 2]
         answer(project, half, ["ann"], lambda item, _: truth[item])
         project.aggregate()
+        # status counts the missing labels now, before routing runs again.
+        assert f"on {SAMPLE - SAMPLE // 2} of the {SAMPLE} sampled items" in project.status().routing
         waiting = project.route()
         assert waiting.sample_certificate is None
         assert f"on {SAMPLE - SAMPLE // 2} of the {SAMPLE} sampled items" in waiting.message

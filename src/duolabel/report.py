@@ -20,6 +20,7 @@ from duolabel.core.calibration import calibration_metrics, reliability_diagram
 from duolabel.core.probs import as_matrix
 from duolabel.errors import ProjectError
 from duolabel.formatting import money
+from duolabel.stages.route_sample import routes_by_sample
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 
 if TYPE_CHECKING:
@@ -211,7 +212,8 @@ def write_report(project: Project, path: Path) -> Path:
             model_version=version,
             golden=len(golden.gold),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            guarantee=plan.point.describe(),
+            # A sample certificate is not the golden items' point: the last route run's own words.
+            guarantee=status.routing if routes_by_sample(project.config.routing) else plan.point.describe(),
             plots=plots,
             metric_names=metric_names,
             metrics=metrics,

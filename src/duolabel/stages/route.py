@@ -51,7 +51,6 @@ from duolabel.errors import ProjectError
 from duolabel.ledger import answer_price, ledger_run
 from duolabel.people.experts import enqueue_expert
 from duolabel.progress import Reporter, quiet
-from duolabel.stages.route_sample import route_with_sample, routes_by_sample
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.store.tables import utcnow
 
@@ -352,14 +351,6 @@ def route_project(
     the operating point is chosen under (None: the project's own, see :func:`plan_routing`).
     """
     followed = follow_up_project(ctx)
-    if routes_by_sample(routing or ctx.config.routing):  # no golden items needed: see route_sample
-        decided, state, cert, version = route_with_sample(
-            ctx, batches=batches, progress=progress, routing=routing
-        )
-        note = state.message or ("" if cert is None else cert.describe())
-        return RouteResult(
-            version, Counter(decided), followed_up=followed, note=note, sample_certificate=cert
-        )
     store = ctx.store
     with store.read() as session:
         people_done = set(
