@@ -132,3 +132,25 @@ def test_a_project_without_golden_items_routes_by_a_sample_certificate(tmp_path,
         # The delivered data meets the target (the certificate's promise, here on the truth).
         delivered = [final[i].label == truth[i] for i in accepted + state.items]
         assert np.mean(delivered) >= 0.9
+
+
+def test_the_sample_belongs_to_its_items_and_its_seed(tmp_path, database_url):
+    folder = _project(tmp_path / "p", database_url)
+    with Project.open(folder) as project:
+        project.import_data()
+        project.import_predictions(folder / "gpt.csv", labeler="gpt")
+        first = project.route()
+        drawn = sample_state(project).items
+        assert project.route().policy_version == first.policy_version  # the same sample, read back
+    # Another seed is another draw, recorded next to the first: the same seed reads it back.
+    config = yaml.safe_load((folder / "duolabel.yaml").read_text(encoding="utf-8"))
+    config["routing"]["sample_seed"] = 8
+    (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    with Project.open(folder) as project:
+        project.route()
+        other = sample_state(project).items
+        assert len(other) == SAMPLE and other != drawn
+        project.route()
+        assert sample_state(project).items == other
+        with project.store.read() as session:
+            assert len(session.scalars(select(Run).where(Run.kind == SAMPLE_RUN)).all()) == 2

@@ -110,18 +110,28 @@ def _score(pred: Prediction) -> float:
     return float(pred.confidence if pred.confidence is not None else pred.raw_confidence)
 
 
-def _recorded(ctx: Context) -> dict | None:
+def _population(ids: Sequence[str], cfg: RoutingConfig) -> str:
+    """What a sample was drawn for: the items (whatever their order) and the draw's settings."""
+    key = json.dumps([sorted(ids), cfg.sample_seed, cfg.sample_size, cfg.sample_share])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _recorded(ctx: Context, population: str | None = None) -> dict | None:
+    """The last sample recorded (for ``population``: the one drawn for those items)."""
     with ctx.store.read() as session:
-        run = session.scalar(
-            select(Run).where(Run.kind == SAMPLE_RUN, Run.status == "done").order_by(Run.id.desc()).limit(1)
+        runs = session.scalars(
+            select(Run).where(Run.kind == SAMPLE_RUN, Run.status == "done").order_by(Run.id.desc())
         )
-        return None if run is None else dict(run.config)
+        for run in runs:
+            if population is None or run.config.get("population_key") == population:
+                return dict(run.config)
+    return None
 
 
-def sample_state(ctx: Context) -> SampleState | None:
+def sample_state(ctx: Context, population: str | None = None) -> SampleState | None:
     """The recorded sample and how many of its items still lack people's label (None: no
-    sample drawn yet)."""
-    recorded = _recorded(ctx)
+    sample drawn yet). ``population``: the sample drawn for those items (None: the last one)."""
+    recorded = _recorded(ctx, population)
     if recorded is None:
         return None
     items = list(recorded["items"])
@@ -135,8 +145,13 @@ def sample_state(ctx: Context) -> SampleState | None:
 
 
 def _draw(ctx: Context, cfg: RoutingConfig, ids: list[str]) -> SampleState:
-    """Draw the sample over ``ids`` and record it, or read back the one recorded."""
-    state = sample_state(ctx)
+    """Draw the sample over ``ids`` and record it, or read back the one recorded for them.
+
+    A sample is only valid for the items it was drawn from: other items to route (another
+    batch, items imported since) get a sample of their own.
+    """
+    population = _population(ids, cfg)
+    state = sample_state(ctx, population)
     if state is not None:
         return state
     if not ids:
@@ -147,7 +162,13 @@ def _draw(ctx: Context, cfg: RoutingConfig, ids: list[str]) -> SampleState:
     q = sampling_probabilities(np.zeros(len(ids)), uniform_share=1.0)
     draws = draw_sample(q, size, np.random.default_rng(cfg.sample_seed))
     items = [ids[i] for i in draws]
-    config = {"seed": cfg.sample_seed, "population": len(ids), "size": len(items), "items": items}
+    config = {
+        "seed": cfg.sample_seed,
+        "population": len(ids),
+        "population_key": population,
+        "size": len(items),
+        "items": items,
+    }
     with ledger_run(ctx.store, SAMPLE_RUN, config) as run, ctx.store.write() as session:
         run.record(session, {"items": len(items)}, 0.0)
     return SampleState(items, cfg.sample_seed, len(ids), len(items))
@@ -189,8 +210,7 @@ def route_with_sample(
     if state.missing:
         threshold = math.inf
         version = _version("sample", state, threshold, model_version)
-        todo = [i for i in state.items if i in preds]
-        kinds = dict.fromkeys(todo, "humans")
+        kinds = dict.fromkeys(state.items, "humans")
     else:
         with ctx.store.read() as session:
             people = dict(
@@ -201,7 +221,7 @@ def route_with_sample(
                 ).all()
             )
         index = {item: k for k, item in enumerate(ids)}
-        drawn = [i for i in state.items if i in index]  # an item outside these batches is not judged
+        drawn = state.items  # drawn from exactly these items (see _draw)
         scores = np.array([_score(preds[i]) for i in ids])
         draws = np.array([index[i] for i in drawn], dtype=int)
         wrong = np.array([preds[i].abstained or preds[i].label != people[i] for i in drawn], dtype=float)
