@@ -15,6 +15,7 @@ from duolabel import Project
 from duolabel.stages.route_sample import SAMPLE_RUN, sample_state
 from duolabel.store import FinalLabel, Route, Run
 from tests.test_pipeline import answer
+from tests.test_predictions import cli
 
 LABELS = ["book", "not_book"]
 N_ITEMS, SAMPLE = 120, 50
@@ -142,6 +143,10 @@ def test_the_sample_belongs_to_its_items_and_its_seed(tmp_path, database_url):
         first = project.route()
         drawn = sample_state(project).items
         assert project.route().policy_version == first.policy_version  # the same sample, read back
+    code, output = cli("route", str(folder))
+    assert code == 0 and f"waiting for people's labels on {SAMPLE} of the {SAMPLE}" in " ".join(
+        output.split()
+    )
     # Another seed is another draw, recorded next to the first: the same seed reads it back.
     config = yaml.safe_load((folder / "duolabel.yaml").read_text(encoding="utf-8"))
     config["routing"]["sample_seed"] = 8
