@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from sqlalchemy import select
 
@@ -159,3 +160,37 @@ def test_the_sample_belongs_to_its_items_and_its_seed(tmp_path, database_url):
         assert sample_state(project).items == other
         with project.store.read() as session:
             assert len(session.scalars(select(Run).where(Run.kind == SAMPLE_RUN)).all()) == 2
+
+
+@pytest.mark.slow  # the report draws its plots
+def test_with_golden_items_the_user_can_ask_for_the_sample_and_the_report_says_so(tmp_path, database_url):
+    from duolabel.report import write_report
+    from tests.test_predictions import _model as outside_model
+    from tests.test_predictions import _truth as outside_truth
+    from tests.test_predictions import make_project, predictions_file
+
+    folder = make_project(tmp_path / "p", database_url)
+    config = yaml.safe_load((folder / "duolabel.yaml").read_text(encoding="utf-8"))
+    config["routing"] = {
+        "guarantee": "dataset",
+        "dataset_source": "sample",
+        "sample_share": 0.5,
+        "overlap": 1,
+    }
+    (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    truth = outside_truth()
+    with Project.open(folder) as project:
+        project.import_data()
+        project.import_predictions(predictions_file(tmp_path / "gpt.csv", outside_model()), labeler="gpt")
+        project.label()
+        project.calibrate()
+        project.route()
+        state = sample_state(project)
+        assert state is not None and len(state.items) == 20  # half of the 40 regular items
+        answer(project, state.items, ["ann"], lambda item, _: truth[item])
+        project.aggregate()
+        result = project.route()
+        assert result.sample_certificate is not None and result.point is None
+        report = write_report(project, tmp_path / "report.html").read_text(encoding="utf-8")
+    # The report quotes the sample's certificate, not a golden-item point.
+    assert "a random sample of 20 items labelled by people" in report

@@ -20,7 +20,6 @@ from duolabel.core.calibration import calibration_metrics, reliability_diagram
 from duolabel.core.probs import as_matrix
 from duolabel.errors import ProjectError
 from duolabel.formatting import money
-from duolabel.stages.route_sample import routes_by_sample
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 
 if TYPE_CHECKING:
@@ -77,6 +76,7 @@ def write_report(project: Project, path: Path) -> Path:
     from duolabel.pipeline import project_status
     from duolabel.stages.distill import labeling_context, labeling_version
     from duolabel.stages.route import error_ranking_of
+    from duolabel.stages.route_sample import routes_by_sample
 
     kind = project.config.task.type
     if task_type(kind).list_valued:
