@@ -36,6 +36,7 @@ from duolabel.stages.distill import (
 from duolabel.stages.label import LabelResult, label_project
 from duolabel.stages.learn import order_queue, record_learning, stop_set
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
+from duolabel.stages.route_sample import route_with_sample, routes_by_sample, sample_state
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Redaction, Route, Run
 from duolabel.synthetic import synthetic_status
 from duolabel.training_data import teacher_version
@@ -164,7 +165,7 @@ def project_status(ctx: Context) -> Status:
         final_by_source=final,
         cost=spent,
         comparison=comparison,
-        routing=(last_route or {}).get("guarantee", ""),
+        routing=_routing_note(ctx, last_route),
         labeling=labeling,
         privacy=(
             f"personal data replaced in {redacted} items before they went to a remote labeler ("
@@ -343,7 +344,15 @@ def route(ctx: Context, **options: Any) -> RouteResult:
     then order the people's queue by the active-learning strategy (``learning.order_queue``)."""
     with exclusive(ctx):
         working = labeling_context(ctx)
-        result = route_project(working, routing=effective_routing(ctx), **options)
+        routing = effective_routing(ctx)
+        if routes_by_sample(routing):
+            # The dataset guarantee certified from a sample: no golden items, no operating
+            # point to plan on them (duolabel.stages.route_sample).
+            decided, state, cert, version = route_with_sample(working, routing=routing, **options)
+            note = state.message or ("" if cert is None else cert.describe())
+            result = RouteResult(version, Counter(decided), note=note, sample_certificate=cert)
+        else:
+            result = route_project(working, routing=routing, **options)
         order_queue(working)
         return result
 
@@ -392,6 +401,16 @@ def run_project(
     """
     with exclusive(ctx):
         return _run_locked(ctx, progress=progress, imported=imported)
+
+
+def _routing_note(ctx: Context, last_route: dict[str, Any] | None) -> str:
+    """The last route run's guarantee; while a sample certificate waits for people, how many
+    of the sample's labels are still missing now (answers may have come in since)."""
+    if routes_by_sample(ctx.config.routing):
+        state = sample_state(ctx)
+        if state is not None and state.missing:
+            return state.message
+    return (last_route or {}).get("guarantee", "")
 
 
 def _run_locked(ctx: Context, *, progress: Reporter, imported: Callable[[], None] | None) -> RunSummary:

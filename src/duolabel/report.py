@@ -76,6 +76,7 @@ def write_report(project: Project, path: Path) -> Path:
     from duolabel.pipeline import project_status
     from duolabel.stages.distill import labeling_context, labeling_version
     from duolabel.stages.route import error_ranking_of
+    from duolabel.stages.route_sample import routes_by_sample
 
     kind = project.config.task.type
     if task_type(kind).list_valued and kind != "multi_label":
@@ -215,7 +216,8 @@ def write_report(project: Project, path: Path) -> Path:
             model_version=version,
             golden=len(golden.gold),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            guarantee=plan.point.describe(),
+            # A sample certificate is not the golden items' point: the last route run's own words.
+            guarantee=status.routing if routes_by_sample(project.config.routing) else plan.point.describe(),
             plots=plots,
             metric_names=metric_names,
             metrics=metrics,

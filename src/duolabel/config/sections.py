@@ -165,6 +165,21 @@ class RoutingConfig(_Strict):
         description="With guarantee: dataset, count people's aggregated labels as always right "
         "(say so only when experts or a trusted process check them).",
     )
+    dataset_source: Literal["golden", "sample"] = Field(
+        "golden",
+        description="With guarantee: dataset, what certifies it: golden (the golden items) or sample "
+        "(people label a seeded random sample of the items first, PAC-Labels-style; needs no golden "
+        "items). The sample's human labels are delivered labels.",
+    )
+    sample_size: int | None = Field(
+        None, ge=1, description="With dataset_source: sample, items in the sample (None: `sample_share`)."
+    )
+    sample_share: Fraction = Field(
+        0.1, description="With dataset_source: sample and no `sample_size`, the share of items sampled."
+    )
+    sample_seed: int = Field(
+        0, ge=0, description="With dataset_source: sample, the seed of the draw (recorded with the sample)."
+    )
     budget: float | None = Field(
         None, ge=0, description="In budget mode: money for human and expert answers per routing run."
     )

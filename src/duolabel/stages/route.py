@@ -35,6 +35,7 @@ from duolabel.core.operating import (
     majority_accuracy,
     quality_curve,
 )
+from duolabel.core.pac import SampleCertificate
 from duolabel.core.policies import (
     Decision,
     FollowUpPolicy,
@@ -108,11 +109,15 @@ class RouteResult:
     unchanged: int = 0
     point: OperatingPoint | None = None
     followed_up: Counter[str] = field(default_factory=Counter)
+    # Routing by a sample's certificate (routing.dataset_source: sample): its guarantee or what
+    # it waits for, and the certificate once people labelled the sample.
+    note: str = ""
+    sample_certificate: SampleCertificate | None = None
 
     @property
     def message(self) -> str:
         """The operating point in words (its guarantee in target mode)."""
-        return "" if self.point is None else self.point.describe()
+        return self.note if self.point is None else self.point.describe()
 
 
 def _skills(ctx: Context) -> dict[str, float]:
