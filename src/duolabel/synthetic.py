@@ -60,6 +60,7 @@ from duolabel.labelers.privacy import redacting
 from duolabel.ledger import ledger_run, model_cost
 from duolabel.progress import Reporter, quiet
 from duolabel.store import Item, Run, SyntheticItem
+from duolabel.synthetic_review import acceptance
 from duolabel.training_data import golden_items
 
 __all__ = [
@@ -310,7 +311,15 @@ def _stored(ctx: Context) -> list[Any]:
     with ctx.store.read() as session:
         return list(
             session.execute(
-                select(Item.id, Item.text, SyntheticItem.label, SyntheticItem.mode, SyntheticItem.leaf)
+                select(
+                    Item.id,
+                    Item.text,
+                    SyntheticItem.label,
+                    SyntheticItem.mode,
+                    SyntheticItem.leaf,
+                    SyntheticItem.review,
+                    SyntheticItem.judged_label,
+                )
                 .join(SyntheticItem, SyntheticItem.item_id == Item.id)
                 .order_by(Item.seq)
             ).all()
@@ -540,7 +549,9 @@ def _agreement(ctx: Context, new: list[tuple[TextItem, str]]) -> dict[str, Any]:
 
 def synthetic_summary(ctx: Context) -> dict[str, Any] | None:
     """The synthetic items kept per label, mode and taxonomy leaf, the latest finished
-    ``generate`` run's figures and the latest taxonomy used; None when there are none."""
+    ``generate`` run's figures, the latest taxonomy used and the reviewers' acceptance rate
+    per label and per leaf (:func:`duolabel.synthetic_review.acceptance`); None when there
+    are none."""
     stored = _stored(ctx)
     if not stored:
         return None
@@ -559,6 +570,7 @@ def synthetic_summary(ctx: Context) -> dict[str, Any] | None:
         "leaves": [{"label": a, "mode": b, "leaf": c, "items": n} for (a, b, c), n in sorted(counts.items())],
         "figures": run.config.get("figures", {}) if run else {},
         "taxonomy": with_taxonomy.config["taxonomy"] if with_taxonomy else {},
+        "review": acceptance(stored),
     }
 
 
@@ -579,6 +591,13 @@ def synthetic_status(ctx: Context) -> str:
     text = f"{summary['items']} synthetic training items ({labels}), never golden, routed or calibrated"
     if summary["figures"]:
         text += "; latest run: " + ", ".join(f"{k} {v}" for k, v in summary["figures"].items())
+    review = summary["review"]
+    if review["reviewed"]:
+        text += (
+            f"; reviewed {review['reviewed']}, accepted {review['accepted']} ("
+            + ", ".join(f"{r['label']} {r['rate']:.0%}" for r in review["by_label"])
+            + ")"
+        )
     per_leaf = {(r["label"], r["leaf"]): r["items"] for r in summary["leaves"] if r["mode"] == "taxonomy"}
     if summary["taxonomy"]:
         text += "; taxonomy: " + "; ".join(
