@@ -67,6 +67,8 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/expert/answer"): EXPERTS,
     ("POST", "/expert/skip"): EXPERTS,
     ("POST", "/api/v1/expert/skip"): EXPERTS,
+    ("GET", "/expert/synthetic"): EXPERTS,
+    ("POST", "/expert/synthetic/review"): EXPERTS,
     ("GET", "/admin"): {"admin"},
     ("GET", "/admin/tables"): {"admin"},
     ("GET", "/admin/{name}.csv"): {"admin"},

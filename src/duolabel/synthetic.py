@@ -19,8 +19,12 @@ generation log-probability where the backend gives it). Every LLM answer goes to
 response cache as it arrives, and attempts are numbered and seeded, so a killed or
 budget-stopped run, run again, replays what it had for free and goes on. Afterwards the
 project's first labeler, fitted on the golden items there are, labels the new items: its
-probability of the intended label is their ``agreement`` (label consistency). The run
-(kind ``generate``) records cost, rejections, agreement and the diversity figures.
+probability of the intended label is their ``agreement`` (label consistency). With
+``synthetic.judge`` the generating LLM labeler also labels each candidate (the LLM judge,
+:mod:`duolabel.synthetic_judge`): one it labels otherwise is flagged (``judged_label``) or,
+with ``synthetic.drop_inconsistent``, dropped; ``synthetic.min_logprob`` drops candidates
+generated with a lower mean log-probability (SuperGen's filter). The run (kind ``generate``)
+records cost, rejections, agreement, the judge's counts and the diversity figures.
 
 Synthetic items never enter a gold, control, audit, routing or calibration query: those
 select items by role ``golden``, ``control`` or ``regular``, and the intended label is not
@@ -53,13 +57,15 @@ from duolabel.core.diversity import (
 from duolabel.core.registry import LABELERS
 from duolabel.errors import ConfigError, LabelerError, ProjectError
 from duolabel.labelers import build_labeler, encoder_for
-from duolabel.labelers.base import TextItem
+from duolabel.labelers.base import TextItem, Usage
 from duolabel.labelers.cache import StoreResponseCache, cache_key
 from duolabel.labelers.generation import Generated, TextGenerator, generator_for
 from duolabel.labelers.privacy import redacting
 from duolabel.ledger import ledger_run, model_cost
 from duolabel.progress import Reporter, quiet
 from duolabel.store import Item, Run, SyntheticItem
+from duolabel.synthetic_judge import Judge
+from duolabel.synthetic_review import acceptance
 from duolabel.training_data import golden_items
 
 __all__ = [
@@ -208,6 +214,7 @@ class _Generation:
         self.cached = 0
         self.cost = 0.0
         self.budget = ctx.config.synthetic.budget
+        self.judge: Usage | None = None
 
     def over_budget(self) -> str | None:
         if self.budget is not None and self.cost >= self.budget:
@@ -236,10 +243,29 @@ class _Generation:
         self.usage["seconds"] += answer.seconds
         self.usage["input_tokens"] += answer.input_tokens
         self.usage["output_tokens"] += answer.output_tokens
-        self.cost = model_cost(self.ctx.config.costs, self.usage)
-        with self.ctx.store.write() as session:
-            self.run.record(session, dict(self.usage), self.cost)
+        self._record()
         return answer
+
+    def add_judge_usage(self, usage: Usage) -> None:
+        """Count the LLM judge's calls so far (``usage`` is its running total) in the run's cost."""
+        self.judge = usage
+        self._record()
+
+    def total(self) -> dict[str, float]:
+        """The run's usage: generation plus the judge's calls."""
+        total = dict(self.usage)
+        if self.judge is not None:
+            total["seconds"] += self.judge.seconds
+            total["input_tokens"] += self.judge.input_tokens
+            total["output_tokens"] += self.judge.output_tokens
+            total["judged"] = self.judge.items
+        return total
+
+    def _record(self) -> None:
+        total = self.total()
+        self.cost = model_cost(self.ctx.config.costs, total)
+        with self.ctx.store.write() as session:
+            self.run.record(session, total, self.cost)
 
 
 def _taxonomy(
@@ -310,7 +336,15 @@ def _stored(ctx: Context) -> list[Any]:
     with ctx.store.read() as session:
         return list(
             session.execute(
-                select(Item.id, Item.text, SyntheticItem.label, SyntheticItem.mode, SyntheticItem.leaf)
+                select(
+                    Item.id,
+                    Item.text,
+                    SyntheticItem.label,
+                    SyntheticItem.mode,
+                    SyntheticItem.leaf,
+                    SyntheticItem.review,
+                    SyntheticItem.judged_label,
+                )
                 .join(SyntheticItem, SyntheticItem.item_id == Item.id)
                 .order_by(Item.seq)
             ).all()
@@ -376,6 +410,7 @@ def generate_synthetic(
         result = GenerateResult(run_id=run.id, mode=mode)
         taxonomy = _taxonomy(ctx, gen, labels, descriptions) if mode == "taxonomy" else {}
         result.taxonomy = taxonomy
+        judge = Judge(ctx, cfg) if settings.judge or settings.drop_inconsistent else None
         encoder = encoder_for(ctx)
         plain = copy.copy(encoder)
         plain.cache = None  # candidates are no items yet: the store's cache is keyed by item
@@ -423,6 +458,13 @@ def generate_synthetic(
                     if len(answer.text) < MIN_CHARS:
                         rejected["empty"] += 1
                         continue
+                    if (
+                        settings.min_logprob is not None
+                        and answer.logprob is not None
+                        and answer.logprob < settings.min_logprob
+                    ):
+                        rejected["low_logprob"] += 1
+                        continue
                     if normalise_text(answer.text) in seen:
                         rejected["exact_duplicate"] += 1
                         continue
@@ -436,7 +478,16 @@ def generate_synthetic(
                     ):
                         rejected["near_duplicate_of_synthetic"] += 1
                         continue
-                    item = _store_item(ctx, run.id, item_id, answer, label=label, mode=mode, leaf=leaf)
+                    judged = None
+                    if judge is not None:
+                        agrees, judged = judge.agrees(TextItem(item_id, answer.text), label)
+                        gen.add_judge_usage(judge.usage_)
+                        if not agrees and settings.drop_inconsistent:
+                            rejected["inconsistent"] += 1
+                            continue
+                    item = _store_item(
+                        ctx, run.id, item_id, answer, label=label, mode=mode, leaf=leaf, judged_label=judged
+                    )
                     new.append((item, label))
                     stored_ids.add(item_id)
                     seen.add(normalise_text(answer.text))
@@ -457,6 +508,8 @@ def generate_synthetic(
             taxonomy=taxonomy,
         )
         result.figures.update(agreement)
+        if judge is not None:
+            result.figures.update(judge.figures())
         result.cost, result.cached = gen.cost, gen.cached
         result.seconds = time.perf_counter() - started
         result.generation_seconds = float(gen.usage["seconds"])
@@ -471,12 +524,20 @@ def generate_synthetic(
         }
         with ctx.store.write() as session:
             session.execute(update(Run).where(Run.id == run.id).values(config=record))
-            run.record(session, dict(gen.usage), gen.cost)
+            run.record(session, gen.total(), gen.cost)
     return result
 
 
 def _store_item(
-    ctx: Context, run_id: int, item_id: str, answer: Generated, *, label: str, mode: str, leaf: str | None
+    ctx: Context,
+    run_id: int,
+    item_id: str,
+    answer: Generated,
+    *,
+    label: str,
+    mode: str,
+    leaf: str | None,
+    judged_label: str | None = None,
 ) -> TextItem:
     """Write one kept item at once (a killed run keeps it)."""
     from duolabel.io import content_hash
@@ -498,7 +559,13 @@ def _store_item(
         session.flush()
         session.add(
             SyntheticItem(
-                item_id=item_id, run_id=run_id, label=label, mode=mode, leaf=leaf, logprob=answer.logprob
+                item_id=item_id,
+                run_id=run_id,
+                label=label,
+                mode=mode,
+                leaf=leaf,
+                logprob=answer.logprob,
+                judged_label=judged_label,
             )
         )
     return TextItem(item_id, answer.text, digest)
@@ -540,7 +607,9 @@ def _agreement(ctx: Context, new: list[tuple[TextItem, str]]) -> dict[str, Any]:
 
 def synthetic_summary(ctx: Context) -> dict[str, Any] | None:
     """The synthetic items kept per label, mode and taxonomy leaf, the latest finished
-    ``generate`` run's figures and the latest taxonomy used; None when there are none."""
+    ``generate`` run's figures, the latest taxonomy used and the reviewers' acceptance rate
+    per label and per leaf (:func:`duolabel.synthetic_review.acceptance`); None when there
+    are none."""
     stored = _stored(ctx)
     if not stored:
         return None
@@ -559,6 +628,8 @@ def synthetic_summary(ctx: Context) -> dict[str, Any] | None:
         "leaves": [{"label": a, "mode": b, "leaf": c, "items": n} for (a, b, c), n in sorted(counts.items())],
         "figures": run.config.get("figures", {}) if run else {},
         "taxonomy": with_taxonomy.config["taxonomy"] if with_taxonomy else {},
+        "review": acceptance(stored),
+        "judge_flagged": sum(1 for r in stored if r.judged_label is not None and r.judged_label != r.label),
     }
 
 
@@ -579,6 +650,15 @@ def synthetic_status(ctx: Context) -> str:
     text = f"{summary['items']} synthetic training items ({labels}), never golden, routed or calibrated"
     if summary["figures"]:
         text += "; latest run: " + ", ".join(f"{k} {v}" for k, v in summary["figures"].items())
+    if summary["judge_flagged"]:
+        text += f"; {summary['judge_flagged']} labelled otherwise by the LLM judge (flagged)"
+    review = summary["review"]
+    if review["reviewed"]:
+        text += (
+            f"; reviewed {review['reviewed']}, accepted {review['accepted']} ("
+            + ", ".join(f"{r['label']} {r['rate']:.0%}" for r in review["by_label"])
+            + ")"
+        )
     per_leaf = {(r["label"], r["leaf"]): r["items"] for r in summary["leaves"] if r["mode"] == "taxonomy"}
     if summary["taxonomy"]:
         text += "; taxonomy: " + "; ".join(

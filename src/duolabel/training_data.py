@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from duolabel.config import LabelerSettings
 from duolabel.context import Context
@@ -87,7 +87,8 @@ def synthetic_training_items(ctx: Context, real: int) -> tuple[list[TextItem], l
     """The synthetic items a trainable labeler learns from besides ``real`` real ones, with
     their intended labels: all of them, or, with ``synthetic.share``, at most that share of
     the training items (taken label by label in turn, oldest first, so the labels stay
-    balanced). Training data only: they are never predicted, calibrated or routed.
+    balanced). Items a reviewer rejected are left out. Training data only: they are never
+    predicted, calibrated or routed.
 
     Examples
     --------
@@ -101,6 +102,8 @@ def synthetic_training_items(ctx: Context, real: int) -> tuple[list[TextItem], l
             select(Item.id, Item.text, Item.content_hash, SyntheticItem.label)
             .join(SyntheticItem, SyntheticItem.item_id == Item.id)
             .where(Item.role == "synthetic")
+            # a reviewer's reject is final: such an item never trains
+            .where(or_(SyntheticItem.review.is_(None), SyntheticItem.review != "rejected"))
             .order_by(Item.seq)
         ).all()
     if share is not None and share < 1.0:

@@ -447,3 +447,19 @@ class SyntheticConfig(_Strict):
         "items (0: none are used); empty: all kept synthetic items.",
     )
     weight: float = Field(1.0, gt=0, description="Sample weight of a synthetic training item (real: 1).")
+    judge: bool = Field(
+        False,
+        description="Have the generating LLM labeler label each kept item; one whose label differs "
+        "from the intended label is flagged (and counted in the run's figures).",
+    )
+    drop_inconsistent: bool = Field(
+        False,
+        description="Drop the items the LLM judge labels otherwise instead of flagging them "
+        "(turns judge on).",
+    )
+    min_logprob: float | None = Field(
+        None,
+        le=0,
+        description="Drop items whose mean generation log-probability per token is below this, where "
+        "the backend gives it (SuperGen's filter); empty: keep all.",
+    )

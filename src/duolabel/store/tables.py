@@ -437,3 +437,11 @@ class SyntheticItem(Base):
         Float, nullable=True, doc="The current labeler's probability of the intended label."
     )
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    review: Mapped[str | None] = mapped_column(
+        String(8), nullable=True, doc="accepted | rejected by a reviewer (a rejected item never trains)."
+    )
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("annotators.id"), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    judged_label: Mapped[str | None] = mapped_column(
+        String(200), nullable=True, doc="The LLM judge's label (synthetic.judge), where it judged."
+    )

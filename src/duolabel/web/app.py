@@ -41,6 +41,7 @@ from duolabel.web.api import router as api_router
 from duolabel.web.browse import router as browse_router
 from duolabel.web.common import HERE, Web, maybe_who
 from duolabel.web.pages import router as pages_router
+from duolabel.web.synthetic import router as synthetic_router
 
 __all__ = ["SECRET_FILE", "create_app", "serve"]
 
@@ -118,6 +119,7 @@ def create_app(project: Project) -> FastAPI:
     app.include_router(pages_router)
     app.include_router(api_router)
     app.include_router(browse_router)
+    app.include_router(synthetic_router)
     return app
 
 
