@@ -139,6 +139,12 @@ def for_spans(ctx: Context, cfg: LabelerConfig) -> SpanLabeler:
     becomes a :class:`SpanLabeler`; any other is refused with what to do instead. (Privacy
     redaction does not apply: it would move the offsets the spans point at.)"""
     if isinstance(cfg, EmbeddingLabelerConfig):
+        if cfg.engine != "local":
+            # The span lists stay in the labeler (answers_): a remote copy's never come back.
+            raise ProjectError(
+                f"task.type spans: labeler {cfg.label_name}: engine {cfg.engine!r} does not label spans yet; "
+                "use engine: local"
+            )
         return SpanLabeler(
             ctx.config.task.label_names,
             model_path=ctx.resolve(cfg.model) if cfg.model else None,
