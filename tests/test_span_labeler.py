@@ -30,12 +30,19 @@ def test_routing_reads_the_item_score_and_gold_is_the_whole_list():
     assert KIND.routing_gold(answers, gold, NER).tolist() == [0, -1, 0]
 
 
-def test_another_backend_in_a_spans_project_says_what_to_use(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("labeler", "message"),
+    [
+        ({"backend": "llama"}, "backend 'llama'.* does not label spans yet.*embedding.*import-answers"),
+        ({"backend": "embedding", "engine": "ray"}, "engine 'ray' does not label spans yet.*engine: local"),
+    ],
+)
+def test_what_a_spans_project_cannot_label_with_says_what_to_use(tmp_path: Path, labeler: dict, message: str):
     golden, _ = conll(40)
-    settings = {"labeler": [{"backend": "llama"}], "calibration": {"min_golden_per_label": 2}}
+    settings = {"labeler": [labeler], "calibration": {"min_golden_per_label": 2}}
     with spans_project(tmp_path / "p", **settings) as project:
         project.import_file(write_jsonl(tmp_path / "golden.jsonl", golden), role="golden", gold_column="gold")
-        with pytest.raises(ProjectError, match="does not label spans yet.*embedding.*import-answers"):
+        with pytest.raises(ProjectError, match=message):
             project.label()
 
 
