@@ -163,8 +163,8 @@ def main() -> None:
         + ", ".join(f"{np.mean(v):.1%} (target {t})" for t, v in held.items())
         + f" of {n_splits} splits (it promises at least {1 - RISK:.0%}). "
         "Whole-item accuracy is strict: a sentence counts only when every span "
-        "(start, end, label) matches and nothing is missed, so sentences without entities are most "
-        'of what the model gets right. "Accuracy of accepted items" is over the seeds that accepted any.',
+        "(start, end, label) matches and nothing is missed. "
+        '"Accuracy of accepted items" is over the seeds that accepted any.',
     ]
     text = "\n".join(lines)
     print(text)
