@@ -33,7 +33,10 @@ def test_routing_reads_the_item_score_and_gold_is_the_whole_list():
 @pytest.mark.parametrize(
     ("labeler", "message"),
     [
-        ({"backend": "llama"}, "backend 'llama'.* does not label spans yet.*embedding.*import-answers"),
+        (
+            {"backend": "openai", "model": "m"},
+            "backend 'openai'.* does not label spans yet.*embedding.*llama",
+        ),
         ({"backend": "embedding", "engine": "ray"}, "engine 'ray' does not label spans yet.*engine: local"),
     ],
 )
@@ -84,3 +87,27 @@ def test_run_labels_routes_and_aggregates_spans_end_to_end(tmp_path: Path):
         assert enough and all(i in finals for i in enough)
         assert all(finals[i] == spans_json(parse_spans(finals[i])) for i in enough)
         assert not any(i in finals for i in set(count) - enough)  # still waiting for a third
+
+
+@pytest.mark.slow
+def test_the_bundled_gemma_labels_a_spans_project_with_valid_lists_or_abstentions(tmp_path: Path):
+    pytest.importorskip("llama_cpp", reason="pip install 'duolabel[llama]'")
+    items, _ = conll(44)
+    golden, regular = items[:40], items[40:]
+    settings = {"labeler": [{"backend": "llama", "n_ctx": 1024}], "calibration": {"min_golden_per_label": 2}}
+    with spans_project(tmp_path / "p", **settings) as project:
+        project.import_file(write_jsonl(tmp_path / "golden.jsonl", golden), role="golden", gold_column="gold")
+        project.add_items(pd.DataFrame([{"id": i["id"], "text": i["text"]} for i in regular]))
+        (result,) = project.label()
+        with project.store.read() as session:
+            preds = session.scalars(select(Prediction)).all()
+            texts = dict(session.execute(select(Item.id, Item.text)).all())
+    assert len(preds) == len(items) and result.abstained == sum(p.abstained for p in preds)
+    assert all(p.out_of_fold for p in preds if p.item_id in {i["id"] for i in golden})  # it learnt nothing
+    for p in preds:
+        if p.abstained:  # no JSON list: no answer, people decide
+            assert p.label == "" and p.probs == {}
+        else:  # a valid span list inside the text, its score in every column
+            KIND.check_against_text(KIND.check_answer(p.label, NER), texts[p.item_id])
+            assert len(set(p.probs.values())) == 1 and 0 < p.raw_confidence <= 1
+    assert any(not p.abstained for p in preds)

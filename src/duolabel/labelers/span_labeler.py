@@ -25,17 +25,18 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from duolabel.config import EmbeddingLabelerConfig, LabelerConfig
+from duolabel.config import EmbeddingLabelerConfig, LabelerConfig, LlamaLabelerConfig
 from duolabel.context import Context
 from duolabel.core.spans import parse_spans, spans_json
 from duolabel.errors import LabelerError, ProjectError
 from duolabel.labelers.base import Progress, TextItem, Usage
 from duolabel.labelers.span_tagger import SpanTagger
 
-__all__ = ["SpanLabeler", "for_spans"]
+__all__ = ["LLMSpanLabeler", "SpanLabeler", "for_spans"]
 
 
 class SpanLabeler:
@@ -134,9 +135,71 @@ class SpanLabeler:
         return self._rows([p.confidence for p in predicted]), usage
 
 
-def for_spans(ctx: Context, cfg: LabelerConfig) -> SpanLabeler:
+class LLMSpanLabeler:
+    """A text-generating model (the ``llama`` backend) as the labeler of a spans project.
+
+    Each item's entities are asked for as JSON and placed in its text
+    (:func:`~duolabel.labelers.llm_spans.extract_spans`, greedy); a reply with no JSON list is
+    an abstention (a NaN row: people decide). The model learns nothing from the golden items,
+    so its predictions of them are honest as they are. It gives no probability of its own: an
+    item's score is ``1 / (1 + entities it named that could not be placed)``, so a reply that
+    names what is not in the text counts less, and the calibrate stage turns that into a chance
+    of the whole list being right on the golden items.
+
+    Examples
+    --------
+    >>> model = LLMSpanLabeler(generator, ["PER", "LOC"]).fit([], [])  # doctest: +SKIP
+    >>> probs, usage = model.predict_proba([TextItem("a", "Alice went to Paris")])  # doctest: +SKIP
+    >>> model.answers_["a"]  # doctest: +SKIP
+    '[{"start": 0, "end": 5, "label": "PER"}, {"start": 14, "end": 19, "label": "LOC"}]'
+    """
+
+    trainable = False
+
+    def __init__(
+        self, generator: Any, labels: Sequence[str], *, instructions: str = "", max_tokens: int = 120
+    ) -> None:
+        self.generator = generator
+        self.labels = list(labels)
+        self.instructions = instructions
+        self.max_tokens = max_tokens
+        self.answers_: dict[str, str] = {}
+
+    def fit(
+        self, items: Sequence[TextItem], labels: Sequence[str], *, progress: Progress | None = None
+    ) -> LLMSpanLabeler:
+        identity = getattr(self.generator, "identity", type(self.generator).__name__)
+        key = f"llm-spans|{identity}|{','.join(self.labels)}|{self.instructions}|{self.max_tokens}"
+        self.version_ = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self
+
+    def predict_proba(
+        self, items: Sequence[TextItem], *, progress: Progress | None = None
+    ) -> tuple[np.ndarray, Usage]:
+        from duolabel.labelers.llm_spans import extract_spans
+
+        start = time.perf_counter()
+        rows = np.full((len(items), len(self.labels)), np.nan)
+        for i, item in enumerate(items):
+            found = extract_spans(
+                self.generator,
+                [item.text],
+                self.labels,
+                instructions=self.instructions,
+                max_tokens=self.max_tokens,
+            )[0]
+            if not found.abstained:
+                rows[i] = 1.0 / (1 + len(found.left_out))
+                self.answers_[item.id] = spans_json(found.spans)
+            if progress is not None:
+                progress(1)
+        return rows, Usage(items=len(items), seconds=time.perf_counter() - start)
+
+
+def for_spans(ctx: Context, cfg: LabelerConfig) -> SpanLabeler | LLMSpanLabeler:
     """The labeler of a spans project for one ``labeler`` entry: the ``embedding`` backend
-    becomes a :class:`SpanLabeler`; any other is refused with what to do instead. (Privacy
+    becomes a :class:`SpanLabeler`, the ``llama`` one an :class:`LLMSpanLabeler`; any other is
+    refused with what to do instead. (Privacy
     redaction does not apply: it would move the offsets the spans point at.)"""
     if isinstance(cfg, EmbeddingLabelerConfig):
         if cfg.engine != "local":
@@ -152,8 +215,21 @@ def for_spans(ctx: Context, cfg: LabelerConfig) -> SpanLabeler:
             cv_folds=cfg.cv_folds,
             batch_size=cfg.batch_size,
         )
+    if isinstance(cfg, LlamaLabelerConfig):
+        from duolabel.labelers.generation import LlamaGenerator
+        from duolabel.labelers.llama import LlamaLabeler
+
+        backend = LlamaLabeler(
+            labels=ctx.config.task.label_names,
+            model_path=ctx.resolve(cfg.model_path) if cfg.model_path else None,
+            n_ctx=cfg.n_ctx,
+            n_threads=cfg.n_threads,
+        )
+        return LLMSpanLabeler(
+            LlamaGenerator(backend), ctx.config.task.label_names, instructions=ctx.config.task.instructions
+        )
     raise ProjectError(
         f"task.type spans: labeler {cfg.label_name} (backend {cfg.backend!r}) does not label spans yet; "
-        "use the embedding backend (a BIO span tagger), or import people's answers with "
-        "'duolabel import-answers' and run 'duolabel aggregate'"
+        "use the embedding backend (a BIO span tagger) or llama (extraction), or import people's "
+        "answers with 'duolabel import-answers' and run 'duolabel aggregate'"
     )
