@@ -23,7 +23,7 @@ from duolabel.config import PROJECT_FILE
 from duolabel.core.rules import wilson_interval
 from duolabel.core.spans import Spans, TokenVote, parse_spans, span_f1, spans_json, tokens
 from duolabel.core.tasks import AnswerError, check_item_answer, task_type
-from duolabel.errors import ConfigError, DataError, ProjectError
+from duolabel.errors import ConfigError, DataError, LabelerError, ProjectError
 from duolabel.project import Project
 from duolabel.store import Annotation, FinalLabel, Item
 from tests.conftest import shared_data
@@ -379,8 +379,14 @@ def test_a_control_answer_earns_its_span_f1_as_partial_credit(tmp_path: Path):
     assert exact["control_correct"] == 1
 
 
-def test_labeling_a_spans_project_stops_with_what_to_do_instead(tmp_path: Path):
+def test_labeling_a_spans_project_counts_golden_spans_per_label(tmp_path: Path):
+    # The span tagger labels spans projects now (tests/test_span_labeler.py); what it needs is
+    # enough gold spans of each label, counted span by span.
+    items, _ = conll(3)
     with spans_project(tmp_path / "p") as project:
-        project.add_items(pd.DataFrame({"id": ["x"], "text": ["Alice"]}))
-        with pytest.raises(ProjectError, match="the model labelers do not label it yet.*import-answers"):
+        project.import_file(write_jsonl(tmp_path / "golden.jsonl", items), role="golden", gold_column="gold")
+        counts = {n: sum(s["label"] == n for i in items for s in i["gold"]) for n in NER}
+        short = "; ".join(f"'{n}' has {k}" for n, k in counts.items() if k < 3)
+        assert short  # three sentences are too few
+        with pytest.raises(LabelerError, match=f"too few golden items to train and calibrate \\({short};"):
             project.label()

@@ -16,6 +16,7 @@ from sqlalchemy import or_, select
 from duolabel.config import LabelerSettings
 from duolabel.context import Context
 from duolabel.core.multilabel import answer_sets
+from duolabel.core.spans import parse_spans
 from duolabel.core.tasks import task_type
 from duolabel.errors import LabelerError
 from duolabel.labelers.base import TextItem
@@ -53,7 +54,9 @@ def golden_items(ctx: Context, *, minimum: bool = True) -> tuple[list[TextItem],
     gold = [r.gold_label for r in rows]
     need = ctx.config.calibration.min_golden_per_label if minimum else 0
     # A list answer (multi_label) counts once for each label in it.
-    if task_type(ctx.config.task.type).list_valued:
+    if ctx.config.task.type == "spans":  # each gold span counts for its label
+        counts = Counter(label for answer in gold for _, _, label in parse_spans(answer))
+    elif task_type(ctx.config.task.type).list_valued:
         counts = Counter(label for answer in answer_sets(gold) for label in answer)
     else:
         counts = Counter(gold)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from duolabel.core.tasks import TASK_TYPES, AnswerError
-from duolabel.errors import ConfigError, ProjectError
+from duolabel.errors import ConfigError
 
 __all__ = [
     "Span",
@@ -278,7 +278,6 @@ class Spans:
     default_aggregator: ClassVar[str] = "majority_vote"  # per token: TokenVote
     list_valued: ClassVar[bool] = True
     needs_texts: ClassVar[bool] = True  # answers point into the item's text: aggregation needs it
-    model_labels: ClassVar[bool] = False  # no labeler predicts spans through the label stage yet
 
     def check_answer(self, value: Any, labels: Sequence[str]) -> str:
         names = ", ".join(repr(label) for label in labels)
@@ -349,11 +348,38 @@ class Spans:
         return span_f1(parse_spans(answer), parse_spans(gold))
 
     def routing_probs(self, probs: np.ndarray, answers: Sequence[str], labels: Sequence[str]) -> np.ndarray:
-        # The label stage stops for spans (``model_labels``), so routing never gets here.
-        raise ProjectError("task.type spans: routing the model's spans is not built yet (issue 14)")
+        """Per item, the calibrated chance that the model's whole span list is right (every
+        column of a spans prediction holds it, :mod:`duolabel.labelers.span_labeler`) and,
+        as the runner-up, the chance it is not, capped at the first: routing reads a row's top
+        entry and its margin, as for a single-label distribution.
+
+        Examples
+        --------
+        >>> probs = np.array([[0.9, 0.9], [0.3, 0.3]])
+        >>> Spans().routing_probs(probs, ["[]", "[]"], ["PER", "LOC"]).round(2).tolist()
+        [[0.9, 0.1], [0.3, 0.3]]
+        """
+        p = np.asarray(probs, dtype=float)
+        if p.size == 0:
+            return np.zeros((len(p), 2))
+        whole = p[:, 0]
+        return np.column_stack([whole, np.minimum(1.0 - whole, whole)])
 
     def routing_gold(self, answers: Sequence[str], gold: Sequence[str], labels: Sequence[str]) -> np.ndarray:
-        raise ProjectError("task.type spans: routing the model's spans is not built yet (issue 14)")
+        """Column 0 (the model's list) where the model's span list equals the gold one, -1 otherwise.
+
+        Examples
+        --------
+        >>> Spans().routing_gold(['[{"start": 0, "end": 5, "label": "PER"}]', "[]"], ["[]", "[]"], ["PER"])
+        array([-1,  0])
+        """
+        return np.array(
+            [
+                0 if set(parse_spans(a)) == set(parse_spans(g)) else -1
+                for a, g in zip(answers, gold, strict=True)
+            ],
+            dtype=int,
+        )
 
     def agreement(self, answers: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
         # Pooled over every two annotators of the same item: pairs where neither marked

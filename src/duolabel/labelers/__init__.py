@@ -35,6 +35,7 @@ from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, Trainable
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
 from duolabel.labelers.llm_pairwise import for_task
 from duolabel.labelers.privacy import redacting
+from duolabel.labelers.span_labeler import for_spans
 
 __all__ = [
     "ENSEMBLE",
@@ -65,7 +66,10 @@ LabelerFactory = Callable[[Context, Any], Labeler]
 def build_labeler(ctx: Context, cfg: LabelerConfig) -> Any:
     """An unfitted labeler for one ``labeler`` entry of the project file (behind redaction
     when the project's ``privacy`` settings apply to it; a pairwise labeler in a pairwise
-    project, :func:`duolabel.labelers.llm_pairwise.for_task`)."""
+    project, :func:`duolabel.labelers.llm_pairwise.for_task`; the span tagger in a spans
+    project, :func:`duolabel.labelers.span_labeler.for_spans`)."""
+    if ctx.config.task.type == "spans":
+        return for_spans(ctx, cfg)
     return for_task(ctx, cfg, redacting(ctx, cfg, LABELERS.get(cfg.backend)(ctx, cfg)))
 
 

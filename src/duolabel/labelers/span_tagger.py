@@ -27,7 +27,10 @@ from duolabel.core.spans import Span, bio_tags, chunk_tags, tokens
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.embedding import local_model_folder
 
-__all__ = ["SpanPrediction", "SpanTagger"]
+__all__ = ["SpanPrediction", "SpanTagger", "WordVectors"]
+
+#: A text's words (character offsets) and one vector per word (NaN where the encoder stopped).
+WordVectors = tuple[list[tuple[int, int]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class SpanTagger:
             self._encoder = SentenceTransformer(str(path), device="cpu")
         return self._encoder
 
-    def word_vectors(self, texts: Sequence[str]) -> list[tuple[list[tuple[int, int]], np.ndarray]]:
+    def word_vectors(self, texts: Sequence[str]) -> list[WordVectors]:
         """Each text's words and one vector per word (its first piece's; NaN where the encoder
         cut the text off before the word)."""
         encoder = self._load()
@@ -122,11 +125,15 @@ class SpanTagger:
         return out
 
     def fit(self, texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> SpanTagger:
+        return self.fit_words(self.word_vectors(texts), spans)
+
+    def fit_words(self, words: Sequence[WordVectors], spans: Sequence[Sequence[Span]]) -> SpanTagger:
+        """:meth:`fit` on texts already through :meth:`word_vectors` (cross-fitting encodes once)."""
         from sklearn.linear_model import LogisticRegression
 
         rows, tags = [], []
-        for (words, vectors), gold in zip(self.word_vectors(texts), spans, strict=True):
-            for vector, tag in zip(vectors, bio_tags(gold, words), strict=True):
+        for (positions, vectors), gold in zip(words, spans, strict=True):
+            for vector, tag in zip(vectors, bio_tags(gold, positions), strict=True):
                 if not np.isnan(vector).any():
                     rows.append(vector)
                     tags.append(tag)
@@ -137,12 +144,16 @@ class SpanTagger:
         return self
 
     def predict(self, texts: Sequence[str]) -> list[SpanPrediction]:
+        return self.predict_words(self.word_vectors(texts))
+
+    def predict_words(self, words: Sequence[WordVectors]) -> list[SpanPrediction]:
+        """:meth:`predict` on texts already through :meth:`word_vectors`."""
         out = []
-        for words, vectors in self.word_vectors(texts):
-            probs = np.full((len(words), len(self.classes_)), np.nan)
+        for positions, vectors in words:
+            probs = np.full((len(positions), len(self.classes_)), np.nan)
             seen = ~np.isnan(vectors).any(axis=1)
             if seen.any():
                 probs[seen] = self.head_.predict_proba(vectors[seen])
-            spans, sure, confidence = decode(words, probs, self.classes_)
+            spans, sure, confidence = decode(positions, probs, self.classes_)
             out.append(SpanPrediction(spans, sure, confidence))
         return out

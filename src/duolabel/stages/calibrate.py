@@ -6,6 +6,12 @@ A prediction's ``label`` is rewritten to the task type's pick from its calibrate
 distribution: a calibrator may move the top label (vector scaling can), and the label that
 ships must be the one whose confidence routing and the target certificate judged.
 
+In a spans project the model's answer is a span list and its score (every label column of
+its probabilities, :mod:`duolabel.labelers.span_labeler`) is calibrated as one binary
+prediction per golden item, right when the whole list equals gold, with the project's
+``calibration.method`` and cross-fitted as the top probability is; the calibrated score goes
+into every column of ``calibrated`` and is the confidence, the span list is unchanged.
+
 The estimators and metrics are :mod:`duolabel.core.calibration`; this module reads the
 predictions from the store and writes the calibrated ones back.
 """
@@ -34,6 +40,7 @@ from duolabel.core.calibration import (
 )
 from duolabel.core.multilabel import LabelThresholds, PerLabelCalibrator, answer_sets, flat_binary
 from duolabel.core.probs import as_dict, as_matrix
+from duolabel.core.spans import parse_spans
 from duolabel.core.tasks import MultiLabel, task_type
 from duolabel.core.wholelist import LIST_CHANCE, WholeListCalibrator, chance_calibration_error
 from duolabel.errors import ProjectError
@@ -68,12 +75,12 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def _golden_rows(ctx: Context, name: str, version: str) -> tuple[list[Any], list[int]]:
-    """A labeler version's out-of-fold predictions on golden items (item, probs, gold) and the
+    """A labeler version's out-of-fold predictions on golden items (item, probs, label, gold) and the
     ids of all its usable predictions."""
     mine = (Prediction.model_version == version) & (Prediction.labeler == name)
     with ctx.store.read() as session:
         rows = session.execute(
-            select(Prediction.item_id, Prediction.probs, Item.gold_label)
+            select(Prediction.item_id, Prediction.probs, Prediction.label, Item.gold_label)
             .join(Item, Item.id == Prediction.item_id)
             .where(mine, Prediction.out_of_fold.is_(True), Prediction.abstained.is_(False))
             .where(Item.gold_label.is_not(None))
@@ -108,6 +115,8 @@ def _calibrated_batches(
 def _calibrate_one(ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]) -> CalibrationResult:
     labels = ctx.config.task.label_names
     task = task_type(ctx.config.task.type)
+    if ctx.config.task.type == "spans":  # the item score against the whole list (calibrate_spans)
+        return CalibrationResult(name, version, *_calibrate_spans(ctx, name, version, scored))
     if task.list_valued:
         return _calibrate_lists(ctx, name, version, scored)
     method: str = ctx.config.calibration.method  # "auto" is replaced by the method it selects
@@ -219,6 +228,44 @@ def _whole_list(
         for when, c in (("before", chances), ("after", honest_whole))
     }
     return whole, honest_whole, {**ece, "list_right": float(right.mean())}
+
+
+def _calibrate_spans(
+    ctx: Context, name: str, version: str, scored: dict[str, np.ndarray]
+) -> tuple[str, dict[str, float], dict[str, float], dict[str, float], int]:
+    """Calibrate labeler ``name``'s ``version`` in a spans project (its item score against "the
+    whole span list equals gold", see the module docstring); ``scored`` gets the golden
+    items' cross-fitted calibrated rows. Returns the method, its parameters, the metrics
+    before and after (cross-fitted) on the golden items, and how many predictions were
+    rewritten."""
+    labels = ctx.config.task.label_names
+    rows, ids = _golden_rows(ctx, name, version)
+    score = as_matrix([r.probs for r in rows], labels)[:, :1]
+    right = np.array([[int(set(parse_spans(r.label)) == set(parse_spans(r.gold_label)))] for r in rows])
+    if right.min() == right.max():
+        raise ProjectError(
+            f"labeler {name!r}: its span lists on the golden items are all "
+            f"{'right' if right[0, 0] else 'wrong'}; calibration needs both (add golden items)"
+        )
+    calibrator = PerLabelCalibrator(ctx.config.calibration.method).fit(score, right)
+    honest = calibrator.cross_validated(score, right)
+    width = len(labels)  # every column holds the score
+    scored.update({r.item_id: np.repeat(h, width) for r, h in zip(rows, honest, strict=True)})
+
+    def transform(probs: np.ndarray) -> np.ndarray:
+        return np.repeat(calibrator.transform(probs[:, :1]), width, axis=1)
+
+    for batch, calibrated in _calibrated_batches(ctx, ids, scored, transform):
+        for pred, row in zip(batch, calibrated, strict=True):
+            pred.calibrated = as_dict(row, labels)
+            pred.confidence = float(row[0])
+    return (
+        f"whole span list ({calibrator.methods_[0]})",
+        {},
+        calibration_metrics(*flat_binary(score, right)),
+        calibration_metrics(*flat_binary(honest, right)),
+        len(ids),
+    )
 
 
 def ensemble_version(members: dict[str, str], weights: dict[str, float], method: str) -> str:

@@ -18,7 +18,7 @@ label has one, with an error naming that command when some do not.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +75,7 @@ def _prediction_rows(
     run_id: int,
     out_of_fold: bool,
     seconds_per_item: float,
+    answers: Mapping[str, str] | None = None,
 ) -> list[Prediction]:
     rows = []
     # The task type reads the model's answer from its distribution (NaN rows abstain).
@@ -90,6 +91,17 @@ def _prediction_rows(
         )
         if np.isnan(row).any():  # an abstention: no label, people decide
             rows.append(Prediction(**common, probs={}, label="", raw_confidence=0.0, abstained=True))
+        elif answers is not None:
+            # A span list (spans): the labeler's own answer, its score in every column
+            # (duolabel.labelers.span_labeler).
+            rows.append(
+                Prediction(
+                    **common,
+                    probs=as_dict(row, labels),
+                    label=answers[item.id],
+                    raw_confidence=float(row.max()),
+                )
+            )
         else:
             rows.append(
                 Prediction(
@@ -137,12 +149,6 @@ def label_project(
     """Fit each labeler (or the one named) on the golden items and predict every item (or
     every item of ``batches``); a trainable labeler also predicts the ``stop_set`` items it
     has no prediction for (see the module docstring)."""
-    if not getattr(task_type(ctx.config.task.type), "model_labels", True):
-        # spans: a distribution over labels says nothing of where spans are (issue 14).
-        raise ProjectError(
-            f"task.type {ctx.config.task.type}: the model labelers do not label it yet (issue 14); "
-            "import people's answers with 'duolabel import-answers' and run 'duolabel aggregate'"
-        )
     return [_label_one(ctx, cfg, progress, batches, stop_set) for cfg in _select_configs(ctx, labeler)]
 
 
@@ -274,6 +280,7 @@ def _label_one(
                         run_id=run.id,
                         out_of_fold=out_of_fold,
                         seconds_per_item=part_usage.seconds / max(len(part), 1),
+                        answers=getattr(model, "answers_", None),
                     )
                 )
                 spent = usage.as_dict()
