@@ -4,7 +4,6 @@ and the assertions on the page and in the store are the test."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sqlalchemy import select
 from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
 from duolabel.store import Annotation, Annotator, ExpertTask, FinalLabel
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _serve
+from tests.browser import chromium_page, log_in, shot
 from tests.web_fixtures import PASSWORD
 from tests.webui_fixtures import fielded_project
 
@@ -34,43 +33,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
 
 @pytest.fixture
 def page(project: Project) -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    for url in _serve(project):
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                context = browser.new_context(base_url=url, viewport={"width": 1100, "height": 900})
-                page = context.new_page()
-                errors: list[str] = []  # what the strict CSP or a broken script would report
-                page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
-                page.on(
-                    "console",
-                    lambda msg, errors=errors: errors.append(msg.text) if msg.type == "error" else None,
-                )
-                page.errors = errors
-                yield page
-            finally:
-                browser.close()
-
-
-def log_in(page, name: str) -> None:
-    page.goto("/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-
-
-def shot(page, path: Path) -> Path:
-    """Save a full-page screenshot and check it is a real, non-trivial PNG."""
-    page.screenshot(path=str(path), full_page=True)
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", data[16:24])
-    assert width >= 800 and height >= 300 and len(data) > 10_000, (width, height, len(data))
-    return path
+    with chromium_page(project, viewport={"width": 1100, "height": 900}) as page:
+        yield page
 
 
 def test_label_with_unsure_and_a_comment(page, project: Project, tmp_path: Path) -> None:

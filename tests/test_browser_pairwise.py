@@ -12,6 +12,7 @@ from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
 from duolabel.store import Annotation
 from tests import test_browser
+from tests.browser import log_in
 from tests.test_pairwise import pair_project, routed_pairs
 from tests.web_fixtures import PASSWORD
 
@@ -47,10 +48,7 @@ def test_label_pairs_with_a_b_t_and_a_digit(page, project: Project) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.goto("/login")
-    page.fill("input[name=name]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    log_in(page, "alice")
 
     prompt, left, right = page.locator("#item-text"), page.locator("#response-a"), page.locator("#response-b")
     expect(prompt).to_have_text("Say hello in <i>HTML</i>.")  # as text, not markup

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
 from duolabel.store import Annotation
 from duolabel.web import create_app
 from tests.test_web import Person, assignment_id
-from tests.web_fixtures import LABELS, PASSWORD, add_routed_items, make_project
+from tests.web_fixtures import LABELS, routed_project
 
 # add_routed_items' texts: "text of item-000: my parcel <b>never</b> arrived"
 PREFIX = len("text of item-000: ")
@@ -25,10 +24,7 @@ PREFIX = len("text of item-000: ")
 
 def spans_web_project(folder: Path, items: int) -> Project:
     """A spans project with LABELS, ``items`` items routed to one person, and alice."""
-    project = make_project(folder, task={"type": "spans"})
-    add_routed_items(project, items, overlap=1)
-    add_annotator(project.store, "alice", PASSWORD)
-    return project
+    return routed_project(folder, items, "spans")
 
 
 def test_the_form_posts_spans_as_json_and_the_server_checks_the_offsets(tmp_path: Path):
@@ -81,80 +77,65 @@ def _word_centre(page, word: str) -> tuple[float, float]:
 
 @pytest.mark.browser
 def test_spans_with_keyboard_and_mouse_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _serve
+    from tests.browser import chromium_page, log_in
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium")
     monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
     project = spans_web_project(tmp_path / "p", 3)
-    served = _serve(project)
-    url = next(served)
-    errors: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_context(base_url=url).new_page()
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-                page.goto("/login")
-                page.fill("input[name=name]", "alice")
-                page.fill("input[name=password]", PASSWORD)
-                page.click("button[type=submit]")
-                text = page.locator("#item-text")
-                expect(text).to_contain_text("text of item-000")
-                page.wait_for_load_state("load")
-                # the markup in the text stays text
-                expect(text).to_contain_text("<b>never</b>")
-                assert page.locator("#item-text b").count() == 0
+        with chromium_page(project) as page:
+            log_in(page, "alice")
+            text = page.locator("#item-text")
+            expect(text).to_contain_text("text of item-000")
+            page.wait_for_load_state("load")
+            # the markup in the text stays text
+            expect(text).to_contain_text("<b>never</b>")
+            assert page.locator("#item-text b").count() == 0
 
-                # Keyboard: "my" is the 7th token (text of item - 000 : my); shift+right adds
-                # "parcel"; 2 labels it shipping. Then "arrived" (the last token), 1, Enter.
-                for _ in range(7):
-                    page.keyboard.press("ArrowRight")
-                page.keyboard.press("Shift+ArrowRight")
-                expect(page.locator("#item-text mark.selecting")).to_have_text("my parcel")
-                page.keyboard.press("2")
-                expect(page.locator("#span-list li")).to_have_count(1)
-                for _ in range(20):  # past the end stays on the last token
-                    page.keyboard.press("ArrowRight")
-                page.keyboard.press("1")
-                expect(page.locator("#span-list li")).to_have_count(2)
-                page.keyboard.press("Enter")
-                expect(text).to_contain_text("text of item-001")
-                page.wait_for_load_state("load")
+            # Keyboard: "my" is the 7th token (text of item - 000 : my); shift+right adds
+            # "parcel"; 2 labels it shipping. Then "arrived" (the last token), 1, Enter.
+            for _ in range(7):
+                page.keyboard.press("ArrowRight")
+            page.keyboard.press("Shift+ArrowRight")
+            expect(page.locator("#item-text mark.selecting")).to_have_text("my parcel")
+            page.keyboard.press("2")
+            expect(page.locator("#span-list li")).to_have_count(1)
+            for _ in range(20):  # past the end stays on the last token
+                page.keyboard.press("ArrowRight")
+            page.keyboard.press("1")
+            expect(page.locator("#span-list li")).to_have_count(2)
+            page.keyboard.press("Enter")
+            expect(text).to_contain_text("text of item-001")
+            page.wait_for_load_state("load")
 
-                # Mouse: drag over "my parcel" (whole words, however loosely), label it with 3;
-                # double-click "never", click the billing button; click the first span and
-                # relabel it with 1; double-click "arrived", 2, click it and delete it.
-                x0, y0 = _word_centre(page, "my")
-                x1, y1 = _word_centre(page, "parcel")
-                page.mouse.move(x0, y0)
-                page.mouse.down()
-                page.mouse.move(x1, y1, steps=5)
-                page.mouse.up()
-                expect(page.locator("#item-text mark.selecting")).to_have_text("my parcel")
-                page.keyboard.press("3")
-                page.mouse.dblclick(*_word_centre(page, "never"))
-                page.click('button[data-span-label="billing"]')
-                expect(page.locator("#span-list li")).to_have_count(2)
-                page.locator("#item-text mark.span", has_text="my parcel").first.click()
-                page.keyboard.press("1")
-                page.mouse.dblclick(*_word_centre(page, "arrived"))
-                page.keyboard.press("2")
-                expect(page.locator("#span-list li")).to_have_count(3)
-                page.locator("#item-text mark.span", has_text="arrived").click()
-                page.keyboard.press("Delete")
-                expect(page.locator("#span-list li")).to_have_count(2)
-                page.keyboard.press("Enter")
-                expect(text).to_contain_text("text of item-002")
-                page.wait_for_load_state("load")
-                page.keyboard.press("Enter")  # nothing marked: no span applies
-                expect(page.get_by_text("Nothing to do right now")).to_be_visible()
-            finally:
-                browser.close()
+            # Mouse: drag over "my parcel" (whole words, however loosely), label it with 3;
+            # double-click "never", click the billing button; click the first span and
+            # relabel it with 1; double-click "arrived", 2, click it and delete it.
+            x0, y0 = _word_centre(page, "my")
+            x1, y1 = _word_centre(page, "parcel")
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move(x1, y1, steps=5)
+            page.mouse.up()
+            expect(page.locator("#item-text mark.selecting")).to_have_text("my parcel")
+            page.keyboard.press("3")
+            page.mouse.dblclick(*_word_centre(page, "never"))
+            page.click('button[data-span-label="billing"]')
+            expect(page.locator("#span-list li")).to_have_count(2)
+            page.locator("#item-text mark.span", has_text="my parcel").first.click()
+            page.keyboard.press("1")
+            page.mouse.dblclick(*_word_centre(page, "arrived"))
+            page.keyboard.press("2")
+            expect(page.locator("#span-list li")).to_have_count(3)
+            page.locator("#item-text mark.span", has_text="arrived").click()
+            page.keyboard.press("Delete")
+            expect(page.locator("#span-list li")).to_have_count(2)
+            page.keyboard.press("Enter")
+            expect(text).to_contain_text("text of item-002")
+            page.wait_for_load_state("load")
+            page.keyboard.press("Enter")  # nothing marked: no span applies
+            expect(page.get_by_text("Nothing to do right now")).to_be_visible()
         with project.store.read() as session:
             stored = dict(session.execute(select(Annotation.item_id, Annotation.label)).all())
         never = PREFIX + len("my parcel <b>")
@@ -170,7 +151,6 @@ def test_spans_with_keyboard_and_mouse_in_chromium(tmp_path: Path, monkeypatch: 
             ],
             "item-002": [],
         }
-        assert errors == []  # the strict CSP lets the scripts run and nothing else fails
+        assert page.errors == []  # the strict CSP lets the scripts run and nothing else fails
     finally:
-        for _ in served:
-            pass
+        project.close()

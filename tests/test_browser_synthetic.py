@@ -13,7 +13,8 @@ from sqlalchemy import select
 from duolabel.project import Project
 from duolabel.store import SyntheticItem
 from duolabel.training_data import synthetic_training_items
-from tests.test_browser_admin import log_in, page, shot  # noqa: F401  (page is a fixture)
+from tests.browser import log_in, shot
+from tests.test_browser_admin import page  # noqa: F401  (a fixture)
 from tests.test_synthetic_review import ITEMS, add_synthetic
 from tests.webui_fixtures import fielded_project
 

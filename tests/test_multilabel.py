@@ -28,14 +28,13 @@ from duolabel.core.quality import fleiss_kappa
 from duolabel.core.tasks import AnswerError, MultiLabel, task_type
 from duolabel.core.wholelist import LIST_CHANCE
 from duolabel.errors import DataError, ProjectError
-from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
 from duolabel.store import Annotation, FinalLabel, Item, Run
 from duolabel.web import create_app
 from duolabel.web.dashboard import dashboard_table
 from tests.test_web import Person, assignment_id
 from tests.test_wholelist import refit_chances
-from tests.web_fixtures import LABELS, PASSWORD, add_routed_items, make_project
+from tests.web_fixtures import LABELS, routed_project
 
 EMOTIONS = ["joy", "love", "fear"]
 KIND = MultiLabel()
@@ -313,10 +312,7 @@ def test_import_answers_names_a_bad_label(tmp_path: Path):
 
 def multi_label_web_project(folder: Path, items: int) -> Project:
     """A multi_label project with LABELS, ``items`` items routed to one person, and alice."""
-    project = make_project(folder, task={"type": "multi_label"})
-    add_routed_items(project, items, overlap=1)
-    add_annotator(project.store, "alice", PASSWORD)
-    return project
+    return routed_project(folder, items, "multi_label")
 
 
 def test_the_page_shows_checkboxes_and_stores_the_ticked_list(tmp_path: Path):
@@ -366,49 +362,34 @@ def test_people_functions_take_lists(tmp_path: Path):
 
 @pytest.mark.browser
 def test_label_with_keyboard_toggles_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _serve
+    from tests.browser import chromium_page, log_in
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium")
     monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
     project = multi_label_web_project(tmp_path / "p", 3)
-    served = _serve(project)
-    url = next(served)
-    errors: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_context(base_url=url).new_page()
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-                page.goto("/login")
-                page.fill("input[name=name]", "alice")
-                page.fill("input[name=password]", PASSWORD)
-                page.click("button[type=submit]")
-                text = page.locator("#item-text")
-                expect(text).to_contain_text("text of item-000")
-                # Keys pressed before label.js has run would be lost: wait for the page's load.
-                page.wait_for_load_state("load")
-                # 3 and 1 on, 2 on and off again; a clicked box keeps taking the keys
-                for key in "3122":
-                    page.keyboard.press(key)
-                expect(page.locator('input[data-toggle="1"]')).to_be_checked()
-                expect(page.locator('input[data-toggle="2"]')).not_to_be_checked()
-                page.keyboard.press("Enter")
-                expect(text).to_contain_text("text of item-001")
-                page.wait_for_load_state("load")
-                page.click('input[data-toggle="2"]')  # the mouse, then the keyboard on the focused box
-                page.keyboard.press("3")
-                page.keyboard.press("Enter")
-                expect(text).to_contain_text("text of item-002")
-                page.wait_for_load_state("load")
-                page.keyboard.press("Enter")  # nothing ticked: no label applies
-                expect(page.get_by_text("Nothing to do right now")).to_be_visible()
-            finally:
-                browser.close()
+        with chromium_page(project) as page:
+            log_in(page, "alice")
+            text = page.locator("#item-text")
+            expect(text).to_contain_text("text of item-000")
+            # Keys pressed before label.js has run would be lost: wait for the page's load.
+            page.wait_for_load_state("load")
+            # 3 and 1 on, 2 on and off again; a clicked box keeps taking the keys
+            for key in "3122":
+                page.keyboard.press(key)
+            expect(page.locator('input[data-toggle="1"]')).to_be_checked()
+            expect(page.locator('input[data-toggle="2"]')).not_to_be_checked()
+            page.keyboard.press("Enter")
+            expect(text).to_contain_text("text of item-001")
+            page.wait_for_load_state("load")
+            page.click('input[data-toggle="2"]')  # the mouse, then the keyboard on the focused box
+            page.keyboard.press("3")
+            page.keyboard.press("Enter")
+            expect(text).to_contain_text("text of item-002")
+            page.wait_for_load_state("load")
+            page.keyboard.press("Enter")  # nothing ticked: no label applies
+            expect(page.get_by_text("Nothing to do right now")).to_be_visible()
         with project.store.read() as session:
             stored = dict(session.execute(select(Annotation.item_id, Annotation.label)).all())
         assert stored == {
@@ -416,10 +397,8 @@ def test_label_with_keyboard_toggles_in_chromium(tmp_path: Path, monkeypatch: py
             "item-001": '["shipping", "other"]',
             "item-002": "[]",
         }
-        assert errors == []  # the strict CSP lets the script run and nothing else fails
+        assert page.errors == []  # the strict CSP lets the script run and nothing else fails
     finally:
-        for _ in served:
-            pass
         project.close()
 
 

@@ -104,3 +104,13 @@ def add_routed_items(
                 )
             )
     return ids
+
+
+def routed_project(folder: Path, items: int, task_type: str) -> Project:
+    """A ``task_type`` project with LABELS, ``items`` items routed to one person, and alice."""
+    from duolabel.people.accounts import add_annotator
+
+    project = make_project(folder, task={"type": task_type})
+    add_routed_items(project, items, overlap=1)
+    add_annotator(project.store, "alice", PASSWORD)
+    return project
