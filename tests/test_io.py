@@ -223,3 +223,24 @@ def test_export_keeps_the_users_own_input_columns(project, tmp_path):
     project.export(tmp_path / "out.parquet", include_pending=True)
     table = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert table[0]["customer"] == "c-17" and table[1]["priority"] == "2"
+
+
+def test_export_writes_each_text_field_in_its_own_column(tmp_path):
+    from tests.webui_fixtures import ROWS, fielded_project
+
+    project = fielded_project(tmp_path / "p")
+    try:
+        project.export(tmp_path / "out.csv", include_pending=True)
+        with (tmp_path / "out.csv").open(encoding="utf-8") as handle:
+            exported = {r["id"]: r for r in csv.DictReader(handle)}
+        project.export(tmp_path / "out.jsonl", include_pending=True)
+        lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+        jsonl = {r["id"]: r for r in map(json.loads, lines)}
+    finally:
+        project.close()
+    for item_id, title, body, drug, _ in ROWS:
+        for row in (exported[item_id], jsonl[item_id]):
+            # the fields as imported, not split back out of the joined text
+            assert (row["title"], row["body"], row["drug"] or "") == (title, body, drug)
+            assert row["text"] == f"{title}\n\n{body}"
+    assert list(exported["r1"]).index("title") < list(exported["r1"]).index("drug")  # text fields first

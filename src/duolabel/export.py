@@ -77,14 +77,22 @@ def final_query(
 
 
 def _input_columns(store: Store, taken: set[str]) -> dict[str, str]:
-    """The items' other input columns (``Item.fields``: what the import kept besides the id,
-    the text fields and the gold column) in first-seen order, as {export column: field};
-    a field named like one of duolabel's columns (``taken``) is exported as ``field_<name>``."""
+    """The items' input columns besides the id and the gold column, in first-seen order, as
+    {export column: field}: each text field on its own where an item has several
+    (``Item.text_parts``; ``text`` holds them joined), then what the import kept besides
+    (``Item.fields``). A field named like one of duolabel's columns (``taken``) is exported
+    as ``field_<name>``."""
     keys: dict[str, None] = {}
     with store.read() as session:
-        for fields in session.scalars(select(Item.fields).execution_options(yield_per=CHUNK_ROWS)):
-            keys.update(dict.fromkeys(fields or {}))
+        query = select(Item.text_parts, Item.fields).execution_options(yield_per=CHUNK_ROWS)
+        for parts, fields in session.execute(query):
+            keys.update(dict.fromkeys(_inputs_of(parts, fields)))
     return {(f"field_{k}" if k in taken or k.startswith("p_") else k): k for k in keys}
+
+
+def _inputs_of(parts: dict[str, Any] | None, fields: dict[str, Any] | None) -> dict[str, Any]:
+    """An item's input values by field: its text fields (when it has several), then the rest."""
+    return {**(parts or {}), **(fields or {})}
 
 
 def _export_rows(
@@ -118,7 +126,10 @@ def _export_rows(
                     "model_probability": round(max(probs.values()), 6) if probs else None,
                     "gold_label": item.gold_label,
                     "batch": item.batch,
-                    **{column: (item.fields or {}).get(key) for column, key in inputs.items()},
+                    **{
+                        column: _inputs_of(item.text_parts, item.fields).get(key)
+                        for column, key in inputs.items()
+                    },
                     **flag,
                     **{
                         f"p_{name}": round(float(probs.get(name, 0.0)), 6) if probs else None
