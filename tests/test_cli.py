@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,7 +152,11 @@ def test_ctrl_c_says_what_was_kept_and_a_rerun_finishes(example_copy: Path):
     running.send_signal(signal.SIGINT)
     stdout, stderr = running.communicate(timeout=120)
     assert running.returncode == 130, stderr
-    assert "interrupted: stopped by Ctrl-C. Everything finished before it is kept" in " ".join(stderr.split())
+    said = " ".join(stderr.split())
+    # the stage drawing a bar when the signal came, if one was, is named with its count
+    assert re.search(
+        r"interrupted: stopped by Ctrl-C( during '[^']+' \([^)]*\))?\. Everything finished", said
+    ), said
     assert "Traceback" not in stderr and "Aborted!" not in stderr
     again = _started("run", str(example_copy))
     _, stderr = again.communicate(timeout=900)
@@ -174,3 +179,26 @@ def test_status_watch_prints_again_until_ctrl_c(tmp_path):
     assert watching.returncode == 0, stderr
     assert stdout.count("Project status") >= 2 and "Ctrl-C to stop" in stdout
     assert "Traceback" not in stderr and "interrupted" not in stderr
+
+
+def test_ctrl_c_names_the_stage_that_was_drawing_a_bar():
+    import io
+
+    from rich.console import Console
+
+    from duolabel.cli import _interrupted
+    from duolabel.errors import Interrupted
+    from duolabel.progress import active_stage, rich_reporter
+
+    report = rich_reporter(Console(file=io.StringIO()))
+    with report("Labeling with embedding", 1000) as advance:
+        advance(300)
+        advance(12)
+        with pytest.raises(Interrupted) as stopped:
+            _interrupted(2, None)
+    assert "during 'Labeling with embedding' (312 of 1,000 done; its finished chunks are kept)" in str(
+        stopped.value
+    )
+    assert active_stage() is None  # the bar is gone: a later Ctrl-C names no stage
+    with pytest.raises(Interrupted, match=r"^stopped by Ctrl-C\. Everything finished"):
+        _interrupted(2, None)

@@ -24,7 +24,7 @@ from duolabel.cli.tables import (
 )
 from duolabel.errors import DuolabelError, Interrupted, ProjectError
 from duolabel.formatting import money
-from duolabel.progress import rich_reporter
+from duolabel.progress import active_stage, rich_reporter
 
 app = typer.Typer(
     help="Label text datasets with a model and people together.",
@@ -725,9 +725,15 @@ def command_paths() -> list[list[str]]:
 def _interrupted(signum: int, frame: object) -> None:
     # Every stage commits as it goes (a chunk of predictions with its ledger entry, each
     # answer, each routing decision) and a re-run skips what is done: say so, not "Aborted!".
+    stage = active_stage()
+    during = ""
+    if stage is not None:
+        description, done, total = stage
+        of = f" of {total:,}" if total is not None else ""
+        during = f" during '{description}' ({done:,}{of} done; its finished chunks are kept)"
     raise Interrupted(
-        "stopped by Ctrl-C. Everything finished before it is kept in the store (labelled chunks, "
-        "answers, routing decisions, runs); run the same command again to continue from there"
+        f"stopped by Ctrl-C{during}. Everything finished before it is kept in the store (labelled "
+        "chunks, answers, routing decisions, runs); run the same command again to continue from there"
     )
 
 
