@@ -163,12 +163,13 @@ def pair_features(prompt: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarra
 
 
 def swapped_control(
-    record: Mapping[str, Any], *, gold_column: str = "gold", suffix: str = "-swapped"
+    record: Mapping[str, Any], *, gold_column: str = "gold", suffix: str = "-swapped", id_field: str = "id"
 ) -> dict[str, Any]:
     """A swapped duplicate of a pair with a known answer: the same prompt with the two responses
-    exchanged, its gold flipped, under the id ``<id><suffix>``. Imported as a control item, it
-    checks that people judge the responses, not their positions; nothing on the labeling page
-    tells it from any other task (the page never shows ids).
+    exchanged, its gold flipped, under the id ``<id><suffix>`` (in ``id_field``). Imported as a
+    control item, it checks that people judge the responses, not their positions; nothing on the
+    labeling page tells it from any other task (the page never shows ids). ``duolabel import
+    --swapped`` adds these twins under ids that do not say what they are.
 
     Examples
     --------
@@ -176,7 +177,7 @@ def swapped_control(
     {'id': 'p1-swapped', 'text': 'Say hi', 'response_a': 'bye', 'response_b': 'hi', 'gold': 'B'}
     """
     out = dict(record)
-    out["id"] = f"{record['id']}{suffix}"
+    out[id_field] = f"{record[id_field]}{suffix}"
     out[PAIR_FIELDS[0]], out[PAIR_FIELDS[1]] = record[PAIR_FIELDS[1]], record[PAIR_FIELDS[0]]
     if record.get(gold_column) is not None:
         out[gold_column] = swapped_answer(str(record[gold_column]))
