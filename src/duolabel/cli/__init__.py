@@ -140,6 +140,7 @@ def import_(
     swapped: Annotated[
         bool,
         typer.Option(
+            "--swapped",
             help="Pairwise controls (or golden pairs): add each pair's swapped twin, responses "
             "exchanged and gold flipped, under an id that does not say so."
         ),
