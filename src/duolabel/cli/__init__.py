@@ -142,7 +142,7 @@ def import_(
         typer.Option(
             "--swapped",
             help="Pairwise controls (or golden pairs): add each pair's swapped twin, responses "
-            "exchanged and gold flipped, under an id that does not say so."
+            "exchanged and gold flipped, under an id that does not say so.",
         ),
     ] = False,
 ) -> None:
