@@ -16,6 +16,15 @@ abstain and count as wrong / as routed to people.
 Embedding head: the frozen MiniLM on prompt and responses, the logistic-regression head on the
 pair features with swap augmentation (:class:`duolabel.labelers.pairwise.
 PairwiseEmbeddingLabeler`), over 5 seeds of a golden/test split of the same pool.
+
+Hybrid (``--hybrid``, the embedding head only; encoder vectors cached on disk under /work/bench):
+per seed, the head is fitted on the golden pairs, its out-of-fold golden probabilities certify a
+confidence threshold for the target (:func:`duolabel.core.operating.certify_target`, risk 0.1)
+and the test pairs above it are accepted, the rest go to people, *assumed exact*: model alone,
+human share, accuracy of the accepted pairs and hybrid accuracy, over 5 seeds. Validity: per seed
+the head's out-of-fold probabilities on the whole pool, then 40 random golden/test splits of them
+(200 in all), each certifying on its golden part and checking the accepted test pairs' accuracy
+against the target; the guarantee asks for it in at least 90% of the splits.
 """
 
 from __future__ import annotations
@@ -47,6 +56,9 @@ CACHE = Path(os.environ.get("DUOLABEL_BENCH", "/work/bench")) / "pairwise"
 LABELS = ["A", "B"]
 DESCRIPTIONS = ["Response A is better", "Response B is better"]
 SPLITS = 5
+# The cached Gemma scores are per prompt: "_judge" is the pair prompt of labelers/llm_pairwise.py
+# (the cache without a suffix holds the earlier prompt, the pair flattened into the item text).
+PROMPT = "_judge"
 
 
 def load(pool: int) -> tuple[list[TextItem], np.ndarray, dict[str, dict[str, str]]]:
@@ -73,7 +85,7 @@ def llm_orders(items: list[TextItem], fields) -> tuple[np.ndarray, np.ndarray, f
     from duolabel.labelers.llama import LlamaLabeler
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / "gemma_orders.json"
+    path = CACHE / f"gemma_orders{PROMPT}.json"
     cached = json.loads(path.read_text()) if path.exists() else {}
     todo = [item for item in items if item.id not in cached]
     seconds = 0.0
@@ -94,14 +106,14 @@ def llm_orders(items: list[TextItem], fields) -> tuple[np.ndarray, np.ndarray, f
             print(f"  scored {start + len(part)}/{len(todo)} pairs", flush=True)
         seconds = time.perf_counter() - started
         backend.close()
-        timing = CACHE / "gemma_seconds.json"
+        timing = CACHE / f"gemma_seconds{PROMPT}.json"
         spent = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "pairs": 0}
         timing.write_text(
             json.dumps({"seconds": spent["seconds"] + seconds, "pairs": spent["pairs"] + len(todo)})
         )
     shown = np.array([cached[i.id][0] for i in items], dtype=float)
     back = np.array([cached[i.id][1] for i in items], dtype=float)
-    timing = CACHE / "gemma_seconds.json"
+    timing = CACHE / f"gemma_seconds{PROMPT}.json"
     spent = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "pairs": 0}
     return shown, back, spent["seconds"] / max(spent["pairs"], 1)
 
@@ -157,6 +169,17 @@ FIGURES = [
 ]
 
 
+def _fitted_splits(head, items, labels, golden: int, *, base: int):
+    """Per seed: the head fitted on ``golden`` random pairs, its probabilities on the rest."""
+    for seed in range(SPLITS):
+        order = np.random.default_rng(base + seed).permutation(len(items))
+        train, test = order[:golden], order[golden:]
+        head.random_state = seed
+        head.fit([items[i] for i in train], [labels[i] for i in train])
+        probs, _ = head.predict_proba([items[i] for i in test])
+        yield seed, train, test, probs
+
+
 def embedding_figures(items, gold, fields, golden: int) -> dict[str, list[float]]:
     encoder = EmbeddingLabeler(labels=LABELS)
     caches = {part: MemoryEmbeddingCache() for part in ("prompt", "a", "b")}
@@ -164,12 +187,7 @@ def embedding_figures(items, gold, fields, golden: int) -> dict[str, list[float]
     labels = [LABELS[g] for g in gold]
     acc: list[float] = []
     floor: list[float] = []
-    for seed in range(SPLITS):
-        order = np.random.default_rng(100 + seed).permutation(len(items))
-        train, test = order[:golden], order[golden:]
-        head.random_state = seed
-        head.fit([items[i] for i in train], [labels[i] for i in train])
-        probs, _ = head.predict_proba([items[i] for i in test])
+    for seed, train, test, probs in _fitted_splits(head, items, labels, golden, base=100):
         acc.append(float((probs.argmax(1) == gold[test]).mean()))
         floor.append(float((gold[test] == np.bincount(gold[train], minlength=2).argmax()).mean()))
         print(f"  embedding split {seed}: accuracy {acc[-1]:.3f} (C={head.fit_info_['C']})", flush=True)
@@ -177,6 +195,89 @@ def embedding_figures(items, gold, fields, golden: int) -> dict[str, list[float]
         f"embedding head, {golden} golden pairs": acc,
         "baseline: the golden pairs' commonest answer": floor,
     }
+
+
+class DiskEmbeddingCache:
+    """Encoder vectors of one pair part kept in an .npz under /work/bench (a rerun encodes nothing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        data = np.load(path) if path.exists() else {}
+        self._vectors = {key: data[key] for key in data}
+
+    def get(self, items):
+        return {
+            i.id: self._vectors[i.id + "|" + i.content_hash]
+            for i in items
+            if i.id + "|" + i.content_hash in self._vectors
+        }
+
+    def put(self, items, vectors) -> None:
+        self._vectors.update({i.id + "|" + i.content_hash: v for i, v in zip(items, vectors, strict=True)})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(self.path, **self._vectors)
+
+
+def _certified_split(scores, correct, golden_idx, test_idx, target: float, risk: float):
+    """Certify on the golden part; the test part's human share and accepted accuracy."""
+    from duolabel.core.operating import certify_target
+
+    cert = certify_target(scores[golden_idx], correct[golden_idx], target=target, risk=risk)
+    accepted = scores[test_idx] >= cert.threshold
+    acc = float(correct[test_idx][accepted].mean()) if accepted.any() else float("nan")
+    hybrid = float((correct[test_idx] | ~accepted).mean())  # people assumed exact
+    return cert.certified, 1.0 - float(accepted.mean()), acc, hybrid
+
+
+def hybrid_figures(
+    items, gold, fields, golden: int, target: float, risk: float = 0.1
+) -> dict[str, list[float]]:
+    encoder = EmbeddingLabeler(labels=LABELS)
+    caches = {part: DiskEmbeddingCache(CACHE / f"minilm_{part}.npz") for part in ("prompt", "a", "b")}
+    head = PairwiseEmbeddingLabeler(encoder, lookup_from(fields), labels=LABELS, caches=caches)
+    labels = [LABELS[g] for g in gold]
+    out: dict[str, list[float]] = {k: [] for k in HYBRID}
+    for seed, train, test, probs in _fitted_splits(head, items, labels, golden, base=200):
+        oof = head.oof_proba_
+        scores = np.concatenate([oof.max(1), probs.max(1)])
+        correct = np.concatenate([oof.argmax(1) == gold[train], probs.argmax(1) == gold[test]])
+        g, t = np.arange(len(train)), np.arange(len(train), len(items))
+        certified, share, acc, hybrid = _certified_split(scores, correct, g, t, target, risk)
+        out["model alone: accuracy"].append(float(correct[t].mean()))
+        out["hybrid: certified"].append(float(certified))
+        out["hybrid: human share"].append(share)
+        out["hybrid: accuracy of the accepted pairs"].append(acc)
+        out["hybrid: accuracy (people exact)"].append(hybrid)
+        # Validity: the head's out-of-fold probabilities on the whole pool, 40 splits of them.
+        head.fit(items, labels)
+        pool_scores, pool_correct = head.oof_proba_.max(1), head.oof_proba_.argmax(1) == gold
+        held, certs = [], []
+        for split in range(VALIDITY_SPLITS // SPLITS):
+            perm = np.random.default_rng(1000 * seed + split).permutation(len(items))
+            ok, _, acc, _ = _certified_split(
+                pool_scores, pool_correct, perm[:golden], perm[golden:], target, risk
+            )
+            certs.append(ok)
+            held.append(not ok or np.isnan(acc) or acc >= target)
+        out["validity: splits where the accepted pairs reach the target"].append(float(np.mean(held)))
+        out["validity: splits certified"].append(float(np.mean(certs)))
+        print(
+            f"  hybrid seed {seed}: model {out['model alone: accuracy'][-1]:.3f}, share {share:.3f}",
+            flush=True,
+        )
+    return out
+
+
+HYBRID = (
+    "model alone: accuracy",
+    "hybrid: certified",
+    "hybrid: human share",
+    "hybrid: accuracy of the accepted pairs",
+    "hybrid: accuracy (people exact)",
+    "validity: splits where the accepted pairs reach the target",
+    "validity: splits certified",
+)
+VALIDITY_SPLITS = 200
 
 
 def row(name: str, values: list[float]) -> str:
@@ -191,9 +292,13 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=500, help="llmbar pairs scored (a fixed random pool)")
     parser.add_argument("--golden", type=int, default=200, help="golden pairs per embedding split")
     parser.add_argument("--skip-embedding", action="store_true")
+    parser.add_argument("--hybrid", action="store_true", help="only the embedding head's hybrid and validity")
+    parser.add_argument("--target", type=float, default=0.7, help="the hybrid's accuracy target")
     parser.add_argument("--record", action="store_true", help="write the figures into docs/benchmarks.md")
     args = parser.parse_args()
     items, gold, fields = load(args.pool)
+    if args.hybrid:
+        return hybrid_main(args, items, gold, fields)
     print(f"LLM judge: Gemma 3 270M on {len(items)} llmbar pairs, both orders", flush=True)
     shown, back, per_pair = llm_orders(items, fields)
     figures = llm_figures(shown, back, gold)
@@ -235,6 +340,31 @@ def main() -> None:
     print(text)
     if args.record:
         record_section("Pairwise preference on LLMBar (benchmarks/pairwise.py)", text)
+
+
+def hybrid_main(args, items, gold, fields) -> None:
+    print(f"Embedding head hybrid on {len(items)} llmbar pairs, target {args.target}", flush=True)
+    start = time.perf_counter()
+    figures = hybrid_figures(items, gold, fields, args.golden, args.target)
+    text = "\n".join(
+        [
+            f"Command: `python benchmarks/pairwise.py --hybrid --pool {args.pool} "
+            f"--golden {args.golden} --target {args.target} --record` — {date.today().isoformat()}, "
+            f"llmbar ({len(items)} pairs drawn at random from 885), {SPLITS} seeds of a "
+            f"{args.golden}-pair golden / test split (mean, std, min–max over seeds); validity over "
+            f"{VALIDITY_SPLITS} golden/test splits of the head's out-of-fold probabilities "
+            f"({VALIDITY_SPLITS // SPLITS} per seed); risk 0.1; people assumed exact (no crowd answers "
+            f"are recorded for llmbar). {time.perf_counter() - start:.0f} s.",
+            "",
+            "| figure | mean | std | min–max |",
+            "|---|---|---|---|",
+            *[row(name, figures[name]) for name in HYBRID],
+        ]
+    )
+    print(text)
+    if args.record:
+        title = f"Pairwise hybrid on LLMBar: embedding head, target {args.target} (pairwise.py --hybrid)"
+        record_section(title, text)
 
 
 if __name__ == "__main__":

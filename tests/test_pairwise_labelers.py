@@ -155,7 +155,7 @@ class PositionBiased:
     def predict_proba(self, items, *, progress=None):
         rows = []
         for item in items:
-            a_part = item.text.split("Response A: ")[1].split("\nResponse B: ")[0]
+            a_part = item.text.split("# Output (a):\n")[1].split("\n\n# Output (b):")[0]
             if "biased" in item.text:
                 rows.append([0.8, 0.2])
             else:
@@ -172,7 +172,8 @@ def test_both_orders_are_averaged_and_inconsistent_pairs_abstain():
     items = [TextItem("x", "fair"), TextItem("y", "fair"), TextItem("z", "biased")]
     judge = PairwiseLLMLabeler(PositionBiased(), lookup_from(fields))
     judge.fit(items[:1], ["A"])
-    assert judge.fitted == ["Instruction: fair\nResponse A: good\nResponse B: bad"]  # the backend's
+    # the backend's few-shot examples: the pairs as shown
+    assert judge.fitted == ["# Instruction:\nfair\n\n# Output (a):\ngood\n\n# Output (b):\nbad"]
     probs, usage = judge.predict_proba(items)
     # x as shown: [.9 .1]; swapped, A is "bad": [.3 .7], mapped back [.7 .3]; the mean [.8 .2].
     np.testing.assert_allclose(probs[:2], [[0.8, 0.2], [0.2, 0.8]])
@@ -183,7 +184,7 @@ def test_both_orders_are_averaged_and_inconsistent_pairs_abstain():
     keep = PairwiseLLMLabeler(PositionBiased(), lookup_from(fields), inconsistent="keep")
     np.testing.assert_allclose(keep.predict_proba(items)[0][2], [0.5, 0.5])
     judge.budget = 3.0  # set on the backend (the label stage's per-run budget)
-    assert judge._model.budget == 3.0 and judge.version_ == "fake-pair"
+    assert judge._model.budget == 3.0 and judge.version_ == "fake-pairjudge"
 
 
 class Shifted:
@@ -199,8 +200,8 @@ class Shifted:
     def predict_proba(self, items, *, progress=None):
         rows = []
         for item in items:
-            a = float(item.text.split("Response A: ")[1].split("\n")[0])
-            b = float(item.text.split("Response B: ")[1])
+            a = float(item.text.split("# Output (a):\n")[1].split("\n")[0])
+            b = float(item.text.split("# Output (b):\n")[1])
             p = 1 / (1 + np.exp(-(a - b + 2)))
             rows.append([p, 1 - p])
         return np.array(rows), Usage(items=len(items))
@@ -216,9 +217,9 @@ def test_per_order_calibration_takes_out_a_position_bias():
     gold = ["A" if a > b else "B" for a, b in values]
     raw = PairwiseLLMLabeler(Shifted(), lookup_from(fields), per_order=False).fit(items[:30], gold[:30])
     raw.predict_proba(items[30:])
-    assert raw.swap_consistent_.mean() < 0.9 and raw.version_ == "shifted-pair"
+    assert raw.swap_consistent_.mean() < 0.9 and raw.version_ == "shifted-pairjudge"
     judge = PairwiseLLMLabeler(Shifted(), lookup_from(fields)).fit(items[:30], gold[:30])
-    assert judge.calibrators_ is not None and judge.version_ == "shifted-pairc"
+    assert judge.calibrators_ is not None and judge.version_ == "shifted-pairjudgec"
     probs, usage = judge.predict_proba(items[30:])
     assert judge.swap_consistent_.all() and usage.extra["swap_inconsistent"] == 0
     assert [PAIR_LABELS[i] for i in probs.argmax(axis=1)] == gold[30:]
@@ -237,7 +238,42 @@ def _rendered(fields, items):
     return _as_items(lookup_from(fields)(items))
 
 
+def test_pair_prompt_lays_out_rules_blocks_and_question():
+    from duolabel.labelers.llama import LlamaLabeler
+    from duolabel.labelers.llm_pairwise import pair_prompt
+
+    fields = {
+        "x": {"response_a": "hi\nthere", "response_b": "bye"},
+        "y": {"response_a": "1", "response_b": "2"},
+    }
+    items = [TextItem("x", "Say hi"), TextItem("y", "Count")]
+    backend = LlamaLabeler(labels=["A", "B", "tie"], instructions=INSTRUCTIONS, few_shot=1)
+    PairwiseLLMLabeler(backend, lookup_from(fields))
+    assert backend.layout is pair_prompt  # the wrapped backend lays out pair prompts
+    shown = _rendered(fields, items)
+    text = backend.prompt(shown[0].text, [(shown[1].text, "B")], order=[2, 0, 1]).text
+    _check_pair_prompt(text, items[0], fields, shots=1)
+    assert "hi\nthere" in text  # line breaks of a response kept
+    question = "# Which is better, Output (a) or Output (b)? Answer tie if they are equally good, A if"
+    assert text.count(question) == 2 and "\nLabel: B\n\n# Instruction:\nSay hi" in text
+
+
 # -- the real Gemma ----------------------------------------------------------------------
+
+
+def _check_pair_prompt(prompt: str | None, item: TextItem, fields, *, shots: int) -> None:
+    """The judge's own prompt: rules and instructions, the pair's blocks, the question."""
+    assert prompt is not None
+    from duolabel.labelers.llm_pairwise import JUDGE_RULES
+
+    pair = fields[item.id]
+    assert prompt.startswith(JUDGE_RULES) and INSTRUCTIONS in prompt.split("\n\n")[0]
+    block = (
+        f"# Instruction:\n{item.text.strip()}\n\n# Output (a):\n{pair['response_a'].strip()}"
+        f"\n\n# Output (b):\n{pair['response_b'].strip()}\n\n# Which is better"
+    )
+    assert block in prompt and prompt.endswith("Label:")
+    assert prompt.count("# Output (a):") == shots + 1 and "Text:" not in prompt
 
 
 def _check_judge(judge: PairwiseLLMLabeler, items, fields, *, all_answered: bool = True) -> None:
@@ -276,6 +312,7 @@ def test_llama_judge_scores_both_orders_with_the_real_gemma():
     )
     judge = PairwiseLLMLabeler(backend, lookup_from(fields)).fit(items[:2], gold[:2])
     try:
+        _check_pair_prompt(backend.prompts(_rendered(fields, items[2:3]))[0], items[2], fields, shots=1)
         _check_judge(judge, items[2:], fields)
     finally:
         backend.close()
@@ -287,14 +324,19 @@ def test_openai_judge_against_the_real_llama_cpp_server(llm_server):
     from duolabel.labelers.openai import OpenAILabeler
     from tests.llm_server import MODEL_ALIAS
 
-    items, gold, fields = llmbar(2, max_chars=500, seed=3)
+    items, gold, fields = llmbar(3, max_chars=500, seed=3)
     backend = OpenAILabeler(
         labels=PAIR_LABELS, descriptions=DESCRIPTIONS, instructions=INSTRUCTIONS, model=MODEL_ALIAS,
         base_url=llm_server.base_url, answer_tokens=1, samples=2, top_logprobs=20, timeout=60.0,
         max_retries=1, cache=MemoryResponseCache(),
     )  # fmt: skip
-    judge = PairwiseLLMLabeler(backend, lookup_from(fields)).fit([], [])
-    _check_judge(judge, items, fields, all_answered=False)
+    # One golden pair shown: zero-shot, this Gemma continues the pair prompt's "Label:" with a
+    # line break (A and B only third and later among its top tokens, and just two are read).
+    judge = PairwiseLLMLabeler(backend, lookup_from(fields)).fit(items[:1], gold[:1])
+    shot = [(_rendered(fields, items[:1])[0].text, gold[0])]
+    prompt = backend._prompt(_rendered(fields, items[1:2])[0].text, shot)
+    _check_pair_prompt(prompt, items[1], fields, shots=1)
+    _check_judge(judge, items[1:], fields, all_answered=False)
 
 
 # -- in a project: labeled, calibrated, routed -------------------------------------------

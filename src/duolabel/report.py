@@ -58,6 +58,18 @@ def _golden(project: Project, version: str) -> _Golden:
     )
 
 
+def _systems(project: Project) -> list[dict[str, Any]]:
+    """A pairwise project's ranking of the systems named in its items' fields (``model_a`` /
+    ``model_b``), from the final labels: :func:`~duolabel.core.pairwise.system_ranking`."""
+    from duolabel.core.pairwise import system_ranking
+
+    with project.store.read() as session:
+        query = select(FinalLabel.label, Item.fields).join(Item, Item.id == FinalLabel.item_id)
+        found = session.execute(query.order_by(Item.seq)).all()
+    ranking = system_ranking([label for label, _ in found], [fields or {} for _, fields in found])
+    return [{**row, "strength": _fmt(row["strength"])} for row in ranking]
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -235,6 +247,7 @@ def write_report(project: Project, path: Path) -> Path:
             learning_verdict=learning.describe() if learning else "",
             learning_model=learning.model if learning else "",
             synthetic=synthetic_summary(project),
+            systems=_systems(project) if kind == "pairwise" else [],
         )
     )
     path.parent.mkdir(parents=True, exist_ok=True)

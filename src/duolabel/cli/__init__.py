@@ -137,6 +137,14 @@ def import_(
     model_version: Annotated[
         str | None, typer.Option(help="Label Studio: the predictions of this model_version.")
     ] = None,
+    swapped: Annotated[
+        bool,
+        typer.Option(
+            "--swapped",
+            help="Pairwise controls (or golden pairs): add each pair's swapped twin, responses "
+            "exchanged and gold flipped, under an id that does not say so.",
+        ),
+    ] = False,
 ) -> None:
     """Import items (a Label Studio export's annotations too); nothing is imported when any row is bad."""
     columns = {}
@@ -156,6 +164,7 @@ def import_(
             split=split,
             labeler=labeler,
             model_version=model_version,
+            swapped=swapped or None,
         )
     if hasattr(result, "summary"):  # a Label Studio export: items, answers, predictions
         out.print(result.summary())

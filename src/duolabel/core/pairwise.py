@@ -20,6 +20,7 @@ __all__ = [
     "PAIR_FIELDS",
     "OrderCalibrator",
     "PAIRWISE_LABELS",
+    "SYSTEM_FIELDS",
     "bradley_terry",
     "check_pair_labels",
     "pair_features",
@@ -27,10 +28,14 @@ __all__ = [
     "swapped_answer",
     "swapped_columns",
     "swapped_control",
+    "system_ranking",
 ]
 
 PAIR_FIELDS = ("response_a", "response_b")  # the item fields holding the two responses
 A, B, TIE = "A", "B", "tie"
+#: Item fields that may name the systems that wrote response A and response B, in the order
+#: they are looked for (the first pair any item carries is used).
+SYSTEM_FIELDS = (("model_a", "model_b"), ("system_a", "system_b"))
 PAIRWISE_LABELS = (A, B, TIE)
 
 
@@ -163,12 +168,13 @@ def pair_features(prompt: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarra
 
 
 def swapped_control(
-    record: Mapping[str, Any], *, gold_column: str = "gold", suffix: str = "-swapped"
+    record: Mapping[str, Any], *, gold_column: str = "gold", suffix: str = "-swapped", id_field: str = "id"
 ) -> dict[str, Any]:
     """A swapped duplicate of a pair with a known answer: the same prompt with the two responses
-    exchanged, its gold flipped, under the id ``<id><suffix>``. Imported as a control item, it
-    checks that people judge the responses, not their positions; nothing on the labeling page
-    tells it from any other task (the page never shows ids).
+    exchanged, its gold flipped, under the id ``<id><suffix>`` (in ``id_field``). Imported as a
+    control item, it checks that people judge the responses, not their positions; nothing on the
+    labeling page tells it from any other task (the page never shows ids). ``duolabel import
+    --swapped`` adds these twins under ids that do not say what they are.
 
     Examples
     --------
@@ -176,7 +182,7 @@ def swapped_control(
     {'id': 'p1-swapped', 'text': 'Say hi', 'response_a': 'bye', 'response_b': 'hi', 'gold': 'B'}
     """
     out = dict(record)
-    out["id"] = f"{record['id']}{suffix}"
+    out[id_field] = f"{record[id_field]}{suffix}"
     out[PAIR_FIELDS[0]], out[PAIR_FIELDS[1]] = record[PAIR_FIELDS[1]], record[PAIR_FIELDS[0]]
     if record.get(gold_column) is not None:
         out[gold_column] = swapped_answer(str(record[gold_column]))
@@ -213,3 +219,45 @@ def bradley_terry(
         return pd.Series(dtype=float, name="strength")
     scores = BradleyTerry(n_iter=n_iter).fit(pd.DataFrame(rows)).scores_
     return scores.rename("strength").sort_values(ascending=False, kind="stable")
+
+
+def system_ranking(labels: Sequence[str], fields: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A ranking table of the systems that wrote the responses, from one final answer per
+    pair and the pairs' item fields: the first :data:`SYSTEM_FIELDS` pair any item carries
+    names each response's system (pairs without both names, or with the same system twice,
+    are left out). One row per system, strongest first: its Bradley-Terry strength
+    (:func:`bradley_terry`), pairs, wins, ties and losses. Empty when no item names systems.
+
+    Examples
+    --------
+    >>> fields = [{"model_a": "x", "model_b": "y"}, {"model_a": "y", "model_b": "z"},
+    ...           {"model_a": "z", "model_b": "x"}, {"response_a": "no systems"}]
+    >>> rows = system_ranking(["A", "A", "B", "A"], fields)
+    >>> [(r["system"], r["pairs"], r["wins"], r["losses"]) for r in rows]
+    [('x', 2, 2, 0), ('y', 2, 1, 1), ('z', 2, 0, 2)]
+    """
+    names = next((pair for pair in SYSTEM_FIELDS if any(pair[0] in f and pair[1] in f for f in fields)), None)
+    if names is None:
+        return []
+    kept = [
+        (label, str(f[names[0]]), str(f[names[1]]))
+        for label, f in zip(labels, fields, strict=True)
+        if f.get(names[0]) not in (None, "")
+        and f.get(names[1]) not in (None, "")
+        and f[names[0]] != f[names[1]]
+    ]
+    if not kept:
+        return []
+    answers, left, right = (list(x) for x in zip(*kept, strict=True))
+    strengths = bradley_terry(answers, left, right)
+    tally: dict[str, dict[str, int]] = {}
+    for label, a, b in kept:
+        for me, won in ((a, A), (b, B)):
+            row = tally.setdefault(me, {"pairs": 0, "wins": 0, "ties": 0, "losses": 0})
+            row["pairs"] += 1
+            row["ties" if label == TIE else "wins" if label == won else "losses"] += 1
+    order = list(strengths.index) + sorted(set(tally) - set(strengths.index))
+    return [
+        {"system": name, "strength": float(strengths.get(name, float("nan"))), **tally[name]}
+        for name in order
+    ]

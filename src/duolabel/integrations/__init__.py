@@ -48,9 +48,17 @@ def _refuse(options: dict[str, Any], names: tuple[str, ...], what: str) -> None:
 def import_items(ctx: Context, data: Any, *, fmt: str | None = None, **options: Any) -> Any:
     """Import items from ``data`` in whichever format it is (see the module docstring);
     ``split`` is for datasets, ``labeler``, ``model_version`` and ``from_name`` for a Label
-    Studio export (whose annotations and predictions come in with its items)."""
+    Studio export (whose annotations and predictions come in with its items), ``swapped`` for
+    a pairwise project's controls (each with its swapped twin, :mod:`.pair_controls`)."""
     options = {k: v for k, v in options.items() if v is not None}
     kind = integration(data, fmt)
+    if options.pop("swapped", False):  # pairwise controls with their swapped twins
+        from duolabel.integrations.pair_controls import import_with_swapped
+
+        _refuse(options, ("split", "labeler", "model_version", "from_name"), "a Label Studio export")
+        if kind is not None:
+            raise ProjectError(f"--swapped reads CSV, JSONL or Parquet files, not {kind}")
+        return import_with_swapped(ctx.store, ctx.config.task, data, fmt=fmt, **options)
     if kind == "hf":
         from duolabel.integrations.hf import import_dataset
 

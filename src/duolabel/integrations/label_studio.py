@@ -518,6 +518,10 @@ def label_config(task: TaskConfig) -> str:
 
     if task.type == "spans":
         return span_label_config(task, FROM_NAME)
+    if task.type == "pairwise":
+        from duolabel.integrations.label_studio_pairs import pair_label_config
+
+        return pair_label_config(task, FROM_NAME)
     text = task.text_fields[0]
     choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in task.label_names)
     return (

@@ -3,7 +3,10 @@
 LLM judges prefer a position: LLMBar (Zeng et al., ICLR 2024) shows judgements that flip when
 the two responses are swapped. :class:`PairwiseLLMLabeler` therefore asks the backend's labeler
 twice per pair, as shown and with A and B swapped, reading each answer's probability from the
-label tokens as the single-label scoring does (``A`` and ``B`` after ``Label:``). The swapped
+label tokens as the single-label scoring does (``A`` and ``B`` after ``Label:``). The prompt is
+a judge's own (:func:`pair_prompt`, after LLMBar's): the judging rules and the project's
+instructions, then per pair the prompt, an ``Output (a)`` and an ``Output (b)`` block, and the
+question; the backend's labeler lays out its prompts with it once wrapped. The swapped
 order's distribution is mapped back (its A is the pair's B) and the two are averaged: a
 position bias that favours A in one order favours B in the other and cancels. A pair whose two
 orders pick different winners is *swap-inconsistent*: the model's preference is its position
@@ -29,15 +32,83 @@ from duolabel.core.pairwise import OrderCalibrator, swap_consistent, swapped_col
 from duolabel.errors import LabelerError
 from duolabel.labelers.base import Progress, TextItem, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
-from duolabel.labelers.pairwise import Pair, PairLookup, PairwiseEmbeddingLabeler, render_pair, store_pairs
+from duolabel.labelers.pairwise import Pair, PairLookup, PairwiseEmbeddingLabeler, store_pairs
+from duolabel.labelers.prompts import LabelPrompt, PromptedLabeler
 
-__all__ = ["PairwiseLLMLabeler", "for_task"]
+__all__ = ["JUDGE_RULES", "PairwiseLLMLabeler", "for_task", "pair_block", "pair_prompt"]
+
+#: The judging rules first in every pair prompt (LLMBar's "rules" prompt, shortened): what to
+#: weigh, and the biases LLMBar found judges fall for (position, length, style).
+JUDGE_RULES = (
+    "You are a careful judge of two outputs written for one instruction. Select the output that "
+    "follows the instruction better: it should do precisely what the instruction asks, be honest "
+    "and helpful, and contain neither more nor less than was asked. Do not let the order in which "
+    "the outputs are shown, their length or their style decide."
+)
+
+
+def pair_block(pair: Pair) -> str:
+    """The pair as the judge reads it: the prompt, then an ``Output (a)`` and an ``Output (b)``
+    block (line breaks kept: code and lists read as written).
+
+    Examples
+    --------
+    >>> print(pair_block(Pair("x", "Say hi", "hi", "bye")))
+    # Instruction:
+    Say hi
+    <BLANKLINE>
+    # Output (a):
+    hi
+    <BLANKLINE>
+    # Output (b):
+    bye
+    """
+    return (
+        f"# Instruction:\n{pair.prompt.strip()}\n\n"
+        f"# Output (a):\n{pair.a.strip()}\n\n# Output (b):\n{pair.b.strip()}"
+    )
+
+
+def _question(labels: Sequence[str], descriptions: Sequence[str], order: Sequence[int]) -> str:
+    meaning = {"A": "Output (a) is better", "B": "Output (b) is better", "tie": "they are equally good"}
+    parts = [f"{labels[i]} if {descriptions[i].strip() or meaning.get(labels[i], labels[i])}" for i in order]
+    return f"# Which is better, Output (a) or Output (b)? Answer {', '.join(parts)}."
+
+
+def pair_prompt(
+    *,
+    instructions: str,
+    labels: Sequence[str],
+    descriptions: Sequence[str],
+    text: str,
+    examples: Sequence[tuple[str, str]] = (),
+    order: Sequence[int] | None = None,
+) -> LabelPrompt:
+    """The judge's prompt for one pair (a :attr:`~duolabel.labelers.prompts.PromptedLabeler.layout`):
+    :data:`JUDGE_RULES` and the project's instructions, then each example and the pair (``text``,
+    a :func:`pair_block`) followed by the question and ``Label:``; ``order`` permutes how the
+    answers are listed in the question.
+
+    Examples
+    --------
+    >>> p = pair_prompt(instructions="", labels=["A", "B"], descriptions=["", ""],
+    ...                 text=pair_block(Pair("x", "Say hi", "hi", "bye")))
+    >>> print(p.text.splitlines()[-2])
+    # Which is better, Output (a) or Output (b)? Answer A if Output (a) is better, B if Output (b) is better.
+    >>> p.text.splitlines()[-1]
+    'Label:'
+    """
+    order = list(order) if order is not None else list(range(len(labels)))
+    rules = " ".join(f"{JUDGE_RULES} {instructions}".split())
+    question = _question(labels, descriptions, order)
+    body = "".join(f"{t}\n\n{question}\nLabel: {label}\n\n" for t, label in examples)
+    return LabelPrompt(rules + "\n\n", body + f"{text}\n\n{question}\nLabel:")
 
 
 def _as_items(pairs: Sequence[Pair]) -> list[TextItem]:
     # The pair's own id (so a golden pair is never its own few-shot example, in either order)
     # and a content hash of its own per order (so caches keyed by hash never mix the two).
-    return [TextItem(p.id, render_pair(p), p.content_hash + ":pair") for p in pairs]
+    return [TextItem(p.id, pair_block(p), p.content_hash + ":pair") for p in pairs]
 
 
 class PairwiseLLMLabeler:
@@ -46,8 +117,9 @@ class PairwiseLLMLabeler:
     Parameters
     ----------
     model : labeler
-        The backend's labeler, over the labels ``A, B[, tie]``; it reads the rendered pair
-        (:func:`~duolabel.labelers.pairwise.render_pair`) as an item's text.
+        The backend's labeler, over the labels ``A, B[, tie]``; it reads the pair
+        (:func:`pair_block`) as an item's text and, a prompted labeler, lays out its prompts
+        with :func:`pair_prompt` from now on.
     pairs : PairLookup
         The pair behind each item.
     inconsistent : {"abstain", "keep"}
@@ -91,6 +163,8 @@ class PairwiseLLMLabeler:
         if inconsistent not in ("abstain", "keep"):
             raise ValueError(f"inconsistent must be 'abstain' or 'keep', got {inconsistent!r}")
         object.__setattr__(self, "_model", model)
+        if isinstance(model, PromptedLabeler):
+            model.layout = pair_prompt
         self.pairs = pairs
         self.inconsistent = inconsistent
         self.per_order = per_order
@@ -110,7 +184,8 @@ class PairwiseLLMLabeler:
     @property
     def version_(self) -> str:
         """The backend's version, marked as judging pairs (and with per-order calibration)."""
-        return f"{self._model.version_}-pair{'c' if self.calibrators_ is not None else ''}"
+        # "judge": the pair prompt (its layout is not part of every backend's own version).
+        return f"{self._model.version_}-pairjudge{'c' if self.calibrators_ is not None else ''}"
 
     def _orders(self, items: Sequence[TextItem], usage: Usage) -> tuple[np.ndarray, np.ndarray]:
         """Each pair's distribution as shown and swapped (mapped back), from the backend."""

@@ -7,7 +7,7 @@ the shared part first lets llama.cpp reuse its KV cache across items.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +96,9 @@ class PromptedLabeler:
     demos : list of (id, text, label)
         Fixed demonstrations shown before every item instead of the nearest golden items
         (the prompt ``duolabel optimize-prompt`` chose); ``few_shot`` is then unused.
+    layout : callable
+        Lays out one prompt from :func:`build_prompt`'s keyword arguments; a task type with a
+        prompt of its own (pairs: :func:`~duolabel.labelers.llm_pairwise.pair_prompt`) swaps it in.
     contextual : bool
         Contextual calibration (Zhao et al., 2021): divide each distribution by the one the
         same prompt gives to content-free inputs (:data:`CONTENT_FREE`), and renormalise.
@@ -119,6 +122,7 @@ class PromptedLabeler:
     demos: Sequence[Demo] = ()
     contextual: bool = False
     seed: int = 0
+    layout: Callable[..., LabelPrompt] = build_prompt
 
     def __post_init__(self) -> None:
         # Copies: a caller's list changed later must not change the labeler.
@@ -156,7 +160,7 @@ class PromptedLabeler:
     ) -> LabelPrompt:
         """The prompt for one item from this labeler's labels, descriptions and instructions
         (``instructions`` replaces the latter)."""
-        return build_prompt(
+        return self.layout(
             instructions=self.instructions if instructions is None else instructions,
             labels=self.labels,
             descriptions=self.descriptions or [""] * len(self.labels),
