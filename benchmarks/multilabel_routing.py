@@ -18,7 +18,13 @@ raters' answers aggregated by majority vote per label (most comments have one ra
 Figures: subset accuracy (the whole list equals gold) and micro-F1 over the items to label.
 Validity: the calibrated probabilities cross-fitted over all comments (cached under
 /work/bench) are split ``--splits`` times into a golden half and a test half; each split
-certifies a threshold on its golden half and checks the accepted test lists' subset accuracy.
+certifies a threshold on its golden half and checks the accepted test lists' subset accuracy
+(the check of ``benchmarks/routing.py`` for single labels). That check is stricter than the
+promise, which is about the population: with a test half as large as the golden half and the
+certified point just above the target, the test half falls below it by chance more often than
+the risk. So each split also draws a golden half from all comments with replacement, taking
+them as the population, and checks the accepted comments of the whole population
+(:func:`population_held`): the promise itself, on a population whose accuracy is known.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from duolabel.core.multilabel import BinaryRelevance, LabelThresholds, OneVsRestHead, PerLabelCalibrator
-from duolabel.core.operating import choose_operating_point
+from duolabel.core.operating import certify_target, choose_operating_point
 from duolabel.core.tasks import MultiLabel
 from duolabel.core.wholelist import WholeListCalibrator
 
@@ -64,13 +70,20 @@ NOTES = (
     "target 0.7 is certified: about a third of the comments go to people and the hybrid's subset "
     "accuracy lands between the model's and people's. Tuned per-label thresholds raise the model's "
     "micro-F1 but lower its subset accuracy, so the hybrid sends more to people. The guarantee at "
-    "0.7 on six labels, product versus whole-list calibrated: the accepted test lists reach the "
-    "target in 81.0% versus 86.0% of the 200 splits (promised 90%; over all comments 97.5% versus "
-    "99.0%), for a human share of 0.297 versus 0.319: better, still short of the promise on finite "
-    "test halves, since the certified points sit close to the target (mean accepted accuracy about "
-    "0.72-0.73) and a test half of about a thousand accepted comments falls below it by chance. At "
-    "0.8 the calibrated chance holds in 99.0% of splits (product 93.5%) but accepts less (human "
-    "share 0.958 versus 0.888). People's figures are optimistic: gold was built from these raters' "
+    "0.7 on six labels, product versus whole-list calibrated: the accepted lists of the population "
+    "reach the target in 91.5% versus 94.5% of the 200 draws (promised 90%), for a human share of "
+    "0.297 versus 0.319. The accepted test lists reach it in only 81.0% versus 86.0% of the splits: "
+    "that check (the one `benchmarks/routing.py` makes for single labels, where 150-300 golden "
+    "items leave a wide margin above the target and the test sets are 1.5-9 times larger) is "
+    "stricter than the promise here, since the certified points sit just above the target (mean "
+    "accepted accuracy 0.72-0.73) and a test half as large as the "
+    "golden half falls below it by chance; a perfectly calibrated synthetic model with 1,500 "
+    "golden items at 0.7 shows the same gap, 92% in the population versus 84% in a test half "
+    "(tests/test_certify_near_target.py). The column before this one counted all comments, the "
+    "golden half that chose the threshold included (97.5% versus 99.0%), and overstated it. At 0.8 "
+    "the calibrated chance holds in 100% of draws (product 99.0%; test halves 99.0% and 93.5%) but "
+    "accepts less (human share 0.958 versus 0.888). People's figures are optimistic: gold was built "
+    "from these raters' "
     "votes."
 )
 
@@ -180,6 +193,36 @@ def all_calibrated(X: np.ndarray, Y: np.ndarray, cache: Path) -> np.ndarray:
     return calibrated
 
 
+def population_held(
+    answers: list[str],
+    product: np.ndarray,
+    gold: list[str],
+    right: np.ndarray,
+    target: float,
+    whole: bool,
+    draw: int,
+) -> bool:
+    """Whether the certificate holds on a population whose accuracy is known exactly.
+
+    What target mode promises is the accepted items' accuracy in the population the golden items
+    come from, not in one finite test half: a test half as large as the golden half falls below
+    a point certified just above the target far more often than ``RISK`` by chance alone. Here
+    the 3,001 comments are the population: a golden half is drawn from them with replacement
+    (i.i.d., as the certificate assumes), certifies a threshold (its whole-list chance
+    cross-fitted on it, every comment's from the calibrator fitted on all of it, as
+    ``duolabel calibrate`` does), and the accepted comments of the whole population are counted.
+    """
+    n = len(gold)
+    golden = np.random.default_rng(50_000 + draw).integers(0, n, n // 2)
+    g_chance, chance = product[golden], product
+    if whole:
+        g_gold = [gold[i] for i in golden]
+        g_chance, chance = whole_list([answers[i] for i in golden], g_chance, g_gold, answers, product)
+    cert = certify_target(g_chance, right[golden], target=target, risk=RISK)
+    accepted = chance >= cert.threshold
+    return bool(right[accepted].mean() >= target) if accepted.any() else True
+
+
 def validity(
     X: np.ndarray,
     Y: np.ndarray,
@@ -216,10 +259,7 @@ def validity(
             )  # fmt: skip
             accept = chance[test] >= point.threshold
             shares.append(1.0 - accept.mean())
-            # What the certificate is about: the accepted items' accuracy in the whole pool
-            # (all comments), not only in this split's finite test half.
-            everywhere = chance >= point.threshold
-            pooled.append(right[everywhere].mean() >= target if everywhere.any() else True)
+            pooled.append(population_held(answers, product, gold, right, target, whole, split))
             if accept.any():
                 accuracies.append(right[test][accept].mean())
                 held.append(right[test][accept].mean() >= target)
@@ -297,15 +337,16 @@ def report(seeds: int, splits: int, *, record: bool) -> None:
             f"The guarantee over {splits} golden/test halves ({title}; calibrated probabilities "
             "cross-fitted once over all comments and reused, each split certifying on its golden half):",
             "",
-            "| target, score | splits where the accepted test lists reach it | ... the accepted lists of all "
-            "comments | human share | accepted test lists right |",
+            "| target, score | splits where the accepted test lists reach it | ... the accepted lists of the "
+            "population (golden half drawn from all comments) | human share | accepted test lists right |",
             "|---|---|---|---|---|",
         ]
         for (target, whole), (held, pooled, share, accuracies, n_acc) in checked.items():
             accepted = f"{_fmt(accuracies)} ({n_acc} splits accept some)" if n_acc else "none accepted"
-            promised = f"{held:.1%} (promised ≥ {1 - RISK:.0%})"
+            # The promise is about the population; the finite test half is a stricter check.
+            promised = f"{pooled:.1%} (promised ≥ {1 - RISK:.0%})"
             scored = "whole-list calibrated" if whole else "product"
-            lines.append(f"| {target:g}, {scored} | {promised} | {pooled:.1%} | {share:.3f} | {accepted} |")
+            lines.append(f"| {target:g}, {scored} | {held:.1%} | {promised} | {share:.3f} | {accepted} |")
     text = "\n".join([*lines, "", NOTES])
     print(text)
     if record:
