@@ -187,6 +187,7 @@ def _llama(ctx: Context, cfg: LlamaLabelerConfig) -> Labeler:
         n_ctx=cfg.n_ctx,
         permutations=cfg.permutations,
         n_threads=cfg.n_threads,
+        prompt_variants=cfg.prompt_variants,
     )
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from duolabel.core.calibration import contextual_correction
+from duolabel.core.prompt_variants import PROMPT_DISAGREEMENT, variant_disagreement, variant_instructions
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import Progress, TextItem, Usage
 from duolabel.labelers.fewshot import encoder_name
@@ -95,6 +96,12 @@ class LlamaLabeler(PromptedLabeler):
         CPU threads for llama.cpp (prompts and single tokens); half the cores when omitted.
     seed : int
         Seed of the label shuffles (and of llama.cpp).
+    prompt_variants : int
+        Fixed paraphrases of the instruction also scored for every item (0: none), in the
+        given label order and without contextual correction. Their disagreement with the
+        main distribution and each other (:func:`~duolabel.core.prompt_variants.variant_disagreement`)
+        is an error signal, kept per item id in ``item_features_``; the prediction stays
+        the main prompt's. The extra prompts count in the usage (``variant_prompts``, tokens).
     labels, descriptions, instructions, few_shot, encode, demos, contextual
         As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words,
         the few-shot settings and contextual calibration.
@@ -112,6 +119,7 @@ class LlamaLabeler(PromptedLabeler):
     n_ctx: int = 2048
     permutations: int = 1
     n_threads: int | None = None
+    prompt_variants: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,6 +128,7 @@ class LlamaLabeler(PromptedLabeler):
         self._label_tokens: list[tuple[int, ...]] = []
         self._steps: list[tuple[tuple[int, ...], list[int]]] = []
         self._reusable = 0  # cached prompt positions holding what a fresh evaluation would
+        self.item_features_: dict[str, dict[str, float]] = {}
 
     # -- the model --------------------------------------------------------
 
@@ -270,7 +279,11 @@ class LlamaLabeler(PromptedLabeler):
         return orders
 
     def _prompt(
-        self, item: TextItem, examples: list[tuple[str, str]], order: Sequence[int]
+        self,
+        item: TextItem,
+        examples: list[tuple[str, str]],
+        order: Sequence[int],
+        instructions: str | None = None,
     ) -> tuple[str, list[int], int] | None:
         """The prompt text, its tokens and how many examples were dropped to fit it.
 
@@ -280,7 +293,7 @@ class LlamaLabeler(PromptedLabeler):
         room = self.n_ctx - self._longest_label
         # Examples come least similar first, so dropping from the front keeps the nearest ones.
         for dropped in range(len(examples) + 1):
-            text = self.prompt(item.text, examples[dropped:], order=order).text
+            text = self.prompt(item.text, examples[dropped:], order=order, instructions=instructions).text
             tokens = llm.tokenize(text.encode(), add_bos=True)
             if len(tokens) <= room:
                 return text, tokens, dropped
@@ -344,6 +357,8 @@ class LlamaLabeler(PromptedLabeler):
                 (item.id, label, item.content_hash) for item, label in zip(items, labels, strict=True)
             ),
             **self._prompt_state(),
+            # Only when on, so that turning it on relabels and existing versions stay as they were.
+            **({"variants": self._variants()} if self.prompt_variants else {}),
         }
         return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -366,11 +381,15 @@ class LlamaLabeler(PromptedLabeler):
         started = time.perf_counter()
         usage = Usage(items=len(items))
         usage.extra.update(abstained=0, label_tokens=0, prompt_tokens=0, examples_dropped=0)
+        if self.prompt_variants:
+            usage.extra["variant_prompts"] = 0
+        self.item_features_ = {}
         probs = np.zeros((len(items), len(self.labels)))
         if not items:
             return probs, usage
         self._load()
         orders = self._orders()
+        variants = np.zeros((self.prompt_variants and len(self._variants()), len(items), len(self.labels)))
         # The content-free distribution of each (examples, label order) seen in this call.
         biases: dict[tuple[tuple[tuple[str, str], ...], tuple[int, ...]], np.ndarray] = {}
         for start in range(0, len(items), CHUNK):
@@ -396,13 +415,41 @@ class LlamaLabeler(PromptedLabeler):
                             biases[key] = self.content_free(shots[dropped:], order, usage)
                         dist = contextual_correction(dist, biases[key])
                     probs[row] += dist
+            if self.prompt_variants:
+                variants[:, start : start + len(chunk)] = self._variant_dists(chunk, examples, usage)
             if progress is not None:
                 progress(len(chunk))
         probs /= len(orders)
+        if self.prompt_variants:
+            spread = variant_disagreement(np.concatenate([probs[None], variants]))
+            self.item_features_ = {
+                item.id: {PROMPT_DISAGREEMENT: float(v)}
+                for item, v in zip(items, spread, strict=True)
+                if not np.isnan(v)
+            }
         usage.extra["abstained"] = int(np.isnan(probs[:, 0]).sum())
         usage.extra["content_free_prompts"] = len(biases) * len(CONTENT_FREE)
         usage.seconds = time.perf_counter() - started
         return probs, usage
+
+    def _variants(self) -> list[str]:
+        return variant_instructions(self.instructions, self.prompt_variants)
+
+    def _variant_dists(
+        self, chunk: Sequence[TextItem], examples: list[list[tuple[str, str]]], usage: Usage
+    ) -> np.ndarray:
+        """The distributions of ``chunk`` under each paraphrased instruction (NaN: no fit)."""
+        out = np.full((len(self._variants()), len(chunk), len(self.labels)), np.nan)
+        order = tuple(range(len(self.labels)))
+        # Variants outside, items inside: consecutive prompts share the paraphrase's prefix.
+        for v, instructions in enumerate(self._variants()):
+            for i, (item, shots) in enumerate(zip(chunk, examples, strict=True)):
+                found = self._prompt(item, shots, order, instructions)
+                if found is not None:
+                    usage.extra["variant_prompts"] += 1
+                    usage.extra["prompt_tokens"] += len(found[1])
+                    out[v, i] = self._distribution(found[1], usage)
+        return out
 
     def _distribution(self, tokens: list[int], usage: Usage) -> np.ndarray:
         loglik = self._score(tokens, usage)
