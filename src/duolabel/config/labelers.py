@@ -247,6 +247,7 @@ class OpenAILabelerConfig(LabelerSettings):
         5, ge=1, le=50, description="Answers sampled per item when the server gives no log-probabilities."
     )
     verbalized: bool = Field(False, description="Ask the model for its confidence (only when set).")
+    prompt_variants: int = Field(0, ge=0, le=5, description=_VARIANTS_HELP)
     concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once on each server.")
     cooldown: float = Field(
         30.0, gt=0, description="Seconds a server of a list that keeps failing is left out before a new try."

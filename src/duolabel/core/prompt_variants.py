@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PARAPHRASES", "PROMPT_DISAGREEMENT", "variant_disagreement", "variant_instructions"]
+__all__ = [
+    "PARAPHRASES",
+    "PROMPT_DISAGREEMENT",
+    "variant_disagreement",
+    "variant_features",
+    "variant_instructions",
+]
 
 #: The feature name of the signal (in ``Prediction.features`` and ``ERROR_SIGNALS``).
 PROMPT_DISAGREEMENT = "prompt_disagreement"
@@ -73,3 +79,16 @@ def variant_disagreement(dists: np.ndarray) -> np.ndarray:
 
     spread = np.maximum(entropy(dists.mean(axis=0)) - entropy(dists).mean(axis=0), 0.0)
     return np.where(np.isnan(dists).any(axis=(0, 2)), np.nan, spread)
+
+
+def variant_features(ids: list[str], main: np.ndarray, variants: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per item id, its :data:`PROMPT_DISAGREEMENT` over the main distributions (items,
+    labels) and the variants' (prompts, items, labels); items not measured are left out.
+
+    Examples
+    --------
+    >>> variant_features(["a"], np.array([[1.0, 0.0]]), np.array([[[0.0, 1.0]]]))["a"]
+    {'prompt_disagreement': 0.6931471805599453}
+    """
+    spread = variant_disagreement(np.concatenate([np.asarray(main)[None], variants]))
+    return {i: {PROMPT_DISAGREEMENT: float(v)} for i, v in zip(ids, spread, strict=True) if not np.isnan(v)}

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from duolabel.core.calibration import contextual_correction
-from duolabel.core.prompt_variants import PROMPT_DISAGREEMENT, variant_disagreement, variant_instructions
+from duolabel.core.prompt_variants import variant_features
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import Progress, TextItem, Usage
 from duolabel.labelers.fewshot import encoder_name
@@ -96,13 +96,7 @@ class LlamaLabeler(PromptedLabeler):
         CPU threads for llama.cpp (prompts and single tokens); half the cores when omitted.
     seed : int
         Seed of the label shuffles (and of llama.cpp).
-    prompt_variants : int
-        Fixed paraphrases of the instruction also scored for every item (0: none), in the
-        given label order and without contextual correction. Their disagreement with the
-        main distribution and each other (:func:`~duolabel.core.prompt_variants.variant_disagreement`)
-        is an error signal, kept per item id in ``item_features_``; the prediction stays
-        the main prompt's. The extra prompts count in the usage (``variant_prompts``, tokens).
-    labels, descriptions, instructions, few_shot, encode, demos, contextual
+    labels, descriptions, instructions, few_shot, encode, demos, contextual, prompt_variants
         As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words,
         the few-shot settings and contextual calibration.
 
@@ -119,7 +113,6 @@ class LlamaLabeler(PromptedLabeler):
     n_ctx: int = 2048
     permutations: int = 1
     n_threads: int | None = None
-    prompt_variants: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -357,8 +350,6 @@ class LlamaLabeler(PromptedLabeler):
                 (item.id, label, item.content_hash) for item, label in zip(items, labels, strict=True)
             ),
             **self._prompt_state(),
-            # Only when on, so that turning it on relabels and existing versions stay as they were.
-            **({"variants": self._variants()} if self.prompt_variants else {}),
         }
         return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -389,7 +380,7 @@ class LlamaLabeler(PromptedLabeler):
             return probs, usage
         self._load()
         orders = self._orders()
-        variants = np.zeros((self.prompt_variants and len(self._variants()), len(items), len(self.labels)))
+        variants = np.zeros((len(self.variants()), len(items), len(self.labels)))
         # The content-free distribution of each (examples, label order) seen in this call.
         biases: dict[tuple[tuple[tuple[str, str], ...], tuple[int, ...]], np.ndarray] = {}
         for start in range(0, len(items), CHUNK):
@@ -421,28 +412,20 @@ class LlamaLabeler(PromptedLabeler):
                 progress(len(chunk))
         probs /= len(orders)
         if self.prompt_variants:
-            spread = variant_disagreement(np.concatenate([probs[None], variants]))
-            self.item_features_ = {
-                item.id: {PROMPT_DISAGREEMENT: float(v)}
-                for item, v in zip(items, spread, strict=True)
-                if not np.isnan(v)
-            }
+            self.item_features_ = variant_features([item.id for item in items], probs, variants)
         usage.extra["abstained"] = int(np.isnan(probs[:, 0]).sum())
         usage.extra["content_free_prompts"] = len(biases) * len(CONTENT_FREE)
         usage.seconds = time.perf_counter() - started
         return probs, usage
 
-    def _variants(self) -> list[str]:
-        return variant_instructions(self.instructions, self.prompt_variants)
-
     def _variant_dists(
         self, chunk: Sequence[TextItem], examples: list[list[tuple[str, str]]], usage: Usage
     ) -> np.ndarray:
         """The distributions of ``chunk`` under each paraphrased instruction (NaN: no fit)."""
-        out = np.full((len(self._variants()), len(chunk), len(self.labels)), np.nan)
+        out = np.full((len(self.variants()), len(chunk), len(self.labels)), np.nan)
         order = tuple(range(len(self.labels)))
         # Variants outside, items inside: consecutive prompts share the paraphrase's prefix.
-        for v, instructions in enumerate(self._variants()):
+        for v, instructions in enumerate(self.variants()):
             for i, (item, shots) in enumerate(zip(chunk, examples, strict=True)):
                 found = self._prompt(item, shots, order, instructions)
                 if found is not None:
