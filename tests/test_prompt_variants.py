@@ -118,3 +118,33 @@ def test_gemma_scores_two_paraphrases_stores_the_feature_and_calibrate_reports_i
     print(
         "gemma AUROC prompt_disagreement:", ranking[PROMPT_DISAGREEMENT], "confidence:", ranking["confidence"]
     )
+
+
+@pytest.mark.slow
+def test_openai_labeler_asks_the_variants_of_the_real_server_and_keeps_the_main_answer(llm_server):
+    from duolabel.labelers import TextItem
+    from duolabel.labelers.openai import OpenAILabeler
+    from tests.llm_server import MODEL_ALIAS
+    from tests.test_labelers_in_project import REVIEWS
+
+    # Two examples in each prompt: zero-shot, the weak base model often answers no label at all.
+    golden = [TextItem(f"g{i}", t) for i, t in enumerate(REVIEWS["book"] + REVIEWS["not_book"])]
+    gold = ["book"] * 3 + ["not_book"] * 3
+    items = [TextItem("a", "A gripping novel, I read it in one night."), TextItem("b", "The kettle leaks.")]
+    common = dict(
+        labels=["book", "not_book"],
+        instructions="Is the review about a book?",
+        model=MODEL_ALIAS,
+        base_url=llm_server.base_url,
+        few_shot=2,
+        answer_tokens=2,
+    )
+    p0, u0 = OpenAILabeler(**common).fit(golden, gold).predict_proba(items)
+    varied = OpenAILabeler(**common, prompt_variants=2).fit(golden, gold)
+    p2, u2 = varied.predict_proba(items)
+    assert not np.isnan(p0).any()
+    np.testing.assert_allclose(p2, p0, atol=1e-6)
+    assert u2.extra["variant_prompts"] == 4 and "variant_prompts" not in u0.extra
+    assert u2.input_tokens > u0.input_tokens  # the ledger pays for the paraphrases
+    assert set(varied.item_features_) == {"a", "b"}
+    assert all(f[PROMPT_DISAGREEMENT] >= 0 for f in varied.item_features_.values())
