@@ -219,7 +219,10 @@ def test_calibrate_says_how_well_each_signal_ranks_the_errors(example: Path):
     # The confidence's AUROC is the calibration table's (the same cross-fitted golden predictions).
     after = calibration_metrics(evidence.probs, evidence.gold)["auroc"]
     assert abs(ranking["confidence"] - after) < 1e-9
-    assert all(0.0 <= v <= 1.0 for k, v in ranking.items() if k != "disagreement")
+    # Nor prompt variants: the embedding labeler has no prompts (NaN, as disagreement is).
+    assert ranking["prompt_disagreement"] != ranking["prompt_disagreement"]
+    unmeasured = ("disagreement", "prompt_disagreement")
+    assert all(0.0 <= v <= 1.0 for k, v in ranking.items() if k not in unmeasured)
 
 
 def test_report_renders_in_chromium_with_its_images(example: Path):

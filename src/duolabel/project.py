@@ -192,9 +192,9 @@ class Project(Context):
 
     def error_ranking(self) -> dict[str, float]:
         """AUROC with which each signal (confidence, margin, entropy, ensemble disagreement,
-        nearest-golden accuracy) and their combination rank the model's errors on the golden
-        items: :func:`duolabel.stages.route.error_ranking_of` (for a list answer, of the model's
-        whole list)."""
+        prompt-variant disagreement, nearest-golden accuracy) and their combination rank the
+        model's errors on the golden items: :func:`duolabel.stages.route.error_ranking_of` (for
+        a list answer, of the model's whole list)."""
         from duolabel.pipeline import plan
         from duolabel.stages.distill import labeling_context
         from duolabel.stages.route import error_ranking_of

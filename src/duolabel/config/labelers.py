@@ -200,6 +200,12 @@ _PROMPT_HELP = (
 )
 
 
+_VARIANTS_HELP = (
+    "Fixed paraphrases of the instruction also scored per item (0: off); their disagreement is "
+    "an error signal (prompt_disagreement) reported by calibrate. Each one is a prompt more per item."
+)
+
+
 class LlamaLabelerConfig(_EngineSettings):
     llm: ClassVar[bool] = True
     backend: Literal["llama"] = Field(description="A GGUF model run in-process by llama.cpp.")
@@ -212,6 +218,7 @@ class LlamaLabelerConfig(_EngineSettings):
         1, ge=1, le=24, description="Label orders averaged over, against option-order bias."
     )
     n_threads: int | None = Field(None, ge=1, description="CPU threads; empty means half the CPU cores.")
+    prompt_variants: int = Field(0, ge=0, le=5, description=_VARIANTS_HELP)
     contextual_calibration: bool = Field(False, description=_CONTEXTUAL_HELP)
     prompt: str | None = Field(None, description=_PROMPT_HELP)
 
@@ -240,6 +247,7 @@ class OpenAILabelerConfig(LabelerSettings):
         5, ge=1, le=50, description="Answers sampled per item when the server gives no log-probabilities."
     )
     verbalized: bool = Field(False, description="Ask the model for its confidence (only when set).")
+    prompt_variants: int = Field(0, ge=0, le=5, description=_VARIANTS_HELP)
     concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once on each server.")
     cooldown: float = Field(
         30.0, gt=0, description="Seconds a server of a list that keeps failing is left out before a new try."

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from duolabel.core.prompt_variants import PROMPT_DISAGREEMENT
+
 __all__ = [
     "MIN_CONTROLS",
     "NEIGHBOURS",
@@ -126,6 +128,8 @@ ERROR_SIGNALS: dict[str, tuple[str, int]] = {
     "margin": ("gap between the top two labels, small first", -1),
     "entropy": ("entropy of the calibrated distribution", +1),
     "disagreement": ("ensemble disagreement (labelers' spread)", +1),
+    # LLM labelers with prompt_variants (core.prompt_variants)
+    PROMPT_DISAGREEMENT: ("disagreement between paraphrased prompts (Jensen-Shannon)", +1),
     "neighbourhood_accuracy": (f"model's accuracy on the {NEIGHBOURS} nearest golden items, low first", -1),
     # not a raw signal: error_ranking's ``combined`` score (high means right)
     "combined": ("all of them: the meta-router's cross-fitted score", -1),
@@ -137,7 +141,8 @@ def error_ranking(
 ) -> dict[str, float]:
     """AUROC with which each signal ranks the model's errors above its right labels (0.5: no
     better than chance; NaN when the items are all right or all wrong, or the signal is
-    constant, as disagreement is with one labeler).
+    constant, as disagreement is with one labeler). Items where a signal is NaN (not
+    measured) are left out of its AUROC.
 
     ``signals`` maps names of :data:`ERROR_SIGNALS` to raw per-item values (``confidence`` is
     the top probability); ``combined`` is a score where high means *right* (the meta-router's
@@ -161,8 +166,11 @@ def error_ranking(
         oriented["combined"] = -np.asarray(combined, dtype=float)
     out: dict[str, float] = {}
     for name, values in oriented.items():
-        usable = 0 < wrong.sum() < len(wrong) and np.ptp(values) > 0
-        out[name] = float(roc_auc_score(wrong, values)) if usable else float("nan")
+        # An item the signal was not measured on (NaN) is left out of that signal's AUROC.
+        seen = ~np.isnan(values)
+        hit, values = wrong[seen], values[seen]
+        usable = 0 < hit.sum() < len(hit) and np.ptp(values) > 0
+        out[name] = float(roc_auc_score(hit, values)) if usable else float("nan")
     return out
 
 

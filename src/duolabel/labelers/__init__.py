@@ -187,6 +187,7 @@ def _llama(ctx: Context, cfg: LlamaLabelerConfig) -> Labeler:
         n_ctx=cfg.n_ctx,
         permutations=cfg.permutations,
         n_threads=cfg.n_threads,
+        prompt_variants=cfg.prompt_variants,
     )
 
 
@@ -208,6 +209,7 @@ def _openai(ctx: Context, cfg: OpenAILabelerConfig) -> Labeler:
         answer_tokens=cfg.answer_tokens,
         samples=cfg.samples,
         verbalized=cfg.verbalized,
+        prompt_variants=cfg.prompt_variants,
         concurrency=cfg.concurrency,
         cooldown=cfg.cooldown,
         cache_prompt=cfg.cache_prompt,

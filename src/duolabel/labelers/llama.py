@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from duolabel.core.calibration import contextual_correction
+from duolabel.core.prompt_variants import variant_features
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import Progress, TextItem, Usage
 from duolabel.labelers.fewshot import encoder_name
@@ -95,7 +96,7 @@ class LlamaLabeler(PromptedLabeler):
         CPU threads for llama.cpp (prompts and single tokens); half the cores when omitted.
     seed : int
         Seed of the label shuffles (and of llama.cpp).
-    labels, descriptions, instructions, few_shot, encode, demos, contextual
+    labels, descriptions, instructions, few_shot, encode, demos, contextual, prompt_variants
         As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words,
         the few-shot settings and contextual calibration.
 
@@ -120,6 +121,7 @@ class LlamaLabeler(PromptedLabeler):
         self._label_tokens: list[tuple[int, ...]] = []
         self._steps: list[tuple[tuple[int, ...], list[int]]] = []
         self._reusable = 0  # cached prompt positions holding what a fresh evaluation would
+        self.item_features_: dict[str, dict[str, float]] = {}
 
     # -- the model --------------------------------------------------------
 
@@ -270,7 +272,11 @@ class LlamaLabeler(PromptedLabeler):
         return orders
 
     def _prompt(
-        self, item: TextItem, examples: list[tuple[str, str]], order: Sequence[int]
+        self,
+        item: TextItem,
+        examples: list[tuple[str, str]],
+        order: Sequence[int],
+        instructions: str | None = None,
     ) -> tuple[str, list[int], int] | None:
         """The prompt text, its tokens and how many examples were dropped to fit it.
 
@@ -280,7 +286,7 @@ class LlamaLabeler(PromptedLabeler):
         room = self.n_ctx - self._longest_label
         # Examples come least similar first, so dropping from the front keeps the nearest ones.
         for dropped in range(len(examples) + 1):
-            text = self.prompt(item.text, examples[dropped:], order=order).text
+            text = self.prompt(item.text, examples[dropped:], order=order, instructions=instructions).text
             tokens = llm.tokenize(text.encode(), add_bos=True)
             if len(tokens) <= room:
                 return text, tokens, dropped
@@ -366,11 +372,15 @@ class LlamaLabeler(PromptedLabeler):
         started = time.perf_counter()
         usage = Usage(items=len(items))
         usage.extra.update(abstained=0, label_tokens=0, prompt_tokens=0, examples_dropped=0)
+        if self.prompt_variants:
+            usage.extra["variant_prompts"] = 0
+        self.item_features_ = {}
         probs = np.zeros((len(items), len(self.labels)))
         if not items:
             return probs, usage
         self._load()
         orders = self._orders()
+        variants = np.zeros((len(self.variants()), len(items), len(self.labels)))
         # The content-free distribution of each (examples, label order) seen in this call.
         biases: dict[tuple[tuple[tuple[str, str], ...], tuple[int, ...]], np.ndarray] = {}
         for start in range(0, len(items), CHUNK):
@@ -396,13 +406,33 @@ class LlamaLabeler(PromptedLabeler):
                             biases[key] = self.content_free(shots[dropped:], order, usage)
                         dist = contextual_correction(dist, biases[key])
                     probs[row] += dist
+            if self.prompt_variants:
+                variants[:, start : start + len(chunk)] = self._variant_dists(chunk, examples, usage)
             if progress is not None:
                 progress(len(chunk))
         probs /= len(orders)
+        if self.prompt_variants:
+            self.item_features_ = variant_features([item.id for item in items], probs, variants)
         usage.extra["abstained"] = int(np.isnan(probs[:, 0]).sum())
         usage.extra["content_free_prompts"] = len(biases) * len(CONTENT_FREE)
         usage.seconds = time.perf_counter() - started
         return probs, usage
+
+    def _variant_dists(
+        self, chunk: Sequence[TextItem], examples: list[list[tuple[str, str]]], usage: Usage
+    ) -> np.ndarray:
+        """The distributions of ``chunk`` under each paraphrased instruction (NaN: no fit)."""
+        out = np.full((len(self.variants()), len(chunk), len(self.labels)), np.nan)
+        order = tuple(range(len(self.labels)))
+        # Variants outside, items inside: consecutive prompts share the paraphrase's prefix.
+        for v, instructions in enumerate(self.variants()):
+            for i, (item, shots) in enumerate(zip(chunk, examples, strict=True)):
+                found = self._prompt(item, shots, order, instructions)
+                if found is not None:
+                    usage.extra["variant_prompts"] += 1
+                    usage.extra["prompt_tokens"] += len(found[1])
+                    out[v, i] = self._distribution(found[1], usage)
+        return out
 
     def _distribution(self, tokens: list[int], usage: Usage) -> np.ndarray:
         loglik = self._score(tokens, usage)

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from duolabel.core.calibration import contextual_correction
+from duolabel.core.prompt_variants import variant_features
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import LabelingStopped, Progress, TextItem, Usage
 from duolabel.labelers.cache import ResponseCache, cache_key
@@ -243,7 +244,7 @@ class OpenAILabeler(PromptedLabeler):
         Where answers are kept; a cached answer costs no request.
     seed : int
         Seed of the sampled answers.
-    labels, descriptions, instructions, few_shot, encode, demos, contextual
+    labels, descriptions, instructions, few_shot, encode, demos, contextual, prompt_variants
         As for :class:`~duolabel.labelers.prompts.PromptedLabeler`: the project's words,
         the few-shot settings and contextual calibration (three more requests per distinct
         set of examples: once in all with ``demos`` or ``few_shot=0``, per item otherwise).
@@ -315,8 +316,8 @@ class OpenAILabeler(PromptedLabeler):
         fleet.concurrency = max(1, self.concurrency)
         return fleet
 
-    def _prompt(self, text: str, examples: Sequence[tuple[str, str]] = ()) -> str:
-        instructions = self.instructions
+    def _prompt(self, text: str, examples: Sequence[tuple[str, str]] = (), base: str | None = None) -> str:
+        instructions = self.instructions if base is None else base
         if self.verbalized:
             instructions = f"{instructions} {VERBALIZED_HINT}".strip()
         return self.prompt(text, examples, instructions=instructions).text
@@ -480,7 +481,14 @@ class OpenAILabeler(PromptedLabeler):
         sets = list(dict.fromkeys(tuple(ex) for ex in examples)) if self.contextual else []
         bias_prompts = [self._prompt(text, ex) for ex in sets for text in CONTENT_FREE]
         n_bias = len(bias_prompts)
-        prompts = bias_prompts + prompts
+        # Paraphrased prompts (prompt_variants) go last, variant by variant: no item waits for them.
+        variants = self.variants()
+        prompts = (
+            bias_prompts
+            + prompts
+            + [self._prompt(it.text, ex, v) for v in variants for it, ex in zip(items, examples, strict=True)]
+        )
+        self.item_features_: dict[str, dict[str, float]] = {}
         run = _Run(
             probs=np.full((len(prompts), len(self.labels)), np.nan), done=np.zeros(len(prompts), dtype=bool)
         )
@@ -492,7 +500,7 @@ class OpenAILabeler(PromptedLabeler):
         tasks: list[asyncio.Task[None]] = []
         try:
             for i, prompt in enumerate(prompts):
-                shown = progress if i >= n_bias else None
+                shown = progress if n_bias <= i < n_bias + len(items) else None
                 hit = self._cached(prompt)
                 if hit is not None:
                     run.usage.cached += 1
@@ -522,11 +530,12 @@ class OpenAILabeler(PromptedLabeler):
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]  # a bug, not a server problem
-        probs, done_items = run.probs[n_bias:], run.done[n_bias:]
+        probs, done_items = run.probs[n_bias : n_bias + len(items)], run.done[n_bias : n_bias + len(items)]
         if sets:
             probs = self._debiased(probs, run.probs[:n_bias], sets, examples)
         run.usage.items = int(done_items.sum())
         run.usage.seconds = time.perf_counter() - started
+        message = run.failure or stop
         run.usage.extra.update(
             cost=run.cost,
             # answered items without a distribution (content-free prompts are not items)
@@ -534,8 +543,11 @@ class OpenAILabeler(PromptedLabeler):
             sampled=float(run.sampled),
             requests=float(run.requests),
             content_free_prompts=n_bias,
+            **({"variant_prompts": len(variants) * len(items)} if variants else {}),
         )
-        message = run.failure or stop
+        if variants and message is None:
+            asked = run.probs[n_bias + len(items) :].reshape(len(variants), len(items), -1)
+            self.item_features_ = variant_features([item.id for item in items], probs, asked)
         if message is not None:
             done = len(items) if done_items.all() else int(np.argmin(done_items))
             raise LabelingStopped(message, probs=probs[:done].copy(), usage=run.usage)

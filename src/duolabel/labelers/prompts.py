@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from duolabel.core.prompt_variants import variant_instructions
 from duolabel.errors import LabelerError
 from duolabel.labelers.base import TextItem
 from duolabel.labelers.fewshot import Demo, Encode, FewShotSelector, FixedDemos
@@ -104,6 +105,13 @@ class PromptedLabeler:
         same prompt gives to content-free inputs (:data:`CONTENT_FREE`), and renormalise.
     seed : int
         Seed of whatever the labeler draws at random.
+    prompt_variants : int
+        Fixed paraphrases of the instruction (:meth:`variants`) also scored for every item
+        (0: none), in the given label order and without contextual correction. Their
+        disagreement with the main distribution and each other is an error signal, kept per
+        item id in ``item_features_``
+        (:func:`~duolabel.core.prompt_variants.variant_features`); the prediction stays the
+        main prompt's. Each is a prompt more per item (``variant_prompts`` in the usage).
 
     Examples
     --------
@@ -122,6 +130,7 @@ class PromptedLabeler:
     demos: Sequence[Demo] = ()
     contextual: bool = False
     seed: int = 0
+    prompt_variants: int = 0
     layout: Callable[..., LabelPrompt] = build_prompt
 
     def __post_init__(self) -> None:
@@ -148,7 +157,13 @@ class PromptedLabeler:
             state["demos"] = [list(d) for d in self.demos]
         if self.contextual:
             state["contextual"] = list(CONTENT_FREE)
+        if self.prompt_variants:  # turning it on relabels
+            state["variants"] = self.variants()
         return state
+
+    def variants(self) -> list[str]:
+        """The paraphrased instructions scored beside the main one (``prompt_variants``)."""
+        return variant_instructions(self.instructions, self.prompt_variants)
 
     def prompt(
         self,

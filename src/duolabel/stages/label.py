@@ -76,6 +76,7 @@ def _prediction_rows(
     out_of_fold: bool,
     seconds_per_item: float,
     answers: Mapping[str, str] | None = None,
+    features: Mapping[str, dict[str, float]] | None = None,
 ) -> list[Prediction]:
     rows = []
     # The task type reads the model's answer from its distribution (NaN rows abstain).
@@ -89,6 +90,9 @@ def _prediction_rows(
             out_of_fold=out_of_fold,
             usage={"seconds": round(seconds_per_item, 6)},
         )
+        # Per-item error signals the labeler measured itself (an LLM's prompt_variants).
+        if features and item.id in features:
+            common["features"] = dict(features[item.id])
         if np.isnan(row).any():  # an abstention: no label, people decide
             rows.append(Prediction(**common, probs={}, label="", raw_confidence=0.0, abstained=True))
         elif answers is not None:
@@ -281,6 +285,7 @@ def _label_one(
                         out_of_fold=out_of_fold,
                         seconds_per_item=part_usage.seconds / max(len(part), 1),
                         answers=getattr(model, "answers_", None),
+                        features=getattr(model, "item_features_", None),
                     )
                 )
                 spent = usage.as_dict()

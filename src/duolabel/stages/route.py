@@ -46,6 +46,7 @@ from duolabel.core.policies import (
     route_items,
 )
 from duolabel.core.probs import as_matrix, signals
+from duolabel.core.prompt_variants import PROMPT_DISAGREEMENT
 from duolabel.core.tasks import task_type
 from duolabel.core.wholelist import LIST_CHANCE, with_list_chance
 from duolabel.errors import ProjectError
@@ -192,6 +193,11 @@ def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | 
         "disagreement": np.array([(r.features or {}).get("disagreement", 0.0) for r in rows]),
         "log_length": log_length([r.text for r in rows]),
     }
+    if any(PROMPT_DISAGREEMENT in (r.features or {}) for r in rows):
+        # An LLM labeler's prompt_variants: reported by error_ranking_of (NaN: not measured).
+        features[PROMPT_DISAGREEMENT] = np.array(
+            [(r.features or {}).get(PROMPT_DISAGREEMENT, np.nan) for r in rows], dtype=float
+        )
     # The task type says what routing scores (for a list: its chance of being entirely right)
     # and which of those columns is the gold answer.
     given = [r.label for r in rows]
@@ -318,6 +324,8 @@ def error_ranking_of(ctx: Context, plan: Plan | None = None) -> dict[str, float]
         "margin": found["margin"],
         "entropy": found["entropy"],
         **{name: features[name] for name in ("disagreement", "neighbourhood_accuracy")},
+        # NaN (reported as such) unless an LLM labeler scored prompt_variants.
+        PROMPT_DISAGREEMENT: features.get(PROMPT_DISAGREEMENT, np.full(len(wrong), np.nan)),
     }
     combined = MetaRouter().cross_fit_scores(evidence.probs, features, wrong)
     return error_ranking(raw, wrong, combined=combined)
