@@ -241,9 +241,13 @@ def for_spans(ctx: Context, cfg: LabelerConfig) -> SpanLabeler | LLMSpanLabeler:
             LlamaGenerator(backend), ctx.config.task.label_names, instructions=ctx.config.task.instructions
         )
     if isinstance(cfg, OpenAILabelerConfig):
-        from duolabel.labelers.span_openai import openai_span_labeler
+        from duolabel.labelers.span_openai import openai_span_generator
 
-        return openai_span_labeler(ctx, cfg)
+        return LLMSpanLabeler(
+            openai_span_generator(ctx, cfg),
+            ctx.config.task.label_names,
+            instructions=ctx.config.task.instructions,
+        )
     raise ProjectError(
         f"task.type spans: labeler {cfg.label_name} (backend {cfg.backend!r}) does not label spans yet; "
         "use the embedding backend (a BIO span tagger) or llama / openai (extraction), or import people's "

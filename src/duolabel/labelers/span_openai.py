@@ -25,7 +25,7 @@ from duolabel.labelers.base import LabelingStopped, Usage
 from duolabel.labelers.cache import ResponseCache, cache_key
 from duolabel.labelers.generation import Generated, OpenAIGenerator, TextGenerator
 
-__all__ = ["CachedGenerator", "ListGenerator", "openai_span_labeler"]
+__all__ = ["CachedGenerator", "ListGenerator", "openai_span_generator"]
 
 
 class CachedGenerator:
@@ -132,13 +132,12 @@ class ListGenerator(OpenAIGenerator):
         self.identity = {**self.identity, "stop": list(self.stop)}  # another reply: another key
 
 
-def openai_span_labeler(ctx: Context, cfg: OpenAILabelerConfig) -> Any:
-    """The :class:`~duolabel.labelers.span_labeler.LLMSpanLabeler` of a spans project's
-    ``openai`` entry: the server's generator with the store's response cache and the entry's
-    budget."""
+def openai_span_generator(ctx: Context, cfg: OpenAILabelerConfig) -> CachedGenerator:
+    """The generator of a spans project's ``openai`` entry (what
+    :class:`~duolabel.labelers.span_labeler.LLMSpanLabeler` asks): the server's, with the
+    store's response cache and the entry's budget."""
     from duolabel.labelers.cache import StoreResponseCache
     from duolabel.labelers.openai import OpenAILabeler
-    from duolabel.labelers.span_labeler import LLMSpanLabeler
 
     task, costs = ctx.config.task, ctx.config.costs
     server = OpenAILabeler(
@@ -150,7 +149,7 @@ def openai_span_labeler(ctx: Context, cfg: OpenAILabelerConfig) -> Any:
         timeout=cfg.timeout,
         max_retries=cfg.max_retries,
     )
-    generator = CachedGenerator(
+    return CachedGenerator(
         ListGenerator(server),
         cache=StoreResponseCache(ctx.store),
         budget=cfg.budget,
@@ -158,4 +157,3 @@ def openai_span_labeler(ctx: Context, cfg: OpenAILabelerConfig) -> Any:
         price_output_per_million=costs.llm_output_per_million,
         price_compute_hour=costs.compute_hour,
     )
-    return LLMSpanLabeler(generator, task.label_names, instructions=task.instructions)
