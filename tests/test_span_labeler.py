@@ -34,8 +34,8 @@ def test_routing_reads_the_item_score_and_gold_is_the_whole_list():
     ("labeler", "message"),
     [
         (
-            {"backend": "openai", "model": "m"},
-            "backend 'openai'.* does not label spans yet.*embedding.*llama",
+            {"backend": "setfit"},
+            "backend 'setfit'.* does not label spans yet.*embedding.*llama / openai",
         ),
         ({"backend": "embedding", "engine": "ray"}, "engine 'ray' does not label spans yet.*engine: local"),
     ],

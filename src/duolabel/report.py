@@ -91,7 +91,7 @@ def write_report(project: Project, path: Path) -> Path:
     from duolabel.stages.route_sample import routes_by_sample
 
     kind = project.config.task.type
-    if task_type(kind).list_valued and kind != "multi_label":
+    if task_type(kind).list_valued and kind not in ("multi_label", "spans"):
         # The calibration and confusion views read one label per golden item.
         raise ProjectError(
             f"duolabel report is not built for task.type {kind} yet (it reads one label per item); "
@@ -104,6 +104,10 @@ def write_report(project: Project, path: Path) -> Path:
         from duolabel.report_lists import write_list_report
 
         return write_list_report(project, path, version)
+    if kind == "spans":  # span F1 and the item score's calibration (report_spans.py)
+        from duolabel.report_spans import write_span_report
+
+        return write_span_report(project, path, version)
     labels = project.config.task.label_names
     plan = plan_routing(project)
     ranking = [

@@ -30,7 +30,7 @@ from duolabel.store import FinalLabel, Item, Prediction, Route
 if TYPE_CHECKING:
     from duolabel.project import Project
 
-__all__ = ["list_report_figures", "write_list_report"]
+__all__ = ["list_report_figures", "routing_figures", "write_list_report"]
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>duolabel report: {{ name }}</title>
@@ -143,9 +143,27 @@ def write_list_report(project: Project, path: Path, version: str) -> Path:
     """
     from jinja2 import Environment
 
+    html = (
+        Environment(autoescape=True)
+        .from_string(_TEMPLATE)
+        .render(
+            name=project.path.name,
+            version=version,
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            **routing_figures(project),
+            **list_report_figures(project, version),
+        )
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def routing_figures(project: Project) -> dict[str, Any]:
+    """The routing part of a list report: the operating point, decisions, human share, and
+    final labels by source (shared with the spans report, :mod:`duolabel.report_spans`)."""
     from duolabel.pipeline import plan as plan_routing
 
-    figures = list_report_figures(project, version)
     with project.store.read() as session:
         routes = Counter(
             dict(session.execute(select(Route.decision, func.count()).group_by(Route.decision)).all())
@@ -155,20 +173,9 @@ def write_list_report(project: Project, path: Path, version: str) -> Path:
         )
     routed = sum(routes.values())
     people = routes.get("humans", 0) + routes.get("expert", 0)
-    html = (
-        Environment(autoescape=True)
-        .from_string(_TEMPLATE)
-        .render(
-            name=project.path.name,
-            version=version,
-            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            guarantee=plan_routing(project).point.describe(),
-            routes=[(k, routes.get(k, 0)) for k in ("accept", "humans", "expert")],
-            human_share=_fmt(people / routed) if routed else "– (nothing routed yet)",
-            finals=sorted(finals.items()),
-            **figures,
-        )
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
-    return path
+    return {
+        "guarantee": plan_routing(project).point.describe(),
+        "routes": [(k, routes.get(k, 0)) for k in ("accept", "humans", "expert")],
+        "human_share": _fmt(people / routed) if routed else "– (nothing routed yet)",
+        "finals": sorted(finals.items()),
+    }

@@ -131,6 +131,9 @@ class OpenAIGenerator:
     ('openai', 'completions')
     """
 
+    #: Where a continuation ends: one line (a synthetic item) unless a subclass says otherwise.
+    stop: tuple[str, ...] = ("\n",)
+
     def __init__(self, labeler: Any) -> None:
         self.labeler = labeler
         self.identity = {
@@ -190,14 +193,14 @@ class OpenAIGenerator:
 
     def generate(self, prompt: str, *, max_tokens: int, temperature: float, seed: int) -> Generated:
         started = time.perf_counter()
-        params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "stop": ["\n"]}
+        params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "stop": list(self.stop)}
         response = self._create(prompt, params)
         choice = (response.get("choices") or [{}])[0]
         message = choice.get("message")
         text = str((message or {}).get("content") if message is not None else choice.get("text") or "")
         usage = response.get("usage") or {}
         return Generated(
-            text=text.split("\n")[0].strip(),
+            text=(text.split("\n")[0] if "\n" in self.stop else text).strip(),
             logprob=_mean_logprob(choice.get("logprobs")),
             input_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=int(usage.get("completion_tokens") or 0),

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from duolabel.config import EmbeddingLabelerConfig, LabelerConfig, LlamaLabelerConfig
+from duolabel.config import EmbeddingLabelerConfig, LabelerConfig, LlamaLabelerConfig, OpenAILabelerConfig
 from duolabel.context import Context
 from duolabel.core.spans import parse_spans, spans_json
 from duolabel.errors import LabelerError, ProjectError
-from duolabel.labelers.base import Progress, TextItem, Usage
+from duolabel.labelers.base import LabelingStopped, Progress, TextItem, Usage
 from duolabel.labelers.span_tagger import SpanTagger
 
 __all__ = ["LLMSpanLabeler", "SpanLabeler", "for_spans"]
@@ -136,7 +136,7 @@ class SpanLabeler:
 
 
 class LLMSpanLabeler:
-    """A text-generating model (the ``llama`` backend) as the labeler of a spans project.
+    """A text-generating model (the ``llama`` or ``openai`` backend) as the labeler of a spans project.
 
     Each item's entities are asked for as JSON and placed in its text
     (:func:`~duolabel.labelers.llm_spans.extract_spans`, greedy); a reply with no JSON list is
@@ -180,25 +180,37 @@ class LLMSpanLabeler:
 
         start = time.perf_counter()
         rows = np.full((len(items), len(self.labels)), np.nan)
+        if hasattr(self.generator, "restart"):
+            self.generator.restart()  # a budgeted generator (openai) counts per call
         for i, item in enumerate(items):
-            found = extract_spans(
-                self.generator,
-                [item.text],
-                self.labels,
-                instructions=self.instructions,
-                max_tokens=self.max_tokens,
-            )[0]
+            try:
+                found = extract_spans(
+                    self.generator,
+                    [item.text],
+                    self.labels,
+                    instructions=self.instructions,
+                    max_tokens=self.max_tokens,
+                )[0]
+            except LabelingStopped as stop:  # the budget: what was answered is kept
+                raise LabelingStopped(str(stop), probs=rows[:i].copy(), usage=self._usage(i, start)) from None
             if not found.abstained:
                 rows[i] = 1.0 / (1 + len(found.left_out))
                 self.answers_[item.id] = spans_json(found.spans)
             if progress is not None:
                 progress(1)
-        return rows, Usage(items=len(items), seconds=time.perf_counter() - start)
+        return rows, self._usage(len(items), start)
+
+    def _usage(self, done: int, start: float) -> Usage:
+        usage = Usage(items=done, seconds=time.perf_counter() - start)
+        if hasattr(self.generator, "cost"):  # a paid server: what the ledger counts
+            usage.extra.update(cost=self.generator.cost, cached=float(self.generator.cached))
+        return usage
 
 
 def for_spans(ctx: Context, cfg: LabelerConfig) -> SpanLabeler | LLMSpanLabeler:
     """The labeler of a spans project for one ``labeler`` entry: the ``embedding`` backend
-    becomes a :class:`SpanLabeler`, the ``llama`` one an :class:`LLMSpanLabeler`; any other is
+    becomes a :class:`SpanLabeler`, the ``llama`` and ``openai`` ones an :class:`LLMSpanLabeler`
+    (openai's with the response cache and budget, :mod:`duolabel.labelers.span_openai`); any other is
     refused with what to do instead. (Privacy
     redaction does not apply: it would move the offsets the spans point at.)"""
     if isinstance(cfg, EmbeddingLabelerConfig):
@@ -228,8 +240,16 @@ def for_spans(ctx: Context, cfg: LabelerConfig) -> SpanLabeler | LLMSpanLabeler:
         return LLMSpanLabeler(
             LlamaGenerator(backend), ctx.config.task.label_names, instructions=ctx.config.task.instructions
         )
+    if isinstance(cfg, OpenAILabelerConfig):
+        from duolabel.labelers.span_openai import openai_span_generator
+
+        return LLMSpanLabeler(
+            openai_span_generator(ctx, cfg),
+            ctx.config.task.label_names,
+            instructions=ctx.config.task.instructions,
+        )
     raise ProjectError(
         f"task.type spans: labeler {cfg.label_name} (backend {cfg.backend!r}) does not label spans yet; "
-        "use the embedding backend (a BIO span tagger) or llama (extraction), or import people's "
+        "use the embedding backend (a BIO span tagger) or llama / openai (extraction), or import people's "
         "answers with 'duolabel import-answers' and run 'duolabel aggregate'"
     )
