@@ -71,8 +71,8 @@ def test_run_labels_routes_and_aggregates_spans_end_to_end(tmp_path: Path):
         assert all(by_item[i["id"]].out_of_fold for i in golden)  # golden: cross-fitted
         found = sum(len(parse_spans(by_item[i["id"]].label)) for i in regular)
         assert found > 0
-        sent = [i["id"] for i in regular if routes.get(i["id"]) != "model"]
-        accepted = [i["id"] for i in regular if routes.get(i["id"]) == "model"]
+        sent = [i["id"] for i in regular if routes.get(i["id"]) != "accept"]
+        accepted = [i["id"] for i in regular if routes.get(i["id"]) == "accept"]
         assert sent  # 30 sentences at 0.9 whole-list accuracy: some go to people
         assert all(finals[i] == by_item[i].label for i in accepted)
         # People answer the routed sentences (their recorded answers); the token vote finishes them.
