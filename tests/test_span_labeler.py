@@ -111,3 +111,18 @@ def test_the_bundled_gemma_labels_a_spans_project_with_valid_lists_or_abstention
             KIND.check_against_text(KIND.check_answer(p.label, NER), texts[p.item_id])
             assert len(set(p.probs.values())) == 1 and 0 < p.raw_confidence <= 1
     assert any(not p.abstained for p in preds)
+
+
+def test_a_spans_project_never_sends_unredacted_text_where_redaction_was_asked_for(tmp_path: Path):
+    golden, _ = conll(40)
+    settings = {
+        # loopback, but privacy.when: always asks for redaction there too; nothing is contacted
+        "labeler": [{"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}],
+        "privacy": {"redact": ["EMAIL"], "when": "always"},
+        "calibration": {"min_golden_per_label": 2},
+    }
+    with spans_project(tmp_path / "p", **settings) as project:
+        project.import_file(write_jsonl(tmp_path / "golden.jsonl", golden), role="golden", gold_column="gold")
+        with pytest.raises(ProjectError, match="privacy.redact cannot apply to span extraction"):
+            project.label()
+        assert project.status().predicted == 0

@@ -31,10 +31,11 @@ from duolabel.config.labelers import ENGINE_FIELDS
 from duolabel.context import Context
 from duolabel.core.registry import LABELERS
 from duolabel.core.tasks import task_type
+from duolabel.errors import ProjectError
 from duolabel.labelers.base import Labeler, LabelingStopped, TextItem, TrainableLabeler, Usage
 from duolabel.labelers.embedding import EmbeddingLabeler, StoreEmbeddingCache
 from duolabel.labelers.llm_pairwise import for_task
-from duolabel.labelers.privacy import redacting
+from duolabel.labelers.privacy import redacting, redaction_applies
 from duolabel.labelers.span_labeler import for_spans
 
 __all__ = [
@@ -69,6 +70,15 @@ def build_labeler(ctx: Context, cfg: LabelerConfig) -> Any:
     project, :func:`duolabel.labelers.llm_pairwise.for_task`; the span tagger in a spans
     project, :func:`duolabel.labelers.span_labeler.for_spans`)."""
     if ctx.config.task.type == "spans":
+        if redaction_applies(ctx, cfg):
+            # Never send unredacted text where the user asked for redaction; and redacting
+            # would move the offsets the extracted spans point at.
+            raise ProjectError(
+                f"task.type spans: labeler {cfg.label_name} would send the items' text to a server, "
+                "and privacy.redact cannot apply to span extraction (redaction moves the character "
+                "offsets the spans point at); label spans with a local backend (embedding or llama) "
+                "or remove privacy.redact"
+            )
         return for_spans(ctx, cfg)
     return for_task(ctx, cfg, redacting(ctx, cfg, LABELERS.get(cfg.backend)(ctx, cfg)))
 

@@ -213,6 +213,11 @@ def _applies(privacy: PrivacyConfig, cfg: LabelerConfig) -> bool:
     return privacy.when == "always" or is_remote(cfg)
 
 
+def redaction_applies(ctx: Context, cfg: LabelerConfig) -> bool:
+    """Whether the project's ``privacy`` settings require labeler ``cfg``'s text to be redacted."""
+    return _applies(ctx.config.privacy, cfg)
+
+
 def redacting(ctx: Context, cfg: LabelerConfig, model: Any) -> Any:
     """``model``, or, when ``privacy`` applies to labeler ``cfg``, ``model`` behind a
     :class:`_Redacting` wrapper that sends only redacted text."""
