@@ -141,17 +141,23 @@ def write_list_report(project: Project, path: Path, version: str) -> Path:
     >>> write_list_report  # doctest: +ELLIPSIS
     <function write_list_report at ...>
     """
+    return render_report(project, path, version, _TEMPLATE, list_report_figures(project, version))
+
+
+def render_report(project: Project, path: Path, version: str, template: str, figures: dict[str, Any]) -> Path:
+    """Render a list-valued type's report ``template`` with its ``figures`` and the routing
+    figures (:func:`routing_figures`) to ``path``; shared by the multi-label and spans reports."""
     from jinja2 import Environment
 
     html = (
         Environment(autoescape=True)
-        .from_string(_TEMPLATE)
+        .from_string(template)
         .render(
             name=project.path.name,
             version=version,
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             **routing_figures(project),
-            **list_report_figures(project, version),
+            **figures,
         )
     )
     path.parent.mkdir(parents=True, exist_ok=True)

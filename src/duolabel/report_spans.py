@@ -10,7 +10,6 @@ routing: the operating point, the human share and where the final labels came fr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,21 +132,6 @@ def write_span_report(project: Project, path: Path, version: str) -> Path:
     >>> write_span_report  # doctest: +ELLIPSIS
     <function write_span_report at ...>
     """
-    from jinja2 import Environment
+    from duolabel.report_lists import render_report
 
-    from duolabel.report_lists import routing_figures
-
-    html = (
-        Environment(autoescape=True)
-        .from_string(_TEMPLATE)
-        .render(
-            name=project.path.name,
-            version=version,
-            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            **routing_figures(project),
-            **span_report_figures(project, version),
-        )
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
-    return path
+    return render_report(project, path, version, _TEMPLATE, span_report_figures(project, version))
