@@ -3,7 +3,9 @@ the report), so that one amount reads the same everywhere."""
 
 from __future__ import annotations
 
-__all__ = ["duration", "money"]
+import math
+
+__all__ = ["duration", "fmt_figure", "money"]
 
 
 def money(value: float, currency: str) -> str:
@@ -30,3 +32,14 @@ def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def fmt_figure(value: float | None, digits: int = 3) -> str:
+    """A figure for a report table: ``digits`` decimals, a dash when missing or NaN.
+
+    Examples
+    --------
+    >>> fmt_figure(0.91234), fmt_figure(None), fmt_figure(float("nan")), fmt_figure(2, 1)
+    ('0.912', '–', '–', '2.0')
+    """
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from sqlalchemy import func, select
 from duolabel.core.calibration import calibration_metrics, reliability_diagram
 from duolabel.core.probs import as_matrix
 from duolabel.errors import ProjectError
-from duolabel.formatting import money
+from duolabel.formatting import fmt_figure, money
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 
 if TYPE_CHECKING:
@@ -67,11 +66,7 @@ def _systems(project: Project) -> list[dict[str, Any]]:
         query = select(FinalLabel.label, Item.fields).join(Item, Item.id == FinalLabel.item_id)
         found = session.execute(query.order_by(Item.seq)).all()
     ranking = system_ranking([label for label, _ in found], [fields or {} for _, fields in found])
-    return [{**row, "strength": _fmt(row["strength"])} for row in ranking]
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return [{**row, "strength": fmt_figure(row["strength"])} for row in ranking]
 
 
 def write_report(project: Project, path: Path) -> Path:
@@ -114,7 +109,7 @@ def write_report(project: Project, path: Path) -> Path:
         (
             name,
             ERROR_SIGNALS[name][0] if name in ERROR_SIGNALS else "all of them: the meta-router, cross-fitted",
-            _fmt(v),
+            fmt_figure(v),
         )
         for name, v in error_ranking_of(labeling_context(project), plan).items()
     ]
@@ -164,7 +159,7 @@ def write_report(project: Project, path: Path) -> Path:
     metrics = []
     for name, probs in (("before", golden.raw), ("after", golden.calibrated)):
         m = calibration_metrics(probs, golden.gold) if len(probs) else {}
-        metrics.append((name, {k: _fmt(m.get(k)) for k in metric_names}))
+        metrics.append((name, {k: fmt_figure(m.get(k)) for k in metric_names}))
     confusion = np.zeros((len(labels), len(labels)), dtype=int)
     for g, p in zip(golden.gold, golden.calibrated.argmax(axis=1), strict=True):
         confusion[g, p] += 1
@@ -197,7 +192,7 @@ def write_report(project: Project, path: Path) -> Path:
                 "status": a.status,
                 "answers": answers.get(a.id, 0),
                 "controls": (a.skills or {}).get("controls", 0),
-                "accuracy": _fmt((a.skills or {}).get("accuracy")),
+                "accuracy": fmt_figure((a.skills or {}).get("accuracy")),
             }
             for a in people
         ]
@@ -217,8 +212,8 @@ def write_report(project: Project, path: Path) -> Path:
             p.labels,
             f"{p.accuracy:.1%}",
             f"{p.accuracy_low:.1%} – {p.accuracy_high:.1%}",
-            _fmt(p.auroc),
-            f"{_fmt(p.auroc_low)} – {_fmt(p.auroc_high)}",
+            fmt_figure(p.auroc),
+            f"{fmt_figure(p.auroc_low)} – {fmt_figure(p.auroc_high)}",
         )
         for p in (learning.curve if learning else [])
     ]

@@ -11,7 +11,6 @@ the final labels came from.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from duolabel.core.probs import as_matrix
 from duolabel.core.tasks import MultiLabel
 from duolabel.core.wholelist import LIST_CHANCE, chance_calibration_error, list_scores
 from duolabel.errors import ProjectError
+from duolabel.formatting import fmt_figure
 from duolabel.store import FinalLabel, Item, Prediction, Route
 
 if TYPE_CHECKING:
@@ -74,10 +74,6 @@ independent) and as calibrated on the golden items, which routing reads. Error: 
 """
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def list_report_figures(project: Project, version: str) -> dict[str, Any]:
     """The report's figures on the golden items' cross-fitted predictions of ``version``."""
     labels = project.config.task.label_names
@@ -102,32 +98,35 @@ def list_report_figures(project: Project, version: str) -> dict[str, Any]:
     empty = np.array([r.label == "[]" for r in rows])
     order = np.argsort(calibrated, kind="stable")
     reliability = [
-        (f"{k + 1}", len(chunk), _fmt(calibrated[chunk].mean()), _fmt(right[chunk].mean()))
+        (f"{k + 1}", len(chunk), fmt_figure(calibrated[chunk].mean()), fmt_figure(right[chunk].mean()))
         for k, chunk in enumerate(np.array_split(order, min(10, len(order))))
         if len(chunk)
     ]
     return {
         "golden": len(rows),
         "overall": [
-            ("subset accuracy (whole list right)", _fmt(scores.subset_accuracy)),
-            ("micro-F1", _fmt(scores.micro_f1)),
+            ("subset accuracy (whole list right)", fmt_figure(scores.subset_accuracy)),
+            ("micro-F1", fmt_figure(scores.micro_f1)),
             ("empty lists given", f"{int(empty.sum())}"),
-            ("empty lists right", _fmt(right[empty].mean()) if empty.any() else "–"),
+            ("empty lists right", fmt_figure(right[empty].mean()) if empty.any() else "–"),
         ],
         "per_label": [
             (
                 label,
                 scores.support[label],
-                _fmt(scores.precision[label]),
-                _fmt(scores.recall[label]),
-                _fmt(scores.f1[label]),
-                _fmt(chance_calibration_error(probs[:, j], Y[:, j])),
+                fmt_figure(scores.precision[label]),
+                fmt_figure(scores.recall[label]),
+                fmt_figure(scores.f1[label]),
+                fmt_figure(chance_calibration_error(probs[:, j], Y[:, j])),
             )
             for j, label in enumerate(labels)
         ],
         "list_calibration": [
-            ("per-label product", _fmt(chance_calibration_error(product, right))),
-            ("calibrated on the golden items (routed on)", _fmt(chance_calibration_error(calibrated, right))),
+            ("per-label product", fmt_figure(chance_calibration_error(product, right))),
+            (
+                "calibrated on the golden items (routed on)",
+                fmt_figure(chance_calibration_error(calibrated, right)),
+            ),
         ],
         "reliability": reliability,
     }
@@ -182,6 +181,6 @@ def routing_figures(project: Project) -> dict[str, Any]:
     return {
         "guarantee": plan_routing(project).point.describe(),
         "routes": [(k, routes.get(k, 0)) for k in ("accept", "humans", "expert")],
-        "human_share": _fmt(people / routed) if routed else "– (nothing routed yet)",
+        "human_share": fmt_figure(people / routed) if routed else "– (nothing routed yet)",
         "finals": sorted(finals.items()),
     }

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from duolabel.core.spans import parse_spans, span_scores
 from duolabel.core.wholelist import chance_calibration_error
 from duolabel.errors import ProjectError
-from duolabel.report_lists import _fmt
+from duolabel.formatting import fmt_figure
 from duolabel.store import Item, Prediction
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def span_report_figures(project: Project, version: str) -> dict[str, Any]:
             axis=0,
         )
         support = sum(s[2] == label for g in gold for s in g)
-        per_label.append((label, support, *(_fmt(v) for v in _prf(*map(int, counts)))))
+        per_label.append((label, support, *(fmt_figure(v) for v in _prf(*map(int, counts)))))
     right = np.array([set(a) == set(g) for a, g in zip(given, gold, strict=True)], dtype=float)
     chance = np.array([r.confidence for r in rows], dtype=float)
     order = np.argsort(chance, kind="stable")
@@ -108,16 +108,16 @@ def span_report_figures(project: Project, version: str) -> dict[str, Any]:
     return {
         "golden": len(rows),
         "overall": [
-            ("span precision", _fmt(precision)),
-            ("span recall", _fmt(recall)),
-            ("span F1", _fmt(f1)),
-            ("whole-item accuracy (list equals gold)", _fmt(float(right.mean()))),
+            ("span precision", fmt_figure(precision)),
+            ("span recall", fmt_figure(recall)),
+            ("span F1", fmt_figure(f1)),
+            ("whole-item accuracy (list equals gold)", fmt_figure(float(right.mean()))),
             ("spans given / in gold", f"{int(total[0] + total[1])} / {int(total[0] + total[2])}"),
         ],
         "per_label": per_label,
-        "calibration": _fmt(chance_calibration_error(chance, right)),
+        "calibration": fmt_figure(chance_calibration_error(chance, right)),
         "reliability": [
-            (f"{k + 1}", len(chunk), _fmt(chance[chunk].mean()), _fmt(right[chunk].mean()))
+            (f"{k + 1}", len(chunk), fmt_figure(chance[chunk].mean()), fmt_figure(right[chunk].mean()))
             for k, chunk in enumerate(np.array_split(order, min(10, len(order))))
             if len(chunk)
         ],
