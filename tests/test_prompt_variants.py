@@ -143,7 +143,10 @@ def test_openai_labeler_asks_the_variants_of_the_real_server_and_keeps_the_main_
     varied = OpenAILabeler(**common, prompt_variants=2).fit(golden, gold)
     p2, u2 = varied.predict_proba(items)
     assert not np.isnan(p0).any()
-    np.testing.assert_allclose(p2, p0, atol=1e-6)
+    # The same main prompts: the same answers. Not the same digits: the server's logits shift with
+    # how requests are batched and what its prompt cache holds (up to ~0.2 nats, ENVIRONMENT.md).
+    assert (p2.argmax(axis=1) == p0.argmax(axis=1)).all()
+    np.testing.assert_allclose(p2, p0, atol=0.1)
     assert u2.extra["variant_prompts"] == 4 and "variant_prompts" not in u0.extra
     assert u2.input_tokens > u0.input_tokens  # the ledger pays for the paraphrases
     assert set(varied.item_features_) == {"a", "b"}
