@@ -60,17 +60,6 @@ independent) and as calibrated on the golden items, which routing reads. Error: 
 <table><tr><th>bin</th><th>items</th><th>mean chance</th><th>share right</th></tr>
 {% for row in reliability %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
 </table>
-<h2>Routing</h2>
-<p>{{ guarantee }}</p>
-<table><tr><th>decision</th><th>items</th></tr>
-{% for k, v in routes %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
-<tr><td>human share</td><td>{{ human_share }}</td></tr>
-</table>
-<h3>Final labels by source</h3>
-<table><tr><th>source</th><th>items</th></tr>
-{% for k, v in finals %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
-</table>
-</body></html>
 """
 
 
@@ -143,6 +132,21 @@ def write_list_report(project: Project, path: Path, version: str) -> Path:
     return render_report(project, path, version, _TEMPLATE, list_report_figures(project, version))
 
 
+# The routing part both list-valued reports end with (filled by routing_figures).
+ROUTING_SECTION = """<h2>Routing</h2>
+<p>{{ guarantee }}</p>
+<table><tr><th>decision</th><th>items</th></tr>
+{% for k, v in routes %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
+<tr><td>human share</td><td>{{ human_share }}</td></tr>
+</table>
+<h3>Final labels by source</h3>
+<table><tr><th>source</th><th>items</th></tr>
+{% for k, v in finals %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
+</table>
+</body></html>
+"""
+
+
 def render_report(project: Project, path: Path, version: str, template: str, figures: dict[str, Any]) -> Path:
     """Render a list-valued type's report ``template`` with its ``figures`` and the routing
     figures (:func:`routing_figures`) to ``path``; shared by the multi-label and spans reports."""
@@ -150,7 +154,7 @@ def render_report(project: Project, path: Path, version: str, template: str, fig
 
     html = (
         Environment(autoescape=True)
-        .from_string(template)
+        .from_string(template + ROUTING_SECTION)
         .render(
             name=project.path.name,
             version=version,

@@ -52,17 +52,6 @@ golden items (routing reads it). Error: mean |chance - share right| over equal-m
 <table><tr><th>bin</th><th>items</th><th>mean chance</th><th>share right</th></tr>
 {% for row in reliability %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
 </table>
-<h2>Routing</h2>
-<p>{{ guarantee }}</p>
-<table><tr><th>decision</th><th>items</th></tr>
-{% for k, v in routes %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
-<tr><td>human share</td><td>{{ human_share }}</td></tr>
-</table>
-<h3>Final labels by source</h3>
-<table><tr><th>source</th><th>items</th></tr>
-{% for k, v in finals %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
-</table>
-</body></html>
 """
 
 
