@@ -75,6 +75,7 @@ def main() -> None:
     if args.before:
         trees = {"before": args.before, **trees}
     results: dict[str, list[dict]] = {name: [] for name in trees}
+    load_before = f"{os.getloadavg()[0]:.1f}"
     for run in range(args.runs):
         for name, src in trees.items():
             found = one(src, csv_path, args.work)
@@ -86,6 +87,7 @@ def main() -> None:
         wall = [args.items / r["wall"] for r in runs]
         lines.append(f"| {name} | {spread(cpu)} | {spread(wall)} |")
     body = "\n".join(lines)
+    load_after = f"{os.getloadavg()[0]:.1f}"
     print(body)
     if args.record:
         record_section(
@@ -93,8 +95,9 @@ def main() -> None:
             f"`python benchmarks/import_speed.py --items {args.items} --runs {args.runs}"
             f"{' --before OLD/src' if args.before else ''} --record`: {args.items:,} rows into a fresh "
             f"SQLite project, mean ± std (min–max) over {args.runs} runs per tree, taking turns, on a "
-            f"{os.cpu_count()}-CPU machine shared with other jobs (wall time varied up to 4x between "
-            "runs; the CPU time of the importing process is the steadier figure).\n\n" + body,
+            f"{os.cpu_count()}-CPU machine, load average {load_before} before and {load_after} after "
+            "(wall time follows the machine's load; the CPU time of the importing process is the "
+            "steadier figure).\n\n" + body,
         )
 
 
