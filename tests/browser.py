@@ -57,3 +57,37 @@ def shot(page: Any, path: Path) -> Path:
     width, height = struct.unpack(">II", data[16:24])
     assert width >= 800 and height >= 300 and len(data) > 10_000, (width, height, len(data))
     return path
+
+
+@contextmanager
+def first_task(project: Project, name: str = "alice") -> Iterator[tuple[Any, Any]]:
+    """``name`` logged in on ``project``'s app in Chromium, on the page of the first task
+    (``item-000`` of the web fixtures), once the page has loaded: keys pressed before label.js
+    has run would be lost. Yields the page and the task's text locator."""
+    from playwright.sync_api import expect
+
+    with chromium_page(project) as page:
+        log_in(page, name)
+        text = page.locator("#item-text")
+        expect(text).to_contain_text("text of item-000")
+        page.wait_for_load_state("load")
+        yield page, text
+
+
+def submit_and_wait(page: Any, text: Any, next_item: str) -> None:
+    """Press Enter and wait until the page of ``next_item`` has loaded."""
+    from playwright.sync_api import expect
+
+    page.keyboard.press("Enter")
+    expect(text).to_contain_text(f"text of {next_item}")
+    page.wait_for_load_state("load")
+
+
+def stored_labels(project: Project) -> dict[str, str]:
+    """Every stored answer's label by item id (the web fixtures have one annotator)."""
+    from sqlalchemy import select
+
+    from duolabel.store import Annotation
+
+    with project.store.read() as session:
+        return dict(session.execute(select(Annotation.item_id, Annotation.label)).all())

@@ -6,13 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from duolabel.people.accounts import add_annotator
 from duolabel.project import Project
-from duolabel.store import Annotation
 from tests import test_browser
-from tests.browser import log_in
+from tests.browser import log_in, stored_labels
 from tests.test_pairwise import pair_project, routed_pairs
 from tests.web_fixtures import PASSWORD
 
@@ -68,7 +66,5 @@ def test_label_pairs_with_a_b_t_and_a_digit(page, project: Project) -> None:
     page.keyboard.press("2")  # the digit keys work as in the other widgets: 2 is B
     expect(page.get_by_text("Nothing to do right now")).to_be_visible()
 
-    with project.store.read() as session:
-        stored = dict(session.execute(select(Annotation.item_id, Annotation.label)).all())
-    assert stored == {"p0": "B", "p1": "A", "p2": "tie", "p3": "B"}
+    assert stored_labels(project) == {"p0": "B", "p1": "A", "p2": "tie", "p3": "B"}
     assert errors == []

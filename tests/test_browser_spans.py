@@ -79,16 +79,12 @@ def _word_centre(page, word: str) -> tuple[float, float]:
 def test_spans_with_keyboard_and_mouse_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from playwright.sync_api import expect
 
-    from tests.browser import chromium_page, log_in
+    from tests.browser import first_task, stored_labels, submit_and_wait
 
     monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
     project = spans_web_project(tmp_path / "p", 3)
     try:
-        with chromium_page(project) as page:
-            log_in(page, "alice")
-            text = page.locator("#item-text")
-            expect(text).to_contain_text("text of item-000")
-            page.wait_for_load_state("load")
+        with first_task(project) as (page, text):
             # the markup in the text stays text
             expect(text).to_contain_text("<b>never</b>")
             assert page.locator("#item-text b").count() == 0
@@ -105,9 +101,7 @@ def test_spans_with_keyboard_and_mouse_in_chromium(tmp_path: Path, monkeypatch: 
                 page.keyboard.press("ArrowRight")
             page.keyboard.press("1")
             expect(page.locator("#span-list li")).to_have_count(2)
-            page.keyboard.press("Enter")
-            expect(text).to_contain_text("text of item-001")
-            page.wait_for_load_state("load")
+            submit_and_wait(page, text, "item-001")
 
             # Mouse: drag over "my parcel" (whole words, however loosely), label it with 3;
             # double-click "never", click the billing button; click the first span and
@@ -131,13 +125,10 @@ def test_spans_with_keyboard_and_mouse_in_chromium(tmp_path: Path, monkeypatch: 
             page.locator("#item-text mark.span", has_text="arrived").click()
             page.keyboard.press("Delete")
             expect(page.locator("#span-list li")).to_have_count(2)
-            page.keyboard.press("Enter")
-            expect(text).to_contain_text("text of item-002")
-            page.wait_for_load_state("load")
+            submit_and_wait(page, text, "item-002")
             page.keyboard.press("Enter")  # nothing marked: no span applies
             expect(page.get_by_text("Nothing to do right now")).to_be_visible()
-        with project.store.read() as session:
-            stored = dict(session.execute(select(Annotation.item_id, Annotation.label)).all())
+        stored = stored_labels(project)
         never = PREFIX + len("my parcel <b>")
         arrived = PREFIX + len("my parcel <b>never</b> ")
         assert {k: json.loads(v) for k, v in stored.items()} == {

@@ -364,34 +364,24 @@ def test_people_functions_take_lists(tmp_path: Path):
 def test_label_with_keyboard_toggles_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from playwright.sync_api import expect
 
-    from tests.browser import chromium_page, log_in
+    from tests.browser import first_task, stored_labels, submit_and_wait
 
     monkeypatch.delenv("DUOLABEL_SECRET", raising=False)
     project = multi_label_web_project(tmp_path / "p", 3)
     try:
-        with chromium_page(project) as page:
-            log_in(page, "alice")
-            text = page.locator("#item-text")
-            expect(text).to_contain_text("text of item-000")
-            # Keys pressed before label.js has run would be lost: wait for the page's load.
-            page.wait_for_load_state("load")
+        with first_task(project) as (page, text):
             # 3 and 1 on, 2 on and off again; a clicked box keeps taking the keys
             for key in "3122":
                 page.keyboard.press(key)
             expect(page.locator('input[data-toggle="1"]')).to_be_checked()
             expect(page.locator('input[data-toggle="2"]')).not_to_be_checked()
-            page.keyboard.press("Enter")
-            expect(text).to_contain_text("text of item-001")
-            page.wait_for_load_state("load")
+            submit_and_wait(page, text, "item-001")
             page.click('input[data-toggle="2"]')  # the mouse, then the keyboard on the focused box
             page.keyboard.press("3")
-            page.keyboard.press("Enter")
-            expect(text).to_contain_text("text of item-002")
-            page.wait_for_load_state("load")
+            submit_and_wait(page, text, "item-002")
             page.keyboard.press("Enter")  # nothing ticked: no label applies
             expect(page.get_by_text("Nothing to do right now")).to_be_visible()
-        with project.store.read() as session:
-            stored = dict(session.execute(select(Annotation.item_id, Annotation.label)).all())
+        stored = stored_labels(project)
         assert stored == {
             "item-000": '["billing", "other"]',
             "item-001": '["shipping", "other"]',
