@@ -279,6 +279,17 @@ def import_decisions(
     stored without a reviewer. Every problem in the file is reported at once, naming its
     row and column, and then nothing is recorded; otherwise all decisions are recorded in
     one transaction (idempotent: a decision already stored is left as it is).
+
+    Examples
+    --------
+    >>> import duolabel, tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "decided.csv").write_text("id,decision\\nsynthetic-x,accept\\n")
+    >>> import_decisions(duolabel.init_project(folder, labels=["a", "b"]), folder / "decided.csv")
+    Traceback (most recent call last):
+    ...
+    duolabel.errors.DataError: ...decided.csv, row 2, column 'id': no synthetic item 'synthetic-x' in the project
+    No decision was recorded.
     """
     path = Path(path)
     _file_format(path, fmt, NOTHING)
