@@ -288,7 +288,7 @@ def import_decisions(
     >>> import_decisions(duolabel.init_project(folder, labels=["a", "b"]), folder / "decided.csv")
     Traceback (most recent call last):
     ...
-    duolabel.errors.DataError: ...decided.csv, row 2, column 'id': no synthetic item 'synthetic-x' in the project
+    duolabel.errors.DataError: ...decided.csv, row 2, column 'id': no synthetic item 'synthetic-x' in...
     No decision was recorded.
     """
     path = Path(path)
