@@ -5,30 +5,15 @@ roles may call the routes is checked by the matrix in test_security.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from fastapi.testclient import TestClient
 
 from duolabel.people.accounts import add_annotator
 from duolabel.synthetic import synthetic_summary
 from duolabel.web import create_app
-from tests.test_synthetic_review import ITEMS, add_synthetic
-from tests.web_fixtures import PASSWORD, make_project
+from tests.test_synthetic_review import ITEMS, project  # noqa: F401  (a fixture: erin, an expert, and 5 items)
+from tests.web_fixtures import PASSWORD
 
 API = "/api/v1/expert/synthetic"
-
-
-@pytest.fixture
-def project(tmp_path: Path, database_url: str | None):
-    project = make_project(tmp_path / "proj", database_url=database_url)
-    add_annotator(project.store, "erin", PASSWORD, role="expert")
-    add_annotator(project.store, "ada", PASSWORD, role="admin")
-    add_synthetic(project)
-    try:
-        yield project
-    finally:
-        project.close()
 
 
 class Api:
@@ -55,7 +40,7 @@ def ids(response) -> list[str]:
     return [item["id"] for item in response.json()["items"]]
 
 
-def test_the_list_pages_and_filters_by_state_label_and_leaf(project):
+def test_the_list_pages_and_filters_by_state_label_and_leaf(project):  # noqa: F811
     erin = Api(create_app(project), "erin")
     first = erin.get("/items").json()
     assert first["total"] == 5 and first["offset"] == 0 and first["limit"] == 50
@@ -81,7 +66,8 @@ def test_the_list_pages_and_filters_by_state_label_and_leaf(project):
         assert bad.status_code == 400 and message in bad.json()["error"]["message"], bad.text
 
 
-def test_a_decision_records_the_reviewer_and_time_and_is_idempotent(project):
+def test_a_decision_records_the_reviewer_and_time_and_is_idempotent(project):  # noqa: F811
+    add_annotator(project.store, "ada", PASSWORD, role="admin")
     app = create_app(project)
     erin, ada = Api(app, "erin"), Api(app, "ada")
     accepted = erin.review("synthetic-0", "accept")
@@ -120,7 +106,7 @@ def test_a_decision_records_the_reviewer_and_time_and_is_idempotent(project):
     assert ids(erin.get("/items")) == ["synthetic-2", "synthetic-3", "synthetic-4"]  # none of those stored
 
 
-def test_the_summary_counts_per_label_and_leaf_as_the_status_does(project):
+def test_the_summary_counts_per_label_and_leaf_as_the_status_does(project):  # noqa: F811
     erin = Api(create_app(project), "erin")
     for item_id, decision in (("synthetic-0", "accept"), ("synthetic-1", "reject"), ("synthetic-2", "accept"),
                               ("synthetic-3", "reject")):  # fmt: skip
