@@ -158,7 +158,7 @@ def test_a_jsonl_round_trip_with_a_default_reviewer(folder, tmp_path):
         with pytest.raises(Exception, match="--reviewer 'nobody': no active expert or admin account"):
             import_decisions(project, file, reviewer="nobody")
         (tmp_path / "odd.jsonl").write_text('{"id": 3, "decision": "accept"}\n', encoding="utf-8")
-        with pytest.raises(Exception, match="row 1, column 'id': got a int, expected text"):
+        with pytest.raises(Exception, match="row 1, column 'id': got 3, expected text"):
             import_decisions(project, tmp_path / "odd.jsonl")
         done = import_decisions(project, file, reviewer="erin")
         assert (done.rows, done.changed["rejected"], done.unchanged) == (2, 2, 0)

@@ -79,7 +79,7 @@ class SyntheticPage:
     items: list[dict[str, Any]]
     total: int
     offset: int
-    limit: int
+    limit: int | None
 
 
 def _when(value: datetime | None) -> str | None:
@@ -93,10 +93,11 @@ def list_synthetic(
     label: str | None = None,
     leaf: str | None = None,
     offset: int = 0,
-    limit: int = 50,
+    limit: int | None = 50,
 ) -> SyntheticPage:
     """The synthetic items in ``review`` state (``pending``, ``accepted``, ``rejected`` or
-    ``all``), of ``label`` and taxonomy ``leaf`` when given, ``limit`` of them from ``offset``.
+    ``all``), of ``label`` and taxonomy ``leaf`` when given, ``limit`` of them (None: all)
+    from ``offset``.
 
     Examples
     --------
@@ -108,7 +109,7 @@ def list_synthetic(
         raise ProjectError(f"review {review!r}: one of {', '.join(REVIEW_STATES)}")
     if label is not None and label not in ctx.config.task.label_names:
         raise ProjectError(f"label {label!r}: not one of {', '.join(ctx.config.task.label_names)}")
-    if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+    if offset < 0 or (limit is not None and not 1 <= limit <= MAX_LIMIT):
         raise ProjectError(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
     where: list[ColumnElement[bool]] = []
     if review == "pending":
@@ -214,14 +215,10 @@ def export_pending(
     """
     path = Path(path)
     kind = _file_format(path, fmt, "Nothing was exported.")
-    rows: list[dict[str, Any]] = []
-    offset = 0
-    while True:  # page through: the pending items can be many
-        page = list_synthetic(ctx, label=label, offset=offset, limit=MAX_LIMIT)
-        rows += [{c: item.get(c) for c in FILE_COLUMNS} for item in page.items]
-        offset += len(page.items)
-        if not page.items or offset >= page.total:
-            break
+    # One query (a page at a time would skip items reviewed meanwhile); they are training
+    # items, few next to the project's items.
+    page = list_synthetic(ctx, label=label, limit=None)
+    rows = [{c: item.get(c) for c in FILE_COLUMNS} for item in page.items]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     with tmp.open("w", encoding="utf-8", newline="") as handle:
@@ -254,7 +251,7 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise TypeError(type(value).__name__)
+        raise TypeError(repr(value)[:40])
     return value.strip() or None
 
 
@@ -330,7 +327,7 @@ def import_decisions(
             try:
                 cells[column] = _text(values.get(column))
             except TypeError as exc:
-                problem(row.number, column, f"got a {exc}, expected text")
+                problem(row.number, column, f"got {exc}, expected text")
         if len(cells) < 3:
             continue
         item_id, decision, name = cells["id"], cells["decision"], cells["reviewer"] or reviewer
