@@ -19,9 +19,16 @@ from duolabel.config import TaskConfig
 from duolabel.core.tasks import TaskType, task_type
 from duolabel.errors import DataError, Problem
 from duolabel.io import CHUNK_ROWS, detect_format
-from duolabel.store import FinalLabel, Item, Prediction, Store, SyntheticItem
+from duolabel.store import Annotator, FinalLabel, Item, Prediction, Store, SyntheticItem
 
-__all__ = ["EXPORT_COLUMNS", "defuse_formula", "export_labels", "final_query", "final_rows"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "SYNTHETIC_COLUMNS",
+    "defuse_formula",
+    "export_labels",
+    "final_query",
+    "final_rows",
+]
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -47,6 +54,22 @@ EXPORT_COLUMNS = [
     "gold_label",
     "batch",
 ]
+
+#: With ``include_synthetic``, after the ``synthetic`` flag: a synthetic item's review
+#: (pending, accepted or rejected), its reviewer's account name and the LLM judge's label.
+SYNTHETIC_COLUMNS = ["synthetic_review", "synthetic_reviewer", "judged_label"]
+
+
+def _synthetic_reviews(session: Any) -> dict[str, dict[str, Any]]:
+    """The review columns of every synthetic item by id (training data: few next to the items)."""
+    rows = session.execute(
+        select(SyntheticItem.item_id, SyntheticItem.review, Annotator.name, SyntheticItem.judged_label)
+        .outerjoin(Annotator, Annotator.id == SyntheticItem.reviewed_by)
+    ).all()  # fmt: skip
+    return {
+        item_id: dict(zip(SYNTHETIC_COLUMNS, (review or "pending", name, judged), strict=True))
+        for item_id, review, name, judged in rows
+    }
 
 
 def final_query(
@@ -107,11 +130,17 @@ def _export_rows(
     inputs = inputs or {}
     with store.read() as session:
         query = final_query(model_version, include_pending, include_synthetic)
+        reviews = _synthetic_reviews(session) if include_synthetic else {}
+        unreviewed = dict.fromkeys(SYNTHETIC_COLUMNS)  # a real item's review columns: empty
         out: list[dict[str, Any]] = []
         for item, final, pred, intended in session.execute(query):
             probs = (pred.calibrated or pred.probs) if pred is not None else None
             label = final.label if final else intended
-            flag = {"synthetic": item.role == "synthetic"} if include_synthetic else {}
+            flag = (
+                {"synthetic": item.role == "synthetic", **reviews.get(item.id, unreviewed)}
+                if include_synthetic
+                else {}
+            )
             out.append(
                 {
                     "id": item.id,
@@ -164,9 +193,9 @@ def final_rows(
     sample = extra(labels[0]) if labels else {}
     at = EXPORT_COLUMNS.index("label") + 1
     distribution = [f"p_{name}" for name in labels]
-    flagged = ["synthetic"] if include_synthetic else []
+    flagged = ["synthetic", *SYNTHETIC_COLUMNS] if include_synthetic else []
     # The user's own input columns travel with their items (after duolabel's columns).
-    inputs = _input_columns(store, {*EXPORT_COLUMNS, *sample, "synthetic"})
+    inputs = _input_columns(store, {*EXPORT_COLUMNS, *sample, "synthetic", *SYNTHETIC_COLUMNS})
     columns = [*EXPORT_COLUMNS[:at], *sample, *EXPORT_COLUMNS[at:], *inputs, *flagged, *distribution]
     rows = _export_rows(store, model_version, include_pending, extra, labels, include_synthetic, inputs)
     return columns, rows
@@ -188,9 +217,10 @@ def export_labels(
     and the model's calibrated distribution ends each row, one column ``p_<label>`` per
     label. The file is written next to its destination and moved into place at the end, so
     a crash never leaves a half-written export behind. ``include_synthetic`` adds the
-    synthetic training items (source ``synthetic``, their intended label) and a column
-    ``synthetic`` that flags them. CSV cells that a spreadsheet would
-    run as a formula are defused (:func:`defuse_formula`); JSONL and Parquet are exact.
+    synthetic training items (source ``synthetic``, their intended label), a column
+    ``synthetic`` that flags them and their review (:data:`SYNTHETIC_COLUMNS`). CSV cells that
+    a spreadsheet would run as a formula are defused (:func:`defuse_formula`); JSONL and
+    Parquet are exact.
     """
     path = Path(path)
     outcome = "Nothing was exported."
@@ -211,7 +241,7 @@ def export_labels(
     # The task type's columns, for their Parquet types.
     sample = task_type(task.type).export_columns(labels[0], labels) if task is not None and labels else {}
     distribution = [f"p_{name}" for name in labels]
-    flagged = ["synthetic"] if include_synthetic else []
+    flagged = ["synthetic", *SYNTHETIC_COLUMNS] if include_synthetic else []
     # The user's own input columns: every column the schema below does not type itself.
     typed = {*EXPORT_COLUMNS, *sample, *flagged, *distribution}
     inputs = [c for c in columns if c not in typed]
@@ -246,7 +276,7 @@ def export_labels(
                 ("gold_label", pa.string()),
                 ("batch", pa.string()),
                 *((name, pa.string()) for name in inputs),
-                *((name, pa.bool_()) for name in flagged),
+                *((name, pa.bool_() if name == "synthetic" else pa.string()) for name in flagged),
                 *((name, pa.float64()) for name in distribution),
             ]
         )

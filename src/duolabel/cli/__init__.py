@@ -14,6 +14,7 @@ from rich.table import Table
 
 from duolabel.cli.common import ProjectArg, ProjectOpt, _open, err, out, wide_when_not_a_terminal
 from duolabel.cli.people import annotators_app, config_app, golden_app
+from duolabel.cli.synthetic import synthetic_app
 from duolabel.cli.tables import (
     _batch_table,
     _calibration_table,
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(annotators_app, name="annotators")
 app.add_typer(golden_app, name="golden")
 app.add_typer(config_app, name="config")
+app.add_typer(synthetic_app, name="synthetic")
 
 
 @app.callback()
@@ -409,7 +411,11 @@ def export(
     project: ProjectOpt = Path("."),
     include_pending: Annotated[bool, typer.Option(help="Also write items without a final label.")] = False,
     include_synthetic: Annotated[
-        bool, typer.Option(help="Also write the synthetic training items, flagged in a 'synthetic' column.")
+        bool,
+        typer.Option(
+            help="Also write the synthetic training items, flagged in a 'synthetic' column, with "
+            "their review (synthetic_review, synthetic_reviewer) and the LLM judge's judged_label."
+        ),
     ] = False,
     fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
 ) -> None:
