@@ -127,11 +127,11 @@ def test_simulate_a_spans_project_from_recorded_answers(tmp_path: Path):
         session.add(
             Annotation(item_id=least, annotator_id=expert.id, label=preds[least].gold_label, kind="expert")
         )
-    simulate = cli("simulate", str(folder), "--from-store", "--expert-accuracy", "0.5", env=WIDE)
+    simulate = cli("simulate", str(folder), "--from-store", "--expert-accuracy", "0.7", env=WIDE)
     assert simulate.returncode == 0, simulate.stderr
     out = simulate.stdout
     flat = " ".join(out.split())
-    assert "the least sure 0.5 of the routed items are escalated" in flat and "probability 0.5 and" in flat
+    assert "the least sure 0.5 of the routed items are escalated" in flat and "probability 0.7 and" in flat
     hybrid = _line(out, "hybrid, target 0.3")
     assert hybrid[1] == f"whole-list chance >= {threshold:.3f}"
     scores = sorted(c for c, _ in routed)
@@ -140,7 +140,7 @@ def test_simulate_a_spans_project_from_recorded_answers(tmp_path: Path):
     assert least in up and hybrid[-1] == f"{len(up)} (1 recorded)"
     final[ids.index(least)] = preds[least].gold_label
     right = [preds[i].gold_label if i in up else f for i, f in zip(ids, final, strict=True)]
-    expect = [0.5 * a + 0.5 * b for a, b in zip(_raw(right, gold), _raw(final, gold), strict=True)]
+    expect = [0.7 * a + 0.3 * b for a, b in zip(_raw(right, gold), _raw(final, gold), strict=True)]
     assert [float(x) for x in hybrid[-4:-2]] == pytest.approx(expect, abs=5.01e-4)  # printed to 3 digits
 
 

@@ -111,7 +111,12 @@ def replay_lists(
     expert_share: float = 0.0,
     expert_accuracy: float = 1.0,
 ) -> list[ListSimulationRow]:
-    """The simulation table of a list-valued project (see the module docstring).
+    """The simulation table of a list-valued project (see the module docstring): model alone,
+    people alone and the hybrid at each target, on the items with a gold list and ``recorded``
+    answers, for model ``version``. ``kind`` votes people's answers and scores lists;
+    ``expert_share`` of the routed items (the least sure) go to experts, scored by a recorded
+    expert answer or, without one, as the expectation with ``expert_accuracy``. The multi-label
+    replay (:func:`simulate_lists`) leaves the expert tier out, as it always has.
 
     Examples
     --------
