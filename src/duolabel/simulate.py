@@ -565,8 +565,9 @@ def simulate_project(
     if task_type(project.config.task.type).list_valued:
         # The replay reads one label per answer and per item (majority votes, the dynamic fusion).
         raise ProjectError(
-            f"duolabel simulate is not built for task.type {project.config.task.type} yet (it replays "
-            "one label per answer); benchmarks/multilabel.py --routing replays multi-label routing"
+            f"simulate_project replays one label per answer, which task.type {project.config.task.type} "
+            "does not give: 'duolabel simulate --from-store' replays multi-label and spans projects "
+            "(duolabel.simulate_lists.simulate_lists, duolabel.simulate_spans.simulate_spans)"
         )
     version = labeling_version(project)  # the distilled student's once it has won
     if version is None:

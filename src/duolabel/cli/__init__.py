@@ -548,7 +548,7 @@ def simulate(
         typer.Option(
             "--from-store",
             help="Replay the answers people gave in this project (web app or import-answers) "
-            "instead of a file.",
+            "instead of a file (multi-label and spans projects replay only these).",
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the order in which recorded answers are drawn.")] = 0,
@@ -581,17 +581,23 @@ def simulate(
         ),
     ] = None,
 ) -> None:
-    """Replay the routing policies on items with known labels and recorded human answers."""
+    """Replay the routing policies on items with known labels and recorded human answers.
+
+    Multi-label and spans projects replay the answers in the store (--from-store).
+    """
     from duolabel.simulate import HYBRID, read_gold, simulate_project
 
     with _open(project) as proj:
-        if proj.config.task.type == "multi_label":  # lists: cli/lists.py
+        if proj.config.task.type in ("multi_label", "spans"):  # lists: cli/lists.py
             from duolabel.cli.lists import list_simulation_table
 
             given = {"--gold": gold, "--curve": curve, "--sample-share": sample_share}
             unsupported = [name for name, value in given.items() if value is not None]
             answers_file = None if from_store else proj.resolve(answers)
-            out.print(list_simulation_table(proj, answers_file, unsupported=unsupported))
+            table = list_simulation_table(
+                proj, answers_file, unsupported=unsupported, expert_accuracy=expert_accuracy
+            )
+            out.print(table)
             return
         known = None if gold is None else read_gold(proj, proj.resolve(gold), column=gold_column)
         result = simulate_project(
