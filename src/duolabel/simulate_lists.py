@@ -91,15 +91,37 @@ def _row(
     return ListSimulationRow(policy, point, *kind.score(final, gold), share)
 
 
-def simulate_lists(project: Project, recorded: RecordedAnswers, version: str) -> list[ListSimulationRow]:
-    """The simulation table of a multi-label project from people's ``recorded`` answers.
+def simulate_lists(
+    project: Project, recorded: RecordedAnswers, version: str, *, expert_accuracy: float | None = None
+) -> list[ListSimulationRow]:
+    """The simulation table of a multi-label project from people's ``recorded`` answers;
+    escalated items without a recorded expert answer use ``expert_accuracy`` (None: the
+    project's ``routing.expert_accuracy``).
 
     Examples
     --------
     >>> ListSimulationRow("model alone", "–", 0.5, 0.6, 0.0).human_share
     0.0
     """
-    return replay_lists(project, recorded, version, _multi_label(project.config.task.label_names))
+    return replay_with_experts(
+        project, recorded, version, _multi_label(project.config.task.label_names), expert_accuracy
+    )
+
+
+def replay_with_experts(
+    project: Project, recorded: RecordedAnswers, version: str, kind: ListKind, expert_accuracy: float | None
+) -> list[ListSimulationRow]:
+    """:func:`replay_lists` with the project's expert tier (``routing.expert_share``) and
+    ``expert_accuracy`` (None: ``routing.expert_accuracy``)."""
+    cfg = project.config.routing
+    return replay_lists(
+        project,
+        recorded,
+        version,
+        kind,
+        expert_share=cfg.expert_share,
+        expert_accuracy=cfg.expert_accuracy if expert_accuracy is None else expert_accuracy,
+    )
 
 
 def replay_lists(
@@ -115,8 +137,7 @@ def replay_lists(
     people alone and the hybrid at each target, on the items with a gold list and ``recorded``
     answers, for model ``version``. ``kind`` votes people's answers and scores lists;
     ``expert_share`` of the routed items (the least sure) go to experts, scored by a recorded
-    expert answer or, without one, as the expectation with ``expert_accuracy``. The multi-label
-    replay (:func:`simulate_lists`) leaves the expert tier out, as it always has.
+    expert answer or, without one, as the expectation with ``expert_accuracy``.
 
     Examples
     --------

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from duolabel.core.spans import TokenVote, parse_spans, span_scores
-from duolabel.simulate_lists import ListKind, ListSimulationRow, replay_lists
+from duolabel.simulate_lists import ListKind, ListSimulationRow, replay_with_experts
 
 if TYPE_CHECKING:
     from duolabel.project import Project
@@ -77,12 +77,6 @@ def simulate_spans(
     >>> simulate_spans  # doctest: +ELLIPSIS
     <function simulate_spans at ...>
     """
-    cfg = project.config.routing
-    return replay_lists(
-        project,
-        recorded,
-        version,
-        spans_kind(project.config.task.label_names),
-        expert_share=cfg.expert_share,
-        expert_accuracy=cfg.expert_accuracy if expert_accuracy is None else expert_accuracy,
+    return replay_with_experts(
+        project, recorded, version, spans_kind(project.config.task.label_names), expert_accuracy
     )

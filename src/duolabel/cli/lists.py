@@ -76,12 +76,10 @@ def list_simulation_table(
         "Hybrid: the model's list where its whole-list chance reaches the threshold target mode "
         f"certifies on the golden items, people's answer ({vote}) elsewhere."
     )
-    if kind == "spans":
-        rows = simulate_spans(project, stored_answers(project), version, expert_accuracy=expert_accuracy)
-        caption += " " + _experts(project, expert_accuracy)
-    else:
-        rows = simulate_lists(project, stored_answers(project), version)
-    experts = project.config.routing.expert_share > 0 and kind == "spans"
+    simulate = simulate_spans if kind == "spans" else simulate_lists
+    rows = simulate(project, stored_answers(project), version, expert_accuracy=expert_accuracy)
+    caption += " " + _experts(project, expert_accuracy)
+    experts = project.config.routing.expert_share > 0
     table = Table(title=f"Simulation ({title})", caption=caption)
     columns = ["policy", "operating point", *figures, "human share"] + (["expert answers"] if experts else [])
     for column in columns:
