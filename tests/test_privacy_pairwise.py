@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from duolabel import Project
-from duolabel.labelers.llm_pairwise import JUDGE_RULES
+from duolabel.labelers.llm_pairwise import JUDGE_RULES, pair_block
+from duolabel.labelers.pairwise import Pair
 from duolabel.store.tables import Redaction
 from tests.conftest import write_project
 from tests.llm_server import MODEL_ALIAS
@@ -85,6 +86,7 @@ def test_no_email_or_phone_number_of_a_pair_reaches_the_judge_server(tmp_path: P
         assert result.predicted == 8
         with project.store.read() as session:
             rows = session.scalars(select(Redaction)).all()
+        status = project.status().privacy
     sent = "\n".join(recording_proxy.bodies)
     # The judge talked to the server through the proxy, with its own prompt, in both orders.
     assert '"prompt"' in sent and json.dumps(JUDGE_RULES)[1:40] in sent
@@ -93,7 +95,19 @@ def test_no_email_or_phone_number_of_a_pair_reaches_the_judge_server(tmp_path: P
         assert secret not in sent and json.dumps(secret)[1:-1] not in sent
     assert "<EMAIL_1>" in sent and "<PHONE_1>" in sent
     # What was replaced is kept in the store, per item, and only there.
-    recorded = {(r.item_id, r.kind, r.original) for r in rows}
+    # Once per value and item although each pair went out twice (shown and swapped), at its
+    # offsets in the pair as the judge reads it in the order shown.
+    assert (
+        status == "personal data replaced in 5 items before they went to a remote labeler (EMAIL 4, PHONE 3)"
+    )
+    pairs = {
+        r.id: Pair(r.id, r.text, r.response_a, r.response_b)
+        for r in pd.concat([golden, regular]).itertuples()
+    }
+    assert all(pair_block(pairs[r.item_id])[r.start : r.end] == r.original for r in rows)
+    listed = [(r.item_id, r.kind, r.original) for r in rows]
+    recorded = set(listed)
+    assert len(listed) == len(recorded)
     assert recorded == {
         ("g1", "EMAIL", EMAILS[0]),
         ("g2", "EMAIL", EMAILS[0]),
