@@ -146,7 +146,7 @@ def _routes(project: Project) -> dict[str, tuple[str, int]]:
 
 
 def _answer_round(folder: Path, person: str, label_for: Callable[[str], str]) -> dict[str, tuple[str, int]]:
-    """``person`` answers every item that waits for one more answer; then the follow-up runs.
+    """``person`` answers every item that waits for one more answer; then ``duolabel route``.
     Returns what the follow-up was expected to decide on the items then complete."""
     with Project.open(folder) as project:
         with project.store.read() as session:
@@ -159,9 +159,10 @@ def _answer_round(folder: Path, person: str, label_for: Callable[[str], str]) ->
             if kind == "humans" and counts.get(i, 0) < overlap
         ]
         answer(project, waiting, [person], lambda item, _: label_for(item))
-        policy = DynamicOverlap(posterior_target=0.95, max_overlap=2)
-        expected = _followed(project, policy)
-        follow_up_project(project)
+        expected = _followed(project, DynamicOverlap(posterior_target=0.95, max_overlap=2))
+    routed = cli("route", str(folder))  # follows up first, as `duolabel aggregate` and `run` do
+    assert routed.returncode == 0, routed.stderr
+    with Project.open(folder) as project:
         got = _routes(project)
     for item_id, (kind, overlap) in expected.items():
         if kind == "accept":  # left for aggregation to finalize: the route stays as asked
