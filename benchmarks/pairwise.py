@@ -301,6 +301,8 @@ def main() -> None:
         return hybrid_main(args, items, gold, fields)
     print(f"LLM judge: Gemma 3 270M on {len(items)} llmbar pairs, both orders", flush=True)
     shown, back, per_pair = llm_orders(items, fields)
+    timing = CACHE / f"gemma_seconds{PROMPT}.json"
+    spent = json.loads(timing.read_text())["pairs"] if timing.exists() else 0
     figures = llm_figures(shown, back, gold)
     lines = [
         f"Command: `python benchmarks/pairwise.py --pool {args.pool} --golden {args.golden} --record` — "
@@ -309,10 +311,12 @@ def main() -> None:
         f"on 50% of all 885), {SPLITS} disjoint "
         f"subsamples of ~{len(items) // SPLITS} pairs: mean, std, min–max over them.",
         "",
-        "Bundled Gemma 3 270M (a base model: it exercises the path, it is no judge), zero-shot, each "
+        "Bundled Gemma 3 270M (a base model: it exercises the path, it is no judge), zero-shot with "
+        "the judge's pair prompt (`labelers/llm_pairwise.pair_prompt`: the judging rules, the "
+        "instruction, `Output (a)` and `Output (b)`), each "
         "pair scored as shown and with A and B swapped (P(label) from the label tokens), "
         f"{per_pair:.1f} s per pair for both orders on one thread of a shared 2-core machine "
-        "(measured when the pairs were scored; the scores are cached).",
+        f"(measured on the {spent} pairs scored with timing; the scores are cached).",
         "",
         "| figure | mean | std | min–max |",
         "|---|---|---|---|",

@@ -204,12 +204,23 @@ class DynamicOverlap(ThresholdPolicy):
     def follow_up(self, prior: np.ndarray, answers: Sequence[int], accuracies: Sequence[float]) -> Decision:
         """What to do once ``answers`` are in: ``accept`` (the fused label is final, overlap =
         answers used), ``humans`` (ask one more), or ``expert``."""
-        posterior = fuse(prior, answers, accuracies)
-        if posterior.max() >= self.posterior_target:
-            return Decision("accept", len(answers))
-        if len(answers) < self.max_overlap:
-            return Decision("humans", len(answers) + 1)
-        return Decision("expert", len(answers)) if self.escalate else Decision("accept", len(answers))
+        return self.settle(float(fuse(prior, answers, accuracies).max()), len(answers))
+
+    def settle(self, sure: float, answers: int) -> Decision:
+        """The decision once ``answers`` answers leave the likeliest answer with posterior
+        ``sure``: what :meth:`follow_up` does with the fused distribution, and what a list's
+        whole-list posterior (:mod:`duolabel.core.listfollow`) is compared with.
+
+        Examples
+        --------
+        >>> DynamicOverlap(posterior_target=0.9, max_overlap=2).settle(0.8, 2)
+        Decision(kind='expert', overlap=2)
+        """
+        if sure >= self.posterior_target:
+            return Decision("accept", answers)
+        if answers < self.max_overlap:
+            return Decision("humans", answers + 1)
+        return Decision("expert", answers) if self.escalate else Decision("accept", answers)
 
     @property
     def expected_answers(self) -> float:

@@ -163,7 +163,9 @@ class PairwiseLLMLabeler:
         if inconsistent not in ("abstain", "keep"):
             raise ValueError(f"inconsistent must be 'abstain' or 'keep', got {inconsistent!r}")
         object.__setattr__(self, "_model", model)
-        if isinstance(model, PromptedLabeler):
+        # A wrapper around the backend (privacy's redaction) forwards ``layout`` to it: the
+        # judge must keep its pair prompt whether or not the text is redacted on the way.
+        if isinstance(model, PromptedLabeler) or isinstance(getattr(model, "_model", None), PromptedLabeler):
             model.layout = pair_prompt
         self.pairs = pairs
         self.inconsistent = inconsistent

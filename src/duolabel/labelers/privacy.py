@@ -5,7 +5,10 @@ With ``privacy.redact`` set, an ``openai`` labeler whose server is not on this m
 address, phone number, ... is replaced by a typed, numbered placeholder (``<EMAIL_1>``; the same
 value twice in one item gets the same placeholder), in the items it labels and in the golden
 items its prompts show as examples. The mapping from placeholder to original is written to the
-store (table ``redactions``) before the text is sent, and nowhere else.
+store (table ``redactions``) before the text is sent, and nowhere else. In a ``pairwise``
+project the text sent is the pair as the LLM judge reads it (the prompt and both responses,
+:func:`~duolabel.labelers.llm_pairwise.pair_block`), and the offsets recorded are into that
+text in the order shown; each value is recorded once per item although both orders are sent.
 
 Finding the personal data is Microsoft Presidio's job (``presidio-analyzer``): its pattern
 recognisers with their checksums and context words (the Luhn check of card numbers, the
@@ -226,6 +229,18 @@ def redacting(ctx: Context, cfg: LabelerConfig, model: Any) -> Any:
     return _Redacting(model, Redactor(ctx.config.privacy.redact), ctx.store)
 
 
+def _occurrences(rows: Sequence[Any]) -> list[tuple[str, str, str, int]]:
+    """Per redaction row (in text order per item): item, kind, value and which occurrence of
+    that value in the item it is."""
+    seen: dict[tuple[str, str, str], int] = {}
+    out = []
+    for row in rows:
+        key = (row.item_id, row.kind, row.original)
+        seen[key] = seen.get(key, -1) + 1
+        out.append((*key, seen[key]))
+    return out
+
+
 class _Redacting:
     """A labeler that redacts the items' text, records what it replaced, then passes the
     redacted items on. Every other attribute is the wrapped labeler's."""
@@ -262,13 +277,22 @@ class _Redacting:
         ids = sorted({row.item_id for row in rows})
         if ids and record:
             with self._store.write() as session:
-                have = {
-                    (r.item_id, r.start)
-                    for r in session.execute(
-                        select(Redaction.item_id, Redaction.start).where(Redaction.item_id.in_(ids))
-                    )
-                }
-                session.add_all(r for r in rows if (r.item_id, r.start) not in have)
+                known = session.execute(
+                    select(Redaction.item_id, Redaction.start, Redaction.kind, Redaction.original)
+                    .where(Redaction.item_id.in_(ids))
+                    .order_by(Redaction.item_id, Redaction.start)
+                ).all()
+                have = {(r.item_id, r.start) for r in known}
+                # A value the item already has a row for is not recorded again at another
+                # offset: the pair judge sends each pair twice, as shown and swapped
+                # (labelers/llm_pairwise.py), the same values at other offsets. Occurrences are
+                # counted, so a value twice in one text is still two rows.
+                values = _occurrences(known)
+                session.add_all(
+                    row
+                    for row, key in zip(rows, _occurrences(rows), strict=True)
+                    if (row.item_id, row.start) not in have and key not in values
+                )
         return out
 
     def fit(self, items: Sequence[TextItem], labels: Sequence[Any], **options: Any) -> Any:

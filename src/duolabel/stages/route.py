@@ -28,6 +28,7 @@ from duolabel.core.evidence import (
     neighbourhood_accuracy,
     vote_correctness,
 )
+from duolabel.core.listfollow import LIST_TYPES, list_posterior
 from duolabel.core.operating import (
     CurvePoint,
     OperatingPoint,
@@ -134,11 +135,19 @@ def _policy(routing: RoutingConfig) -> ThresholdPolicy:
 
 
 def _check_policy(ctx: Context, routing: RoutingConfig) -> None:
-    """Refuse a policy that reads people's answers as one label when the answers are lists."""
-    if task_type(ctx.config.task.type).list_valued and isinstance(_policy(routing), FollowUpPolicy):
+    """Refuse a follow-up policy on lists unless their answers can be fused element by element
+    (:mod:`duolabel.core.listfollow`: multi_label, spans) and the policy decides on that
+    posterior (``settle``, as :class:`~duolabel.core.policies.DynamicOverlap` does)."""
+    kind = ctx.config.task.type
+    policy = _policy(routing)
+    if not task_type(kind).list_valued or not isinstance(policy, FollowUpPolicy):
+        return
+    if kind not in LIST_TYPES or not hasattr(policy, "settle"):
         raise ProjectError(
-            f"routing.policy {routing.policy} fuses people's answers one label at a time, which "
-            f"task.type {ctx.config.task.type} does not give: set routing.policy to threshold or meta"
+            f"routing.policy {routing.policy} fuses people's answers one label at a time, and "
+            f"task.type {kind}'s answers are lists it has no element-wise posterior for (the "
+            f"dynamic policy fuses {' and '.join(LIST_TYPES)} lists): set routing.policy to "
+            "threshold or meta"
         )
 
 
@@ -517,25 +526,36 @@ def follow_up_project(ctx: Context) -> Counter[str]:
         ):
             answers[item_id].append((name, label))
         ready = [i for i, r in routes.items() if len(answers.get(i, [])) >= r.overlap]
-        priors: dict[str, dict[str, float]] = dict(
-            session.execute(
-                select(Prediction.item_id, Prediction.calibrated).where(
-                    Prediction.item_id.in_(ready),
-                    Prediction.model_version == (current_model_version(ctx) or ""),
-                    Prediction.calibrated.is_not(None),
-                )
-            ).all()
-        )
+        predicted = session.execute(
+            select(Prediction.item_id, Prediction.calibrated, Prediction.label).where(
+                Prediction.item_id.in_(ready),
+                Prediction.model_version == (current_model_version(ctx) or ""),
+                Prediction.calibrated.is_not(None),
+            )
+        ).all()
+    priors: dict[str, dict[str, float]] = {r.item_id: r.calibrated for r in predicted}
+    model_answers: dict[str, str | None] = {r.item_id: r.label for r in predicted}
+    lists = task_type(ctx.config.task.type).list_valued
     updates: dict[str, Decision] = {}
     for item_id in ready:
         given = answers[item_id]
         prior_dist = priors.get(item_id)
-        prior = as_matrix([prior_dist], labels)[0] if prior_dist else np.full(len(labels), 1.0 / len(labels))
-        decision = policy.follow_up(
-            prior,
-            [labels.index(label) for _, label in given],
-            [skills.get(name, cfg.human_accuracy) for name, _ in given],
-        )
+        accuracies = [skills.get(name, cfg.human_accuracy) for name, _ in given]
+        if lists:  # fused element by element (core/listfollow.py says why)
+            sure = list_posterior(
+                ctx.config.task.type,
+                as_matrix([prior_dist], labels)[0] if prior_dist else None,
+                model_answers.get(item_id),
+                [label for _, label in given],
+                accuracies,
+                labels,
+            )
+            decision = cast(Any, policy).settle(sure, len(given))
+        else:
+            prior = (
+                as_matrix([prior_dist], labels)[0] if prior_dist else np.full(len(labels), 1.0 / len(labels))
+            )
+            decision = policy.follow_up(prior, [labels.index(label) for _, label in given], accuracies)
         done[decision.kind] += 1
         if decision.kind != "accept":
             updates[item_id] = decision
