@@ -39,7 +39,7 @@ from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_rou
 from duolabel.stages.route_sample import route_with_sample, routes_by_sample, sample_state
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Redaction, Route, Run
 from duolabel.synthetic import synthetic_status
-from duolabel.training_data import teacher_version
+from duolabel.training_data import NO_CALIBRATION, teacher_version, without_golden
 
 __all__ = [
     "aggregate",
@@ -432,8 +432,11 @@ def _run_locked(ctx: Context, *, progress: Reporter, imported: Callable[[], None
             summary.distill = distill_project(ctx, progress=progress)
         work = labeling_context(ctx)
         summary.label = label_project(work, batches=active, progress=progress, stop_set=stop_set(ctx))
-        summary.calibration = calibrate_project(work)
-        record_learning(work)
+        if without_golden(work):
+            summary.extra["calibration"] = NO_CALIBRATION
+        else:
+            summary.calibration = calibrate_project(work)
+            record_learning(work)
         summary.route = route(ctx, batches=active, progress=progress)
         summary.aggregate = aggregate(ctx)
         if batch is None:

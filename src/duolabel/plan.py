@@ -35,7 +35,7 @@ from duolabel.labelers import TextItem, build_labeler, encode_fn, encoder_for
 from duolabel.ledger import answer_price, current_model_version, labeler_versions, model_cost
 from duolabel.people.imported import IMPORTED
 from duolabel.store import Annotator, FinalLabel, Item, Prediction, Route
-from duolabel.training_data import golden_items
+from duolabel.training_data import golden_items, routes_by_sample
 
 __all__ = ["LabelerPlan", "PeoplePlan", "ProjectPlan", "plan_project", "sanity_checks"]
 
@@ -416,7 +416,8 @@ def sanity_checks(ctx: Context, *, routing: Any = None) -> list[str]:
                 select(Item.gold_label).where(Item.role == "golden", Item.gold_label.is_not(None))
             )
         )
-    if cfg.mode == "target":
+    if cfg.mode == "target" and not routes_by_sample(cfg):
+        # Certified from a sample, the target needs no golden item (stages.route_sample).
         warnings += _target_warning(ctx, len(gold), routing)
     if gold:
         label, count = Counter(gold).most_common(1)[0]
