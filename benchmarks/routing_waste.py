@@ -249,7 +249,8 @@ def main() -> None:
             f"Command: `python benchmarks/routing_waste.py --splits {args.splits}{cache} --record` — "
             f"{date.today()}, "
             f"{platform.machine()}, Python {platform.python_version()}, CPU only; the splits and predictions "
-            "of the section above (`embedding` labeler, temperature calibration).",
+            'of "Routing: the accepted-items guarantee by procedure" (`embedding` labeler, temperature '
+            "calibration).",
             "",
             __doc__.split("\n\n", 2)[2].split("\n\n``--cache")[0],
             "",
