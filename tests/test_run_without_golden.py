@@ -43,6 +43,8 @@ def test_run_without_golden_items_waits_for_the_sample_then_routes_the_rest(tmp_
     assert f"waiting for people's labels on {SAMPLE} of the {SAMPLE} sampled items" in output
     # The target is certified from the sample: no warning asks for golden items.
     assert "golden items even for a model" not in output
+    code, output = cli("calibrate", str(folder))
+    assert code == 2 and "calibration is skipped, the project has no golden items" in output, output
     code, output = cli("plan", "-p", str(folder))
     assert code == 0 and "too few golden items" not in output, output
     code, output = cli("status", str(folder))

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from duolabel.context import Context
 from duolabel.core.audit import Alarm
 from duolabel.core.costs import CostComparison, CostSummary
+from duolabel.errors import ProjectError
 from duolabel.export import export_labels
 from duolabel.io import ImportResult, import_file
 from duolabel.ledger import compare_costs as cost_comparison
@@ -334,6 +335,8 @@ def calibrate(ctx: Context) -> list[CalibrationResult]:
     model's learning curve and stop-set agreement once (what ``status`` reads)."""
     with exclusive(ctx):
         work = labeling_context(ctx)
+        if without_golden(work):
+            raise ProjectError(f"nothing to calibrate on: calibration is {NO_CALIBRATION}")
         results = calibrate_project(work)
         record_learning(work)
         return results
