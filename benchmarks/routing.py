@@ -189,7 +189,7 @@ def simulation(name: str, n_golden: int, draws: int) -> dict[str, object]:
 
 
 # The default first; the start-at-half one before it; the start the scores expect to pay most.
-PROCEDURES = ("fallback", "fixed-sequence", "expected-start")
+PROCEDURES = ("fallback", "fixed-sequence", "expected-start", "planned-start")
 # A reference, not a valid procedure: the largest golden slice that passes its own binomial test
 # at the whole risk, picked knowing every test's outcome. No procedure built on these tests
 # accepts more, so its gap is a floor for theirs.
@@ -292,9 +292,10 @@ def validity_table(checks: list[dict], splits: int) -> list[str]:
         "best threshold in hindsight on the golden items (what `status`, `simulate` and the report",
         "print). Procedures: `fallback` (the default: Learn-then-Test with Wiens' fallback procedure",
         "over slices of halving size), `fixed-sequence` (the procedure before: all of the risk on the",
-        "slice of half the golden items, then down to the first failure) and `expected-start` (all of",
+        "slice of half the golden items, then down to the first failure), `expected-start` (all of",
         "the risk on the slice the calibrated scores expect to pay most, then down to the first",
-        "failure; `routing.certification`); all on the same splits. The last row of each data set is",
+        "failure) and `planned-start` (the same with that expectation computed exactly;",
+        "`routing.certification`); all on the same splits. The last row of each data set is",
         f"a floor, not a procedure: {ORACLE}, the largest golden slice that passes its own binomial",
         "test at the whole risk, picked knowing every outcome.",
         "",

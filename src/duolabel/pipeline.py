@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from duolabel.context import Context
 from duolabel.core.audit import Alarm
 from duolabel.core.costs import CostComparison, CostSummary
+from duolabel.errors import ProjectError
 from duolabel.export import export_labels
 from duolabel.io import ImportResult, import_file
 from duolabel.ledger import compare_costs as cost_comparison
@@ -39,7 +40,7 @@ from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_rou
 from duolabel.stages.route_sample import route_with_sample, routes_by_sample, sample_state
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Redaction, Route, Run
 from duolabel.synthetic import synthetic_status
-from duolabel.training_data import teacher_version
+from duolabel.training_data import NO_CALIBRATION, teacher_version, without_golden
 
 __all__ = [
     "aggregate",
@@ -334,6 +335,8 @@ def calibrate(ctx: Context) -> list[CalibrationResult]:
     model's learning curve and stop-set agreement once (what ``status`` reads)."""
     with exclusive(ctx):
         work = labeling_context(ctx)
+        if without_golden(work):
+            raise ProjectError(f"nothing to calibrate on: calibration is {NO_CALIBRATION}")
         results = calibrate_project(work)
         record_learning(work)
         return results
@@ -432,8 +435,11 @@ def _run_locked(ctx: Context, *, progress: Reporter, imported: Callable[[], None
             summary.distill = distill_project(ctx, progress=progress)
         work = labeling_context(ctx)
         summary.label = label_project(work, batches=active, progress=progress, stop_set=stop_set(ctx))
-        summary.calibration = calibrate_project(work)
-        record_learning(work)
+        if without_golden(work):
+            summary.extra["calibration"] = NO_CALIBRATION
+        else:
+            summary.calibration = calibrate_project(work)
+            record_learning(work)
         summary.route = route(ctx, batches=active, progress=progress)
         summary.aggregate = aggregate(ctx)
         if batch is None:

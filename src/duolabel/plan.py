@@ -35,7 +35,7 @@ from duolabel.labelers import TextItem, build_labeler, encode_fn, encoder_for
 from duolabel.ledger import answer_price, current_model_version, labeler_versions, model_cost
 from duolabel.people.imported import IMPORTED
 from duolabel.store import Annotator, FinalLabel, Item, Prediction, Route
-from duolabel.training_data import golden_items
+from duolabel.training_data import golden_items, routes_by_sample, without_golden
 
 __all__ = ["LabelerPlan", "PeoplePlan", "ProjectPlan", "plan_project", "sanity_checks"]
 
@@ -416,7 +416,8 @@ def sanity_checks(ctx: Context, *, routing: Any = None) -> list[str]:
                 select(Item.gold_label).where(Item.role == "golden", Item.gold_label.is_not(None))
             )
         )
-    if cfg.mode == "target":
+    if cfg.mode == "target" and not routes_by_sample(cfg):
+        # Certified from a sample, the target needs no golden item (stages.route_sample).
         warnings += _target_warning(ctx, len(gold), routing)
     if gold:
         label, count = Counter(gold).most_common(1)[0]
@@ -483,7 +484,9 @@ def plan_project(ctx: Context) -> ProjectPlan:
     labelers = [_plan_labeler(ctx, cfg, regular, (items, gold)) for cfg in ctx.config.labeler]
     people, routing = _plan_people(ctx, *_unrouted(ctx))
     warnings = sanity_checks(ctx, routing=routing)
-    if _short is not None:
+    # Routing by a sample, a labeler that needs no training runs without golden items.
+    sample_only = without_golden(ctx) and not any(cfg.trainable for cfg in ctx.config.labeler)
+    if _short is not None and not sample_only:
         warnings.insert(0, _short)
     if not regular and not items and ctx.config.data:
         files = ", ".join(source.path for source in ctx.config.data)

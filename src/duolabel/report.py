@@ -84,6 +84,7 @@ def write_report(project: Project, path: Path) -> Path:
     from duolabel.stages.distill import labeling_context, labeling_version
     from duolabel.stages.route import error_ranking_of
     from duolabel.stages.route_sample import routes_by_sample
+    from duolabel.training_data import without_golden
 
     kind = project.config.task.type
     if task_type(kind).list_valued and kind not in ("multi_label", "spans"):
@@ -103,6 +104,12 @@ def write_report(project: Project, path: Path) -> Path:
         from duolabel.report_spans import write_span_report
 
         return write_span_report(project, path, version)
+    if without_golden(project):
+        # Every view below (the quality curve, calibration, confusion) reads the golden items.
+        raise ProjectError(
+            "duolabel report reads the golden items and this project has none: 'duolabel status' "
+            "shows the sample certificate and 'duolabel export' the labels"
+        )
     labels = project.config.task.label_names
     plan = plan_routing(project)
     ranking = [

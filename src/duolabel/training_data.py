@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from duolabel.config import LabelerSettings
+from duolabel.config import LabelerSettings, RoutingConfig
 from duolabel.context import Context
 from duolabel.core.multilabel import answer_sets
 from duolabel.core.spans import parse_spans
@@ -23,15 +23,19 @@ from duolabel.labelers.base import TextItem
 from duolabel.store import FinalLabel, Item, Prediction, Run, SyntheticItem
 
 __all__ = [
+    "NO_CALIBRATION",
     "fit_options",
     "STOP_SET_SUFFIX",
+    "golden_advice",
     "golden_items",
     "human_labelled_items",
     "is_student",
     "learned_from",
+    "routes_by_sample",
     "student_items",
     "synthetic_training_items",
     "teacher_version",
+    "without_golden",
 ]
 
 #: Appended to a model version for its predictions on the learning stage's stop set that it
@@ -188,3 +192,63 @@ def fit_options(ctx: Context, model: object) -> dict[str, Any]:
             select(Item.id, Item.text, Item.content_hash).where(Item.role == "regular").order_by(Item.seq)
         )
         return {"unlabeled": [TextItem(r.id, r.text, r.content_hash) for r in rows]}
+
+
+def routes_by_sample(routing: RoutingConfig) -> bool:
+    """Whether these settings certify the routing threshold from a sample of the items.
+
+    Examples
+    --------
+    >>> from duolabel.config import RoutingConfig
+    >>> routes_by_sample(RoutingConfig(guarantee="dataset", dataset_source="sample"))
+    True
+    >>> routes_by_sample(RoutingConfig(dataset_source="sample"))  # accepted-items guarantee
+    False
+    """
+    return routing.mode == "target" and routing.guarantee == "dataset" and routing.dataset_source == "sample"
+
+
+#: What ``duolabel run`` says instead of calibrating a project that routes by a sample and has
+#: no golden items. A calibration fitted on the sampled items' labels and then certified on
+#: the same items would pick its threshold knowing them; the certificate holds for any score
+#: fixed before the sample's labels are read, so the labeler's own scores are used as they are.
+NO_CALIBRATION = (
+    "skipped, the project has no golden items, so routing uses the labeler's own scores "
+    "(the sample certificate holds whatever the scores; import golden items to calibrate them)"
+)
+
+
+def without_golden(ctx: Context) -> bool:
+    """Whether the project routes by a sample and has no golden item with its gold label: the
+    case where labeling needs no golden item (a labeler that needs no training) and
+    calibration is skipped (:data:`NO_CALIBRATION`)."""
+    if not routes_by_sample(ctx.config.routing):
+        return False
+    with ctx.store.read() as session:
+        golden = session.scalar(
+            select(Item.id).where(Item.role == "golden", Item.gold_label.is_not(None)).limit(1)
+        )
+    return golden is None
+
+
+def golden_advice(backend: str, *, trainable: bool) -> str:
+    """What to do when a labeler lacks golden items (appended to the error that says so).
+
+    Examples
+    --------
+    >>> golden_advice("embedding", trainable=True)[:53]
+    "the 'embedding' labeler trains on golden items; witho"
+    >>> golden_advice("llama", trainable=False)[:40]
+    'or, to label and route without golden it'
+    """
+    sample = (
+        "set routing.guarantee: dataset and routing.dataset_source: sample (people label a sample "
+        "first and certify the model's labels from it)"
+    )
+    if trainable:
+        return (
+            f"the {backend!r} labeler trains on golden items; without them, use a labeler that "
+            "needs no training (llama or openai zero-shot, or backend: external with "
+            f"'duolabel import-predictions') and {sample}"
+        )
+    return f"or, to label and route without golden items, {sample}"

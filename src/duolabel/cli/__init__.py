@@ -506,6 +506,8 @@ def run(
             f"Calibration ({cal.labeler}): golden accuracy {cal.after['accuracy']:.1%}, "
             f"ECE {cal.before['ece']:.3f} -> {cal.after['ece']:.3f} (cross-validated)."
         )
+    elif "calibration" in summary.extra:
+        out.print(f"Calibration: {summary.extra['calibration']}.")
     else:
         out.print("Every batch is finished: nothing to label or route.")
     if summary.route is not None:

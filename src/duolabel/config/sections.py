@@ -153,12 +153,14 @@ class RoutingConfig(_Strict):
         "shipped without people) or dataset (every delivered label, the model's and people's, "
         "with people's error as measured on controls).",
     )
-    certification: Literal["fallback", "fixed-sequence", "expected-start"] = Field(
+    certification: Literal["fallback", "fixed-sequence", "expected-start", "planned-start"] = Field(
         "fallback",
         description="With guarantee: accepted, how the thresholds are tested: fallback (the risk "
         "spread over slices of halving size), fixed-sequence (all of it from half of the golden "
-        "items down) or expected-start (all of it from the slice the scores expect to pay most, "
-        "then down; fewer people, but a higher target can then accept more items).",
+        "items down), expected-start (all of it from the slice the scores expect to pay most, "
+        "then down; fewer people, but a higher target can then accept more items) or "
+        "planned-start (the same with that expectation computed exactly; a little fewer people "
+        "again, the same caveat).",
     )
     people_exact: bool = Field(
         False,

@@ -33,6 +33,7 @@ import numpy as np
 
 from duolabel.core.guarantee import DatasetCertificate, certify_dataset
 from duolabel.core.ltt import anchor_weights, binomial_pvalue, fallback_rejections
+from duolabel.core.planned_start import EXACT_LIMIT, planned_start
 
 __all__ = [
     "GRID",
@@ -307,7 +308,7 @@ def golden_needed(
     return hi
 
 
-PROCEDURES = ("fallback", "fixed-sequence", "expected-start")
+PROCEDURES = ("fallback", "fixed-sequence", "expected-start", "planned-start")
 
 
 def _target_tests(
@@ -333,12 +334,14 @@ def _target_tests(
     strict_first, counts = strict_first[tested], counts[tested]
     errors = cum_wrong[counts]
     pvalues = binomial_pvalue(errors, counts, eps)
-    if procedure == "expected-start":
+    if procedure in ("expected-start", "planned-start"):
         return (
             strict_first,
             counts,
             errors,
-            _expected_start_rejections(sorted_scores, counts, pvalues, eps, risk),
+            _expected_start_rejections(
+                sorted_scores, counts, pvalues, eps, risk, planned=procedure != "expected-start"
+            ),
         )
     if procedure == "fixed-sequence":
         weights = np.zeros(len(counts))
@@ -349,7 +352,13 @@ def _target_tests(
 
 
 def _expected_start_rejections(
-    sorted_scores: np.ndarray, counts: np.ndarray, pvalues: np.ndarray, eps: float, risk: float
+    sorted_scores: np.ndarray,
+    counts: np.ndarray,
+    pvalues: np.ndarray,
+    eps: float,
+    risk: float,
+    *,
+    planned: bool = False,
 ) -> np.ndarray:
     """Fixed-sequence testing from the slice where the scores expect the most, then looser.
 
@@ -362,8 +371,13 @@ def _expected_start_rejections(
     start, then on up until the first failure. The start depends on the scores alone, never on
     which golden items the model got right, so the family-wise error stays at most ``risk``;
     unlike a start fixed at half of the golden items, it reaches small confident slices, and
-    unlike the fallback procedure it does not split the risk."""
+    unlike the fallback procedure it does not split the risk. ``planned``: the start of
+    :func:`~duolabel.core.planned_start.planned_start` (the exact chance of a run, up to
+    its item limit) instead."""
     from scipy.stats import binom
+
+    if planned and len(sorted_scores) <= EXACT_LIMIT:
+        return _fixed_sequence_from(planned_start(sorted_scores, counts, eps, risk), pvalues, risk)
 
     expected = np.concatenate([[0.0], np.cumsum(1.0 - sorted_scores)])[counts] / np.maximum(counts, 1)
     # The largest error count that still passes at ``risk`` (-1: none does).
@@ -376,8 +390,13 @@ def _expected_start_rejections(
         + float((gains[j + 1 :] * np.minimum.accumulate(np.minimum(chance[j + 1 :], chance[j]))).sum())
         for j in range(len(counts))
     ]
-    rejected = np.zeros(len(counts), dtype=bool)
-    for i in range(int(np.argmax(worth)) if worth else 0, len(counts)):
+    return _fixed_sequence_from(int(np.argmax(worth)) if worth else 0, pvalues, risk)
+
+
+def _fixed_sequence_from(start: int, pvalues: np.ndarray, risk: float) -> np.ndarray:
+    """All of ``risk`` on hypothesis ``start``, then on each next one until the first failure."""
+    rejected = np.zeros(len(pvalues), dtype=bool)
+    for i in range(start, len(pvalues)):
         if pvalues[i] > risk:
             break
         rejected[i] = True
@@ -413,7 +432,10 @@ def certify_target(
       chance to pass times the items it accepts, and those of the looser slices after it), then
       down until the first failure (:func:`_expected_start_rejections`). It wastes fewer people
       than both (benchmarks/routing.py --validity-only) but, its start depending on the
-      target, a higher target can accept more items.
+      target, a higher target can accept more items;
+    - ``planned-start``: the same, with the start's chance computed exactly rather than as
+      that of its least likely test (:mod:`duolabel.core.planned_start`); a little fewer
+      people again (benchmarks/routing_waste.py), the same caveat.
 
     Examples
     --------
@@ -467,6 +489,9 @@ def _golden_needed_for(
     total = len(scores)
     order = np.argsort(-scores, kind="stable")
     sorted_scores, sorted_wrong = scores[order], wrong[order]
+    if procedure == "planned-start":
+        # An estimate over many replicated sizes: the start's cheap approximation will do.
+        procedure = "expected-start"
 
     def certifies(size: int) -> bool:
         # Item i of the larger set takes the profile of golden item floor(i * total / size):

@@ -28,7 +28,7 @@ from duolabel.config import LabelerConfig
 from duolabel.context import Context
 from duolabel.core.probs import as_dict
 from duolabel.core.tasks import TaskType, task_type
-from duolabel.errors import ProjectError
+from duolabel.errors import LabelerError, ProjectError
 from duolabel.labelers import LabelingStopped, TextItem, Usage, build_labeler
 from duolabel.labelers.engines import labeling_engine
 from duolabel.ledger import ledger_run, model_cost
@@ -37,11 +37,13 @@ from duolabel.store import Item, Prediction
 from duolabel.training_data import (
     STOP_SET_SUFFIX,
     fit_options,
+    golden_advice,
     golden_items,
     human_labelled_items,
     is_student,
     student_items,
     synthetic_training_items,
+    without_golden,
 )
 
 __all__ = ["CHUNK", "LabelResult", "label_project"]
@@ -189,7 +191,12 @@ def _label_one(
     # Cold start: a trainable labeler with synthetic items to learn from starts on whatever
     # golden items exist (calibration still needs its minimum of golden items).
     cold = cfg.trainable and not is_student(ctx, cfg) and bool(synthetic_training_items(ctx, 0)[0])
-    train, gold = golden_items(ctx, minimum=not cold)
+    # Routing by a sample needs no golden item where the labeler needs no training.
+    sample_only = not cfg.trainable and without_golden(ctx)
+    try:
+        train, gold = golden_items(ctx, minimum=not cold and not sample_only)
+    except LabelerError as error:
+        raise LabelerError(f"{error}; {golden_advice(cfg.backend, trainable=cfg.trainable)}") from None
     n_golden = len(train)
     if is_student(ctx, cfg):
         # The distilled student learns from the teacher's confident labels as well as from

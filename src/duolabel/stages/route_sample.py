@@ -35,26 +35,13 @@ from duolabel.ledger import ledger_run
 from duolabel.progress import Reporter, quiet
 from duolabel.store import Annotator, FinalLabel, Item, Prediction, Route, Run
 from duolabel.store.tables import utcnow
+from duolabel.training_data import routes_by_sample
 
 __all__ = ["SampleState", "route_with_sample", "routes_by_sample", "sample_state"]
 
 #: The ledger kind of the run that records a drawn sample.
 SAMPLE_RUN = "sample"
 PEOPLE = ("humans", "fused", "expert")
-
-
-def routes_by_sample(routing: RoutingConfig) -> bool:
-    """Whether these settings certify the routing threshold from a sample of the items.
-
-    Examples
-    --------
-    >>> from duolabel.config import RoutingConfig
-    >>> routes_by_sample(RoutingConfig(guarantee="dataset", dataset_source="sample"))
-    True
-    >>> routes_by_sample(RoutingConfig(dataset_source="sample"))  # accepted-items guarantee
-    False
-    """
-    return routing.mode == "target" and routing.guarantee == "dataset" and routing.dataset_source == "sample"
 
 
 @dataclass
