@@ -86,7 +86,8 @@ def new_rows(objects: Sequence[DeclarativeBase]) -> tuple[Table, list[dict[str, 
 
     What a flush would insert: each column's value, or its Python-side default where the
     object leaves it unset (a callable default, such as a timestamp, is called once for all
-    rows: one transaction's time); the autoincrement key is left to the database.
+    rows: one transaction's time, and without an execution context: a default that reads
+    one must be set on every object); the autoincrement key is left to the database.
 
     Examples
     --------
@@ -104,12 +105,15 @@ def new_rows(objects: Sequence[DeclarativeBase]) -> tuple[Table, list[dict[str, 
     table = cast(Table, objects[0].__table__)
     states = [obj.__dict__ for obj in objects]  # only the attributes set on each object
     given = set().union(*states)
+    everywhere = given.intersection(*states)
     defaults: dict[str, Any] = {}
     for column in table.columns:
         default = column.default
         if column is table.autoincrement_column:
             continue
-        if default is not None and getattr(default, "is_scalar", False):
+        if column.key in everywhere:  # every object sets it: no default is asked for
+            defaults[column.key] = None
+        elif default is not None and getattr(default, "is_scalar", False):
             defaults[column.key] = default.arg  # type: ignore[attr-defined]
         elif default is not None and getattr(default, "is_callable", False):
             defaults[column.key] = default.arg(None)  # type: ignore[attr-defined]
