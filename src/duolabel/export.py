@@ -87,7 +87,14 @@ def final_query(
         .outerjoin(
             Prediction,
             (Prediction.item_id == Item.id)
-            & (Prediction.model_version == func.coalesce(FinalLabel.model_version, model_version or "")),
+            # The column inside coalesce (never NULL: the same value) keeps SQLite off the
+            # model_version index, where every prediction of one model shares a key and each
+            # item the model decided scanned them all (O(n^2): 13 of export's 15 s at 5,000
+            # items); it joins by item_id instead.
+            & (
+                func.coalesce(Prediction.model_version, Prediction.model_version)
+                == func.coalesce(FinalLabel.model_version, model_version or "")
+            ),
         )
         .order_by(Item.seq)
         .execution_options(yield_per=CHUNK_ROWS)

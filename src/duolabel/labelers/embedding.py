@@ -20,14 +20,15 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Table, delete, select
 
 from duolabel.errors import LabelerError, SetupError
 from duolabel.labelers.base import Progress, TextItem, Usage
 from duolabel.store import Embedding, Store
+from duolabel.store.bulk import insert_many
 
 __all__ = [
     "EmbeddingLabeler",
@@ -111,16 +112,34 @@ class StoreEmbeddingCache:
         return found
 
     def put(self, items: Sequence[TextItem], vectors: np.ndarray) -> None:
+        """Store ``vectors`` for ``items``, replacing what the store held for them.
+
+        A delete of the items' old rows (a changed text's stale vector) and one
+        ``executemany`` of the new ones: a ``session.merge`` per row read each row back first
+        and flushed it alone, a tenth of the label stage's time (issue 17).
+        """
+        if not len(items):
+            return
+        vectors = np.asarray(vectors, dtype=np.float32)
+        # One row per item (the last vector wins, as a merge per row had it).
+        rows = {
+            item.id: {
+                "item_id": item.id,
+                "model": self.model,
+                "content_hash": item.content_hash,
+                "vector": vector.tobytes(),
+            }
+            for item, vector in zip(items, vectors, strict=True)
+        }
+        ids = list(rows)
         with self.store.write() as session:
-            for item, vector in zip(items, vectors, strict=True):
-                session.merge(
-                    Embedding(
-                        item_id=item.id,
-                        model=self.model,
-                        content_hash=item.content_hash,
-                        vector=np.asarray(vector, dtype=np.float32).tobytes(),
+            for start in range(0, len(ids), 900):  # below any backend's limit on bound values
+                session.execute(
+                    delete(Embedding).where(
+                        Embedding.model == self.model, Embedding.item_id.in_(ids[start : start + 900])
                     )
                 )
+            insert_many(session, cast(Table, Embedding.__table__), list(rows.values()))
 
 
 def knn_pseudo_labels(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert
+from sqlalchemy import JSON, Table, bindparam, insert, null
+from sqlalchemy.orm import DeclarativeBase
 
-__all__ = ["insert_many", "select_in"]
+__all__ = ["insert_many", "new_rows", "select_in"]
 
 _UNSET = object()
 
@@ -78,6 +79,50 @@ def insert_many(session: Any, table: Table, rows: list[dict[str, Any]]) -> None:
     else:
         params = [dict(zip(names, processed(row), strict=True)) for row in rows]
     connection.exec_driver_sql(str(compiled), params)
+
+
+def new_rows(objects: Sequence[DeclarativeBase]) -> tuple[Table, list[dict[str, Any]]]:
+    """The table and column values of new ORM objects of one class, for :func:`insert_many`.
+
+    What a flush would insert: each column's value, or its Python-side default where the
+    object leaves it unset (a callable default, such as a timestamp, is called once for all
+    rows: one transaction's time, and without an execution context: a default that reads
+    one must be set on every object); the autoincrement key is left to the database.
+
+    Examples
+    --------
+    >>> from sqlalchemy import Integer, String
+    >>> from sqlalchemy.orm import mapped_column
+    >>> class Base(DeclarativeBase): ...
+    >>> class Row(Base):
+    ...     __tablename__ = "rows"
+    ...     id = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ...     name = mapped_column(String)
+    ...     kind = mapped_column(String, default="plain")
+    >>> new_rows([Row(name="a"), Row(name="b", kind="odd")])[1]
+    [{'name': 'a', 'kind': 'plain'}, {'name': 'b', 'kind': 'odd'}]
+    """
+    table = cast(Table, objects[0].__table__)
+    states = [obj.__dict__ for obj in objects]  # only the attributes set on each object
+    given = set().union(*states)
+    everywhere = given.intersection(*states)
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        default = column.default
+        if column is table.autoincrement_column:
+            continue
+        if column.key in everywhere:  # every object sets it: no default is asked for
+            defaults[column.key] = None
+        elif default is not None and getattr(default, "is_scalar", False):
+            defaults[column.key] = default.arg  # type: ignore[attr-defined]
+        elif default is not None and getattr(default, "is_callable", False):
+            defaults[column.key] = default.arg(None)  # type: ignore[attr-defined]
+        elif column.key in given:
+            # Unset on some objects: SQL NULL, as a flush leaves it (a JSON column would
+            # store None as JSON 'null').
+            defaults[column.key] = null() if isinstance(column.type, JSON) else None
+        # A column no object sets and without a default is left out: NULL or its server default.
+    return table, [{key: state.get(key, value) for key, value in defaults.items()} for state in states]
 
 
 def select_in(
