@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
@@ -30,7 +29,7 @@ from duolabel.stages.route import follow_up_project
 from duolabel.store import Annotation, Annotator, FinalLabel, Prediction, Route
 from tests.test_multilabel_routing import CHOSEN, goemotions_project
 from tests.test_pipeline import answer, cli
-from tests.test_spans import NER, conll, spans_project, write_jsonl
+from tests.test_spans import NER, conll, ran_spans_project
 
 ONE = '[{"start": 0, "end": 5, "label": "PER"}]'
 TWO = '[{"start": 0, "end": 5, "label": "PER"}, {"start": 9, "end": 14, "label": "LOC"}]'
@@ -145,6 +144,18 @@ def _routes(project: Project) -> dict[str, tuple[str, int]]:
         return {r.item_id: (r.decision, r.overlap) for r in session.scalars(select(Route))}
 
 
+def _first_queue(folder: Path) -> tuple[dict[str, tuple[str, int]], dict[str, str], list[str]]:
+    """The routes and the model's labels after the first ``duolabel run``, and the items queued
+    for people: one person at a time, as the dynamic policy starts."""
+    with Project.open(folder) as project:
+        routes = _routes(project)
+        with project.store.read() as session:
+            model = dict(session.execute(select(Prediction.item_id, Prediction.label)).all())
+    queued = sorted(i for i, (kind, _) in routes.items() if kind == "humans")
+    assert queued and all(routes[i][1] == 1 for i in queued)
+    return routes, model, queued
+
+
 def _answer_round(folder: Path, person: str, label_for: Callable[[str], str]) -> dict[str, tuple[str, int]]:
     """``person`` answers every item that waits for one more answer; then ``duolabel route``.
     Returns what the follow-up was expected to decide on the items then complete."""
@@ -185,12 +196,7 @@ def test_dynamic_overlap_on_a_multi_label_project(tmp_path: Path):
     folder = goemotions_project(tmp_path / "p", per_label=20, routing=DYNAMIC)
     result = cli("run", str(folder))
     assert result.returncode == 0, result.stderr
-    with Project.open(folder) as project:
-        routes = _routes(project)
-        with project.store.read() as session:
-            model = dict(session.execute(select(Prediction.item_id, Prediction.label)).all())
-    queued = sorted(i for i, (kind, _) in routes.items() if kind == "humans")
-    assert queued and all(routes[i][1] == 1 for i in queued)  # one person at a time
+    routes, model, queued = _first_queue(folder)
     flip = set(queued[::2])
 
     def first(item: str) -> str:  # half agree with the model; half say every label the other way
@@ -219,26 +225,12 @@ def test_dynamic_overlap_on_a_multi_label_project(tmp_path: Path):
 @pytest.mark.slow
 def test_dynamic_overlap_on_a_spans_project(tmp_path: Path):
     items, _ = conll(52)
-    golden, regular = items[:40], items[40:]
-    gold = {i["id"]: json.dumps(i["gold"]) for i in regular}
-    folder = tmp_path / "p"
+    gold = {i["id"]: json.dumps(i["gold"]) for i in items[40:]}
     routing = {"mode": "fixed", "threshold": 0.9, **DYNAMIC}
-    sections = {
-        "calibration": {"min_golden_per_label": 2},
-        "routing": routing,
-        "export": {"path": "out/labels.csv"},
-    }
-    with spans_project(folder, **sections) as project:
-        project.import_file(write_jsonl(tmp_path / "golden.jsonl", golden), role="golden", gold_column="gold")
-        project.add_items(pd.DataFrame([{"id": i["id"], "text": i["text"]} for i in regular]))
-    result = cli("run", str(folder))
-    assert result.returncode == 0, result.stderr
-    with Project.open(folder) as project:
-        routes = _routes(project)
-        with project.store.read() as session:
-            model = dict(session.execute(select(Prediction.item_id, Prediction.label)).all())
-    queued = sorted(i for i, (kind, _) in routes.items() if kind == "humans")
-    assert queued and all(routes[i][1] == 1 for i in queued)
+    folder = ran_spans_project(
+        tmp_path, items, regular_gold=False, routing=routing, export={"path": "out/labels.csv"}
+    )
+    routes, model, queued = _first_queue(folder)
     answers = {i: Spans().check_answer(gold[i], NER) for i in queued}  # the gold spans, as stored
     expected = _answer_round(folder, "ann", answers.__getitem__)
     assert set(expected) == set(queued)

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sqlalchemy import select
 
@@ -16,20 +15,15 @@ from duolabel.core.spans import parse_spans
 from duolabel.project import Project
 from duolabel.store import Item, Prediction, Route
 from tests.test_pipeline import cli
-from tests.test_spans import NER, conll, spans_project, write_jsonl
+from tests.test_spans import NER, conll, ran_spans_project
 
 
 @pytest.mark.slow
 def test_report_a_spans_project(tmp_path: Path):
     items, _ = conll(55)
-    golden, regular = items[:40], items[40:]
-    folder = tmp_path / "p"
-    routing = {"mode": "target", "target_accuracy": 0.9}
-    with spans_project(folder, calibration={"min_golden_per_label": 2}, routing=routing) as project:
-        project.import_file(write_jsonl(tmp_path / "golden.jsonl", golden), role="golden", gold_column="gold")
-        project.add_items(pd.DataFrame([{"id": i["id"], "text": i["text"]} for i in regular]))
-    result = cli("run", str(folder))
-    assert result.returncode == 0, result.stderr
+    folder = ran_spans_project(
+        tmp_path, items, regular_gold=False, routing={"mode": "target", "target_accuracy": 0.9}
+    )
     with Project.open(folder) as project, project.store.read() as session:
         rows = session.execute(
             select(Prediction.label, Prediction.confidence, Item.gold_label)

@@ -23,7 +23,7 @@ from duolabel.stages.distill import labeling_version
 from duolabel.store import Annotation, Annotator, Item, Prediction
 from tests.test_multilabel_report import _line
 from tests.test_pipeline import cli
-from tests.test_spans import NER, conll, spans_project, write_jsonl
+from tests.test_spans import NER, conll, ran_spans_project, write_jsonl
 
 WIDE = {**os.environ, "COLUMNS": "220"}  # one table row per line
 
@@ -64,16 +64,10 @@ def _store(folder: Path) -> tuple[dict, dict[str, str], dict[str, list[tuple[str
 @pytest.mark.slow
 def test_simulate_a_spans_project_from_recorded_answers(tmp_path: Path):
     items, answers = conll(70)
-    golden, regular = items[:40], items[40:]
-    folder = tmp_path / "p"
     # A low target: the small tagger (whole lists right on about a third of the items) then has
     # its surest lists accepted, so the hybrid row mixes the model's lists and people's.
     routing = {"mode": "target", "target_accuracy": 0.3}
-    with spans_project(folder, calibration={"min_golden_per_label": 2}, routing=routing) as project:
-        project.import_file(write_jsonl(tmp_path / "golden.jsonl", golden), role="golden", gold_column="gold")
-        project.import_file(write_jsonl(tmp_path / "items.jsonl", regular), gold_column="gold")
-    result = cli("run", str(folder))
-    assert result.returncode == 0, result.stderr
+    folder = ran_spans_project(tmp_path, items, regular_gold=True, routing=routing)
 
     nothing = cli("simulate", str(folder), "--from-store")  # no answers yet: says how to add them
     assert nothing.returncode != 0 and "no recorded answers in the store" in nothing.stderr
@@ -94,7 +88,7 @@ def test_simulate_a_spans_project_from_recorded_answers(tmp_path: Path):
 
     preds, texts, given = _store(folder)
     ids = [i for i in preds if i in given]  # every regular item has recorded answers
-    assert len(ids) == len(regular) == 30
+    assert len(ids) == len(items) - 40 == 30
     gold = [preds[i].gold_label for i in ids]
     model = [preds[i].label for i in ids]
     frame = pd.DataFrame(

@@ -216,6 +216,27 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def ran_spans_project(
+    tmp_path: Path, items: list[dict[str, Any]], *, regular_gold: bool, **sections: Any
+) -> Path:
+    """A spans project in ``tmp_path / "p"`` after ``duolabel run``: the first 40 of ``items``
+    golden, the rest regular (imported with their gold list when ``regular_gold``, for replays;
+    else text only); ``sections`` of the project file besides a small golden set's calibration."""
+    from tests.test_pipeline import cli
+
+    folder = tmp_path / "p"
+    golden, regular = items[:40], items[40:]
+    with spans_project(folder, calibration={"min_golden_per_label": 2}, **sections) as project:
+        project.import_file(write_jsonl(tmp_path / "golden.jsonl", golden), role="golden", gold_column="gold")
+        if regular_gold:
+            project.import_file(write_jsonl(tmp_path / "items.jsonl", regular), gold_column="gold")
+        else:
+            project.add_items(pd.DataFrame([{"id": i["id"], "text": i["text"]} for i in regular]))
+    result = cli("run", str(folder))
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
