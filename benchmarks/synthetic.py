@@ -190,15 +190,18 @@ def table(results: list[dict]) -> list[str]:
             for why, n in r["rejected"].items():
                 rejected[why] = rejected.get(why, 0) + n
         figure = {
-            key: spread([r["figures"].get(key) for r in rs])
-            for key in ("distinct_2", "pairwise_distance", "judge_rejection_rate")
+            key: spread([r["figures"].get(key) for r in rs]) for key in ("distinct_2", "pairwise_distance")
         }
+        # A judge that abstained on every item judged nothing: its 0.0 rate would read as "all agree".
+        judged = sum(r["figures"].get("judged", 0) for r in rs)
+        rates = [r["figures"]["judge_rejection_rate"] for r in rs if r["figures"].get("judged")]
+        figure["judge"] = f"{spread(rates)}, {judged} judged" if judged else "n/a: abstained on all"
         lines.append(
             f"| {backend} | {name} | {mode} | {len(rs)} | {spread([r['golden'] for r in rs])} "
             f"| {spread([r['synthetic'] for r in rs])} | {spread([r['both'] for r in rs])} "
             f"| {spread([r['kept'] for r in rs], 0)} | {spread([r['items_s'] for r in rs])} "
             f"| {spread([r['cost_per_item'] for r in rs], 6)} | {figure['distinct_2']} "
-            f"| {figure['pairwise_distance']} | {figure['judge_rejection_rate']} "
+            f"| {figure['pairwise_distance']} | {figure['judge']} "
             f"| {', '.join(f'{k} {v}' for k, v in sorted(rejected.items())) or 'none'} |"
         )
     return lines
