@@ -169,16 +169,17 @@ def spread(values: list[Any], digits: int = 3) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "n/a"
-    return f"{np.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+    return f"{np.mean(values):.{digits}f} ({min(values):.{digits}f} to {max(values):.{digits}f})"
 
 
 def table(results: list[dict]) -> list[str]:
     """One row per (backend, data set, mode): mean (min-max) over its seeds."""
     lines = [
         "| path | data set | mode | seeds | (a) 20 golden | (b) synthetic only | (c) golden + synthetic "
-        "| kept | items/s | cost per kept item (USD) | distinct-2 | pairwise distance | judge rejection rate "
+        "| (c) - (a), same seed | kept | items/s | cost per kept item (USD) | distinct-2 | pairwise distance "
+        "| judge rejection rate "
         "| rejected candidates |",
-        "|---|---|---|--:|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|--:|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in results:
@@ -199,6 +200,7 @@ def table(results: list[dict]) -> list[str]:
         lines.append(
             f"| {backend} | {name} | {mode} | {len(rs)} | {spread([r['golden'] for r in rs])} "
             f"| {spread([r['synthetic'] for r in rs])} | {spread([r['both'] for r in rs])} "
+            f"| {spread([r['both'] - r['golden'] for r in rs])} "
             f"| {spread([r['kept'] for r in rs], 0)} | {spread([r['items_s'] for r in rs])} "
             f"| {spread([r['cost_per_item'] for r in rs], 6)} | {figure['distinct_2']} "
             f"| {figure['pairwise_distance']} | {figure['judge']} "
@@ -281,7 +283,7 @@ def main() -> None:
         "rendered), CPU only, bundled Gemma 3 270M GGUF (a small base model) on both paths: llama = "
         "in-process, openai = llama_cpp.server on 127.0.0.1. Judge on (flags only). Embedding labeler "
         "with C = 1; accuracy on the same test items for (a) 20 golden items, (b) synthetic items only, "
-        "(c) both; every figure is mean (min-max) over seeds. Cost: the run's ledger cost under the "
+        "(c) both; every figure is mean (min to max) over seeds. Cost: the run's ledger cost under the "
         "default prices (compute 0.1 USD per hour, tokens free) divided by the kept items.",
         "",
         *table(results),
