@@ -236,7 +236,32 @@ def test_the_cli_generates_through_the_openai_server_and_status_shows_the_items(
         run = session.scalars(select(Run).where(Run.kind == "generate")).one()
         assert run.cost > 0 and run.usage["input_tokens"] > 0  # priced from the server's usage
         leaves = set(session.execute(select(SyntheticItem.label, SyntheticItem.leaf)).all())
+        # no synthetic.min_logprob: the server was not asked for log-probabilities
+        logprobs = session.scalars(select(SyntheticItem.logprob)).all()
+        assert logprobs and all(lp is None for lp in logprobs)
     assert leaves <= {("book", "poetry"), ("not_book", "socks")} and leaves
     shown = cli("status", str(folder))
     assert shown.returncode == 0, shown.stderr
     assert "synthetic training items" in shown.stdout and "poetry (" in shown.stdout
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_the_openai_generator_asks_for_log_probabilities_only_when_told(asked: bool):
+    """Pure logic: which parameters reach the client (the real server's run is the test above)."""
+    from types import SimpleNamespace
+
+    from duolabel.labelers.generation import generator_for
+    from duolabel.labelers.openai import OpenAILabeler
+
+    sent: dict = {}
+
+    def create(**params):
+        sent.update(params)
+        return SimpleNamespace(model_dump=lambda: {"choices": [{"text": "A review."}], "usage": {}})
+
+    labeler = OpenAILabeler(labels=["a", "b"], model="m", base_url="http://127.0.0.1:9/v1")
+    gen = generator_for(labeler, logprobs=asked)
+    gen._client = SimpleNamespace(completions=SimpleNamespace(create=create))
+    made = gen.generate("Write one.", max_tokens=8, temperature=1.0, seed=0)
+    assert made.text == "A review." and made.logprob is None
+    assert ("logprobs" in sent) is asked

@@ -406,7 +406,7 @@ def generate_synthetic(
         "settings": settings.model_dump(),
     }
     with ledger_run(ctx.store, "generate", config) as run:
-        gen = _Generation(ctx, generator_for(model), run)
+        gen = _Generation(ctx, generator_for(model, logprobs=settings.min_logprob is not None), run)
         result = GenerateResult(run_id=run.id, mode=mode)
         taxonomy = _taxonomy(ctx, gen, labels, descriptions) if mode == "taxonomy" else {}
         result.taxonomy = taxonomy

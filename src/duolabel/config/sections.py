@@ -463,5 +463,6 @@ class SyntheticConfig(_Strict):
         None,
         le=0,
         description="Drop items whose mean generation log-probability per token is below this, where "
-        "the backend gives it (SuperGen's filter); empty: keep all.",
+        "the backend gives it (SuperGen's filter); empty: keep all (and an openai server is not asked "
+        "for log-probabilities, which llama_cpp.server computes over its whole vocabulary).",
     )
