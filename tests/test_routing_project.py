@@ -191,6 +191,29 @@ def test_dynamic_overlap_asks_one_more_only_while_unsure(example: Path):
         assert decisions(project)[agree].overlap <= 2
 
 
+def test_items_in_peoples_hands_keep_their_route_under_a_new_policy(example: Path):
+    set_routing(example, mode="fixed", threshold=0.99, expert_share=0.2)
+    with Project.open(example) as project:
+        route_project(project)
+        routes = decisions(project)
+        humans = [r.item_id for r in routes.values() if r.decision == "humans"]
+        escalated = [r.item_id for r in routes.values() if r.decision == "expert"]
+        assert len(humans) >= 2 and escalated
+        answered, untouched = humans[0], humans[1]
+        first_label = project.config.task.label_names[0]
+        answer(project, [answered], ["p1"], lambda item, _: first_label)
+    set_routing(example, mode="fixed", threshold=0.0)  # a new policy version that accepts everything
+    with Project.open(example) as project:
+        route_project(project)
+        routes = decisions(project)
+        assert routes[untouched].decision == "accept"  # no answer yet: decided again
+        assert routes[answered].decision == "humans"  # an answer given: it stays with people
+        assert all(routes[i].decision == "expert" for i in escalated)  # an expert's open task: kept
+        with project.store.read() as session:
+            by_model = set(session.scalars(select(FinalLabel.item_id).where(FinalLabel.source == "model")))
+        assert untouched in by_model and answered not in by_model and not by_model & set(escalated)
+
+
 def test_status_compares_people_alone_model_alone_and_hybrid(example: Path):
     result = cli("run", str(example))
     assert result.returncode == 0, result.stderr

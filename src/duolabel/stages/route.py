@@ -54,7 +54,7 @@ from duolabel.errors import ProjectError
 from duolabel.ledger import answer_price, ledger_run
 from duolabel.people.experts import enqueue_expert
 from duolabel.progress import Reporter, quiet
-from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
+from duolabel.store import Annotation, Annotator, ExpertTask, FinalLabel, Item, Prediction, Route
 from duolabel.store.bulk import insert_many, new_rows
 from duolabel.store.tables import utcnow
 
@@ -367,8 +367,10 @@ def route_project(
 
     Accepted items get the model's label as their final label; the others join the human
     queue with the policy's overlap, or the expert queue. Golden items keep their expert
-    label. Items people have already labelled are never re-routed. With the dynamic
-    policy, items whose answers are in are first followed up (:func:`follow_up_project`).
+    label. Items people have already labelled are never re-routed, nor are items in people's
+    hands: routed to people with an answer given, or escalated to an expert and still open.
+    With the dynamic policy, items whose answers are in are first followed up
+    (:func:`follow_up_project`).
     ``batches`` limits routing to the items of those batches; ``routing`` is the settings
     the operating point is chosen under (None: the project's own, see :func:`plan_routing`).
     """
@@ -378,6 +380,21 @@ def route_project(
         people_done = set(
             session.scalars(
                 select(FinalLabel.item_id).where(FinalLabel.source.in_(["humans", "expert", "fused"]))
+            )
+        )
+        # A new model or policy version does not re-decide items in people's hands: the model's
+        # score alone would drop the answers given (or the disagreement that escalated an item)
+        # and reset the overlap the dynamic policy grew. Items without any answer are re-decided.
+        started = select(Annotation.item_id).where(Annotation.kind == "regular")
+        escalated = select(ExpertTask.item_id).where(
+            ExpertTask.state == "open", ExpertTask.reason == "escalated"
+        )
+        in_hand = set(
+            session.scalars(
+                select(Route.item_id).where(
+                    Route.decision.in_(["humans", "expert"]),
+                    or_(Route.item_id.in_(started), Route.item_id.in_(escalated)),
+                )
             )
         )
     from duolabel.ledger import current_model_version
@@ -399,7 +416,7 @@ def route_project(
                 )
                 .order_by(Item.seq)
             )
-            if item_id not in people_done
+            if item_id not in people_done and item_id not in in_hand
         ]
     plan = plan_routing(ctx, items_to_route=len(candidates), routing=routing)
     labels = ctx.config.task.label_names
