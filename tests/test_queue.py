@@ -30,7 +30,7 @@ from duolabel.people.leases import (
     undo_last_answer,
 )
 from duolabel.project import Project
-from duolabel.store import Annotation, Annotator, Assignment, ExpertTask
+from duolabel.store import Annotation, Annotator, Assignment, ExpertTask, Route
 from duolabel.store.tables import utcnow
 from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, make_project
 
@@ -244,6 +244,37 @@ def test_suspended_annotator_gets_nothing(qproject: Project) -> None:
     with pytest.raises(ProjectError, match="not active"):
         submit_answer(qproject.store, a, task.assignment_id, "other", labels=LABELS, seconds=1)
     assert count(qproject, Annotation) == 0
+
+
+@pytest.mark.postgres
+def test_a_person_waits_for_an_item_another_is_leasing_instead_of_getting_nothing(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL only (SQLite has one writer, so nobody leases meanwhile): the last open item
+    is locked by a concurrent lease; the person waits for it rather than hearing "nothing to
+    do" while it still needs an answer (seen as an item left one answer short, CI under load)."""
+    project = make_project(tmp_path / "proj", database_url=pg_url)
+    try:
+        (item,) = add_routed_items(project, 1, overlap=2)
+        (a,) = people(project, "a")
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # what another server leasing this item does for a moment
+            with project.store.write() as session:
+                session.execute(select(Route.item_id).where(Route.item_id == item).with_for_update())
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        timer = threading.Timer(0.5, release.set)
+        timer.start()
+        task = lease_task(project.store, a, lease_minutes=LEASE)
+        holder.join(10)
+        assert task is not None and task.item.id == item
+    finally:
+        project.close()
 
 
 def test_concurrent_annotators_never_overfill_an_item(qproject: Project) -> None:

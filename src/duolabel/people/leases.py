@@ -139,23 +139,33 @@ def lease_task(
         control_id = session.scalar(_control_candidates(annotator_id, exam_pool).limit(1))
         floor = _floor(store, session, now)
         tried: list[str] = []
+        busy: list[str] = []  # skipped because another writer was leasing them, not because full
         for _ in range(MAX_TRIES):
             found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
             if found is None and floor > 0:
                 floor = 0  # nothing open past the floor for this person: look below it too
                 found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
-            if found is None:
+            # Everything else open was being leased by others at this instant: wait for the first
+            # of those rather than tell this person there is nothing to do while work remains.
+            wait = found is None and bool(busy)
+            item_id = busy.pop(0) if wait else None if found is None else found[0]
+            if item_id is None:
                 return None
-            item_id = found[0]
             if not store.single_writer:
                 # SKIP LOCKED: when another server is leasing this very item, move on to the next
                 # one rather than queue behind it (everyone starts at the same first open item).
                 locked = session.scalar(
-                    select(Route.item_id).where(Route.item_id == item_id).with_for_update(skip_locked=True)
+                    select(Route.item_id)
+                    .where(Route.item_id == item_id)
+                    .with_for_update(skip_locked=not wait)
                 )
+                if locked is None:
+                    tried.append(item_id)
+                    busy.append(item_id)
+                    continue
                 # Read again under the lock: another writer may have taken the slot meanwhile.
                 still_open = _open_items(annotator_id, now).where(Route.item_id == item_id)
-                if locked is None or session.scalar(still_open) is None:
+                if session.scalar(still_open) is None:
                     tried.append(item_id)
                     continue
             expires = now + timedelta(minutes=lease_minutes)
