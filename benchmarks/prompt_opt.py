@@ -1,4 +1,4 @@
-"""Prompt optimisation (duolabel optimize-prompt) through the llama labeler: before/after.
+"""Prompt optimisation (duolabel optimize-prompt) through the llama or openai labeler: before/after.
 
 For each data set and seed: ``--golden`` golden items, the configured prompt (the data set's
 instruction, 4 nearest golden examples), and :func:`search_prompt` over instructions x
@@ -9,6 +9,12 @@ the seed-to-seed spread (std and min-max):
   search itself reports (the after figure is the best of several candidates: optimistic);
 - *held-out before/after*: the configured and the chosen prompt, each fitted on all golden
   items, on ``--test`` other items the search never saw (the unbiased comparison).
+
+``--backend llama`` runs the bundled GGUF in-process; ``--backend openai`` starts
+``llama_cpp.server`` on 127.0.0.1 serving the same GGUF (tests/llm_server.py) and labels and
+generates the instruction candidates through the OpenAI-compatible API (one request at a
+time, one answer token; the server computes log-probabilities over its whole vocabulary, so
+each call is slower than in-process). Each path records its own section.
 
 The verdict says whether the held-out gain is larger than its seed-to-seed spread. Gemma 3
 270M is a weak base model: the figures check the mechanism, they are no quality claim.
@@ -29,14 +35,27 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.llm_server (--backend openai)
 
 import llm_quality
 from _record import record_section
 
 from duolabel.core.calibration import calibration_metrics
 from duolabel.labelers import EmbeddingLabeler, TextItem
+from duolabel.labelers.cache import MemoryResponseCache
 from duolabel.labelers.embedding import MemoryEmbeddingCache
 from duolabel.labelers.prompt_search import search_prompt
+
+DATASETS = "amazon_isbook,emotion"
+PATHS = {
+    "llama": "in-process",
+    "openai": "served by llama_cpp.server on 127.0.0.1 (one request at a time, one answer token)",
+}
+RESPONSES = MemoryResponseCache()
+HEADINGS = {
+    "llama": "Prompt optimisation (benchmarks/prompt_opt.py)",
+    "openai": "Prompt optimisation, openai path (benchmarks/prompt_opt.py --backend openai)",
+}
 
 
 def split(name: str, n_golden: int, n_test: int, seed: int, max_chars: int):
@@ -73,12 +92,65 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-calls", type=int, default=300)
     parser.add_argument("--max-chars", type=int, default=200)
-    parser.add_argument("--datasets", default="amazon_isbook,emotion")
+    parser.add_argument("--datasets", default=DATASETS)
+    parser.add_argument("--backend", choices=("llama", "openai"), default="llama")
     parser.add_argument("--record", action="store_true")
+    parser.add_argument("--note", default="", help="a paragraph added to the recorded section (the reading)")
+    parser.add_argument(
+        "--from",
+        dest="sources",
+        nargs="+",
+        help="render from the printed logs of earlier runs (one per data set, run at the same time) "
+        "instead of running; give the same sizes and --backend as they had",
+    )
     args = parser.parse_args()
+    if args.sources:
+        results: dict[str, list[dict]] = {}
+        for source in args.sources:
+            for line in Path(source).read_text(encoding="utf-8").splitlines():
+                name, _, rest = line.partition(" ")
+                if name in DATASETS.split(",") and rest.startswith("{"):
+                    results.setdefault(name, []).append(json.loads(rest))
+        render(args, results, None)
+        return
+    server = None
+    if args.backend == "openai":
+        os.environ.setdefault("OPENAI_API_KEY", "none")  # a local server takes any key
+        from tests.llm_server import LlamaServer, gguf_path
 
-    from duolabel.labelers.llama import LlamaLabeler
+        server = LlamaServer(gguf_path(), n_ctx=2048, args=["--n_threads", "1"]).start()
+    try:
+        run(args, server and server.base_url)
+    finally:
+        if server is not None:
+            server.close()
 
+
+def make_labeler(backend: str, server_url: str | None, labels, instruction, encode):
+    """The configured prompt on either path: the data set's instruction, 4 nearest golden examples."""
+    common = dict(labels=labels, instructions=instruction, few_shot=4, encode=encode)
+    if backend == "llama":
+        from duolabel.labelers.llama import LlamaLabeler
+
+        return LlamaLabeler(**common, n_ctx=2048, n_threads=1)
+    from tests.llm_server import MODEL_ALIAS
+
+    from duolabel.labelers.openai import OpenAILabeler
+
+    # One response cache for the run: the held-out "before" asks again what "after" asked when the
+    # search kept the configured prompt (the same prompt text, so the same answer).
+    return OpenAILabeler(
+        **common,
+        model=MODEL_ALIAS,
+        base_url=server_url,
+        answer_tokens=1,
+        concurrency=1,
+        timeout=300,
+        cache=RESPONSES,
+    )
+
+
+def run(args: argparse.Namespace, server_url: str | None) -> None:
     encoder = EmbeddingLabeler(labels=["x", "y"], cache=MemoryEmbeddingCache())
 
     def encode(batch):
@@ -90,9 +162,7 @@ def main() -> None:
     for name in args.datasets.split(","):
         for seed in range(args.seeds):
             golden, held, labels, instruction = split(name, args.golden, args.test, seed, args.max_chars)
-            labeler = LlamaLabeler(
-                labels=labels, instructions=instruction, few_shot=4, encode=encode, n_ctx=2048, n_threads=1
-            )
+            labeler = make_labeler(args.backend, server_url, labels, instruction, encode)
             started = time.perf_counter()
             found = search_prompt(
                 labeler,
@@ -104,11 +174,10 @@ def main() -> None:
             )
             search_s = time.perf_counter() - started
             after = held_out(labeler, golden, held, labels)  # left configured with the chosen prompt
-            base = LlamaLabeler(
-                labels=labels, instructions=instruction, few_shot=4, encode=encode, n_ctx=2048, n_threads=1
-            )
-            base._llm, base._path = labeler._llm, labeler._path  # the same loaded model
-            base._label_tokens, base._steps = labeler._label_tokens, labeler._steps
+            base = make_labeler(args.backend, server_url, labels, instruction, encode)
+            if args.backend == "llama":  # the same loaded model
+                base._llm, base._path = labeler._llm, labeler._path
+                base._label_tokens, base._steps = labeler._label_tokens, labeler._steps
             before = held_out(base, golden, held, labels)
             row = {
                 "seed": seed,
@@ -129,15 +198,39 @@ def main() -> None:
             }
             results.setdefault(name, []).append(row)
             print(name, json.dumps(row), flush=True)
-    total_s = time.perf_counter() - started_all
+    render(args, results, time.perf_counter() - started_all)
 
-    lines = [
-        f"- Command: `python benchmarks/prompt_opt.py --golden {args.golden} --test {args.test} "
+
+def render(args: argparse.Namespace, results: dict[str, list[dict]], total_s: float | None) -> None:
+    """Print (and with ``--record`` record) the table; ``total_s`` is None when read ``--from`` logs."""
+    sizes = (
+        f"python benchmarks/prompt_opt.py --golden {args.golden} --test {args.test} "
         f"--seeds {args.seeds} --max-calls {args.max_calls} --max-chars {args.max_chars}"
-        + (" --record`" if args.record else "`"),
+    )
+    path = f" --backend {args.backend}" if args.backend != "llama" else ""
+    if args.sources:
+        runs = "; ".join(f"`{sizes} --datasets {name}{path}`" for name in results)
+        command = (
+            f"- Commands: {runs} (one process per data set, at the same time, each with its own server); "
+            f"rendered with `{sizes}{path} --from {' '.join(args.sources)}"
+            + (" --record`" if args.record else "`")
+        )
+        seconds = [r["search_s"] for rows in results.values() for r in rows]
+        minutes = np.array(seconds) / 60
+        took = f"search time per seed {minutes.mean():.1f} min ({minutes.min():.1f}-{minutes.max():.1f})"
+    else:
+        command = (
+            f"- Command: `{sizes}"
+            + (f" --datasets {args.datasets}" if args.datasets != DATASETS else "")
+            + path
+            + (" --record`" if args.record else "`")
+        )
+        took = f"total {total_s / 60:.1f} min"
+    lines = [
+        command,
         f"- Machine: {os.cpu_count()} cores, Python {platform.python_version()}; llama.cpp threads: 1; "
-        f"bundled Gemma 3 270M (base model), texts cut to {args.max_chars} characters; "
-        f"total {total_s / 60:.1f} min",
+        f"bundled Gemma 3 270M (base model), {PATHS[args.backend]}, "
+        f"texts cut to {args.max_chars} characters; {took}",
         f"- Each seed draws {args.golden} golden items and {args.test} held-out items; the configured prompt "
         "is the data set's instruction with the 4 nearest golden examples; the search keeps to "
         f"{args.max_calls} LLM calls (3 folds). CV figures are the search's own (the after one is the best "
@@ -178,10 +271,10 @@ def main() -> None:
                 else "the optimised prompt does **not** beat the default by more than its spread."
             )
         )
-    body = "\n".join(lines + [""] + verdicts)
+    body = "\n".join(lines + [""] + verdicts + ([args.note] if args.note else []))
     print(body)
     if args.record:
-        record_section("Prompt optimisation (benchmarks/prompt_opt.py)", body)
+        record_section(HEADINGS[args.backend], body)
 
 
 if __name__ == "__main__":
