@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from duolabel.core.multilabel import answer_sets
 from duolabel.core.probs import as_matrix
 from duolabel.core.tasks import MultiLabel
-from duolabel.core.wholelist import LIST_CHANCE, chance_calibration_error, list_scores
+from duolabel.core.wholelist import LIST_CHANCE, chance_bins, chance_calibration_error, list_scores
 from duolabel.errors import ProjectError
 from duolabel.formatting import fmt_figure
 from duolabel.store import FinalLabel, Item, Prediction, Route
@@ -85,12 +85,7 @@ def list_report_figures(project: Project, version: str) -> dict[str, Any]:
     stored = [(r.features or {}).get(LIST_CHANCE) for r in rows]
     calibrated = np.array([product[i] if c is None else c for i, c in enumerate(stored)], dtype=float)
     empty = np.array([r.label == "[]" for r in rows])
-    order = np.argsort(calibrated, kind="stable")
-    reliability = [
-        (f"{k + 1}", len(chunk), fmt_figure(calibrated[chunk].mean()), fmt_figure(right[chunk].mean()))
-        for k, chunk in enumerate(np.array_split(order, min(10, len(order))))
-        if len(chunk)
-    ]
+    reliability = reliability_rows(calibrated, right)
     return {
         "golden": len(rows),
         "overall": [
@@ -119,6 +114,21 @@ def list_report_figures(project: Project, version: str) -> dict[str, Any]:
         ],
         "reliability": reliability,
     }
+
+
+def reliability_rows(chances: np.ndarray, right: np.ndarray) -> list[tuple[str, int, str, str]]:
+    """The reports' reliability table: per equal-mass bin of the stated chance (10 at most),
+    its number, items, mean chance and share right.
+
+    Examples
+    --------
+    >>> reliability_rows(np.array([0.9, 0.2]), np.array([1.0, 0.0]))
+    [('1', 1, '0.200', '0.000'), ('2', 1, '0.900', '1.000')]
+    """
+    return [
+        (f"{k + 1}", count, fmt_figure(chance), fmt_figure(share))
+        for k, (count, chance, share) in enumerate(chance_bins(chances, right))
+    ]
 
 
 def write_list_report(project: Project, path: Path, version: str) -> Path:

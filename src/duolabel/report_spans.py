@@ -20,6 +20,7 @@ from duolabel.core.spans import parse_spans, span_scores
 from duolabel.core.wholelist import chance_calibration_error
 from duolabel.errors import ProjectError
 from duolabel.formatting import fmt_figure
+from duolabel.report_lists import reliability_rows, render_report
 from duolabel.store import Item, Prediction
 
 if TYPE_CHECKING:
@@ -92,7 +93,6 @@ def span_report_figures(project: Project, version: str) -> dict[str, Any]:
         per_label.append((label, support, *(fmt_figure(v) for v in _prf(*map(int, counts)))))
     right = np.array([set(a) == set(g) for a, g in zip(given, gold, strict=True)], dtype=float)
     chance = np.array([r.confidence for r in rows], dtype=float)
-    order = np.argsort(chance, kind="stable")
     precision, recall, f1 = _prf(*map(int, total))
     return {
         "golden": len(rows),
@@ -105,11 +105,7 @@ def span_report_figures(project: Project, version: str) -> dict[str, Any]:
         ],
         "per_label": per_label,
         "calibration": fmt_figure(chance_calibration_error(chance, right)),
-        "reliability": [
-            (f"{k + 1}", len(chunk), fmt_figure(chance[chunk].mean()), fmt_figure(right[chunk].mean()))
-            for k, chunk in enumerate(np.array_split(order, min(10, len(order))))
-            if len(chunk)
-        ],
+        "reliability": reliability_rows(chance, right),
     }
 
 
@@ -121,6 +117,4 @@ def write_span_report(project: Project, path: Path, version: str) -> Path:
     >>> write_span_report  # doctest: +ELLIPSIS
     <function write_span_report at ...>
     """
-    from duolabel.report_lists import render_report
-
     return render_report(project, path, version, _TEMPLATE, span_report_figures(project, version))

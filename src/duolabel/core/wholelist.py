@@ -24,6 +24,7 @@ __all__ = [
     "LIST_CHANCE",
     "ListScores",
     "WholeListCalibrator",
+    "chance_bins",
     "chance_calibration_error",
     "list_scores",
     "with_list_chance",
@@ -133,6 +134,27 @@ def with_list_chance(probs: np.ndarray, chances: Sequence[float | None]) -> np.n
     return out
 
 
+def chance_bins(
+    chances: np.ndarray, right: np.ndarray, *, n_bins: int = 10
+) -> list[tuple[int, float, float]]:
+    """Equal-mass bins of stated ``chances`` (``n_bins`` of them, fewer with fewer items): each
+    bin's item count, mean chance and share ``right``, from the least to the surest. The
+    reports' reliability tables and :func:`chance_calibration_error` read the same bins.
+
+    Examples
+    --------
+    >>> chance_bins(np.array([0.9, 0.2, 0.8, 0.1]), np.array([1, 0, 1, 1]), n_bins=2)
+    [(2, 0.15000000000000002, 0.5), (2, 0.8500000000000001, 1.0)]
+    """
+    chances, right = np.asarray(chances, dtype=float), np.asarray(right, dtype=float)
+    order = np.argsort(chances, kind="stable")
+    return [
+        (len(chunk), float(chances[chunk].mean()), float(right[chunk].mean()))
+        for chunk in np.array_split(order, min(n_bins, len(order)))
+        if len(chunk)
+    ]
+
+
 def chance_calibration_error(chances: np.ndarray, right: np.ndarray, *, n_bins: int = 10) -> float:
     """How far stated chances are from the measured rate: over ``n_bins`` equal-mass bins of the
     chances, the item-weighted mean of |mean chance - share right| (the expected calibration
@@ -143,13 +165,10 @@ def chance_calibration_error(chances: np.ndarray, right: np.ndarray, *, n_bins: 
     >>> chance_calibration_error(np.array([0.3] * 10), np.zeros(10))
     0.3
     """
-    chances, right = np.asarray(chances, dtype=float), np.asarray(right, dtype=float)
-    order = np.argsort(chances, kind="stable")
-    total = 0.0
-    for chunk in np.array_split(order, min(n_bins, len(order))):
-        if len(chunk):
-            total += len(chunk) * abs(chances[chunk].mean() - right[chunk].mean())
-    return round(float(total) / max(len(order), 1), 12)
+    total = sum(
+        count * abs(chance - share) for count, chance, share in chance_bins(chances, right, n_bins=n_bins)
+    )
+    return round(float(total) / max(len(chances), 1), 12)
 
 
 @dataclass
