@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from duolabel.core.probs import signals
+from duolabel.core.prompt_variants import PROMPT_DISAGREEMENT
 from duolabel.core.registry import Registry
 
 __all__ = [
@@ -39,12 +40,14 @@ __all__ = [
     "DynamicOverlap",
     "FollowUpPolicy",
     "MetaRouter",
+    "OPTIONAL_FEATURES",
     "Policy",
     "ThresholdPolicy",
     "expert_tier",
     "feature_matrix",
     "fuse",
     "make_policy",
+    "optional_columns",
     "policy_version",
     "route_items",
 ]
@@ -232,21 +235,58 @@ class DynamicOverlap(ThresholdPolicy):
 # accuracy on the nearest golden items in embedding space.
 FEATURES = ("confidence", "margin", "entropy", "disagreement", "log_length", "neighbourhood_accuracy")
 
+# Features the meta-router uses only where a labeler measured them (an LLM labeler's
+# ``prompt_variants``): appended after FEATURES, so a project without them keeps exactly the
+# columns, and so the scores, it had before.
+OPTIONAL_FEATURES = (PROMPT_DISAGREEMENT,)
 
-def feature_matrix(probs: np.ndarray, features: Mapping[str, np.ndarray]) -> np.ndarray:
+
+def optional_columns(features: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+    """The :data:`OPTIONAL_FEATURES` measured on at least one item of ``features``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> optional_columns({"prompt_disagreement": np.array([np.nan, 0.2])})
+    ('prompt_disagreement',)
+    >>> optional_columns({"prompt_disagreement": np.array([np.nan])})
+    ()
+    """
+    return tuple(
+        name
+        for name in OPTIONAL_FEATURES
+        if name in features and np.isfinite(np.asarray(features[name], dtype=float)).any()
+    )
+
+
+def feature_matrix(
+    probs: np.ndarray,
+    features: Mapping[str, np.ndarray],
+    optional: Sequence[str] = (),
+    fill: Mapping[str, float] | None = None,
+) -> np.ndarray:
     """The meta-router's inputs: signals of the calibrated distribution plus ``features``
-    (``disagreement``, ``log_length``, ``neighbourhood_accuracy``; missing ones are 0)."""
+    (``disagreement``, ``log_length``, ``neighbourhood_accuracy``; missing ones are 0), then
+    the ``optional`` columns, whose missing or NaN values (items not measured) are ``fill``-ed
+    (by default with the mean of the measured ones)."""
     n = len(probs)
     found = signals(probs)
     columns = {"confidence": found["max_prob"], "margin": found["margin"], "entropy": found["entropy"]}
     rows = [columns.get(name, np.asarray(features.get(name, np.zeros(n)), dtype=float)) for name in FEATURES]
-    return np.column_stack(rows) if n else np.zeros((0, len(FEATURES)))
+    for name in optional:
+        values = np.asarray(features.get(name, np.full(n, np.nan)), dtype=float)
+        measured = np.isfinite(values)
+        default = (fill or {}).get(name, float(values[measured].mean()) if measured.any() else 0.0)
+        rows.append(np.where(measured, values, default))
+    return np.column_stack(rows) if n else np.zeros((0, len(FEATURES) + len(optional)))
 
 
 @POLICIES.register("meta")
 class MetaRouter(ThresholdPolicy):
     """Scores items by one minus the predicted probability that the model's label is wrong,
-    from a logistic regression on :data:`FEATURES` trained on golden items.
+    from a logistic regression on :data:`FEATURES` trained on golden items, plus the
+    :data:`OPTIONAL_FEATURES` measured on them (``columns_``: scoring uses the columns the
+    router was fitted with; an item without a value gets the golden items' mean).
 
     ``fit`` learns from golden items; ``cross_fit_scores`` gives the golden items' own scores
     from models that never saw them, which is what the operating point is chosen on.
@@ -279,7 +319,11 @@ class MetaRouter(ThresholdPolicy):
         return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
 
     def fit(self, probs: np.ndarray, features: Mapping[str, np.ndarray], wrong: np.ndarray) -> MetaRouter:
-        x = feature_matrix(probs, features)
+        self.optional_ = optional_columns(features)
+        self.fill_ = {
+            name: float(np.nanmean(np.asarray(features[name], dtype=float))) for name in self.optional_
+        }
+        x = feature_matrix(probs, features, self.optional_, self.fill_)
         wrong = np.asarray(wrong, dtype=bool)
         self.base_rate_ = float(wrong.mean()) if len(wrong) else 0.0
         self.model_ = self._model().fit(x, wrong) if 0 < wrong.sum() < len(wrong) else None
@@ -291,7 +335,13 @@ class MetaRouter(ThresholdPolicy):
         return model.predict_proba(x)[:, 1]  # type: ignore[attr-defined]
 
     def score(self, probs: np.ndarray, features: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        return 1.0 - self._predict(self.model_, self.base_rate_, feature_matrix(probs, features or {}))
+        x = feature_matrix(probs, features or {}, self.optional_, self.fill_)
+        return 1.0 - self._predict(self.model_, self.base_rate_, x)
+
+    @property
+    def columns_(self) -> tuple[str, ...]:
+        """The feature columns the fitted router scores with, in order."""
+        return FEATURES + self.optional_
 
     def cross_fit_scores(
         self, probs: np.ndarray, features: Mapping[str, np.ndarray], wrong: np.ndarray
@@ -299,7 +349,7 @@ class MetaRouter(ThresholdPolicy):
         """Out-of-fold scores of the golden items themselves."""
         from sklearn.model_selection import StratifiedKFold
 
-        x = feature_matrix(probs, features)
+        x = feature_matrix(probs, features, optional_columns(features))
         wrong = np.asarray(wrong, dtype=bool)
         out = np.empty(len(x))
         n_splits = min(self.folds, int(wrong.sum()), int((~wrong).sum()))

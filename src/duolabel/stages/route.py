@@ -347,13 +347,19 @@ def _item_features(ctx: Context, plan: Plan, preds: list[Prediction]) -> dict[st
     ids = [p.item_id for p in preds]
     with ctx.store.read() as session:
         texts = dict(session.execute(select(Item.id, Item.text).where(Item.id.in_(ids))).all())
-    return {
+    features = {
         "disagreement": np.array([(p.features or {}).get("disagreement", 0.0) for p in preds]),
         "log_length": log_length([texts[i] for i in ids]),
         "neighbourhood_accuracy": item_neighbourhood_accuracy(
             ctx, plan.evidence.ids, plan.evidence.model_correct.astype(float), ids
         ),
     }
+    # An LLM labeler's prompt_variants (NaN: not measured; the router fills it with the golden
+    # mean, and ignores it when it was fitted without it).
+    features[PROMPT_DISAGREEMENT] = np.array(
+        [(p.features or {}).get(PROMPT_DISAGREEMENT, np.nan) for p in preds], dtype=float
+    )
+    return features
 
 
 def route_project(
