@@ -5,6 +5,7 @@ items are filled, and the real bundled Gemma's project scores with the feature."
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,20 +102,16 @@ def test_partly_measured_golden_items_are_filled_and_cross_fitted():
     assert router.fill_[PROMPT_DISAGREEMENT] == pytest.approx(np.nanmean(values))
 
 
-@pytest.mark.slow
-def test_gemma_project_with_prompt_variants_routes_on_the_feature(tmp_path):
-    pytest.importorskip("llama_cpp", reason="pip install 'duolabel[llama]'")
-    from duolabel import Project
-    from duolabel.stages.route import _item_features, plan_routing
-    from duolabel.store import Item, Prediction
+GEMMA = {"backend": "llama", "few_shot": 0, "n_ctx": 1024, "n_threads": 1}
+
+
+def gemma_project(tmp_path: Path, labeler: dict | list) -> Path:
+    """tests/test_labelers_in_project.py's small project with 20 amazon_isbook golden items
+    (zero-shot Gemma errs on some of them) and the meta-router at a fixed threshold."""
     from tests.test_labeler_llama import amazon
     from tests.test_labelers_in_project import small_project
 
-    # 20 amazon_isbook golden items, zero-shot, so the weak model errs on some of them.
-    folder = small_project(
-        tmp_path / "p",
-        {"backend": "llama", "few_shot": 0, "n_ctx": 1024, "prompt_variants": 2, "n_threads": 1},
-    )
+    folder = small_project(tmp_path / "p", labeler)  # type: ignore[arg-type]
     shots, answers = amazon(20)
     with (folder / "golden.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -124,6 +121,18 @@ def test_gemma_project_with_prompt_variants_routes_on_the_feature(tmp_path):
     (folder / "duolabel.yaml").write_text(
         text + "\nrouting:\n  policy: meta\n  mode: fixed\n", encoding="utf-8"
     )
+    return folder
+
+
+@pytest.mark.slow
+def test_gemma_project_with_prompt_variants_routes_on_the_feature(tmp_path):
+    pytest.importorskip("llama_cpp", reason="pip install 'duolabel[llama]'")
+    from duolabel import Project
+    from duolabel.stages.route import _item_features, plan_routing
+    from duolabel.store import Item, Prediction
+
+    # 20 amazon_isbook golden items, zero-shot, so the weak model errs on some of them.
+    folder = gemma_project(tmp_path, {**GEMMA, "prompt_variants": 2})
     with Project.open(folder) as project:
         project.import_data()
         project.label()
@@ -152,3 +161,29 @@ def test_gemma_project_with_prompt_variants_routes_on_the_feature(tmp_path):
         assert not np.allclose(scores, shifted)
         result = project.route()
         assert sum(result.decided.values()) == len(preds) == 6
+
+
+@pytest.mark.slow
+def test_an_ensemble_with_gemma_carries_its_prompt_disagreement_to_routing(tmp_path):
+    pytest.importorskip("llama_cpp", reason="pip install 'duolabel[llama]'")
+    from sqlalchemy import select
+
+    from duolabel import Project
+    from duolabel.labelers import ENSEMBLE
+    from duolabel.stages.route import plan_routing
+    from duolabel.store import Prediction
+
+    folder = gemma_project(tmp_path, [{"backend": "embedding"}, {**GEMMA, "prompt_variants": 1}])
+    with Project.open(folder) as project:
+        project.import_data()
+        project.label()
+        project.calibrate()
+        with project.store.read() as session:
+            preds = session.scalars(select(Prediction)).all()
+        member = {p.item_id: p.features[PROMPT_DISAGREEMENT] for p in preds if p.labeler == "llama"}
+        fused = {
+            p.item_id: (p.features or {}).get(PROMPT_DISAGREEMENT) for p in preds if p.labeler == ENSEMBLE
+        }
+        assert len(member) == 26 and fused == pytest.approx(member)  # one member measured it
+        plan = plan_routing(project)
+        assert plan.policy.columns_ == (*FEATURES, PROMPT_DISAGREEMENT)  # type: ignore[attr-defined]

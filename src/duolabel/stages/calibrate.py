@@ -40,6 +40,7 @@ from duolabel.core.calibration import (
 )
 from duolabel.core.multilabel import LabelThresholds, PerLabelCalibrator, answer_sets, flat_binary
 from duolabel.core.probs import as_dict, as_matrix
+from duolabel.core.prompt_variants import PROMPT_DISAGREEMENT
 from duolabel.core.spans import parse_spans
 from duolabel.core.tasks import MultiLabel, task_type
 from duolabel.core.wholelist import LIST_CHANCE, WholeListCalibrator, chance_calibration_error
@@ -274,6 +275,15 @@ def ensemble_version(members: dict[str, str], weights: dict[str, float], method:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def _prompt_disagreement(measured: dict[str, float] | None, weights: dict[str, float]) -> dict[str, float]:
+    """The ensemble's prompt disagreement (a routing feature): the weighted mean over the
+    members that measured it (LLM labelers with ``prompt_variants``); none when none did."""
+    if not measured:
+        return {}
+    w = np.array([weights[name] for name in measured])
+    return {PROMPT_DISAGREEMENT: float(np.dot(w, list(measured.values())) / w.sum())}
+
+
 def _ensemble(
     ctx: Context, versions: dict[str, str], honest: dict[str, dict[str, np.ndarray]]
 ) -> tuple[str, list[dict[str, object]], list[tuple[np.ndarray, int]]]:
@@ -285,8 +295,15 @@ def _ensemble(
     version = ensemble_version(versions, weights, ctx.config.calibration.method)
     with ctx.store.read() as session:
         members: dict[str, list[tuple[str, dict[str, float], bool]]] = {}
-        for item_id, name, calibrated, oof in session.execute(
-            select(Prediction.item_id, Prediction.labeler, Prediction.calibrated, Prediction.out_of_fold)
+        measured: dict[str, dict[str, float]] = {}  # item -> member -> its prompt disagreement
+        for item_id, name, calibrated, oof, features in session.execute(
+            select(
+                Prediction.item_id,
+                Prediction.labeler,
+                Prediction.calibrated,
+                Prediction.out_of_fold,
+                Prediction.features,
+            )
             .where(Prediction.abstained.is_(False), Prediction.calibrated.is_not(None))
             .where(
                 or_(
@@ -298,6 +315,8 @@ def _ensemble(
             )
         ):
             members.setdefault(item_id, []).append((name, calibrated, oof))
+            if features and PROMPT_DISAGREEMENT in features:
+                measured.setdefault(item_id, {})[name] = float(features[PROMPT_DISAGREEMENT])
         # Synthetic items (training data only) get no ensemble row, not even an abstention.
         all_items = list(session.scalars(select(Item.id).where(Item.role != "synthetic").order_by(Item.seq)))
         gold = dict(session.execute(select(Item.id, Item.gold_label).where(Item.role == "golden")).all())
@@ -328,6 +347,7 @@ def _ensemble(
                     "disagreement": ensemble_disagreement(dists, w, avg),
                     "members": len(votes),
                     **confidence_signals(avg),
+                    **_prompt_disagreement(measured.get(item_id), weights),
                 },
             )
         )
