@@ -18,6 +18,21 @@ from duolabel.core.prompt_variants import (
 )
 
 
+def amazon_golden_project(tmp_path, labeler):
+    """tests/test_labelers_in_project.py's small project with 20 amazon_isbook golden items
+    (zero-shot Gemma errs on some of them)."""
+    from tests.test_labeler_llama import amazon
+    from tests.test_labelers_in_project import small_project
+
+    folder = small_project(tmp_path / "p", labeler)
+    shots, answers = amazon(20)
+    with (folder / "golden.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "label"])
+        writer.writerows([item.id, item.text, label] for item, label in zip(shots, answers, strict=True))
+    return folder
+
+
 def test_disagreement_is_zero_for_agreeing_prompts_whatever_their_uncertainty():
     flat = np.full((3, 1, 4), 0.25)
     assert variant_disagreement(flat).tolist() == [0.0]
@@ -68,8 +83,7 @@ def test_gemma_scores_two_paraphrases_stores_the_feature_and_calibrate_reports_i
     from duolabel.labelers import TextItem
     from duolabel.labelers.llama import LlamaLabeler
     from duolabel.store import Prediction, Run
-    from tests.test_labeler_llama import amazon
-    from tests.test_labelers_in_project import REVIEWS, small_project
+    from tests.test_labelers_in_project import REVIEWS
 
     # The labeler alone: the main distribution is unchanged by the variants, which cost prompts.
     golden = [TextItem(f"g{i}", t) for i, t in enumerate(REVIEWS["book"] + REVIEWS["not_book"])]
@@ -93,14 +107,9 @@ def test_gemma_scores_two_paraphrases_stores_the_feature_and_calibrate_reports_i
 
     # In a project (20 amazon_isbook golden items, zero-shot, so the weak model errs on some):
     # stored per prediction, counted in the ledger, reported by calibrate.
-    folder = small_project(
-        tmp_path / "p", {"backend": "llama", "few_shot": 0, "n_ctx": 1024, "prompt_variants": 2}
+    folder = amazon_golden_project(
+        tmp_path, {"backend": "llama", "few_shot": 0, "n_ctx": 1024, "prompt_variants": 2}
     )
-    shots, answers = amazon(20)
-    with (folder / "golden.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "text", "label"])
-        writer.writerows([item.id, item.text, label] for item, label in zip(shots, answers, strict=True))
     with Project.open(folder) as project:
         project.import_data()
         project.label()

@@ -4,7 +4,6 @@ items are filled, and the real bundled Gemma's project scores with the feature."
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -108,15 +107,9 @@ GEMMA = {"backend": "llama", "few_shot": 0, "n_ctx": 1024, "n_threads": 1}
 def gemma_project(tmp_path: Path, labeler: dict | list) -> Path:
     """tests/test_labelers_in_project.py's small project with 20 amazon_isbook golden items
     (zero-shot Gemma errs on some of them) and the meta-router at a fixed threshold."""
-    from tests.test_labeler_llama import amazon
-    from tests.test_labelers_in_project import small_project
+    from tests.test_prompt_variants import amazon_golden_project
 
-    folder = small_project(tmp_path / "p", labeler)  # type: ignore[arg-type]
-    shots, answers = amazon(20)
-    with (folder / "golden.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "text", "label"])
-        writer.writerows([item.id, item.text, label] for item, label in zip(shots, answers, strict=True))
+    folder = amazon_golden_project(tmp_path, labeler)
     text = (folder / "duolabel.yaml").read_text(encoding="utf-8")
     (folder / "duolabel.yaml").write_text(
         text + "\nrouting:\n  policy: meta\n  mode: fixed\n", encoding="utf-8"
