@@ -21,13 +21,27 @@ servers cannot both fill the last slot. Every function takes its locks in that o
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, case, exists, func, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Select,
+    SQLColumnExpression,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from duolabel.config import QualityConfig
@@ -394,7 +408,7 @@ def _answer_count(item_id: SQLColumnExpression[str]) -> ColumnElement[int]:
     )
 
 
-def _lease_count(item_id: SQLColumnExpression[str], now: datetime) -> ColumnElement[int]:
+def _lease_count(item_id: SQLColumnExpression[str], now: datetime | BindParameter[Any]) -> ColumnElement[int]:
     return (
         select(func.count())
         .select_from(Assignment)
@@ -408,7 +422,7 @@ def _lease_count(item_id: SQLColumnExpression[str], now: datetime) -> ColumnElem
     )
 
 
-def _has_free_slot(now: datetime) -> ColumnElement[bool]:
+def _has_free_slot(now: datetime | BindParameter[Any]) -> ColumnElement[bool]:
     return _answer_count(Route.item_id) + _lease_count(Route.item_id, now) < Route.overlap
 
 
@@ -437,37 +451,56 @@ def _first_open(
     neither SQLite's nor PostgreSQL's planner can choose to check every routed item and
     sort them; a window with nothing open doubles the next one.
     """
-    window, low = _WINDOW, start
+    query, last_of_window = _first_open_statements(annotator_id is not None, bool(skip))
+    window = _WINDOW
+    params: dict[str, object] = {"low": start, "window": window, "now": now}
+    if annotator_id is not None:
+        params["annotator_id"] = annotator_id
+    if skip:
+        params["skip"] = list(skip)
+    # Core statements on the session's connection (same transaction): no ORM layer needed for
+    # two plain columns, and built once per process (this runs on every next-task, issue 12).
+    connection = session.connection()
     while True:
-        chunk = (
-            select(Route.item_id.label("id"), Route.position.label("seq"))
-            .where(Route.position >= low)
-            .order_by(Route.position)
-            .limit(window)
-            .subquery()
-        )
-        query = (
-            select(Route.item_id, chunk.c.seq)
-            .select_from(chunk)
-            .join(Route, Route.item_id == chunk.c.id)
-            .where(Route.decision == HUMANS, _has_free_slot(now))
-            .order_by(chunk.c.seq)
-            .limit(1)
-        )
-        if annotator_id is not None:
-            query = query.where(
-                ~exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id),
-                ~exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id),
-            )
-        if skip:
-            query = query.where(Route.item_id.not_in(list(skip)))
-        found = session.execute(query).first()
+        found = connection.execute(query, params).first()
         if found is not None:
             return str(found[0]), int(found[1])
-        last = session.scalar(select(func.max(chunk.c.seq)))
+        last = connection.execute(last_of_window, params).scalar()
         if last is None:
             return None
-        low, window = int(last) + 1, window * 2
+        window *= 2
+        params["low"], params["window"] = int(last) + 1, window
+
+
+@functools.cache
+def _first_open_statements(for_annotator: bool, skipping: bool) -> tuple[Select[Any], Select[Any]]:
+    """:func:`_first_open`'s query and the last position of its window, with parameters
+    ``low``, ``window``, ``now`` (and ``annotator_id``, ``skip``)."""
+    now = bindparam("now", type_=Assignment.lease_expires.type)
+    chunk = (
+        select(Route.item_id.label("id"), Route.position.label("seq"))
+        .where(Route.position >= bindparam("low", type_=Integer))
+        .order_by(Route.position)
+        .limit(bindparam("window", type_=Integer))
+        .subquery()
+    )
+    query = (
+        select(Route.item_id, chunk.c.seq)
+        .select_from(chunk)
+        .join(Route, Route.item_id == chunk.c.id)
+        .where(Route.decision == HUMANS, _has_free_slot(now))
+        .order_by(chunk.c.seq)
+        .limit(1)
+    )
+    if for_annotator:
+        who = bindparam("annotator_id", type_=Integer)
+        query = query.where(
+            ~exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == who),
+            ~exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == who),
+        )
+    if skipping:
+        query = query.where(Route.item_id.not_in(bindparam("skip", expanding=True)))
+    return query, select(func.max(chunk.c.seq))
 
 
 # Items fill up in queue order, so the first item with a free slot (the floor) only moves
@@ -477,16 +510,22 @@ def _first_open(
 # it looks below it at once. The learning stage only permutes the positions of items nobody
 # has been given yet; they all have a free slot, so all lie at or past the floor, and so do
 # their new positions.
+# Moving it forward costs a statement, so it is moved at most every _ADVANCE_SECONDS: a floor a
+# moment behind is still below every open item, and the search from it finds the same item.
 _FLOOR_SECONDS = 30.0
-_floors: weakref.WeakKeyDictionary[Store, tuple[int, float]] = weakref.WeakKeyDictionary()
+_ADVANCE_SECONDS = 1.0
+_floors: weakref.WeakKeyDictionary[Store, tuple[int, float, float]] = weakref.WeakKeyDictionary()
 
 
 def _floor(store: Store, session: Session, now: datetime) -> int:
-    cached, when = _floors.get(store, (0, 0.0))
-    start = cached if time.monotonic() - when < _FLOOR_SECONDS else 0
+    cached, when, advanced = _floors.get(store, (0, 0.0, 0.0))
+    clock = time.monotonic()
+    start = cached if clock - when < _FLOOR_SECONDS else 0
+    if start and clock - advanced < _ADVANCE_SECONDS:
+        return start
     first = _first_open(session, now, start, annotator_id=None)
     floor = start if first is None else first[1]
-    _floors[store] = (floor, when if start else time.monotonic())
+    _floors[store] = (floor, when if start else clock, clock)
     return floor
 
 
@@ -494,12 +533,9 @@ def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> N
     """Mark "expired" the run-out leases whose slot has now gone to someone else.
 
     A run-out lease that nobody needed stays "leased", so its holder may still answer.
+    The slots are counted only when there is a run-out lease: whether there is depends on the
+    routed item alone, so a control lease runs the same statements as a regular one.
     """
-    overlap, taken = session.execute(
-        select(Route.overlap, _answer_count(Route.item_id) + _lease_count(Route.item_id, now)).where(
-            Route.item_id == item_id
-        )
-    ).one()
     stale = session.scalars(
         select(Assignment)
         .where(
@@ -511,5 +547,12 @@ def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> N
         )
         .order_by(Assignment.lease_expires, Assignment.id)
     ).all()
+    if not stale:
+        return
+    overlap, taken = session.execute(
+        select(Route.overlap, _answer_count(Route.item_id) + _lease_count(Route.item_id, now)).where(
+            Route.item_id == item_id
+        )
+    ).one()
     for assignment in stale[: max(0, int(taken or 0) + len(stale) - overlap)]:
         assignment.state = "expired"
