@@ -150,7 +150,7 @@ def lease_task(
             return own
         # Both candidates are looked up every time, so the response time does not say
         # whether a control was drawn.
-        control_id = session.scalar(_control_candidates(annotator_id, exam_pool).limit(1))
+        control_id = session.scalar(_control_candidate(exam_pool), {"annotator_id": annotator_id})
         floor = _floor(store, session, now)
         tried: list[str] = []
         busy: list[str] = []  # skipped because another writer was leasing them, not because full
@@ -386,8 +386,11 @@ def queue_counts(store: Store) -> dict[str, int]:
 # -- the rule, in SQL ------------------------------------------------------
 
 
-def _control_candidates(annotator_id: int, exam_pool: int) -> Select[str]:
-    """Control items this annotator has never been given, in a random order."""
+@functools.cache
+def _control_candidate(exam_pool: int) -> Select[str]:
+    """A random control item the annotator ``:annotator_id`` has never been given (built once
+    per exam size: every next-task asks it)."""
+    annotator_id = bindparam("annotator_id", type_=Integer)
     exam = gold_items().order_by(Item.seq).limit(exam_pool).subquery() if exam_pool > 0 else None
     query = gold_items().where(
         ~exists().where(Assignment.item_id == Item.id, Assignment.annotator_id == annotator_id),
@@ -395,7 +398,7 @@ def _control_candidates(annotator_id: int, exam_pool: int) -> Select[str]:
     )
     if exam is not None:
         query = query.where(Item.id.not_in(select(exam.c.id)))
-    return query.order_by(func.random())
+    return query.order_by(func.random()).limit(1)
 
 
 def _answer_count(item_id: SQLColumnExpression[str]) -> ColumnElement[int]:
@@ -510,22 +513,16 @@ def _first_open_statements(for_annotator: bool, skipping: bool) -> tuple[Select[
 # it looks below it at once. The learning stage only permutes the positions of items nobody
 # has been given yet; they all have a free slot, so all lie at or past the floor, and so do
 # their new positions.
-# Moving it forward costs a statement, so it is moved at most every _ADVANCE_SECONDS: a floor a
-# moment behind is still below every open item, and the search from it finds the same item.
 _FLOOR_SECONDS = 30.0
-_ADVANCE_SECONDS = 1.0
-_floors: weakref.WeakKeyDictionary[Store, tuple[int, float, float]] = weakref.WeakKeyDictionary()
+_floors: weakref.WeakKeyDictionary[Store, tuple[int, float]] = weakref.WeakKeyDictionary()
 
 
 def _floor(store: Store, session: Session, now: datetime) -> int:
-    cached, when, advanced = _floors.get(store, (0, 0.0, 0.0))
-    clock = time.monotonic()
-    start = cached if clock - when < _FLOOR_SECONDS else 0
-    if start and clock - advanced < _ADVANCE_SECONDS:
-        return start
+    cached, when = _floors.get(store, (0, 0.0))
+    start = cached if time.monotonic() - when < _FLOOR_SECONDS else 0
     first = _first_open(session, now, start, annotator_id=None)
     floor = start if first is None else first[1]
-    _floors[store] = (floor, when if start else clock, clock)
+    _floors[store] = (floor, when if start else time.monotonic())
     return floor
 
 
