@@ -142,7 +142,7 @@ def lease_task(
         # Locking the annotator serialises two tabs of one person on PostgreSQL, so they
         # cannot lease two different items at once. NO KEY UPDATE, so that foreign-key
         # checks of concurrent inserts (answers by this person) are not blocked.
-        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        annotator = _locked_annotator(session, annotator_id)
         if annotator is None or annotator.status != "active":
             return None
         own = own_lease(session, annotator_id, WORK_KINDS, now)
@@ -217,7 +217,7 @@ def submit_answer(
     """
     label = check_answer(label, labels, seconds, task_type)
     with store.write() as session:
-        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        annotator = _locked_annotator(session, annotator_id)
         assignment = own_assignment(session, annotator_id, assignment_id)
         if assignment.kind in EXPERT_REASONS:
             raise ProjectError(f"assignment {assignment_id} is an expert task; answer it on the expert page")
@@ -526,6 +526,40 @@ def _floor(store: Store, session: Session, now: datetime) -> int:
     return floor
 
 
+@functools.cache
+def _stale_leases() -> Select[Assignment]:
+    """Run-out leases of the item ``:item_id`` still marked leased at ``:now``, oldest first."""
+    return (
+        select(Assignment)
+        .where(
+            and_(
+                Assignment.item_id == bindparam("item_id"),
+                Assignment.state == "leased",
+                Assignment.lease_expires < bindparam("now"),
+            )
+        )
+        .order_by(Assignment.lease_expires, Assignment.id)
+    )
+
+
+def _locked_annotator(session: Session, annotator_id: int) -> Annotator | None:
+    """The annotator's row, locked (on PostgreSQL) like ``session.get(..., with_for_update=...)``
+    with a statement built once: next-task and submit both start with it."""
+    return session.scalars(_annotator_for_update(), {"annotator_id": annotator_id}).first()
+
+
+@functools.cache
+def _annotator_for_update() -> Select[Annotator]:
+    # NO KEY UPDATE (key_share), so that foreign-key checks of concurrent inserts (answers by
+    # this person) are not blocked; populate_existing: fresh values even if the session knew it.
+    return (
+        select(Annotator)
+        .where(Annotator.id == bindparam("annotator_id"))
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+
+
 def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> None:
     """Mark "expired" the run-out leases whose slot has now gone to someone else.
 
@@ -533,17 +567,7 @@ def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> N
     The slots are counted only when there is a run-out lease: whether there is depends on the
     routed item alone, so a control lease runs the same statements as a regular one.
     """
-    stale = session.scalars(
-        select(Assignment)
-        .where(
-            and_(
-                Assignment.item_id == item_id,
-                Assignment.state == "leased",
-                Assignment.lease_expires < now,
-            )
-        )
-        .order_by(Assignment.lease_expires, Assignment.id)
-    ).all()
+    stale = session.scalars(_stale_leases(), {"item_id": item_id, "now": now}).all()
     if not stale:
         return
     overlap, taken = session.execute(
