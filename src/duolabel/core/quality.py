@@ -14,6 +14,7 @@ project's labels in their meaningful order (the order matters for ordinal measur
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -171,11 +172,18 @@ def item_disagreement(answers: pd.DataFrame, labels: Sequence[str]) -> pd.DataFr
 def binomial_interval(correct: int, n: int, confidence: float, method: str) -> tuple[float, float]:
     """Interval of a proportion ``correct / n``: ``method`` is scipy's ``wilson`` or ``exact``
     (Clopper-Pearson); ``(0, 1)`` with no observations."""
+    return _binomial_interval(int(correct), int(n), float(confidence), method)
+
+
+# Remembered: the quality rules ask for it after every answer to a control (issue 12, the web
+# app's hot path), scipy takes about a millisecond, and the counts repeat across annotators.
+@functools.lru_cache(maxsize=65536)
+def _binomial_interval(correct: int, n: int, confidence: float, method: str) -> tuple[float, float]:
     from scipy.stats import binomtest
 
     if n == 0:
         return (0.0, 1.0)
-    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=confidence, method=method)
+    ci = binomtest(correct, n).proportion_ci(confidence_level=confidence, method=method)
     return (float(ci.low), float(ci.high))
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Select, and_, bindparam, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -482,12 +482,18 @@ def session_of(store: Store, token: str) -> tuple[Annotator, str] | None:
     if not token:
         return None
     with store.read() as session:
-        found = session.execute(
-            select(Annotator, WebSession.csrf)
-            .join(WebSession, WebSession.annotator_id == Annotator.id)
-            .where(WebSession.id_hash == _digest(token), WebSession.expires_at >= utcnow())
-        ).first()
+        found = session.execute(_session_query(), {"id_hash": _digest(token), "now": utcnow()}).first()
     return None if found is None else (found[0], found[1])
+
+
+@cache
+def _session_query() -> Select[Annotator, str]:
+    # Built once: every request of the web app checks its session (issue 12, the hot path).
+    return (
+        select(Annotator, WebSession.csrf)
+        .join(WebSession, WebSession.annotator_id == Annotator.id)
+        .where(WebSession.id_hash == bindparam("id_hash"), WebSession.expires_at >= bindparam("now"))
+    )
 
 
 def end_session(store: Store, token: str) -> None:

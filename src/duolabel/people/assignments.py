@@ -10,12 +10,14 @@ the caller's ``store.write()`` transaction, after the caller took its locks.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from duolabel.core.tasks import AnswerError, SingleLabel, TaskType
@@ -124,22 +126,28 @@ def own_assignment(session: Session, annotator_id: int, assignment_id: int) -> A
 
 def own_lease(session: Session, annotator_id: int, kinds: Sequence[str], now: datetime) -> Task | None:
     """This person's oldest unexpired lease of one of ``kinds`` (a page reload shows it again)."""
-    own = session.scalar(
-        select(Assignment)
-        .where(
-            Assignment.annotator_id == annotator_id,
-            Assignment.kind.in_(kinds),
-            Assignment.state == "leased",
-            Assignment.lease_expires >= now,
-        )
-        .order_by(Assignment.id)
-        .limit(1)
-    )
+    own = session.scalar(_own_lease_query(), {"annotator_id": annotator_id, "kinds": list(kinds), "now": now})
     if own is None:
         return None
     item = session.get(Item, own.item_id)
     assert item is not None  # items.id is a foreign key
     return Task(own.id, item, own.lease_expires, own.kind)
+
+
+@functools.cache
+def _own_lease_query() -> Select[Any]:
+    # Built once: every next-task asks it (issue 12, the web app's hot path).
+    return (
+        select(Assignment)
+        .where(
+            Assignment.annotator_id == bindparam("annotator_id"),
+            Assignment.kind.in_(bindparam("kinds", expanding=True)),
+            Assignment.state == "leased",
+            Assignment.lease_expires >= bindparam("now"),
+        )
+        .order_by(Assignment.id)
+        .limit(1)
+    )
 
 
 def new_lease(session: Session, item_id: str, annotator_id: int, kind: str, expires: datetime) -> Task:

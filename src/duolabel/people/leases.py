@@ -21,13 +21,27 @@ servers cannot both fill the last slot. Every function takes its locks in that o
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, case, exists, func, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Select,
+    SQLColumnExpression,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from duolabel.config import QualityConfig
@@ -128,7 +142,7 @@ def lease_task(
         # Locking the annotator serialises two tabs of one person on PostgreSQL, so they
         # cannot lease two different items at once. NO KEY UPDATE, so that foreign-key
         # checks of concurrent inserts (answers by this person) are not blocked.
-        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        annotator = _locked_annotator(session, annotator_id)
         if annotator is None or annotator.status != "active":
             return None
         own = own_lease(session, annotator_id, WORK_KINDS, now)
@@ -136,7 +150,7 @@ def lease_task(
             return own
         # Both candidates are looked up every time, so the response time does not say
         # whether a control was drawn.
-        control_id = session.scalar(_control_candidates(annotator_id, exam_pool).limit(1))
+        control_id = session.scalar(_control_candidate(exam_pool), {"annotator_id": annotator_id})
         floor = _floor(store, session, now)
         tried: list[str] = []
         busy: list[str] = []  # skipped because another writer was leasing them, not because full
@@ -203,7 +217,7 @@ def submit_answer(
     """
     label = check_answer(label, labels, seconds, task_type)
     with store.write() as session:
-        annotator = session.get(Annotator, annotator_id, with_for_update={"key_share": True})
+        annotator = _locked_annotator(session, annotator_id)
         assignment = own_assignment(session, annotator_id, assignment_id)
         if assignment.kind in EXPERT_REASONS:
             raise ProjectError(f"assignment {assignment_id} is an expert task; answer it on the expert page")
@@ -372,8 +386,11 @@ def queue_counts(store: Store) -> dict[str, int]:
 # -- the rule, in SQL ------------------------------------------------------
 
 
-def _control_candidates(annotator_id: int, exam_pool: int) -> Select[str]:
-    """Control items this annotator has never been given, in a random order."""
+@functools.cache
+def _control_candidate(exam_pool: int) -> Select[str]:
+    """A random control item the annotator ``:annotator_id`` has never been given (built once
+    per exam size: every next-task asks it)."""
+    annotator_id = bindparam("annotator_id", type_=Integer)
     exam = gold_items().order_by(Item.seq).limit(exam_pool).subquery() if exam_pool > 0 else None
     query = gold_items().where(
         ~exists().where(Assignment.item_id == Item.id, Assignment.annotator_id == annotator_id),
@@ -381,7 +398,7 @@ def _control_candidates(annotator_id: int, exam_pool: int) -> Select[str]:
     )
     if exam is not None:
         query = query.where(Item.id.not_in(select(exam.c.id)))
-    return query.order_by(func.random())
+    return query.order_by(func.random()).limit(1)
 
 
 def _answer_count(item_id: SQLColumnExpression[str]) -> ColumnElement[int]:
@@ -394,7 +411,7 @@ def _answer_count(item_id: SQLColumnExpression[str]) -> ColumnElement[int]:
     )
 
 
-def _lease_count(item_id: SQLColumnExpression[str], now: datetime) -> ColumnElement[int]:
+def _lease_count(item_id: SQLColumnExpression[str], now: datetime | BindParameter[Any]) -> ColumnElement[int]:
     return (
         select(func.count())
         .select_from(Assignment)
@@ -408,7 +425,7 @@ def _lease_count(item_id: SQLColumnExpression[str], now: datetime) -> ColumnElem
     )
 
 
-def _has_free_slot(now: datetime) -> ColumnElement[bool]:
+def _has_free_slot(now: datetime | BindParameter[Any]) -> ColumnElement[bool]:
     return _answer_count(Route.item_id) + _lease_count(Route.item_id, now) < Route.overlap
 
 
@@ -437,37 +454,56 @@ def _first_open(
     neither SQLite's nor PostgreSQL's planner can choose to check every routed item and
     sort them; a window with nothing open doubles the next one.
     """
-    window, low = _WINDOW, start
+    query, last_of_window = _first_open_statements(annotator_id is not None, bool(skip))
+    window = _WINDOW
+    params: dict[str, object] = {"low": start, "window": window, "now": now}
+    if annotator_id is not None:
+        params["annotator_id"] = annotator_id
+    if skip:
+        params["skip"] = list(skip)
+    # Core statements on the session's connection (same transaction): no ORM layer needed for
+    # two plain columns, and built once per process (this runs on every next-task, issue 12).
+    connection = session.connection()
     while True:
-        chunk = (
-            select(Route.item_id.label("id"), Route.position.label("seq"))
-            .where(Route.position >= low)
-            .order_by(Route.position)
-            .limit(window)
-            .subquery()
-        )
-        query = (
-            select(Route.item_id, chunk.c.seq)
-            .select_from(chunk)
-            .join(Route, Route.item_id == chunk.c.id)
-            .where(Route.decision == HUMANS, _has_free_slot(now))
-            .order_by(chunk.c.seq)
-            .limit(1)
-        )
-        if annotator_id is not None:
-            query = query.where(
-                ~exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id),
-                ~exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == annotator_id),
-            )
-        if skip:
-            query = query.where(Route.item_id.not_in(list(skip)))
-        found = session.execute(query).first()
+        found = connection.execute(query, params).first()
         if found is not None:
             return str(found[0]), int(found[1])
-        last = session.scalar(select(func.max(chunk.c.seq)))
+        last = connection.execute(last_of_window, params).scalar()
         if last is None:
             return None
-        low, window = int(last) + 1, window * 2
+        window *= 2
+        params["low"], params["window"] = int(last) + 1, window
+
+
+@functools.cache
+def _first_open_statements(for_annotator: bool, skipping: bool) -> tuple[Select[Any], Select[Any]]:
+    """:func:`_first_open`'s query and the last position of its window, with parameters
+    ``low``, ``window``, ``now`` (and ``annotator_id``, ``skip``)."""
+    now = bindparam("now", type_=Assignment.lease_expires.type)
+    chunk = (
+        select(Route.item_id.label("id"), Route.position.label("seq"))
+        .where(Route.position >= bindparam("low", type_=Integer))
+        .order_by(Route.position)
+        .limit(bindparam("window", type_=Integer))
+        .subquery()
+    )
+    query = (
+        select(Route.item_id, chunk.c.seq)
+        .select_from(chunk)
+        .join(Route, Route.item_id == chunk.c.id)
+        .where(Route.decision == HUMANS, _has_free_slot(now))
+        .order_by(chunk.c.seq)
+        .limit(1)
+    )
+    if for_annotator:
+        who = bindparam("annotator_id", type_=Integer)
+        query = query.where(
+            ~exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == who),
+            ~exists().where(Assignment.item_id == Route.item_id, Assignment.annotator_id == who),
+        )
+    if skipping:
+        query = query.where(Route.item_id.not_in(bindparam("skip", expanding=True)))
+    return query, select(func.max(chunk.c.seq))
 
 
 # Items fill up in queue order, so the first item with a free slot (the floor) only moves
@@ -490,26 +526,54 @@ def _floor(store: Store, session: Session, now: datetime) -> int:
     return floor
 
 
+@functools.cache
+def _stale_leases() -> Select[Assignment]:
+    """Run-out leases of the item ``:item_id`` still marked leased at ``:now``, oldest first."""
+    return (
+        select(Assignment)
+        .where(
+            and_(
+                Assignment.item_id == bindparam("item_id"),
+                Assignment.state == "leased",
+                Assignment.lease_expires < bindparam("now"),
+            )
+        )
+        .order_by(Assignment.lease_expires, Assignment.id)
+    )
+
+
+def _locked_annotator(session: Session, annotator_id: int) -> Annotator | None:
+    """The annotator's row, locked (on PostgreSQL) like ``session.get(..., with_for_update=...)``
+    with a statement built once: next-task and submit both start with it."""
+    return session.scalars(_annotator_for_update(), {"annotator_id": annotator_id}).first()
+
+
+@functools.cache
+def _annotator_for_update() -> Select[Annotator]:
+    # NO KEY UPDATE (key_share), so that foreign-key checks of concurrent inserts (answers by
+    # this person) are not blocked; populate_existing: fresh values even if the session knew it.
+    return (
+        select(Annotator)
+        .where(Annotator.id == bindparam("annotator_id"))
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+
+
 def _retire_displaced_leases(session: Session, item_id: str, now: datetime) -> None:
     """Mark "expired" the run-out leases whose slot has now gone to someone else.
 
     A run-out lease that nobody needed stays "leased", so its holder may still answer.
+    The slots are counted only when there is a run-out lease: whether there is depends on the
+    routed item alone, so a control lease runs the same statements as a regular one.
     """
+    stale = session.scalars(_stale_leases(), {"item_id": item_id, "now": now}).all()
+    if not stale:
+        return
     overlap, taken = session.execute(
         select(Route.overlap, _answer_count(Route.item_id) + _lease_count(Route.item_id, now)).where(
             Route.item_id == item_id
         )
     ).one()
-    stale = session.scalars(
-        select(Assignment)
-        .where(
-            and_(
-                Assignment.item_id == item_id,
-                Assignment.state == "leased",
-                Assignment.lease_expires < now,
-            )
-        )
-        .order_by(Assignment.lease_expires, Assignment.id)
-    ).all()
     for assignment in stale[: max(0, int(taken or 0) + len(stale) - overlap)]:
         assignment.state = "expired"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from duolabel.errors import AccessError, DuolabelError, ProjectError, SetupError
@@ -31,8 +30,10 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from starlette.datastructures import MutableHeaders
     from starlette.exceptions import HTTPException
     from starlette.middleware.sessions import SessionMiddleware
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise SetupError(f"the web app needs {exc.name!r}: pip install 'duolabel[web]'") from None
 
@@ -76,17 +77,10 @@ def create_app(project: Project) -> FastAPI:
         same_site="lax",
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if not request.url.path.startswith("/static/"):
-            response.headers.setdefault("cache-control", "no-store")
-        return response
+    # A plain ASGI wrapper, not ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware
+    # runs every request through an extra task and memory streams (issue 12, the hot path).
+    app.add_middleware(_SecurityHeaders)
+    _warm_up()
 
     # -- errors: one line on a page or one JSON shape, never a traceback ------------
 
@@ -121,6 +115,37 @@ def create_app(project: Project) -> FastAPI:
     app.include_router(browse_router)
     app.include_router(synthetic_router)
     return app
+
+
+class _SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` (and ``cache-control: no-store`` outside
+    ``/static/``) to every HTTP response that does not set them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = dict(SECURITY_HEADERS)
+        if not scope["path"].startswith("/static/"):
+            extra["cache-control"] = "no-store"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _warm_up() -> None:
+    """Import now what the first answers would otherwise import (scipy's intervals for the
+    quality rules: most of a second), so no annotator's request pays for it."""
+    import scipy.stats  # noqa: F401
 
 
 PROJECT_ENV = "DUOLABEL_PROJECT"
