@@ -481,7 +481,8 @@ def session_of(store: Store, token: str) -> tuple[Annotator, str] | None:
     """The account and CSRF token of an unexpired session; ``None`` for anything else."""
     if not token:
         return None
-    with store.read() as session:
+    # One statement, so no transaction of its own (Store.glance): every web request checks.
+    with store.glance() as session:
         found = session.execute(_session_query(), {"id_hash": _digest(token), "now": utcnow()}).first()
     return None if found is None else (found[0], found[1])
 

@@ -50,6 +50,9 @@ class Store:
         self._write_lock = threading.RLock() if single_writer else None
         writer = engine.execution_options(duolabel_write=True) if single_writer else engine
         self._read = sessionmaker(engine, expire_on_commit=False)
+        self._glance = sessionmaker(
+            engine.execution_options(**self.backend.autocommit), expire_on_commit=False
+        )
         self._held: dict[str, tuple[int, int]] = {}  # lock name -> (thread, depth)
         self._write = sessionmaker(writer, expire_on_commit=False)
 
@@ -63,6 +66,17 @@ class Store:
     def read(self) -> Iterator[Session]:
         """A read-only session (SQLite: it never takes the write lock)."""
         with self._read() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def glance(self) -> Iterator[Session]:
+        """A session for ONE read statement, outside any transaction (autocommit).
+
+        A single statement always sees one consistent state, so it needs no BEGIN and COMMIT
+        of its own; the web app's session check, run on every request, reads this way (issue
+        12, the hot path). Use :meth:`read` for anything that reads twice.
+        """
+        with self._glance() as session:
             yield session
 
     @contextmanager

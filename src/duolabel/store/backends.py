@@ -45,6 +45,9 @@ class StoreBackend:
 
     #: Writers of one process queue on a lock of the Store (a database with a single writer).
     single_writer = False
+    #: Execution options for :meth:`duolabel.store.Store.glance`: statements outside a
+    #: transaction (no BEGIN or COMMIT sent).
+    autocommit: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
 
     def url(self, url: str) -> str:
         return url
@@ -73,6 +76,8 @@ class SQLiteBackend(StoreBackend):
     """SQLite in WAL mode with a busy timeout; write transactions begin IMMEDIATE."""
 
     single_writer = True
+    # The driver's own autocommit is already on (isolation_level None below): just no BEGIN.
+    autocommit: dict[str, Any] = {"duolabel_autocommit": True}
 
     def engine_options(self) -> dict[str, Any]:
         return {}
@@ -94,8 +99,10 @@ class SQLiteBackend(StoreBackend):
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            write = conn.get_execution_options().get("duolabel_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            options = conn.get_execution_options()
+            if options.get("duolabel_autocommit", False):
+                return
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("duolabel_write", False) else "BEGIN")
 
     @contextmanager
     def lock(self, engine: Engine, name: str) -> Iterator[None]:
