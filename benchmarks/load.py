@@ -450,6 +450,9 @@ def counted_server(counts: Path, argv: list[str]) -> None:
 
         fastapi.routing.run_in_threadpool = inline  # type: ignore[assignment]
         fastapi.dependencies.utils.run_in_threadpool = inline  # type: ignore[assignment]
+        import duolabel.web.api  # its answer routes hop to a thread themselves
+
+        duolabel.web.api.run_in_threadpool = inline  # type: ignore[assignment]
 
     def write() -> None:
         spent = cpu[-1] - cpu[0] if len(cpu) == 2 else float("nan")
