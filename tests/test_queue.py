@@ -277,6 +277,69 @@ def test_a_person_waits_for_an_item_another_is_leasing_instead_of_getting_nothin
         project.close()
 
 
+@pytest.mark.postgres
+def test_a_person_never_waits_for_an_item_while_holding_another_items_lock(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL only. The deadlock CI saw under load: a lease locked item 1, found it
+    filled meanwhile (its lock still held), skipped item 2 (another server was leasing it) and
+    then waited for item 2, while that server, holding item 2, went on to lock item 1. The
+    wait must happen in a new transaction that holds no route lock."""
+    from duolabel.people import leases
+    from duolabel.people.assignments import new_lease
+
+    project = make_project(tmp_path / "proj", database_url=pg_url)
+    try:
+        first, second = add_routed_items(project, 2, overlap=1)
+        a, b = people(project, "a", "b")
+        real_first_open = leases._first_open
+        filled = threading.Event()
+
+        def first_open_then_filled(session, now, floor, **options):  # type: ignore[no-untyped-def]
+            found = real_first_open(session, now, floor, **options)
+            searching = options.get("annotator_id") is not None  # not the queue floor's search
+            if searching and found is not None and found[0] == first and not filled.is_set():
+                filled.set()  # another person takes item 1's only slot before this lease locks it
+                with project.store.write() as other:
+                    new_lease(other, first, b, "regular", now + timedelta(minutes=LEASE))
+            return found
+
+        monkeypatch.setattr(leases, "_first_open", first_open_then_filled)
+        held, release = threading.Event(), threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def other_server() -> None:  # holds item 2, then needs item 1 (as a lease trying it would)
+            try:
+                with project.store.write() as session:
+                    session.execute(select(Route.item_id).where(Route.item_id == second).with_for_update())
+                    held.set()
+                    release.wait(10)
+                    session.execute(select(Route.item_id).where(Route.item_id == first).with_for_update())
+                outcome.append(None)
+            except BaseException as exc:  # a deadlock error, handed to the main thread
+                outcome.append(exc)
+
+        holder = threading.Thread(target=other_server)
+        holder.start()
+        assert held.wait(10)
+        leasing: list[object] = []
+        lease = threading.Thread(
+            target=lambda: leasing.append(lease_task(project.store, a, lease_minutes=LEASE))
+        )
+        lease.start()
+        # Let the lease reach its wait for item 2 (it stays blocked on that lock), then let the
+        # other server ask for item 1.
+        lease.join(1.5)
+        release.set()
+        holder.join(20)
+        lease.join(20)
+        assert outcome == [None]  # no "deadlock detected" on the other server's side
+        [task] = leasing  # nor on the lease's (an exception would leave this empty)
+        assert task is not None and task.item.id == second  # type: ignore[attr-defined]
+    finally:
+        project.close()
+
+
 def test_concurrent_annotators_never_overfill_an_item(qproject: Project) -> None:
     items = add_routed_items(qproject, 12, overlap=2)
     workers = people(qproject, *(f"w{i}" for i in range(6)))

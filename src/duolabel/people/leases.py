@@ -26,6 +26,7 @@ import random
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -137,6 +138,38 @@ def lease_task(
     if not 0.0 <= control_rate <= 1.0:
         raise ProjectError(f"control_rate must be between 0 and 1, got {control_rate}")
     draw = (rng or _RNG).random()
+    wait_for: str | None = None
+    for _ in range(MAX_TRIES):
+        outcome = _lease_pass(store, annotator_id, lease_minutes, control_rate, exam_pool, draw, wait_for)
+        if not isinstance(outcome, _Busy):
+            return outcome
+        # Everything else open was being leased by others: wait for the first of those rather
+        # than tell this person there is nothing to do while work remains -- in a new
+        # transaction, holding no route lock. A pass may hold the lock of an item it found
+        # full; waiting while holding it could deadlock with a server that holds the awaited
+        # item and waits for that one.
+        wait_for = outcome.item_id
+    return None
+
+
+@dataclass(frozen=True)
+class _Busy:
+    """A lease pass found nothing open but ``item_id``, which another server was leasing."""
+
+    item_id: str
+
+
+def _lease_pass(
+    store: Store,
+    annotator_id: int,
+    lease_minutes: float,
+    control_rate: float,
+    exam_pool: int,
+    draw: float,
+    wait_for: str | None,
+) -> Task | _Busy | None:
+    """One transaction of :func:`lease_task`; on PostgreSQL it first waits for the lock of
+    ``wait_for`` (then holding no other route lock), and never waits for another."""
     now = utcnow()
     with store.write() as session:
         # Locking the annotator serialises two tabs of one person on PostgreSQL, so they
@@ -155,24 +188,22 @@ def lease_task(
         tried: list[str] = []
         busy: list[str] = []  # skipped because another writer was leasing them, not because full
         for _ in range(MAX_TRIES):
-            found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
-            if found is None and floor > 0:
-                floor = 0  # nothing open past the floor for this person: look below it too
+            wait = wait_for is not None and not tried and not store.single_writer
+            if wait:
+                item_id: str | None = wait_for
+            else:
                 found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
-            # Everything else open was being leased by others at this instant: wait for the first
-            # of those rather than tell this person there is nothing to do while work remains.
-            wait = found is None and bool(busy)
-            item_id = busy.pop(0) if wait else None if found is None else found[0]
+                if found is None and floor > 0:
+                    floor = 0  # nothing open past the floor for this person: look below it too
+                    found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+                item_id = None if found is None else found[0]
             if item_id is None:
-                return None
+                return _Busy(busy[0]) if busy else None
             if not store.single_writer:
                 # SKIP LOCKED: when another server is leasing this very item, move on to the next
                 # one rather than queue behind it (everyone starts at the same first open item).
-                locked = session.scalar(
-                    select(Route.item_id)
-                    .where(Route.item_id == item_id)
-                    .with_for_update(skip_locked=not wait)
-                )
+                lock = select(Route.item_id).where(Route.item_id == item_id)
+                locked = session.scalar(lock.with_for_update(skip_locked=not wait))
                 if locked is None:
                     tried.append(item_id)
                     busy.append(item_id)
