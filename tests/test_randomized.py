@@ -123,10 +123,11 @@ def test_the_draw_is_fixed_by_the_project_and_stated_in_the_certificate():
 
 @pytest.mark.slow
 def test_a_real_project_certifies_with_the_randomized_test_and_says_so(example: Path):  # noqa: F811
-    set_routing(example, target_accuracy=0.9, certification="planned-start")
+    # At 0.8 the 60 golden items certify with both (at 0.9 planned-start certifies nothing).
+    set_routing(example, target_accuracy=0.8, certification="planned-start")
     with Project.open(example) as project:
         exact = plan_routing(project).point
-    set_routing(example, target_accuracy=0.9, certification=RANDOMIZED)
+    set_routing(example, target_accuracy=0.8, certification=RANDOMIZED)
     with Project.open(example) as project:
         result = route_project(project)
         again = plan_routing(project).point
