@@ -189,7 +189,9 @@ def simulation(name: str, n_golden: int, draws: int) -> dict[str, object]:
 
 
 # The default first; the start-at-half one before it; the start the scores expect to pay most.
-PROCEDURES = ("fallback", "fixed-sequence", "expected-start", "planned-start")
+# planned-start-randomized: its shared uniform per split from a generator of its own (as in
+# routing_waste.py), independent of the split's data.
+PROCEDURES = ("fallback", "fixed-sequence", "expected-start", "planned-start", "planned-start-randomized")
 # A reference, not a valid procedure: the largest golden slice that passes its own binomial test
 # at the whole risk, picked knowing every test's outcome. No procedure built on these tests
 # accepts more, so its gap is a floor for theirs.
@@ -244,7 +246,10 @@ def validity(
                 picked = hindsight_pick(g_scores, g_right, target, risk)
                 cert = SimpleNamespace(threshold=picked, certified=math.isfinite(picked))
             else:
-                cert = certify_target(g_scores, g_right, target=target, risk=risk, procedure=procedure)
+                draw = float(np.random.default_rng([7, split]).random())
+                cert = certify_target(
+                    g_scores, g_right, target=target, risk=risk, procedure=procedure, draw=draw
+                )
             accepted = scores >= cert.threshold
             n = int(accepted.sum())
             if cert.certified:
@@ -294,8 +299,10 @@ def validity_table(checks: list[dict], splits: int) -> list[str]:
         "over slices of halving size), `fixed-sequence` (the procedure before: all of the risk on the",
         "slice of half the golden items, then down to the first failure), `expected-start` (all of",
         "the risk on the slice the calibrated scores expect to pay most, then down to the first",
-        "failure) and `planned-start` (the same with that expectation computed exactly;",
-        "`routing.certification`); all on the same splits. The last row of each data set is",
+        "failure), `planned-start` (the same with that expectation computed exactly) and",
+        "`planned-start-randomized` (the same with randomized exact binomial tests, one uniform per",
+        "split shared by its slices; `routing.certification`); all on the same splits. The last row",
+        "of each data set is",
         f"a floor, not a procedure: {ORACLE}, the largest golden slice that passes its own binomial",
         "test at the whole risk, picked knowing every outcome.",
         "",

@@ -43,6 +43,7 @@ from duolabel.core.evidence import (
 from duolabel.core.operating import choose_operating_point, majority_accuracy, quality_curve
 from duolabel.core.policies import Decision, FollowUpPolicy, fuse, make_policy, route_items
 from duolabel.core.probs import as_matrix
+from duolabel.core.randomized import project_draw
 from duolabel.errors import DataError, Problem
 from duolabel.ledger import answer_price
 
@@ -218,6 +219,7 @@ def simulate(
                 budget_per_item=budget_per_item,
                 curve=curve,
                 certification=certification,
+                draw=project_draw("simulate", str(seed)),  # planned-start-randomized's uniform
             )
             policy.threshold = point.threshold
             decisions = route_items(policy, data.test_probs, data.test_features)

@@ -153,14 +153,19 @@ class RoutingConfig(_Strict):
         "shipped without people) or dataset (every delivered label, the model's and people's, "
         "with people's error as measured on controls).",
     )
-    certification: Literal["fallback", "fixed-sequence", "expected-start", "planned-start"] = Field(
+    certification: Literal[
+        "fallback", "fixed-sequence", "expected-start", "planned-start", "planned-start-randomized"
+    ] = Field(
         "fallback",
         description="With guarantee: accepted, how the thresholds are tested: fallback (the risk "
         "spread over slices of halving size), fixed-sequence (all of it from half of the golden "
         "items down), expected-start (all of it from the slice the scores expect to pay most, "
         "then down; fewer people, but a higher target can then accept more items) or "
         "planned-start (the same with that expectation computed exactly; a little fewer people "
-        "again, the same caveat).",
+        "again, the same caveat) or planned-start-randomized (planned-start with randomized exact "
+        "binomial tests, which waste none of the risk to the tests' discreteness: never fewer "
+        "people, but the certificate then also rests on a random draw, fixed by the model version "
+        "and the golden items and stated in it).",
     )
     people_exact: bool = Field(
         False,

@@ -34,6 +34,7 @@ import numpy as np
 from duolabel.core.guarantee import DatasetCertificate, certify_dataset
 from duolabel.core.ltt import anchor_weights, binomial_pvalue, fallback_rejections
 from duolabel.core.planned_start import EXACT_LIMIT, planned_start
+from duolabel.core.randomized import RANDOMIZED, randomized_error_bound, randomized_pvalue
 
 __all__ = [
     "GRID",
@@ -98,6 +99,16 @@ class TargetCertificate(_Certificate):
     needed: int | None = None  # golden items needed to certify the best observed point
     reachable: bool = True  # False when no threshold reaches the target even on paper
     procedure: str = "fallback"  # which family-wise procedure chose it (see certify_target)
+    draw: float | None = None  # the randomized test's shared uniform (planned-start-randomized)
+
+    def _randomized(self) -> str:
+        if self.draw is None:
+            return ""
+        # A randomized test certifies on a draw as well as on the data: say so, and which draw.
+        return (
+            f", a randomized binomial test with U = {self.draw:.4f}, "
+            "fixed by the model version and golden items"
+        )
 
     def describe(self) -> str:
         goal = f"accuracy >= {self.target:.3g} on the accepted items with probability >= {1 - self.risk:.3g}"
@@ -108,6 +119,7 @@ class TargetCertificate(_Certificate):
                 f"error bound {self.error_bound:.3f}"
                 # The default procedure goes unsaid, as before; another is named (routing.certification).
                 + ("" if self.procedure == "fallback" else f"; {self.procedure} procedure")
+                + self._randomized()
                 + ")"
             )
         if not self.reachable:
@@ -308,7 +320,7 @@ def golden_needed(
     return hi
 
 
-PROCEDURES = ("fallback", "fixed-sequence", "expected-start", "planned-start")
+PROCEDURES = ("fallback", "fixed-sequence", "expected-start", "planned-start", RANDOMIZED)
 
 
 def _target_tests(
@@ -318,6 +330,7 @@ def _target_tests(
     risk: float,
     thresholds: np.ndarray,
     procedure: str,
+    draw: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The tested thresholds (strictest first), their accepted counts and errors, and which
     the procedure rejects (certifies)."""
@@ -334,6 +347,13 @@ def _target_tests(
     strict_first, counts = strict_first[tested], counts[tested]
     errors = cum_wrong[counts]
     pvalues = binomial_pvalue(errors, counts, eps)
+    if procedure == RANDOMIZED:
+        # planned-start's start (from the scores alone, never from the draw, which would
+        # break validity: core/randomized.py), then the randomized p-values from it.
+        if draw is None:
+            raise ValueError(f"the {RANDOMIZED} procedure needs its draw (core.randomized.project_draw)")
+        pvalues = randomized_pvalue(errors, counts, eps, draw)
+        procedure = "planned-start"
     if procedure in ("expected-start", "planned-start"):
         return (
             strict_first,
@@ -411,6 +431,7 @@ def certify_target(
     risk: float,
     thresholds: np.ndarray = GRID,
     procedure: str = "fallback",
+    draw: float | None = None,
 ) -> TargetCertificate:
     """The lowest threshold whose accepted items' accuracy is at least ``target`` with
     probability at least ``1 - risk`` (Learn-then-Test on the fixed grid).
@@ -435,7 +456,10 @@ def certify_target(
       target, a higher target can accept more items;
     - ``planned-start``: the same, with the start's chance computed exactly rather than as
       that of its least likely test (:mod:`duolabel.core.planned_start`); a little fewer
-      people again (benchmarks/routing_waste.py), the same caveat.
+      people again (benchmarks/routing_waste.py), the same caveat;
+    - ``planned-start-randomized``: planned-start with Lehmann's randomized binomial p-values
+      (:mod:`duolabel.core.randomized`), ``draw`` being their shared uniform; never certifies
+      less than planned-start with the same items, and the certificate states ``draw``.
 
     Examples
     --------
@@ -463,21 +487,23 @@ def certify_target(
     sorted_scores = np.sort(scores)[::-1]
     cum_wrong = np.concatenate([[0], np.cumsum(wrong[np.argsort(-scores, kind="stable")])])
     tested, counts, errors, rejected = _target_tests(
-        sorted_scores, cum_wrong, eps, risk, thresholds, procedure
+        sorted_scores, cum_wrong, eps, risk, thresholds, procedure, draw
     )
+    draw = draw if procedure == RANDOMIZED else None
     if rejected.any():
         best = int(np.flatnonzero(rejected)[-1])  # the loosest certified threshold
         n, k = int(counts[best]), int(errors[best])
+        bound = _error_bound(k, n, risk) if draw is None else randomized_error_bound(k, n, risk, draw)
         return TargetCertificate(
-            target, risk, total, float(tested[best]), n, k, _error_bound(k, n, risk), procedure=procedure
+            target, risk, total, float(tested[best]), n, k, bound, procedure=procedure, draw=draw
         )
     first = max(math.ceil(total / 2), 1) if procedure == "fixed-sequence" else 1
     if total == 0:
-        return TargetCertificate(target, risk, total, procedure=procedure)
+        return TargetCertificate(target, risk, total, procedure=procedure, draw=draw)
     if not any(cum_wrong[n] / n < eps for n in range(first, total + 1)):
-        return TargetCertificate(target, risk, total, reachable=False, procedure=procedure)
+        return TargetCertificate(target, risk, total, reachable=False, procedure=procedure, draw=draw)
     needed = _golden_needed_for(scores, wrong, eps, risk, thresholds, procedure)
-    return TargetCertificate(target, risk, total, needed=needed, procedure=procedure)
+    return TargetCertificate(target, risk, total, needed=needed, procedure=procedure, draw=draw)
 
 
 def _golden_needed_for(
@@ -489,7 +515,7 @@ def _golden_needed_for(
     total = len(scores)
     order = np.argsort(-scores, kind="stable")
     sorted_scores, sorted_wrong = scores[order], wrong[order]
-    if procedure == "planned-start":
+    if procedure in ("planned-start", RANDOMIZED):
         # An estimate over many replicated sizes: the start's cheap approximation will do.
         procedure = "expected-start"
 
@@ -661,6 +687,7 @@ def choose_operating_point(
     guarantee: str = "accepted",
     people_exact: bool = False,
     certification: str = "fallback",
+    draw: float | None = None,
 ) -> OperatingPoint:
     """The operating point of a routing ``mode`` from the golden items' evidence.
 
@@ -673,7 +700,8 @@ def choose_operating_point(
     ``guarantee`` is what target mode promises: ``accepted`` (the accepted items' accuracy) or
     ``dataset`` (the whole delivered data set's, :func:`~duolabel.core.guarantee.certify_dataset`,
     with people's errors from ``human_correct`` unless ``people_exact``). ``certification`` is
-    the family-wise procedure of the accepted-items guarantee (:func:`certify_target`).
+    the family-wise procedure of the accepted-items guarantee (:func:`certify_target`), ``draw``
+    the randomized one's shared uniform.
 
     Examples
     --------
@@ -702,7 +730,9 @@ def choose_operating_point(
         )
         chosen = dataset_certificate.threshold
     elif mode == "target":
-        certificate = certify_target(scores, model_correct, target=target, risk=risk, procedure=certification)
+        certificate = certify_target(
+            scores, model_correct, target=target, risk=risk, procedure=certification, draw=draw
+        )
         chosen = certificate.threshold
     elif mode == "budget":
         if budget_per_item is None:

@@ -48,6 +48,7 @@ from duolabel.core.policies import (
 )
 from duolabel.core.probs import as_matrix, signals
 from duolabel.core.prompt_variants import PROMPT_DISAGREEMENT
+from duolabel.core.randomized import project_draw
 from duolabel.core.tasks import task_type
 from duolabel.core.wholelist import LIST_CHANCE, with_list_chance
 from duolabel.errors import ProjectError
@@ -297,6 +298,9 @@ def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfi
         guarantee=cfg.guarantee,
         people_exact=cfg.people_exact,
         certification=cfg.certification,
+        # The randomized test's uniform: fixed by the model version and the golden item ids,
+        # never by their labels or scores (core/randomized.py says why).
+        draw=project_draw(model_version, *sorted(evidence.ids)),
     )
     policy.threshold = point.threshold
     params: dict[str, Any] = {
