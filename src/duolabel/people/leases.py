@@ -16,7 +16,9 @@ locked or read again (``store.single_writer``, from the store backend). On Postg
 annotator's row is locked first, then the chosen item's ``routes`` row is locked with
 ``SELECT ... FOR UPDATE`` and the slot count is read again after the lock is held, so two
 servers cannot both fill the last slot. Every function takes its locks in that order
-(annotator, route, assignment), so none can deadlock with another.
+(annotator, route, assignment), and a lease that already holds a route lock takes another
+only with ``SKIP LOCKED``: it waits for a route lock only in a transaction holding none, so
+no two can deadlock.
 """
 
 from __future__ import annotations
