@@ -2,11 +2,14 @@
 
     python benchmarks/learning_finetune.py [--sizes 100,200,500,1000,2000] [--seeds 5]
         [--draws 10] [--labelers finetune,setfit,embedding] [--parts emotion,amazon] [--record]
+        [--heading "Learning: fine-tuned labelers"]
 
 (a) emotion: for each size and seed, a random sample of the train split (topped up to two
     items per label, the least any labeler trains on) trains each labeler with its default
     settings; it is measured on the validation split: accuracy, error-detection AUROC
-    (raw confidence against correctness), train seconds, predict items/s and peak RSS.
+    (raw confidence against correctness), train seconds (wall and CPU of all threads: on a
+    shared machine the wall time says more about the load than about the labeler),
+    predict items/s and peak RSS.
 (b) amazon_isbook: ``--draws`` seeded draws of 100 golden items; each labeler alone is
     measured on the other items.
 
@@ -14,7 +17,8 @@ Every run is its own process, so its peak RSS is its own and no model state leak
 runs. The frozen labeler's training vectors are cached under /work/bench/ft (its train
 seconds are the head's; its predict items/s encode the measured texts anew). Figures are
 means over seeds or draws with their standard deviation and range. Nothing is tuned to the
-measured items: every labeler runs on its defaults.
+measured items: every labeler runs on its defaults, except the variants named in
+``VARIANTS`` (``finetune-refit``: finetune with ``refit: true``).
 """
 
 from __future__ import annotations
