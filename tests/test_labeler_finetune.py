@@ -157,6 +157,23 @@ def test_finetune_holds_out_a_fold_and_reloads_the_saved_model(tmp_path, monkeyp
 
 
 @pytest.mark.slow
+def test_a_refit_keeps_the_fold_probabilities_of_the_model_trained_without_them():
+    items, gold, labels = golden()
+    options = {"labels": labels, "max_epochs": 1, "cross_fit_max_items": 0, **QUICK}
+    first = FineTuneLabeler(**options).fit(items, gold)
+    refit = FineTuneLabeler(**options, refit=True).fit(items, gold)
+    assert refit.fit_info_["mode"] == "held_out" and refit.version_ != first.version_
+    honest = ~np.isnan(refit.oof_proba_).any(axis=1)
+    assert honest.sum() == 9 and np.array_equal(honest, ~np.isnan(first.oof_proba_).any(axis=1))
+    held = [item for item, keep in zip(items, honest, strict=True) if keep]
+    # The fold's rows are the predictions of the model trained without the fold (the
+    # final model without refit), not of the refit model, which has seen those items.
+    np.testing.assert_allclose(refit.oof_proba_[honest], first.oof_proba_[honest], atol=1e-5)
+    np.testing.assert_allclose(first.predict_proba(held)[0], refit.oof_proba_[honest], atol=1e-5)
+    assert not np.allclose(refit.predict_proba(held)[0], refit.oof_proba_[honest], atol=1e-3)
+
+
+@pytest.mark.slow
 def test_setfit_trains_saves_and_reloads(tmp_path, monkeypatch):
     items, gold, labels = golden(per_label=4)
     options = {"labels": labels, "pairs_per_item": 2, "cv_folds": 2, "model_dir": tmp_path, **QUICK}

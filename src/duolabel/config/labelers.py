@@ -140,8 +140,10 @@ class _TunedLabelerSettings(_EngineSettings):
     )
     refit: bool = Field(
         False,
-        description="With a held-out calibration fold, train the final model again on every item "
-        "(better model, twice the time; the fold's probabilities come from the first model).",
+        description="With a held-out calibration fold, train the final model again on every item, "
+        "for the epochs the fold chose (a better model, about twice the time). Calibration stays "
+        "honest: the fold's probabilities come from the first model, trained without the fold; the "
+        "refit model labels everything else.",
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; empty means all cores.")
     random_state: int = Field(

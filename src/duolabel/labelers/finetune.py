@@ -73,8 +73,12 @@ class FineTuneLabeler(TunedLabeler):
         improved for ``patience`` epochs, and keep the best epoch's weights.
     head_learning_rate : float
         Learning rate of the freshly initialised head (the encoder uses ``learning_rate``).
+    refit : bool
+        Above ``cross_fit_max_items``, train the final model again on every label for the
+        epochs the held-out calibration fold chose; the fold's ``oof_proba_`` rows (all that
+        calibration gets) still come from the first model, trained without the fold.
     max_length, batch_size, learning_rate, class_weight, cross_fit_max_items, cv_folds,
-    calibration_fraction, refit, threads, random_state
+    calibration_fraction, threads, random_state
         See :class:`duolabel.labelers.tuning.TunedLabeler` and the configuration reference.
 
     Examples

@@ -16,6 +16,12 @@ training set (``cross_fit_max_items``):
   labeling stage reads as "no out-of-fold prediction for this item" (it predicts those
   items like any other and never gives them to calibration).
 
+With a held-out fold, ``refit`` trains the final model once more on every item, for the
+epochs the fold chose: the fold's ``oof_proba_`` rows stay those of the first model,
+which never saw them, so calibration is fitted on honest probabilities of the model
+trained without the fold and applied to the refit one's (close, not identical: the price
+of a final model that learns from every label).
+
 Which one was used is in ``fit_usage_.extra`` (``cross_fitted``, ``honest_items``) and so
 in the runs ledger. A trained model is saved under ``model_dir/<name>-<version>/``
 (written to a temporary folder and renamed, so a killed run never leaves half a model);
