@@ -188,7 +188,7 @@ def _lease_pass(
         control_id = session.scalar(_control_candidate(exam_pool), {"annotator_id": annotator_id})
         floor = _floor(store, session, now)
         tried: list[str] = []
-        busy: list[str] = []  # skipped because another writer was leasing them, not because full
+        busy: str | None = None  # the first skipped because another writer was leasing it
         for _ in range(MAX_TRIES):
             wait = wait_for is not None and not tried and not store.single_writer
             if wait:
@@ -200,7 +200,7 @@ def _lease_pass(
                     found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
                 item_id = None if found is None else found[0]
             if item_id is None:
-                return _Busy(busy[0]) if busy else None
+                return None if busy is None else _Busy(busy)
             if not store.single_writer:
                 # SKIP LOCKED: when another server is leasing this very item, move on to the next
                 # one rather than queue behind it (everyone starts at the same first open item).
@@ -208,7 +208,7 @@ def _lease_pass(
                 locked = session.scalar(lock.with_for_update(skip_locked=not wait))
                 if locked is None:
                     tried.append(item_id)
-                    busy.append(item_id)
+                    busy = busy or item_id
                     continue
                 # Read again under the lock: another writer may have taken the slot meanwhile.
                 still_open = _open_items(annotator_id, now).where(Route.item_id == item_id)
