@@ -13,12 +13,13 @@ Concurrency: every pick-and-lease and every answer runs in one ``store.write()``
 transaction. On SQLite that transaction holds the database write lock from its first
 statement (``BEGIN IMMEDIATE``), so the whole queue is serialised and nothing needs to be
 locked or read again (``store.single_writer``, from the store backend). On PostgreSQL the
-annotator's row is locked first, then the chosen item's ``routes`` row is locked with
-``SELECT ... FOR UPDATE`` and the slot count is read again after the lock is held, so two
-servers cannot both fill the last slot. Every function takes its locks in that order
-(annotator, route, assignment), and a lease that already holds a route lock takes another
-only with ``SKIP LOCKED``: it waits for a route lock only in a transaction holding none, so
-no two can deadlock.
+annotator's row is locked first; the search for an open item then locks the ``routes`` row it finds and passes
+over rows other transactions hold (``FOR UPDATE SKIP LOCKED``, one statement), so concurrent
+leases spread over the open items instead of queueing behind the first, and the slot count
+is read again once the lock is held, so two servers cannot both fill the last slot. Every
+function takes its locks in that order (annotator, route, assignment), and a lease that
+already holds a route lock takes another only with ``SKIP LOCKED``: it waits for a route
+lock only in a transaction holding none, so no two can deadlock.
 """
 
 from __future__ import annotations
@@ -187,29 +188,31 @@ def _lease_pass(
         # whether a control was drawn.
         control_id = session.scalar(_control_candidate(exam_pool), {"annotator_id": annotator_id})
         floor = _floor(store, session, now)
-        tried: list[str] = []
-        busy: str | None = None  # the first skipped because another writer was leasing it
+        lock = not store.single_writer
+        tried: list[str] = []  # locked here and found full meanwhile
         for _ in range(MAX_TRIES):
-            wait = wait_for is not None and not tried and not store.single_writer
-            if wait:
-                item_id: str | None = wait_for
+            if lock and wait_for is not None and not tried:
+                # Wait for the item the last pass found busy (this transaction holds no route lock).
+                item_id = wait_for
+                session.scalar(select(Route.item_id).where(Route.item_id == item_id).with_for_update())
             else:
-                found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+                # On PostgreSQL the search locks what it finds and passes over what another
+                # server is leasing (FOR UPDATE SKIP LOCKED), in one statement: concurrent leases
+                # spread over the open items instead of queueing behind the first one.
+                found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried, lock=lock)
                 if found is None and floor > 0:
                     floor = 0  # nothing open past the floor for this person: look below it too
-                    found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
-                item_id = None if found is None else found[0]
-            if item_id is None:
-                return None if busy is None else _Busy(busy)
-            if not store.single_writer:
-                # SKIP LOCKED: when another server is leasing this very item, move on to the next
-                # one rather than queue behind it (everyone starts at the same first open item).
-                lock = select(Route.item_id).where(Route.item_id == item_id)
-                locked = session.scalar(lock.with_for_update(skip_locked=not wait))
-                if locked is None:
-                    tried.append(item_id)
-                    busy = busy or item_id
-                    continue
+                    found = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried, lock=lock)
+                if found is None:
+                    if not lock:
+                        return None
+                    # Nothing open that nobody else is leasing. Is anything open at all? Then say
+                    # which, for the next pass to wait for, rather than tell this person there is
+                    # nothing to do while work remains.
+                    busy = _first_open(session, now, floor, annotator_id=annotator_id, skip=tried)
+                    return None if busy is None else _Busy(busy[0])
+                item_id = found[0]
+            if lock:
                 # Read again under the lock: another writer may have taken the slot meanwhile.
                 still_open = _open_items(annotator_id, now).where(Route.item_id == item_id)
                 if session.scalar(still_open) is None:
@@ -477,7 +480,13 @@ _WINDOW = 64
 
 
 def _first_open(
-    session: Session, now: datetime, start: int, *, annotator_id: int | None, skip: Sequence[str] = ()
+    session: Session,
+    now: datetime,
+    start: int,
+    *,
+    annotator_id: int | None,
+    skip: Sequence[str] = (),
+    lock: bool = False,
 ) -> tuple[str, int] | None:
     """The first routed item in queue order (``routes.position``: import order, unless the
     learning stage put the items the next model needs most first), from position ``start``
@@ -485,9 +494,10 @@ def _first_open(
 
     Routes are read in windows of queue order taken through the ``routes.position`` index, so
     neither SQLite's nor PostgreSQL's planner can choose to check every routed item and
-    sort them; a window with nothing open doubles the next one.
+    sort them; a window with nothing open doubles the next one. With ``lock`` (PostgreSQL) the
+    item found is locked, and items another transaction holds locked are passed over.
     """
-    query, last_of_window = _first_open_statements(annotator_id is not None, bool(skip))
+    query, last_of_window = _first_open_statements(annotator_id is not None, bool(skip), lock)
     window = _WINDOW
     params: dict[str, object] = {"low": start, "window": window, "now": now}
     if annotator_id is not None:
@@ -509,7 +519,9 @@ def _first_open(
 
 
 @functools.cache
-def _first_open_statements(for_annotator: bool, skipping: bool) -> tuple[Select[Any], Select[Any]]:
+def _first_open_statements(
+    for_annotator: bool, skipping: bool, lock: bool
+) -> tuple[Select[Any], Select[Any]]:
     """:func:`_first_open`'s query and the last position of its window, with parameters
     ``low``, ``window``, ``now`` (and ``annotator_id``, ``skip``)."""
     now = bindparam("now", type_=Assignment.lease_expires.type)
@@ -536,6 +548,8 @@ def _first_open_statements(for_annotator: bool, skipping: bool) -> tuple[Select[
         )
     if skipping:
         query = query.where(Route.item_id.not_in(bindparam("skip", expanding=True)))
+    if lock:  # PostgreSQL: FOR UPDATE OF routes SKIP LOCKED
+        query = query.with_for_update(of=Route, skip_locked=True)
     return query, select(func.max(chunk.c.seq))
 
 
