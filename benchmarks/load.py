@@ -22,6 +22,13 @@ prints how many times slower the real app is than that floor.
 crowd each time) and reports mean ± std (min–max) over the runs, the invariants summed over
 them. ``--think-ms MEAN`` makes each simulated person wait a seeded exponential time of that
 mean between receiving a task and submitting it (0, the default, is a closed loop).
+``--warmup S`` (default 5) lets the crowd work S seconds before the clock starts: latencies
+and answers/s are those of the ``--seconds`` after it (the store checks cover everything).
+With think time the crowd also arrives staggered, each person after one think time, as a
+real crowd does. Started in step, all 50 ask for a task in the same instant, a queue a
+real crowd never forms, and with 2 s think time each person's first request is 1 in 9 of
+theirs: on PostgreSQL that burst alone made next-task p95 388 ms in a run whose staggered
+twin measured 26 ms.
 ``--record`` writes one docs/benchmarks.md section per configuration (stores, annotators,
 think time, workers in its heading), so several sit side by side. With
 ``$DUOLABEL_LOAD_PROFILE=FILE`` the server is run under cProfile (endpoints inline on the event
@@ -74,6 +81,7 @@ class Stats:
     next_ms: list[float] = field(default_factory=list)
     submit_ms: list[float] = field(default_factory=list)
     acknowledged: list[int] = field(default_factory=list)
+    acknowledged_timed: int = 0  # of those, answers sent after the warm-up
     refused: Counter[str] = field(default_factory=Counter)
     empty: int = 0
     uncertain: int = 0  # answers whose response was lost in transport (then retried)
@@ -176,24 +184,38 @@ async def work(
     stats: Stats,
     seed: int,
     think_ms: float = 0.0,
+    timed_from: float = 0.0,
 ) -> None:
     """One simulated annotator: next task, answer, until the deadline (a ``time.monotonic()``
     instant, or a function that says whether to go on). With ``think_ms`` > 0 the person waits
-    a random exponential time of that mean (seeded) between receiving a task and submitting it;
-    with 0 they answer as fast as the server allows (a closed loop)."""
+    a random exponential time of that mean (seeded) between receiving a task and submitting it,
+    and starts after one such wait (people arrive in the middle of their reading, not all in
+    the same instant); with 0 they answer as fast as the server allows (a closed loop).
+    Latencies and answers count only for requests sent from ``timed_from`` on (a
+    ``time.monotonic()`` instant: the end of the warm-up) and before the deadline (a person
+    still thinking then finishes the task, uncounted)."""
     import httpx
 
     rng = random.Random(seed)
     thinking = random.Random(seed + 1_000_003)
     going = deadline if callable(deadline) else lambda: time.monotonic() < deadline
+    end = float("inf") if callable(deadline) else deadline
+
+    def timing() -> bool:
+        return timed_from <= time.monotonic() < end
+
+    if think_ms > 0:
+        await asyncio.sleep(thinking.expovariate(1000.0 / think_ms))
     while going():
+        timed = timing()
         start = time.perf_counter()
         try:
             response = await client.get("/api/v1/task")
         except httpx.TransportError as exc:  # counted; next-task is safe to repeat
             stats.refused[f"next: {type(exc).__name__}"] += 1
             continue
-        stats.next_ms.append((time.perf_counter() - start) * 1000)
+        if timed:
+            stats.next_ms.append((time.perf_counter() - start) * 1000)
         if response.status_code != 200:
             stats.refused[f"next {response.status_code}"] += 1
             if response.status_code == 401:  # suspended by the quality rules
@@ -210,6 +232,7 @@ async def work(
         if think_ms > 0:
             await asyncio.sleep(thinking.expovariate(1000.0 / think_ms))
         for attempt in range(3):
+            timed = timing()
             start = time.perf_counter()
             try:
                 answer = await client.post("/api/v1/answer", json=body, headers=headers)
@@ -219,9 +242,11 @@ async def work(
                 stats.refused[f"answer: {type(exc).__name__}"] += 1
                 stats.uncertain += 1
                 continue
-            stats.submit_ms.append((time.perf_counter() - start) * 1000)
+            if timed:
+                stats.submit_ms.append((time.perf_counter() - start) * 1000)
             if answer.status_code == 200:
                 stats.acknowledged.append(answer.json()["annotation_id"])
+                stats.acknowledged_timed += timed
             else:
                 message = answer.json()["error"]["message"]
                 if attempt and "already answered" in message:
@@ -339,21 +364,23 @@ def run_store(
                         *(log_in(c, f"sim{i:02d}", gate) for i, c in enumerate(clients))
                     )
                     start = time.monotonic()
+                    timed_from = start + args.warmup
                     await asyncio.gather(
                         *(
                             work(
                                 c,
                                 h,
-                                start + args.seconds,
+                                timed_from + args.seconds,
                                 truth,
                                 stats,
                                 seed=1000 * run + i,
                                 think_ms=args.think_ms,
+                                timed_from=timed_from,
                             )
                             for i, (c, h) in enumerate(zip(clients, headers, strict=True))
                         )
                     )
-                    return time.monotonic() - start
+                    return args.seconds  # what answers/s and the latencies count
                 finally:
                     for client in clients:
                         await client.aclose()
@@ -379,7 +406,7 @@ def run_store(
             "next": percentiles(stats.next_ms),
             "submit": percentiles(stats.submit_ms),
             "requests": len(stats.next_ms) + len(stats.submit_ms),
-            "answers_per_s": len(stats.acknowledged) / wall,
+            "answers_per_s": stats.acknowledged_timed / wall,
             "refused": dict(stats.refused),
             "empty": stats.empty,
             "server_tracebacks": errors.count("Traceback"),
@@ -591,7 +618,8 @@ def report(results: list[dict], floors: list[dict], args: argparse.Namespace) ->
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     command = (
         f"python benchmarks/load.py --stores {' '.join(args.stores)} --annotators {args.annotators} "
-        f"--seconds {args.seconds:g} --items {args.items} --overlap {args.overlap} --runs {args.runs} "
+        f"--seconds {args.seconds:g} --warmup {args.warmup:g} --items {args.items} "
+        f"--overlap {args.overlap} --runs {args.runs} "
         f"--think-ms {args.think_ms:g}"
         + (f" --serve-args='{shlex.join(args.serve_args)}'" if args.serve_args else "")
         + (" --floor" if floors else "")
@@ -601,7 +629,8 @@ def report(results: list[dict], floors: list[dict], args: argparse.Namespace) ->
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average (1/5/15 min) when printed: "
         f"{load}. Server: `duolabel serve` (uvicorn, {_workers(args.serve_args)}); clients: one asyncio "
         f"process on the same machine, JSON API, control rate 0.1, quality rules on; {think}. "
-        f"Each figure is the mean ± std (min–max) over {args.runs} run(s), each a fresh project, "
+        f"Latencies and answers/s count the {args.seconds:g} s after a {args.warmup:g} s warm-up; "
+        f"each figure is the mean ± std (min–max) over {args.runs} run(s), each a fresh project, "
         "server and crowd.",
         "",
         "| store | answers/s | next-task p50 | next-task p95 | next-task p99 | submit p50 | submit p95 "
@@ -696,6 +725,12 @@ def main() -> None:
         default=0.0,
         help="mean of each annotator's exponential think time before submitting (0: closed loop)",
     )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=5.0,
+        help="seconds the crowd works before the clock starts (latencies and answers/s count after it)",
+    )
     parser.add_argument("--floor", action="store_true", help="also measure the minimal app (the floor)")
     parser.add_argument(
         "--serve-args", default="", help="more options for duolabel serve, e.g. --serve-args='--workers 2'"
@@ -703,8 +738,8 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="write the figures to docs/benchmarks.md")
     parser.add_argument("--note", default="", help="a line added under the figures (e.g. machine load)")
     args = parser.parse_args()
-    if args.runs < 1 or args.think_ms < 0:
-        parser.error("--runs must be at least 1 and --think-ms at least 0")
+    if args.runs < 1 or args.think_ms < 0 or args.warmup < 0:
+        parser.error("--runs must be at least 1, --think-ms and --warmup at least 0")
     args.serve_args = shlex.split(args.serve_args)
     results, floors = [], []
     with tempfile.TemporaryDirectory(prefix="duolabel-load-") as workdir:
