@@ -65,6 +65,19 @@ def test_the_meter_fills_the_callers_bar_exactly_once():
     quiet.finish()
 
 
+def test_early_stopping_scores_accuracy_first_and_log_loss_on_ties():
+    y = np.array([0, 1, 1, 0])
+    sure_one_wrong = np.array([[0.99, 0.01], [0.01, 0.99], [0.7, 0.3], [0.99, 0.01]])  # 3 of 4, log-loss 0.31
+    right_unsure = np.array([[0.6, 0.4], [0.4, 0.6], [0.4, 0.6], [0.6, 0.4]])  # 4 of 4, log-loss 0.51
+    right_timid = np.array([[0.51, 0.49], [0.49, 0.51], [0.49, 0.51], [0.51, 0.49]])  # 4 of 4, 0.67
+    by_accuracy = FineTuneLabeler(labels=["a", "b"])
+    assert by_accuracy._score(right_unsure, y) > by_accuracy._score(sure_one_wrong, y)
+    assert by_accuracy._score(right_unsure, y) > by_accuracy._score(right_timid, y)  # a tie: log-loss
+    by_loss = FineTuneLabeler(labels=["a", "b"], select_on="log_loss")
+    scores = [by_loss._score(p, y) for p in (sure_one_wrong, right_unsure, right_timid)]
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_setup_and_label_errors_are_clear(tmp_path):
     items, gold, labels = golden(per_label=2)
     with pytest.raises(SetupError, match="not a sentence-transformers model folder"):

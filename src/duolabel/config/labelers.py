@@ -159,7 +159,12 @@ class FineTuneLabelerConfig(_TunedLabelerSettings):
         6, ge=1, le=100, description="Most epochs; early stopping on a validation fold picks fewer."
     )
     patience: int = Field(
-        1, ge=1, le=10, description="Epochs without a better validation loss before stopping."
+        2, ge=1, le=10, description="Epochs without a better validation score before stopping."
+    )
+    select_on: Literal["accuracy", "log_loss"] = Field(
+        "accuracy",
+        description="Early stopping's validation score: accuracy (ties to the lower log-loss), or "
+        "log-loss alone (which turns up epochs before accuracy stops improving).",
     )
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate of the encoder.")
     head_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the new linear head.")

@@ -5,7 +5,10 @@
 All of all-MiniLM-L6-v2 (or the ``model`` folder) is trained with a linear classification
 head on its mean-pooled token vectors, in plain torch on the CPU: AdamW, a linear warm-up
 and decay, dynamic padding. The number of epochs is chosen by early stopping on a
-stratified validation fold of the training labels (never on items it will label). How
+stratified validation fold of the training labels (never on items it will label): by the
+fold's accuracy by default, ties going to the lower log-loss. Not by log-loss alone: the
+fold's log-loss turns up (the model grows confident) epochs before its accuracy stops
+improving, and the confidence is calibrated afterwards anyway. How
 the training items get honest probabilities for calibration (cross-fitting or a held-out
 calibration fold) is :mod:`duolabel.labelers.tuning`'s.
 
@@ -69,8 +72,10 @@ class FineTuneLabeler(TunedLabeler):
     model_dir : str or Path, optional
         Where trained models are saved, one folder per version; nothing is saved when omitted.
     max_epochs, patience : int
-        Early stopping: at most ``max_epochs``; stop once the validation log-loss has not
+        Early stopping: at most ``max_epochs``; stop once the validation score has not
         improved for ``patience`` epochs, and keep the best epoch's weights.
+    select_on : {"accuracy", "log_loss"}
+        The validation score: accuracy (ties to the lower log-loss) or log-loss alone.
     head_learning_rate : float
         Learning rate of the freshly initialised head (the encoder uses ``learning_rate``).
     refit : bool
@@ -95,7 +100,8 @@ class FineTuneLabeler(TunedLabeler):
         self,
         *,
         max_epochs: int = 6,
-        patience: int = 1,
+        patience: int = 2,
+        select_on: str = "accuracy",
         head_learning_rate: float = 1e-3,
         learning_rate: float = 5e-5,
         **options: Any,
@@ -103,6 +109,9 @@ class FineTuneLabeler(TunedLabeler):
         super().__init__(learning_rate=learning_rate, **options)
         self.max_epochs = max_epochs
         self.patience = patience
+        if select_on not in ("accuracy", "log_loss"):
+            raise SetupError(f"select_on must be 'accuracy' or 'log_loss', got {select_on!r}")
+        self.select_on = select_on
         self.head_learning_rate = head_learning_rate
         self._base: tuple[Any, Any] | None = None
 
@@ -111,6 +120,7 @@ class FineTuneLabeler(TunedLabeler):
             **super()._settings(),
             "max_epochs": self.max_epochs,
             "patience": self.patience,
+            "select_on": self.select_on,
             "head_learning_rate": self.head_learning_rate,
         }
 
@@ -195,7 +205,8 @@ class FineTuneLabeler(TunedLabeler):
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
         target = torch.tensor(y, dtype=torch.long)
         rng = np.random.default_rng(self.random_state * 1000 + seed)
-        best: tuple[float, int, Any, np.ndarray | None] = (np.inf, 0, None, None)
+        # (score, epoch, weights, validation probabilities); a score is a tuple, higher is better.
+        best: tuple[tuple[float, ...], int, Any, np.ndarray | None] = ((-np.inf,), 0, None, None)
         stale = 0
         for epoch in range(1, total_epochs + 1):
             model.train()
@@ -206,13 +217,12 @@ class FineTuneLabeler(TunedLabeler):
             if validation is None or (epochs is not None and epoch < total_epochs):
                 continue
             proba = self._predict(model, validation[0], None)
-            right = proba[np.arange(len(validation[1])), validation[1]]
-            nll = float(-np.mean(np.log(np.clip(right, 1e-12, 1.0))))
+            score = self._score(proba, validation[1])
             if epochs is not None:  # a fixed number of epochs: the last one's predictions
-                best = (nll, epoch, None, proba)
-            elif nll < best[0]:
+                best = (score, epoch, None, proba)
+            elif score > best[0]:
                 state = (copy.deepcopy(model.encoder.state_dict()), copy.deepcopy(model.head.state_dict()))
-                best, stale = (nll, epoch, state, proba), 0
+                best, stale = (score, epoch, state, proba), 0
             else:
                 stale += 1
                 if stale >= self.patience:  # no better for `patience` epochs: stop
@@ -224,6 +234,13 @@ class FineTuneLabeler(TunedLabeler):
             model.encoder.load_state_dict(state[0])
             model.head.load_state_dict(state[1])
         return model, chosen, best_proba
+
+    def _score(self, proba: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
+        """The validation score early stopping compares (higher is better)."""
+        nll = float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0))))
+        if self.select_on == "log_loss":
+            return (-nll,)
+        return (float(np.mean(proba.argmax(axis=1) == y)), -nll)
 
     def _predict(self, model: _Classifier, texts: list[str], progress: Progress | None) -> np.ndarray:
         import torch
