@@ -229,8 +229,9 @@ def main() -> None:
         f"Command: `python benchmarks/learning_finetune.py --sizes {args.sizes} --seeds {args.seeds} "
         f"--draws {args.draws} --labelers {args.labelers} --parts {args.parts}` — "
         f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, CPU only, "
-        "every labeler on its default settings (finetune-refit: finetune with `refit: true`), "
-        "torch on all cores.",
+        "every labeler on its default settings"
+        + (" (finetune-refit: finetune with `refit: true`)" if "finetune-refit" in args.labelers else "")
+        + ", torch on all cores.",
         "",
         "Mean ± standard deviation [min–max] over seeds (emotion) or golden draws (amazon_isbook). "
         "Error AUROC: how well the raw confidence tells the model's wrong labels from its right ones. "
