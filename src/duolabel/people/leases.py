@@ -13,10 +13,11 @@ Concurrency: every pick-and-lease and every answer runs in one ``store.write()``
 transaction. On SQLite that transaction holds the database write lock from its first
 statement (``BEGIN IMMEDIATE``), so the whole queue is serialised and nothing needs to be
 locked or read again (``store.single_writer``, from the store backend). On PostgreSQL the
-annotator's row is locked first; the search for an open item then locks the ``routes`` row it finds and passes
-over rows other transactions hold (``FOR UPDATE SKIP LOCKED``, one statement), so concurrent
-leases spread over the open items instead of queueing behind the first, and the slot count
-is read again once the lock is held, so two servers cannot both fill the last slot. Every
+annotator's row is locked first; the search for an open item then locks the ``routes`` row
+it finds and passes over rows other transactions hold (``FOR UPDATE SKIP LOCKED``, one
+statement), so concurrent leases spread over the open items instead of queueing behind the
+first, and the slot count is read again once the lock is held, so two servers cannot both
+fill the last slot. Every
 function takes its locks in that order (annotator, route, assignment), and a lease that
 already holds a route lock takes another only with ``SKIP LOCKED``: it waits for a route
 lock only in a transaction holding none, so no two can deadlock.
