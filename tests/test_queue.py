@@ -295,9 +295,7 @@ def test_a_lease_passes_over_every_item_others_hold_and_takes_the_first_free_one
 
         def hold() -> None:  # other servers in the middle of leasing the first MAX_TRIES + 1 items
             with project.store.write() as session:
-                session.execute(
-                    select(Route.item_id).where(Route.item_id.in_(items[:-1])).with_for_update()
-                )
+                session.execute(select(Route.item_id).where(Route.item_id.in_(items[:-1])).with_for_update())
                 held.set()
                 release.wait(30)
 
