@@ -100,6 +100,12 @@ def predictions(
         [items[i] for i in golden], [rows[i]["gold"] for i in golden]
     )
     oof = labeler.oof_proba_
+    if np.isnan(oof).any():  # a held-out calibration fold: most golden rows have no honest score
+        raise SystemExit(
+            f"{LABELER} held out a calibration fold on {len(golden)} golden items (more than its "
+            f"cross_fit_max_items), so only {int((~np.isnan(oof).any(axis=1)).sum())} of them have "
+            "out-of-sample probabilities; this simulation needs every golden item cross-fitted"
+        )
     honest = cross_validated(METHOD, oof, y[golden])
     raw, _ = labeler.predict_proba([items[i] for i in test])
     test_probs = CALIBRATORS.get(METHOD)().fit(oof, y[golden]).transform(raw)
