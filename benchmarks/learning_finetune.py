@@ -18,7 +18,8 @@ runs. The frozen labeler's training vectors are cached under /work/bench/ft (its
 seconds are the head's; its predict items/s encode the measured texts anew). Figures are
 means over seeds or draws with their standard deviation and range. Nothing is tuned to the
 measured items: every labeler runs on its defaults, except the variants named in
-``VARIANTS`` (``finetune-refit``: finetune with ``refit: true``).
+``VARIANTS`` (``finetune-refit``: finetune with ``refit: true``; ``finetune-12ep``: with
+``max_epochs: 12``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ from _record import record_section  # noqa: E402
 
 LABELERS = ("finetune", "setfit", "embedding")
 #: Variants measured on request (``--labelers``): a labeler name and the options it gets.
-VARIANTS = {"finetune-refit": ("finetune", {"refit": True})}
+VARIANTS = {
+    "finetune-refit": ("finetune", {"refit": True}),
+    "finetune-12ep": ("finetune", {"max_epochs": 12}),
+}
 
 
 def load(name: str) -> tuple[list[dict], list[str]]:
@@ -230,7 +234,11 @@ def main() -> None:
         f"--draws {args.draws} --labelers {args.labelers} --parts {args.parts}` — "
         f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, CPU only, "
         "every labeler on its default settings"
-        + (" (finetune-refit: finetune with `refit: true`)" if "finetune-refit" in args.labelers else "")
+        + "".join(
+            f" ({name}: {base} with {options})"
+            for name, (base, options) in VARIANTS.items()
+            if name in args.labelers.split(",")
+        )
         + ", torch on all cores.",
         "",
         "Mean ± standard deviation [min–max] over seeds (emotion) or golden draws (amazon_isbook). "
