@@ -18,8 +18,9 @@ runs. The frozen labeler's training vectors are cached under /work/bench/ft (its
 seconds are the head's; its predict items/s encode the measured texts anew). Figures are
 means over seeds or draws with their standard deviation and range. Nothing is tuned to the
 measured items: every labeler runs on its defaults, except the variants named in
-``VARIANTS`` (``finetune-refit``: finetune with ``refit: true``; ``finetune-12ep``: with
-``max_epochs: 12``).
+``VARIANTS`` (``finetune-refit``: finetune with ``refit: true``; ``finetune-6ep`` and
+``finetune-12ep``: with ``max_epochs`` 6, the default before 2026-12-01, and 12, the default
+since).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ LABELERS = ("finetune", "setfit", "embedding")
 #: Variants measured on request (``--labelers``): a labeler name and the options it gets.
 VARIANTS = {
     "finetune-refit": ("finetune", {"refit": True}),
+    "finetune-6ep": ("finetune", {"max_epochs": 6}),
     "finetune-12ep": ("finetune", {"max_epochs": 12}),
 }
 

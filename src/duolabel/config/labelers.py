@@ -156,7 +156,11 @@ class FineTuneLabelerConfig(_TunedLabelerSettings):
         description="The sentence encoder fine-tuned end to end with a linear head (CPU, torch)."
     )
     max_epochs: int = Field(
-        6, ge=1, le=100, description="Most epochs; early stopping on a validation fold picks fewer."
+        12,
+        ge=1,
+        le=100,
+        description="Most epochs; early stopping on a validation fold picks fewer. The learning "
+        "rate decays linearly to 0 over this many epochs.",
     )
     patience: int = Field(
         2, ge=1, le=10, description="Epochs without a better validation score before stopping."
