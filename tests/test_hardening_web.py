@@ -124,11 +124,7 @@ def _drive(project: Project, statements: list[str]) -> list[Any]:
     return seen
 
 
-def test_undo_and_everything_else_look_the_same_for_a_control(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Every lease asks for the floor again: whether it does otherwise depends on the clock only.
-    monkeypatch.setattr("duolabel.people.leases._FLOOR_FRESH_SECONDS", 0.0)
+def test_undo_and_everything_else_look_the_same_for_a_control(folder: Path) -> None:
     control = _undo_project(folder / "control", 1.0)
     regular = _undo_project(folder / "regular", 0.0)
     try:

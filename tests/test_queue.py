@@ -21,7 +21,6 @@ from duolabel.people.experts import (
     submit_expert_answer,
 )
 from duolabel.people.leases import (
-    Task,
     answers_given,
     lease_task,
     next_task,
@@ -464,15 +463,6 @@ def count_statements(project: Project, action: Callable[[], object]) -> int:
     return len(statements)
 
 
-@pytest.fixture
-def floor_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every lease searches for the floor again: whether it does otherwise depends on the clock
-    (:data:`duolabel.people.leases._FLOOR_FRESH_SECONDS`), which would make statement counts of
-    consecutive leases differ for a reason that has nothing to do with what was leased."""
-    monkeypatch.setattr("duolabel.people.leases._FLOOR_FRESH_SECONDS", 0.0)
-
-
-@pytest.mark.usefixtures("floor_every_time")
 def test_a_control_costs_the_same_work_as_a_regular_task(qproject: Project) -> None:
     """The response time must not tell a control apart: the same statements run for both."""
     from duolabel.config import QualityConfig
@@ -606,33 +596,10 @@ def test_the_hot_path_runs_few_statements(qproject: Project) -> None:
         )
         counts.append((lease, submit))
     for lease, submit in counts[1:]:  # the first answer recounts: skills start empty
-        # PostgreSQL's route and assignment locks cost nothing extra: the route is locked through
-        # the assignment, and a floor under a second old is not searched for again.
-        assert lease <= 9  # 8 when the floor is fresh
+        # PostgreSQL's locks cost no statement of their own: the search locks what it finds, and
+        # a submit locks the route through the assignment.
+        assert lease <= 9
         assert submit <= 8
-
-
-def test_a_fresh_floor_is_reused_and_never_hides_open_work(
-    qproject: Project, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 12 item 15: a floor found less than a second ago is used as it is (one statement
-    fewer per next-task), and a floor that has fallen behind only means a longer search: the
-    next open item in queue order is still the one given."""
-    items = add_routed_items(qproject, 4, overlap=1)
-    a, b = people(qproject, "a", "b")
-    monkeypatch.setattr("duolabel.people.leases._FLOOR_FRESH_SECONDS", 3600.0)
-    leases = []
-    for _ in range(2):
-        box: list[Task] = []
-        count = count_statements(
-            qproject, lambda box=box: box.append(lease_task(qproject.store, a, lease_minutes=LEASE))
-        )
-        submit_answer(qproject.store, a, box[0].assignment_id, "other", labels=LABELS, seconds=3)
-        leases.append((count, box[0].item.id))
-    (found, first), (reused, second) = leases
-    assert reused == found - 1 and [first, second] == items[:2]
-    # the floor still says item 0 although items 0 and 1 are done
-    assert [answer(qproject, b) for _ in range(3)] == [*items[2:], None]
 
 
 def test_skills_kept_incrementally_match_a_full_recount(qproject: Project) -> None:

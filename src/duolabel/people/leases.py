@@ -556,37 +556,17 @@ def _first_open_statements(
 # it looks below it at once. The learning stage only permutes the positions of items nobody
 # has been given yet; they all have a free slot, so all lie at or past the floor, and so do
 # their new positions.
-#
-# A floor found less than _FLOOR_FRESH_SECONDS ago is used as it is: it can only lie below
-# the true one (or at it), so the search from it scans a few finished items more and finds the
-# same item, one statement fewer on most next-tasks (issue 12). Whether the floor is asked
-# again depends on the clock alone, never on whether a control was drawn.
 _FLOOR_SECONDS = 30.0
-_FLOOR_FRESH_SECONDS = 1.0
-
-
-@dataclass
-class _Floor:
-    position: int = 0
-    searched_from_start: float = 0.0  # when it was last searched for from position 0
-    found: float = 0.0  # when it was last searched for at all
-
-
-_floors: weakref.WeakKeyDictionary[Store, _Floor] = weakref.WeakKeyDictionary()
+_floors: weakref.WeakKeyDictionary[Store, tuple[int, float]] = weakref.WeakKeyDictionary()
 
 
 def _floor(store: Store, session: Session, now: datetime) -> int:
-    known = _floors.setdefault(store, _Floor())
-    clock = time.monotonic()
-    if clock - known.searched_from_start >= _FLOOR_SECONDS:
-        known.position, known.searched_from_start = 0, clock
-    elif clock - known.found < _FLOOR_FRESH_SECONDS:
-        return known.position
-    first = _first_open(session, now, known.position, annotator_id=None)
-    if first is not None:
-        known.position = first[1]
-    known.found = clock
-    return known.position
+    cached, when = _floors.get(store, (0, 0.0))
+    start = cached if time.monotonic() - when < _FLOOR_SECONDS else 0
+    first = _first_open(session, now, start, annotator_id=None)
+    floor = start if first is None else first[1]
+    _floors[store] = (floor, when if start else time.monotonic())
+    return floor
 
 
 @functools.cache
