@@ -18,6 +18,12 @@ from tests.test_spans import NER, conll, spans_project
 KIND = Spans()
 
 
+# Enough for the small model to close a list of one or two entities (it pads each entity with
+# fields of its own; with 40 tokens the llama-cpp-python 0.3.36 server closed no list on the 4
+# items below), still quick on a shared machine.
+ANSWER_TOKENS = 80
+
+
 def _project(folder: Path, server, **labeler):
     # A long timeout: the test machine's cores are shared, and a slow reply is not what is tested.
     entry = {
@@ -40,10 +46,7 @@ def test_openai_extraction_lands_on_the_text_or_abstains_and_is_cached(tmp_path:
     items = _items(4)
     with _project(tmp_path / "p", llm_server) as project:
         model = build_labeler(project, project.config.labeler[0])
-        # Enough for the small model to close a list of one or two entities (it pads each entity
-        # with fields of its own; with 40 tokens the llama-cpp-python 0.3.36 server closed no list
-        # on these 4 items), still quick on a shared machine.
-        model.max_tokens = 80
+        model.max_tokens = ANSWER_TOKENS
         assert isinstance(model, LLMSpanLabeler) and isinstance(model.generator, CachedGenerator)
         model.fit([], [])
         probs, usage = model.predict_proba(items)
@@ -60,7 +63,7 @@ def test_openai_extraction_lands_on_the_text_or_abstains_and_is_cached(tmp_path:
         assert any(not np.isnan(row).all() for row in probs)  # the model did answer some
         # A second call sends nothing: every reply comes from the project's response cache.
         again = build_labeler(project, project.config.labeler[0]).fit([], [])
-        again.max_tokens = 80
+        again.max_tokens = ANSWER_TOKENS
         probs2, usage2 = again.predict_proba(items)
         assert again.generator.requests == 0 and usage2.extra["cached"] == len(items)
         np.testing.assert_array_equal(probs, probs2)
