@@ -206,14 +206,17 @@ async def work(
 
     if think_ms > 0:
         await asyncio.sleep(thinking.expovariate(1000.0 / think_ms))
+    first = True
     while going():
         timed = timing()
         start = time.perf_counter()
         try:
             response = await client.get("/api/v1/task")
         except httpx.TransportError as exc:  # counted; next-task is safe to repeat
-            stats.refused[f"next: {type(exc).__name__}"] += 1
+            stats.refused[f"next: {type(exc).__name__}{' (first)' if first else ''}"] += 1
+            first = False
             continue
+        first = False
         if timed:
             stats.next_ms.append((time.perf_counter() - start) * 1000)
         if response.status_code != 200:

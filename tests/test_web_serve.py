@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -31,6 +33,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(folder: Path, port: int, *options: str) -> Iterator[tuple[httpx.Client, list[str]]]:
+    """``duolabel serve folder --port port *options``, up and answering; yields a client and
+    a list that holds the server's output once the block is left (the server stopped)."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from duolabel.cli import main; main()", "serve", str(folder)]
+        + ["--port", str(port), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/login").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+                time.sleep(0.2)
+            yield client, output
+    finally:
+        server.send_signal(signal.SIGINT)
+        output.append(server.communicate(timeout=30)[0])
 
 
 def test_serve_invite_and_label_over_http(tmp_path: Path, database_url: str | None) -> None:
@@ -61,41 +92,15 @@ def test_serve_invite_and_label_over_http(tmp_path: Path, database_url: str | No
     bad = duolabel("annotators", "invite", "-p", str(folder), "--role", "boss")
     assert bad.returncode == 2 and "role 'boss' is not one of" in bad.stderr and "Traceback" not in bad.stderr
 
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from duolabel.cli import main; main()",
-            "serve",
-            str(folder),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/login").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
-                time.sleep(0.2)
-            page = client.get(link.removeprefix(f"http://127.0.0.1:{port}"))
-            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-            form = {"csrf_token": token, "name": "carol", "password": PASSWORD}
-            created = client.post(link, data=form)
-            assert created.status_code == 303
-            exam = client.get("/api/v1/exam/task").json()["task"]
-            assert exam is not None and exam["text"].startswith("known text")
-    finally:
-        server.send_signal(signal.SIGINT)
-        output, _ = server.communicate(timeout=30)
+    with serving(folder, port) as (client, logged):
+        page = client.get(link.removeprefix(f"http://127.0.0.1:{port}"))
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        form = {"csrf_token": token, "name": "carol", "password": PASSWORD}
+        created = client.post(link, data=form)
+        assert created.status_code == 303
+        exam = client.get("/api/v1/exam/task").json()["task"]
+        assert exam is not None and exam["text"].startswith("known text")
+    output = "".join(logged)
     assert "Annotators log in at" in output and "Traceback" not in output
 
     listed = duolabel("annotators", "list", "-p", str(folder))
@@ -110,3 +115,46 @@ def test_serve_invite_and_label_over_http(tmp_path: Path, database_url: str | No
         assert session.scalar(select(Annotator.status).where(Annotator.name == "carol")) == "suspended"
     nobody = duolabel("annotators", "set-status", "nobody", "active", "-p", str(folder))
     assert nobody.returncode == 2 and "there is no account named 'nobody'" in nobody.stderr
+
+
+def _get(sock: socket.socket) -> bytes:
+    """One GET /login on an open connection, read to the end of its answer."""
+    sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:  # nothing to read: still open
+        return False
+
+
+def test_an_idle_connection_outlives_a_reverse_proxys_keep_alive(tmp_path: Path) -> None:
+    # uvicorn closes a connection idle for 5 s; a proxy (nginx: 60 s) or a browser that sends
+    # on it in that instant loses the request (the load test saw "server disconnected" on the
+    # first request after the logins). The app keeps idle connections longer than the proxy.
+    folder = tmp_path / "proj"
+    make_project(folder).close()
+    port = free_port()
+    with serving(folder, port), socket.create_connection(("127.0.0.1", port)) as sock:
+        assert _get(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(6.5)
+        assert not _closed_by_server(sock)
+        assert _get(sock).startswith(b"HTTP/1.1 200")  # the same connection serves again
+    # and the option says how long: one second here, with several workers too
+    port = free_port()
+    options = ("--workers", "2", "--keep-alive", "1")
+    with serving(folder, port, *options), socket.create_connection(("127.0.0.1", port)) as sock:
+        assert _get(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(2.5)
+        assert _closed_by_server(sock)
+    refused = duolabel("serve", str(folder), "--keep-alive", "0")
+    assert refused.returncode == 2 and "--keep-alive" in refused.stderr and "Traceback" not in refused.stderr

@@ -721,6 +721,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes (uvicorn workers).")] = 1,
+    keep_alive: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Seconds an idle connection stays open; keep it longer than a reverse proxy's "
+            "(nginx: keepalive_timeout, 60 s by default).",
+        ),
+    ] = 75,
 ) -> None:
     """Serve the annotation web app."""
     try:
@@ -729,7 +737,7 @@ def serve(
         raise DuolabelError(f"the web app needs {exc.name!r}: pip install 'duolabel[web]'") from None
     with _open(project) as proj:
         out.print(f"Annotators log in at http://{host}:{port}/ (Ctrl+C stops).")
-        serve_app(proj, host=host, port=port, workers=workers)
+        serve_app(proj, host=host, port=port, workers=workers, keep_alive=keep_alive)
 
 
 def command_paths() -> list[list[str]]:

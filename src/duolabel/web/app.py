@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from functools import partial
 from pathlib import Path
 
 from duolabel.errors import AccessError, DuolabelError, ProjectError, SetupError
@@ -151,29 +152,42 @@ def _warm_up() -> None:
 PROJECT_ENV = "DUOLABEL_PROJECT"
 
 
-def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+# An idle connection stays open this long (uvicorn's own default is 5 s). A reverse proxy
+# keeps its connections to the app open for longer (nginx: 60 s) and a browser too; when
+# the app closes one first, a request sent on it in that instant is lost ("server
+# disconnected"; nginx answers 502 to a POST it cannot repeat). Longer than the proxy's,
+# the app never closes first. Idle connections cost a few kB each.
+KEEP_ALIVE_SECONDS = 75
+
+
+def serve(
+    project: Project,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    keep_alive: int = KEEP_ALIVE_SECONDS,
+) -> None:
     """Run the annotation app with uvicorn until interrupted.
 
     With ``workers`` > 1 uvicorn starts that many processes, each opening the project
     itself (:func:`app_from_environment`); they share the store and the session secret.
+    ``keep_alive`` is how many seconds an idle connection stays open (see
+    :data:`KEEP_ALIVE_SECONDS`).
     """
     import uvicorn
 
     if workers < 1:
         raise ProjectError(f"--workers must be at least 1, got {workers}")
+    if keep_alive < 1:
+        raise ProjectError(f"--keep-alive must be at least 1 second, got {keep_alive}")
+    run = partial(uvicorn.run, host=host, port=port, server_header=False, timeout_keep_alive=keep_alive)
     if workers == 1:
-        uvicorn.run(create_app(project), host=host, port=port, server_header=False)
+        run(create_app(project))
         return
     session_secret(project.path)  # made once here, before the workers race for it
     os.environ[PROJECT_ENV] = str(project.path)
-    uvicorn.run(
-        "duolabel.web.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        server_header=False,
-    )
+    run("duolabel.web.app:app_from_environment", factory=True, workers=workers)
 
 
 def app_from_environment() -> FastAPI:
