@@ -36,7 +36,7 @@ def test_migrations_create_every_table_and_reopen(tmp_path, database_url):
     store = open_store(database_url, tmp_path)  # already at head: nothing to do, data kept
     with store.read() as session:
         assert session.scalar(select(func.count()).select_from(Annotator)) == 1
-        assert session.scalar(text("select version_num from alembic_version")) == "0012"
+        assert session.scalar(text("select version_num from alembic_version")) == "0013"
     store.close()
 
 

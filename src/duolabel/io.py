@@ -3,8 +3,8 @@
 
 Import reads a file in chunks and stages each chunk in ``staged_items`` in a short transaction
 of its own, so memory does not grow with the file and the web app's writers never wait for a
-whole file; a file with no bad row is then published into ``items`` in one transaction, so a
-file with any bad row imports nothing and nobody sees half a file. Validation is
+whole file; a file with no bad row is then published into ``items``, again in short
+transactions (:func:`_publish`), and a file with any bad row imports nothing. Validation is
 the one place that checks the input contract; every problem found (up to ``max_problems``)
 is reported as ``file, row N, column 'x': got ..., expected ...``.
 
@@ -19,14 +19,17 @@ import csv
 import hashlib
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import ColumnElement, Row, Table, delete, func, insert, select
+from sqlalchemy.orm import Session
 
 from duolabel.config import TaskConfig
 from duolabel.core.tasks import AnswerError, check_item_answer, task_type
@@ -47,6 +50,18 @@ __all__ = [
 ]
 
 CHUNK_ROWS = 5_000
+#: Rows of the file published into ``items`` per transaction (see :func:`_publish`).
+PUBLISH_ROWS = 2_000
+#: On a database with one writer (SQLite), once a publish transaction had to wait for another
+#: writer, the import pauses after each of them at least this long, and at least twice as long
+#: as the transaction held the lock: SQLite lets a waiting writer sleep up to 100 ms between
+#: tries, and an import that takes the lock back at once starved the web app's writers (submit
+#: p95 5.4 s during a 1,000,000-row publish; docs/benchmarks.md). Alone, it never pauses.
+PUBLISH_PAUSE = 0.1
+#: A wait for the write lock longer than this means another writer is about.
+CONTENDED = 0.005
+#: How long an import waits for another one's publish (a 1,000,000-row file takes seconds).
+IMPORT_LOCK_WAIT = 3600.0
 MAX_PROBLEMS = 50
 #: An import whose newest staged row is older than this was killed (it stages every few seconds).
 STALE_IMPORT = timedelta(hours=1)
@@ -568,7 +583,7 @@ def import_records(
             problems.add(None, None, "the file has no rows")
         if problems.found:
             raise DataError(problems.found, more=problems.more)
-        _publish(store, import_id, result, problems, promotions, source=source)
+        _publish(store, import_id, result, problems, promotions, source=source, last_row=last_row)
     finally:
         _drop_staged(store, import_id, last_row)
     return result
@@ -616,45 +631,103 @@ def _publish(
     promotions: dict[str, str] | None = None,
     *,
     source: str = "",
+    last_row: int,
 ) -> None:
-    """Move an import's staged items into ``items`` in one transaction: all of them or none;
-    regular items in ``promotions`` become golden with their gold label in the same one.
+    """Move an import's staged items into ``items``, ``PUBLISH_ROWS`` rows of the file per
+    short transaction; regular items in ``promotions`` become golden with their gold label.
 
-    Items another import published since they were checked are checked again here."""
+    Every item is checked against the project first (items another import published since
+    they were staged), so a file with a clash publishes nothing. Imports publish one at a
+    time (the project lock ``import``); a writer of the web app waits for one transaction,
+    never for the file: a 1,000,000-row file took 8 s in one transaction, and every answer
+    sent meanwhile waited that long (docs/benchmarks.md, issue 12 item 9). The file's items
+    appear over those seconds; an import killed meanwhile leaves the part it published,
+    and running it again publishes the rest (the part already in counts as unchanged)."""
     staged = StagedItem.__table__.c
-    with store.write() as session:
-        clashes = session.execute(
-            select(staged.id, staged.ord, staged.content_hash, Item.content_hash)
-            .join(Item, Item.id == staged.id)
-            .where(staged.import_id == import_id)
-        ).all()
-        for item_id, row, ours, theirs in clashes:
-            if ours == theirs:
-                result.unchanged += 1
-            else:
+
+    def clashes(session: Session, *where: ColumnElement[bool]) -> list[Row]:
+        return list(
+            session.execute(
+                select(staged.id, staged.ord, staged.content_hash, Item.content_hash)
+                .join(Item, Item.id == staged.id)
+                .where(staged.import_id == import_id, *where)
+            )
+        )
+
+    def refuse(found: list[Row]) -> None:
+        for item_id, row, ours, theirs in found:
+            if ours != theirs:
                 problems.add(row, None, _changed(item_id))
         if problems.found:
             raise DataError(problems.found, more=problems.more)
-        base = session.scalar(select(func.coalesce(func.max(Item.seq), 0))) or 0
-        fresh = select(*(staged[c] for c in _ITEM_COLUMNS), (staged.ord + base).label("seq")).where(
-            staged.import_id == import_id, ~select(Item.id).where(Item.id == staged.id).exists()
-        )
-        # Counted in the same transaction, before the insert: a driver may report no rowcount
-        # for INSERT ... SELECT (psycopg on PostgreSQL gives -1).
-        result.added = session.scalar(select(func.count()).select_from(fresh.subquery())) or 0
-        session.execute(insert(Item.__table__).from_select([*_ITEM_COLUMNS, "seq"], fresh))  # type: ignore[arg-type]  # see flush()
-        for item_id, gold in (promotions or {}).items():
-            result.promoted += int(make_golden(session, item_id, gold, source=source))
+
+    with store.lock("import", wait=IMPORT_LOCK_WAIT):
+        with store.read() as session:
+            found = clashes(session)
+            base = session.scalar(select(func.coalesce(func.max(Item.seq), 0))) or 0
+        result.unchanged += sum(ours == theirs for _, _, ours, theirs in found)
+        refuse(found)
+        checked = {item_id for item_id, *_ in found}
+        turns = _Turns(store)
+        for low in range(0, last_row + 1, PUBLISH_ROWS):
+            part = (staged.ord >= low, staged.ord < low + PUBLISH_ROWS)
+            with turns.write() as session:
+                # Only a writer that is not an import (none makes items with a user's ids
+                # today) could clash after the check above: refused, though what was
+                # published before stays, as after a kill.
+                refuse([c for c in clashes(session, *part) if c[0] not in checked])
+                missing = ~select(Item.id).where(Item.id == staged.id).exists()
+                fresh = select(*(staged[c] for c in _ITEM_COLUMNS), (staged.ord + base).label("seq")).where(
+                    staged.import_id == import_id, *part, missing
+                )
+                # Counted in the same transaction, before the insert: a driver may report no
+                # rowcount for INSERT ... SELECT (psycopg on PostgreSQL gives -1).
+                result.added += session.scalar(select(func.count()).select_from(fresh.subquery())) or 0
+                session.execute(insert(Item.__table__).from_select([*_ITEM_COLUMNS, "seq"], fresh))  # type: ignore[arg-type]  # see flush()
+        if promotions:
+            with store.write() as session:
+                for item_id, gold in promotions.items():
+                    result.promoted += int(make_golden(session, item_id, gold, source=source))
+
+
+class _Turns:
+    """Write transactions one after another that leave room for other writers: on a store
+    with one writer, once one of them had to wait for the lock, a pause before each next one
+    (see ``PUBLISH_PAUSE``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.others = False  # another process writes to the store
+        self.held = 0.0  # seconds the last transaction held the write lock
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        if self.others:
+            _pause(max(PUBLISH_PAUSE, 2 * self.held))
+        with self.store.write() as session:
+            began = time.perf_counter()
+            session.execute(select(1))  # begins the transaction: waits for the write lock
+            locked = time.perf_counter()
+            self.others = self.store.single_writer and (self.others or locked - began > CONTENDED)
+            yield session
+        self.held = time.perf_counter() - locked  # the commit included
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def _drop_staged(store: Store, import_id: str, last_row: int) -> None:
-    """Delete an import's staged rows, a chunk of rows per short transaction."""
+    """Delete an import's staged rows, a range of rows per short transaction, leaving room
+    for other writers (a million rows deleted back to back would hold the web app's writers
+    up as a publish did)."""
     staged = StagedItem.__table__.c
-    for low in range(0, last_row + 1, CHUNK_ROWS * 4):
-        with store.write() as session:
+    turns = _Turns(store)
+    for low in range(0, last_row + 1, CHUNK_ROWS):
+        with turns.write() as session:
             session.execute(
                 delete(StagedItem).where(
-                    staged.import_id == import_id, staged.ord > low - 1, staged.ord < low + CHUNK_ROWS * 4
+                    staged.import_id == import_id, staged.ord >= low, staged.ord < low + CHUNK_ROWS
                 )
             )
 

@@ -81,11 +81,14 @@ class Item(Base):
 
 
 class StagedItem(Base):
-    """An item of an import in progress: invisible to every reader until the import publishes
-    it into ``items`` in one short transaction (issue 12 item 9). Rows of an import whose
-    newest row is old belong to a killed import; the next import deletes them."""
+    """An item of an import in progress: invisible to every reader until the import, having
+    checked the whole file, publishes it into ``items`` (short transactions of a range of
+    rows each: issue 12 item 9). Rows of an import whose newest row is old belong to a
+    killed import; the next import deletes them."""
 
     __tablename__ = "staged_items"
+    # An import publishes and drops its rows a range of file rows at a time.
+    __table_args__ = (Index("ix_staged_items_import_id_ord", "import_id", "ord"),)
 
     import_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
