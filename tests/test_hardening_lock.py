@@ -257,26 +257,32 @@ def test_on_sqlite_an_import_that_meets_another_writer_lets_it_in_between_transa
         project.import_file(big)
     assert not pauses  # alone, an import never waits
 
+    # Another process's writer (a connection of its own: the database's lock, not the
+    # store's) holds the write lock as the publish begins: the publish waits for it, and
+    # from then on pauses after each of its transactions.
     folder = write_project(tmp_path / "shared")
-    stop = threading.Event()
+    publish = io._publish
 
-    def another_writer() -> None:  # another process's writer: the database's lock, not ours
-        db = sqlite3.connect(folder / "duolabel.db", isolation_level=None, timeout=30)
-        while not stop.is_set():
+    def publish_meeting_another_writer(*args, **kwargs):
+        holding, done = threading.Event(), threading.Event()
+
+        def another_writer() -> None:
+            db = sqlite3.connect(folder / "duolabel.db", isolation_level=None, timeout=30)
             db.execute("BEGIN IMMEDIATE")
-            time.sleep(0.02)
+            holding.set()
+            time.sleep(0.1)
             db.execute("COMMIT")
-            time.sleep(0.01)
-        db.close()
+            db.close()
+            done.set()
 
+        threading.Thread(target=another_writer).start()
+        assert holding.wait(10)
+        publish(*args, **kwargs)
+        assert done.wait(10)
+
+    monkeypatch.setattr(io, "_publish", publish_meeting_another_writer)
     with Project.open(folder) as project:
-        writer = threading.Thread(target=another_writer)
-        writer.start()
-        try:
-            result = project.import_file(big)
-        finally:
-            stop.set()
-            writer.join()
+        result = project.import_file(big)
         assert result.added == 3_000 and project.status().items == 3_000
-    # it waited for the other writer, so it paused between transactions
-    assert pauses and min(pauses) >= io.PUBLISH_PAUSE
+    # rows 2-3001 in 300-row transactions: 11, and a pause before each but the first
+    assert len(pauses) == 10 and min(pauses) >= io.PUBLISH_PAUSE

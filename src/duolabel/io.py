@@ -57,6 +57,8 @@ PUBLISH_ROWS = 2_000
 #: as the transaction held the lock: SQLite lets a waiting writer sleep up to 100 ms between
 #: tries, and an import that takes the lock back at once starved the web app's writers (submit
 #: p95 5.4 s during a 1,000,000-row publish; docs/benchmarks.md). Alone, it never pauses.
+#: It learns of another writer only by waiting for one: a writer that only ever arrived while
+#: the import held the lock would go unseen; the web app's many short writers are seen.
 PUBLISH_PAUSE = 0.1
 #: A wait for the write lock longer than this means another writer is about.
 CONTENDED = 0.005
