@@ -113,7 +113,7 @@ def _big_csv(path: Path, rows: int, *, bad_last: bool = False) -> Path:
     return path
 
 
-def test_a_big_import_does_not_block_people_and_publishes_at_once(tmp_path, database_url):
+def test_a_big_import_does_not_block_people_and_appears_a_transaction_at_a_time(tmp_path, database_url):
     from tests.conftest import write_project
 
     big = _big_csv(tmp_path / "big.csv", 150_000)
