@@ -20,7 +20,8 @@ means over seeds or draws with their standard deviation and range. Nothing is tu
 measured items: every labeler runs on its defaults, except the variants named in
 ``VARIANTS`` (``finetune-refit``: finetune with ``refit: true``; ``finetune-6ep`` and
 ``finetune-12ep``: with ``max_epochs`` 6, the default before 2026-12-01, and 12, the default
-since).
+since; ``finetune-ensemble``: with ``ensemble: true``, which also reports its own final model
+alone, a paired comparison on the same trainings).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ VARIANTS = {
     "finetune-refit": ("finetune", {"refit": True}),
     "finetune-6ep": ("finetune", {"max_epochs": 6}),
     "finetune-12ep": ("finetune", {"max_epochs": 12}),
+    "finetune-ensemble": ("finetune", {"ensemble": True}),
 }
 
 
@@ -124,7 +126,15 @@ def one_run(spec: dict) -> dict:
     predict_s = time.perf_counter() - started
     gold = np.array([labels.index(r["gold"]) for r in test])
     info = getattr(model, "fit_info_", {})
+    paired = {}
+    if getattr(model, "members_", []):  # the ensemble's own final model alone, on the same training
+        alone = model._predict(model.model_, [r["text"] for r in test], None)
+        paired = {
+            "alone_accuracy": float((alone.argmax(axis=1) == gold).mean()),
+            "alone_auroc": float(error_detection_auroc(alone, gold)),
+        }
     return {
+        **paired,
         "accuracy": float((probs.argmax(axis=1) == gold).mean()),
         "auroc": float(error_detection_auroc(probs, gold)),
         "train_s": train_s,
@@ -169,6 +179,22 @@ def row(name: str, label: str, results: list[dict]) -> str:
     )
 
 
+def paired_lines(name: str, label: str, results: list[dict]) -> list[str]:
+    """For an ensemble: its final model alone and the paired difference, as a sentence."""
+    if not results or "alone_accuracy" not in results[0]:
+        return []
+    diff = [{"d": r["accuracy"] - r["alone_accuracy"], "a": r["auroc"] - r["alone_auroc"]} for r in results]
+    better = sum(d["d"] > 0 for d in diff)
+    worse = sum(d["d"] < 0 for d in diff)
+    alone = [{"accuracy": r["alone_accuracy"], "auroc": r["alone_auroc"]} for r in results]
+    return [
+        f"- {name}, {label}: its final model alone (the plain `finetune` of the same training) "
+        f"{summary(alone, 'accuracy')}, error AUROC {summary(alone, 'auroc')}; the ensemble minus it, "
+        f"paired: accuracy {summary(diff, 'd')} ({better} better, {worse} worse of {len(diff)}), "
+        f"error AUROC {summary(diff, 'a')}."
+    ]
+
+
 HEADER = [
     "| labeler | labels | accuracy | error AUROC | train s | train CPU s | predict items/s | peak RSS MB "
     "| honest probs |",
@@ -181,7 +207,7 @@ def emotion_curve(sizes: list[int], seeds: int, labelers: list[str]) -> list[str
     train = [i for i, r in enumerate(rows) if r["split"] == "train"]
     test = [i for i, r in enumerate(rows) if r["split"] == "validation"]
     train_rows = [rows[i] for i in train]
-    lines = [*HEADER]
+    lines, notes = [*HEADER], []
     for size in sizes:
         for name in labelers:
             results = []
@@ -190,12 +216,13 @@ def emotion_curve(sizes: list[int], seeds: int, labelers: list[str]) -> list[str
                 spec = {"data": "emotion", "labeler": name, "train": picked, "test": test, "seed": seed}
                 results.append(run(spec))
             lines.append(row(name, f"{size:,}", results))
-    return lines
+            notes += paired_lines(name, f"{size:,} labels", results)
+    return lines + ([""] + notes if notes else [])
 
 
 def amazon_draws(draws: int, labelers: list[str], golden: int = 100) -> list[str]:
     rows, _labels = load("amazon_isbook")
-    lines = [*HEADER]
+    lines, notes = [*HEADER], []
     for name in labelers:
         results = []
         for draw in range(draws):
@@ -203,7 +230,8 @@ def amazon_draws(draws: int, labelers: list[str], golden: int = 100) -> list[str
             spec = {"data": "amazon_isbook", "labeler": name, "train": order[:golden]}
             results.append(run({**spec, "test": order[golden:], "seed": draw}))
         lines.append(row(name, f"{golden} golden", results))
-    return lines
+        notes += paired_lines(name, f"{golden} golden items", results)
+    return lines + ([""] + notes if notes else [])
 
 
 def main() -> None:

@@ -187,17 +187,49 @@ def test_a_refit_keeps_the_fold_probabilities_of_the_model_trained_without_them(
 
 
 @pytest.mark.slow
+def test_an_ensemble_predicts_with_the_fold_models_and_the_final_one_and_reloads_them(tmp_path, monkeypatch):
+    items, gold, labels = golden(per_label=6)
+    options = {"labels": labels, "max_epochs": 1, "cv_folds": 2, "model_dir": tmp_path, **QUICK}
+    single = FineTuneLabeler(**options).fit(items, gold)
+    assert single.fit_info_["members"] == 0 and single.members_ == []
+    shown: list[int] = []
+    both = FineTuneLabeler(**options, ensemble=True).fit(items, gold, progress=shown.append)
+    # The model that chose the epochs and the 2 fold models vote with the final one.
+    assert both.fit_info_["members"] == 3 and len(both.members_) == 3
+    assert both.version_ != single.version_
+    # Same folds, same seeds: the same honest probabilities, whatever predicts later.
+    np.testing.assert_allclose(both.oof_proba_, single.oof_proba_, atol=1e-5)
+    sample = tickets(12)
+    seen: list[int] = []
+    probs, usage = both.predict_proba(sample, progress=seen.append)
+    assert sum(seen) == 12 and usage.items == 12
+    texts = [item.text for item in sample]
+    parts = [both._predict(model, texts, None) for model in [*both.members_, both.model_]]
+    np.testing.assert_allclose(probs, np.mean(parts, axis=0), atol=1e-6)
+    np.testing.assert_allclose(single.predict_proba(sample)[0], parts[-1], atol=1e-5)
+    assert not np.allclose(probs, parts[-1], atol=1e-3)
+    # Saved with its members, and loaded with them instead of training.
+    assert len(list((tmp_path / f"finetune-{both.version_}").glob("member-*"))) == 3
+    monkeypatch.setattr(FineTuneLabeler, "_train", None)
+    again = FineTuneLabeler(**options, ensemble=True).fit(items, gold)
+    assert len(again.members_) == 3
+    np.testing.assert_allclose(again.predict_proba(sample)[0], probs, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_setfit_trains_saves_and_reloads(tmp_path, monkeypatch):
     items, gold, labels = golden(per_label=4)
     options = {"labels": labels, "pairs_per_item": 2, "cv_folds": 2, "model_dir": tmp_path, **QUICK}
-    first = SetFitLabeler(**options).fit(items, gold)
-    assert first.fit_info_["mode"] == "cross_fit"
+    # As an ensemble: the 2 fold models (SetFit chooses no epochs) vote with the final one.
+    first = SetFitLabeler(**options, ensemble=True).fit(items, gold)
+    assert first.fit_info_["mode"] == "cross_fit" and len(first.members_) == 2
     assert np.allclose(first.oof_proba_.sum(axis=1), 1.0)
     sample = tickets(10)
     probs, _ = first.predict_proba(sample)
     assert probs.shape == (10, 5) and np.allclose(probs.sum(axis=1), 1.0)
     monkeypatch.setattr(SetFitLabeler, "_train", None)  # loading never trains
-    again = SetFitLabeler(**options).fit(items, gold)
+    again = SetFitLabeler(**options, ensemble=True).fit(items, gold)
+    assert len(again.members_) == 2
     np.testing.assert_allclose(again.predict_proba(sample)[0], probs, atol=1e-6)
 
 

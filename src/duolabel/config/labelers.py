@@ -145,6 +145,12 @@ class _TunedLabelerSettings(_EngineSettings):
         "honest: the fold's probabilities come from the first model, trained without the fold; the "
         "refit model labels everything else.",
     )
+    ensemble: bool = Field(
+        False,
+        description="With cross-fitting, predict with the mean of the fold models and the final "
+        "model (no extra training, several times the prediction time; the models are saved too). "
+        "Calibration stays fitted on the fold models' out-of-fold probabilities.",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; empty means all cores.")
     random_state: int = Field(
         0, description="Seed of every random choice (folds, shuffles, initial weights)."

@@ -87,7 +87,7 @@ class FineTuneLabeler(TunedLabeler):
         epochs the held-out calibration fold chose; the fold's ``oof_proba_`` rows (all that
         calibration gets) still come from the first model, trained without the fold.
     max_length, batch_size, learning_rate, class_weight, cross_fit_max_items, cv_folds,
-    calibration_fraction, threads, random_state
+    calibration_fraction, ensemble, threads, random_state
         See :class:`duolabel.labelers.tuning.TunedLabeler` and the configuration reference.
 
     Examples
@@ -300,7 +300,7 @@ class SetFitLabeler(TunedLabeler):
         Inverse regularization strengths ``C`` tried for the head; the best by
         cross-validation on the training embeddings is used.
     model_path, model_dir, max_length, batch_size, learning_rate, class_weight,
-    cross_fit_max_items, cv_folds, calibration_fraction, refit, threads, random_state
+    cross_fit_max_items, cv_folds, calibration_fraction, refit, ensemble, threads, random_state
         See :class:`FineTuneLabeler`.
 
     Examples
