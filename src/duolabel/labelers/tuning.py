@@ -26,8 +26,7 @@ With cross-fitting, ``ensemble`` keeps the models it trained on parts of the ite
 one that chose the number of epochs and the ``cv_folds`` fold models) and predicts with the
 mean of their probabilities and the final model's: no extra training, about ``cv_folds + 2``
 times the prediction time. Calibration is still fitted on the single fold models'
-out-of-fold probabilities (the ensemble has no honest probability for a training item);
-averaging makes the ensemble's distribution smoother, not sharper, than one model's.
+out-of-fold probabilities: the ensemble has no honest probability for a training item.
 
 Which one was used is in ``fit_usage_.extra`` (``cross_fitted``, ``honest_items``) and so
 in the runs ledger. A trained model is saved under ``model_dir/<name>-<version>/``
@@ -333,15 +332,20 @@ class TunedLabeler:
                 meter=meter,
             )
 
-        members: list[Any] = []  # the models trained on parts of the items, kept for ``ensemble``
+        members: list[Any] = []
+
+        def kept(trained: tuple[Any, int, np.ndarray | None]) -> tuple[Any, int, np.ndarray | None]:
+            """With ``ensemble``, keep a model trained on part of the items (else it is freed)."""
+            if self.ensemble:
+                members.append(trained[0])
+            return trained
+
         if mode == "cross_fit":
             epochs: int | None = None
             if self.selects_epochs:  # the number of epochs, chosen once on a validation fold
-                chooser, epochs, _ = train(*self._holdout(y, offset=1), None, 0)
-                members.append(chooser)
+                _, epochs, _ = kept(train(*self._holdout(y, offset=1), None, 0))
             for k, (rest, held) in enumerate(folds, start=1):
-                fold_model, _, oof[held] = train(rest, held, epochs, k)
-                members.append(fold_model)
+                oof[held] = kept(train(rest, held, epochs, k))[2]
             model, used, _ = train(None, None, epochs, 0)
         else:
             rest, held = folds[0]
@@ -350,7 +354,7 @@ class TunedLabeler:
                 model, used, _ = train(None, None, used, 0)
         meter.finish()
         self.model_ = model
-        self.members_ = members if self.ensemble and mode == "cross_fit" else []
+        self.members_ = members
         self.oof_proba_ = oof
         return {
             "mode": mode,
