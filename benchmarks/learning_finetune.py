@@ -126,17 +126,19 @@ def one_run(spec: dict) -> dict:
     predict_s = time.perf_counter() - started
     gold = np.array([labels.index(r["gold"]) for r in test])
     info = getattr(model, "fit_info_", {})
+
+    def scored(proba: np.ndarray, prefix: str = "") -> dict:
+        return {
+            f"{prefix}accuracy": float((proba.argmax(axis=1) == gold).mean()),
+            f"{prefix}auroc": float(error_detection_auroc(proba, gold)),
+        }
+
     paired = {}
     if getattr(model, "members_", []):  # the ensemble's own final model alone, on the same training
-        alone = model._predict(model.model_, [r["text"] for r in test], None)
-        paired = {
-            "alone_accuracy": float((alone.argmax(axis=1) == gold).mean()),
-            "alone_auroc": float(error_detection_auroc(alone, gold)),
-        }
+        paired = scored(model._predict(model.model_, [r["text"] for r in test], None), "alone_")
     return {
         **paired,
-        "accuracy": float((probs.argmax(axis=1) == gold).mean()),
-        "auroc": float(error_detection_auroc(probs, gold)),
+        **scored(probs),
         "train_s": train_s,
         "train_cpu_s": train_cpu_s,
         "predict_items_s": len(test) / predict_s,

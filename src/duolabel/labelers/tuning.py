@@ -386,8 +386,8 @@ class TunedLabeler:
         try:
             self._save(self.model_, temp)
             for k, member in enumerate(self.members_):
-                (temp / f"member-{k}").mkdir()
-                self._save(member, temp / f"member-{k}")
+                (place := temp / f"member-{k}").mkdir()
+                self._save(member, place)
             np.save(temp / "oof.npy", self.oof_proba_)
             # meta.json marks a complete model: it is written last.
             (temp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -411,7 +411,7 @@ class TunedLabeler:
         started = time.perf_counter()
         self._threads()
         texts = [item.text for item in items]
-        models = [*getattr(self, "members_", []), self.model_]
+        models = [*self.members_, self.model_]  # set with model_, by fit or a loaded version
         # One bar over the items, however many models predict them.
         meter = _Meter(progress, len(items), float(len(items) * len(models)))
         proba = np.mean([np.asarray(self._predict(m, texts, meter), dtype=float) for m in models], axis=0)
