@@ -608,6 +608,15 @@ def heading(args: argparse.Namespace) -> str:
     )
 
 
+def _stack() -> str:
+    """The HTTP parser and event loop uvicorn picks here ("auto": the compiled ones when installed)."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{http} + {loop}"
+
+
 def report(results: list[dict], floors: list[dict], args: argparse.Namespace) -> str:
     think = (
         f"each annotator waits a seeded exponential think time of mean {args.think_ms:g} ms between "
@@ -627,8 +636,9 @@ def report(results: list[dict], floors: list[dict], args: argparse.Namespace) ->
     lines = [
         f"`{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} cores), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average (1/5/15 min) when printed: "
-        f"{load}. Server: `duolabel serve` (uvicorn, {_workers(args.serve_args)}); clients: one asyncio "
-        f"process on the same machine, JSON API, control rate 0.1, quality rules on; {think}. "
+        f"{load}. Server: `duolabel serve` (uvicorn, {_workers(args.serve_args)}, {_stack()}); "
+        "clients: one asyncio process on the same machine, JSON API, control rate 0.1, quality rules "
+        f"on; {think}. "
         f"Latencies and answers/s count the {args.seconds:g} s after a {args.warmup:g} s warm-up; "
         f"each figure is the mean ± std (min–max) over {args.runs} run(s), each a fresh project, "
         "server and crowd.",
