@@ -21,7 +21,9 @@ measured items: every labeler runs on its defaults, except the variants named in
 ``VARIANTS`` (``finetune-refit``: finetune with ``refit: true``; ``finetune-6ep`` and
 ``finetune-12ep``: with ``max_epochs`` 6, the default before 2026-12-01, and 12, the default
 since; ``finetune-ensemble``: with ``ensemble: true``, which also reports its own final model
-alone, a paired comparison on the same trainings).
+alone, a paired comparison on the same trainings; ``finetune-cv`` and
+``finetune-fold``: with ``choose_epochs`` ``cross_fit`` (the default since 2026-12-01) and
+``validation_fold`` (the default before)).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ VARIANTS = {
     "finetune-6ep": ("finetune", {"max_epochs": 6}),
     "finetune-12ep": ("finetune", {"max_epochs": 12}),
     "finetune-ensemble": ("finetune", {"ensemble": True}),
+    "finetune-cv": ("finetune", {"choose_epochs": "cross_fit"}),
+    "finetune-fold": ("finetune", {"choose_epochs": "validation_fold"}),
 }
 
 

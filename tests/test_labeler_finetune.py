@@ -78,6 +78,23 @@ def test_early_stopping_scores_accuracy_first_and_log_loss_on_ties():
     assert scores == sorted(scores, reverse=True)
 
 
+def test_cross_validated_epochs_pool_every_folds_out_of_fold_probabilities():
+    labeler = FineTuneLabeler(labels=["a", "b"], choose_epochs="cross_fit")
+    y = np.array([0, 1, 0, 1])
+    folds = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3]))]
+    right, wrong = np.array([[0.8, 0.2], [0.2, 0.8]]), np.array([[0.2, 0.8], [0.8, 0.2]])
+    # Fold 1 stopped after 2 epochs; for epoch 3 it counts with its last epoch.
+    histories = [[wrong, right], [right, wrong, right]]
+    epochs, oof = labeler._pooled_epochs(folds, histories, y)
+    assert epochs == 3
+    np.testing.assert_array_equal(oof, np.vstack([right, right]))
+    # Equal pooled scores go to the fewer epochs.
+    epochs, oof = labeler._pooled_epochs(folds, [[right, right], [right, right]], y)
+    assert epochs == 1
+    with pytest.raises(SetupError, match="choose_epochs"):
+        FineTuneLabeler(labels=["a", "b"], choose_epochs="holdout")
+
+
 def test_setup_and_label_errors_are_clear(tmp_path):
     items, gold, labels = golden(per_label=2)
     with pytest.raises(SetupError, match="not a sentence-transformers model folder"):
@@ -189,7 +206,15 @@ def test_a_refit_keeps_the_fold_probabilities_of_the_model_trained_without_them(
 @pytest.mark.slow
 def test_an_ensemble_predicts_with_the_fold_models_and_the_final_one_and_reloads_them(tmp_path, monkeypatch):
     items, gold, labels = golden(per_label=6)
-    options = {"labels": labels, "max_epochs": 1, "cv_folds": 2, "model_dir": tmp_path, **QUICK}
+    # Epochs chosen on a validation fold: that model is one more member.
+    options = {
+        "labels": labels,
+        "max_epochs": 1,
+        "cv_folds": 2,
+        "choose_epochs": "validation_fold",
+        "model_dir": tmp_path,
+        **QUICK,
+    }
     single = FineTuneLabeler(**options).fit(items, gold)
     assert single.fit_info_["members"] == 0 and single.members_ == []
     shown: list[int] = []
@@ -214,6 +239,30 @@ def test_an_ensemble_predicts_with_the_fold_models_and_the_final_one_and_reloads
     again = FineTuneLabeler(**options, ensemble=True).fit(items, gold)
     assert len(again.members_) == 3
     np.testing.assert_allclose(again.predict_proba(sample)[0], probs, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cross_validated_epochs_train_no_extra_model_and_keep_every_row_honest(monkeypatch):
+    items, gold, labels = golden(per_label=6)
+    options = {"labels": labels, "max_epochs": 2, "cv_folds": 2, **QUICK}
+    trained: list[int | None] = []
+    train = FineTuneLabeler._train
+
+    def counted(self, *args, **kwargs):
+        trained.append(kwargs["epochs"])
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(FineTuneLabeler, "_train", counted)
+    shown: list[int] = []
+    labeler = FineTuneLabeler(**options).fit(items, gold, progress=shown.append)
+    # The 2 fold models stop early on their own folds, the final one trains for the pooled
+    # choice: no model trained only to choose the epochs.
+    assert trained[:2] == [None, None] and len(trained) == 3 and trained[2] in (1, 2)
+    assert labeler.fit_info_["mode"] == "cross_fit" and labeler.fit_info_["epochs"] == trained[2]
+    assert labeler.fit_usage_.extra["honest_items"] == 30 and sum(shown) == 30
+    assert np.allclose(labeler.oof_proba_.sum(axis=1), 1.0)
+    by_fold = FineTuneLabeler(**options, choose_epochs="validation_fold").fit(items, gold)
+    assert by_fold.version_ != labeler.version_
 
 
 @pytest.mark.slow

@@ -176,6 +176,12 @@ class FineTuneLabelerConfig(_TunedLabelerSettings):
         description="Early stopping's validation score: accuracy (ties to the lower log-loss), or "
         "log-loss alone (which turns up epochs before accuracy stops improving).",
     )
+    choose_epochs: Literal["validation_fold", "cross_fit"] = Field(
+        "cross_fit",
+        description="With cross-fitting (up to cross_fit_max_items), where early stopping's score "
+        "comes from: one validation fold held out of the training items, or every item's "
+        "out-of-fold probabilities pooled over the cross-fitting folds (no extra training).",
+    )
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate of the encoder.")
     head_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the new linear head.")
 

@@ -4,10 +4,13 @@
 
 All of all-MiniLM-L6-v2 (or the ``model`` folder) is trained with a linear classification
 head on its mean-pooled token vectors, in plain torch on the CPU: AdamW, a linear warm-up
-and decay, dynamic padding. The number of epochs is chosen by early stopping on a
-stratified validation fold of the training labels (never on items it will label): by the
-fold's accuracy by default, ties going to the lower log-loss. Not by log-loss alone: the
-fold's log-loss turns up (the model grows confident) epochs before its accuracy stops
+and decay, dynamic padding. The number of epochs is chosen by early stopping on the
+training labels (never on items it will label): with cross-fitting, on every item's
+out-of-fold probabilities pooled over the folds (``choose_epochs="cross_fit"``, the
+default: :meth:`TunedLabeler._pooled_epochs`), or on one stratified validation fold
+(``"validation_fold"``, and always above ``cross_fit_max_items``, where it is the calibration
+fold). Scored by accuracy by default, ties going to the lower log-loss. Not by log-loss
+alone: the log-loss turns up (the model grows confident) epochs before the accuracy stops
 improving, and the confidence is calibrated afterwards anyway. How
 the training items get honest probabilities for calibration (cross-fitting or a held-out
 calibration fold) is :mod:`duolabel.labelers.tuning`'s.
@@ -106,6 +109,7 @@ class FineTuneLabeler(TunedLabeler):
         max_epochs: int = 12,
         patience: int = 2,
         select_on: str = "accuracy",
+        choose_epochs: str = "cross_fit",
         head_learning_rate: float = 1e-3,
         learning_rate: float = 5e-5,
         **options: Any,
@@ -116,6 +120,9 @@ class FineTuneLabeler(TunedLabeler):
         if select_on not in ("accuracy", "log_loss"):
             raise SetupError(f"select_on must be 'accuracy' or 'log_loss', got {select_on!r}")
         self.select_on = select_on
+        if choose_epochs not in ("validation_fold", "cross_fit"):
+            raise SetupError(f"choose_epochs must be 'validation_fold' or 'cross_fit', got {choose_epochs!r}")
+        self.choose_epochs = choose_epochs
         self.head_learning_rate = head_learning_rate
         self._base: tuple[Any, Any] | None = None
 
@@ -125,6 +132,8 @@ class FineTuneLabeler(TunedLabeler):
             "max_epochs": self.max_epochs,
             "patience": self.patience,
             "select_on": self.select_on,
+            # Only when not the original way, so models saved before the option keep their version.
+            **({"choose_epochs": self.choose_epochs} if self.choose_epochs != "validation_fold" else {}),
             "head_learning_rate": self.head_learning_rate,
         }
 
@@ -188,6 +197,7 @@ class FineTuneLabeler(TunedLabeler):
         epochs: int | None,
         seed: int,
         meter: _Meter,
+        history: list[np.ndarray] | None = None,
     ) -> tuple[Any, int, np.ndarray | None]:
         import torch
 
@@ -221,6 +231,8 @@ class FineTuneLabeler(TunedLabeler):
             if validation is None or (epochs is not None and epoch < total_epochs):
                 continue
             proba = self._predict(model, validation[0], None)
+            if history is not None:
+                history.append(proba)
             score = self._score(proba, validation[1])
             if epochs is not None:  # a fixed number of epochs: the last one's predictions
                 best = (score, epoch, None, proba)
@@ -241,10 +253,8 @@ class FineTuneLabeler(TunedLabeler):
 
     def _score(self, proba: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
         """The validation score early stopping compares (higher is better)."""
-        nll = float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0))))
-        if self.select_on == "log_loss":
-            return (-nll,)
-        return (float(np.mean(proba.argmax(axis=1) == y)), -nll)
+        accuracy, negative_nll = super()._score(proba, y)
+        return (negative_nll,) if self.select_on == "log_loss" else (accuracy, negative_nll)
 
     def _predict(self, model: _Classifier, texts: list[str], progress: Progress | None) -> np.ndarray:
         import torch
@@ -413,6 +423,7 @@ class SetFitLabeler(TunedLabeler):
         epochs: int | None,
         seed: int,
         meter: _Meter,
+        history: list[np.ndarray] | None = None,
     ) -> tuple[Any, int, np.ndarray | None]:
         import torch
         from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
@@ -439,6 +450,8 @@ class SetFitLabeler(TunedLabeler):
         meter(len(texts))
         model = (encoder, head)
         proba = None if validation is None else self._predict(model, validation[0], None)
+        if history is not None and proba is not None:
+            history.append(proba)
         return model, self.epochs, proba
 
     def _predict(self, model: Any, texts: list[str], progress: Progress | None) -> np.ndarray:

@@ -23,7 +23,8 @@ trained without the fold and applied to the refit one's (close, not identical: t
 of a final model that learns from every label).
 
 With cross-fitting, ``ensemble`` keeps the models it trained on parts of the items (the
-one that chose the number of epochs and the ``cv_folds`` fold models) and predicts with the
+``cv_folds`` fold models, and the one that chose the number of epochs when a validation
+fold chose it) and predicts with the
 mean of their probabilities and the final model's: no extra training, about ``cv_folds + 2``
 times the prediction time. Calibration is still fitted on the single fold models'
 out-of-fold probabilities: the ensemble has no honest probability for a training item.
@@ -141,6 +142,10 @@ class TunedLabeler:
     name = "tuned"
     #: Whether ``_train`` chooses its number of epochs on a validation fold.
     selects_epochs = False
+    #: With cross-fitting, how the epochs are chosen: on one validation fold held out of
+    #: the training items (``validation_fold``) or on every item's out-of-fold
+    #: probabilities, pooled over the cross-fitting folds (``cross_fit``).
+    choose_epochs = "validation_fold"
 
     def __init__(
         self,
@@ -186,10 +191,18 @@ class TunedLabeler:
         epochs: int | None,
         seed: int,
         meter: _Meter,
+        history: list[np.ndarray] | None = None,
     ) -> tuple[Any, int, np.ndarray | None]:
         """Train one model; return it, its number of epochs and its probabilities on the
-        validation texts (None without them)."""
+        validation texts (None without them). ``history``, when given, gets the validation
+        probabilities after every epoch that was scored."""
         raise NotImplementedError
+
+    def _score(self, proba: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
+        """The validation score that chooses the epochs (higher is better): accuracy, ties
+        to the lower log-loss."""
+        nll = float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0))))
+        return (float(np.mean(proba.argmax(axis=1) == y)), -nll)
 
     def _predict(self, model: Any, texts: list[str], progress: Progress | None) -> np.ndarray:
         raise NotImplementedError
@@ -317,12 +330,20 @@ class TunedLabeler:
 
         if mode == "cross_fit":
             planned = sum(self._work(len(rest), None) for rest, _ in folds) + self._work(n, None)
-            planned += self._work(n, None) if self.selects_epochs else 0.0
+            planned += (
+                self._work(n, None) if self.selects_epochs and self.choose_epochs != "cross_fit" else 0.0
+            )
         else:
             planned = self._work(len(folds[0][0]), None) + (self._work(n, None) if self.refit else 0.0)
         meter = _Meter(progress, n, planned)
 
-        def train(idx: np.ndarray | None, held: np.ndarray | None, epochs: int | None, seed: int) -> Any:
+        def train(
+            idx: np.ndarray | None,
+            held: np.ndarray | None,
+            epochs: int | None,
+            seed: int,
+            history: list[np.ndarray] | None = None,
+        ) -> Any:
             """One model on the items at ``idx`` (all when None), predicting ``held``."""
             return self._train(
                 *part(np.arange(n) if idx is None else idx),
@@ -330,6 +351,7 @@ class TunedLabeler:
                 epochs=epochs,
                 seed=seed,
                 meter=meter,
+                history=history,
             )
 
         members: list[Any] = []
@@ -340,7 +362,15 @@ class TunedLabeler:
                 members.append(trained[0])
             return trained
 
-        if mode == "cross_fit":
+        if mode == "cross_fit" and self.selects_epochs and self.choose_epochs == "cross_fit":
+            # Every fold model stops early on its own fold; the epochs are chosen on all of
+            # their out-of-fold probabilities together.
+            histories: list[list[np.ndarray]] = [[] for _ in folds]
+            for k, ((rest, held), history) in enumerate(zip(folds, histories, strict=True), start=1):
+                kept(train(rest, held, None, k, history))
+            chosen, oof = self._pooled_epochs(folds, histories, y)
+            model, used, _ = train(None, None, chosen, 0)
+        elif mode == "cross_fit":
             epochs: int | None = None
             if self.selects_epochs:  # the number of epochs, chosen once on a validation fold
                 _, epochs, _ = kept(train(*self._holdout(y, offset=1), None, 0))
@@ -363,6 +393,30 @@ class TunedLabeler:
             "items": n,
             "members": len(self.members_),
         }
+
+    def _pooled_epochs(
+        self, folds: list[Split], histories: list[list[np.ndarray]], y: np.ndarray
+    ) -> tuple[int, np.ndarray]:
+        """The number of epochs whose out-of-fold probabilities, pooled over every fold,
+        score best (``choose_epochs: cross_fit``), and those probabilities.
+
+        Each fold model stopped early on its own fold; for a later epoch it contributes its
+        last epoch's probabilities. Every pooled row is still out-of-fold, so calibration
+        stays honest; the choice itself is made on all the training items rather than on one
+        small validation fold. It is made on the probabilities calibration then sees, so
+        they are slightly optimistic: one pick among at most ``max_epochs`` candidates, the
+        same caveat as a held-out fold that both stops early and calibrates.
+        """
+        best: tuple[tuple[float, ...], int, np.ndarray] | None = None
+        for epoch in range(1, max(len(h) for h in histories) + 1):
+            proba = np.full((len(y), len(self.labels)), np.nan)
+            for (_, held), history in zip(folds, histories, strict=True):
+                proba[held] = history[min(epoch, len(history)) - 1]
+            score = self._score(proba, y)
+            if best is None or score > best[0]:  # ties to the fewer epochs
+                best = (score, epoch, proba)
+        assert best is not None
+        return best[1], best[2]
 
     def _prune(self, kept: Path) -> None:
         """Delete all but the newest ``KEEP_MODELS`` saved versions of this backend: each
