@@ -180,7 +180,8 @@ class FineTuneLabelerConfig(_TunedLabelerSettings):
         "cross_fit",
         description="With cross-fitting (up to cross_fit_max_items), where early stopping's score "
         "comes from: one validation fold held out of the training items, or every item's "
-        "out-of-fold probabilities pooled over the cross-fitting folds (no extra training).",
+        "out-of-fold probabilities pooled over the cross-fitting folds (no model trained only to "
+        "choose them; each fold model trains until its own fold stops improving).",
     )
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate of the encoder.")
     head_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the new linear head.")
