@@ -450,8 +450,6 @@ class SetFitLabeler(TunedLabeler):
         meter(len(texts))
         model = (encoder, head)
         proba = None if validation is None else self._predict(model, validation[0], None)
-        if history is not None and proba is not None:
-            history.append(proba)
         return model, self.epochs, proba
 
     def _predict(self, model: Any, texts: list[str], progress: Progress | None) -> np.ndarray:

@@ -194,8 +194,8 @@ class TunedLabeler:
         history: list[np.ndarray] | None = None,
     ) -> tuple[Any, int, np.ndarray | None]:
         """Train one model; return it, its number of epochs and its probabilities on the
-        validation texts (None without them). ``history``, when given, gets the validation
-        probabilities after every epoch that was scored."""
+        validation texts (None without them). ``history``, when given (only to a labeler that
+        ``selects_epochs``), gets the validation probabilities after every epoch it scored."""
         raise NotImplementedError
 
     def _score(self, proba: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
@@ -328,11 +328,11 @@ class TunedLabeler:
         def part(idx: np.ndarray) -> tuple[list[str], np.ndarray]:
             return [texts[i] for i in idx], y[idx]
 
+        # The epochs chosen on every fold model's out-of-fold probabilities together.
+        pooled = mode == "cross_fit" and self.selects_epochs and self.choose_epochs == "cross_fit"
         if mode == "cross_fit":
             planned = sum(self._work(len(rest), None) for rest, _ in folds) + self._work(n, None)
-            planned += (
-                self._work(n, None) if self.selects_epochs and self.choose_epochs != "cross_fit" else 0.0
-            )
+            planned += self._work(n, None) if self.selects_epochs and not pooled else 0.0
         else:
             planned = self._work(len(folds[0][0]), None) + (self._work(n, None) if self.refit else 0.0)
         meter = _Meter(progress, n, planned)
@@ -362,9 +362,7 @@ class TunedLabeler:
                 members.append(trained[0])
             return trained
 
-        if mode == "cross_fit" and self.selects_epochs and self.choose_epochs == "cross_fit":
-            # Every fold model stops early on its own fold; the epochs are chosen on all of
-            # their out-of-fold probabilities together.
+        if pooled:  # every fold model stops early on its own fold
             histories: list[list[np.ndarray]] = [[] for _ in folds]
             for k, ((rest, held), history) in enumerate(zip(folds, histories, strict=True), start=1):
                 kept(train(rest, held, None, k, history))
