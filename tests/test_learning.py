@@ -23,7 +23,7 @@ from duolabel.labelers import TextItem, encoder_for
 from duolabel.people.accounts import add_annotator
 from duolabel.people.experts import expert_queue_counts
 from duolabel.people.leases import lease_task
-from duolabel.stages.learn import GOLD_COLUMN, _distributions, order_queue, suggest_golden
+from duolabel.stages.learn import GOLD_COLUMN, _distributions, buy_golden, order_queue, suggest_golden
 from duolabel.store import ExpertTask, Item, Route, open_store
 from duolabel.store import _migrations_config as migrations_config
 from duolabel.training_data import golden_items
@@ -219,6 +219,58 @@ def test_payoff_turns_on_price() -> None:
     assert cheap.pays_off and not dear.pays_off and "would not pay off" in dear.describe()
     stable = label_payoff([[0, 1]] * 3, points, items_left=10_000, saving_per_item=0.3, price_per_label=1.0)
     assert not stable.pays_off and "have stabilised" in stable.describe()
+
+
+def _configure(folder: Path, **sections: dict[str, object]) -> None:
+    path = folder / "duolabel.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+def test_buying_golden_items_tops_up_the_experts_queue_while_it_pays_off(example: Path) -> None:
+    with Project.open(example) as project:
+        assert buy_golden(project) is None  # off by default
+    # An expert label far cheaper than what one more label saves on people: it pays off.
+    _configure(example, learning={"buy_golden": 4}, costs={"expert_answer": 0.001})
+    with Project.open(example) as project:
+        assert project.learning().payoff.pays_off
+        bought = buy_golden(project)
+        assert bought is not None and len(bought.items) == 4 and bought.already_open == 0
+        assert "4 items the model labels alone queued for experts (margin)" in bought.describe()
+        assert "more golden items would pay off" in bought.describe()
+        assert sorted(open_golden_tasks(project)) == sorted(bought.items)
+        # outside the people's queue: items routing left to the model, the least sure of them
+        routes = _routes(project)
+        accepted = [i for i, r in routes.items() if r.decision == "accept"]
+        assert {routes[i].decision for i in bought.items} == {"accept"}
+        dists = _distributions(project, project.status().model_version, accepted)
+        margin = {i: float(np.diff(np.sort(d)[-2:])[0]) for i, d in dists.items()}
+        assert max(margin[i] for i in bought.items) <= min(
+            v for i, v in margin.items() if i not in bought.items
+        )
+        # open golden tasks count: a second call tops up to 4, it does not pile on
+        again = buy_golden(project)
+        assert again is not None and again.items == [] and again.already_open == 4
+        assert "4 golden items still wait for experts, none added" in again.describe()
+        assert expert_queue_counts(project.store)["golden"] == 4
+    _configure(example, learning={"buy_golden": 6}, costs={"expert_answer": 1000.0})
+    with Project.open(example) as project:
+        dear = buy_golden(project)
+        assert dear is not None and dear.items == [] and "would not pay off" in dear.describe()
+        assert expert_queue_counts(project.store)["golden"] == 4
+
+
+def test_run_buys_golden_items_and_says_so(example: Path) -> None:
+    _configure(example, learning={"buy_golden": 3}, costs={"expert_answer": 0.001})
+    result = runner.invoke(app, ["run", str(example)])
+    assert result.exit_code == 0, result.output
+    assert "Golden items: 3 items the model labels alone queued for experts (margin); more golden " in (
+        " ".join(result.output.split())
+    )
+    with Project.open(example) as project:
+        assert len(open_golden_tasks(project)) == 3
 
 
 def test_migration_0007_keeps_the_import_order(tmp_path: Path, database_url: str | None) -> None:

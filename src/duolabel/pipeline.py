@@ -35,7 +35,7 @@ from duolabel.stages.distill import (
     labeling_version,
 )
 from duolabel.stages.label import LabelResult, label_project
-from duolabel.stages.learn import order_queue, record_learning, stop_set
+from duolabel.stages.learn import Purchase, buy_golden, order_queue, record_learning, stop_set
 from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
 from duolabel.stages.route_sample import route_with_sample, routes_by_sample, sample_state
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Redaction, Route, Run
@@ -188,6 +188,7 @@ class RunSummary:
     route: RouteResult | None = None
     aggregate: AggregateResult | None = None
     distill: DistillResult | None = None
+    golden: Purchase | None = None  # learning.buy_golden's top-up of the experts' golden queue
     exported: int = 0
     export_path: Path | None = None
     status: Status | None = None
@@ -442,6 +443,7 @@ def _run_locked(ctx: Context, *, progress: Reporter, imported: Callable[[], None
             record_learning(work)
         summary.route = route(ctx, batches=active, progress=progress)
         summary.aggregate = aggregate(ctx)
+        summary.golden = buy_golden(work)
         if batch is None:
             break
         _record_batch(work, batch, summary)

@@ -512,6 +512,8 @@ def run(
         out.print("Every batch is finished: nothing to label or route.")
     if summary.route is not None:
         out.print(f"Routing: {summary.route.message}.")
+    if summary.golden is not None:
+        out.print(escape(f"Golden items: {summary.golden.describe()}."))
     if summary.status.labeling:
         out.print(escape(f"Labeling: {summary.status.labeling}."))
     out.print(_status_table(summary.status))

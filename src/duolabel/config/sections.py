@@ -346,6 +346,14 @@ class LearningConfig(_Strict):
     order_window: int = Field(
         2000, ge=1, description="Most waiting items the strategy ranks at once; the rest keep import order."
     )
+    buy_golden: int = Field(
+        0,
+        ge=0,
+        description="After each batch, while more golden items would pay off (the stopping rule), keep "
+        "up to this many items outside the people's queue (ones the model labels alone, picked by "
+        "`strategy`) waiting for experts, whose answers make them golden for the next model; 0: "
+        "never (suggest them by hand with `duolabel golden suggest N`).",
+    )
     stop_kappa: Fraction = Field(
         0.99, description="Predictions are stable once successive models agree at Cohen's kappa >= this."
     )

@@ -48,7 +48,9 @@ __all__ = [
     "GOLD_COLUMN",
     "LEARNING_RUN",
     "LearningStatus",
+    "Purchase",
     "Suggestion",
+    "buy_golden",
     "curve_model",
     "learning_status",
     "order_queue",
@@ -142,23 +144,19 @@ class Suggestion:
     file: Path | None = None
 
 
-def _candidates(ctx: Context) -> list[str]:
-    """Regular items without gold that no expert task waits on and people have not labelled."""
+def _candidates(ctx: Context, *, accepted_only: bool = False) -> list[str]:
+    """Regular items without gold that no expert task waits on and people have not labelled
+    (with ``accepted_only``, only those routing left to the model: outside the people's queue)."""
+    query = select(Item.id).where(
+        Item.role == "regular",
+        Item.gold_label.is_(None),
+        ~exists().where(ExpertTask.item_id == Item.id, ExpertTask.state == "open"),
+        ~exists().where(FinalLabel.item_id == Item.id, FinalLabel.source.in_(["humans", "expert", "fused"])),
+    )
+    if accepted_only:
+        query = query.where(exists().where(Route.item_id == Item.id, Route.decision == "accept"))
     with ctx.store.read() as session:
-        return list(
-            session.scalars(
-                select(Item.id)
-                .where(
-                    Item.role == "regular",
-                    Item.gold_label.is_(None),
-                    ~exists().where(ExpertTask.item_id == Item.id, ExpertTask.state == "open"),
-                    ~exists().where(
-                        FinalLabel.item_id == Item.id, FinalLabel.source.in_(["humans", "expert", "fused"])
-                    ),
-                )
-                .order_by(Item.seq)
-            )
-        )
+        return list(session.scalars(query.order_by(Item.seq)))
 
 
 def suggest_golden(ctx: Context, n: int, *, export: str | Path | None = None) -> Suggestion:
@@ -175,15 +173,7 @@ def suggest_golden(ctx: Context, n: int, *, export: str | Path | None = None) ->
     pool = _candidates(ctx)
     if not pool:
         raise ProjectError("no items left to suggest: every regular item is golden, queued or labelled")
-    version = current_model_version(ctx)
-    dists = _distributions(ctx, version, pool) if version else {}
-    name, strategy = strategy_for(ctx.config.learning.strategy, model=bool(dists))
-    if dists:
-        pool = [i for i in pool if i in dists]  # items the current model has not labelled wait
-        probs = np.stack([dists[i] for i in pool])
-    else:
-        probs = np.full((len(pool), len(ctx.config.task.label_names)), 1.0 / len(ctx.config.task.label_names))
-    picked = _rank(ctx, name, strategy, pool, probs, n)
+    picked, name = _pick(ctx, pool, n)
     if export is not None:
         path = Path(export)
         _write_suggestions(ctx, path, picked)
@@ -191,6 +181,70 @@ def suggest_golden(ctx: Context, n: int, *, export: str | Path | None = None) ->
     with ctx.store.write() as session:
         queued = enqueue_expert(session, picked, "golden")
     return Suggestion(picked, name, queued=queued)
+
+
+def _pick(ctx: Context, pool: list[str], n: int) -> tuple[list[str], str]:
+    """The ``n`` most useful items of ``pool`` by the current model's distributions (items it
+    has not labelled wait), or a cold start before any model; and the strategy's name."""
+    version = current_model_version(ctx)
+    dists = _distributions(ctx, version, pool) if version else {}
+    name, strategy = strategy_for(ctx.config.learning.strategy, model=bool(dists))
+    if dists:
+        pool = [i for i in pool if i in dists]
+        probs = np.stack([dists[i] for i in pool])
+    else:
+        probs = np.full((len(pool), len(ctx.config.task.label_names)), 1.0 / len(ctx.config.task.label_names))
+    return _rank(ctx, name, strategy, pool, probs, n), name
+
+
+@dataclass
+class Purchase:
+    """What :func:`buy_golden` did after a batch: the items it queued for experts, how many
+    golden tasks were already open, and the stopping rule's verdict behind it."""
+
+    items: list[str]
+    strategy: str
+    already_open: int
+    verdict: str
+
+    def describe(self) -> str:
+        if self.items:
+            done = f"{len(self.items):,} items the model labels alone queued for experts ({self.strategy})"
+        elif self.already_open:
+            done = f"{self.already_open:,} golden items still wait for experts, none added"
+        else:
+            done = "nothing queued for experts"
+        return f"{done}; {self.verdict}"
+
+
+def buy_golden(ctx: Context) -> Purchase | None:
+    """``learning.buy_golden``: while more golden items would pay off (:func:`learning_status`:
+    one more label saves more than an expert's price and successive models still change),
+    keep that many items outside the people's queue (routed to the model, ranked by the
+    strategy) waiting for experts; their answers make them golden, so the next model learns
+    from them. Open golden tasks count towards the number, so reruns top the queue up rather
+    than pile onto it. ``None`` when it is off or no learning curve was measured yet."""
+    wanted = ctx.config.learning.buy_golden
+    status = learning_status(ctx) if wanted else None
+    if status is None:
+        return None
+    with ctx.store.read() as session:
+        already = int(
+            session.scalar(
+                select(func.count())
+                .select_from(ExpertTask)
+                .where(ExpertTask.reason == "golden", ExpertTask.state == "open")
+            )
+            or 0
+        )
+    picked: list[str] = []
+    name = status.strategy
+    pool = _candidates(ctx, accepted_only=True) if status.payoff.pays_off and already < wanted else []
+    if pool:
+        picked, name = _pick(ctx, pool, wanted - already)
+        with ctx.store.write() as session:
+            enqueue_expert(session, picked, "golden")
+    return Purchase(picked, name, already, status.describe())
 
 
 def _write_suggestions(ctx: Context, path: Path, ids: list[str]) -> None:
