@@ -425,3 +425,14 @@ def test_after_a_switch_the_report_simulate_and_dashboard_show_the_student(
         )
         result = simulate_project(project, answers)
         assert result.rows
+
+
+def test_after_a_switch_golden_suggestions_rank_the_students_labels(example: Path) -> None:
+    with Project.open(example) as project:
+        student = _student_won(project, example)
+    with Project.open(example) as project:
+        suggestion = project.suggest_golden(3)
+        # the student's distributions, not a cold start for want of the teacher's
+        assert suggestion.strategy == "margin" and len(suggestion.items) == 3
+        dists = _distributions(project, student, list(suggestion.items))
+        assert set(dists) == set(suggestion.items)

@@ -184,11 +184,13 @@ class Project(Context):
         return project_status(self)
 
     def suggest_golden(self, n: int, *, export: str | Path | None = None) -> Any:
-        """The ``n`` items whose gold label would teach the model most, queued for experts
-        (or written to ``export``): :func:`duolabel.stages.learn.suggest_golden`."""
+        """The ``n`` items whose gold label would teach the model most (the model that labels:
+        a distilled student once it has won), queued for experts (or written to ``export``):
+        :func:`duolabel.stages.learn.suggest_golden`."""
+        from duolabel.stages.distill import labeling_context
         from duolabel.stages.learn import suggest_golden
 
-        return suggest_golden(self, n, export=export)
+        return suggest_golden(labeling_context(self), n, export=export)
 
     def error_ranking(self) -> dict[str, float]:
         """AUROC with which each signal (confidence, margin, entropy, ensemble disagreement,
