@@ -260,6 +260,14 @@ def test_buying_golden_items_tops_up_the_experts_queue_while_it_pays_off(example
         dear = buy_golden(project)
         assert dear is not None and dear.items == [] and "would not pay off" in dear.describe()
         assert expert_queue_counts(project.store)["golden"] == 4
+    # Routing that leaves nothing to the model alone leaves nothing to buy, and says so.
+    _configure(example, costs={"expert_answer": 0.001}, routing={"mode": "fixed", "threshold": 1.0})
+    with Project.open(example) as project:
+        project.route()
+        assert "accept" not in {r.decision for r in _routes(project).values()}
+        none_left = buy_golden(project)
+        assert none_left is not None and none_left.items == [] and none_left.already_open == 4
+        assert "nothing queued for experts: routing leaves no item to the model alone" in none_left.describe()
 
 
 def test_run_buys_golden_items_and_says_so(example: Path) -> None:

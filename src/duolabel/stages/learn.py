@@ -205,15 +205,19 @@ class Purchase:
     items: list[str]
     strategy: str
     already_open: int
+    wanted: int
+    pays_off: bool
     verdict: str
 
     def describe(self) -> str:
         if self.items:
             done = f"{len(self.items):,} items the model labels alone queued for experts ({self.strategy})"
-        elif self.already_open:
+        elif not self.pays_off:
+            done = "nothing queued for experts"
+        elif self.already_open >= self.wanted:
             done = f"{self.already_open:,} golden items still wait for experts, none added"
         else:
-            done = "nothing queued for experts"
+            done = "nothing queued for experts: routing leaves no item to the model alone"
         return f"{done}; {self.verdict}"
 
 
@@ -238,13 +242,13 @@ def buy_golden(ctx: Context) -> Purchase | None:
             or 0
         )
     picked: list[str] = []
-    name = status.strategy
-    pool = _candidates(ctx, accepted_only=True) if status.payoff.pays_off and already < wanted else []
+    name, pays_off = status.strategy, status.payoff.pays_off
+    pool = _candidates(ctx, accepted_only=True) if pays_off and already < wanted else []
     if pool:
         picked, name = _pick(ctx, pool, wanted - already)
         with ctx.store.write() as session:
             enqueue_expert(session, picked, "golden")
-    return Purchase(picked, name, already, status.describe())
+    return Purchase(picked, name, already, wanted, pays_off, status.describe())
 
 
 def _write_suggestions(ctx: Context, path: Path, ids: list[str]) -> None:
