@@ -279,6 +279,9 @@ def test_run_buys_golden_items_and_says_so(example: Path) -> None:
     )
     with Project.open(example) as project:
         assert len(open_golden_tasks(project)) == 3
+    status = runner.invoke(app, ["status", str(example)])
+    assert status.exit_code == 0, status.output
+    assert "│ open expert tasks: golden │ 3 │" in " ".join(status.output.split())
 
 
 def test_migration_0007_keeps_the_import_order(tmp_path: Path, database_url: str | None) -> None:

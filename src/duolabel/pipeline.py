@@ -23,6 +23,7 @@ from duolabel.export import export_labels
 from duolabel.io import ImportResult, import_file
 from duolabel.ledger import compare_costs as cost_comparison
 from duolabel.ledger import cost_summary, current_model_version, ledger_run
+from duolabel.people.experts import expert_queue_counts
 from duolabel.progress import Reporter, quiet
 from duolabel.stages.aggregate import AggregateResult, aggregate_project
 from duolabel.stages.audit import alarms, apply_expert_answers, effective_routing, tighten
@@ -82,6 +83,7 @@ class Status:
     privacy: str = ""  # what privacy.redact replaced before text left the machine
     synthetic: str = ""  # the synthetic training items, their checks and taxonomy, in words
     alarms: list[Alarm] = field(default_factory=list)
+    expert_tasks: dict[str, int] = field(default_factory=dict)  # open expert tasks per reason
 
     @property
     def final(self) -> int:
@@ -177,6 +179,7 @@ def project_status(ctx: Context) -> Status:
         ),
         synthetic=synthetic_status(ctx),
         alarms=alarms(ctx),
+        expert_tasks=expert_queue_counts(ctx.store),
     )
 
 

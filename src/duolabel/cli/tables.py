@@ -22,6 +22,7 @@ def _status_table(status) -> Table:
         ("routed to people", status.routed_to_people),
         ("  waiting for people", status.waiting_for_people),
         ("human answers", status.answers),
+        *((f"open expert tasks: {reason}", n) for reason, n in status.expert_tasks.items() if n),
     ]
     rows += [(f"final labels: {src}", n) for src, n in sorted(status.final_by_source.items())]
     for what, n in rows:

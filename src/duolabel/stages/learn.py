@@ -40,7 +40,7 @@ from duolabel.export import defuse_formula
 from duolabel.io import detect_format
 from duolabel.labelers.base import TextItem
 from duolabel.ledger import answer_price, current_model_version
-from duolabel.people.experts import enqueue_expert
+from duolabel.people.experts import enqueue_expert, expert_queue_counts
 from duolabel.store import Annotation, Assignment, ExpertTask, FinalLabel, Item, Prediction, Route, Run
 from duolabel.training_data import STOP_SET_SUFFIX, human_labelled_items, learned_from
 
@@ -232,15 +232,7 @@ def buy_golden(ctx: Context) -> Purchase | None:
     status = learning_status(ctx) if wanted else None
     if status is None:
         return None
-    with ctx.store.read() as session:
-        already = int(
-            session.scalar(
-                select(func.count())
-                .select_from(ExpertTask)
-                .where(ExpertTask.reason == "golden", ExpertTask.state == "open")
-            )
-            or 0
-        )
+    already = expert_queue_counts(ctx.store)["golden"]
     picked: list[str] = []
     name, pays_off = status.strategy, status.payoff.pays_off
     pool = _candidates(ctx, accepted_only=True) if pays_off and already < wanted else []
