@@ -206,19 +206,18 @@ class Purchase:
     strategy: str
     already_open: int
     wanted: int
-    pays_off: bool
-    verdict: str
+    payoff: PayOff
 
     def describe(self) -> str:
         if self.items:
             done = f"{len(self.items):,} items the model labels alone queued for experts ({self.strategy})"
-        elif not self.pays_off:
+        elif not self.payoff.pays_off:
             done = "nothing queued for experts"
         elif self.already_open >= self.wanted:
             done = f"{self.already_open:,} golden items still wait for experts, none added"
         else:
             done = "nothing queued for experts: routing leaves no item to the model alone"
-        return f"{done}; {self.verdict}"
+        return f"{done}; {self.payoff.describe()}"
 
 
 def buy_golden(ctx: Context) -> Purchase | None:
@@ -234,13 +233,13 @@ def buy_golden(ctx: Context) -> Purchase | None:
         return None
     already = expert_queue_counts(ctx.store)["golden"]
     picked: list[str] = []
-    name, pays_off = status.strategy, status.payoff.pays_off
-    pool = _candidates(ctx, accepted_only=True) if pays_off and already < wanted else []
+    name = status.strategy
+    pool = _candidates(ctx, accepted_only=True) if status.payoff.pays_off and already < wanted else []
     if pool:
         picked, name = _pick(ctx, pool, wanted - already)
         with ctx.store.write() as session:
             enqueue_expert(session, picked, "golden")
-    return Purchase(picked, name, already, wanted, pays_off, status.describe())
+    return Purchase(picked, name, already, wanted, status.payoff)
 
 
 def _write_suggestions(ctx: Context, path: Path, ids: list[str]) -> None:
