@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from duolabel import Project
@@ -102,6 +102,10 @@ def test_imported_predictions_run_the_whole_loop(tmp_path, database_url):
 
     code, output = cli("run", str(folder))
     assert code == 0, output
+    if database_url:  # the run refreshed the planner's statistics of what it routed (issue 12)
+        with Project.open(folder) as project, project.store.read() as session:
+            analyzed = "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'routes'"
+            assert session.execute(text(analyzed)).scalar() is not None
     with Project.open(folder) as project, project.store.read() as session:
         version = project.status().model_version
         preds = session.scalars(select(Prediction).where(Prediction.labeler == "external:gpt")).all()

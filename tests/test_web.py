@@ -27,6 +27,7 @@ from duolabel.store import (
     Prediction,
     Route,
     Run,
+    Store,
 )
 from duolabel.web import create_app
 from duolabel.web.app import SECRET_FILE, session_secret
@@ -690,6 +691,8 @@ def test_serve_with_workers_gives_each_worker_the_project(
     project = make_project(tmp_path / "proj")
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    analyzed: list[Store] = []
+    monkeypatch.setattr(Store, "analyze", lambda store: analyzed.append(store))
     try:
         with pytest.raises(ProjectError, match="--workers must be at least 1"):
             serve(project, workers=0)
@@ -700,6 +703,7 @@ def test_serve_with_workers_gives_each_worker_the_project(
     assert app == "duolabel.web.app:app_from_environment" and options["factory"] is True
     assert options["workers"] == 3 and options["port"] == 8123
     assert (tmp_path / "proj" / SECRET_FILE).exists()  # made once, before the workers start
+    assert analyzed == [project.store]  # the queue's statistics refreshed once, before serving
     worker = app_from_environment()  # what each worker runs
     try:
         assert TestClient(worker).get("/login").status_code == 200

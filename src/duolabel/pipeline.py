@@ -454,6 +454,9 @@ def _run_locked(ctx: Context, *, progress: Reporter, imported: Callable[[], None
         if _waiting(ctx, [batch]):
             summary.waiting_batch = batch
             break
+    # The run wrote routes and queue positions in bulk: the web app's next-task plans need
+    # fresh statistics now, not when autovacuum gets round to it (PostgreSQL).
+    ctx.store.analyze()
     summary.batches = batch_reports(ctx)
     summary.export_path = ctx.resolve(ctx.config.export.path)
     summary.exported = export_labels(

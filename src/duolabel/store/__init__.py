@@ -117,6 +117,17 @@ class Store:
             finally:
                 del self._held[name]
 
+    #: The tables an annotator's requests read: :meth:`analyze` refreshes their statistics.
+    QUEUE_TABLES = tuple(
+        table.__tablename__
+        for table in (Item, Route, Assignment, Annotation, Annotator, FinalLabel)  # noqa: F405
+    )
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics on the queue's tables after a bulk write
+        (an import, a routing run) and before serving, so next-task plans stay index reads."""
+        self.backend.analyze(self.engine, self.QUEUE_TABLES)
+
     def close(self) -> None:
         self.engine.dispose()
 

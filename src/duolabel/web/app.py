@@ -182,6 +182,7 @@ def serve(
     if keep_alive < 1:
         raise ProjectError(f"--keep-alive must be at least 1 second, got {keep_alive}")
     run = partial(uvicorn.run, host=host, port=port, server_header=False, timeout_keep_alive=keep_alive)
+    project.store.analyze()  # whatever wrote the queue last, plan next-task on fresh statistics
     if workers == 1:
         run(create_app(project))
         return
