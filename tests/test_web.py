@@ -709,3 +709,22 @@ def test_serve_with_workers_gives_each_worker_the_project(
         assert TestClient(worker).get("/login").status_code == 200
     finally:
         worker.state.web.project.close()
+
+
+def test_requests_run_on_the_configured_number_of_threads(tmp_path: Path) -> None:
+    """Issue 12 item 15: anyio's 40 worker threads made one server process 23% slower on
+    PostgreSQL than 8 (the interpreter lock); ``web.threads`` sets them, 8 by default."""
+    import anyio.to_thread
+
+    def tokens() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    for folder, sections, expected in (("default", {}, 8), ("three", {"web": {"threads": 3}}, 3)):
+        project = make_project(tmp_path / folder, **sections)
+        try:
+            with TestClient(create_app(project)) as client:
+                assert client.portal is not None
+                assert client.portal.call(tokens) == expected
+                assert client.get("/login").status_code == 200
+        finally:
+            project.close()

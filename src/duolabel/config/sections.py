@@ -280,6 +280,14 @@ class WebConfig(_Strict):
     )
     invitation_hours: float = Field(72.0, gt=0, description="How long an invitation link stays valid.")
     session_hours: float = Field(12.0, gt=0, description="How long a login lasts.")
+    threads: int = Field(
+        8,
+        ge=1,
+        description="Threads per server process that run requests' database work. One process "
+        "runs Python on about one core: more threads only wait for the database, and past a few "
+        "they compete for the interpreter lock (40, the default of the web stack, made 23% fewer "
+        "answers/s on PostgreSQL than 8; docs/benchmarks.md).",
+    )
 
 
 class AuditConfig(_Strict):

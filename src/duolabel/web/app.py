@@ -21,12 +21,15 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
 from duolabel.errors import AccessError, DuolabelError, ProjectError, SetupError
 
 try:
+    import anyio.to_thread
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -68,7 +71,16 @@ SECURITY_HEADERS = {
 def create_app(project: Project) -> FastAPI:
     """The web app for an open project (served by :func:`serve` or any ASGI server)."""
     web = Web(project)
-    app = FastAPI(title="duolabel", docs_url=None, redoc_url=None, openapi_url=None)
+    threads = project.config.web.threads
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The endpoints' worker threads (a ``def`` endpoint, run_in_threadpool): anyio's
+        # limiter belongs to the event loop, so it is set once the loop runs (issue 12).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
+    app = FastAPI(title="duolabel", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.web = web
     app.add_middleware(
         SessionMiddleware,
