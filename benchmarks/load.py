@@ -38,6 +38,7 @@ loop's thread) and the timed window's profile is written to FILE.
     python benchmarks/load.py --stores sqlite --seconds 10  # a quick look
     python benchmarks/load.py --record                      # also write docs/benchmarks.md
     python benchmarks/load.py --annotators 20 --seconds 20 --floor   # and the floor ratio
+    python benchmarks/load.py --stores postgresql --threads 40   # web.threads other than the default
     python benchmarks/load.py --stores postgresql --annotators 200 --think-ms 2000 --runs 5 \
         --serve-args='--workers 4' --record                   # a crowd that reads before answering
 
@@ -95,7 +96,13 @@ def free_port() -> int:
 
 
 def build_project(
-    folder: Path, *, database_url: str | None, items: int, overlap: int, annotators: int
+    folder: Path,
+    *,
+    database_url: str | None,
+    items: int,
+    overlap: int,
+    annotators: int,
+    threads: int | None = None,
 ) -> dict:
     """The project, its items and accounts; returns the true label of every item text."""
     import yaml
@@ -111,6 +118,8 @@ def build_project(
     }
     if database_url:
         config["database_url"] = database_url
+    if threads is not None:
+        config["web"] = {"threads": threads}
     (folder / "duolabel.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     rng = random.Random(7)
     truth: dict[str, str] = {}
@@ -332,6 +341,7 @@ def run_store(
             items=args.items,
             overlap=args.overlap,
             annotators=args.annotators,
+            threads=args.threads,
         )
         port = free_port()
         counts = workdir / f"{folder.name}-counts.json"
@@ -604,7 +614,7 @@ def heading(args: argparse.Namespace) -> str:
     """One docs/benchmarks.md section per configuration, so that several sit side by side."""
     return (
         f"{HEADING}: {' + '.join(args.stores)}, {args.annotators} annotators, {_think(args)}, "
-        f"{_workers(args.serve_args)}"
+        f"{_workers(args.serve_args)}" + (f", {args.threads} threads" if args.threads is not None else "")
     )
 
 
@@ -631,6 +641,7 @@ def report(results: list[dict], floors: list[dict], args: argparse.Namespace) ->
         f"--overlap {args.overlap} --runs {args.runs} "
         f"--think-ms {args.think_ms:g}"
         + (f" --serve-args='{shlex.join(args.serve_args)}'" if args.serve_args else "")
+        + (f" --threads {args.threads}" if args.threads is not None else "")
         + (" --floor" if floors else "")
     )
     lines = [
@@ -753,11 +764,22 @@ def main() -> None:
     parser.add_argument(
         "--serve-args", default="", help="more options for duolabel serve, e.g. --serve-args='--workers 2'"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="web.threads of the project served (worker threads per server process; default: duolabel's)",
+    )
     parser.add_argument("--record", action="store_true", help="write the figures to docs/benchmarks.md")
     parser.add_argument("--note", default="", help="a line added under the figures (e.g. machine load)")
     args = parser.parse_args()
-    if args.runs < 1 or args.think_ms < 0 or args.warmup < 0:
-        parser.error("--runs must be at least 1, --think-ms and --warmup at least 0")
+    if (
+        args.runs < 1
+        or args.think_ms < 0
+        or args.warmup < 0
+        or (args.threads is not None and args.threads < 1)
+    ):
+        parser.error("--runs and --threads must be at least 1, --think-ms and --warmup at least 0")
     args.serve_args = shlex.split(args.serve_args)
     results, floors = [], []
     with tempfile.TemporaryDirectory(prefix="duolabel-load-") as workdir:
