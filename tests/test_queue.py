@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
 
 from duolabel.errors import ProjectError
 from duolabel.people.accounts import add_annotator, authenticate
@@ -440,6 +440,32 @@ def test_a_freshly_routed_queue_is_searched_through_the_index(tmp_path: Path, pg
         )
         assert "ix_routes_position" in after, after
         assert answer(project, alice) == "item-000"
+    finally:
+        project.close()
+
+
+def test_imports_refresh_the_planner_statistics(tmp_path: Path, pg_url: str) -> None:
+    """A server may be running while items or answers are imported: each import refreshes the
+    queue's statistics itself instead of leaving them to the next ``run`` or ``serve``.
+    ``pg_stats`` is the catalogue ANALYZE writes (autovacuum is too slow to race this)."""
+    project = make_project(tmp_path / "proj", database_url=pg_url)
+
+    def analyzed(table: str) -> int:
+        with project.store.read() as session:
+            query = text("SELECT count(*) FROM pg_stats WHERE tablename = :table")
+            return int(session.execute(query, {"table": table}).scalar_one())
+
+    try:
+        items = tmp_path / "items.csv"
+        rows = [f"i{n},parcel number {n} never arrived" for n in range(200)]
+        items.write_text("\n".join(["id,text", *rows]) + "\n", encoding="utf-8")
+        project.import_file(items)
+        assert analyzed("items") > 0 and analyzed("annotations") == 0
+        answers = tmp_path / "answers.csv"
+        rows = [f"i{n},w{n % 7},{LABELS[n % len(LABELS)]}" for n in range(200)]
+        answers.write_text("\n".join(["item,worker,label", *rows]) + "\n", encoding="utf-8")
+        project.import_answers(answers)
+        assert analyzed("annotations") > 0
     finally:
         project.close()
 

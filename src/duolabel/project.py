@@ -59,7 +59,9 @@ class Project(Context):
         :func:`duolabel.integrations.import_items`."""
         from duolabel.integrations import import_items
 
-        return import_items(self, path, **options)
+        result = import_items(self, path, **options)
+        self.store.analyze()  # a server may be running: plan its next-task on the new rows
+        return result
 
     def import_answers(self, path: str | Path, *, fmt: str | None = None) -> Any:
         """Import recorded human answers (``item, worker, label``, optional ``seconds``, or a
@@ -70,12 +72,15 @@ class Project(Context):
         if integration(path, fmt) == "label-studio":
             from duolabel.integrations.label_studio import import_label_studio
 
-            return import_label_studio(self, path, items=False)
-        from duolabel.io import read_answers
-        from duolabel.people.imported import record_imported_answers
+            result = import_label_studio(self, path, items=False)
+        else:
+            from duolabel.io import read_answers
+            from duolabel.people.imported import record_imported_answers
 
-        answers = read_answers(self.store, self.config.task, path, fmt=fmt)
-        return record_imported_answers(self.store, answers, source=str(path))
+            answers = read_answers(self.store, self.config.task, path, fmt=fmt)
+            result = record_imported_answers(self.store, answers, source=str(path))
+        self.store.analyze()
+        return result
 
     def import_predictions(self, data: str | Path | Any, *, labeler: str, **options: Any) -> Any:
         """Store a file's (or a DataFrame's, or a Label Studio export's) predictions as those
@@ -102,7 +107,9 @@ class Project(Context):
         """Import the files named under ``data`` in the project file."""
         from duolabel.pipeline import import_sources
 
-        return import_sources(self, **options)
+        results = import_sources(self, **options)
+        self.store.analyze()
+        return results
 
     def export(self, path: str | Path, **options: Any) -> int:
         """Write final labels with their provenance (CSV, JSONL, Parquet, Label Studio tasks

@@ -125,7 +125,8 @@ class Store:
 
     def analyze(self) -> None:
         """Refresh the query planner's statistics on the queue's tables after a bulk write (a
-        routing run) and before serving, so that next-task's plans stay reads of an index."""
+        routing run, an import) and before serving, so that next-task's plans stay reads of an
+        index."""
         self.backend.analyze(self.engine, self.QUEUE_TABLES)
 
     def close(self) -> None:
