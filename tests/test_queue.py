@@ -470,6 +470,35 @@ def test_imports_refresh_the_planner_statistics(tmp_path: Path, pg_url: str) -> 
         project.close()
 
 
+def test_request_threads_reuse_their_database_connections(tmp_path: Path, pg_url: str) -> None:
+    """Issue 12 item 15: the store kept SQLAlchemy's default 5 connections, so with the web
+    app's 8 request threads every burst opened connections beyond them and closed them again
+    (130 PostgreSQL sessions in a 25 s load run): a new server process each time, its caches
+    cold, its prepared statements gone. The pool now holds ``web.threads`` + 2."""
+    project = make_project(tmp_path / "proj", database_url=pg_url)
+    threads = project.config.web.threads
+    assert project.store.engine.pool.size() == threads + 2  # type: ignore[attr-defined]
+    together = threading.Barrier(threads)
+    backends: set[int] = set()
+
+    def work() -> None:
+        for _ in range(5):  # bursts: every thread holds a connection at once, then none does
+            with project.store.read() as session:
+                backends.add(int(session.execute(text("SELECT pg_backend_pid()")).scalar_one()))
+                together.wait()
+            together.wait()
+
+    try:
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert len(backends) <= threads + 2, f"{len(backends)} connections opened by {threads} threads"
+    finally:
+        project.close()
+
+
 def lease_kinds(project: Project, annotator_id: int, n: int, **options: object) -> list[str]:
     kinds = []
     for _ in range(n):

@@ -33,7 +33,9 @@ class Project(Context):
         if not folder.is_dir():
             raise ProjectError(f"{folder}: no such project folder; create one with 'duolabel init {folder}'")
         config = load_config(folder)
-        return cls(folder, config, open_store(config.database_url, folder))
+        # The web app's request threads each hold a connection; one or two more for the rest.
+        connections = config.web.threads + 2
+        return cls(folder, config, open_store(config.database_url, folder, connections=connections))
 
     def close(self) -> None:
         self.store.close()
@@ -69,6 +71,7 @@ class Project(Context):
         bad row imports nothing."""
         from duolabel.integrations import integration
 
+        result: Any
         if integration(path, fmt) == "label-studio":
             from duolabel.integrations.label_studio import import_label_studio
 

@@ -148,13 +148,14 @@ def _dialect(url: str) -> str:
     return url.split(":", 1)[0].split("+", 1)[0]
 
 
-def open_store(database_url: str | None, project_dir: str | Path = ".") -> Store:
-    """Open (and create or migrate) the store for a project."""
+def open_store(database_url: str | None, project_dir: str | Path = ".", *, connections: int = 5) -> Store:
+    """Open (and create or migrate) the store for a project, keeping up to ``connections``
+    database connections open for reuse (:func:`~duolabel.store.backends.pool_options`)."""
     url = database_url or f"sqlite:///{(Path(project_dir) / DB_FILE).resolve()}"
     backend = _backend(_dialect(url))
     url = backend.url(url)
     try:
-        engine = create_engine(url, **backend.engine_options())
+        engine = create_engine(url, **backend.engine_options(connections))
     except NoSuchModuleError as exc:
         raise ProjectError(f"database_url {database_url!r}: unknown database kind ({exc})") from None
     except ArgumentError as exc:
