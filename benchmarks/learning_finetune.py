@@ -208,7 +208,7 @@ HEADER = [
 ]
 
 
-def emotion_curve(sizes: list[int], seeds: int, labelers: list[str]) -> list[str]:
+def emotion_curve(sizes: list[int], seeds: int, labelers: list[str], first: int = 0) -> list[str]:
     rows, labels = load("emotion")
     train = [i for i, r in enumerate(rows) if r["split"] == "train"]
     test = [i for i, r in enumerate(rows) if r["split"] == "validation"]
@@ -217,7 +217,7 @@ def emotion_curve(sizes: list[int], seeds: int, labelers: list[str]) -> list[str
     for size in sizes:
         for name in labelers:
             results = []
-            for seed in range(seeds):
+            for seed in range(first, seeds):
                 picked = [train[i] for i in emotion_sample(train_rows, labels, size, seed)]
                 spec = {"data": "emotion", "labeler": name, "train": picked, "test": test, "seed": seed}
                 results.append(run(spec))
@@ -244,6 +244,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,200,500,1000,2000", help="training set sizes on emotion")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per size (emotion)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="start at this seed (emotion), to finish a stopped run"
+    )
     parser.add_argument("--draws", type=int, default=10, help="golden draws on amazon_isbook")
     parser.add_argument(
         "--labelers",
@@ -267,7 +270,8 @@ def main() -> None:
     start_load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     text = [
         f"Command: `python benchmarks/learning_finetune.py --sizes {args.sizes} --seeds {args.seeds} "
-        f"--draws {args.draws} --labelers {args.labelers} --parts {args.parts}` — "
+        + (f"--first-seed {args.first_seed} " if args.first_seed else "")
+        + f"--draws {args.draws} --labelers {args.labelers} --parts {args.parts}` — "
         f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, CPU only, "
         "every labeler on its default settings"
         + "".join(
@@ -284,7 +288,7 @@ def main() -> None:
     ]
     if "emotion" in parts:
         text += ["", "Emotion (6 labels): train split sample → the 2,000 validation tweets.", ""]
-        text += emotion_curve(sizes, args.seeds, labelers)
+        text += emotion_curve(sizes, args.seeds, labelers, args.first_seed)
     if "amazon" in parts:
         text += ["", "amazon_isbook: 100 golden items, the model alone on the other 599 reviews.", ""]
         text += amazon_draws(args.draws, labelers)

@@ -150,7 +150,8 @@ def _dialect(url: str) -> str:
 
 def open_store(database_url: str | None, project_dir: str | Path = ".", *, connections: int = 5) -> Store:
     """Open (and create or migrate) the store for a project, keeping up to ``connections``
-    database connections open for reuse (:func:`~duolabel.store.backends.pool_options`)."""
+    database connections open for reuse on a database server
+    (:meth:`~duolabel.store.backends.StoreBackend.engine_options`)."""
     url = database_url or f"sqlite:///{(Path(project_dir) / DB_FILE).resolve()}"
     backend = _backend(_dialect(url))
     url = backend.url(url)

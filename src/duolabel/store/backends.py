@@ -40,17 +40,6 @@ def holder_note() -> str:
     return f"pid {os.getpid()} since {since} on {socket.gethostname()}"
 
 
-def pool_options(connections: int) -> dict[str, Any]:
-    """Keep ``connections`` open between requests, as many as threads use the store at once.
-
-    SQLAlchemy's default pool keeps 5 and closes every connection opened beyond them as soon as
-    it is returned: with 8 request threads a server opened and closed a connection every few
-    answers (130 PostgreSQL sessions in a 25 s run against 12; each a new server process, cold
-    caches, and prepared statements lost, so next-task's statements were planned anew).
-    """
-    return {"pool_size": connections}  # beyond: SQLAlchemy's 10 more, closed after use
-
-
 class StoreBackend:
     """The defaults: the URL as given, SQLAlchemy's engine options, nothing per connection."""
 
@@ -64,7 +53,16 @@ class StoreBackend:
         return url
 
     def engine_options(self, connections: int) -> dict[str, Any]:
-        return {"pool_pre_ping": True, **pool_options(connections)}
+        """Keep ``connections`` open between requests, as many as threads use the store at once.
+
+        SQLAlchemy's default pool keeps 5 and closes every connection opened beyond them as
+        soon as it is returned: with the web app's 8 request threads a PostgreSQL server
+        started and ended a session every few answers (130 sessions in a 25 s load run against
+        12), each a new server process with cold caches and without the prepared statements,
+        so next-task's statements were planned anew; 12% fewer answers/s (docs/benchmarks.md).
+        Past ``connections``, SQLAlchemy opens up to 10 more for a burst and closes them after.
+        """
+        return {"pool_pre_ping": True, "pool_size": connections}
 
     def setup(self, engine: Engine) -> None:
         """Hook the engine's events (called once, before the migrations run)."""
@@ -98,7 +96,10 @@ class SQLiteBackend(StoreBackend):
     autocommit: dict[str, Any] = {"duolabel_autocommit": True}
 
     def engine_options(self, connections: int) -> dict[str, Any]:
-        return pool_options(connections)
+        # SQLAlchemy's own pool: a SQLite connection is a file opened in this process, not a
+        # server process, and a pool of web.threads + 2 measured no faster (158 against 165
+        # answers/s in 4 back-to-back pairs at 50 annotators; docs/benchmarks.md).
+        return {}
 
     def setup(self, engine: Engine) -> None:
         _create_private(engine.url.database)
