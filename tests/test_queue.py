@@ -477,8 +477,7 @@ def test_request_threads_reuse_their_database_connections(tmp_path: Path, pg_url
     cold, its prepared statements gone. The pool now holds ``web.threads`` + 2."""
     project = make_project(tmp_path / "proj", database_url=pg_url)
     threads = project.config.web.threads
-    assert project.store.engine.pool.size() == threads + 2  # type: ignore[attr-defined]
-    together = threading.Barrier(threads)
+    together = threading.Barrier(threads, timeout=60)  # a failing thread breaks it for all
     backends: set[int] = set()
 
     def work() -> None:
@@ -489,6 +488,7 @@ def test_request_threads_reuse_their_database_connections(tmp_path: Path, pg_url
             together.wait()
 
     try:
+        assert project.store.engine.pool.size() == threads + 2  # type: ignore[attr-defined]
         workers = [threading.Thread(target=work) for _ in range(threads)]
         for worker in workers:
             worker.start()
