@@ -17,6 +17,7 @@ from sqlalchemy import event, select, update
 
 from duolabel.errors import AccessError, ProjectError
 from duolabel.people.accounts import add_annotator, log_in
+from duolabel.pipeline import aggregate
 from duolabel.project import Project
 from duolabel.store import Annotation, Annotator, Assignment, FinalLabel, Item
 from duolabel.store.tables import utcnow
@@ -54,9 +55,9 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # -- 4. undo (and everything else) does not tell a control from real work ---------------------
 
 
-def _undo_project(folder: Path, control_rate: float) -> Project:
+def _undo_project(folder: Path, control_rate: float, overlap: int = 2) -> Project:
     project = make_project(folder, quality={"control_rate": control_rate, "undo_seconds": 60})
-    add_routed_items(project, 6, overlap=2)
+    add_routed_items(project, 6, overlap=overlap)
     gold = add_gold_items(project, 6)
     with project.store.write() as session:  # as the route stage does: a golden item's gold is final
         for item_id, label in gold_of(project, gold).items():
@@ -95,13 +96,14 @@ def _drive(project: Project, statements: list[str]) -> list[Any]:
         seen += [page.status_code, _skeleton(page.text)]
         answered = alice.post("/answer", assignment_id=assignment_id(page.text), label="billing")
         seen += [answered.status_code, answered.headers.get("location")]
+        seen.append(alice.api("GET", "/me").json()["left"])  # one fewer after either kind
         undone = alice.post("/undo")
         seen += [undone.status_code, re.sub(r"\d+", "N", undone.headers.get("location", undone.text))]
         again = alice.get("/label")
         seen += [again.status_code, _skeleton(again.text)]
         seen.append(alice.post("/answer", assignment_id=assignment_id(again.text), label="other").status_code)
         me = alice.api("GET", "/me").json()
-        seen += [me["answers"], me["earnings"]]
+        seen += [me["answers"], me["earnings"], me["left"]]
         task = alice.api("GET", "/task").json()
         seen.append(_shape(task))
         answer = alice.api(
@@ -115,7 +117,11 @@ def _drive(project: Project, statements: list[str]) -> list[Any]:
                 seen.append(re.sub(r"\d+", "N", undo.json()["error"]["message"]))
         seen.append(_shape(alice.api("GET", "/task").json()))
         me = alice.api("GET", "/me").json()
-        seen += [me["answers"], me["earnings"]]
+        seen += [me["answers"], me["earnings"], me["left"]]
+        skipped = alice.api(
+            "POST", "/skip", {"assignment_id": alice.api("GET", "/task").json()["task"]["assignment_id"]}
+        )
+        seen += [skipped.status_code, alice.api("GET", "/me").json()["left"]]
     finally:
         event.remove(project.store.engine, "before_cursor_execute", record)
     with project.store.read() as session:
@@ -136,6 +142,51 @@ def test_undo_and_everything_else_look_the_same_for_a_control(folder: Path) -> N
         assert seen_control == seen_regular
         # the same statements, so the response time does not tell them apart either
         assert len(statements["control"]) == len(statements["regular"])
+    finally:
+        control.close()
+        regular.close()
+
+
+def _undo_after_aggregation(project: Project) -> tuple[list[Any], list[int]]:
+    """Answer, aggregate (an answer to a one-person item makes its final label), then undo and
+    answer again: what a client could observe, and the items each aggregation finalized."""
+    alice = Person(create_app(project), "alice")
+    seen: list[Any] = []
+    finalized: list[int] = []
+    task = alice.api("GET", "/task").json()["task"]
+    seen.append(
+        alice.api("POST", "/answer", {"assignment_id": task["assignment_id"], "label": "billing"}).status_code
+    )
+    seen.append(alice.api("GET", "/me").json()["left"])
+    finalized.append(aggregate(project).finalized)
+    undo = alice.api("POST", "/undo")
+    seen += [undo.status_code, _shape(undo.json()), alice.api("GET", "/me").json()["left"]]
+    again = alice.api("GET", "/task").json()["task"]
+    seen.append(again["assignment_id"] == task["assignment_id"])  # the same task comes back
+    seen.append(
+        alice.api("POST", "/answer", {"assignment_id": again["assignment_id"], "label": "other"}).status_code
+    )
+    finalized.append(aggregate(project).finalized)
+    me = alice.api("GET", "/me").json()
+    return [*seen, me["answers"], me["earnings"], me["left"]], finalized
+
+
+def test_undo_after_aggregation_looks_the_same_for_a_control(folder: Path) -> None:
+    """An aggregation between an answer and its undo refused the undo of a regular answer (its
+    item had a final label) and never of a control's (its final label is its gold): the undo now
+    takes the people-made label back, so the item is aggregated again with the new answer."""
+    control = _undo_project(folder / "control", 1.0, overlap=1)
+    regular = _undo_project(folder / "regular", 0.0, overlap=1)
+    try:
+        seen_regular, finalized = _undo_after_aggregation(regular)
+        seen_control, _ = _undo_after_aggregation(control)
+        assert finalized == [1, 1]  # the answer made a final label; the undo took it back
+        assert seen_control == seen_regular
+        finals = regular.to_pandas("final").set_index("id")
+        assert finals.loc["item-000", "label"] == "other"  # made again from the new answer
+        with control.store.read() as session:
+            sources = set(session.scalars(select(FinalLabel.source)))
+        assert sources == {"expert"}  # the controls' gold labels stay
     finally:
         control.close()
         regular.close()

@@ -248,10 +248,10 @@ def test_controls_look_like_any_other_task(folder: Path) -> None:
     assert kinds == ["control"] * 3 + ["regular"] * 2  # rate 1: a control whenever one is left
     golds = set(gold_of(project, [f"gold-{i:03d}" for i in range(3)]).values())
     skeletons = set()
-    # "n left" counts the routed items still open to her, the one on screen counted if it is
-    # one: the same on the control pages as on the first regular page (issue 15 item 6).
+    # "n left" counts one down per task closed, control or regular (issue 12), and stays at
+    # least 1 while a task is on screen: 4 open routed items less the controls she closed.
     left = [int(re.search(r'id="left"><strong>(\d+)</strong>', html).group(1)) for html in pages]
-    assert left == [4, 4, 4, 4, 3]
+    assert left == [4, 3, 2, 1, 1]
     for html, task in zip(pages, api_tasks, strict=True):
         assert set(task) == {"assignment_id", "text", "blocks", "highlight", "lease_expires"}
         body = re.sub(r'id="item-text">[^<]*<', "", html)

@@ -29,6 +29,7 @@ __all__ = [
     "EXPERT_REASONS",
     "GOLD_ROLES",
     "HUMANS",
+    "PEOPLE_SOURCES",
     "MAX_COMMENT_CHARS",
     "MAX_ID",
     "MAX_TRIES",
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 HUMANS = "humans"  # the routes.decision of an item that waits for people
+# final_labels.source of a label made from people's answers (aggregation); undoing one of
+# those answers takes the label back
+PEOPLE_SOURCES = ("humans", "fused")
 # escalated by routing, drawn for an audit, or suggested as a golden item (the answer becomes
 # its gold label: duolabel golden suggest)
 EXPERT_REASONS = ("escalated", "audit", "golden")

@@ -43,6 +43,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     exists,
     func,
     select,
@@ -56,6 +57,7 @@ from duolabel.people.assignments import (
     EXPERT_REASONS,
     HUMANS,
     MAX_TRIES,
+    PEOPLE_SOURCES,
     WORK_KINDS,
     Note,
     Task,
@@ -298,9 +300,10 @@ def undo_last_answer(
     """Take back this annotator's last answer if it is at most ``window_seconds`` old.
 
     The answer is removed and its assignment leased to them again, so the same item comes
-    back to be answered anew; returns that assignment's id. Raises ``ProjectError`` when
-    there is nothing to undo (no answer, too old, or the item already has a final label made
-    from people's answers). An answer to a control is undone exactly like any other.
+    back to be answered anew; returns that assignment's id. A final label made from people's
+    answers to that item is taken back with it (the item is aggregated again once its answers
+    are in). Raises ``ProjectError`` when there is nothing to undo (no answer, or too old). An
+    answer to a control is undone exactly like any other.
     """
     check_lease(lease_minutes)
     now = utcnow()
@@ -321,13 +324,14 @@ def undo_last_answer(
             raise ProjectError(
                 f"your last answer was given {age:.0f} s ago; answers can be undone for {window_seconds:g} s"
             )
-        final = session.scalar(select(FinalLabel.item_id).where(FinalLabel.item_id == last.item_id))
-        # A control's final label is its gold label, which no answer made: undoing an answer
-        # to it changes nothing downstream, and refusing would tell the control apart (issue
-        # 12). The query runs for both kinds, so the time taken does not tell them apart either.
-        if final is not None and last.kind != "control":
-            raise ProjectError("that item already has its final label; the answer stays")
         session.scalar(select(Route.item_id).where(Route.item_id == last.item_id).with_for_update())
+        # A final label made from people's answers since this one was given goes with it: the
+        # item waits for its answers again and is aggregated anew. Refusing the undo instead
+        # would tell a control apart (issue 12): no answer to a control ever makes a final label
+        # (its final label is its gold label, source expert, which this leaves alone). The
+        # statement runs for both kinds, so the time taken does not tell them apart either.
+        made = FinalLabel.source.in_(PEOPLE_SOURCES)
+        session.execute(delete(FinalLabel).where(FinalLabel.item_id == last.item_id, made))
         assignment = session.get(Assignment, last.assignment_id, with_for_update=True)
         assert assignment is not None  # annotations.assignment_id is a foreign key
         session.delete(last)
@@ -352,12 +356,16 @@ def answers_given(store: Store, annotator_id: int) -> int:
 
 
 def items_left(store: Store, annotator_id: int) -> int:
-    """Routed items this annotator may still be given, counting the one leased to them now.
+    """About how many more tasks this annotator will be given in this batch, counting the one
+    on their screen: what the page's "n left" shows.
 
-    The same number whether the task on their screen is a control or not (issue 12): a
-    control lease leaves open the routed item that would have been leased instead, and a
-    regular lease is counted as one still to do, so either way the count is the routed
-    items not yet answered or closed by them.
+    Every closed task counts one down, control or not, so neither the count on screen nor its
+    change after an answer, a skip or a lease running out tells a control apart (issue 12). The
+    routed items still open to them would not do: a control lease leaves open the routed item
+    it stands in for, so that count would drop after a regular answer and stay after a control
+    one. So the controls they closed since the latest routing are taken off the open routed
+    items, and the count stays at least 1 while a task is on screen (the open items understate
+    what remains by those controls, so it may show 1 for several tasks near the end).
     """
     now = utcnow()
     seen_answer = exists().where(Annotation.item_id == Route.item_id, Annotation.annotator_id == annotator_id)
@@ -369,13 +377,22 @@ def items_left(store: Store, annotator_id: int) -> int:
         Assignment.state == "leased",
         Assignment.lease_expires >= now,
     )
+    active = (Assignment.state == "leased") & (Assignment.lease_expires >= now)
+    batch = select(func.max(Route.created_at)).where(Route.decision == HUMANS).scalar_subquery()
     with store.read() as session:
-        count = session.scalar(
+        routed = session.scalar(
             select(func.count())
             .select_from(Route)
             .where(Route.decision == HUMANS, (_has_free_slot(now) & ~seen_answer & ~seen_lease) | mine)
         )
-    return int(count or 0)
+        closed_control = ~active & (Assignment.kind == "control") & (Assignment.created_at >= batch)
+        closed_controls, on_screen = session.execute(
+            select(
+                func.coalesce(func.sum(case((closed_control, 1))), 0),
+                func.coalesce(func.sum(case((active, 1))), 0),
+            ).where(Assignment.annotator_id == annotator_id, Assignment.kind.in_(WORK_KINDS))
+        ).one()
+    return max(int(routed or 0) - int(closed_controls), 1 if on_screen else 0)
 
 
 def queue_counts(store: Store) -> dict[str, int]:

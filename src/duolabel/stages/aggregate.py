@@ -26,6 +26,7 @@ from duolabel.config import AggregationConfig
 from duolabel.context import Context
 from duolabel.core.tasks import task_type
 from duolabel.ledger import current_model_version, ledger_run
+from duolabel.people.assignments import PEOPLE_SOURCES
 from duolabel.people.imported import IMPORTED
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 from duolabel.store.tables import utcnow
@@ -111,7 +112,7 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
                 .where(Annotation.item_id.not_in(select(Route.item_id)))
                 .where(
                     Annotation.item_id.not_in(
-                        select(FinalLabel.item_id).where(FinalLabel.source.not_in(["humans", "fused"]))
+                        select(FinalLabel.item_id).where(FinalLabel.source.not_in(PEOPLE_SOURCES))
                     )
                 )
                 .group_by(Annotation.item_id)
