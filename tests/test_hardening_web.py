@@ -8,12 +8,13 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 
 from duolabel.errors import AccessError, ProjectError
 from duolabel.people.accounts import add_annotator, log_in
@@ -335,6 +336,23 @@ def test_each_candidate_gets_their_own_draw_and_no_answer_key(folder: Path) -> N
     carol.post("/exam/retry")
     second = _take_exam(carol)
     assert not set(second) & set(carols)  # a retry draws fresh items
+    project.close()
+
+
+def test_an_exam_item_whose_lease_ran_out_is_asked_again(folder: Path) -> None:
+    """It was skipped for good while the result waited for its answer: the candidate went
+    back and forth between /exam and /exam/result forever."""
+    project = _exam_project(folder)
+    carol = Person(create_app(project), "carol")
+    first = re.search(r'id="item-text">([^<]*)<', carol.get("/exam").text).group(1)
+    with project.store.write() as session:  # she left it open past the lease
+        session.execute(update(Assignment).values(lease_expires=utcnow() - timedelta(minutes=1)))
+    texts = _take_exam(carol)
+    assert texts[0] == first and len(set(texts)) == 4
+    result = carol.api("GET", "/exam/result").json()["result"]
+    assert result is not None and len(result["review"]) == 4
+    with project.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Assignment)) == 4  # leased again, not anew
     project.close()
 
 

@@ -119,17 +119,36 @@ def exam_task(
                 "the exam has no items: the project needs items with a known label "
                 "(import a golden set); ask a project admin"
             )
-        given = set(
+        answered = set(
             session.scalars(
-                select(Assignment.item_id).where(
-                    Assignment.annotator_id == annotator_id, Assignment.item_id.in_(items)
+                select(Annotation.item_id).where(
+                    Annotation.annotator_id == annotator_id, Annotation.item_id.in_(items)
                 )
             )
         )
-        todo = [item for item in items if item not in given]
+        todo = [item for item in items if item not in answered]
         if not todo:
             return None
-        return new_lease(session, todo[0], annotator_id, "exam", now + timedelta(minutes=lease_minutes))
+        expires = now + timedelta(minutes=lease_minutes)
+        # An exam item whose lease ran out unanswered is leased again (the same assignment):
+        # skipping it left the attempt unfinishable, and the candidate stuck between the exam
+        # and its result page.
+        lapsed = session.scalar(
+            select(Assignment)
+            .where(
+                Assignment.annotator_id == annotator_id,
+                Assignment.item_id == todo[0],
+                Assignment.kind == "exam",
+            )
+            .order_by(Assignment.id.desc())
+            .limit(1)
+        )
+        if lapsed is None:
+            return new_lease(session, todo[0], annotator_id, "exam", expires)
+        lapsed.state, lapsed.created_at, lapsed.lease_expires = "leased", now, expires
+        item = session.get(Item, todo[0])
+        assert item is not None  # assignments.item_id is a foreign key
+        return Task(lapsed.id, item, expires, "exam")
 
 
 def exam_result(
