@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select, update
 
 from duolabel.errors import AccessError, ProjectError
-from duolabel.people.accounts import add_annotator, log_in
+from duolabel.people.accounts import add_annotator, log_in, set_status
 from duolabel.pipeline import aggregate
 from duolabel.project import Project
 from duolabel.store import Annotation, Annotator, Assignment, FinalLabel, Item
 from duolabel.store.tables import utcnow
 from duolabel.web import create_app
-from tests.test_web import assignment_id, csrf
+from tests.test_web import answer_shown, assignment_id, control_project, csrf
 from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, gold_of, make_project
 
 
@@ -354,6 +354,32 @@ def test_an_exam_item_whose_lease_ran_out_is_asked_again(folder: Path) -> None:
     with project.store.read() as session:
         assert session.scalar(select(func.count()).select_from(Assignment)) == 4  # leased again, not anew
     project.close()
+
+
+def test_an_automatic_suspension_or_decline_ends_the_sessions(folder: Path) -> None:
+    """A suspension by the control rule (and an exam's decline) only changed the status: once
+    an admin made the account active again, a cookie copied before worked again."""
+    project = control_project(folder / "controls", min_controls=1, min_control_accuracy=0.9)
+    alice = Person(create_app(project), "alice")
+    copied = dict(alice.client.cookies)
+    answer_shown(alice, project, right=False)  # suspended at once
+    set_status(project.store, "alice", "active")
+    thief = TestClient(create_app(project), cookies=copied)
+    assert thief.get("/api/v1/me").status_code == 401
+    project.close()
+
+    exam = _exam_project(folder / "exam")  # pass mark 1.0, one retry
+    carol = Person(create_app(exam), "carol")
+    copied = dict(carol.client.cookies)
+    _take_exam(carol)
+    carol.post("/exam/retry")
+    _take_exam(carol)
+    with exam.store.read() as session:
+        assert session.scalar(select(Annotator.status).where(Annotator.name == "carol")) == "declined"
+    set_status(exam.store, "carol", "active")
+    thief = TestClient(create_app(exam), cookies=copied)
+    assert thief.get("/api/v1/me").status_code == 401
+    exam.close()
 
 
 # -- 8. smaller ones -------------------------------------------------------------------------

@@ -252,16 +252,20 @@ def _verify(password_hash: str, password: str) -> bool:
 
 
 def set_status(store: Store, name: str, status: str) -> Annotator:
-    """Change an account's status (an admin suspends or reactivates someone); ends their sessions."""
+    """Change an account's status (an admin suspends or reactivates someone); a change ends
+    their sessions."""
     if status not in STATUSES:
         raise ProjectError(f"status {status!r} is not one of {', '.join(map(repr, STATUSES))}")
     with store.write() as session:
         annotator = session.scalar(select(Annotator).where(Annotator.name_key == name_key(name)))
         if annotator is None:
             raise ProjectError(f"there is no account named '{name}'")
-        annotator.status = status
-        if status != "active" and status != "onboarding":
+        if annotator.status != status:
+            # Every change ends the sessions, reactivation included: a suspension by the
+            # control rule or an exam's decline only changes the status (the person then sees
+            # why), and a cookie copied before it must not work again once the account is active.
             session.execute(delete(WebSession).where(WebSession.annotator_id == annotator.id))
+        annotator.status = status
     return annotator
 
 
