@@ -276,6 +276,8 @@ def init_project(
             **({"labeler": [labeler]} if labeler is not None else {}),
         }
     )
+    if folder.exists() and not folder.is_dir():
+        raise ProjectError(f"{folder} is a file; a project is a folder: give a new folder's name")
     folder.mkdir(parents=True, exist_ok=True)
     target.write_text(render_config(config), encoding="utf-8")
     return Project.open(folder)

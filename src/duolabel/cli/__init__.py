@@ -781,3 +781,26 @@ def main() -> None:
     except DuolabelError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A path the user gave that the system refused: a folder where a file was meant, a
+        # file where a folder was meant, no permission, a read-only or special file system.
+        # The commands check the paths they expect mistakes in; this names the path for the rest.
+        err.print(f"[bold red]error:[/] {escape(_os_error(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(DuolabelError.exit_code)
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an operating-system error: the path, what went wrong, and that nothing
+    more was done.
+
+    Examples
+    --------
+    >>> _os_error(IsADirectoryError(21, "Is a directory", "out"))
+    "'out': is a directory; the command stopped there"
+    >>> _os_error(OSError("disk full"))
+    'disk full; the command stopped there'
+    """
+    reason = (exc.strerror or str(exc)).rstrip(".")
+    if exc.filename is None:
+        return f"{reason}; the command stopped there"
+    return f"{str(exc.filename)!r}: {reason[:1].lower()}{reason[1:]}; the command stopped there"

@@ -94,13 +94,16 @@ def annotators_add(
 
     if password_env:
         password = os.environ.get(password_env)
+        if password is None:
+            raise ProjectError(f"--password-env {password_env}: that environment variable is not set")
         if not password:
             raise ProjectError(f"--password-env {password_env}: that environment variable is empty")
     else:
         password = getpass.getpass(f"Password for {name}: ")
     with _open(project) as proj:
-        add_annotator(proj.store, name, password, role=role)
-    out.print(f"Created {role} '{name}'.")
+        created = add_annotator(proj.store, name, password, role=role)
+    # Names are the user's text: printed as they are, never read as Rich markup.
+    out.print(escape(f"Created {role} '{created.name}'."), highlight=False)
 
 
 @annotators_app.command("invite")
@@ -137,9 +140,8 @@ def annotators_list(project: ProjectOpt = Path(".")) -> None:
             if row.control_accuracy is None or row.control_accuracy != row.control_accuracy
             else (f"{row.control_accuracy:.0%} [{row.accuracy_low:.0%}, {row.accuracy_high:.0%}]")
         )
-        table.add_row(
-            row.name, row.role, row.status, str(row.answers), str(row.controls), accuracy, row.flags
-        )
+        cells = (row.name, row.role, row.status, str(row.answers), str(row.controls), accuracy, row.flags)
+        table.add_row(*map(escape, cells))
     out.print(table)
 
 
@@ -153,5 +155,5 @@ def annotators_set_status(
     from duolabel.people.accounts import set_status
 
     with _open(project) as proj:
-        set_status(proj.store, name, status)
-    out.print(f"'{name}' is now {status}.")
+        changed = set_status(proj.store, name, status)
+    out.print(escape(f"'{changed.name}' is now {status}."), highlight=False)
