@@ -18,11 +18,12 @@ from sqlalchemy import event, func, select, update
 
 from duolabel.errors import AccessError, ProjectError
 from duolabel.people.accounts import add_annotator, log_in, set_status
-from duolabel.pipeline import aggregate
+from duolabel.pipeline import aggregate, run_project
 from duolabel.project import Project
 from duolabel.store import Annotation, Annotator, Assignment, FinalLabel, Item
 from duolabel.store.tables import utcnow
 from duolabel.web import create_app
+from duolabel.web.actions import suggestion
 from tests.test_web import answer_shown, assignment_id, control_project, csrf
 from tests.web_fixtures import LABELS, PASSWORD, add_gold_items, add_routed_items, gold_of, make_project
 
@@ -380,6 +381,43 @@ def test_an_automatic_suspension_or_decline_ends_the_sessions(folder: Path) -> N
     thief = TestClient(create_app(exam), cookies=copied)
     assert thief.get("/api/v1/me").status_code == 401
     exam.close()
+
+
+def test_in_co_pilot_mode_a_control_has_a_suggestion_as_any_task(example_copy: Path) -> None:
+    """Items imported as controls were never labelled, so in co-pilot mode a task without a
+    model suggestion was a control. They are labelled now (and still never weigh the model)."""
+    (example_copy / "controls.csv").write_text(
+        "id,text,gold\nc1,I was charged twice for one order.,billing\n"
+        "c2,The parcel says delivered but nothing came.,shipping\n",
+        encoding="utf-8",
+    )
+    with (example_copy / "duolabel.yaml").open("a", encoding="utf-8") as config:
+        # every task a control while one is left; nobody suspended for the answers given here
+        quality = ["show_model_suggestion: true", "control_rate: 1.0", "exam_size: 0", "min_controls: 1000"]
+        config.write("quality:\n" + "".join(f"  {line}\n" for line in quality))
+    project = Project.open(example_copy)
+    try:
+        project.import_file(example_copy / "controls.csv", role="control", gold_column="gold")
+        run_project(project)
+        labels = project.config.task.label_names
+        assert {suggestion(project, item_id) for item_id in ("c1", "c2")} <= set(labels)
+        add_annotator(project.store, "alice", PASSWORD)
+        alice = Person(create_app(project), "alice")
+        seen: dict[str, Any] = {}
+        for _ in range(80):  # rate 1: controls (golden items and c1, c2) while work is open
+            task = alice.api("GET", "/task").json()["task"]
+            with project.store.read() as session:
+                item_id = session.scalar(
+                    select(Assignment.item_id).where(Assignment.id == task["assignment_id"])
+                )
+            seen[item_id] = task["suggestion"]
+            alice.api("POST", "/answer", {"assignment_id": task["assignment_id"], "label": "billing"})
+            if {"c1", "c2"} <= set(seen):
+                break
+        assert seen["c1"] in labels and seen["c2"] in labels
+        assert all(s in labels for s in seen.values())
+    finally:
+        project.close()
 
 
 # -- 8. smaller ones -------------------------------------------------------------------------

@@ -118,15 +118,16 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
                 .group_by(Annotation.item_id)
             )
         )
-        known = {
-            item_id: gold
-            for item_id, gold in session.execute(
-                select(Item.id, Item.gold_label).where(
-                    Item.role.in_(["golden", "control"]), Item.gold_label.is_not(None)
-                )
+        known, golden = {}, set()
+        for item_id, gold, role in session.execute(
+            select(Item.id, Item.gold_label, Item.role).where(
+                Item.role.in_(["golden", "control"]), Item.gold_label.is_not(None)
             )
-            if gold is not None  # the query leaves them out; this tells the type checker
-        }
+        ):
+            if gold is not None:  # the query leaves them out; this tells the type checker
+                known[item_id] = gold
+                if role == "golden":
+                    golden.add(item_id)
         rows = session.execute(
             select(Annotation.item_id, Annotator.name, Annotation.label, Annotator.skills)
             .join(Annotator, Annotator.id == Annotation.annotator_id)
@@ -158,7 +159,8 @@ def aggregate_project(ctx: Context, *, refresh: bool = False) -> AggregateResult
             p.item_id: p.calibrated or p.probs
             for p in session.scalars(
                 select(Prediction).where(
-                    Prediction.item_id.in_(complete + list(known)),
+                    # Not the controls' predictions: they check people, never weigh the model.
+                    Prediction.item_id.in_(complete + sorted(golden)),
                     Prediction.model_version == (version or ""),
                     Prediction.abstained.is_(False),
                 )

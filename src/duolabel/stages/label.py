@@ -251,10 +251,14 @@ def _label_one(
                     )
                 )
             )
-            # Only regular items are work: control items check people and are never labelled.
-            wanted = select(Item.id, Item.text, Item.content_hash).where(Item.role == "regular")
+            # Regular items are the work. Control items are labelled too, only so that co-pilot
+            # mode shows a model suggestion on a control as on any task (without one, a task
+            # with no suggestion was a control, issue 12); they are never trained, calibrated
+            # or weighed in aggregation on, so their predictions are out-of-sample.
+            work = Item.role == "regular"
             if batches is not None:
-                wanted = wanted.where(Item.batch.in_(list(batches)))
+                work &= Item.batch.in_(list(batches))
+            wanted = select(Item.id, Item.text, Item.content_hash).where(work | (Item.role == "control"))
             regular = [
                 TextItem(r.id, r.text, r.content_hash)
                 for r in session.execute(wanted.order_by(Item.seq))
