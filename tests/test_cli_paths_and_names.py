@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from duolabel.project import init_project
+from duolabel.project import Project, init_project
 from tests.test_cli import duolabel
 
 
@@ -44,3 +44,30 @@ def test_markup_in_a_name_is_printed_as_it_is(
     assert changed.returncode == 0 and f"'{name}' is now suspended." in changed.stdout, changed.stderr
     unset = duolabel("annotators", "add", "carol", "-p", folder, "--password-env", "DUOLABEL_NOT_SET")
     assert "DUOLABEL_NOT_SET: that environment variable is not set" in one_line_error(unset)
+
+
+def test_init_from_reads_labels_as_import_would_and_says_no_project_was_made(tmp_path: Path) -> None:
+    """A list cell became the label "['a', 'b']" and true the label 'True'; a missing file
+    said "Nothing was imported." though init imports nothing."""
+    lists = tmp_path / "lists.jsonl"
+    lists.write_text('{"id":1,"text":"x","label":["a","b"]}\n{"id":2,"text":"y","label":["b","c"]}\n')
+    assert duolabel("init", str(tmp_path / "p"), "--from", str(lists)).returncode == 0
+    with Project.open(tmp_path / "p") as project:
+        assert project.config.task.label_names == ["a", "b", "c"]
+    flags = tmp_path / "flags.jsonl"
+    flags.write_text('{"id":1,"text":"x","label":"a"}\n{"id":2,"text":"y","label":true}\n')
+    result = duolabel("init", str(tmp_path / "q"), "--from", str(flags))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "row 2, column 'label': got true (a true/false value)" in result.stderr
+    assert "No project was created." in result.stderr and not (tmp_path / "q").exists()
+    result = duolabel("init", str(tmp_path / "r"), "--from", str(tmp_path / "nosuch.csv"))
+    assert "No project was created." in result.stderr and "imported" not in result.stderr
+
+
+def test_run_says_which_files_were_imported_when_a_later_one_is_refused(example_copy: Path) -> None:
+    (example_copy / "tickets.csv").write_text("id,text\nt1,fine\nt1,the same id again\n", encoding="utf-8")
+    result = duolabel("run", str(example_copy))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Nothing of tickets.csv was imported; the files before it were (golden.csv)." in result.stderr
+    with Project.open(example_copy) as project:
+        assert project.status().golden == 60  # the first file is in

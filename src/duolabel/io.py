@@ -47,6 +47,7 @@ __all__ = [
     "label_values",
     "read_answers",
     "read_records",
+    "stating",
 ]
 
 CHUNK_ROWS = 5_000
@@ -299,23 +300,36 @@ def _check_input(path: Path, *, outcome: str = "Nothing was imported.") -> None:
 
 def label_values(path: str | Path, column: str = "label", *, fmt: str | None = None) -> list[str]:
     """The distinct values of ``column`` in a file, in order of first appearance (for
-    ``duolabel init --from FILE``: the labels of a golden file)."""
+    ``duolabel init --from FILE``: the labels of a golden file). A list cell (a multi-label
+    golden file) gives each of its values; a cell ``import`` would refuse (binary, true/false,
+    an object) is refused here too, naming the file, row and column."""
     path = Path(path)
-    header, rows = read_records(path, fmt)
-    if header is not None and column not in header:
-        have = ", ".join(repr(h) for h in header) or "no columns"
-        raise DataError(
-            [Problem(str(path), 1, column, f"missing column; the file has {have}")],
-            outcome="No project was created.",
-        )
     found: dict[str, None] = {}
-    for row in rows:
-        if row.problem is not None:
-            raise DataError([row.problem], outcome="No project was created.")
-        value = _cell((row.values or {}).get(column))
-        if value is not None:
-            found.setdefault(value)
+    with stating("No project was created."):
+        header, rows = read_records(path, fmt)
+        if header is not None and column not in header:
+            have = ", ".join(repr(h) for h in header) or "no columns"
+            raise DataError([Problem(str(path), 1, column, f"missing column; the file has {have}")])
+        for row in rows:
+            if row.problem is not None:
+                raise DataError([row.problem])
+            value: Any = (row.values or {}).get(column)
+            for one in value if _is_list(value) else [value]:
+                if (problem := _type_problem(one, reserved=True)) is not None:
+                    raise DataError([Problem(str(path), row.number, column, problem)])
+                if (text := _cell(one)) is not None:
+                    found.setdefault(text)
     return list(found)
+
+
+@contextmanager
+def stating(outcome: str) -> Iterator[None]:
+    """Re-raise a :class:`DataError` of the block with ``outcome`` as its last line, for a
+    command that reads a file without importing it ("No project was created.")."""
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(exc.problems, more=exc.more, outcome=outcome) from None
 
 
 # ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from duolabel.core.audit import Alarm
 from duolabel.core.costs import CostComparison, CostSummary
 from duolabel.errors import ProjectError
 from duolabel.export import export_labels
-from duolabel.io import ImportResult, import_file
+from duolabel.io import ImportResult, import_file, stating
 from duolabel.ledger import compare_costs as cost_comparison
 from duolabel.ledger import cost_summary, current_model_version, ledger_run
 from duolabel.people.experts import expert_queue_counts
@@ -203,8 +203,14 @@ class RunSummary:
 def import_sources(ctx: Context, *, progress: Reporter = quiet) -> list[ImportResult]:
     """Import the files the ctx file names under ``data`` (already imported ones are no-ops)."""
     results = []
-    for source in ctx.config.data:
-        with progress(f"Importing {source.path}", None) as advance:
+    for index, source in enumerate(ctx.config.data):
+        # Each file imports whole or not at all; the files before a refused one are in.
+        before = ", ".join(str(earlier.path) for earlier in ctx.config.data[:index])
+        outcome = (
+            f"Nothing of {source.path} was imported; the files before it were ({before})." if before else None
+        )
+        outcome = outcome or "Nothing was imported."
+        with progress(f"Importing {source.path}", None) as advance, stating(outcome):
             results.append(
                 import_file(
                     ctx.store,

@@ -499,13 +499,14 @@ def read_gold(project: Project, path: Path, *, column: str = "gold") -> dict[str
     ``simulate --gold``; every bad row is reported at once, naming file, row and column."""
     from sqlalchemy import select
 
-    from duolabel.io import read_records
+    from duolabel.io import read_records, stating
     from duolabel.store import Item
 
     labels, id_field = project.config.task.label_names, project.config.task.id_field
     with project.store.read() as session:
         items = set(session.scalars(select(Item.id)))
-    header, rows = read_records(path)
+    with stating("Nothing was simulated."):  # a file it cannot read at all, too
+        header, rows = read_records(path)
     problems: list[Problem] = []
     missing = [c for c in (id_field, column) if header is not None and c not in header]
     if missing:
