@@ -405,3 +405,26 @@ def test_the_sqlite_file_is_created_private(tmp_path):
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "p" / "duolabel.db").stat().st_mode)
     assert mode == 0o600, oct(mode)
+
+
+def test_nul_characters_utf16_files_and_cut_json_lines_are_refused_where_they_are(project, tmp_path):
+    """Found by an independent tester: a NUL in a text was imported (PostgreSQL's text cannot
+    hold one), a UTF-16 CSV was read as garbled column names, a JSON line cut short was put at
+    column 1, and one of json's messages came out as "... at at column 22"."""
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"id,text\n16,fine\n17,nul\x00byte\n")
+    with pytest.raises(DataError, match=r"nul.csv, row 3, column 'text': holds a NUL character"):
+        project.import_file(nul)
+    utf16 = tmp_path / "u16.csv"
+    utf16.write_bytes("id,text\n1,hi\n".encode("utf-16"))
+    with pytest.raises(DataError, match="u16.csv: is UTF-16 text, expected UTF-8"):
+        project.import_file(utf16)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(
+        '{"id":"a","text":"ok"}\n{"id":"b","text":\n{"id":"c","text":"x\x01y"}\n', encoding="utf-8"
+    )
+    with pytest.raises(DataError) as refused:
+        project.import_file(cut)
+    assert "row 2: malformed JSON line: Expecting value at column 18" in str(refused.value)
+    assert "row 3: malformed JSON line: Invalid control character at column 20" in str(refused.value)
+    assert count(project) == 0

@@ -226,7 +226,9 @@ def _read_jsonl(path: Path) -> tuple[None, Iterator[_Row]]:
                 if not raw.strip():
                     continue
                 try:
-                    value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+                    # Without its line break, so that a line cut short is reported at its end
+                    # (json would point at column 1 of a second line).
+                    value = json.loads(raw.decode("utf-8").rstrip("\r\n"), object_pairs_hook=_unique_keys)
                 except _DuplicateKey as exc:
                     yield _bad_row(path, number, "the object has this key twice", exc.key)
                     continue
@@ -236,7 +238,9 @@ def _read_jsonl(path: Path) -> tuple[None, Iterator[_Row]]:
                     )
                     continue
                 except json.JSONDecodeError as exc:
-                    yield _bad_row(path, number, f"malformed JSON line: {exc.msg} at column {exc.colno}")
+                    # Some of json's messages end in "at" ("Invalid control character at").
+                    reason = exc.msg.removesuffix(" at")
+                    yield _bad_row(path, number, f"malformed JSON line: {reason} at column {exc.colno}")
                     continue
                 if not isinstance(value, dict):
                     kind = type(value).__name__
@@ -288,7 +292,30 @@ def read_records(path: Path, fmt: str | None = None) -> tuple[list[str] | None, 
     """Open ``path`` for streaming: its header (None for JSONL) and an iterator of rows."""
     _check_input(path)
     kind = detect_format(path, fmt)
+    if kind != "parquet":
+        _check_utf8(path)
     return {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[kind](path)
+
+
+# Byte-order marks of the encodings a spreadsheet's "Unicode text" export uses; every row of
+# such a file would be undecodable bytes, and the header a column list nobody wrote.
+_OTHER_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+def _check_utf8(path: Path) -> None:
+    """Refuse a text file in UTF-16 or UTF-32 (told by its byte-order mark) up front."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    for bom, name in _OTHER_BOMS.items():
+        if start.startswith(bom):
+            raise DataError(
+                [Problem(str(path), None, None, f"is {name} text, expected UTF-8: save it as UTF-8")]
+            )
 
 
 def _check_input(path: Path, *, outcome: str = "Nothing was imported.") -> None:
@@ -370,14 +397,19 @@ def _cell(value: Any) -> str | None:
     return text or None
 
 
-def _has_surrogates(text: str) -> bool:
+def _text_problem(text: str) -> str | None:
+    """What keeps a cell's text from being stored as it is, if anything: undecodable bytes (kept
+    as lone surrogates by the reader), or a NUL character, which PostgreSQL's text cannot hold
+    (the import failed there with a database error) and SQLite would keep but cut in places."""
+    if "\x00" in text:
+        return "holds a NUL character (\\x00), which text cannot store: remove it"
     if text.isascii():  # most cells, at C speed: ASCII holds no surrogate
-        return False
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return True
-    return False
+        return "undecodable bytes: expected UTF-8 text"
+    return None
 
 
 # The encoder json.dumps(..., sort_keys=True, ensure_ascii=False, default=str) would build
@@ -527,8 +559,8 @@ def import_records(
             for col, value in values.items():
                 if type(value) is str:  # a CSV cell: no type to check (the fast path)
                     cell = (value.strip() or None) if col in reserved else value
-                    if cell is not None and _has_surrogates(cell):
-                        problems.add(row.number, col, "undecodable bytes: expected UTF-8 text")
+                    if cell is not None and (wrong := _text_problem(cell)) is not None:
+                        problems.add(row.number, col, wrong)
                         bad = True
                     cells[col] = cell
                     continue
@@ -541,8 +573,8 @@ def import_records(
                     bad = True
                     continue
                 cell = _cell(value) if col in reserved else value
-                if isinstance(cell, str) and _has_surrogates(cell):
-                    problems.add(row.number, col, "undecodable bytes: expected UTF-8 text")
+                if isinstance(cell, str) and (wrong := _text_problem(cell)) is not None:
+                    problems.add(row.number, col, wrong)
                     bad = True
                 cells[col] = cell
             if bad:
