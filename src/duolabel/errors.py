@@ -27,7 +27,26 @@ __all__ = [
     "Problem",
     "ProjectError",
     "SetupError",
+    "shown",
 ]
+
+#: How many characters of a value an error quotes at most (:func:`shown`).
+SHOWN_CHARS = 50
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as an error quotes it: its ``repr``, cut to ``limit`` characters with "…".
+
+    Whatever a user sent is quoted through this, so a 100 KB label makes a one-line error,
+    not a 100 KB one.
+
+    Examples
+    --------
+    >>> shown("eggs"), shown("x" * 1000, limit=8)
+    ("'eggs'", "'xxxxxx…")
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class DuolabelError(Exception):

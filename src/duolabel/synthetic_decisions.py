@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import aliased
 
 from duolabel.context import Context
-from duolabel.errors import DataError, Problem, ProjectError
+from duolabel.errors import DataError, Problem, ProjectError, shown
 from duolabel.export import defuse_formula
 from duolabel.io import detect_format, read_records
 from duolabel.store import Annotator, Item, SyntheticItem
@@ -68,7 +68,7 @@ def normalise_decision(value: Any) -> str:
     """
     word = value.strip().lower() if isinstance(value, str) else None
     if word not in DECISION_WORDS:
-        raise ProjectError(f"decision {value!r}: one of accept, reject")
+        raise ProjectError(f"decision {shown(value)}: one of accept, reject")
     return DECISION_WORDS[word]
 
 
@@ -106,9 +106,9 @@ def list_synthetic(
     0
     """
     if review not in REVIEW_STATES:
-        raise ProjectError(f"review {review!r}: one of {', '.join(REVIEW_STATES)}")
+        raise ProjectError(f"review {shown(review)}: one of {', '.join(REVIEW_STATES)}")
     if label is not None and label not in ctx.config.task.label_names:
-        raise ProjectError(f"label {label!r}: not one of {', '.join(ctx.config.task.label_names)}")
+        raise ProjectError(f"label {shown(label)}: not one of {', '.join(ctx.config.task.label_names)}")
     if offset < 0 or (limit is not None and not 1 <= limit <= MAX_LIMIT):
         raise ProjectError(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
     where: list[ColumnElement[bool]] = []
@@ -178,7 +178,7 @@ def decide_synthetic(ctx: Context, item_id: str, decision: str, *, reviewer_id: 
     with ctx.store.write() as session:
         row = session.get(SyntheticItem, item_id)
         if row is None:
-            raise ProjectError(f"no synthetic item {item_id!r}")
+            raise ProjectError(f"no synthetic item {shown(item_id)}")
         changed = row.review != stored
         if changed:
             row.review, row.reviewed_by, row.reviewed_at = stored, reviewer_id, utcnow()

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from duolabel.context import Context
-from duolabel.errors import ProjectError
+from duolabel.errors import ProjectError, shown
 from duolabel.store import Item, SyntheticItem
 from duolabel.store.tables import utcnow
 
@@ -75,7 +75,7 @@ def review_synthetic(ctx: Context, reviewer_id: int, item_id: str, decision: str
     duolabel.errors.ProjectError: decision 'maybe': one of accepted, rejected
     """
     if decision not in DECISIONS:
-        raise ProjectError(f"decision {decision!r}: one of {', '.join(DECISIONS)}")
+        raise ProjectError(f"decision {shown(decision)}: one of {', '.join(DECISIONS)}")
     with ctx.store.write() as session:
         done = session.execute(
             update(SyntheticItem)
@@ -83,7 +83,7 @@ def review_synthetic(ctx: Context, reviewer_id: int, item_id: str, decision: str
             .values(review=decision, reviewed_by=reviewer_id, reviewed_at=utcnow())
         )
         if not getattr(done, "rowcount", 0):
-            raise ProjectError(f"no synthetic item {item_id!r}; reload the review page")
+            raise ProjectError(f"no synthetic item {shown(item_id)}; reload the review page")
 
 
 def acceptance(rows: list[Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The file is read as YAML (so a file that no longer validates, say after a backend was
 changed by hand, can still be mended), the values are put in, the whole is validated with
 the project file's models, and only then is the file rewritten, commented, by
-:func:`~duolabel.config.render.render_config`. An invalid value changes nothing.
+:func:`~duolabel.config.render.render_config`. An invalid value changes nothing, and
+neither does a rewritten file that would not read back as the settings given.
 
 A labeler entry's ``backend`` is special: a new backend starts from its own defaults, so
 the old backend's keys are dropped (its ``name`` and ``weight`` are kept).
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from duolabel.config.project import ProjectConfig, parse_config, read_project_file
+from duolabel.config.project import ProjectConfig, parse_config, read_project_file, read_project_text
 from duolabel.config.render import render_config
 from duolabel.errors import ConfigError
 
@@ -137,8 +138,51 @@ def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> Pro
                 f"command: duolabel config set {switched[0]} NAME KEY VALUE"
             ) from None
         raise
+    text = render_config(config)
+    _check_reads_back(text, config, path)
     # Written beside and moved over it: a crash never leaves half a project file.
     temporary = path.with_name(path.name + ".new")
-    temporary.write_text(render_config(config), encoding="utf-8")
+    temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
     return config
+
+
+def _check_reads_back(text: str, config: ProjectConfig, path: Path) -> None:
+    """``ConfigError`` unless ``text`` reads back as ``config``: a value the renderer cannot
+    write faithfully must not replace a working project file."""
+    problem = ""
+    try:
+        written = parse_config(read_project_text(text, source=str(path)), source=str(path))
+    except ConfigError as exc:
+        problem = str(exc).splitlines()[0]
+    else:
+        key = _first_difference(config.model_dump(), written.model_dump())
+        if key is None:
+            return
+        problem = f"{key} would read back differently"
+    raise ConfigError(
+        f"{path}: the rewritten file would not read back as the settings given ({problem}); "
+        "nothing was changed. This is a bug in duolabel: please report it, and edit the file "
+        "by hand meanwhile"
+    )
+
+
+def _first_difference(wanted: Any, got: Any, key: str = "") -> str | None:
+    """The dotted key of the first value that differs between two dumped configs, or ``None``.
+
+    Examples
+    --------
+    >>> _first_difference({"task": {"labels": [1, 2]}}, {"task": {"labels": [1, 3]}})
+    'task.labels.1'
+    """
+    if isinstance(wanted, dict) and isinstance(got, dict) and wanted.keys() == got.keys():
+        found = (_first_difference(wanted[k], got[k], f"{key}.{k}".lstrip(".")) for k in wanted)
+        return next((k for k in found if k is not None), None)
+    if isinstance(wanted, list) and isinstance(got, list) and len(wanted) == len(got):
+        found = (
+            _first_difference(w, g, f"{key}.{i}".lstrip("."))
+            for i, (w, g) in enumerate(zip(wanted, got, strict=True))
+        )
+        return next((k for k in found if k is not None), None)
+    same = wanted == got or (wanted != wanted and got != got)  # NaN is itself here
+    return None if same else key or "the file"

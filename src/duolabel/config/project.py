@@ -231,20 +231,27 @@ def read_project_file(project_dir: str | Path) -> tuple[Path, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no project file here; create one with 'duolabel init {project_dir}'")
     try:
-        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
-        loader.name = str(path)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return path, read_project_text(text, source=str(path))
+
+
+def read_project_text(text: str, *, source: str = PROJECT_FILE) -> Any:
+    """The YAML data of a project file's ``text``, not validated; ``ConfigError`` naming the
+    line when it is not valid YAML or gives a key twice."""
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = source
         try:
-            data = loader.get_single_data()
+            return loader.get_single_data()
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    return path, data
+        raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from None
 
 
 # ---------------------------------------------------------------------------

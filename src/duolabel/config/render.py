@@ -17,13 +17,42 @@ from duolabel.config.sections import DistillConfig
 from duolabel.core.tasks import TASK_TYPES
 
 
+class _OneLineDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, writing any value on one line.
+
+    A value is written after ``key: `` at its section's indentation, so it must not span
+    lines: PyYAML would wrap a long string at ``width`` and write a multi-line one as a
+    folded single-quoted scalar, both continued at column 0, which is no longer inside the
+    section (the example's instructions broke ``config set`` that way).
+    """
+
+
+def _one_line_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # In double quotes every line break is an escape (\n, \r, \N, \L, \P), so the value stays
+    # on one line; so is a space at either end that YAML does not count as one (U+00A0, U+3000).
+    breaks = any(c in text for c in "\n\r\x85\u2028\u2029")
+    style = '"' if breaks or text[:1].isspace() or text[-1:].isspace() else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_OneLineDumper.add_representer(str, _one_line_str)
+
+
 def _yaml_value(value: Any) -> str:
-    return (
-        yaml.safe_dump(value, default_flow_style=True, allow_unicode=True)
-        .strip()
-        .removesuffix("\n...")
-        .strip()
+    """``value`` as YAML on one line (flow style, never wrapped).
+
+    Examples
+    --------
+    >>> print(_yaml_value("two\\nlines: # not a comment"))
+    "two\\nlines: # not a comment"
+    >>> print(_yaml_value({"labels": ["a b", "c"], "rate": 0.5}))
+    {labels: [a b, c], rate: 0.5}
+    """
+    text = yaml.dump(
+        value, Dumper=_OneLineDumper, default_flow_style=True, allow_unicode=True, width=float("inf")
     )
+    # Not str.strip(): it would take a no-break space that is the value itself.
+    return text.removesuffix("\n").removesuffix("\n...")
 
 
 def field_choices(annotation: Any) -> tuple[list[str], bool]:

@@ -30,7 +30,7 @@ from duolabel.core.multilabel import NO, YES, BinaryRelevance, answer_sets, per_
 from duolabel.core.pairwise import PAIR_FIELDS, check_pair_labels
 from duolabel.core.quality import fleiss_kappa, krippendorff_alpha
 from duolabel.core.registry import Registry
-from duolabel.errors import DuolabelError
+from duolabel.errors import DuolabelError, shown
 
 __all__ = [
     "TASK_TYPES",
@@ -58,7 +58,7 @@ class AnswerError(ValueError):
     """
 
     def __init__(self, got: Any, expected: str) -> None:
-        super().__init__(f"got {got!r}, expected {expected}")
+        super().__init__(f"got {shown(got)}, expected {expected}")
         self.got = got
         self.expected = expected
 

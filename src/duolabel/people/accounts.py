@@ -1,10 +1,11 @@
 """Accounts: argon2 password hashes, one-time invitations, login throttling, sessions.
 
 Passwords are stored only as argon2id hashes, and must pass :func:`check_password` (a
-length and a strength estimate). Names are NFKC-normalised, free of control and invisible
-characters, and unique case-insensitively (``annotators.name_key``). An invitation is a
-random token of which the store keeps only the SHA-256, so a copy of the database cannot be
-used to sign up; the same goes for session ids. Login throttling is described at
+length and a strength estimate). Names are NFKC-normalised, free of control, invisible and
+blank-looking characters, written in one script (:func:`check_name`), and unique
+case-insensitively (``annotators.name_key``). An invitation is a random token of which the
+store keeps only the SHA-256, so a copy of the database cannot be used to sign up; the same
+goes for session ids. Login throttling is described at
 :func:`log_in`.
 """
 
@@ -14,16 +15,19 @@ import hashlib
 import re
 import secrets
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import regex
+from fontTools import unicodedata as ucd  # Unicode's Scripts and ScriptExtensions, kept current
 from sqlalchemy import Select, and_, bindparam, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from duolabel.errors import AccessError, ProjectError, SetupError
+from duolabel.errors import AccessError, ProjectError, SetupError, shown
 from duolabel.store import Annotator, Invitation, LoginFailure, Store, WebSession
 from duolabel.store.tables import name_key, utcnow
 
@@ -104,10 +108,10 @@ def add_annotator(
 def _new_account(name: str, password: str, *, role: str, status: str) -> Annotator:
     name = check_name(name)
     if role not in ROLES:
-        raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")
+        raise ProjectError(f"role {shown(role)} is not one of {', '.join(map(repr, ROLES))}")
     check_password(password, name)
     if status not in STATUSES:
-        raise ProjectError(f"status {status!r} is not one of {', '.join(map(repr, STATUSES))}")
+        raise ProjectError(f"status {shown(status)} is not one of {', '.join(map(repr, STATUSES))}")
     password_hash = password_hasher().hash(password)
     return Annotator(
         name=name,
@@ -123,24 +127,81 @@ def _new_account(name: str, password: str, *, role: str, status: str) -> Annotat
 # Unicode categories no name may hold: controls (Cc), format characters such as zero-width
 # spaces, joiners and bidi overrides (Cf), unassigned, private-use and surrogate code points.
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"})
+# Besides those, Unicode's default-ignorable code points (variation selectors, the combining
+# grapheme joiner, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0...: drawn as nothing) and
+# the blank Braille pattern, which is not default-ignorable but is drawn blank. The `regex`
+# module's tables follow the current Unicode release; Python's unicodedata has no such property.
+_INVISIBLE = regex.compile(r"[\p{Default_Ignorable_Code_Point}\u2800]")
+# The scripts that, with Latin, make one writing system (UTS #39's "highly restrictive" level):
+# Japanese mixes Han, Hiragana and Katakana, Korean Han and Hangul, Chinese Han and Bopomofo.
+_WRITING_SYSTEMS = {"Hani": {"Jpan", "Kore", "Hanb"}, "Hira": {"Jpan"}, "Kana": {"Jpan"}}
+_WRITING_SYSTEMS |= {"Hang": {"Kore"}, "Bopo": {"Hanb"}}
+_CJK = {"Jpan", "Kore", "Hanb"}
+_ANY_SCRIPT = {"Zyyy", "Zinh"}  # Common (digits, punctuation) and Inherited (combining marks)
 
 
 def check_name(name: str) -> str:
     """An account name as stored: NFKC-normalised and stripped; ``ProjectError`` for an empty
-    or too long name, or one with a control or invisible character (two names that look alike
-    must not be two accounts)."""
+    or too long name, one with a control, invisible or blank-looking character, or one that
+    mixes scripts (a Cyrillic "а" among Latin letters): two names that look alike must not be
+    two accounts.
+
+    Examples
+    --------
+    >>> check_name(" Ｚoë "), check_name("山田ハナコ")
+    ('Zoë', '山田ハナコ')
+    >>> check_name("\u0430lice")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    duolabel.errors.ProjectError: annotator name 'аlice' mixes Cyrillic and Latin letters: U+0430 ...
+    """
+    given = name
     name = unicodedata.normalize("NFKC", name).strip()
     if not name:
         raise ProjectError("annotator name is empty; give a name such as 'alice'")
     if len(name) > MAX_NAME_LENGTH:
         raise ProjectError(f"annotator name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
-    bad = [c for c in name if unicodedata.category(c) in _BAD_CATEGORIES]
+    # The name as typed first, so the error names the character the person used (NFKC makes
+    # U+3164 HANGUL FILLER into U+1160).
+    bad = [c for c in given + name if unicodedata.category(c) in _BAD_CATEGORIES or _INVISIBLE.match(c)]
     if bad:
         raise ProjectError(
-            f"annotator name {name!r} holds an invisible or control character (U+{ord(bad[0]):04X}); "
+            f"annotator name {name!r} holds an invisible or control character ({_code_point(bad[0])}); "
             "use letters, digits, spaces and punctuation"
         )
+    _check_one_script(name)
     return name
+
+
+def _code_point(char: str) -> str:
+    """``U+0430 CYRILLIC SMALL LETTER A``: a character as an error names it."""
+    label = unicodedata.name(char, "")
+    return f"U+{ord(char):04X} {label}" if label else f"U+{ord(char):04X}"
+
+
+def _check_one_script(name: str) -> None:
+    """``ProjectError`` unless ``name`` is written in one script, or in Latin with one of the
+    CJK writing systems (Unicode's Script_Extensions, as UTS #39 resolves them)."""
+    scripts = [
+        (char, extensions | set().union(*(_WRITING_SYSTEMS.get(s, set()) for s in extensions)))
+        for char in name
+        if not (extensions := set(ucd.script_extension(char))) & _ANY_SCRIPT
+    ]
+    if not scripts or set.intersection(*(s for _, s in scripts)):
+        return
+    cjk = [s for _, s in scripts if "Latn" not in s]
+    if cjk and set.intersection(_CJK, *cjk):
+        return  # Latin with one CJK writing system ("Tanaka太郎")
+    # The script most letters are in; the error names the first letter outside it.
+    main = Counter(s for _, ext in scripts for s in ext - _CJK).most_common(1)[0][0]
+    odd, odd_scripts = next((char, ext) for char, ext in scripts if main not in ext)
+    odd_script = ucd.script(odd) if ucd.script(odd) in odd_scripts else min(odd_scripts - _CJK)
+    main_name, odd_name = ucd.script_name(main), ucd.script_name(odd_script)
+    raise ProjectError(
+        f"annotator name {name!r} mixes {odd_name} and {main_name} letters: {_code_point(odd)} is "
+        f"{odd_name}; use {main_name} letters only (one script for the whole name), so that it "
+        "cannot pass for another account's name"
+    )
 
 
 # The fallback rule when zxcvbn is not installed: the most common password stems, which a
@@ -255,11 +316,11 @@ def set_status(store: Store, name: str, status: str) -> Annotator:
     """Change an account's status (an admin suspends or reactivates someone); a change ends
     their sessions."""
     if status not in STATUSES:
-        raise ProjectError(f"status {status!r} is not one of {', '.join(map(repr, STATUSES))}")
+        raise ProjectError(f"status {shown(status)} is not one of {', '.join(map(repr, STATUSES))}")
     with store.write() as session:
         annotator = session.scalar(select(Annotator).where(Annotator.name_key == name_key(name)))
         if annotator is None:
-            raise ProjectError(f"there is no account named '{name}'")
+            raise ProjectError(f"there is no account named {shown(name)}")
         if annotator.status != status:
             # Every change ends the sessions, reactivation included: a suspension by the
             # control rule or an exam's decline only changes the status (the person then sees
@@ -309,7 +370,7 @@ def create_invitation(
     >>> project.close()
     """
     if role not in ROLES:
-        raise ProjectError(f"role {role!r} is not one of {', '.join(map(repr, ROLES))}")
+        raise ProjectError(f"role {shown(role)} is not one of {', '.join(map(repr, ROLES))}")
     if not hours > 0:
         raise ProjectError(f"an invitation must be valid for a positive number of hours, got {hours}")
     token = secrets.token_urlsafe(32)

@@ -21,7 +21,7 @@ from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from duolabel.core.tasks import AnswerError, SingleLabel, TaskType
-from duolabel.errors import ProjectError
+from duolabel.errors import ProjectError, shown
 from duolabel.store import Annotation, Assignment, Item, Route
 from duolabel.store.tables import utcnow
 
@@ -92,7 +92,7 @@ def check_answer(
     try:
         answer = (task_type or SingleLabel()).check_answer(label, labels)
     except AnswerError as exc:
-        raise ProjectError(f"label {exc.got!r} is not {exc.expected}") from None
+        raise ProjectError(f"label {shown(exc.got)} is not {exc.expected}") from None
     if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
         raise ProjectError(f"seconds must be a non-negative number, got {seconds}")
     return answer
@@ -107,7 +107,7 @@ def check_answer_text(session: Session, task_type: TaskType | None, answer: str,
     try:
         against_text(answer, session.scalar(select(Item.text).where(Item.id == item_id)) or "")
     except AnswerError as exc:
-        raise ProjectError(f"label {exc.got!r} is not {exc.expected}") from None
+        raise ProjectError(f"label {shown(exc.got)} is not {exc.expected}") from None
 
 
 def why_closed(state: str) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
 from duolabel.core.tasks import TaskType
-from duolabel.errors import ProjectError
+from duolabel.errors import ProjectError, shown
 from duolabel.people.assignments import (
     EXPERT_REASONS,
     MAX_TRIES,
@@ -81,7 +81,7 @@ def enqueue_expert(session: Session, item_ids: Iterable[str], reason: str, run_i
     >>> project.close()
     """
     if reason not in EXPERT_REASONS:
-        raise ProjectError(f"reason {reason!r} is not one of {', '.join(map(repr, EXPERT_REASONS))}")
+        raise ProjectError(f"reason {shown(reason)} is not one of {', '.join(map(repr, EXPERT_REASONS))}")
     wanted = list(dict.fromkeys(item_ids))
     added = 0
     for start in range(0, len(wanted), 500):
@@ -112,7 +112,7 @@ def next_expert_task(
     check_lease(lease_minutes)
     reasons = EXPERT_REASONS if reason is None else (reason,)
     if reason is not None and reason not in EXPERT_REASONS:
-        raise ProjectError(f"reason {reason!r} is not one of {', '.join(map(repr, EXPERT_REASONS))}")
+        raise ProjectError(f"reason {shown(reason)} is not one of {', '.join(map(repr, EXPERT_REASONS))}")
     now = utcnow()
     with store.write() as session:
         expert = session.get(Annotator, expert_id, with_for_update={"key_share": True})

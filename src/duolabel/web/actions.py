@@ -47,7 +47,7 @@ from duolabel.people.leases import (
     undo_last_answer,
 )
 from duolabel.store import Annotation, Annotator, Assignment, Item, Prediction
-from duolabel.store.tables import utcnow
+from duolabel.store.tables import name_key, utcnow
 from duolabel.training_data import STOP_SET_SUFFIX
 from duolabel.web.itemview import highlight_terms, text_blocks
 
@@ -326,7 +326,10 @@ def add_account(ctx: Context, name: str, password: str, role: str) -> Annotator:
 
 
 def change_status(ctx: Context, me: Annotator, name: str, status: str) -> Annotator:
-    """Set another account's status (an admin cannot lock themselves out)."""
-    if name.strip() == me.name:
+    """Set another account's status (an admin cannot lock themselves out).
+
+    The name is compared as :func:`~duolabel.people.accounts.set_status` looks it up (by
+    ``name_key``), so "BOSS" or a fullwidth "ｂｏｓｓ" is still the caller's own account."""
+    if name_key(name) == me.name_key:
         raise ProjectError("you cannot change the status of your own account")
     return set_status(ctx.store, name, status)

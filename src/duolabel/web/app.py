@@ -8,7 +8,9 @@ carries a CSRF token (the API takes it in the ``X-CSRF-Token`` header). Gold lab
 control and exam items never reach a page or an API answer, not even on an exam attempt's
 feedback page, which says only which answers were wrong.
 
-Errors: pages show one line; the API answers ``{"error": {"type", "message", "status"}}``.
+Errors: pages show one line; the API answers ``{"error": {"type", "message", "status"}}``, also
+for an unexpected exception (500, type ``InternalError``, no detail of it). A JSON body with a
+lone surrogate is refused for every route at once (:func:`~duolabel.web.common.refuse_lone_surrogates`).
 
 This module only assembles the app (session cookie, security headers, error handlers)
 and includes the routers of :mod:`duolabel.web.pages` and :mod:`duolabel.web.api`, which
@@ -30,9 +32,9 @@ from duolabel.errors import AccessError, DuolabelError, ProjectError, SetupError
 
 try:
     import anyio.to_thread
-    from fastapi import FastAPI, Request
+    from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, RedirectResponse, Response
+    from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
     from starlette.datastructures import MutableHeaders
     from starlette.exceptions import HTTPException
@@ -44,7 +46,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
 from duolabel.project import Project
 from duolabel.web.api import router as api_router
 from duolabel.web.browse import router as browse_router
-from duolabel.web.common import HERE, Web, maybe_who
+from duolabel.web.common import HERE, Web, maybe_who, refuse_lone_surrogates
 from duolabel.web.pages import router as pages_router
 from duolabel.web.synthetic import router as synthetic_router
 
@@ -54,6 +56,8 @@ SECRET_FILE = ".duolabel-secret"
 SECRET_ENV = "DUOLABEL_SECRET"
 MIN_SECRET_LENGTH = 16
 SESSION_COOKIE = "duolabel_session"
+#: What a request that met a bug in duolabel is told (never the exception: it may hold internals).
+INTERNAL_ERROR = "the server met an internal error; it is logged there. Try again, or tell the project admin"
 
 SECURITY_HEADERS = {
     # No inline script or style anywhere, so a stored-XSS payload in an item cannot run.
@@ -80,7 +84,14 @@ def create_app(project: Project) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         yield
 
-    app = FastAPI(title="duolabel", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="duolabel",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_lone_surrogates)],
+    )
     app.state.web = web
     app.add_middleware(
         SessionMiddleware,
@@ -97,10 +108,10 @@ def create_app(project: Project) -> FastAPI:
 
     # -- errors: one line on a page or one JSON shape, never a traceback ------------
 
-    def error(request: Request, status: int, exc: Exception | str) -> Response:
+    def error(request: Request, status: int, exc: Exception | str, kind: str | None = None) -> Response:
         message = str(exc).splitlines()[0] if str(exc) else "error"
         if request.url.path.startswith("/api/"):
-            kind = type(exc).__name__ if isinstance(exc, Exception) else "HTTPError"
+            kind = kind or (type(exc).__name__ if isinstance(exc, Exception) else "HTTPError")
             return JSONResponse({"error": {"type": kind, "message": message, "status": status}}, status)
         if status == 401:
             return RedirectResponse("/login", status_code=303)
@@ -122,6 +133,18 @@ def create_app(project: Project) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     def bad_request(request: Request, exc: RequestValidationError) -> Response:
         return error(request, 400, ProjectError("the request was incomplete; reload the page and try again"))
+
+    @app.exception_handler(Exception)
+    def server_error(request: Request, exc: Exception) -> Response:
+        # The last resort, a bug in duolabel: Starlette's ServerErrorMiddleware sends this answer
+        # and then raises ``exc`` again, so the server still logs the traceback. It runs outside
+        # the other middleware, hence the security headers set here.
+        try:
+            response = error(request, 500, INTERNAL_ERROR, kind="InternalError")
+        except Exception:  # rendering the page failed too (say the store is down)
+            response = PlainTextResponse(INTERNAL_ERROR, status_code=500)
+        response.headers.update({**SECURITY_HEADERS, "cache-control": "no-store"})
+        return response
 
     app.include_router(pages_router)
     app.include_router(api_router)

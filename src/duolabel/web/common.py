@@ -9,6 +9,7 @@ session on the server. What the routes do is in :mod:`duolabel.web.actions`.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from duolabel.core.tasks import task_type
-from duolabel.errors import AccessError, ProjectError
+from duolabel.errors import AccessError, ProjectError, shown
 from duolabel.people.accounts import end_session, session_of, start_session
 from duolabel.store import Annotator
 from duolabel.web import actions
@@ -47,6 +48,7 @@ __all__ = [
     "maybe_who",
     "parse_id",
     "posted",
+    "refuse_lone_surrogates",
     "signed_in",
     "web_of",
 ]
@@ -179,12 +181,70 @@ def posted(request: Request, access: Access, csrf_token: str | None) -> tuple[We
     return web, who
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def refuse_lone_surrogates(request: Request) -> None:
+    """Every route's first dependency: ``ProjectError`` (a 400 in the usual error shape) for a
+    JSON body holding a lone surrogate (``"\\ud800"``), which no database, password hash or
+    JSON answer can encode.
+
+    Checked once here for all routes, before their role checks (it tells nothing about what a
+    body should hold). Forms, query strings and paths need no check: Starlette decodes them as
+    UTF-8 with replacement characters, so no surrogate gets through.
+    """
+    content_type = request.headers.get("content-type", "")
+    if request.method not in _BODY_METHODS or (content_type and "json" not in content_type.lower()):
+        return
+    raw = await request.body()  # kept by the request: the route reads the same bytes
+    # Only a \u escape or bytes that are not plain ASCII text (UTF-8's ED A0-BF for a surrogate,
+    # or a UTF-16 or UTF-32 body, with its NUL bytes: json.loads reads those too) can hold one,
+    # so the usual body is let through after three quick scans.
+    if raw.isascii() and b"\\u" not in raw and b"\x00" not in raw:
+        return
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return  # not JSON: the route refuses it in its own words
+    found = _lone_surrogate(data)
+    if found is not None:
+        where, char = found
+        raise ProjectError(
+            f"the request's JSON holds a lone surrogate (U+{ord(char):04X}) in {where}; send text as "
+            "valid Unicode, a character beyond U+FFFF as a surrogate pair (\\ud83d\\ude00)"
+        )
+
+
+def _lone_surrogate(data: Any) -> tuple[str, str] | None:
+    """Where the first lone surrogate of a JSON value is (``'name'``, ``the body``) and which one.
+
+    Examples
+    --------
+    >>> _lone_surrogate({"name": "ok", "tags": ["\\U0001f600", "a\\udfff"]})
+    ("'tags'", '\\udfff')
+    """
+    stack: list[tuple[str, Any]] = [("the body", data)]  # iterative: a deep body cannot recurse
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                stack.append((shown(key), key))
+                stack.append((shown(key) if where == "the body" else where, inner))
+        elif isinstance(value, list):
+            stack.extend((where, inner) for inner in reversed(value))
+        elif isinstance(value, str):
+            char = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+            if char is not None:
+                return where, char
+    return None
+
+
 def parse_id(value: Any, what: str = "assignment_id") -> int:
     """A form field that must hold a whole number; ``ProjectError`` naming the field otherwise."""
     try:
         return int(str(value))
     except ValueError:
-        raise ProjectError(f"{what} must be a number, got {value!r}") from None
+        raise ProjectError(f"{what} must be a number, got {shown(value)}") from None
 
 
 # -- sessions ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pandas as pd
 from sqlalchemy import case, func, select
 
 from duolabel.core.tasks import task_type
-from duolabel.errors import AccessError
+from duolabel.errors import AccessError, shown
 from duolabel.ledger import cost_summary, current_model_version
 from duolabel.people.experts import expert_queue_counts
 from duolabel.people.leases import queue_counts
@@ -172,5 +172,5 @@ TABLES: dict[str, Callable[[Project], pd.DataFrame]] = {
 def dashboard_table(project: Project, name: str) -> pd.DataFrame:
     """One of :data:`TABLES` by name; ``AccessError`` (404) for any other name."""
     if name not in TABLES:
-        raise AccessError(f"there is no table {name!r}; tables: {', '.join(TABLES)}", status=404)
+        raise AccessError(f"there is no table {shown(name)}; tables: {', '.join(TABLES)}", status=404)
     return TABLES[name](project)

@@ -17,6 +17,8 @@ admin's shoulder; ``duolabel golden`` manages them).
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +27,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 
 from duolabel.context import Context
 from duolabel.core.tasks import task_type
-from duolabel.errors import ProjectError
+from duolabel.errors import ProjectError, shown
 from duolabel.people.assignments import GOLD_ROLES, Note, check_answer, new_lease
 from duolabel.people.experts import enqueue_expert, submit_expert_answer
 from duolabel.stages.audit import apply_expert_answers
@@ -63,6 +65,9 @@ ROUTES = ("accept", "humans", "expert", "unrouted")
 #: Where a final label came from.
 SOURCES = ("model", "humans", "fused", "expert")
 _PREVIEW = 160
+#: The largest page number asked for (one past the last page shows the last page).
+MAX_PAGE = 10**9 - 1
+_PAGE = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -101,19 +106,23 @@ class ItemFilter:
             if not raw:
                 return None
             try:
-                return float(raw)
+                value = float(raw)
             except ValueError:
-                raise ProjectError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
+                value = math.nan
+            if not 0 <= value <= 1:  # also refuses nan, inf and 1e999 (inf)
+                raise ProjectError(f"{name} must be a number between 0 and 1, got {shown(raw)}")
+            return value
 
         def text(name: str) -> str:
             return str(values.get(name) or "").strip()
 
         for name, allowed in (("route", ROUTES), ("source", SOURCES), ("agreement", AGREEMENT)):
             if text(name) and text(name) not in allowed:
-                raise ProjectError(f"{name} must be one of {', '.join(allowed)}, got {text(name)!r}")
+                raise ProjectError(f"{name} must be one of {', '.join(allowed)}, got {shown(text(name))}")
         page = text("page") or "1"
-        if not page.isdigit() or int(page) < 1:
-            raise ProjectError(f"page must be a whole number from 1, got {page!r}")
+        # ASCII digits only: str.isdigit() also takes "²" and "①", which int() refuses.
+        if not _PAGE.fullmatch(page) or int(page) < 1:
+            raise ProjectError(f"page must be a whole number from 1 to {MAX_PAGE:,}, got {shown(page)}")
         return cls(
             text=text("text"),
             role=text("role"),
@@ -292,7 +301,7 @@ def item_detail(ctx: Context, item_id: str) -> dict[str, Any]:
     with ctx.store.read() as session:
         item = session.get(Item, item_id)
         if item is None:
-            raise ProjectError(f"there is no item {item_id!r}")
+            raise ProjectError(f"there is no item {shown(item_id)}")
         known = item.role in GOLD_ROLES
         predictions = session.execute(
             select(
@@ -406,7 +415,7 @@ def correct_label(
     with ctx.store.read() as session:
         item = session.get(Item, item_id)
         if item is None:
-            raise ProjectError(f"there is no item {item_id!r}")
+            raise ProjectError(f"there is no item {shown(item_id)}")
         if item.role in GOLD_ROLES:
             raise ProjectError(
                 f"item {item_id!r} is a {item.role} item: its label is the known one "
