@@ -384,3 +384,28 @@ def test_json_error_bodies_are_valid_json_for_any_message(admin_and_expert: Any)
     _app, boss, _erin = admin_and_expert
     response = boss.api("POST", "/admin/status", {"name": "nobody \U0001f600", "status": "active"})
     assert response.status_code == 400 and "\U0001f600" in json.loads(response.content)["error"]["message"]
+
+
+def test_a_nul_character_anywhere_in_a_request_is_a_400(folder: Path, database_url: str | None) -> None:  # noqa: F811
+    """A NUL in an answer's comment was stored on SQLite and a 500 on PostgreSQL, whose text
+    cannot hold one; the same check as for lone surrogates now refuses it everywhere."""
+    project = make_project(folder / "p", database_url=database_url)
+    add_routed_items(project, 2, overlap=1)
+    add_annotator(project.store, "alice", PASSWORD)
+    alice = Person(create_app(project), "alice")
+    try:
+        task = alice.api("GET", "/task").json()["task"]
+        body = {"assignment_id": task["assignment_id"], "label": "billing", "comment": "a\u0000b"}
+        answer = alice.api("POST", "/answer", body)
+        assert _is_error_shape(answer, 400) and "NUL character (U+0000) in 'comment'" in answer.text
+        login = TestClient(create_app(project)).post(
+            "/api/v1/login", json={"name": "al\u0000ice", "password": "x"}
+        )
+        assert _is_error_shape(login, 400)
+        page = alice.post("/answer", assignment_id=task["assignment_id"], label="billing", comment="x\x00y")
+        assert page.status_code == 400 and "NUL character" in page.text
+        assert alice.client.get("/label?x=a%00b").status_code == 400
+        # nothing was stored, and the task is still hers to answer
+        assert alice.api("POST", "/answer", {**body, "comment": "fine"}).status_code == 200
+    finally:
+        project.close()

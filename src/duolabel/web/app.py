@@ -9,8 +9,9 @@ control and exam items never reach a page or an API answer, not even on an exam 
 feedback page, which says only which answers were wrong.
 
 Errors: pages show one line; the API answers ``{"error": {"type", "message", "status"}}``, also
-for an unexpected exception (500, type ``InternalError``, no detail of it). A JSON body with a
-lone surrogate is refused for every route at once (:func:`~duolabel.web.common.refuse_lone_surrogates`).
+for an unexpected exception (500, type ``InternalError``, no detail of it). A request with a
+lone surrogate or a NUL character is refused for every route at once
+(:func:`~duolabel.web.common.refuse_unstorable_text`).
 
 This module only assembles the app (session cookie, security headers, error handlers)
 and includes the routers of :mod:`duolabel.web.pages` and :mod:`duolabel.web.api`, which
@@ -46,7 +47,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
 from duolabel.project import Project
 from duolabel.web.api import router as api_router
 from duolabel.web.browse import router as browse_router
-from duolabel.web.common import HERE, Web, maybe_who, refuse_lone_surrogates
+from duolabel.web.common import HERE, Web, maybe_who, refuse_unstorable_text
 from duolabel.web.pages import router as pages_router
 from duolabel.web.synthetic import router as synthetic_router
 
@@ -90,7 +91,7 @@ def create_app(project: Project) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
-        dependencies=[Depends(refuse_lone_surrogates)],
+        dependencies=[Depends(refuse_unstorable_text)],
     )
     app.state.web = web
     app.add_middleware(

@@ -48,7 +48,7 @@ __all__ = [
     "maybe_who",
     "parse_id",
     "posted",
-    "refuse_lone_surrogates",
+    "refuse_unstorable_text",
     "signed_in",
     "web_of",
 ]
@@ -184,17 +184,33 @@ def posted(request: Request, access: Access, csrf_token: str | None) -> tuple[We
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-async def refuse_lone_surrogates(request: Request) -> None:
+async def refuse_unstorable_text(request: Request) -> None:
     """Every route's first dependency: ``ProjectError`` (a 400 in the usual error shape) for a
-    JSON body holding a lone surrogate (``"\\ud800"``), which no database, password hash or
-    JSON answer can encode.
+    request holding text that nothing downstream can store or encode: a lone surrogate
+    (``"\\ud800"`` in JSON), which no database, password hash or JSON answer can encode, or a
+    NUL character (``"\\u0000"`` in JSON, ``%00`` in a form or a query string), which
+    PostgreSQL's text refuses (a comment holding one was a 500 there).
 
     Checked once here for all routes, before their role checks (it tells nothing about what a
-    body should hold). Forms, query strings and paths need no check: Starlette decodes them as
-    UTF-8 with replacement characters, so no surrogate gets through.
+    request should hold). Forms and query strings cannot carry a surrogate: Starlette decodes
+    them as UTF-8 with replacement characters.
     """
-    content_type = request.headers.get("content-type", "")
-    if request.method not in _BODY_METHODS or (content_type and "json" not in content_type.lower()):
+    if "%00" in request.url.query:
+        for key, value in request.query_params.multi_items():
+            _refuse_nul(key, value)
+    content_type = request.headers.get("content-type", "").lower()
+    if request.method not in _BODY_METHODS:
+        return
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        try:
+            raw = await request.body()  # kept by the request for a route that reads the bytes
+        except RuntimeError:  # a page's route read its form fields first: the form is kept
+            raw = b"%00"
+        if b"%00" in raw or b"\x00" in raw:
+            for field, entry in (await request.form()).multi_items():
+                _refuse_nul(field, entry if isinstance(entry, str) else "")
+        return
+    if content_type and "json" not in content_type:
         return
     raw = await request.body()  # kept by the request: the route reads the same bytes
     # Only a \u escape or bytes that are not plain ASCII text (UTF-8's ED A0-BF for a surrogate,
@@ -206,22 +222,34 @@ async def refuse_lone_surrogates(request: Request) -> None:
         data = json.loads(raw)
     except (ValueError, RecursionError):
         return  # not JSON: the route refuses it in its own words
-    found = _lone_surrogate(data)
-    if found is not None:
-        where, char = found
-        raise ProjectError(
-            f"the request's JSON holds a lone surrogate (U+{ord(char):04X}) in {where}; send text as "
-            "valid Unicode, a character beyond U+FFFF as a surrogate pair (\\ud83d\\ude00)"
-        )
+    found = _unstorable(data)
+    if found is None:
+        return
+    where, char = found
+    if char == "\x00":
+        _refuse_nul(where, char, quoted=True)
+    raise ProjectError(
+        f"the request's JSON holds a lone surrogate (U+{ord(char):04X}) in {where}; send text as "
+        "valid Unicode, a character beyond U+FFFF as a surrogate pair (\\ud83d\\ude00)"
+    )
 
 
-def _lone_surrogate(data: Any) -> tuple[str, str] | None:
-    """Where the first lone surrogate of a JSON value is (``'name'``, ``the body``) and which one.
+def _refuse_nul(where: str, value: str, *, quoted: bool = False) -> None:
+    if "\x00" in value or "\x00" in where:
+        name = where if quoted else shown(where)
+        raise ProjectError(f"the request holds a NUL character (U+0000) in {name}; text cannot hold one")
+
+
+def _unstorable(data: Any) -> tuple[str, str] | None:
+    """Where the first lone surrogate or NUL character of a JSON value is (``'name'``, ``the
+    body``) and which one.
 
     Examples
     --------
-    >>> _lone_surrogate({"name": "ok", "tags": ["\\U0001f600", "a\\udfff"]})
+    >>> _unstorable({"name": "ok", "tags": ["\\U0001f600", "a\\udfff"]})
     ("'tags'", '\\udfff')
+    >>> _unstorable({"comment": "a\\x00b"})
+    ("'comment'", '\\x00')
     """
     stack: list[tuple[str, Any]] = [("the body", data)]  # iterative: a deep body cannot recurse
     while stack:
@@ -233,7 +261,7 @@ def _lone_surrogate(data: Any) -> tuple[str, str] | None:
         elif isinstance(value, list):
             stack.extend((where, inner) for inner in reversed(value))
         elif isinstance(value, str):
-            char = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+            char = next((c for c in value if "\ud800" <= c <= "\udfff" or c == "\x00"), None)
             if char is not None:
                 return where, char
     return None
