@@ -380,6 +380,7 @@ def test_a_bad_answer_row_names_file_row_and_column_and_imports_nothing(project,
             ["zz", "w2", "billing"],
             ["a1", "w3", "nope"],
             ["a1", "", "billing"],
+            ["a1", "w\x005", "billing"],  # a NUL, which PostgreSQL's text cannot hold
         ],
     )
     with pytest.raises(DataError) as info:
@@ -388,6 +389,7 @@ def test_a_bad_answer_row_names_file_row_and_column_and_imports_nothing(project,
     assert f"{answers}, row 3, column 'item'" in text
     assert f"{answers}, row 4, column 'label'" in text
     assert f"{answers}, row 5, column 'worker'" in text
+    assert f"{answers}, row 6, column 'worker': holds a NUL character" in text
     assert count(project, Annotation) == 0 and count(project, Annotator) == 0
 
 

@@ -873,6 +873,10 @@ def read_answers(
                 cells[what] = None
                 continue
             cells[what] = _cell(value)
+            if cells[what] is not None and (wrong := _text_problem(cells[what])) is not None:
+                problems.add(row.number, name, wrong)
+                cells[what] = None
+                continue
             if what != "seconds" and cells[what] is None:
                 problems.add(row.number, name or what, f"got an empty {what}, expected a non-empty {what}")
         item, worker, label, seconds_text = (cells[w] for w in ANSWER_COLUMNS)
