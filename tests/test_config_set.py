@@ -175,3 +175,22 @@ def test_every_setting_with_fixed_values_lists_them_in_the_docs_and_the_file(fol
     assert "Backends: 'embedding', 'finetune', 'setfit', 'llama', 'openai', 'external'" in text
     routing = ProjectConfig.model_fields["routing"].annotation
     assert f"# {field_help('mode', routing.model_fields['mode'])}" in text  # type: ignore[union-attr]
+
+
+def test_a_file_with_the_users_own_comments_is_kept_beside_the_rewritten_one(tmp_path: Path) -> None:
+    """config set renders the file anew with duolabel's comments: an independent tester's own
+    comments ("# ask Bob first") were lost without a word."""
+    folder = tmp_path / "cm"
+    folder.mkdir()
+    mine = (
+        "# ask Bob first\ntask:\n  labels:\n    - name: a  # A team\n    - name: b\n"
+        "routing:\n  overlap: 2  # two people\n"
+    )
+    (folder / "duolabel.yaml").write_text(mine, encoding="utf-8")
+    result = runner.invoke(app, ["config", "set", "routing.threshold", "0.8", "-p", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "duolabel.yaml.bak").read_text(encoding="utf-8") == mine
+    assert "duolabel.yaml.bak" in " ".join(result.output.split())
+    again = runner.invoke(app, ["config", "set", "routing.threshold", "0.7", "-p", str(folder)])
+    assert again.exit_code == 0 and "bak" not in again.output  # duolabel's own comments only
+    assert (folder / "duolabel.yaml.bak").read_text(encoding="utf-8") == mine

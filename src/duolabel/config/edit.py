@@ -3,8 +3,10 @@
 The file is read as YAML (so a file that no longer validates, say after a backend was
 changed by hand, can still be mended), the values are put in, the whole is validated with
 the project file's models, and only then is the file rewritten, commented, by
-:func:`~duolabel.config.render.render_config`. An invalid value changes nothing, and
-neither does a rewritten file that would not read back as the settings given.
+:func:`~duolabel.config.render.render_config`. Comments of the user's own are not carried into
+the new file: when the old one held any, it is kept beside it as ``duolabel.yaml.bak``. An
+invalid value changes nothing, and neither does a rewritten file that would not read back as
+the settings given.
 
 A labeler entry's ``backend`` is special: a new backend starts from its own defaults, so
 the old backend's keys are dropped (its ``name`` and ``weight`` are kept).
@@ -23,7 +25,7 @@ from duolabel.config.project import ProjectConfig, parse_config, read_project_fi
 from duolabel.config.render import render_config
 from duolabel.errors import ConfigError
 
-__all__ = ["parse_value", "set_values"]
+__all__ = ["backup_of", "own_comments", "parse_value", "set_values"]
 
 #: What a labeler entry keeps when its backend changes (the other keys are the backend's).
 _KEPT_ON_SWITCH = {"name": None, "weight": 1.0}
@@ -140,11 +142,40 @@ def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> Pro
         raise
     text = render_config(config)
     _check_reads_back(text, config, path)
+    old = path.read_text(encoding="utf-8")
+    if own_comments(old) - own_comments(text):
+        # The file is rendered anew with duolabel's comments; the user's own are kept here.
+        backup_of(path).write_text(old, encoding="utf-8")
     # Written beside and moved over it: a crash never leaves half a project file.
     temporary = path.with_name(path.name + ".new")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
     return config
+
+
+def backup_of(path: Path) -> Path:
+    """Where :func:`set_values` keeps the file it replaced when that held comments of the
+    user's own (``duolabel.yaml.bak``)."""
+    return path.with_name(path.name + ".bak")
+
+
+def own_comments(text: str) -> set[str]:
+    """The comments of a project file's text, each stripped: what a rewrite would lose when
+    the new text does not hold them too.
+
+    Examples
+    --------
+    >>> sorted(own_comments("# ask Bob first\\ntask:\\n  overlap: 2  # two people\\n  url: a#b\\n"))
+    ['# ask Bob first', '# two people']
+    """
+    found = set()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            found.add(stripped)
+        elif " #" in stripped:  # a comment after a value (a '#' inside a word is not one)
+            found.add(stripped[stripped.index(" #") + 1 :])
+    return found
 
 
 def _check_reads_back(text: str, config: ProjectConfig, path: Path) -> None:
