@@ -254,11 +254,14 @@ def _label_one(
             # Regular items are the work. Control items are labelled too, only so that co-pilot
             # mode shows a model suggestion on a control as on any task (without one, a task
             # with no suggestion was a control, issue 12); they are never trained, calibrated
-            # or weighed in aggregation on, so their predictions are out-of-sample.
+            # or weighed in aggregation on, so their predictions are out-of-sample. Not by a
+            # labeler of imported predictions: a file made outside need not cover them.
             work = Item.role == "regular"
             if batches is not None:
                 work &= Item.batch.in_(list(batches))
-            wanted = select(Item.id, Item.text, Item.content_hash).where(work | (Item.role == "control"))
+            if not getattr(model, "imported", False):
+                work |= Item.role == "control"
+            wanted = select(Item.id, Item.text, Item.content_hash).where(work)
             regular = [
                 TextItem(r.id, r.text, r.content_hash)
                 for r in session.execute(wanted.order_by(Item.seq))
