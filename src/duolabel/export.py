@@ -1,7 +1,8 @@
 """Final labels out: CSV, JSONL or Parquet, with each label's provenance.
 
-Streaming, written next to the destination and moved into place at the end. CSV cells that a
-spreadsheet would run as a formula are defused (:func:`defuse_formula`, the one rule every CSV
+Streaming, written next to the destination and moved into place at the end (through a symbolic
+link; never over a device, pipe or folder: :func:`duolabel.files.atomic_write`). CSV cells that
+a spreadsheet would run as a formula are defused (:func:`defuse_formula`, the one rule every CSV
 duolabel writes follows); JSONL and Parquet keep the exact values.
 """
 
@@ -17,7 +18,7 @@ from sqlalchemy import Select, func, select
 
 from duolabel.config import TaskConfig
 from duolabel.core.tasks import TaskType, task_type
-from duolabel.errors import DataError, Problem
+from duolabel.files import atomic_write, defuse_formula
 from duolabel.io import CHUNK_ROWS, detect_format
 from duolabel.store import Annotator, FinalLabel, Item, Prediction, Store, SyntheticItem
 
@@ -29,17 +30,6 @@ __all__ = [
     "final_query",
     "final_rows",
 ]
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def defuse_formula(value: Any) -> Any:
-    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``@SUM``,
-    ``-2+3``) gets a leading apostrophe, OWASP's advice against CSV injection; anything else
-    is returned as it is. Every CSV duolabel writes passes its cells through this; JSONL and
-    Parquet keep the exact values."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-
 
 EXPORT_COLUMNS = [
     "id",
@@ -223,7 +213,9 @@ def export_labels(
     With ``task``, the task type's export columns follow ``label`` (``rank`` for ordinal),
     and the model's calibrated distribution ends each row, one column ``p_<label>`` per
     label. The file is written next to its destination and moved into place at the end, so
-    a crash never leaves a half-written export behind. ``include_synthetic`` adds the
+    a crash never leaves a half-written export behind; a symbolic link is written through,
+    and a destination that is a device, pipe or folder is refused
+    (:func:`duolabel.files.atomic_write`). ``include_synthetic`` adds the
     synthetic training items (source ``synthetic``, their intended label), a column
     ``synthetic`` that flags them and their review (:data:`SYNTHETIC_COLUMNS`). CSV cells that
     a spreadsheet would run as a formula are defused (:func:`defuse_formula`); JSONL and
@@ -232,10 +224,20 @@ def export_labels(
     path = Path(path)
     outcome = "Nothing was exported."
     kind = detect_format(path, fmt, outcome=outcome)
-    if path.is_dir():
-        raise DataError([Problem(str(path), None, None, "is a directory, expected a file")], outcome=outcome)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
+    with atomic_write(path, outcome=outcome) as tmp:
+        return _write_labels(store, tmp, kind, model_version, include_pending, include_synthetic, task)
+
+
+def _write_labels(
+    store: Store,
+    tmp: Path,
+    kind: str,
+    model_version: str | None,
+    include_pending: bool,
+    include_synthetic: bool,
+    task: TaskConfig | None,
+) -> int:
+    """:func:`export_labels` into the temporary file ``tmp``."""
     count = 0
     labels = task.label_names if task is not None else []
     columns, chunks = final_rows(
@@ -295,5 +297,4 @@ def export_labels(
                     r.update({c: None if r[c] is None else str(r[c]) for c in inputs})
                 writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
                 count += len(chunk)
-    tmp.replace(path)
     return count

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from duolabel.config import TaskConfig
 from duolabel.core.tasks import AnswerError, check_item_answer, task_type
 from duolabel.errors import DataError, Problem, ProjectError
+from duolabel.files import undefused
 from duolabel.store import Item, StagedItem, Store
 from duolabel.store.bulk import insert_many, select_in
 from duolabel.store.golden import make_golden
@@ -504,8 +505,18 @@ def import_records(
         if not chunk:
             return
         ids = [values["id"] for _, values in chunk]
+        # An id a CSV export guarded against formulas ('=A1 for =A1) names the item it came
+        # from when there is no item of the id as written (the golden round trip).
+        plain = {i: undefused(i) for i in ids}
         with store.read() as session:
-            existing: dict[str, str] = dict(select_in(session, _ITEMS, ["id", "content_hash"], "id", ids))
+            looked_up = [*ids, *{p for i, p in plain.items() if p != i}]
+            existing: dict[str, str] = dict(
+                select_in(session, _ITEMS, ["id", "content_hash"], "id", looked_up)
+            )
+            for _, values in chunk:
+                if values["id"] not in existing and plain[values["id"]] in existing:
+                    values["id"] = plain[values["id"]]
+            ids = [values["id"] for _, values in chunk]
             staged = select_in(session, _STAGED, ["id"], "id", ids, import_id=import_id)
             earlier = {row[0] for row in staged}
         fresh: list[dict[str, Any]] = []
@@ -663,12 +674,16 @@ _ITEM_COLUMNS = (
 )
 
 
-def _as_regular(values: dict[str, Any]) -> tuple[str, ...]:
-    """The content hashes a row would have as the regular item it came from: its text as
-    written, or without the apostrophe a CSV export puts before formula-like text."""
+def _as_regular(values: dict[str, Any]) -> set[str]:
+    """The content hashes a row would have as the regular item it came from: its text and
+    input columns as written, or as they were before a CSV export wrote them (without the
+    apostrophe it puts before formula-like text, and without the empty columns it writes for
+    an item that has none: :func:`duolabel.stages.learn.suggest_golden`)."""
     text, fields = values["text"], values["fields"]
-    texts = [text, text[1:]] if text.startswith("'") else [text]
-    return tuple(content_hash(t, fields, "regular", None) for t in texts)
+    restored = {k: undefused(v) if isinstance(v, str) else v for k, v in fields.items()}
+    variants = [fields, restored]
+    variants += [{k: v for k, v in f.items() if v != ""} for f in variants]
+    return {content_hash(t, f, "regular", None) for t in {text, undefused(text)} for f in variants}
 
 
 def _publish(

@@ -18,9 +18,10 @@ from sqlalchemy import func, select
 from duolabel.context import Context
 from duolabel.core.audit import Alarm
 from duolabel.core.costs import CostComparison, CostSummary
-from duolabel.errors import ProjectError
+from duolabel.errors import ConfigError, DataError, ProjectError, shown
 from duolabel.export import export_labels
-from duolabel.io import ImportResult, import_file, stating
+from duolabel.files import writable_file
+from duolabel.io import FORMATS, ImportResult, import_file, stating
 from duolabel.ledger import compare_costs as cost_comparison
 from duolabel.ledger import cost_summary, current_model_version, ledger_run
 from duolabel.people.experts import expert_queue_counts
@@ -412,8 +413,31 @@ def run_project(
     ``imported`` is called once the data files are in, before any labeling (the CLI prints
     its sanity warnings there, when they count the items the run works on).
     """
+    _check_export_path(ctx)
     with exclusive(ctx):
         return _run_locked(ctx, progress=progress, imported=imported)
+
+
+def _check_export_path(ctx: Context) -> Path:
+    """``export.path``, resolved, or a :class:`ConfigError` naming the key: the run checks it
+    before any work, as a run of an hour must not fail at its very end on a value it could
+    read at the start (an extension that names no format; a device, pipe or folder)."""
+    value = ctx.config.export.path
+    path = ctx.resolve(value)
+    fix = "set a file name such as out/labels.csv: duolabel config set export.path out/labels.csv"
+    if path.suffix.lower() not in FORMATS:
+        got = f"the extension {path.suffix!r}" if path.suffix else "no extension"
+        raise ConfigError(
+            f"export.path {shown(value)}: the export's format comes from its extension, .csv, .jsonl or "
+            f".parquet, and it has {got}; {fix}. Nothing was run."
+        )
+    try:
+        writable_file(path, outcome="")
+    except DataError as exc:
+        raise ConfigError(
+            f"export.path {shown(value)}: {exc.problems[0].message}; {fix}. Nothing was run."
+        ) from None
+    return path
 
 
 def _routing_note(ctx: Context, last_route: dict[str, Any] | None) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from duolabel.config import PROJECT_FILE, load_config, parse_config, render_config
 from duolabel.context import Context
-from duolabel.errors import ProjectError
+from duolabel.errors import ProjectError, shown
 from duolabel.store import open_store
 
 __all__ = ["Project", "init_project"]
@@ -241,6 +241,19 @@ class Project(Context):
         return run_project(self, **options)
 
 
+def _check_label_names(labels: list[str]) -> None:
+    """Refuse an empty list of labels or an empty name (``--labels ","``), which would
+    otherwise leave the default labels or a label nobody can choose."""
+    example = "give every label a name, e.g. --labels spam,ham (or no labels for positive, negative)"
+    if not labels:
+        raise ProjectError(f"the list of labels is empty; {example}")
+    empty = [str(i) for i, name in enumerate(labels, 1) if not name.strip()]
+    if len(empty) == 1:
+        raise ProjectError(f"label {empty[0]} of {shown(labels)} is empty; {example}")
+    if empty:
+        raise ProjectError(f"labels {', '.join(empty)} of {shown(labels)} are empty; {example}")
+
+
 def init_project(
     path: str | Path,
     *,
@@ -265,6 +278,8 @@ def init_project(
         from duolabel.io import label_values
 
         labels = [*(labels or []), *label_values(labels_from, label_column)]
+    if labels is not None:
+        _check_label_names(labels)
     names = labels or ["positive", "negative"]
     config = parse_config(
         {

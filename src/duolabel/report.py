@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from duolabel.core.calibration import calibration_metrics, reliability_diagram
 from duolabel.core.probs import as_matrix
 from duolabel.errors import ProjectError
+from duolabel.files import atomic_write, writable_file
 from duolabel.formatting import fmt_figure, money
 from duolabel.store import Annotation, Annotator, FinalLabel, Item, Prediction, Route
 
@@ -69,8 +70,13 @@ def _systems(project: Project) -> list[dict[str, Any]]:
     return [{**row, "strength": fmt_figure(row["strength"])} for row in ranking]
 
 
+#: The last line of an error about the report's path.
+NO_REPORT = "No report was written."
+
+
 def write_report(project: Project, path: Path) -> Path:
-    """Write the project's report to ``path`` (one HTML file) and return the path."""
+    """Write the project's report to ``path`` (one HTML file) and return the path; written
+    next to it and moved into place (:func:`duolabel.files.atomic_write`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,6 +92,8 @@ def write_report(project: Project, path: Path) -> Path:
     from duolabel.stages.route_sample import routes_by_sample
     from duolabel.training_data import without_golden
 
+    # A path that cannot take the file is told before the figures are drawn.
+    writable_file(path, outcome=NO_REPORT)
     kind = project.config.task.type
     if task_type(kind).list_valued and kind not in ("multi_label", "spans"):
         # The calibration and confusion views read one label per golden item.
@@ -256,6 +264,6 @@ def write_report(project: Project, path: Path) -> Path:
             systems=_systems(project) if kind == "pairwise" else [],
         )
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    with atomic_write(path, outcome=NO_REPORT) as tmp:
+        tmp.write_text(html, encoding="utf-8")
     return path

@@ -24,6 +24,7 @@ from duolabel.core.probs import as_matrix
 from duolabel.core.tasks import MultiLabel
 from duolabel.core.wholelist import LIST_CHANCE, chance_bins, chance_calibration_error, list_scores
 from duolabel.errors import ProjectError
+from duolabel.files import atomic_write
 from duolabel.formatting import fmt_figure
 from duolabel.store import FinalLabel, Item, Prediction, Route
 
@@ -173,8 +174,8 @@ def render_report(project: Project, path: Path, version: str, template: str, fig
             **figures,
         )
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    with atomic_write(path, outcome="No report was written.") as tmp:
+        tmp.write_text(html, encoding="utf-8")
     return path
 
 

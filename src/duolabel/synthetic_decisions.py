@@ -26,7 +26,7 @@ from sqlalchemy.orm import aliased
 
 from duolabel.context import Context
 from duolabel.errors import DataError, Problem, ProjectError, shown
-from duolabel.export import defuse_formula
+from duolabel.files import atomic_write, defuse_formula
 from duolabel.io import detect_format, read_records
 from duolabel.store import Annotator, Item, SyntheticItem
 from duolabel.store.tables import utcnow
@@ -219,9 +219,10 @@ def export_pending(
     # items, few next to the project's items.
     page = list_synthetic(ctx, label=label, limit=None)
     rows = [{c: item.get(c) for c in FILE_COLUMNS} for item in page.items]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", encoding="utf-8", newline="") as handle:
+    with (
+        atomic_write(path, outcome="Nothing was exported.") as tmp,
+        tmp.open("w", encoding="utf-8", newline="") as handle,
+    ):
         if kind == "jsonl":
             handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         else:
@@ -230,7 +231,6 @@ def export_pending(
             writer.writerows(
                 [defuse_formula("" if r[c] is None else r[c]) for c in FILE_COLUMNS] for r in rows
             )
-    tmp.replace(path)
     return len(rows)
 
 

@@ -79,7 +79,10 @@ def init(
     """Create a project folder with a commented duolabel.yaml (only the chosen labeler's keys)."""
     from duolabel.project import init_project
 
-    names = [*(label or []), *(n.strip() for n in (labels or "").split(",") if n.strip())]
+    # Empty names are passed on, for init_project to refuse: --labels "," is a mistake, not
+    # a request for the default labels.
+    split = [n.strip() for n in labels.split(",")] if labels is not None else []
+    names = [*(label or []), *split] if label or labels is not None else None
     task = {"instructions": instruction} if instruction else {}
     entry = {"backend": labeler}
     if model is not None:
@@ -92,7 +95,7 @@ def init(
         )
     init_project(
         folder,
-        labels=names or None,
+        labels=names,
         force=force,
         labels_from=from_,
         label_column=label_column,
@@ -534,6 +537,10 @@ def run(
         )
 
 
+#: The last line of an error about simulate --curve's file.
+NO_CURVE = "No curve was written."
+
+
 @app.command()
 def simulate(
     project: ProjectArg = Path("."),
@@ -589,6 +596,7 @@ def simulate(
 
     Multi-label and spans projects replay the answers in the store (--from-store).
     """
+    from duolabel.files import writable_file
     from duolabel.simulate import HYBRID, read_gold, simulate_project
 
     with _open(project) as proj:
@@ -603,6 +611,8 @@ def simulate(
             )
             out.print(table)
             return
+        if curve is not None:  # told before the replay, not after it
+            writable_file(curve, outcome=NO_CURVE)
         known = None if gold is None else read_gold(proj, proj.resolve(gold), column=gold_column)
         result = simulate_project(
             proj,
@@ -650,10 +660,12 @@ def simulate(
     if curve is not None:
         import csv
 
-        from duolabel.export import defuse_formula
+        from duolabel.files import atomic_write, defuse_formula
 
-        curve.parent.mkdir(parents=True, exist_ok=True)
-        with curve.open("w", newline="", encoding="utf-8") as handle:
+        with (
+            atomic_write(curve, outcome=NO_CURVE) as tmp,
+            tmp.open("w", newline="", encoding="utf-8") as handle,
+        ):
             writer = csv.writer(handle)
             writer.writerow(list(result.curve[0]))
             writer.writerows([defuse_formula(v) for v in row.values()] for row in result.curve)

@@ -41,6 +41,7 @@ from duolabel.context import Context
 from duolabel.core.tasks import AnswerError, check_item_answer, task_type
 from duolabel.errors import DataError, Problem
 from duolabel.export import final_query
+from duolabel.files import atomic_write
 from duolabel.integrations._common import relocate
 from duolabel.integrations.label_studio_spans import span_label_config, span_results, spans_of_results
 from duolabel.io import CHUNK_ROWS, MAX_PROBLEMS, Answer, ImportResult, _cell, _Problems, _Row, import_records
@@ -554,18 +555,15 @@ def export_tasks(
     include_pending: bool = False,
 ) -> int:
     """Write the project's items as Label Studio tasks (see the module docstring); returns
-    the number of tasks. Written next to the destination and moved into place at the end."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(
-            [Problem(str(path), None, None, "is a directory, expected a file")],
-            outcome="Nothing was exported.",
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
+    the number of tasks. Written next to the destination and moved into place at the end
+    (:func:`duolabel.files.atomic_write`)."""
     blank = dict.fromkeys(task.text_fields[1:], "")
     count = 0
-    with store.read() as session, tmp.open("w", encoding="utf-8") as handle:
+    with (
+        atomic_write(path, outcome="Nothing was exported.") as tmp,
+        store.read() as session,
+        tmp.open("w", encoding="utf-8") as handle,
+    ):
         handle.write("[")
         for item, final, pred, _intended in session.execute(final_query(model_version, include_pending)):
             entry: dict[str, Any] = {
@@ -606,5 +604,4 @@ def export_tasks(
             handle.write(("\n" if count == 0 else ",\n") + json.dumps(entry, ensure_ascii=False))
             count += 1
         handle.write("\n]\n")
-    tmp.replace(path)
     return count

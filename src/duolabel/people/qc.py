@@ -231,6 +231,20 @@ def annotator_table(store: Store, quality: QualityConfig) -> pd.DataFrame:
             )
         ):
             seconds[who].append(float(value or 0.0))  # never None: the query leaves those out
+        # Counted from the answers, not read from skills: an imported worker's answers
+        # (duolabel import-answers) never pass through refresh_annotator, which keeps skills.
+        counts = {
+            who: (int(answers), int(controls))
+            for who, answers, controls in session.execute(
+                select(
+                    Annotation.annotator_id,
+                    func.count(),
+                    func.coalesce(func.sum(case((Annotation.kind == "control", 1), else_=0)), 0),
+                )
+                .where(Annotation.kind.in_(WORK_KINDS))
+                .group_by(Annotation.annotator_id)
+            )
+        }
     rows = []
     for person in people:
         skills = person.skills or {}
@@ -239,8 +253,8 @@ def annotator_table(store: Store, quality: QualityConfig) -> pd.DataFrame:
                 "name": person.name,
                 "role": person.role,
                 "status": person.status,
-                "answers": int(skills.get("answers", 0)),
-                "controls": int(skills.get("controls", 0)),
+                "answers": counts.get(person.id, (0, 0))[0],
+                "controls": counts.get(person.id, (0, 0))[1],
                 "control_accuracy": skills.get("accuracy"),
                 "accuracy_low": skills.get("low"),
                 "accuracy_high": skills.get("high"),

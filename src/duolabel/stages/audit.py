@@ -68,6 +68,8 @@ def draw_audit(ctx: Context, *, rate: float | None = None, seed: int | None = No
     """Draw ``rate`` (default ``audit.sample_rate``) of the not yet audited shipped labels of
     every stratum (source x confidence band; at least one per stratum) into the expert queue."""
     cfg = ctx.config.audit
+    if rate is not None and not (math.isfinite(rate) and 0 <= rate <= 1):
+        raise ProjectError(f"the audit rate (--rate) is a share between 0 and 1, such as 0.05; got {rate}")
     rate = cfg.sample_rate if rate is None else rate
     with ctx.store.read() as session:
         audited = set(session.scalars(select(Audit.item_id)))

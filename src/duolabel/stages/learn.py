@@ -35,9 +35,8 @@ from duolabel.core.learning import CurvePoint, PayOff, label_payoff, learning_cu
 from duolabel.core.probs import as_matrix
 from duolabel.core.strategies import STRATEGIES, Strategy
 from duolabel.core.tasks import task_type
-from duolabel.errors import LabelerError, ProjectError
-from duolabel.export import defuse_formula
-from duolabel.io import detect_format
+from duolabel.errors import DataError, LabelerError, Problem, ProjectError
+from duolabel.files import atomic_write, defuse_formula, writable_file
 from duolabel.labelers.base import TextItem
 from duolabel.ledger import answer_price, current_model_version
 from duolabel.people.experts import enqueue_expert, expert_queue_counts
@@ -170,12 +169,14 @@ def suggest_golden(ctx: Context, n: int, *, export: str | Path | None = None) ->
     """
     if n <= 0:
         raise ProjectError(f"the number of items to suggest must be positive, got {n}")
+    path = None if export is None else Path(export)
+    if path is not None:
+        _suggestion_format(path)  # a path that cannot take the file is told before any work
     pool = _candidates(ctx)
     if not pool:
         raise ProjectError("no items left to suggest: every regular item is golden, queued or labelled")
     picked, name = _pick(ctx, pool, n)
-    if export is not None:
-        path = Path(export)
+    if path is not None:
         _write_suggestions(ctx, path, picked)
         return Suggestion(picked, name, file=path)
     with ctx.store.write() as session:
@@ -242,10 +243,31 @@ def buy_golden(ctx: Context) -> Purchase | None:
     return Purchase(picked, name, already, wanted, status.payoff)
 
 
+#: The formats a suggestions file is written in, by extension (no Parquet: experts fill it in).
+SUGGESTION_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+NO_SUGGESTIONS = "Nothing was written and no item was queued."
+
+
+def _suggestion_format(path: Path) -> str:
+    """The format of a suggestions file, from its extension; refused, before any work, when the
+    extension is not one of :data:`SUGGESTION_FORMATS` or the path cannot take a file."""
+    suffix = path.suffix.lower()
+    if suffix not in SUGGESTION_FORMATS:
+        got = f"the extension {suffix!r}" if suffix else "no extension"
+        raise DataError(
+            [
+                Problem(
+                    str(path), None, None, f"suggestions are written as .csv or .jsonl; the name has {got}"
+                )
+            ],
+            outcome=NO_SUGGESTIONS,
+        )
+    writable_file(path, outcome=NO_SUGGESTIONS)
+    return SUGGESTION_FORMATS[suffix]
+
+
 def _write_suggestions(ctx: Context, path: Path, ids: list[str]) -> None:
-    fmt = detect_format(path)
-    if fmt not in ("csv", "jsonl"):
-        raise ProjectError(f"{path}: suggestions are written as .csv or .jsonl, not {fmt}")
+    fmt = _suggestion_format(path)
     task = ctx.config.task
     with ctx.store.read() as session:
         items = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(ids)))}
@@ -261,13 +283,17 @@ def _write_suggestions(ctx: Context, path: Path, ids: list[str]) -> None:
         }
         for item_id in ids
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    with (
+        atomic_write(path, outcome=NO_SUGGESTIONS) as tmp,
+        tmp.open("w", encoding="utf-8", newline="") as handle,
+    ):
         if fmt == "jsonl":
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
             return
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [GOLD_COLUMN])
+        # Items imported from different files have different input columns: every column of
+        # any of them, empty where an item has none (an import back reads it as the same item).
+        columns = list({c: None for row in rows for c in row if c != GOLD_COLUMN}) + [GOLD_COLUMN]
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if v is None else defuse_formula(v) for k, v in row.items()})
