@@ -61,7 +61,8 @@ UNKNOWN_WORKER = "label-studio"
 class LabelStudioImport:
     """What a Label Studio import did: tasks read; the item, answer and prediction imports
     (None for a part not asked for); annotations with no choice (another control's result,
-    or cancelled) and predictions left out because no ``labeler`` was named."""
+    or cancelled), labels the model gave in a duolabel export (not answers), and predictions
+    left out because no ``labeler`` was named."""
 
     file: str
     tasks: int = 0
@@ -70,6 +71,7 @@ class LabelStudioImport:
     predictions: PredictionImport | None = None
     annotations_skipped: int = 0
     predictions_skipped: int = 0
+    model_labels_skipped: int = 0
 
     def summary(self) -> str:
         parts = [f"{self.file}: {self.tasks:,} tasks"]
@@ -82,6 +84,9 @@ class LabelStudioImport:
             )
         if self.annotations_skipped:
             parts.append(f"{self.annotations_skipped:,} annotations without a choice skipped")
+        if self.model_labels_skipped:
+            gave = f"{self.model_labels_skipped:,} labels the model gave"
+            parts.append(f"{gave} (a duolabel export) not taken as answers")
         if self.predictions is not None:
             p = self.predictions
             done = "already imported" if p.unchanged else f"{p.added:,} predictions stored"
@@ -104,6 +109,21 @@ class _Parsed:
     where: dict[tuple[str, int], tuple[int, str]] = field(default_factory=dict)
     annotations_skipped: int = 0
     predictions_skipped: int = 0
+    model_labels_skipped: int = 0
+
+
+def _model_final(entry: dict[str, Any]) -> bool:
+    """Whether a task is duolabel's export of an item whose final label the model gave.
+
+    Examples
+    --------
+    >>> _model_final({"meta": {"duolabel": {"final": {"source": "model"}}}}), _model_final({"meta": 1})
+    (True, False)
+    """
+    meta = entry.get("meta")
+    ours = meta.get("duolabel") if isinstance(meta, dict) else None
+    final = ours.get("final") if isinstance(ours, dict) else None
+    return isinstance(final, dict) and final.get("source") == "model"
 
 
 def _kind(value: Any) -> str:
@@ -236,7 +256,13 @@ class _Reader:
         self.text = "\n\n".join(str(values.get(f) or "") for f in self.task.text_fields if values.get(f))
         # A bad id is the item import's to report; answers and predictions then wait for it.
         item = _cell(values.get(id_field)) if isinstance(values.get(id_field), (str, int)) else None
+        model_final = _model_final(entry)
         for j, annotation in enumerate(self.array(index, entry, "annotations")):
+            if model_final and isinstance(annotation, dict) and "completed_by" not in annotation:
+                # duolabel's own export of a label the model gave (its final label, source
+                # model): no person answered it, so it is no answer of anyone's.
+                self.out.model_labels_skipped += 1
+                continue
             self.annotation(index, f"annotations[{j}]", annotation, item)
         predictions = [
             (j, p)
@@ -444,6 +470,7 @@ def import_label_studio(
         parsed.predictions = []
     if answers:
         result.annotations_skipped = parsed.annotations_skipped
+        result.model_labels_skipped = parsed.model_labels_skipped
     else:
         parsed.answers = []
     if not items:
