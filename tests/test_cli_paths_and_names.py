@@ -71,3 +71,17 @@ def test_run_says_which_files_were_imported_when_a_later_one_is_refused(example_
     assert "Nothing of tickets.csv was imported; the files before it were (golden.csv)." in result.stderr
     with Project.open(example_copy) as project:
         assert project.status().golden == 60  # the first file is in
+
+
+def test_init_force_over_a_store_with_other_labels_is_refused(example_copy: Path) -> None:
+    """It kept the store: status counted 60 golden items labelled 'product' and so on, and
+    export wrote them under the new labels' columns, without a word."""
+    golden = str(example_copy / "golden.csv")
+    imported = duolabel("import", golden, "-p", str(example_copy), "--role", "golden", "--gold", "label")
+    assert imported.returncode == 0, imported.stderr
+    before = (example_copy / "duolabel.yaml").read_text(encoding="utf-8")
+    message = one_line_error(duolabel("init", str(example_copy), "--labels", "yes,no", "--force"))
+    assert "holds items labelled" in message and "'account'" in message and "nothing was changed" in message
+    assert (example_copy / "duolabel.yaml").read_text(encoding="utf-8") == before
+    labels = "billing,shipping,account,product,technical,other"
+    assert duolabel("init", str(example_copy), "--labels", labels, "--force").returncode == 0

@@ -74,7 +74,13 @@ def init(
             "GGUF file; embedding, finetune, setfit: a sentence-transformers folder."
         ),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing duolabel.yaml.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Overwrite an existing duolabel.yaml (its store is kept: refused when it holds labels "
+            "the new ones lack)."
+        ),
+    ] = False,
 ) -> None:
     """Create a project folder with a commented duolabel.yaml (only the chosen labeler's keys)."""
     from duolabel.project import init_project
