@@ -430,3 +430,20 @@ def test_nul_characters_utf16_files_and_cut_json_lines_are_refused_where_they_ar
     assert "row 2: malformed JSON line: Expecting value at column 18" in str(refused.value)
     assert "row 3: malformed JSON line: Invalid control character at column 20" in str(refused.value)
     assert count(project) == 0
+
+
+def test_a_rename_of_a_missing_column_or_two_columns_onto_one_field_is_refused(project, tmp_path):
+    """Found by an independent tester: with --map body=text --map other=text the last one
+    silently won, and --map nosuch=text was ignored."""
+    path = write_csv(tmp_path / "m.csv", [["key", "body", "other"], ["1", "hello", "x"]])
+    with pytest.raises(DataError, match="columns 'body' and 'other' would both be field 'text'"):
+        project.import_file(path, columns={"key": "id", "body": "text", "other": "text"})
+    with pytest.raises(DataError, match="column 'nosuch': --map renames this column, but the file has"):
+        project.import_file(path, columns={"key": "id", "body": "text", "nosuch": "text"})
+    with pytest.raises(DataError, match="columns 'body' and 'text' would both be field 'text'"):
+        project.import_file(
+            write_csv(tmp_path / "t.csv", [["id", "body", "text"], ["1", "a", "b"]]), columns={"body": "text"}
+        )
+    assert count(project) == 0
+    project.import_file(path, columns={"key": "id", "body": "text"})
+    assert count(project) == 1

@@ -474,6 +474,7 @@ def import_records(
     result = ImportResult(file=source)
 
     if header is not None:
+        _check_renames(source, header, rename)
         present = {rename.get(c, c) for c in header}
         missing = [c for c in required if c not in present]
         if missing:
@@ -672,6 +673,26 @@ _ITEM_COLUMNS = (
     "gold_source",
     "created_at",
 )
+
+
+def _check_renames(source: str, header: list[str], rename: dict[str, str]) -> None:
+    """Refuse a rename (``--map FILE_COLUMN=FIELD``) of a column the file lacks, and two columns
+    that would become one field: the last one silently won."""
+    have = ", ".join(repr(h) for h in header) or "no columns"
+    problems = [
+        Problem(source, 1, column, f"--map renames this column, but the file has {have}")
+        for column in rename
+        if column not in header
+    ]
+    became: dict[str, str] = {}
+    for column in header:
+        field = rename.get(column, column)
+        if field in became:
+            both = f"columns {became[field]!r} and {column!r}"
+            problems.append(Problem(source, 1, column, f"{both} would both be field {field!r}: map only one"))
+        became.setdefault(field, column)
+    if problems:
+        raise DataError(problems)
 
 
 def _as_regular(values: dict[str, Any]) -> set[str]:

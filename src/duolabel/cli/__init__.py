@@ -158,11 +158,13 @@ def import_(
     ] = False,
 ) -> None:
     """Import items (a Label Studio export's annotations too); nothing is imported when any row is bad."""
-    columns = {}
+    columns: dict[str, str] = {}
     for pair in map_ or []:
         if "=" not in pair:
             raise ProjectError(f"--map {pair!r}: expected FILE_COLUMN=FIELD")
         src, dst = pair.split("=", 1)
+        if src in columns:
+            raise ProjectError(f"--map {pair!r}: column {src!r} is already mapped to {columns[src]!r}")
         columns[src] = dst
     with _open(project) as proj:
         result = proj.import_file(
