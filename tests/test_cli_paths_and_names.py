@@ -85,3 +85,16 @@ def test_init_force_over_a_store_with_other_labels_is_refused(example_copy: Path
     assert (example_copy / "duolabel.yaml").read_text(encoding="utf-8") == before
     labels = "billing,shipping,account,product,technical,other"
     assert duolabel("init", str(example_copy), "--labels", labels, "--force").returncode == 0
+
+
+def test_a_negative_value_reaches_config_set_and_export_names_every_format(tmp_path: Path) -> None:
+    """'config set costs.human_answer -1' said "No such option: -1"; 'export --format xml'
+    listed csv, jsonl, parquet only (label-studio and hf were left out)."""
+    folder = str(tmp_path / "p")
+    init_project(folder, labels=["a", "b"]).close()
+    message = one_line_error(duolabel("config", "set", "costs.human_answer", "-1", "-p", folder))
+    assert "key 'costs.human_answer': got -1, expected greater than or equal to 0" in message
+    assert duolabel("config", "set", "costs.human_answer", "0.5", "-p", folder).returncode == 0
+    exported = duolabel("export", str(tmp_path / "x.xml"), "-p", folder, "--format", "xml")
+    assert exported.returncode == 2 and "Traceback" not in exported.stderr
+    assert "format 'xml' is not one of csv, jsonl, parquet, label-studio, hf" in exported.stderr

@@ -50,7 +50,7 @@ def golden_suggest(
         )
 
 
-@config_app.command("set")
+@config_app.command("set", context_settings={"ignore_unknown_options": True})
 def config_set(
     pairs: Annotated[
         list[str],

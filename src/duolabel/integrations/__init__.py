@@ -81,6 +81,13 @@ def export_to(ctx: Context, path: str | Path, *, fmt: str | None = None, **optio
     kind = (
         fmt if fmt in FORMATS else ("label-studio" if fmt is None and Path(path).suffix == ".json" else None)
     )
+    flat = ("csv", "jsonl", "parquet")
+    if fmt is not None and kind is None and fmt not in flat:
+        formats = ", ".join([*flat, *FORMATS])
+        raise DataError(
+            [Problem(str(path), None, None, f"format {fmt!r} is not one of {formats}")],
+            outcome="Nothing was exported.",
+        )
     include_synthetic = options.pop("include_synthetic", False)
     if kind is not None and include_synthetic:
         # Synthetic items are training data, flagged in a column only the flat formats have.
