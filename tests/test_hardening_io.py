@@ -447,3 +447,17 @@ def test_a_rename_of_a_missing_column_or_two_columns_onto_one_field_is_refused(p
     assert count(project) == 0
     project.import_file(path, columns={"key": "id", "body": "text"})
     assert count(project) == 1
+
+
+def test_an_item_imported_again_in_another_role_is_told_so(project, tmp_path):
+    """Found by an independent tester: the same row imported as golden after it came as a
+    control was refused as 'already in the project with different content'."""
+    path = write_csv(tmp_path / "c.csv", [["id", "text", "gold"], ["c1", "known answer", "billing"]])
+    project.import_file(path, role="control", gold_column="gold")
+    with pytest.raises(
+        DataError, match="'c1' is already in the project as a control item with the same text"
+    ):
+        project.import_file(path, role="golden", gold_column="gold")
+    other = write_csv(tmp_path / "o.csv", [["id", "text", "gold"], ["c1", "another text", "billing"]])
+    with pytest.raises(DataError, match="'c1' is already in the project with different content"):
+        project.import_file(other, role="golden", gold_column="gold")

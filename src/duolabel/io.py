@@ -535,7 +535,7 @@ def import_records(
                 elif role == "golden" and existing[item_id] in _as_regular(values):
                     promotions[item_id] = values["gold_label"]
                 else:
-                    problems.add(number, id_field, _changed(item_id))
+                    problems.add(number, id_field, _changed(item_id, values, existing[item_id], role))
                 continue
             # The row number orders the items: seq is the published base plus it.
             values.update(import_id=import_id, ord=number, role=role, created_at=now)
@@ -654,7 +654,19 @@ _ITEMS: Table = Item.__table__  # type: ignore[assignment]
 _STAGED: Table = StagedItem.__table__  # type: ignore[assignment]
 
 
-def _changed(item_id: str) -> str:
+def _changed(item_id: str, values: dict[str, Any] | None = None, existing: str = "", given: str = "") -> str:
+    """Why a row cannot be the item of its id already in the project (content hash
+    ``existing``): another role (the same text and gold label imported as a control, say; told
+    when the row's ``values`` and its role ``given`` are known), or other content."""
+    if values is not None:
+        text, fields, gold = values["text"], values["fields"], values.get("gold_label")
+        for role in (r for r in ROLES if r != given):
+            if existing in {content_hash(text, fields, role, known) for known in (gold, None)}:
+                return (
+                    f"id {item_id!r} is already in the project as a {role} item with the same text; "
+                    f"an item keeps the role it was first imported with (this file gives it role "
+                    f"{given!r}): give it a new id to use it as both"
+                )
     return (
         f"id {item_id!r} is already in the project with different content; "
         "give the item a new id or keep the old content"
