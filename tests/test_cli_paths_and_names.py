@@ -98,3 +98,39 @@ def test_a_negative_value_reaches_config_set_and_export_names_every_format(tmp_p
     exported = duolabel("export", str(tmp_path / "x.xml"), "-p", folder, "--format", "xml")
     assert exported.returncode == 2 and "Traceback" not in exported.stderr
     assert "format 'xml' is not one of csv, jsonl, parquet, label-studio, hf" in exported.stderr
+
+
+def test_ctrl_c_during_an_import_names_it_and_how_far_it_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import drew no stage, so Ctrl-C said only the generic sentence (an independent
+    tester); it is a stage with its rows read now, as run's are."""
+    from typer.testing import CliRunner
+
+    import duolabel.io as io
+    from duolabel.cli import _interrupted, app
+    from duolabel.errors import Interrupted
+
+    folder = tmp_path / "p"
+    init_project(folder, labels=["a", "b"]).close()
+    path = tmp_path / "items.csv"
+    path.write_text("id,text\n" + "".join(f"i{i},text {i}\n" for i in range(2500)), encoding="utf-8")
+    said: list[str] = []
+    real = io.import_records
+
+    def stopped_midway(*args, rows, **options):  # Ctrl-C once 2,000 rows are read
+        def reading():
+            for number, row in enumerate(rows, 1):
+                if number == 2001:
+                    try:
+                        _interrupted(2, None)
+                    except Interrupted as exc:
+                        said.append(str(exc))
+                yield row
+
+        return real(*args, rows=reading(), **options)
+
+    monkeypatch.setattr(io, "import_records", stopped_midway)
+    result = CliRunner().invoke(app, ["import", str(path), "-p", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert said and f"during 'Importing {path}' (2,000 done;" in said[0], said

@@ -166,9 +166,11 @@ def import_(
         if src in columns:
             raise ProjectError(f"--map {pair!r}: column {src!r} is already mapped to {columns[src]!r}")
         columns[src] = dst
-    with _open(project) as proj:
+    # A stage with its rows read: Ctrl-C names it and how far it got, as for run's stages.
+    with _open(project) as proj, rich_reporter(err)(f"Importing {file}", None) as advance:
         result = proj.import_file(
             file,
+            progress=advance,
             fmt=fmt,
             role=role,
             gold_column=gold,

@@ -49,8 +49,10 @@ def import_items(ctx: Context, data: Any, *, fmt: str | None = None, **options: 
     """Import items from ``data`` in whichever format it is (see the module docstring);
     ``split`` is for datasets, ``labeler``, ``model_version`` and ``from_name`` for a Label
     Studio export (whose annotations and predictions come in with its items), ``swapped`` for
-    a pairwise project's controls (each with its swapped twin, :mod:`.pair_controls`)."""
+    a pairwise project's controls (each with its swapped twin, :mod:`.pair_controls`);
+    ``progress`` is advanced by the rows a CSV, JSONL or Parquet file has read."""
     options = {k: v for k, v in options.items() if v is not None}
+    progress = options.pop("progress", None)  # rows read, for the CSV / JSONL / Parquet reader
     kind = integration(data, fmt)
     if options.pop("swapped", False):  # pairwise controls with their swapped twins
         from duolabel.integrations.pair_controls import import_with_swapped
@@ -72,7 +74,7 @@ def import_items(ctx: Context, data: Any, *, fmt: str | None = None, **options: 
     _refuse(options, ("labeler", "model_version", "from_name"), "a Label Studio export")
     from duolabel.io import import_file
 
-    return import_file(ctx.store, ctx.config.task, data, fmt=fmt, **options)
+    return import_file(ctx.store, ctx.config.task, data, fmt=fmt, progress=progress, **options)
 
 
 def export_to(ctx: Context, path: str | Path, *, fmt: str | None = None, **options: Any) -> int:
