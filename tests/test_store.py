@@ -94,3 +94,11 @@ def test_bad_database_url_is_a_clear_error(tmp_path):
         open_store("nosuchdb://x", tmp_path)
     with pytest.raises(ProjectError, match="cannot open the store"):
         open_store("postgresql://nobody@127.0.0.1:1/none", tmp_path)
+    # A kind without its driver: not told to install duolabel's PostgreSQL extra (an
+    # independent tester was), and the password is not printed.
+    from duolabel.errors import SetupError
+
+    with pytest.raises(SetupError) as missing:
+        open_store("mysql://me:secret@127.0.0.1/db", tmp_path)
+    said = str(missing.value)
+    assert "needs the driver" in said and "postgres]" not in said and "secret" not in said

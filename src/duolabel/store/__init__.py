@@ -162,9 +162,14 @@ def open_store(database_url: str | None, project_dir: str | Path = ".", *, conne
     except ArgumentError as exc:
         raise ProjectError(f"database_url {database_url!r}: not a database URL ({exc})") from None
     except ModuleNotFoundError as exc:
-        raise SetupError(
-            f"database_url {database_url!r} needs the driver {exc.name!r}: pip install 'duolabel[postgres]'"
-        ) from None
+        dialect = _dialect(url)
+        hint = (
+            "pip install 'duolabel[postgres]'"
+            if dialect == "postgresql"
+            else f"install it; duolabel's stores are {', '.join(sorted(STORES.names()))} (a {dialect!r} "
+            "store is untested)"
+        )
+        raise SetupError(f"database_url {_safe(url)!r} needs the driver {exc.name!r}: {hint}") from None
     backend.setup(engine)
     cfg = _migrations_config()
     try:
