@@ -270,3 +270,15 @@ def test_confidence_spreads_the_rest_evenly(tmp_path):
     assert (
         stored["r1"].probs == pytest.approx({"book": 0.7, "not_book": 0.3}) and stored["r1"].label == "book"
     )
+
+
+def test_a_cell_that_is_not_a_number_is_named_once(tmp_path):
+    """An independent tester saw "row 5, column 'p_billing': got nan" twice: once as not a
+    number, once more as out of [0, 1]."""
+    folder = make_project(tmp_path / "p")
+    bad = _write(tmp_path / "nan.csv", ["id", "p_book", "p_not_book"], [["g0", "nan", 1.0]])
+    with Project.open(folder) as project:
+        project.import_data()
+        with pytest.raises(DataError) as caught:
+            project.import_predictions(bad, labeler="gpt")
+    assert [(p.row, p.column) for p in caught.value.problems] == [(2, "p_book")], caught.value.problems

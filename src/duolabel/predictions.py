@@ -215,14 +215,18 @@ def _parse(
             probs = np.array([confidence if name == label else rest for name in labels])
     else:
         cells: list[float | None] = []
+        refused: set[str] = set()  # reported once, by _number
         for name in labels:
             try:
                 cells.append(_number(values.get(_PREFIX + name)))
             except ValueError as exc:
                 problems.add(number, _PREFIX + name, f"{exc}, expected a probability in [0, 1]")
                 cells.append(math.nan)
+                refused.add(name)
         if any(c is not None for c in cells):
             for name, value in zip(labels, cells, strict=True):
+                if name in refused:
+                    continue
                 if value is None:
                     problems.add(
                         number,
