@@ -134,3 +134,18 @@ def test_ctrl_c_during_an_import_names_it_and_how_far_it_got(
     result = CliRunner().invoke(app, ["import", str(path), "-p", str(folder)])
     assert result.exit_code == 0, result.output
     assert said and f"during 'Importing {path}' (2,000 done;" in said[0], said
+
+
+def test_labels_given_twice_or_written_as_plain_names(tmp_path: Path) -> None:
+    """Found by an independent tester: 'init --labels a,a' was blamed on "duolabel.yaml: key
+    'task.labels'" (init had read no file), and a hand-written `labels: [a, b]` was refused as
+    "expected a valid dictionary or instance of LabelSpec"."""
+    message = one_line_error(duolabel("init", str(tmp_path / "d"), "--labels", "a,a"))
+    assert "label 'a' is given twice" in message and "duolabel.yaml" not in message
+    message = one_line_error(duolabel("init", str(tmp_path / "e"), "--labels", "a,b", "--labeler", "nosuch"))
+    assert message.startswith("error: duolabel init's options: key 'labeler.0.backend'")
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "duolabel.yaml").write_text("task:\n  labels: [spam, ham]\n", encoding="utf-8")
+    with Project.open(folder) as project:
+        assert project.config.task.label_names == ["spam", "ham"]

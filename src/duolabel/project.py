@@ -243,8 +243,8 @@ class Project(Context):
 
 
 def _check_label_names(labels: list[str]) -> None:
-    """Refuse an empty list of labels or an empty name (``--labels ","``), which would
-    otherwise leave the default labels or a label nobody can choose."""
+    """Refuse an empty list of labels, an empty name (``--labels ","``), which would otherwise
+    leave the default labels or a label nobody can choose, and a name given twice."""
     example = "give every label a name, e.g. --labels spam,ham (or no labels for positive, negative)"
     if not labels:
         raise ProjectError(f"the list of labels is empty; {example}")
@@ -253,6 +253,9 @@ def _check_label_names(labels: list[str]) -> None:
         raise ProjectError(f"label {empty[0]} of {shown(labels)} is empty; {example}")
     if empty:
         raise ProjectError(f"labels {', '.join(empty)} of {shown(labels)} are empty; {example}")
+    twice = sorted({name for name in labels if labels.count(name) > 1})
+    if twice:
+        raise ProjectError(f"label {shown(twice[0])} is given twice; give each label once")
 
 
 def init_project(
@@ -290,7 +293,8 @@ def init_project(
                 **task,
             },
             **({"labeler": [labeler]} if labeler is not None else {}),
-        }
+        },
+        source="duolabel init's options",  # no file was read: what they would make is refused
     )
     if folder.exists() and not folder.is_dir():
         raise ProjectError(f"{folder} is a file; a project is a folder: give a new folder's name")

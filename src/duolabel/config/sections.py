@@ -15,6 +15,12 @@ class LabelSpec(_Strict):
     name: str = Field(description="The label as it is stored and exported.", min_length=1)
     description: str = Field("", description="One line shown to annotators and used in prompts.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, value: Any) -> Any:
+        # `labels: [spam, ham]`, written by hand, names labels without descriptions.
+        return {"name": value} if isinstance(value, str) else value
+
 
 class TaskConfig(_Strict):
     type: str = Field(
