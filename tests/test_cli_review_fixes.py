@@ -13,30 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from duolabel import Project
-from duolabel.cli import app
-from duolabel.errors import DataError, DuolabelError
+from duolabel.errors import DataError
 from duolabel.stages.learn import GOLD_COLUMN
 from duolabel.store import Item
 from tests.conftest import write_project
-
-runner = CliRunner()
-
-
-def ok(*args: str) -> str:
-    result = runner.invoke(app, list(args), prog_name="duolabel")
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
-
-
-def refused(*args: str) -> str:
-    """The message of the user error (what ``duolabel`` prints as one line, exit code 2)."""
-    result = runner.invoke(app, list(args), prog_name="duolabel")
-    assert isinstance(result.exception, DuolabelError), (result.output, result.exception)
-    assert result.exception.exit_code == 2
-    return " ".join(str(result.exception).split())
+from tests.test_config_set import ok, refused
 
 
 def write_rows(path: Path, rows: list[list[str]]) -> Path:
