@@ -156,7 +156,7 @@ def test_synthetic_items_never_reach_gold_control_prediction_routing_audit_or_a_
 def test_cold_start_trains_on_synthetic_items_with_one_golden_item_per_label(tmp_path):
     with _project(tmp_path, golden_per_label=1, weight=0.5) as project:
         result = project.label()[0]
-        assert result.predicted == 12  # the regular items
+        assert result.predicted == 14  # the 12 regular items and the 2 controls (co-pilot suggestions)
         with project.store.read() as session:
             run = session.scalars(select(Run).where(Run.kind == "label")).one()
             rows = session.execute(
