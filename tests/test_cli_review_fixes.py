@@ -28,6 +28,14 @@ def write_rows(path: Path, rows: list[list[str]]) -> Path:
     return path
 
 
+def project_with(folder: Path, labels: str, *files: tuple[str, list[list[str]]]) -> Path:
+    """A project made by ``init --labels`` with each CSV file (name, rows) imported in order."""
+    ok("init", str(folder), "--labels", labels)
+    for name, rows in files:
+        ok("import", str(write_rows(folder.parent / name, rows)), "-p", str(folder))
+    return folder
+
+
 @pytest.fixture
 def small(tmp_path: Path) -> Path:
     """A project (the labels of the example) with three items imported."""
@@ -153,12 +161,8 @@ def _fill_gold(path: Path, label: str) -> list[dict[str, str]]:
 
 
 def test_formula_guarded_ids_come_back_as_the_same_items(tmp_path: Path):
-    ok("init", str(tmp_path / "r"), "--labels", "pos,neg")
-    items = write_rows(
-        tmp_path / "i.csv",
-        [["id", "text"], ["-3", "minus"], ["@home", "at home"], ["=A1", "formula"], ["plain", "plain"]],
-    )
-    ok("import", str(items), "-p", str(tmp_path / "r"))
+    rows = [["id", "text"], ["-3", "minus"], ["@home", "at home"], ["=A1", "formula"], ["plain", "plain"]]
+    project_with(tmp_path / "r", "pos,neg", ("i.csv", rows))
     ok("golden", "suggest", "10", "--export", str(tmp_path / "s.csv"), "-p", str(tmp_path / "r"))
     rows = _fill_gold(tmp_path / "s.csv", "pos")
     assert {r["id"] for r in rows} == {"'-3", "'@home", "'=A1", "plain"}
@@ -180,13 +184,7 @@ def test_formula_guarded_ids_come_back_as_the_same_items(tmp_path: Path):
 
 
 def test_a_new_id_with_an_apostrophe_stays_as_it_is(tmp_path: Path):
-    ok("init", str(tmp_path / "r"), "--labels", "pos,neg")
-    ok(
-        "import",
-        str(write_rows(tmp_path / "a.csv", [["id", "text"], ["-3", "minus"]])),
-        "-p",
-        str(tmp_path / "r"),
-    )
+    project_with(tmp_path / "r", "pos,neg", ("a.csv", [["id", "text"], ["-3", "minus"]]))
     # '-4 has no item -4 to be; 'x is not a guard ('x is not formula-like): both are new ids.
     again = write_rows(tmp_path / "b.csv", [["id", "text"], ["'-4", "four"], ["'x", "ex"], ["'-3", "minus"]])
     said = ok("import", str(again), "-p", str(tmp_path / "r"))
@@ -196,11 +194,12 @@ def test_a_new_id_with_an_apostrophe_stays_as_it_is(tmp_path: Path):
 
 
 def test_golden_suggest_writes_the_union_of_input_columns_and_it_imports_back(tmp_path: Path):
-    ok("init", str(tmp_path / "b"), "--labels", "x,y")
-    one = write_rows(tmp_path / "one.csv", [["id", "text"], ["1", "hello"], ["3", "foo bar"]])
-    two = write_rows(tmp_path / "two.csv", [["id", "text", "extra"], ["2", "world", "=e"], ["4", "baz", "f"]])
-    ok("import", str(two), "-p", str(tmp_path / "b"))
-    ok("import", str(one), "-p", str(tmp_path / "b"))
+    project_with(
+        tmp_path / "b",
+        "x,y",
+        ("two.csv", [["id", "text", "extra"], ["2", "world", "=e"], ["4", "baz", "f"]]),
+        ("one.csv", [["id", "text"], ["1", "hello"], ["3", "foo bar"]]),
+    )
     out = tmp_path / "s.csv"
     ok("golden", "suggest", "5", "--export", str(out), "-p", str(tmp_path / "b"))
     rows = _fill_gold(out, "x")
@@ -216,15 +215,12 @@ def test_golden_suggest_writes_the_union_of_input_columns_and_it_imports_back(tm
 
 
 def test_golden_suggest_jsonl_keeps_each_items_own_columns(tmp_path: Path):
-    ok("init", str(tmp_path / "b"), "--labels", "x,y")
-    ok(
-        "import",
-        str(write_rows(tmp_path / "one.csv", [["id", "text"], ["1", "hello"]])),
-        "-p",
-        str(tmp_path / "b"),
+    project_with(
+        tmp_path / "b",
+        "x,y",
+        ("one.csv", [["id", "text"], ["1", "hello"]]),
+        ("two.csv", [["id", "text", "extra"], ["2", "world", "e"]]),
     )
-    two = write_rows(tmp_path / "two.csv", [["id", "text", "extra"], ["2", "world", "e"]])
-    ok("import", str(two), "-p", str(tmp_path / "b"))
     ok("golden", "suggest", "5", "--export", str(tmp_path / "s.jsonl"), "-p", str(tmp_path / "b"))
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "s.jsonl").read_text().splitlines())}
     assert rows["2"]["extra"] == "e" and "extra" not in rows["1"]

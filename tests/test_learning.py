@@ -163,7 +163,7 @@ def test_formula_like_text_is_defused_and_still_imports_back(example: Path, tmp_
         out = tmp_path / "f.csv"
         from duolabel.stages.learn import _write_suggestions
 
-        _write_suggestions(project, out, ["f1"])
+        _write_suggestions(project, out, "csv", ["f1"])
     with out.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert rows[0]["text"] == "'=HYPERLINK(1)"

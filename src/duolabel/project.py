@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from duolabel.config import PROJECT_FILE, load_config, parse_config, render_config
+from duolabel.config import PROJECT_FILE, TaskConfig, load_config, parse_config, render_config
 from duolabel.context import Context
 from duolabel.errors import ProjectError, shown
 from duolabel.store import open_store
@@ -298,44 +297,20 @@ def init_project(
     )
     if folder.exists() and not folder.is_dir():
         raise ProjectError(f"{folder} is a file; a project is a folder: give a new folder's name")
-    _check_kept_store(folder, config.task.label_names)
+    _check_kept_store(folder, config.task)
     folder.mkdir(parents=True, exist_ok=True)
     target.write_text(render_config(config), encoding="utf-8")
     return Project.open(folder)
 
 
-def _label_names(stored: str) -> list[str]:
-    """The label names in a stored gold or final label: itself, or for a list answer (JSON
-    text: multi_label names, spans ``[start, end, label]`` or ``{"label": ...}``) each one's.
-
-    Examples
-    --------
-    >>> _label_names("spam"), _label_names('["a", "b"]'), _label_names('[[0, 4, "PER"]]')
-    (['spam'], ['a', 'b'], ['PER'])
-    """
-    if not stored.startswith("["):
-        return [stored]
-    try:
-        value = json.loads(stored)
-    except ValueError:
-        return [stored]
-    names = []
-    for one in value if isinstance(value, list) else [value]:
-        if isinstance(one, dict):
-            one = one.get("label")
-        elif isinstance(one, list) and one:
-            one = one[-1]
-        if isinstance(one, str):
-            names.append(one)
-    return names
-
-
-def _check_kept_store(folder: Path, labels: list[str]) -> None:
+def _check_kept_store(folder: Path, task: TaskConfig) -> None:
     """Refuse to write a project file over a store (``duolabel.db``, kept by ``--force``) that
-    holds gold or final labels outside the new ``labels``: the new project would read and
-    export them as if they were its own (found by an independent tester)."""
+    holds gold or final labels the new ``task`` would refuse as answers (its task type's
+    ``check_answer``): the new project would read and export them as if they were its own
+    (found by an independent tester)."""
     from sqlalchemy import select
 
+    from duolabel.core.tasks import AnswerError, task_type
     from duolabel.store import DB_FILE, FinalLabel, Item, open_store
 
     if not (folder / DB_FILE).is_file():
@@ -349,7 +324,13 @@ def _check_kept_store(folder: Path, labels: list[str]) -> None:
             }
     finally:
         store.close()
-    outside = sorted({name for label in found for name in _label_names(label)} - set(labels))
+    kind, labels = task_type(task.type), task.label_names
+    outside = []
+    for label in sorted(found):
+        try:
+            kind.check_answer(label, labels)
+        except AnswerError:
+            outside.append(label)
     if outside:
         raise ProjectError(
             f"{folder / DB_FILE} holds items labelled {shown(outside)}, which the new labels lack; "

@@ -67,25 +67,22 @@ def config_set(
 
     Switching labeler.backend drops the old backend's keys: 'duolabel config set
     labeler.backend openai labeler.model gpt-4o-mini' switches and sets the new model at once."""
-    from duolabel.config import PROJECT_FILE
-    from duolabel.config.edit import backup_of, own_comments, set_values
+    from duolabel.config.edit import set_values
 
     if len(pairs) % 2:
         raise ProjectError(
             f"config set: expected KEY VALUE pairs, got {len(pairs)} words ({' '.join(pairs)})"
         )
     changes = list(zip(pairs[::2], pairs[1::2], strict=True))
-    path = project / PROJECT_FILE
-    before = own_comments(path.read_text(encoding="utf-8")) if path.is_file() else set()
-    set_values(project, changes)
+    edit = set_values(project, changes)
     for key, value in changes:
         out.print(escape(f"{key} = {value}"), highlight=False)
-    out.print(escape(f"Wrote {path}."), highlight=False)
-    if before - own_comments(path.read_text(encoding="utf-8")):
+    out.print(escape(f"Wrote {project / 'duolabel.yaml'}."), highlight=False)
+    if edit.backup is not None:
         err.print(
             escape(
                 f"The file is written with duolabel's own comments; yours are not in it. The file "
-                f"as it was is kept as {backup_of(path)}."
+                f"as it was is kept as {edit.backup}."
             ),
             highlight=False,
             soft_wrap=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from duolabel.config.project import ProjectConfig, parse_config, read_project_fi
 from duolabel.config.render import render_config
 from duolabel.errors import ConfigError
 
-__all__ = ["backup_of", "own_comments", "parse_value", "set_values"]
+__all__ = ["Edit", "own_comments", "parse_value", "set_values"]
 
 #: What a labeler entry keeps when its backend changes (the other keys are the backend's).
 _KEPT_ON_SWITCH = {"name": None, "weight": 1.0}
@@ -109,7 +110,16 @@ def _put(data: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
-def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> ProjectConfig:
+@dataclass(frozen=True)
+class Edit:
+    """What :func:`set_values` wrote: the new settings, and where the file it replaced was kept
+    (``None`` unless that held comments of the user's own)."""
+
+    config: ProjectConfig
+    backup: Path | None = None
+
+
+def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> Edit:
     """Set each dotted ``key`` to its ``value`` (YAML text) and rewrite ``duolabel.yaml``.
 
     Keys follow the file: ``routing.target_accuracy``, ``labeler.backend`` (``labeler.1.model``
@@ -121,7 +131,7 @@ def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> Pro
     >>> import duolabel, tempfile
     >>> folder = tempfile.mkdtemp()
     >>> duolabel.init_project(folder, labels=["spam", "ham"]).close()
-    >>> set_values(folder, [("routing.target_accuracy", "0.95")]).routing.target_accuracy
+    >>> set_values(folder, [("routing.target_accuracy", "0.95")]).config.routing.target_accuracy
     0.95
     """
     path, data = read_project_file(project_dir)
@@ -143,20 +153,16 @@ def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> Pro
     text = render_config(config)
     _check_reads_back(text, config, path)
     old = path.read_text(encoding="utf-8")
+    backup = None
     if own_comments(old) - own_comments(text):
         # The file is rendered anew with duolabel's comments; the user's own are kept here.
-        backup_of(path).write_text(old, encoding="utf-8")
+        backup = path.with_name(path.name + ".bak")
+        backup.write_text(old, encoding="utf-8")
     # Written beside and moved over it: a crash never leaves half a project file.
     temporary = path.with_name(path.name + ".new")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
-    return config
-
-
-def backup_of(path: Path) -> Path:
-    """Where :func:`set_values` keeps the file it replaced when that held comments of the
-    user's own (``duolabel.yaml.bak``)."""
-    return path.with_name(path.name + ".bak")
+    return Edit(config, backup)
 
 
 def own_comments(text: str) -> set[str]:

@@ -170,14 +170,14 @@ def suggest_golden(ctx: Context, n: int, *, export: str | Path | None = None) ->
     if n <= 0:
         raise ProjectError(f"the number of items to suggest must be positive, got {n}")
     path = None if export is None else Path(export)
-    if path is not None:
-        _suggestion_format(path)  # a path that cannot take the file is told before any work
+    # A path that cannot take the file is told before any work.
+    fmt = None if path is None else _suggestion_format(path)
     pool = _candidates(ctx)
     if not pool:
         raise ProjectError("no items left to suggest: every regular item is golden, queued or labelled")
     picked, name = _pick(ctx, pool, n)
-    if path is not None:
-        _write_suggestions(ctx, path, picked)
+    if path is not None and fmt is not None:
+        _write_suggestions(ctx, path, fmt, picked)
         return Suggestion(picked, name, file=path)
     with ctx.store.write() as session:
         queued = enqueue_expert(session, picked, "golden")
@@ -266,8 +266,7 @@ def _suggestion_format(path: Path) -> str:
     return SUGGESTION_FORMATS[suffix]
 
 
-def _write_suggestions(ctx: Context, path: Path, ids: list[str]) -> None:
-    fmt = _suggestion_format(path)
+def _write_suggestions(ctx: Context, path: Path, fmt: str, ids: list[str]) -> None:
     task = ctx.config.task
     with ctx.store.read() as session:
         items = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(ids)))}
