@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import delete, or_, select, true, update
+from sqlalchemy import CursorResult, delete, or_, select, true, update
 
 from duolabel.config import CostsConfig, RoutingConfig
 from duolabel.context import Context
@@ -528,10 +528,19 @@ def route_project(
     return result
 
 
-def follow_up_project(ctx: Context) -> Counter[str]:
+def follow_up_project(ctx: Context, items: Collection[str] | None = None) -> Counter[str]:
     """Dynamic overlap: for each routed item whose asked-for answers are all in, fuse them with
     the model's distribution and either stop (aggregation then finalizes the item), ask one
-    more person (the route's overlap grows by one) or escalate to an expert."""
+    more person (the route's overlap grows by one) or escalate to an expert.
+
+    ``items`` limits the follow-up to those items: the web app follows up the item an answer
+    was given to, or taken back from, as soon as it happens (:func:`follow_up_answered`). An
+    item whose overlap a follow-up grew on an answer since taken back (undo) is asked for one
+    answer more than it has again, not for the answers the taken-back one led to.
+
+    Every change is written only if the route is still as it was read, so two follow-ups of
+    one item at once (two servers, or the web app and ``aggregate``) cannot undo each other's.
+    """
     from duolabel.ledger import current_model_version
 
     cfg = ctx.config.routing
@@ -541,26 +550,34 @@ def follow_up_project(ctx: Context) -> Counter[str]:
         return done
     _check_policy(ctx, cfg)
     labels = ctx.config.task.label_names
-    skills = _skills(ctx)
+    wanted = true() if items is None else Route.item_id.in_(list(items))
     with ctx.store.read() as session:
         routes = {
             r.item_id: r
             for r in session.scalars(
                 select(Route)
-                .where(Route.decision == "humans")
+                .where(Route.decision == "humans", wanted)
                 .where(Route.item_id.not_in(select(FinalLabel.item_id)))
             )
         }
+        if not routes:
+            return done
         answers: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for item_id, name, label in session.execute(
-            select(Annotation.item_id, Annotator.name, Annotation.label)
+        # Every crowd answer takes a slot (people/leases); a suspended person's is not used.
+        slots: Counter[str] = Counter()
+        for item_id, name, label, status in session.execute(
+            select(Annotation.item_id, Annotator.name, Annotation.label, Annotator.status)
             .join(Annotator, Annotator.id == Annotation.annotator_id)
-            .where(Annotator.status != "suspended", Annotator.role != "expert")
+            .where(Annotation.kind == "regular", Annotator.role != "expert")
             .where(Annotation.item_id.in_(list(routes)))
             .order_by(Annotation.id)
         ):
-            answers[item_id].append((name, label))
-        ready = [i for i, r in routes.items() if len(answers.get(i, [])) >= r.overlap]
+            slots[item_id] += 1
+            if status != "suspended":
+                answers[item_id].append((name, label))
+        ready = [i for i, r in routes.items() if slots[i] >= r.overlap]
+        # Grown on an answer since taken back: one answer more than the item has is enough.
+        rewound = {i: slots[i] + 1 for i, r in routes.items() if r.overlap > slots[i] + 1}
         predicted = session.execute(
             select(Prediction.item_id, Prediction.calibrated, Prediction.label).where(
                 Prediction.item_id.in_(ready),
@@ -568,6 +585,9 @@ def follow_up_project(ctx: Context) -> Counter[str]:
                 Prediction.calibrated.is_not(None),
             )
         ).all()
+        names = {name for i in ready for name, _ in answers[i]}
+        measured = session.execute(select(Annotator.name, Annotator.skills).where(Annotator.name.in_(names)))
+        skills = measured_accuracies(dict(measured.all()))
     priors: dict[str, dict[str, float]] = {r.item_id: r.calibrated for r in predicted}
     model_answers: dict[str, str | None] = {r.item_id: r.label for r in predicted}
     lists = task_type(ctx.config.task.type).list_valued
@@ -592,17 +612,30 @@ def follow_up_project(ctx: Context) -> Counter[str]:
             )
             decision = policy.follow_up(prior, [labels.index(label) for _, label in given], accuracies)
         done[decision.kind] += 1
-        if decision.kind != "accept":
+        if decision.kind == "humans":
+            # One more than the answers in the slots (a suspended person's answer takes one).
+            updates[item_id] = Decision("humans", slots[item_id] + decision.overlap - len(given))
+        elif decision.kind != "accept":
             updates[item_id] = decision
+    updates.update({i: Decision("humans", n) for i, n in rewound.items()})
     if updates:
         with ctx.store.write() as session:
+            escalated = []
             for item_id, decision in updates.items():
-                session.execute(
-                    update(Route)
-                    .where(Route.item_id == item_id)
-                    .values(decision=decision.kind, overlap=decision.overlap)
+                changed = cast(
+                    CursorResult[Any],
+                    session.execute(
+                        update(Route)
+                        .where(
+                            Route.item_id == item_id,
+                            Route.decision == "humans",
+                            Route.overlap == routes[item_id].overlap,
+                        )
+                        .values(decision=decision.kind, overlap=decision.overlap)
+                    ),
                 )
-            escalated = [i for i, d in updates.items() if d.kind == "expert"]
+                if changed.rowcount and decision.kind == "expert":
+                    escalated.append(item_id)
             if escalated:
                 enqueue_expert(session, escalated, "escalated")
     return done

@@ -12,6 +12,7 @@ indistinguishable from other work on every surface.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +47,13 @@ from duolabel.people.leases import (
     submit_answer,
     undo_last_answer,
 )
+from duolabel.stages.route import follow_up_project
 from duolabel.store import Annotation, Annotator, Assignment, Item, Prediction
 from duolabel.store.tables import name_key, utcnow
 from duolabel.training_data import STOP_SET_SUFFIX
 from duolabel.web.itemview import highlight_terms, text_blocks
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "SHORTCUT_KEYS",
@@ -61,6 +65,7 @@ __all__ = [
     "exam_next",
     "exam_outcome",
     "exam_retry",
+    "follow_up",
     "expert_answer",
     "expert_next",
     "expert_overview",
@@ -227,6 +232,25 @@ def answer(
 def _checked_by(ctx: Context) -> dict[str, Any]:
     """What an answer is checked against: the task's labels and its task type."""
     return {"labels": ctx.config.task.label_names, "task_type": task_type(ctx.config.task.type)}
+
+
+def follow_up(ctx: Context, assignment_id: int) -> None:
+    """Follow up the item of an assignment just answered or taken back (undo), under the
+    dynamic policy: ask one more person, or escalate, as soon as the asked-for answers are in
+    (routing's ``follow_up_project`` for that one item). Other policies do nothing here.
+
+    The routes run it after their response has gone out (a background task), so the time an
+    answer takes does not depend on whether its item was followed up, and a control (which has
+    no route to follow up) is not told apart by it. If it fails, the item is followed up by the
+    next ``aggregate`` or ``run``, which follows up every item; the error goes to the log.
+    """
+    try:
+        with ctx.store.read() as session:
+            item_id = session.scalar(select(Assignment.item_id).where(Assignment.id == assignment_id))
+        if item_id is not None:
+            follow_up_project(ctx, [item_id])
+    except Exception:  # the answer is stored; aggregate follows the item up instead
+        _log.exception("following up the item of assignment %s failed", assignment_id)
 
 
 def skip(ctx: Context, me: Annotator, assignment_id: int) -> None:

@@ -12,7 +12,7 @@ import email.message
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -111,22 +111,28 @@ def _me(web: Web, who: Who) -> dict[str, Any]:
     return me
 
 
-def _answering(path: str, access: Access, action: Callable[..., Annotation], *, name: str) -> None:
+def _answering(
+    path: str, access: Access, action: Callable[..., Annotation], *, name: str, follow_up: bool = False
+) -> None:
     """Add the route that records an answer with one of the answering actions (labeling,
-    the exam, experts); it answers with the annotation's id."""
+    the exam, experts); it answers with the annotation's id. With ``follow_up``, the answered
+    item is followed up once the response is out (:func:`duolabel.web.actions.follow_up`)."""
 
     def answer(request: Request, raw: bytes, content_type: str | None) -> dict[str, Any]:
         web, who = _post(request, access)  # the role and CSRF token before the body is looked at
         body = _body(AnswerBody, raw, content_type)
         note = Note.of(unsure=body.unsure, comment=body.comment)
         annotation = action(web.project, who.annotator, body.assignment_id, body.label, note)
-        return {"annotation_id": annotation.id}
+        return {"annotation_id": annotation.id, "assignment_id": body.assignment_id}
 
     # One hop to a worker thread for the checks and the answer together: a ``def`` dependency
     # and a ``def`` endpoint are two hops, a measurable part of a submit's CPU (issue 12).
-    async def answered(request: Request) -> dict[str, Any]:
+    async def answered(request: Request, background: BackgroundTasks) -> dict[str, Any]:
         raw = await request.body()
-        return await run_in_threadpool(answer, request, raw, request.headers.get("content-type"))
+        done = await run_in_threadpool(answer, request, raw, request.headers.get("content-type"))
+        if follow_up:
+            background.add_task(actions.follow_up, web_of(request).project, done["assignment_id"])
+        return {"annotation_id": done["annotation_id"]}
 
     router.post(path, name=name, openapi_extra=_json_body_schema(AnswerBody))(answered)
 
@@ -208,7 +214,7 @@ def api_task_by_id(request: Request, assignment_id: int) -> dict[str, Any]:
     return _task(web, actions.own_task(web.project, who.annotator, assignment_id))
 
 
-_answering("/answer", ANNOTATOR, actions.answer, name="api_answer")
+_answering("/answer", ANNOTATOR, actions.answer, name="api_answer", follow_up=True)
 
 
 @router.post("/skip")
@@ -220,9 +226,11 @@ def api_skip(
 
 
 @router.post("/undo")
-def api_undo(request: Request) -> dict[str, Any]:
+def api_undo(request: Request, background: BackgroundTasks) -> dict[str, Any]:
     web, who = _post(request, ANNOTATOR)
-    return {"assignment_id": actions.undo(web.project, who.annotator)}
+    assignment_id = actions.undo(web.project, who.annotator)
+    background.add_task(actions.follow_up, web.project, assignment_id)
+    return {"assignment_id": assignment_id}
 
 
 # -- the exam --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from duolabel.errors import AccessError, ProjectError
@@ -214,9 +214,11 @@ def task_page(request: Request, assignment_id: int) -> Response:
 
 
 @router.post("/answer")
-def answer(request: Request, form: Annotated[AnswerForm, Depends()]) -> Response:
+def answer(request: Request, form: Annotated[AnswerForm, Depends()], background: BackgroundTasks) -> Response:
     web, who = posted(request, ANNOTATOR, form.csrf_token)
-    actions.answer(web.project, who.annotator, *form.answer())
+    assignment_id, label, note = form.answer()
+    actions.answer(web.project, who.annotator, assignment_id, label, note)
+    background.add_task(actions.follow_up, web.project, assignment_id)
     return _go("/label")
 
 
@@ -228,9 +230,10 @@ def skip(request: Request, csrf_token: Field = "", assignment_id: Field = "") ->
 
 
 @router.post("/undo")
-def undo(request: Request, csrf_token: Field = "") -> Response:
+def undo(request: Request, background: BackgroundTasks, csrf_token: Field = "") -> Response:
     web, who = posted(request, ANNOTATOR, csrf_token)
     assignment_id = actions.undo(web.project, who.annotator)
+    background.add_task(actions.follow_up, web.project, assignment_id)
     return _go(f"/task/{assignment_id}")
 
 
