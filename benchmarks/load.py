@@ -115,6 +115,9 @@ def build_project(
     config = {
         "task": {"labels": [{"name": n, "description": f"about {n}"} for n in LABELS]},
         "quality": {"exam_size": 0, "control_rate": 0.1, "min_seconds": 0.0},
+        # A fixed overlap, so every finished item has exactly that many answers (the check
+        # below); the dynamic policy (the default) would grow it on the items people split on.
+        "routing": {"policy": "threshold", "overlap": overlap},
     }
     if database_url:
         config["database_url"] = database_url

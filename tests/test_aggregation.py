@@ -316,7 +316,9 @@ def build_project(folder: Path, method: str, fuse: bool, *, suspended_answers: b
         update={
             "aggregation": project.config.aggregation.model_copy(
                 update={"method": method, "fuse_model": fuse}
-            )
+            ),
+            # The routes below ask a fixed 3 answers per item: not followed up one at a time.
+            "routing": project.config.routing.model_copy(update={"policy": "threshold"}),
         }
     )
     (folder / PROJECT_FILE).write_text(render_config(config), encoding="utf-8")

@@ -137,7 +137,7 @@ def goemotions_project(
     settings = {
         "task": {"type": "multi_label", "labels": [{"name": n} for n in CHOSEN]},
         "data": [{"path": "golden.jsonl", "role": "golden", "gold_column": "gold"}, {"path": "items.jsonl"}],
-        "routing": {"mode": "fixed", "threshold": 0.6, **(routing or {})},
+        "routing": {"policy": "threshold", "mode": "fixed", "threshold": 0.6, **(routing or {})},
         "export": {"path": "out/labels.csv"},
         **sections,
     }

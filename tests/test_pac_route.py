@@ -54,6 +54,7 @@ def _project(folder: Path, database_url: str | None) -> Path:
         "data": [{"path": "items.csv"}],
         "labeler": [{"backend": "external", "name": "gpt"}],
         "routing": {
+            "policy": "threshold",  # one answer per sampled item, as given below
             "mode": "target",
             "guarantee": "dataset",
             "dataset_source": "sample",
@@ -172,6 +173,7 @@ def test_with_golden_items_the_user_can_ask_for_the_sample_and_the_report_says_s
     folder = make_project(tmp_path / "p", database_url)
     config = yaml.safe_load((folder / "duolabel.yaml").read_text(encoding="utf-8"))
     config["routing"] = {
+        "policy": "threshold",
         "guarantee": "dataset",
         "dataset_source": "sample",
         "sample_share": 0.5,

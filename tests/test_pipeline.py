@@ -70,21 +70,31 @@ def test_example_runs_end_to_end_and_people_close_the_loop(example_copy: Path):
         assert status.accepted + status.routed_to_people == 300
         assert status.waiting_for_people == status.routed_to_people > 0
         with project.store.read() as session:
-            queued = list(session.scalars(select(Route.item_id).where(Route.decision == "humans")))
-        # Two items get three answers each (one split vote), the rest stay in the queue.
-        answer(
-            project,
-            queued[:2],
-            ["ann", "bo", "cy"],
-            lambda item, who: "billing" if who != "cy" else "shipping",
-        )
+            routes = session.scalars(select(Route).where(Route.decision == "humans")).all()
+            queued = [r.item_id for r in routes]
+            model = dict(
+                session.execute(
+                    select(Prediction.item_id, Prediction.label).where(Prediction.item_id.in_(queued[:3]))
+                ).all()
+            )
+        # The default policy (dynamic) asks one person per routed item first.
+        assert {r.overlap for r in routes} == {1}
+        # Two people who agree with the model settle an item. One person against the model
+        # never does (0.9 × its share of the rest is below 0.95 of the whole): one more is asked.
+        answer(project, queued[:2], ["ann", "bo"], lambda item, who: model[item])
+        other = {
+            queued[2]: next(label for label in project.config.task.label_names if label != model[queued[2]])
+        }
+        answer(project, [queued[2]], ["cy"], lambda item, who: other[item])
         result = project.aggregate()
         assert (result.finalized, result.waiting) == (2, len(queued) - 2)
         with project.store.read() as session:
             final = session.get(FinalLabel, queued[0])
-        assert (final.label, final.source, final.n_votes) == ("billing", "humans", 3)
-        assert final.annotators == ["ann", "bo", "cy"] and abs(final.confidence - 2 / 3) < 1e-9
-        assert project.status().cost.human_answers == 6
+            asked = session.get(Route, queued[2])
+        assert (final.label, final.n_votes) == (model[queued[0]], 2) and final.source in ("humans", "fused")
+        assert final.annotators == ["ann", "bo"]
+        assert (asked.decision, asked.overlap) == ("humans", 2)
+        assert project.status().cost.human_answers == 5
 
     # The next run retrains on the two human labels (a new model version), keeps them.
     again = cli("run", str(example_copy))
@@ -93,14 +103,14 @@ def test_example_runs_end_to_end_and_people_close_the_loop(example_copy: Path):
         runs = list(session.scalars(select(Run).where(Run.kind == "label", Run.status == "done")))
         assert [r.config["human_labelled"] for r in runs] == [0, 2]
         assert session.scalar(select(func.count()).select_from(Prediction)) == 720
-        assert session.get(FinalLabel, queued[0]).source == "humans"
+        assert session.get(FinalLabel, queued[0]).source in ("humans", "fused")
     third = cli("run", str(example_copy))  # nothing new: nothing is labelled again
     assert third.returncode == 0, third.stderr
     with Project.open(example_copy) as project, project.store.read() as session:
         assert session.scalar(select(func.count()).select_from(Prediction)) == 720
     with labels_csv.open(encoding="utf-8") as handle:
-        human_rows = [r for r in csv.DictReader(handle) if r["source"] == "humans"]
-    assert len(human_rows) == 2 and human_rows[0]["human_votes"] == "3"
+        human_rows = [r for r in csv.DictReader(handle) if r["source"] in ("humans", "fused")]
+    assert len(human_rows) == 2 and human_rows[0]["human_votes"] == "2"
 
 
 def write_emotion_project(folder: Path, n_golden: int, n_items: int) -> None:

@@ -56,8 +56,9 @@ def test_plan_before_any_model_measures_the_encoder_and_stores_nothing(example: 
     assert "an expert audit at audit.sample_rate is 15 final labels" in out
     # 900 + 100 answers at 0.05 + 20% platform fee.
     assert "people: 60.00 USD" in out
-    # Nobody can log in yet: the overlap of 3 cannot be met.
-    assert "warning: routing.overlap is 3 but the project has 0 active annotator(s)" in result.stderr
+    # Nobody can log in yet: the dynamic policy's most people per item (5) cannot be met.
+    assert "warning: routing.max_overlap is 5 but the project has 0 active annotator(s)" in result.stderr
+    assert "or lower routing.max_overlap" in " ".join(result.stderr.split())
 
 
 def test_dry_run_is_the_plan(example: Path):
@@ -86,7 +87,7 @@ def test_plan_after_a_run_reads_the_golden_curve(example_copy: Path):
     ran = invoke("run", str(example))
     # The warnings at the start of the run count the items it imports: 60 golden items
     # are enough for the target, nobody can log in yet.
-    assert "warning: routing.overlap is 3" in ran.stderr and "golden items even for" not in ran.stderr
+    assert "warning: routing.max_overlap is 5" in ran.stderr and "golden items even for" not in ran.stderr
     result = invoke("plan", "-p", str(example))
     out = result.stdout
     assert "360 of 360" not in out and "0 of 360" in out  # everything is labelled
@@ -95,18 +96,18 @@ def test_plan_after_a_run_reads_the_golden_curve(example_copy: Path):
     waiting = re.search(r"Besides, (\d+) items routed earlier still wait for people.", out)
     assert waiting and int(waiting.group(1)) > 0
     status = invoke("status", str(example))
-    assert "warning: routing.overlap is 3" in status.stderr
+    assert "warning: routing.max_overlap is 5" in status.stderr
 
 
 def test_overlap_warning_counts_people_who_can_log_in(example: Path):
     with Project.open(example) as project:
-        warned = [w for w in sanity_checks(project) if w.startswith("routing.overlap")]
+        warned = [w for w in sanity_checks(project) if w.startswith("routing.max_overlap")]
         assert warned and "0 active annotator(s)" in warned[0]
-        for name in ("ann1", "ann2"):
+        for name in ("ann1", "ann2", "ann3", "ann4"):
             add_annotator(project.store, name, "a long enough passphrase 1", role="annotator")
-        assert "2 active annotator(s)" in sanity_checks(project)[0]
-        add_annotator(project.store, "ann3", "a long enough passphrase 1", role="annotator")
-        assert not any(w.startswith("routing.overlap") for w in sanity_checks(project))
+        assert "4 active annotator(s)" in sanity_checks(project)[0]
+        add_annotator(project.store, "ann5", "a long enough passphrase 1", role="annotator")
+        assert not any(w.startswith("routing.max_overlap") for w in sanity_checks(project))
 
 
 def test_a_target_needing_more_golden_items_says_how_many_more(tmp_path: Path):

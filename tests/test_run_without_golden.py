@@ -112,6 +112,7 @@ def test_run_without_golden_items_with_the_bundled_gemma_zero_shot(tmp_path):
         "data": [{"path": "items.csv"}],
         "labeler": [{"backend": "llama", "few_shot": 0, "n_ctx": 512, "n_threads": 1}],
         "routing": {
+            "policy": "threshold",  # one answer per sampled item, as given below
             "mode": "target",
             "guarantee": "dataset",
             "dataset_source": "sample",

@@ -53,7 +53,8 @@ def test_what_a_spans_project_cannot_label_with_says_what_to_use(tmp_path: Path,
 def test_run_labels_routes_and_aggregates_spans_end_to_end(tmp_path: Path):
     items, answers = conll(70)
     golden, regular = items[:40], items[40:]
-    routing = {"mode": "target", "target_accuracy": 0.9}
+    # The threshold policy: three people per routed item, as the answers below are given.
+    routing = {"policy": "threshold", "mode": "target", "target_accuracy": 0.9}
     with spans_project(tmp_path / "p", calibration={"min_golden_per_label": 2}, routing=routing) as project:
         project.import_file(write_jsonl(tmp_path / "golden.jsonl", golden), role="golden", gold_column="gold")
         project.add_items(pd.DataFrame([{"id": i["id"], "text": i["text"]} for i in regular]))

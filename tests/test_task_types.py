@@ -125,7 +125,10 @@ def test_export_columns():
 
 
 def config(**sections: Any) -> dict[str, Any]:
-    return {"task": {"labels": [{"name": n} for n in SCALE], **sections.pop("task", {})}, **sections}
+    # The threshold policy: the answers fed below fill the fixed overlap they are routed with.
+    routing = {"policy": "threshold", **sections.pop("routing", {})}
+    task = {"labels": [{"name": n} for n in SCALE], **sections.pop("task", {})}
+    return {"task": task, "routing": routing, **sections}
 
 
 def test_task_type_setting_and_the_default_aggregator():
@@ -354,7 +357,7 @@ def test_politifact_as_an_ordinal_project(tmp_path: Path):
             {"path": "items.jsonl", "gold_column": "gold"},
         ],
         # every item to people, 9 answers each (the fewest any item has in the crowd data)
-        "routing": {"mode": "fixed", "threshold": 1.0, "overlap": 9},
+        "routing": {"policy": "threshold", "mode": "fixed", "threshold": 1.0, "overlap": 9},
     }
     (folder / PROJECT_FILE).write_text(yaml.safe_dump(settings), encoding="utf-8")
     crowd = [

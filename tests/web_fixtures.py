@@ -21,11 +21,15 @@ def make_project(
     """A fresh project with LABELS; on PostgreSQL when ``database_url`` is given.
 
     ``quality`` overrides settings of the quality section (the default here: no exam,
-    no controls, so tests that do not look at them see only routed items).
+    no controls, so tests that do not look at them see only routed items). Routing is the
+    threshold policy unless ``routing`` says otherwise: the items these tests route by hand
+    keep the overlap they are given (the dynamic policy would ask one more person on items
+    without a model prediction after each answer, tests/test_live_follow_up.py).
     """
     project = init_project(folder, labels=LABELS)
     project.close()
     settings = {"exam_size": 0, "control_rate": 0.0, **(quality or {})}
+    sections = {"routing": {"policy": "threshold", **sections.pop("routing", {})}, **sections}
     update: dict[str, Any] = {"quality": project.config.quality.model_copy(update=settings)}
     if database_url is not None:
         update["database_url"] = database_url

@@ -408,7 +408,7 @@ def sanity_checks(ctx: Context, *, routing: Any = None) -> list[str]:
         warnings.append(
             f"routing.{key} is {wanted} but the project has {active} active annotator(s) who can log "
             f"in: an item sent to people cannot get {wanted} different answers; add people with "
-            "'duolabel annotators add NAME' or lower the overlap"
+            f"'duolabel annotators add NAME' or lower routing.{key}"
         )
     with ctx.store.read() as session:
         gold = list(

@@ -131,9 +131,10 @@ class CalibrationConfig(_Strict):
 
 class RoutingConfig(_Strict):
     policy: PolicyName = Field(
-        "threshold",
-        description="threshold: confidence vs a threshold, fixed overlap; dynamic: ask one person at a "
-        "time until the fused posterior is sure; meta: a classifier predicts the model's errors.",
+        "dynamic",
+        description="dynamic: accept above the threshold, then ask one person at a time until the "
+        "model's distribution fused with their answers is sure; threshold: confidence vs a threshold, "
+        "fixed overlap; meta: a classifier predicts the model's errors.",
     )
     mode: Literal["fixed", "target", "budget", "cost"] = Field(
         "target",
