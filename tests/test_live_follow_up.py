@@ -140,3 +140,22 @@ def test_a_suspended_persons_answer_is_replaced_not_waited_for(project: Project)
     bob.answer("billing")
     assert route(project) == ("humans", 3)
     assert "text of item-000" in carol.get("/label").text
+
+
+def test_an_item_routed_to_several_people_at_once_keeps_its_overlap(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    # A sample certificate's items are routed to routing.overlap people at once, whatever
+    # the policy (stages/route_sample.py): neither an answer nor an undo shrinks that.
+    project = make_project(tmp_path / "proj", database_url=database_url, routing=DYNAMIC)
+    try:
+        add_routed_items(project, 1, overlap=3)
+        add_annotator(project.store, "alice", PASSWORD)
+        assert follow_up_project(project) == {} and route(project) == ("humans", 3)
+        (alice,) = people(project, "alice")
+        alice.answer("billing")
+        assert route(project) == ("humans", 3)
+        alice.post("/undo")
+        assert route(project) == ("humans", 3)
+    finally:
+        project.close()

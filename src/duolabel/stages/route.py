@@ -528,15 +528,18 @@ def route_project(
     return result
 
 
-def follow_up_project(ctx: Context, items: Collection[str] | None = None) -> Counter[str]:
+def follow_up_project(
+    ctx: Context, items: Collection[str] | None = None, *, undone: bool = False
+) -> Counter[str]:
     """Dynamic overlap: for each routed item whose asked-for answers are all in, fuse them with
     the model's distribution and either stop (aggregation then finalizes the item), ask one
     more person (the route's overlap grows by one) or escalate to an expert.
 
     ``items`` limits the follow-up to those items: the web app follows up the item an answer
-    was given to, or taken back from, as soon as it happens (:func:`follow_up_answered`). An
-    item whose overlap a follow-up grew on an answer since taken back (undo) is asked for one
-    answer more than it has again, not for the answers the taken-back one led to.
+    was given to, or taken back from, as soon as it happens (``duolabel.web.actions.follow_up``).
+    With ``undone`` (an answer to ``items`` was just taken back), an item whose overlap a
+    follow-up grew on that answer (it asks for two more than it has) is asked for one answer
+    more than it has again, not for the one the taken-back answer led to.
 
     Every change is written only if the route is still as it was read, so two follow-ups of
     one item at once (two servers, or the web app and ``aggregate``) cannot undo each other's.
@@ -576,8 +579,8 @@ def follow_up_project(ctx: Context, items: Collection[str] | None = None) -> Cou
             if status != "suspended":
                 answers[item_id].append((name, label))
         ready = [i for i, r in routes.items() if slots[i] >= r.overlap]
-        # Grown on an answer since taken back: one answer more than the item has is enough.
-        rewound = {i: slots[i] + 1 for i, r in routes.items() if r.overlap > slots[i] + 1}
+        # Grown on the answer just taken back: one answer more than the item has is enough.
+        rewound = {i: slots[i] + 1 for i, r in routes.items() if undone and r.overlap == slots[i] + 2}
         predicted = session.execute(
             select(Prediction.item_id, Prediction.calibrated, Prediction.label).where(
                 Prediction.item_id.in_(ready),

@@ -234,10 +234,11 @@ def _checked_by(ctx: Context) -> dict[str, Any]:
     return {"labels": ctx.config.task.label_names, "task_type": task_type(ctx.config.task.type)}
 
 
-def follow_up(ctx: Context, assignment_id: int) -> None:
-    """Follow up the item of an assignment just answered or taken back (undo), under the
-    dynamic policy: ask one more person, or escalate, as soon as the asked-for answers are in
-    (routing's ``follow_up_project`` for that one item). Other policies do nothing here.
+def follow_up(ctx: Context, assignment_id: int, *, undone: bool = False) -> None:
+    """Follow up the item of an assignment just answered or, with ``undone``, taken back, under
+    the dynamic policy: ask one more person, or escalate, as soon as the asked-for answers are
+    in, and ask for one fewer when the answer that grew the overlap is taken back (routing's
+    ``follow_up_project`` for that one item). Other policies do nothing here.
 
     The routes run it after their response has gone out (a background task), so the time an
     answer takes does not depend on whether its item was followed up, and a control (which has
@@ -248,7 +249,7 @@ def follow_up(ctx: Context, assignment_id: int) -> None:
         with ctx.store.read() as session:
             item_id = session.scalar(select(Assignment.item_id).where(Assignment.id == assignment_id))
         if item_id is not None:
-            follow_up_project(ctx, [item_id])
+            follow_up_project(ctx, [item_id], undone=undone)
     except Exception:  # the answer is stored; aggregate follows the item up instead
         _log.exception("following up the item of assignment %s failed", assignment_id)
 

@@ -229,7 +229,7 @@ def api_skip(
 def api_undo(request: Request, background: BackgroundTasks) -> dict[str, Any]:
     web, who = _post(request, ANNOTATOR)
     assignment_id = actions.undo(web.project, who.annotator)
-    background.add_task(actions.follow_up, web.project, assignment_id)
+    background.add_task(actions.follow_up, web.project, assignment_id, undone=True)
     return {"assignment_id": assignment_id}
 
 

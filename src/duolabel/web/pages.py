@@ -233,7 +233,7 @@ def skip(request: Request, csrf_token: Field = "", assignment_id: Field = "") ->
 def undo(request: Request, background: BackgroundTasks, csrf_token: Field = "") -> Response:
     web, who = posted(request, ANNOTATOR, csrf_token)
     assignment_id = actions.undo(web.project, who.annotator)
-    background.add_task(actions.follow_up, web.project, assignment_id)
+    background.add_task(actions.follow_up, web.project, assignment_id, undone=True)
     return _go(f"/task/{assignment_id}")
 
 
