@@ -1,6 +1,7 @@
 """The dynamic policy in the web app: an answered item is followed up at once (one more
 person, or an expert), not only at the next ``aggregate``; an undo takes back what its answer
-led to. On SQLite and on the real PostgreSQL server."""
+led to. On SQLite and on the real PostgreSQL server. And what the status expects such items to
+cost."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from duolabel.ledger import answer_price
 from duolabel.people.accounts import add_annotator, set_status
 from duolabel.project import Project
 from duolabel.stages.route import follow_up_project
@@ -159,3 +161,16 @@ def test_an_item_routed_to_several_people_at_once_keeps_its_overlap(
         assert route(project) == ("humans", 3)
     finally:
         project.close()
+
+
+def test_the_status_prices_what_the_dynamic_policy_is_expected_to_ask(tmp_path: Path) -> None:
+    for policy in ("threshold", "dynamic"):
+        project = make_project(tmp_path / policy, routing={**DYNAMIC, "policy": policy, "overlap": 2})
+        try:
+            add_routed_items(project, 4, overlap=2 if policy == "threshold" else 1)
+            # threshold: 2 answers per item; dynamic: one person asked now, but (1 + max_overlap)
+            # / 2 = 2 expected per item, as plan counts (it used to price the one answer asked).
+            price = answer_price(project.config.costs)
+            assert project.status().comparison.hybrid == pytest.approx(4 * 2 * price)
+        finally:
+            project.close()

@@ -6,6 +6,7 @@ killed at any point continues where it stopped when started again.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 from duolabel.context import Context
 from duolabel.core.audit import Alarm
 from duolabel.core.costs import CostComparison, CostSummary
+from duolabel.core.policies import make_policy
 from duolabel.errors import ConfigError, DataError, ProjectError, shown
 from duolabel.export import export_labels
 from duolabel.files import writable_file
@@ -123,8 +125,11 @@ def project_status(ctx: Context) -> Status:
                 .group_by(Annotation.item_id)
             ).all()
         )
+        # The dynamic policy asks one person at a time, so the answers it asks for now
+        # understate what an item will take: its planning figure (what `plan` counts) is used.
+        expected = make_policy(ctx.config.routing.policy, ctx.config.routing.model_dump()).expected_answers
         pending = sum(
-            max(overlap - given.get(item_id, 0), 0)
+            max(max(overlap, expected) - given.get(item_id, 0), 0)
             for item_id, overlap in session.execute(
                 select(Route.item_id, Route.overlap).where(
                     Route.decision == "humans", Route.item_id.not_in(select(FinalLabel.item_id))
@@ -153,7 +158,7 @@ def project_status(ctx: Context) -> Status:
         items=items - golden,
         golden=golden,
         overlap=ctx.config.routing.overlap,
-        answers_pending=pending,
+        answers_pending=math.ceil(pending),
         experts_pending=experts_pending,
     )
     return Status(

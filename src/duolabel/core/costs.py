@@ -34,7 +34,8 @@ class CostComparison:
 
     ``humans_only`` is what people would cost for every item at the configured overlap;
     ``hybrid`` is the model's ledger cost plus every human and expert answer given or still
-    asked for; the golden set (expert labels plus set-up) is kept apart.
+    asked for (for the dynamic policy, which asks one person at a time, what it is expected to
+    ask); the golden set (expert labels plus set-up) is kept apart.
     """
 
     currency: str
