@@ -9,8 +9,11 @@ person answers the item's true label 90% of the time, so the quality rules see a
 crowd. Only 127.0.0.1 is contacted; the run is bounded in time and in items.
 
 Afterwards it checks the store: every acknowledged answer is stored exactly once and nothing
-else is (zero lost or duplicated), every finished item has exactly ``overlap`` answers, and
-nobody was given one item twice. It reports p50/p95/p99 latency of next-task and submit,
+else is (zero lost or duplicated), every finished item has exactly the answers its route asks
+for, and nobody was given one item twice. ``--policy dynamic`` routes the items to one person
+each under the dynamic policy, which the server follows up after each answer (one more person
+while an item is unsure, at most ``--overlap``), so the figures include the live follow-up.
+It reports p50/p95/p99 latency of next-task and submit,
 answers per second, and, counted inside the server process (a SQLAlchemy
 ``before_cursor_execute`` listener and the process's CPU clock, installed by this script
 around ``duolabel serve``), the SQL statements per next-task and per submit and the server's
@@ -103,6 +106,7 @@ def build_project(
     overlap: int,
     annotators: int,
     threads: int | None = None,
+    policy: str = "threshold",
 ) -> dict:
     """The project, its items and accounts; returns the true label of every item text."""
     import yaml
@@ -115,9 +119,9 @@ def build_project(
     config = {
         "task": {"labels": [{"name": n, "description": f"about {n}"} for n in LABELS]},
         "quality": {"exam_size": 0, "control_rate": 0.1, "min_seconds": 0.0},
-        # A fixed overlap, so every finished item has exactly that many answers (the check
-        # below); the dynamic policy (the default) would grow it on the items people split on.
-        "routing": {"policy": "threshold", "overlap": overlap},
+        # The threshold policy unless asked: a fixed overlap. The dynamic policy starts every
+        # item at one person and grows it, up to ``overlap``, while the answers leave it unsure.
+        "routing": {"policy": policy, "overlap": overlap, "max_overlap": overlap},
     }
     if database_url:
         config["database_url"] = database_url
@@ -154,7 +158,7 @@ def build_project(
                     {
                         "item_id": rows[-1]["id"],
                         "decision": "humans",
-                        "overlap": overlap,
+                        "overlap": 1 if policy == "dynamic" else overlap,
                         "policy_version": "load",
                         "run_id": run.id,
                     }
@@ -279,7 +283,7 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
     return tuple(float(x) for x in np.percentile(values, [50, 95, 99]))  # type: ignore[return-value]
 
 
-def check_store(folder: Path, stats: Stats, overlap: int) -> dict:
+def check_store(folder: Path, stats: Stats) -> dict:
     """The invariants, from the store itself."""
     from sqlalchemy import func, select
 
@@ -289,13 +293,14 @@ def check_store(folder: Path, stats: Stats, overlap: int) -> dict:
     with Project.open(folder) as project, project.store.read() as session:
         stored = list(session.scalars(select(Annotation.id)))
         pairs = session.execute(select(Annotation.item_id, Annotation.annotator_id)).all()
-        per_item = dict(
-            session.execute(
-                select(Annotation.item_id, func.count())
-                .join(Route, Route.item_id == Annotation.item_id)
-                .group_by(Annotation.item_id)
-            ).all()
-        )
+        # Per routed item: its answers and the overlap its route asks for (the dynamic
+        # policy's follow-up may have grown it).
+        per_item = session.execute(
+            select(func.count(), Route.overlap)
+            .select_from(Annotation)
+            .join(Route, Route.item_id == Annotation.item_id)
+            .group_by(Annotation.item_id, Route.overlap)
+        ).all()
         given_twice = session.scalar(
             select(func.count()).select_from(
                 select(Assignment.item_id, Assignment.annotator_id)
@@ -314,8 +319,8 @@ def check_store(folder: Path, stats: Stats, overlap: int) -> dict:
         "duplicated": sum(n - 1 for n in acknowledged.values() if n > 1)
         + len(set(stored) - set(acknowledged)),
         "same_person_twice": len(pairs) - len(set(pairs)) + int(given_twice or 0),
-        "finished_items": sum(1 for n in per_item.values() if n >= overlap),
-        "over_or_under_filled_finished": sum(1 for n in per_item.values() if n > overlap),
+        "finished_items": sum(1 for n, overlap in per_item if n >= overlap),
+        "over_or_under_filled_finished": sum(1 for n, overlap in per_item if n > overlap),
         "answers": len(stored),
         "kinds": kinds,
         "suspended": int(suspended or 0),
@@ -345,6 +350,7 @@ def run_store(
             overlap=args.overlap,
             annotators=args.annotators,
             threads=args.threads,
+            policy=args.policy,
         )
         port = free_port()
         counts = workdir / f"{folder.name}-counts.json"
@@ -406,7 +412,7 @@ def run_store(
         if "Traceback" in errors:
             print(errors, file=sys.stderr)
         server_side = json.loads(counts.read_text()) if counts.exists() else {}
-        checks = {} if floor else check_store(folder, stats, args.overlap)
+        checks = {} if floor else check_store(folder, stats)
         answers = max(1, len(stats.acknowledged))
         per = server_side.get("paths", {})
         return {
@@ -641,7 +647,7 @@ def report(results: list[dict], floors: list[dict], args: argparse.Namespace) ->
     command = (
         f"python benchmarks/load.py --stores {' '.join(args.stores)} --annotators {args.annotators} "
         f"--seconds {args.seconds:g} --warmup {args.warmup:g} --items {args.items} "
-        f"--overlap {args.overlap} --runs {args.runs} "
+        f"--overlap {args.overlap} --policy {args.policy} --runs {args.runs} "
         f"--think-ms {args.think_ms:g}"
         + (f" --serve-args='{shlex.join(args.serve_args)}'" if args.serve_args else "")
         + (f" --threads {args.threads}" if args.threads is not None else "")
@@ -747,6 +753,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--overlap", type=int, default=3)
+    parser.add_argument(
+        "--policy",
+        choices=("threshold", "dynamic"),
+        default="threshold",
+        help="threshold: every item asks --overlap people; dynamic: one person, then one more while "
+        "unsure (the server's live follow-up), at most --overlap",
+    )
     parser.add_argument(
         "--stores", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
     )
