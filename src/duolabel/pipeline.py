@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 from duolabel.context import Context
 from duolabel.core.audit import Alarm
 from duolabel.core.costs import CostComparison, CostSummary
-from duolabel.core.policies import make_policy
 from duolabel.errors import ConfigError, DataError, ProjectError, shown
 from duolabel.export import export_labels
 from duolabel.files import writable_file
@@ -40,7 +39,14 @@ from duolabel.stages.distill import (
 )
 from duolabel.stages.label import LabelResult, label_project
 from duolabel.stages.learn import Purchase, buy_golden, order_queue, record_learning, stop_set
-from duolabel.stages.route import Plan, RouteResult, follow_up_project, plan_routing, route_project
+from duolabel.stages.route import (
+    Plan,
+    RouteResult,
+    configured_policy,
+    follow_up_project,
+    plan_routing,
+    route_project,
+)
 from duolabel.stages.route_sample import route_with_sample, routes_by_sample, sample_state
 from duolabel.store import Annotation, FinalLabel, Item, Prediction, Redaction, Route, Run
 from duolabel.synthetic import synthetic_status
@@ -127,7 +133,7 @@ def project_status(ctx: Context) -> Status:
         )
         # The dynamic policy asks one person at a time, so the answers it asks for now
         # understate what an item will take: its planning figure (what `plan` counts) is used.
-        expected = make_policy(ctx.config.routing.policy, ctx.config.routing.model_dump()).expected_answers
+        expected = configured_policy(ctx.config.routing).expected_answers
         pending = sum(
             max(max(overlap, expected) - given.get(item_id, 0), 0)
             for item_id, overlap in session.execute(

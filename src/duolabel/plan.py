@@ -28,7 +28,6 @@ from sqlalchemy import func, select
 from duolabel.config import LabelerConfig
 from duolabel.context import Context
 from duolabel.core.operating import golden_needed
-from duolabel.core.policies import make_policy
 from duolabel.errors import DuolabelError, ProjectError
 from duolabel.formatting import money
 from duolabel.labelers import TextItem, build_labeler, encode_fn, encoder_for
@@ -315,11 +314,11 @@ def _unrouted(ctx: Context) -> tuple[int, int]:
 
 
 def _plan_people(ctx: Context, items: int, waiting: int) -> tuple[PeoplePlan, Any]:
-    from duolabel.stages.route import plan_routing, routed_item_cost
+    from duolabel.stages.route import configured_policy, plan_routing, routed_item_cost
 
     cfg = ctx.config.routing
     costs = ctx.config.costs
-    policy = make_policy(cfg.policy, cfg.model_dump())
+    policy = configured_policy(cfg)
     per_item = policy.expected_answers
     routing = None
     with contextlib.suppress(ProjectError):  # no calibrated model yet

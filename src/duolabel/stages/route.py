@@ -63,6 +63,7 @@ __all__ = [
     "Evidence",
     "Plan",
     "RouteResult",
+    "configured_policy",
     "error_ranking_of",
     "follow_up_project",
     "item_neighbourhood_accuracy",
@@ -131,7 +132,7 @@ def _skills(ctx: Context) -> dict[str, float]:
     return measured_accuracies(dict(rows))
 
 
-def _policy(routing: RoutingConfig) -> ThresholdPolicy:
+def configured_policy(routing: RoutingConfig) -> ThresholdPolicy:
     """The configured policy from the registry, its parameters from the routing settings."""
     return make_policy(routing.policy, routing.model_dump())
 
@@ -141,7 +142,7 @@ def _check_policy(ctx: Context, routing: RoutingConfig) -> None:
     (:mod:`duolabel.core.listfollow`: multi_label, spans) and the policy decides on that
     posterior (``settle``, as :class:`~duolabel.core.policies.DynamicOverlap` does)."""
     kind = ctx.config.task.type
-    policy = _policy(routing)
+    policy = configured_policy(routing)
     if not task_type(kind).list_valued or not isinstance(policy, FollowUpPolicy):
         return
     if kind not in LIST_TYPES or not hasattr(policy, "settle"):
@@ -192,7 +193,7 @@ def load_evidence(ctx: Context, model_version: str, *, routing: RoutingConfig | 
         )
     skills = _skills(ctx)
     accuracy = float(np.mean(list(skills.values()))) if skills else cfg.human_accuracy
-    overlap = _policy(cfg).max_answers
+    overlap = configured_policy(cfg).max_answers
     prior = majority_accuracy(accuracy, overlap, len(labels))
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for item_id, label in answers:
@@ -274,7 +275,7 @@ def plan_routing(ctx: Context, *, items_to_route: int = 0, routing: RoutingConfi
         raise ProjectError("nothing to route yet: run 'duolabel label' first")
     cfg = routing or ctx.config.routing
     evidence = load_evidence(ctx, model_version, routing=cfg)
-    policy = _policy(cfg)
+    policy = configured_policy(cfg)
     if policy.uses_features:
         evidence.features["neighbourhood_accuracy"] = item_neighbourhood_accuracy(
             ctx, evidence.ids, evidence.model_correct.astype(float), evidence.ids
@@ -548,7 +549,7 @@ def follow_up_project(
 
     cfg = ctx.config.routing
     done: Counter[str] = Counter()
-    policy = _policy(cfg)
+    policy = configured_policy(cfg)
     if not isinstance(policy, FollowUpPolicy):
         return done
     _check_policy(ctx, cfg)

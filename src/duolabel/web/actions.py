@@ -70,6 +70,7 @@ __all__ = [
     "expert_overview",
     "expert_skip",
     "follow_up",
+    "follow_up_undone",
     "model_label",
     "invitation",
     "invite",
@@ -234,11 +235,11 @@ def _checked_by(ctx: Context) -> dict[str, Any]:
     return {"labels": ctx.config.task.label_names, "task_type": task_type(ctx.config.task.type)}
 
 
-def follow_up(ctx: Context, assignment_id: int, *, undone: bool = False) -> None:
-    """Follow up the item of an assignment just answered or, with ``undone``, taken back, under
-    the dynamic policy: ask one more person, or escalate, as soon as the asked-for answers are
-    in, and ask for one fewer when the answer that grew the overlap is taken back (routing's
-    ``follow_up_project`` for that one item). Other policies do nothing here.
+def follow_up(ctx: Context, item_id: str, *, undone: bool = False) -> None:
+    """Follow up an item just answered or, with ``undone``, one whose answer was just taken
+    back, under the dynamic policy: ask one more person, or escalate, as soon as the asked-for
+    answers are in, and ask for one fewer when the answer that grew the overlap is taken back
+    (routing's ``follow_up_project`` for that one item). Other policies do nothing here.
 
     The routes run it after their response has gone out (a background task), so the time an
     answer takes does not depend on whether its item was followed up, and a control (which has
@@ -246,12 +247,18 @@ def follow_up(ctx: Context, assignment_id: int, *, undone: bool = False) -> None
     next ``aggregate`` or ``run``, which follows up every item; the error goes to the log.
     """
     try:
-        with ctx.store.read() as session:
-            item_id = session.scalar(select(Assignment.item_id).where(Assignment.id == assignment_id))
-        if item_id is not None:
-            follow_up_project(ctx, [item_id], undone=undone)
+        follow_up_project(ctx, [item_id], undone=undone)
     except Exception:  # the answer is stored; aggregate follows the item up instead
-        _log.exception("following up the item of assignment %s failed", assignment_id)
+        _log.exception("following up item %s failed", item_id)
+
+
+def follow_up_undone(ctx: Context, assignment_id: int) -> None:
+    """:func:`follow_up` of the item of an assignment whose answer was just undone (the undo
+    routes know the assignment, not the item)."""
+    with ctx.store.read() as session:
+        item_id = session.scalar(select(Assignment.item_id).where(Assignment.id == assignment_id))
+    if item_id is not None:
+        follow_up(ctx, item_id, undone=True)
 
 
 def skip(ctx: Context, me: Annotator, assignment_id: int) -> None:

@@ -123,7 +123,7 @@ def _answering(
         body = _body(AnswerBody, raw, content_type)
         note = Note.of(unsure=body.unsure, comment=body.comment)
         annotation = action(web.project, who.annotator, body.assignment_id, body.label, note)
-        return {"annotation_id": annotation.id, "assignment_id": body.assignment_id}
+        return {"annotation_id": annotation.id, "item_id": annotation.item_id}
 
     # One hop to a worker thread for the checks and the answer together: a ``def`` dependency
     # and a ``def`` endpoint are two hops, a measurable part of a submit's CPU (issue 12).
@@ -131,7 +131,7 @@ def _answering(
         raw = await request.body()
         done = await run_in_threadpool(answer, request, raw, request.headers.get("content-type"))
         if follow_up:
-            background.add_task(actions.follow_up, web_of(request).project, done["assignment_id"])
+            background.add_task(actions.follow_up, web_of(request).project, done["item_id"])
         return {"annotation_id": done["annotation_id"]}
 
     router.post(path, name=name, openapi_extra=_json_body_schema(AnswerBody))(answered)
@@ -229,7 +229,7 @@ def api_skip(
 def api_undo(request: Request, background: BackgroundTasks) -> dict[str, Any]:
     web, who = _post(request, ANNOTATOR)
     assignment_id = actions.undo(web.project, who.annotator)
-    background.add_task(actions.follow_up, web.project, assignment_id, undone=True)
+    background.add_task(actions.follow_up_undone, web.project, assignment_id)
     return {"assignment_id": assignment_id}
 
 

@@ -216,9 +216,8 @@ def task_page(request: Request, assignment_id: int) -> Response:
 @router.post("/answer")
 def answer(request: Request, form: Annotated[AnswerForm, Depends()], background: BackgroundTasks) -> Response:
     web, who = posted(request, ANNOTATOR, form.csrf_token)
-    assignment_id, label, note = form.answer()
-    actions.answer(web.project, who.annotator, assignment_id, label, note)
-    background.add_task(actions.follow_up, web.project, assignment_id)
+    annotation = actions.answer(web.project, who.annotator, *form.answer())
+    background.add_task(actions.follow_up, web.project, annotation.item_id)
     return _go("/label")
 
 
@@ -233,7 +232,7 @@ def skip(request: Request, csrf_token: Field = "", assignment_id: Field = "") ->
 def undo(request: Request, background: BackgroundTasks, csrf_token: Field = "") -> Response:
     web, who = posted(request, ANNOTATOR, csrf_token)
     assignment_id = actions.undo(web.project, who.annotator)
-    background.add_task(actions.follow_up, web.project, assignment_id, undone=True)
+    background.add_task(actions.follow_up_undone, web.project, assignment_id)
     return _go(f"/task/{assignment_id}")
 
 
