@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from duolabel.config import CostsConfig
 from duolabel.context import Context
@@ -123,26 +124,38 @@ def compare_costs(spent: CostSummary, costs: CostsConfig, **counts: int) -> Cost
 
 def labeler_versions(ctx: Context) -> dict[str, str]:
     """Each configured labeler's version from its latest finished labeling run."""
-    names = [cfg.label_name for cfg in ctx.config.labeler]
-    versions: dict[str, str] = {}
     with ctx.store.read() as session:
-        runs = session.scalars(
-            select(Run).where(Run.kind == "label", Run.status == "done").order_by(Run.id.desc())
-        )
-        for run in runs:
-            name = run.config.get("labeler_name", "embedding")
-            if name in names and name not in versions:
-                versions[name] = run.config["model_version"]
+        return _labeler_versions(session, [cfg.label_name for cfg in ctx.config.labeler])
+
+
+# The finished labeling runs' settings, the latest first (built once: the web app's follow-up
+# of an answered item reads it after every answer).
+_LABEL_RUNS = select(Run.config).where(Run.kind == "label", Run.status == "done").order_by(Run.id.desc())
+
+
+def _labeler_versions(session: Session, names: list[str]) -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for config in session.scalars(_LABEL_RUNS):
+        name = config.get("labeler_name", "embedding")
+        if name in names and name not in versions:
+            versions[name] = config["model_version"]
     return {name: versions[name] for name in names if name in versions}
 
 
-def current_model_version(ctx: Context) -> str | None:
+def current_model_version(ctx: Context, session: Session | None = None) -> str | None:
     """The version of the predictions that routing uses: the single labeler's, or the
-    ensemble's (recorded by the calibration stage) when there are several."""
+    ensemble's (recorded by the calibration stage) when there are several. Read in
+    ``session`` when given (one transaction with the caller's other reads)."""
+    if session is None:
+        with ctx.store.read() as session:
+            return current_model_version(ctx, session)
     if len(ctx.config.labeler) == 1:
-        return labeler_versions(ctx).get(ctx.config.labeler[0].label_name)
-    with ctx.store.read() as session:
-        run = session.scalars(
-            select(Run).where(Run.kind == "calibrate", Run.status == "done").order_by(Run.id.desc()).limit(1)
-        ).first()
-    return run.config.get("ensemble_version") if run else None
+        name = ctx.config.labeler[0].label_name
+        return _labeler_versions(session, [name]).get(name)
+    config = session.scalars(
+        select(Run.config)
+        .where(Run.kind == "calibrate", Run.status == "done")
+        .order_by(Run.id.desc())
+        .limit(1)
+    ).first()
+    return config.get("ensemble_version") if config else None
