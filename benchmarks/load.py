@@ -623,7 +623,9 @@ def heading(args: argparse.Namespace) -> str:
     """One docs/benchmarks.md section per configuration, so that several sit side by side."""
     return (
         f"{HEADING}: {' + '.join(args.stores)}, {args.annotators} annotators, {_think(args)}, "
-        f"{_workers(args.serve_args)}" + (f", {args.threads} threads" if args.threads is not None else "")
+        f"{_workers(args.serve_args)}"
+        + (f", {args.threads} threads" if args.threads is not None else "")
+        + (f", {args.policy} policy" if args.policy != "threshold" else "")
     )
 
 

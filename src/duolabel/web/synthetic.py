@@ -15,13 +15,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
 
 from duolabel.errors import ProjectError
 from duolabel.synthetic import synthetic_summary
 from duolabel.synthetic_decisions import decide_synthetic, list_synthetic, review_summary
 from duolabel.synthetic_review import next_to_review, review_synthetic
-from duolabel.web.api import posting
+from duolabel.web.api import JsonBody, json_body_schema, posting
 from duolabel.web.common import EXPERT, Web, Who, posted, signed_in, web_of
 
 __all__ = ["router"]
@@ -65,9 +64,7 @@ def review_post(
 # -- the JSON API ---------------------------------------------------------------------------
 
 
-class ReviewBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReviewBody(JsonBody):
     item_id: str
     decision: str  # accept | reject
 
@@ -87,13 +84,12 @@ def api_synthetic_items(
     return {"items": page.items, "total": page.total, "offset": page.offset, "limit": page.limit}
 
 
-@router.post("/api/v1/expert/synthetic/review")
+@router.post("/api/v1/expert/synthetic/review", openapi_extra=json_body_schema(ReviewBody))
 def api_synthetic_review(
-    request: Request,
-    body: ReviewBody,
-    who: Who = Depends(posting(EXPERT)),  # noqa: B008
+    request: Request, sent: Annotated[tuple[Who, ReviewBody], Depends(posting(EXPERT, ReviewBody))]
 ) -> dict[str, Any]:
     """Accept or reject one synthetic item as the caller; the same decision again changes nothing."""
+    who, body = sent
     decided = decide_synthetic(web_of(request).project, body.item_id, body.decision, reviewer_id=who.id)
     return {
         "item_id": decided.item_id,
