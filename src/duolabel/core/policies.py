@@ -20,12 +20,13 @@ a subclass of :class:`ThresholdPolicy` (it inherits the members the route stage 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -407,5 +408,12 @@ def make_policy(name: str, settings: Mapping[str, Any]) -> ThresholdPolicy:
     ('DynamicOverlap', 4, 2.5)
     """
     cls = POLICIES.get(name)
-    accepted = inspect.signature(cls).parameters
+    accepted = _parameters(cast(Any, cls))  # a class hashes (mypy reads the dataclass's eq)
     return cls(**{key: value for key, value in settings.items() if key in accepted})
+
+
+@functools.cache
+def _parameters(cls: type) -> frozenset[str]:
+    # Remembered: the web app makes the policy after every answer (its follow-up), and
+    # inspect.signature was a fifth of that follow-up's Python time.
+    return frozenset(inspect.signature(cls).parameters)

@@ -138,12 +138,12 @@ def configured_policy(routing: RoutingConfig) -> ThresholdPolicy:
     return make_policy(routing.policy, routing.model_dump())
 
 
-def _check_policy(ctx: Context, routing: RoutingConfig) -> None:
+def _check_policy(ctx: Context, routing: RoutingConfig, policy: ThresholdPolicy | None = None) -> None:
     """Refuse a follow-up policy on lists unless their answers can be fused element by element
     (:mod:`duolabel.core.listfollow`: multi_label, spans) and the policy decides on that
     posterior (``settle``, as :class:`~duolabel.core.policies.DynamicOverlap` does)."""
     kind = ctx.config.task.type
-    policy = configured_policy(routing)
+    policy = configured_policy(routing) if policy is None else policy
     if not task_type(kind).list_valued or not isinstance(policy, FollowUpPolicy):
         return
     if kind not in LIST_TYPES or not hasattr(policy, "settle"):
@@ -587,7 +587,7 @@ def follow_up_project(
     policy = configured_policy(cfg)
     if not isinstance(policy, FollowUpPolicy):
         return done
-    _check_policy(ctx, cfg)
+    _check_policy(ctx, cfg, policy)
     labels = ctx.config.task.label_names
     routes: dict[str, int] = {}  # each open route's overlap
     answers: dict[str, list[tuple[str, str]]] = defaultdict(list)
