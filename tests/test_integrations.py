@@ -182,6 +182,7 @@ def test_a_bad_label_studio_export_names_task_and_field_and_stores_nothing(tmp_p
     tasks.append({"id": 103, "data": "just text"})
     answer = {"completed_by": [1], "result": tasks[0]["annotations"][1]["result"]}
     tasks.append({"id": 104, "data": {"review": "ok"}, "annotations": [answer]})
+    tasks.append({"id": 105, "data": {"title": "no review"}})  # the text field is missing
     path = tmp_path / "export.json"
     path.write_text(json.dumps(tasks), encoding="utf-8")
     folder = _fresh(tmp_path / "p", None)
@@ -195,6 +196,7 @@ def test_a_bad_label_studio_export_names_task_and_field_and_stores_nothing(tmp_p
             "expected the probability of its choice, in [0, 1]",
             f"{path}, task 3, field 'data': got a JSON string, expected an object with the item's fields",
             f"{path}, task 4, field 'annotations[0].completed_by': got [1], expected a user id",
+            f"{path}, task 5, field 'data.review': missing field",
             "Nothing was imported.",
         ]
         with project.store.read() as session:

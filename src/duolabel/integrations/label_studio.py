@@ -206,8 +206,10 @@ class _Reader:
         from_name: str | None,
         model_version: str | None,
         max_problems: int,
+        items: bool = True,
     ) -> None:
         self.task = ctx.config.task
+        self.items = items
         self.kind = task_type(self.task.type)
         self.path = path
         self.columns = columns
@@ -248,6 +250,13 @@ class _Reader:
             self.bad(index, "data", f"{got}, expected an object with the item's fields")
             return
         values = {str(self.columns.get(k, k)): v for k, v in data.items()}
+        if self.items:
+            # The item import would find a missing text field too, but only once every task
+            # passed here: named now, it is listed with the tasks' other problems.
+            original = {field: key for key, field in self.columns.items()}
+            for name in self.task.text_fields:
+                if name not in values:
+                    self.bad(index, f"data.{original.get(name, name)}", "missing field")
         id_field = self.task.id_field
         # A task exported from Label Studio always has its own id; data often has none.
         if id_field not in values and isinstance(entry.get("id"), (int, str)):
@@ -461,6 +470,7 @@ def import_label_studio(
         from_name=from_name,
         model_version=model_version,
         max_problems=max_problems,
+        items=items,
     )
     parsed = reader.read(tasks)
     result = LabelStudioImport(file=source, tasks=len(tasks))
