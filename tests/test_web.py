@@ -644,6 +644,11 @@ def test_cookie_and_security_headers(project: Project) -> None:
     assert client.get("/static/label.js").status_code == 200
     missing = client.get("/nope")
     assert missing.status_code == 404 and "Not Found" in missing.text
+    assert "secure" not in cookie.split("; ")  # plain HTTP (the loopback address): no Secure
+    # Over HTTPS (TLS, or a trusted proxy's X-Forwarded-Proto), every cookie is Secure.
+    https = TestClient(create_app(project), base_url="https://testserver", follow_redirects=False)
+    cookies = https.get("/login").headers.get_list("set-cookie")
+    assert cookies and all("secure" in c.lower().split("; ") for c in cookies)
 
 
 def test_session_secret_is_kept_private_in_the_project(

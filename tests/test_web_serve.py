@@ -100,6 +100,12 @@ def test_serve_invite_and_label_over_http(tmp_path: Path, database_url: str | No
         assert created.status_code == 303
         exam = client.get("/api/v1/exam/task").json()["task"]
         assert exam is not None and exam["text"].startswith("known text")
+        # The session cookie is Secure when a proxy on a trusted address (uvicorn's
+        # FORWARDED_ALLOW_IPS, the loopback address by default) says the browser used HTTPS.
+        for proto, secure in (("http", False), ("https", True)):
+            got = httpx.get(f"http://127.0.0.1:{port}/login", headers={"x-forwarded-proto": proto})
+            cookies = got.headers.get_list("set-cookie")
+            assert cookies and all(("secure" in c.lower().split("; ")) is secure for c in cookies), cookies
     output = "".join(logged)
     assert "Annotators log in at" in output and "Traceback" not in output
 

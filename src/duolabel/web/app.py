@@ -156,7 +156,12 @@ def create_app(project: Project) -> FastAPI:
 
 class _SecurityHeaders:
     """ASGI middleware adding :data:`SECURITY_HEADERS` (and ``cache-control: no-store`` outside
-    ``/static/``) to every HTTP response that does not set them itself."""
+    ``/static/``) to every HTTP response that does not set them itself, and marking its cookies
+    ``Secure`` when the request came over HTTPS: served with TLS, or through a proxy that says
+    so (``X-Forwarded-Proto: https``, which uvicorn believes from ``FORWARDED_ALLOW_IPS`` only).
+    Starlette's session middleware takes the flag once for all requests; this way one server
+    answers both the proxy and plain HTTP on the loopback address, and the session cookie a
+    browser got over HTTPS is never sent in clear text."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -169,14 +174,32 @@ class _SecurityHeaders:
         if not scope["path"].startswith("/static/"):
             extra["cache-control"] = "no-store"
 
+        https = scope.get("scheme") == "https"
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in extra.items():
                     headers.setdefault(name, value)
+                if https:
+                    message["headers"] = [_secure(name, value) for name, value in message["headers"]]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _secure(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    """A ``Set-Cookie`` header with the ``Secure`` attribute (other headers as they are).
+
+    >>> _secure(b"set-cookie", b"session=abc; path=/; httponly")
+    (b'set-cookie', b'session=abc; path=/; httponly; secure')
+    >>> _secure(b"set-cookie", b"session=securexyz; Secure")[1]
+    b'session=securexyz; Secure'
+    """
+    if name.lower() != b"set-cookie":
+        return name, value
+    attributes = [part.strip().lower() for part in value.split(b";")[1:]]
+    return name, value if b"secure" in attributes else value + b"; secure"
 
 
 def _warm_up() -> None:
