@@ -113,7 +113,7 @@ def test_a_twin_reaches_a_worker_without_its_id(tmp_path: Path, monkeypatch: pyt
             html = alice.get("/label").text
             task = alice.api("GET", "/task").json()["task"]
             seen.append((task["response_a"], task["response_b"]))
-            for shown in (html, json.dumps(task)):
+            for shown in (alice.shown(html), json.dumps(task)):
                 assert twin_id("c1") not in shown and "c1" not in shown and "swap" not in shown.lower()
             alice.post("/answer", assignment_id=assignment_id(html), label="A")
         assert ("grey", "red") in seen  # the twin was served
