@@ -50,6 +50,48 @@ def test_init_import_status_through_the_cli(tmp_path):
     assert status.returncode == 0 and "items" in status.stdout
 
 
+def _project_parameters() -> dict[str, list]:
+    import typer.main
+
+    found = {}
+    for path in command_paths():
+        command = typer.main.get_command(app)
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        params = [param for param in command.params if param.name in ("project", "project_option")]
+        if params:
+            found[" ".join(path)] = params
+    return found
+
+
+def test_every_command_takes_the_project_folder_as_p():
+    found = _project_parameters()
+    assert {"status", "run", "plan", "import", "golden suggest", "annotators add"} <= set(found)
+    for command, params in found.items():
+        assert any("-p" in param.opts for param in params), command
+    # The commands on the project alone take it as an argument too.
+    positional = {
+        command for command, params in found.items() if any(p.param_type_name == "argument" for p in params)
+    }
+    assert {"status", "run", "plan", "label", "serve", "optimize-prompt", "generate"} <= positional
+
+
+def test_the_project_folder_as_an_argument_or_as_p(tmp_path):
+    assert duolabel("init", str(tmp_path / "p"), "-l", "spam", "-l", "ham").returncode == 0
+    folder = str(tmp_path / "p")
+    for args in (["status", folder], ["status", "-p", folder], ["status", "--project", folder, folder]):
+        result = duolabel(*args)
+        assert result.returncode == 0 and "items" in result.stdout, (args, result.stderr)
+    assert duolabel("status", cwd=folder).returncode == 0
+    plan = duolabel("plan", folder)
+    assert plan.returncode == 0, plan.stderr
+    both = duolabel("status", folder, "-p", str(tmp_path / "q"))
+    assert both.returncode == 2 and "Traceback" not in both.stderr
+    assert "two project folders" in both.stderr and "give one" in both.stderr
+    missing = duolabel("status", "-p", str(tmp_path / "q"))
+    assert missing.returncode == 2 and "no such project folder" in missing.stderr
+
+
 def test_init_with_labels_instruction_and_from_a_golden_file(tmp_path):
     import yaml
 

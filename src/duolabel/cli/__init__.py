@@ -12,7 +12,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from duolabel.cli.common import ProjectArg, ProjectOpt, _open, err, out, wide_when_not_a_terminal
+from duolabel.cli.common import (
+    ProjectAlso,
+    ProjectArg,
+    ProjectOpt,
+    _open,
+    err,
+    out,
+    project_folder,
+    wide_when_not_a_terminal,
+)
 from duolabel.cli.people import annotators_app, config_app, golden_app
 from duolabel.cli.synthetic import synthetic_app
 from duolabel.cli.tables import (
@@ -255,13 +264,14 @@ def import_predictions(
 
 @app.command()
 def label(
-    project: ProjectArg = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     labeler: Annotated[
         str | None, typer.Option(help="Run only the labeler with this name (default: all of them).")
     ] = None,
 ) -> None:
     """Fit the labeler(s) on the golden items and label every item."""
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         results = proj.label(labeler=labeler, progress=rich_reporter(err))
     for result in results:
         abstained = f", {result.abstained:,} abstentions" if result.abstained else ""
@@ -272,9 +282,12 @@ def label(
 
 
 @app.command()
-def calibrate(project: ProjectArg = Path(".")) -> None:
+def calibrate(
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
+) -> None:
     """Calibrate each labeler's confidence on the golden items; prints before/after metrics."""
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         results = proj.calibrate()
         ranking = proj.error_ranking()
     for result in results:
@@ -285,7 +298,8 @@ def calibrate(project: ProjectArg = Path(".")) -> None:
 
 @app.command("optimize-prompt")
 def optimize_prompt(
-    project: ProjectOpt = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     labeler: Annotated[
         str | None, typer.Option(help="The llama or openai labeler (default: the only one).")
     ] = None,
@@ -297,6 +311,7 @@ def optimize_prompt(
     ] = 3,
 ) -> None:
     """Search an LLM labeler's instructions and demonstrations on the golden items; keeps every candidate."""
+    project = project_folder(project, project_option)
     with _open(project) as proj:
         result = proj.optimize_prompt(
             labeler=labeler, max_calls=max_calls, folds=folds, reporter=rich_reporter(err)
@@ -338,9 +353,12 @@ def optimize_prompt(
 
 
 @app.command()
-def route(project: ProjectArg = Path(".")) -> None:
+def route(
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
+) -> None:
     """Accept confident model labels; send the rest to people."""
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         result = proj.route(progress=rich_reporter(err))
     out.print(f"Routing: {result.message}.")
     out.print(
@@ -350,13 +368,16 @@ def route(project: ProjectArg = Path(".")) -> None:
 
 
 @app.command()
-def distill(project: ProjectArg = Path(".")) -> None:
+def distill(
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
+) -> None:
     """Teach the student model from the LLM teacher's labels; it labels once it is as good.
 
     The student learns from the teacher's confident labels, people's labels and the golden
     items, and labels later batches when its out-of-fold golden accuracy is at least the
     teacher's (see `distill:` in docs/configuration.md)."""
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         result = proj.distill(progress=rich_reporter(err))
     again = " (recorded earlier for the same training data)" if result.reused else ""
     out.print(
@@ -368,7 +389,8 @@ def distill(project: ProjectArg = Path(".")) -> None:
 
 @app.command()
 def generate(
-    project: ProjectOpt = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     per_label: Annotated[int, typer.Option(min=1, help="Synthetic items to keep per label.")] = 10,
     mode: Annotated[
         str, typer.Option(help="zero-shot, few-shot (golden examples) or taxonomy.")
@@ -381,7 +403,7 @@ def generate(
 
     Items too close to a real or an earlier synthetic item are dropped; kept items train the
     embedding and fine-tuned labelers only (see `synthetic:` in docs/configuration.md)."""
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         result = proj.generate(per_label=per_label, mode=mode, labeler=labeler, progress=rich_reporter(err))
     kept = ", ".join(f"{label} {n}" for label, n in result.kept.items()) or "none"
     rejected = ", ".join(f"{why} {n}" for why, n in result.rejected.items()) or "none"
@@ -398,13 +420,14 @@ def generate(
 
 @app.command()
 def aggregate(
-    project: ProjectArg = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     refresh: Annotated[
         bool, typer.Option(help="Re-aggregate every item people labelled, not only new ones.")
     ] = False,
 ) -> None:
     """Turn complete sets of human answers into final labels (the method of `aggregation.method`)."""
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         result = proj.aggregate(refresh=refresh)
     version = f" (aggregation {result.version})" if result.version else ""
     out.print(
@@ -440,21 +463,23 @@ def export(
 
 @app.command()
 def status(
-    project: ProjectArg = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     watch: Annotated[
         float | None,
         typer.Option(help="Print the status again every this many seconds, until Ctrl-C.", min=0.1),
     ] = None,
 ) -> None:
     """Counts per stage and the cost so far."""
+    folder = project_folder(project, project_option)
     if watch is None:
-        _print_status(project)
+        _print_status(folder)
         return
     try:
         while True:
             out.clear()
             out.print(f"[dim]{time.strftime('%H:%M:%S')}: every {watch:g} s, Ctrl-C to stop[/]")
-            _print_status(project)
+            _print_status(folder)
             time.sleep(watch)
     except Interrupted:
         return  # stopping the watch is how it ends, not an error
@@ -492,20 +517,25 @@ def _print_status(project: Path) -> None:
 
 
 @app.command()
-def plan(project: ProjectOpt = Path(".")) -> None:
+def plan(
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
+) -> None:
     """What a run would send, spend and ask of people; measured on a few items, stores nothing."""
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         _plan_output(proj.plan())
 
 
 @app.command()
 def run(
-    project: ProjectArg = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only show the plan (as 'duolabel plan'); store nothing.")
     ] = False,
 ) -> None:
     """The whole loop: import, label, calibrate, route, aggregate, export. Resumable."""
+    project = project_folder(project, project_option)
     with _open(project) as proj:
         if dry_run:
             _plan_output(proj.plan())
@@ -553,7 +583,8 @@ NO_CURVE = "No curve was written."
 
 @app.command()
 def simulate(
-    project: ProjectArg = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     answers: Annotated[
         Path,
         typer.Option(
@@ -609,7 +640,7 @@ def simulate(
     from duolabel.files import writable_file
     from duolabel.simulate import HYBRID, read_gold, simulate_project
 
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         if proj.config.task.type in ("multi_label", "spans"):  # lists: cli/lists.py
             from duolabel.cli.lists import list_simulation_table
 
@@ -684,7 +715,8 @@ def simulate(
 
 @app.command()
 def report(
-    project: ProjectArg = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="HTML file to write (default: PROJECT/report.html).")
     ] = None,
@@ -692,14 +724,15 @@ def report(
     """Write one self-contained HTML report: curve, calibration, cost, confusion, routing, people."""
     from duolabel.report import write_report
 
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         path = write_report(proj, output or proj.resolve("report.html"))
     out.print(f"Wrote {path}.")
 
 
 @app.command()
 def audit(
-    project: ProjectArg = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     rate: Annotated[
         float | None, typer.Option(help="Share of shipped labels to draw (default: audit.sample_rate).")
     ] = None,
@@ -711,7 +744,7 @@ def audit(
     """Draw shipped labels into the experts' audit queue; show the audited accuracy per source."""
     from duolabel.stages.audit import alarms, apply_expert_answers, audit_estimates, draw_audit
 
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         if not report_only:
             drawn = draw_audit(proj, rate=rate, seed=seed)
             strata = ", ".join(f"{name}: {n}" for name, n in drawn.strata.items()) or "nothing to draw"
@@ -741,7 +774,8 @@ def audit(
 
 @app.command()
 def serve(
-    project: ProjectArg = Path("."),
+    project: ProjectArg = None,
+    project_option: ProjectAlso = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes (uvicorn workers).")] = 1,
@@ -759,7 +793,7 @@ def serve(
         from duolabel.web import serve as serve_app
     except ModuleNotFoundError as exc:
         raise DuolabelError(f"the web app needs {exc.name!r}: pip install 'duolabel[web]'") from None
-    with _open(project) as proj:
+    with _open(project, project_option) as proj:
         out.print(f"Annotators log in at http://{host}:{port}/ (Ctrl+C stops).")
         serve_app(proj, host=host, port=port, workers=workers, keep_alive=keep_alive)
 
