@@ -194,3 +194,29 @@ def test_a_file_with_the_users_own_comments_is_kept_beside_the_rewritten_one(tmp
     again = runner.invoke(app, ["config", "set", "routing.threshold", "0.7", "-p", str(folder)])
     assert again.exit_code == 0 and "bak" not in again.output  # duolabel's own comments only
     assert (folder / "duolabel.yaml.bak").read_text(encoding="utf-8") == mine
+
+
+def test_switching_the_backend_keeps_no_copy_when_every_comment_was_duolabels(folder: Path) -> None:
+    """The old backend's comments go with its keys: they were duolabel's, not the user's, so no
+    "yours are not in it" and no duolabel.yaml.bak (both came after a fresh `init`)."""
+    switched = runner.invoke(app, ["config", "set", "labeler.backend", "embedding", "-p", str(folder)])
+    assert switched.exit_code == 0, switched.output
+    assert "bak" not in switched.output and not (folder / "duolabel.yaml.bak").exists()
+    text = (folder / "duolabel.yaml").read_text(encoding="utf-8")
+    (folder / "duolabel.yaml").write_text("# ask Bob first\n" + text, encoding="utf-8")
+    back = runner.invoke(app, ["config", "set", "labeler.backend", "finetune", "-p", str(folder)])
+    assert back.exit_code == 0 and "duolabel.yaml.bak" in " ".join(back.output.split())
+    assert (folder / "duolabel.yaml.bak").read_text(encoding="utf-8").startswith("# ask Bob first")
+
+
+def test_a_whole_labeler_entry_by_its_number(folder: Path) -> None:
+    """`labeler.0 x` once set a key named '0' inside the entry ("unknown key 'labeler.0.0'")."""
+    before = (folder / "duolabel.yaml").read_text(encoding="utf-8")
+    why = refused("config", "set", "labeler.0", "x", "-p", str(folder))
+    assert "labeler.0: an entry of labeler is a section such as {backend: llama}, got 'x'" in why
+    assert "labeler has 1 entries (numbered from 0)" in refused(
+        "config", "set", "labeler.1", "{backend: embedding}", "-p", str(folder)
+    )
+    assert (folder / "duolabel.yaml").read_text(encoding="utf-8") == before
+    ok("config", "set", "labeler.0", "{backend: embedding, name: emb}", "-p", str(folder))
+    assert labeler_of(folder)["name"] == "emb" and labeler_of(folder)["backend"] == "embedding"

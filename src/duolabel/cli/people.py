@@ -56,8 +56,9 @@ def config_set(
         list[str],
         typer.Argument(
             help="KEY VALUE, repeated for several settings changed together: a dotted key "
-            "(routing.target_accuracy, labeler.backend; labeler.1.model with several labelers) "
-            "and a YAML value (0.95, llama, [a, b], null).",
+            "(routing.target_accuracy, labeler.backend; labeler.1.model with several labelers, "
+            "labeler.1 for a whole entry) and a YAML value (0.95, llama, [a, b], null, "
+            "'{backend: llama}').",
             metavar="KEY VALUE...",
         ),
     ],

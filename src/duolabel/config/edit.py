@@ -14,6 +14,7 @@ the old backend's keys are dropped (its ``name`` and ``weight`` are kept).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,10 +93,23 @@ def _put(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if not key or any(not p for p in parts):
         raise ConfigError(f"{key!r}: not a dotted key such as routing.target_accuracy")
+    whole_entry = len(parts) >= 2 and parts[-1].isdigit() and _is_entry_list(parts[-2])
     node: Any = data
     i = 0
-    while i < len(parts) - 1:
+    while i < len(parts) - (2 if whole_entry else 1):
         node, i = _step(node, parts[i], key, parts, i)
+    if whole_entry:  # labeler.1 {backend: llama}: the whole entry, checked with the rest
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {'.'.join(parts[:-2])} is not a section with keys")
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{key}: an entry of {parts[-2]} is a section such as {{backend: llama}}, got {value!r}"
+            )
+        entries, index = _entries(node, parts[-2]), int(parts[-1])
+        if index >= len(entries):
+            raise ConfigError(f"{key}: {parts[-2]} has {len(entries)} entries (numbered from 0)")
+        entries[index] = value
+        return
     last = parts[-1]
     if not isinstance(node, dict):
         raise ConfigError(f"{key}: {'.'.join(parts[:-1])} is not a section with keys")
@@ -137,6 +151,7 @@ def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> Edi
     path, data = read_project_file(project_dir)
     if not isinstance(data, dict):
         data = {}
+    written_by_duolabel = _rendered_comments(copy.deepcopy(data), str(path))
     for key, text in pairs:
         _put(data, key, parse_value(key, text))
     try:
@@ -154,8 +169,9 @@ def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> Edi
     _check_reads_back(text, config, path)
     old = path.read_text(encoding="utf-8")
     backup = None
-    if own_comments(old) - own_comments(text):
-        # The file is rendered anew with duolabel's comments; the user's own are kept here.
+    if own_comments(old) - own_comments(text) - written_by_duolabel:
+        # The file is rendered anew with duolabel's comments; the user's own are kept here
+        # (duolabel's comments on keys the change dropped, a switched backend's, are not theirs).
         backup = path.with_name(path.name + ".bak")
         backup.write_text(old, encoding="utf-8")
     # Written beside and moved over it: a crash never leaves half a project file.
@@ -163,6 +179,14 @@ def set_values(project_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> Edi
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
     return Edit(config, backup)
+
+
+def _rendered_comments(data: dict[str, Any], source: str) -> set[str]:
+    """The comments duolabel itself writes in the project file for ``data`` (none when it is invalid)."""
+    try:
+        return own_comments(render_config(parse_config(data, source=source)))
+    except ConfigError:
+        return set()
 
 
 def own_comments(text: str) -> set[str]:
