@@ -244,3 +244,11 @@ def test_ctrl_c_names_the_stage_that_was_drawing_a_bar():
     assert active_stage() is None  # the bar is gone: a later Ctrl-C names no stage
     with pytest.raises(Interrupted, match=r"^stopped by Ctrl-C\. Everything finished"):
         _interrupted(2, None)
+
+
+def test_serve_refuses_a_port_out_of_range_without_a_traceback(tmp_path):
+    """`serve --port 99999` ended in uvicorn's OverflowError traceback."""
+    assert duolabel("init", str(tmp_path / "p")).returncode == 0
+    result = duolabel("serve", str(tmp_path / "p"), "--port", "99999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--port" in result.stderr and "65535" in result.stderr
