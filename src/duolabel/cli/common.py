@@ -34,13 +34,15 @@ def project_folder(argument: Path | None, option: Path | None) -> Path:
     --------
     >>> project_folder(None, Path("p")), project_folder(Path("p"), None), project_folder(None, None)
     (PosixPath('p'), PosixPath('p'), PosixPath('.'))
+    >>> project_folder(Path("p"), Path.cwd() / "p")  # the same folder, written two ways
+    PosixPath('p')
     >>> try:
     ...     project_folder(Path("p"), Path("q"))
     ... except typer.BadParameter as given_twice:
     ...     print(given_twice.message)
     two project folders: 'p' and -p 'q'; give one
     """
-    if argument is not None and option is not None and argument != option:
+    if argument is not None and option is not None and argument.resolve() != option.resolve():
         raise typer.BadParameter(f"two project folders: {str(argument)!r} and -p {str(option)!r}; give one")
     return argument or option or Path(".")
 
